@@ -1,0 +1,52 @@
+# Every target installs what it needs: a fresh clone needs only python3 (and
+# node/npm for `make canisters`).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test lint typecheck unit demo bench canisters check-canisters localnet clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## make test: lint, type-check and run the whole test suite
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+## make demo: the one-command tour on the embedded local IC
+demo: $(STAMP)
+	$(VENV)/bin/replicator demo
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+localnet: $(STAMP)
+	$(VENV)/bin/replicator localnet start
+
+## make canisters: rebuild every Motoko canister with the pinned moc
+tools/moc/node_modules/.package-lock.json: tools/moc/package-lock.json
+	npm ci --prefix tools/moc --no-audit --no-fund --loglevel=error
+
+canisters: tools/moc/node_modules/.package-lock.json
+	node tools/moc/build.js canisters.json
+
+## check-canisters: a rebuild must reproduce the committed Wasm byte for byte
+check-canisters: tools/moc/node_modules/.package-lock.json
+	$(PYTHON) tools/check_canisters.py
+
+clean:
+	rm -rf $(VENV) tools/moc/node_modules .pytest_cache .mypy_cache .ruff_cache

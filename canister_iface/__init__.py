@@ -1,0 +1,1 @@
+"""Everything the orchestrator knows about canisters."""

@@ -1,0 +1,1 @@
+"""An embedded local Internet Computer for tests and demos."""

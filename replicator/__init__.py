@@ -1,0 +1,3 @@
+"""ic-replicator: the orchestrator."""
+
+__version__ = "0.1.0"
