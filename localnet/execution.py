@@ -109,6 +109,10 @@ class SystemState:
     # Cycles used for ic0.cost_* and the call fee (see localnet.cycles).
     cost_per_call: int = 260_000
     cost_per_byte: int = 1_000
+    # Message size limits the System API enforces (a reply or call payload
+    # beyond them traps, as on the IC); see localnet.limits.
+    max_response_bytes: int = 2 * 1024 * 1024
+    max_call_payload_bytes: int = 2 * 1024 * 1024
 
 
 @dataclass
