@@ -65,6 +65,7 @@ class Reply:
 class RejectResponse:
     code: int
     message: str
+    error_code: str = ""  # the replica's IC0xxx code for system rejects; "" for canister rejects
 
 
 Response = Reply | RejectResponse
