@@ -44,6 +44,11 @@ function build(root, spec, outOverride) {
   const vfsDir = `src/${spec.name}`;
   writeTree(path.dirname(mainAbs), vfsDir);
   const mainVfs = path.posix.join(vfsDir, path.basename(mainAbs));
+  // Warnings are printed, not hidden: a non-exhaustive switch is a bug waiting.
+  for (const d of mo.check(mainVfs)) {
+    const where = `${d.source}:${d.range.start.line + 1}:${d.range.start.character + 1}`;
+    console.error(`${d.severity === 1 ? 'error' : 'warning'} ${d.code} ${where}: ${d.message}`);
+  }
   const result = mo.wasm(mainVfs, 'ic');
   const outDir = outOverride || path.join(root, spec.out_dir);
   fs.mkdirSync(outDir, { recursive: true });

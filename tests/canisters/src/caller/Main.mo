@@ -1,0 +1,73 @@
+// Test canister for localnet's inter-canister calls and timers.
+import Error "mo:core/Error";
+import List "mo:core/List";
+import Principal "mo:core/Principal";
+import Timer "mo:core/Timer";
+
+persistent actor Caller {
+  type Target = actor {
+    inc : () -> async Nat;
+    boom : () -> async ();
+    refuse : () -> async Nat;
+    append : Nat -> async ();
+    missing_method : () -> async ();
+  };
+
+  var timer_fired : Nat = 0;
+  var after_await : Nat = 0;
+
+  func target(p : Principal) : Target = actor (Principal.toText(p));
+
+  public func call_inc(p : Principal) : async Nat { await target(p).inc() };
+
+  // Returns "code:message" of the reject, or "ok".
+  public func call_boom(p : Principal) : async Text {
+    try { await target(p).boom(); "ok" } catch (e) { describe(e) }
+  };
+  public func call_refuse(p : Principal) : async Text {
+    try { ignore await target(p).refuse(); "ok" } catch (e) { describe(e) }
+  };
+  public func call_missing(p : Principal) : async Text {
+    try { await target(p).missing_method(); "ok" } catch (e) { describe(e) }
+  };
+
+  // Sends `n` calls before awaiting any: their order must be preserved.
+  public func send_many(p : Principal, n : Nat) : async () {
+    let t = target(p);
+    let futures = List.empty<async ()>();
+    var i = 0;
+    while (i < n) {
+      List.add(futures, t.append(i));
+      i += 1;
+    };
+    for (f in List.values(futures)) { await f };
+  };
+
+  // Changes state after an await, then traps: only the part before the await persists.
+  public func trap_after_await(p : Principal) : async () {
+    after_await += 1;
+    ignore await target(p).inc();
+    after_await += 100;
+    assert false;
+  };
+  public query func after_await_count() : async Nat { after_await };
+
+  public func schedule(seconds : Nat) : async () {
+    ignore Timer.setTimer<system>(#seconds seconds, func() : async () { timer_fired += 1 });
+  };
+  public query func fired() : async Nat { timer_fired };
+
+  func describe(e : Error) : Text {
+    let code = switch (Error.code(e)) {
+      case (#system_fatal) "1";
+      case (#system_transient) "2";
+      case (#destination_invalid) "3";
+      case (#canister_reject) "4";
+      case (#canister_error) "5";
+      case (#system_unknown) "6";
+      case (#future _) "future";
+      case (#call_error _) "call_error";
+    };
+    code # ":" # Error.message(e)
+  };
+};
