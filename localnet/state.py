@@ -38,16 +38,26 @@ class Settings:
     memory_allocation: int = 0
     freezing_threshold: int = 2_592_000  # seconds (30 days)
     reserved_cycles_limit: int = 5_000_000_000_000
-    log_visibility: str = "controllers"  # or "public"
+    log_visibility: str = "controllers"  # or "public" or "allowed_viewers"
     wasm_memory_limit: int = 3 * 1024**3
     wasm_memory_threshold: int = 0
+    # Newer settings (ic.did 2026). A visibility is "controllers", "public" or
+    # "allowed_viewers"; the viewers lists go with the last one.
+    log_viewers: list[bytes] = field(default_factory=list)
+    log_memory_limit: int = 4096
+    snapshot_visibility: str = "controllers"
+    snapshot_viewers: list[bytes] = field(default_factory=list)
+    status_visibility: str = "controllers"
+    status_viewers: list[bytes] = field(default_factory=list)
+    minimum_incoming_canister_call_cycles: int = 0
+    environment_variables: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class Snapshot:
     """A canister snapshot: module, memories and the globals of the instance."""
 
-    snapshot_id: bytes  # canister id ++ 8-byte counter, as on the IC
+    snapshot_id: bytes  # 8-byte big-endian counter ++ canister id, as on the IC
     taken_at_ns: int
     canister_version: int
     wasm_module: bytes
@@ -58,10 +68,15 @@ class Snapshot:
     global_timer: int  # 0 when not set
     on_low_wasm_memory_hook_status: str = "condition_not_satisfied"
     source: str = "taken_from_canister"  # or "metadata_upload"
+    chunk_store: dict[bytes, bytes] = field(default_factory=dict)  # sha256 -> chunk
+    # Wasm types of ``globals`` ("i32", "i64", "f32", "f64", "v128"), in order.
+    global_types: list[str] = field(default_factory=list)
 
     @property
     def total_size(self) -> int:
-        return len(self.wasm_module) + len(self.heap) + len(self.stable)
+        # The chunk store is charged per chunk slot (1 MiB each), as on the IC.
+        chunks = len(self.chunk_store) * 1024 * 1024
+        return len(self.wasm_module) + len(self.heap) + len(self.stable) + chunks
 
 
 @dataclass
