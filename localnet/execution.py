@@ -88,6 +88,11 @@ class MessageContext:
     # callback after the canister replied may not reply again).
     already_responded: bool = False
     deadline_ns: int = 0  # best-effort deadline of the incoming call (0: none)
+    # Callbacks (and cleanup) of a composite query call run non-replicated on
+    # the state the composite query left behind: set this flag and pass the
+    # previous execution's ExecResult.query_state back in.
+    in_composite_query: bool = False
+    query_state: object | None = None
 
 
 @dataclass
@@ -110,6 +115,8 @@ class SystemState:
     # Cycles used for ic0.cost_* and the call fee (see localnet.cycles).
     cost_per_call: int = 260_000
     cost_per_byte: int = 1_000
+    global_timer: int = 0  # current value, for ic0.global_timer_set's return
+    subnet_id: bytes = b""  # for ic0.subnet_self_*
     # Message size limits the System API enforces (a reply or call payload
     # beyond them traps, as on the IC); see localnet.limits.
     max_response_bytes: int = 2 * 1024 * 1024
@@ -137,3 +144,8 @@ class ExecResult:
     global_timer: int | None = None  # new value if set during the execution
     certified_data: bytes | None = None  # new value if set during the execution
     logs: list[str] = field(default_factory=list)
+    cycles_burned: int = 0  # by ic0.cycles_burn128
+    message_accepted: bool = False  # canister_inspect_message called ic0.accept_message
+    # Composite query executions: the (never persisted) state changes, to be
+    # passed to the next callback of the same query call via MessageContext.
+    query_state: object | None = None

@@ -1,0 +1,774 @@
+"""The canister execution sandbox: one wasmtime instance per canister.
+
+:class:`WasmEngine` compiles canister modules (once per module hash) with the
+settings the IC's semantics need: 64-bit memories, fuel as the instruction
+counter, and a heap that never moves, so its base address stays valid for
+the host functions and for dirty-page tracking.
+
+:class:`CanisterSandbox` runs one execution at a time (see
+``localnet.execution`` for the contract). Executions are atomic: a trap, an
+exhausted instruction limit or a System API misuse rolls back the heap, the
+stable memory and every mutable global; non-replicated executions (queries)
+are always rolled back. Two rollback strategies exist:
+
+* ``"dirty"``: the heap is write-protected with userfaultfd (WP_ASYNC) and
+  the written pages are listed with PAGEMAP_SCAN (see ``localnet.dirty``).
+  A shadow copy holds the committed heap; a successful replicated execution
+  copies its written pages into the shadow, a rolled-back one copies them
+  back from it. Cost: proportional to what the execution wrote.
+* ``"copy"``: the reference. The whole heap is saved before every execution
+  and restored after a rollback. Cost: proportional to the heap size.
+
+``"auto"`` picks dirty tracking when the kernel allows it (logged once).
+Stable memory is host-owned and keeps an undo log in both modes (a full copy
+in ``"copy"`` mode).
+
+Wasm memories cannot shrink. When a replicated execution that grew the heap
+is rolled back, the instance is rebuilt from the committed state (rare: a
+trap after ``memory.grow``). When a *non-replicated* execution grew it, the
+extra pages are zeroed and kept: queries are frequent and rebuilding would
+cost a full heap copy each time. The canister can observe this only through
+``memory.size``; ``heap_size`` and :meth:`CanisterSandbox.capture` report the
+committed size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.metadata
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from localnet import dirty
+from localnet.errors import ErrorCode
+from localnet.execution import EntryKind, ExecResult, MessageContext, SystemState
+from localnet.system_api import (
+    NON_REPLICATED,
+    WASM_PAGE,
+    ApiTrap,
+    ExecEffects,
+    MemoryAccess,
+    OutOfInstructions,
+    StableMemory,
+    SystemApi,
+    api_class,
+    signature,
+)
+from localnet.wasm_module import (
+    GLOBAL_EXPORT_PREFIX,
+    MEMORY_EXPORT,
+    TABLE_EXPORT,
+    InvalidModule,
+    ModuleInfo,
+    decompress,
+    instrument,
+    parse,
+)
+
+__all__ = ["CanisterSandbox", "InvalidModule", "MemoryImage", "WasmEngine"]
+
+log = logging.getLogger(__name__)
+_WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+
+GiB = 1024**3
+DEFAULT_MAX_HEAP_BYTES = 6 * GiB
+# Fuel for the Wasm start function, which runs during instantiation.
+START_FUEL = 300_000_000_000
+_METHOD_PREFIXES = {
+    "canister_update ": EntryKind.UPDATE,
+    "canister_query ": EntryKind.QUERY,
+    "canister_composite_query ": EntryKind.COMPOSITE_QUERY,
+}
+_EXPORT_PREFIX_OF_KIND = {
+    EntryKind.UPDATE: "canister_update ",
+    EntryKind.QUERY: "canister_query ",
+    EntryKind.REPLICATED_QUERY: "canister_query ",
+    EntryKind.COMPOSITE_QUERY: "canister_composite_query ",
+}
+_CALLBACK_KINDS = {EntryKind.REPLY_CALLBACK, EntryKind.REJECT_CALLBACK, EntryKind.CLEANUP}
+_TRAP_WORDS = {
+    wasmtime.TrapCode.UNREACHABLE: "unreachable",
+    wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS: "heap out of bounds",
+    wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO: "integer division by 0",
+    wasmtime.TrapCode.STACK_OVERFLOW: "stack overflow",
+    wasmtime.TrapCode.TABLE_OUT_OF_BOUNDS: "table out of bounds",
+    wasmtime.TrapCode.INDIRECT_CALL_TO_NULL: "indirect call to null",
+    wasmtime.TrapCode.BAD_SIGNATURE: "indirect call signature mismatch",
+    wasmtime.TrapCode.INTEGER_OVERFLOW: "integer overflow",
+    wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER: "invalid conversion to integer",
+    wasmtime.TrapCode.HEAP_MISALIGNED: "heap misaligned",
+}
+
+
+@dataclass
+class MemoryImage:
+    """A canister's memories and globals: snapshots, upgrades, persistence."""
+
+    heap: bytes
+    stable: bytes
+    globals: list[int | float]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    module: wasmtime.Module
+    info: ModuleInfo
+    pointer: str  # "i64" for 64-bit memories, else "i32"
+    global_types: tuple[str, ...]  # of the mutable globals, in index order
+
+
+class WasmEngine:
+    """Compiles canister modules; one per replica, shared by its sandboxes."""
+
+    def __init__(
+        self, *, cache_dir: Path | None = None, max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
+    ) -> None:
+        self.max_heap_bytes = max_heap_bytes
+        self.heap_reservation = -(-max_heap_bytes // WASM_PAGE) * WASM_PAGE
+        config = wasmtime.Config()
+        config.wasm_memory64 = True
+        config.consume_fuel = True
+        # A non-moving heap inside one big reservation: host pointers and the
+        # userfaultfd registration stay valid across memory.grow.
+        config.memory_may_move = False
+        config.memory_reservation = self.heap_reservation
+        config.memory_reservation_for_growth = 0
+        # Plain anonymous memory (no copy-on-write image of the data
+        # segments): userfaultfd write-protection works on it.
+        config.memory_init_cow = False
+        config.max_wasm_stack = 1024 * 1024  # wasmtime caps it at its async stack (2 MiB)
+        self._config_key = (
+            f"wasmtime=={_WASMTIME_VERSION};memory64;fuel;reservation={self.heap_reservation}"
+        )
+        self.engine = wasmtime.Engine(config)
+        self.cache_dir = cache_dir
+        self._modules: dict[bytes, _Compiled] = {}
+
+    def compile(self, wasm: bytes) -> _Compiled:
+        """Validate and compile ``wasm`` (raw or gzip), cached by its SHA-256."""
+        key = hashlib.sha256(wasm).digest()
+        compiled = self._modules.get(key)
+        if compiled is None:
+            compiled = self._compile(decompress(wasm))
+            self._modules[key] = compiled
+        return compiled
+
+    def _compile(self, raw: bytes) -> _Compiled:
+        info = parse(raw)
+        pointer = "i64" if info.memory64 else "i32"
+        if info.memories > 1:
+            raise InvalidModule(f"the module declares {info.memories} memories; at most 1")
+        instrumented = instrument(raw, info)
+        module = self._load_or_compile(instrumented)
+        _check_imports(module, pointer)
+        _check_exports(module)
+        types = tuple(g.valtype for g in info.mutable_globals)
+        return _Compiled(module, info, pointer, types)
+
+    def _load_or_compile(self, wasm: bytes) -> wasmtime.Module:
+        path = None
+        if self.cache_dir is not None:
+            digest = hashlib.sha256(self._config_key.encode() + wasm).hexdigest()
+            path = self.cache_dir / f"{digest}.cwasm"
+            if path.exists():
+                try:
+                    return wasmtime.Module.deserialize_file(self.engine, str(path))
+                except wasmtime.WasmtimeError:
+                    log.warning("ignoring unusable compiled-module cache entry %s", path)
+        try:
+            module = wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"the Wasm module is not valid: {exc}") from exc
+        if path is not None:
+            _write_atomically(path, bytes(module.serialize()))
+        return module
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _type_names(types: Any) -> list[str]:
+    return [str(t) for t in types]
+
+
+def _check_imports(module: wasmtime.Module, pointer: str) -> None:
+    problems = []
+    for imp in module.imports:
+        where = f"{imp.module}.{imp.name}"
+        if imp.module != "ic0" or not isinstance(imp.type, wasmtime.FuncType):
+            problems.append(f"{where} (only functions of module ic0 can be imported)")
+            continue
+        expected = signature(imp.name or "", pointer)
+        if expected is None:
+            problems.append(f"{where} (not a System API function localnet provides)")
+            continue
+        actual = (_type_names(imp.type.params), _type_names(imp.type.results))
+        if actual != expected:
+            problems.append(f"{where} has type {actual}, the System API defines {expected}")
+    if problems:
+        raise InvalidModule(
+            "the module imports what localnet cannot provide: " + "; ".join(problems)
+        )
+
+
+def _check_exports(module: wasmtime.Module) -> None:
+    seen: dict[str, str] = {}
+    for exp in module.exports:
+        name = exp.name
+        if not name.startswith("canister_"):
+            continue
+        ty = exp.type
+        if not isinstance(ty, wasmtime.FuncType) or ty.params or ty.results:
+            raise InvalidModule(f"the export {name!r} must be a function of type () -> ()")
+        for prefix in _METHOD_PREFIXES:
+            if name.startswith(prefix):
+                method = name[len(prefix) :]
+                if method in seen:
+                    raise InvalidModule(
+                        f"method {method!r} is exported both as {seen[method]!r} and {name!r}"
+                    )
+                seen[method] = name
+
+
+# --- heap rollback ----------------------------------------------------------
+
+
+class _CopyRollback:
+    """Reference strategy: save everything before, restore everything after."""
+
+    name = "copy"
+
+    def __init__(self) -> None:
+        self._saved = b""
+
+    def adopt(self, base: int, size: int) -> None:
+        """The memory at ``base`` now holds the committed state (``size`` bytes)."""
+        self._saved = b""
+
+    def begin(self, base: int, size: int) -> None:
+        self._saved = ctypes.string_at(base, size)
+
+    def commit(self, base: int, size: int) -> None:
+        self._saved = b""
+
+    def rollback(self, base: int, physical: int, committed: int) -> None:
+        ctypes.memmove(base, self._saved, len(self._saved))
+        if physical > committed:
+            ctypes.memset(base + committed, 0, physical - committed)
+        self._saved = b""
+
+    def restore_into(self, base: int, committed: int) -> None:
+        """Write the committed state into a fresh memory (after a rebuild)."""
+        ctypes.memmove(base, self._saved, committed)
+        self._saved = b""
+
+    def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
+        return [(0, ctypes.string_at(base, physical))]
+
+    def close(self) -> None:
+        self._saved = b""
+
+
+class _DirtyRollback:
+    """Write-protection based strategy with a shadow copy of the committed heap."""
+
+    name = "dirty"
+
+    def __init__(self, reservation: int) -> None:
+        self._reservation = reservation
+        self._tracker: dirty.WriteTracker | None = None
+        self._shadow: dirty.AnonMemory | None = None
+
+    def _ensure_shadow(self, size: int) -> dirty.AnonMemory:
+        if self._shadow is None or self._shadow.size < size:
+            grown = dirty.AnonMemory(max(size, 2 * (self._shadow.size if self._shadow else 0)))
+            if self._shadow is not None:
+                ctypes.memmove(grown.address, self._shadow.address, self._shadow.size)
+                self._shadow.close()
+            self._shadow = grown
+        return self._shadow
+
+    def _track(self, base: int, size: int) -> None:
+        if self._tracker is not None and self._tracker.base != base:
+            self._tracker.close()
+            self._tracker = None
+        if self._tracker is None:
+            self._tracker = dirty.WriteTracker(base, self._reservation)
+        self._tracker.protect(0, size)
+
+    def adopt(self, base: int, size: int) -> None:
+        if self._shadow is not None:
+            self._shadow.close()
+            self._shadow = None
+        shadow = self._ensure_shadow(size)
+        ctypes.memmove(shadow.address, base, size)
+        self._track(base, size)
+
+    def begin(self, base: int, size: int) -> None:
+        pass  # the pages are armed since the last commit or rollback
+
+    def commit(self, base: int, size: int) -> None:
+        assert self._tracker is not None
+        regions = self._tracker.scan(size, rearm=True)
+        shadow = self._ensure_shadow(size)
+        for r in regions:
+            if r.present:  # an unpopulated page is zero, as the shadow is there
+                ctypes.memmove(shadow.address + r.start, base + r.start, r.end - r.start)
+
+    def rollback(self, base: int, physical: int, committed: int) -> None:
+        assert self._tracker is not None
+        assert self._shadow is not None
+        shadow = self._shadow.address
+        for r in self._tracker.scan(physical, rearm=False):
+            if not r.present:
+                continue
+            end = min(r.end, committed)
+            if r.start < end:
+                ctypes.memmove(base + r.start, shadow + r.start, end - r.start)
+            if r.end > committed:
+                start = max(r.start, committed)
+                ctypes.memset(base + start, 0, r.end - start)
+        # Restoring wrote the pages again: re-arm everything that is written.
+        self._tracker.scan(physical, rearm=True)
+
+    def restore_into(self, base: int, committed: int) -> None:
+        assert self._shadow is not None
+        ctypes.memmove(base, self._shadow.address, committed)
+        self._track(base, committed)
+
+    def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
+        assert self._tracker is not None
+        return [
+            (r.start, ctypes.string_at(base + r.start, r.end - r.start))
+            for r in self._tracker.scan(physical, rearm=False)
+            if r.present
+        ]
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+        if self._shadow is not None:
+            self._shadow.close()
+            self._shadow = None
+
+
+_Rollback = _CopyRollback | _DirtyRollback
+_logged_mode = False
+
+
+def _pick_rollback(mode: str, reservation: int) -> _Rollback:
+    global _logged_mode
+    if mode not in ("auto", "copy", "dirty"):
+        raise ValueError(f"rollback must be 'auto', 'copy' or 'dirty', not {mode!r}")
+    if mode == "copy":
+        return _CopyRollback()
+    reason = dirty.probe()
+    if reason is None:
+        if not _logged_mode:
+            log.info("sandbox rollback: dirty-page tracking (userfaultfd WP_ASYNC)")
+            _logged_mode = True
+        return _DirtyRollback(reservation)
+    if mode == "dirty":
+        raise OSError(f"dirty-page tracking is not available: {reason}")
+    if not _logged_mode:
+        log.warning("sandbox rollback: full heap copies (dirty tracking unavailable: %s)", reason)
+        _logged_mode = True
+    return _CopyRollback()
+
+
+# --- the sandbox --------------------------------------------------------------
+
+
+@dataclass
+class _QueryState:
+    """Uncommitted changes of a composite query call, carried between callbacks."""
+
+    heap: list[tuple[int, bytes]]
+    heap_size: int
+    stable: list[tuple[int, bytes]]
+    stable_size: int
+    globals: list[int | float]
+
+
+class CanisterSandbox:
+    """A canister's Wasm instance with its memories; see the module docstring."""
+
+    def __init__(
+        self, engine: WasmEngine, compiled: _Compiled, stable: StableMemory, rollback: _Rollback
+    ) -> None:
+        self._engine = engine
+        self._compiled = compiled
+        self._stable = stable
+        self._rollback = rollback
+        self._mem = MemoryAccess()
+        self._api = SystemApi(self._mem, stable)
+        self._store: wasmtime.Store | None = None
+        self._instance: wasmtime.Instance | None = None
+        self._memory: wasmtime.Memory | None = None
+        self._table: wasmtime.Table | None = None
+        self._globals: list[wasmtime.Global] = []
+        self._funcs: dict[str, wasmtime.Func | None] = {}
+        self._committed = 0  # committed heap size in bytes
+        self._committed_globals: list[int | float] = []
+        self._methods = _methods(compiled.info)
+        self._closed = False
+
+    # --- construction -------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        engine: WasmEngine,
+        wasm: bytes,
+        *,
+        heap: bytes | None = None,
+        stable: bytes = b"",
+        globals: list[int | float] | None = None,
+        rollback: str = "auto",
+    ) -> CanisterSandbox:
+        """Validate and instantiate ``wasm``, optionally with given memories/globals."""
+        compiled = engine.compile(wasm)
+        strategy = _pick_rollback(rollback, engine.heap_reservation)
+        memory = StableMemory(stable, full_copy=strategy.name == "copy")
+        sandbox = cls(engine, compiled, memory, strategy)
+        try:
+            sandbox._instantiate()
+            if heap is not None:
+                sandbox._replace_heap(heap)
+            if globals is not None:
+                sandbox._set_globals(globals)
+            sandbox._committed = sandbox._physical()
+            sandbox._committed_globals = sandbox._read_globals()
+            strategy.adopt(sandbox._mem.base, sandbox._committed)
+        except BaseException:
+            sandbox.close()
+            raise
+        return sandbox
+
+    def _instantiate(self) -> None:
+        """A fresh store and instance (Wasm ``start`` runs, data segments load)."""
+        c = self._compiled
+        store = wasmtime.Store(self._engine.engine)
+        store.set_fuel(START_FUEL)
+        imports = []
+        for imp in c.module.imports:
+            assert isinstance(imp.type, wasmtime.FuncType)
+            fn = self._api.host_function(imp.name or "", c.pointer)
+            imports.append(wasmtime.Func(store, imp.type, fn))
+        try:
+            instance = wasmtime.Instance(store, c.module, imports)
+        except ApiTrap as exc:
+            raise InvalidModule(f"the Wasm start function trapped: {exc.message}") from exc
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"the module cannot be instantiated: {exc}") from exc
+        self._bind(store, instance)
+
+    def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+        exports = instance.exports(store)
+        memory = exports.get(MEMORY_EXPORT)
+        table = exports.get(TABLE_EXPORT)
+        self._store, self._instance = store, instance
+        self._memory = memory if isinstance(memory, wasmtime.Memory) else None
+        self._table = table if isinstance(table, wasmtime.Table) else None
+        self._globals = []
+        for g in self._compiled.info.mutable_globals:
+            glob = exports[f"{GLOBAL_EXPORT_PREFIX}{g.index}"]
+            assert isinstance(glob, wasmtime.Global)
+            self._globals.append(glob)
+        self._funcs = {}
+        m = self._mem
+        if self._memory is not None:
+            mem_obj = self._memory
+            m.base = ctypes.cast(mem_obj.data_ptr(store), ctypes.c_void_p).value or 0
+            m.length = lambda: mem_obj.data_len(store)
+        else:
+            m.base, m.length = 0, lambda: 0
+        m.get_fuel = store.get_fuel
+        m.set_fuel = store.set_fuel
+
+    def _physical(self) -> int:
+        return self._mem.length()
+
+    def _grow_to(self, size: int) -> None:
+        if size <= self._physical():
+            return
+        if self._memory is None:
+            raise InvalidModule("the module has no memory to load a heap into")
+        assert self._store is not None
+        pages = -(-(size - self._physical()) // WASM_PAGE)
+        try:
+            self._memory.grow(self._store, pages)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"cannot grow the Wasm memory to {size} bytes: {exc}") from exc
+
+    def _replace_heap(self, heap: bytes) -> None:
+        self._grow_to(len(heap))
+        base, physical = self._mem.base, self._physical()
+        if heap:
+            ctypes.memmove(base, heap, len(heap))
+        if physical > len(heap):
+            ctypes.memset(base + len(heap), 0, physical - len(heap))
+
+    def _read_globals(self) -> list[int | float]:
+        store = self._store
+        assert store is not None
+        return [g.value(store) for g in self._globals]
+
+    def _set_globals(self, values: list[int | float]) -> None:
+        if len(values) != len(self._globals):
+            raise InvalidModule(
+                f"{len(values)} global values given, the module has {len(self._globals)} "
+                "mutable globals"
+            )
+        store = self._store
+        assert store is not None
+        for g, v in zip(self._globals, values, strict=True):
+            g.set_value(store, v)
+
+    def _rebuild(self) -> None:
+        """A new instance holding the committed state (memory cannot shrink)."""
+        old_store = self._store
+        self._instantiate()
+        self._grow_to(self._committed)
+        self._rollback.restore_into(self._mem.base, self._committed)
+        self._set_globals(self._committed_globals)
+        del old_store
+
+    # --- introspection ------------------------------------------------------
+
+    def methods(self) -> dict[str, EntryKind]:
+        return dict(self._methods)
+
+    def has_export(self, name: str) -> bool:
+        return name in self._compiled.info.export_names()
+
+    def custom_section(self, name: str) -> bytes | None:
+        return self._compiled.info.custom_sections.get(name)
+
+    def global_types(self) -> list[str]:
+        """The Wasm types (``i32`` ...) of :attr:`MemoryImage.globals`, in order."""
+        return list(self._compiled.global_types)
+
+    @property
+    def rollback_mode(self) -> str:
+        return self._rollback.name
+
+    @property
+    def heap_size(self) -> int:
+        return self._committed
+
+    @property
+    def stable_size(self) -> int:
+        return len(self._stable.data)
+
+    def capture(self) -> MemoryImage:
+        """A full copy of the committed memories and globals."""
+        return MemoryImage(
+            heap=ctypes.string_at(self._mem.base, self._committed) if self._committed else b"",
+            stable=bytes(self._stable.data),
+            globals=list(self._committed_globals),
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._rollback.close()  # unregister before wasmtime unmaps the memory
+        self._funcs = {}
+        self._globals = []
+        self._memory = self._table = None
+        self._instance = None
+        self._store = None
+        self._mem.base = 0
+
+    # --- execution ------------------------------------------------------------
+
+    def execute(
+        self, ctx: MessageContext, system: SystemState, instruction_limit: int
+    ) -> ExecResult:
+        """Run one entry point or callback atomically; see the module docstring."""
+        if self._closed:
+            raise RuntimeError("the sandbox is closed")
+        func, missing = self._entry(ctx)
+        if func is None:
+            return missing
+        store = self._store
+        assert store is not None
+        replicated = api_class(ctx) not in NON_REPLICATED
+        self._rollback.begin(self._mem.base, self._committed)
+        self._stable.begin()
+        if isinstance(ctx.query_state, _QueryState):
+            self._apply_query_state(ctx.query_state)
+        self._api.begin(ctx, system, instruction_limit)
+        store.set_fuel(instruction_limit)
+        trap = self._call(func, instruction_limit)
+        instructions = instruction_limit - store.get_fuel()
+        logs = self._api.logs_so_far()
+        effects = self._api.finish()
+        if trap is not None:
+            self._undo(replicated)
+            return ExecResult(
+                trapped=True, trap_message=trap[1], error_code=trap[0],
+                instructions=instructions, logs=logs,
+            )  # fmt: skip
+        result = _result(effects, instructions)
+        if not replicated:
+            if ctx.in_composite_query or ctx.kind is EntryKind.COMPOSITE_QUERY:
+                result.query_state = self._query_state()
+            self._undo(replicated=False)
+        else:
+            self._commit()
+        return result
+
+    def _entry(self, ctx: MessageContext) -> tuple[Any, ExecResult]:
+        """The function to call, or None and the result to report instead."""
+        if ctx.kind in _CALLBACK_KINDS:
+            return self._callback(ctx)
+        prefix = _EXPORT_PREFIX_OF_KIND.get(ctx.kind)
+        name = prefix + ctx.method if prefix else ctx.kind.value
+        func = self._export(name)
+        if func is not None:
+            return func, ExecResult()
+        if prefix is None:  # a system method the module does not export: no-op
+            return None, ExecResult()
+        kind = {EntryKind.UPDATE: "update", EntryKind.COMPOSITE_QUERY: "composite_query"}
+        return None, ExecResult(
+            trapped=True,
+            error_code=ErrorCode.CANISTER_METHOD_NOT_FOUND,
+            trap_message=f"Canister has no {kind.get(ctx.kind, 'query')} method '{ctx.method}'.",
+        )
+
+    def _export(self, name: str) -> wasmtime.Func | None:
+        if name not in self._funcs:
+            assert self._instance is not None
+            assert self._store is not None
+            func = self._instance.exports(self._store).get(name)
+            self._funcs[name] = func if isinstance(func, wasmtime.Func) else None
+        return self._funcs[name]
+
+    def _callback(self, ctx: MessageContext) -> tuple[Any, ExecResult]:
+        cb = ctx.callback
+        func = None
+        table, store = self._table, self._store
+        if cb is not None and table is not None and store is not None:
+            func = table.get(store, cb.fun) if 0 <= cb.fun < table.size(store) else None
+        if not isinstance(func, wasmtime.Func):
+            fun = cb.fun if cb is not None else "none"
+            return None, ExecResult(
+                trapped=True,
+                error_code=ErrorCode.CANISTER_FUNCTION_NOT_FOUND,
+                trap_message=f"Canister requested to invoke a non-existent Wasm function "
+                f"{fun} from table 0",
+            )
+        assert cb is not None
+        env = _to_signed(cb.env, 64 if self._compiled.pointer == "i64" else 32)
+        return (lambda store: func(store, env)), ExecResult()
+
+    def _call(self, func: Any, limit: int) -> tuple[str, str] | None:
+        """Call ``func``; the (error code, message) of its trap, or None."""
+        store = self._store
+        try:
+            func(store)
+        except ApiTrap as exc:
+            return exc.error_code, exc.message
+        except wasmtime.Trap as exc:
+            return _classify(exc, limit)
+        except wasmtime.WasmtimeError as exc:
+            message = f"Canister encountered a Wasm engine error: {exc}"
+            return ErrorCode.CANISTER_WASM_ENGINE_ERROR, message
+        return None
+
+    # --- commit / rollback ----------------------------------------------------
+
+    def _commit(self) -> None:
+        physical = self._physical()
+        self._rollback.commit(self._mem.base, physical)
+        self._stable.commit()
+        self._committed = physical
+        self._committed_globals = self._read_globals()
+
+    def _undo(self, replicated: bool) -> None:
+        self._stable.rollback()
+        physical = self._physical()
+        if replicated and physical > self._committed:
+            self._rebuild()
+            return
+        self._rollback.rollback(self._mem.base, physical, self._committed)
+        current = self._read_globals()
+        if current != self._committed_globals:
+            self._set_globals(self._committed_globals)
+
+    def _query_state(self) -> _QueryState:
+        physical = self._physical()
+        return _QueryState(
+            heap=self._rollback.written(self._mem.base, physical),
+            heap_size=physical,
+            stable=self._stable.written(),
+            stable_size=len(self._stable.data),
+            globals=self._read_globals(),
+        )
+
+    def _apply_query_state(self, qs: _QueryState) -> None:
+        self._grow_to(qs.heap_size)
+        for offset, data in qs.heap:
+            ctypes.memmove(self._mem.base + offset, data, len(data))
+        if qs.stable_size > len(self._stable.data):
+            self._stable.grow((qs.stable_size - len(self._stable.data)) // WASM_PAGE)
+        for offset, data in qs.stable:
+            self._stable.write(offset, data)
+        self._set_globals(qs.globals)
+
+
+def _classify(trap: wasmtime.Trap, limit: int) -> tuple[str, str]:
+    code = trap.trap_code
+    if code is wasmtime.TrapCode.OUT_OF_FUEL:
+        exc = OutOfInstructions(limit)
+        return exc.error_code, exc.message
+    words = _TRAP_WORDS.get(code) if code is not None else None
+    return ErrorCode.CANISTER_TRAPPED, f"Canister trapped: {words or trap.message}"
+
+
+def _methods(info: ModuleInfo) -> dict[str, EntryKind]:
+    out = {}
+    for e in info.exports:
+        for prefix, kind in _METHOD_PREFIXES.items():
+            if e.name.startswith(prefix):
+                out[e.name[len(prefix) :]] = kind
+    return out
+
+
+def _to_signed(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def _result(effects: ExecEffects, instructions: int) -> ExecResult:
+    return ExecResult(
+        response=effects.response,
+        calls=effects.calls,
+        instructions=instructions,
+        cycles_accepted=effects.cycles_accepted,
+        cycles_sent=effects.cycles_sent,
+        global_timer=effects.global_timer,
+        certified_data=effects.certified_data,
+        logs=effects.logs,
+        cycles_burned=effects.cycles_burned,
+        message_accepted=effects.message_accepted,
+    )
