@@ -1,0 +1,425 @@
+"""Verifying IC certificates: what makes an answer from a single node trustworthy.
+
+A certificate (interface spec, "Certification") is CBOR ``{tree, signature,
+delegation?}``.  It is valid when the BLS signature over
+``\\x0Dic-state-root · reconstruct(tree)`` verifies under the subnet's key, and
+that key is either the root key itself or comes from a *delegation*: a
+root-signed certificate that lists the subnet's public key and canister
+ranges.  Values are then read with :meth:`Certificate.lookup`, which tells a
+value that is provably absent from one that was pruned away (unknown), as
+the spec's ``lookup_path`` does.
+
+Every failure raises :class:`CertificateError` saying what is wrong; callers
+should treat it as "do not trust this node's answer" (retry elsewhere), never
+as a canister error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from typing import Any
+
+import cbor2
+from py_arkworks_bls12381 import GT, G1Point, G2Point
+
+# DER SubjectPublicKeyInfo prefix of an IC BLS12-381 G2 key (RFC 5480 with the
+# IC's OIDs 1.3.6.1.4.1.44668.5.3.1.2.1 / 1.3.6.1.4.1.44668.5.3.2.1).
+BLS_KEY_DER_PREFIX = bytes.fromhex(
+    "308182301d060d2b0601040182dc7c0503010201060c2b0601040182dc7c05030201036100"
+)
+# The NNS root key of IC mainnet, as agents ship it.
+MAINNET_ROOT_KEY = BLS_KEY_DER_PREFIX + bytes.fromhex(
+    "814c0e6ec71fab583b08bd81373c255c3c371b2e84863c98a4f1e08b74235d14fb5d9c0cd546d9685f913a0c"
+    "0b2cc5341583bf4b4392e467db96d65b9bb4cb717112f8472e0d5a4d14505ffd7484b01291091c5f87b98883"
+    "463f98091a0baaae"
+)
+BLS_DST = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_"
+# Spec: certificates and query signatures should be at most about 5 minutes old.
+DEFAULT_MAX_AGE_NS = 5 * 60 * 1_000_000_000
+
+
+class CertificateError(Exception):
+    """The certificate is malformed, not validly signed, out of scope or stale."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _sep(name: bytes) -> bytes:
+    return bytes([len(name)]) + name
+
+
+_STATE_ROOT = _sep(b"ic-state-root")
+_EMPTY_DIGEST = hashlib.sha256(_sep(b"ic-hashtree-empty")).digest()
+_FORK = _sep(b"ic-hashtree-fork")
+_LABELED = _sep(b"ic-hashtree-labeled")
+_LEAF = _sep(b"ic-hashtree-leaf")
+
+
+# ------------------------------------------------------------------ hash trees
+#
+# A tree node is kept as a tuple in the spec's CBOR shape, decoded and checked
+# once: (0,) | (1, left, right) | (2, label, subtree) | (3, value) | (4, digest).
+Node = tuple[Any, ...]
+
+
+def _parse_tree(raw: Any, depth: int = 0) -> Node:
+    if depth > 256:
+        raise CertificateError("hash tree nested deeper than 256 levels")
+    if not isinstance(raw, list | tuple) or not raw or not isinstance(raw[0], int):
+        raise CertificateError(f"hash tree node is not a tagged array: {raw!r:.60}")
+    tag = raw[0]
+    arity = {0: 1, 1: 3, 2: 3, 3: 2, 4: 2}.get(tag)
+    if arity != len(raw):
+        raise CertificateError(f"hash tree node tag {tag} with {len(raw) - 1} fields")
+    if tag == 1:
+        return (1, _parse_tree(raw[1], depth + 1), _parse_tree(raw[2], depth + 1))
+    if tag in (2, 3, 4) and not isinstance(raw[1], bytes):
+        raise CertificateError(f"hash tree node tag {tag} needs a blob, got {raw[1]!r:.60}")
+    if tag == 2:
+        return (2, raw[1], _parse_tree(raw[2], depth + 1))
+    if tag == 4 and len(raw[1]) != 32:
+        raise CertificateError(f"pruned hash tree node has a {len(raw[1])}-byte digest")
+    return tuple(raw)
+
+
+def tree_digest(node: Node) -> bytes:
+    """The spec's ``reconstruct``."""
+    tag = node[0]
+    if tag == 0:
+        return _EMPTY_DIGEST
+    if tag == 1:
+        return hashlib.sha256(_FORK + tree_digest(node[1]) + tree_digest(node[2])).digest()
+    if tag == 2:
+        return hashlib.sha256(_LABELED + node[1] + tree_digest(node[2])).digest()
+    if tag == 3:
+        return hashlib.sha256(_LEAF + node[1]).digest()
+    digest: bytes = node[1]
+    return digest
+
+
+def _flatten(node: Node) -> list[Node]:
+    if node[0] == 0:
+        return []
+    if node[0] == 1:
+        return _flatten(node[1]) + _flatten(node[2])
+    return [node]
+
+
+class LookupStatus(Enum):
+    FOUND = "found"
+    ABSENT = "absent"  # provably not in the state
+    UNKNOWN = "unknown"  # pruned: this certificate cannot tell
+    ERROR = "error"  # the path names an inner node, not a value
+
+
+@dataclass(frozen=True)
+class Lookup:
+    status: LookupStatus
+    value: bytes = b""
+
+
+def _find_label(label: bytes, forest: list[Node]) -> Node | LookupStatus:
+    """The spec's ``find_label``: the subtree, or ABSENT / UNKNOWN."""
+    previous: Node | None = None
+    for node in forest:
+        if node[0] == 2 and node[1] == label:
+            return node[2]  # type: ignore[no-any-return]
+        if node[0] == 2 and node[1] > label:
+            proven = previous is None or (previous[0] == 2 and previous[1] < label)
+            return LookupStatus.ABSENT if proven else LookupStatus.UNKNOWN
+        previous = node
+    if not forest or (len(forest) == 1 and forest[0][0] == 3):
+        return LookupStatus.ABSENT
+    last = forest[-1]
+    return LookupStatus.ABSENT if last[0] == 2 and last[1] < label else LookupStatus.UNKNOWN
+
+
+def lookup_subtree(tree: Node, path: Sequence[bytes | str]) -> Node | LookupStatus:
+    """The subtree at ``path``, or why there is none."""
+    node = tree
+    for label in path:
+        found = _find_label(_label(label), _flatten(node))
+        if isinstance(found, LookupStatus):
+            return found
+        node = found
+    return node
+
+
+def lookup_path(tree: Node, path: Sequence[bytes | str]) -> Lookup:
+    """The spec's ``lookup_path``."""
+    node = lookup_subtree(tree, path)
+    if isinstance(node, LookupStatus):
+        return Lookup(node)
+    tag = node[0]
+    if tag == 3:
+        return Lookup(LookupStatus.FOUND, node[1])
+    if tag == 0:
+        return Lookup(LookupStatus.ABSENT)
+    return Lookup(LookupStatus.UNKNOWN if tag == 4 else LookupStatus.ERROR)
+
+
+def _label(label: bytes | str) -> bytes:
+    return label.encode("utf-8") if isinstance(label, str) else label
+
+
+def labeled_children(node: Node) -> list[tuple[bytes, Node]]:
+    """The ``(label, subtree)`` pairs present (not pruned) directly under ``node``."""
+    return [(child[1], child[2]) for child in _flatten(node) if child[0] == 2]
+
+
+# ---------------------------------------------------------------- certificates
+
+
+@dataclass(frozen=True)
+class Delegation:
+    subnet_id: bytes
+    certificate: Certificate
+    raw_certificate: bytes
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A decoded (not yet verified) certificate."""
+
+    tree: Node
+    signature: bytes
+    delegation: Delegation | None
+
+    def root_hash(self) -> bytes:
+        return tree_digest(self.tree)
+
+    def lookup(self, *path: bytes | str) -> Lookup:
+        return lookup_path(self.tree, path)
+
+    def value(self, *path: bytes | str) -> bytes | None:
+        """The value at ``path`` if present, ``None`` if provably absent.
+
+        Raises :class:`CertificateError` when the certificate cannot tell
+        (pruned) or the path names an inner node: a node that answers a
+        ``read_state`` must reveal what was asked.
+        """
+        result = self.lookup(*path)
+        if result.status is LookupStatus.FOUND:
+            return result.value
+        if result.status is LookupStatus.ABSENT:
+            return None
+        raise CertificateError(f"certificate cannot answer {_show(path)}: {result.status.value}")
+
+    @property
+    def time_ns(self) -> int:
+        raw = self.value("time")
+        if raw is None:
+            raise CertificateError("certificate has no /time")
+        return decode_uleb128(raw, "/time")
+
+
+def decode_uleb128(raw: bytes, what: str) -> int:
+    number = 0
+    for index, byte in enumerate(raw):
+        number |= (byte & 0x7F) << (7 * index)
+        if not byte & 0x80:
+            if index != len(raw) - 1:
+                break
+            return number
+    raise CertificateError(f"{what} is not a LEB128 natural number: {raw.hex()}")
+
+
+def decode_certificate(data: bytes) -> Certificate:
+    """Parse CBOR (with or without tag 55799); checks shape, not signatures."""
+    try:
+        body = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types for garbage
+        raise CertificateError(f"certificate is not valid CBOR: {exc}") from exc
+    return _certificate_from(body)
+
+
+def _certificate_from(body: Any) -> Certificate:
+    if isinstance(body, cbor2.CBORTag) and body.tag == 55799:
+        body = body.value
+    if not isinstance(body, Mapping) or "tree" not in body:
+        raise CertificateError("certificate is not a map with a 'tree'")
+    signature = body.get("signature")
+    if not isinstance(signature, bytes) or len(signature) != 48:
+        raise CertificateError("certificate signature must be a 48-byte BLS G1 point")
+    delegation = None
+    if body.get("delegation") is not None:
+        delegation = _delegation_from(body["delegation"])
+    return Certificate(_parse_tree(body["tree"]), signature, delegation)
+
+
+def _delegation_from(raw: Any) -> Delegation:
+    if not isinstance(raw, Mapping):
+        raise CertificateError("certificate delegation is not a map")
+    subnet_id, inner = raw.get("subnet_id"), raw.get("certificate")
+    if not isinstance(subnet_id, bytes) or not isinstance(inner, bytes):
+        raise CertificateError("certificate delegation needs blob subnet_id and certificate")
+    parent = decode_certificate(inner)
+    if parent.delegation is not None:
+        raise CertificateError("delegation certificate has its own delegation (one hop only)")
+    return Delegation(subnet_id, parent, inner)
+
+
+# ---------------------------------------------------------------- verification
+
+
+def bls_public_key(der: bytes) -> bytes:
+    """The 96-byte G2 key inside an IC BLS DER key; checks prefix and length."""
+    if len(der) != len(BLS_KEY_DER_PREFIX) + 96 or not der.startswith(BLS_KEY_DER_PREFIX):
+        raise CertificateError(
+            f"not a DER-encoded IC BLS12-381 key ({len(der)} bytes, prefix {der[:8].hex()}…): "
+            "expected 133 bytes starting with the IC's BLS OIDs"
+        )
+    return der[len(BLS_KEY_DER_PREFIX) :]
+
+
+def _bls_verify(signature: bytes, message: bytes, key_der: bytes) -> bool:
+    key = _g2_key(bls_public_key(key_der))
+    try:
+        sig = G1Point.from_compressed_bytes(signature)
+    except Exception:  # not a point on the curve / not in the subgroup
+        return False
+    hashed = G1Point.hash_to_curve(message, BLS_DST)
+    # e(sig, g2) == e(H(m), pk)  <=>  e(sig, g2) · e(-H(m), pk) == 1
+    return bool(GT.pairing_check([sig, -hashed], [G2Point(), key]))
+
+
+@lru_cache(maxsize=32)
+def _g2_key(raw: bytes) -> G2Point:
+    try:
+        return G2Point.from_compressed_bytes(raw)
+    except Exception as exc:
+        raise CertificateError(f"BLS public key is not a valid G2 point: {exc}") from exc
+
+
+def verify_certificate(
+    certificate: bytes | Certificate,
+    root_key: bytes = MAINNET_ROOT_KEY,
+    *,
+    canister_id: bytes | None = None,
+    subnet_id: bytes | None = None,
+    now_ns: int | None = None,
+    max_age_ns: int | None = DEFAULT_MAX_AGE_NS,
+) -> Certificate:
+    """Decode and verify; returns the certificate whose values can be trusted.
+
+    ``canister_id`` (the effective canister id of the request) must lie in a
+    delegation's canister ranges; ``subnet_id`` (for subnet read_state) must be
+    the delegation's subnet.  ``/time`` must be within ``max_age_ns`` of
+    ``now_ns`` (default: the system clock) in either direction; pass
+    ``max_age_ns=None`` to skip the freshness check (e.g. for test vectors).
+    """
+    cert = decode_certificate(certificate) if isinstance(certificate, bytes) else certificate
+    key = root_key
+    if cert.delegation is not None:
+        key = _delegated_key(cert.delegation, root_key, canister_id, subnet_id)
+    if not _bls_verify(cert.signature, _STATE_ROOT + cert.root_hash(), key):
+        signer = "the delegated subnet key" if cert.delegation else "the root key"
+        raise CertificateError(f"certificate signature does not verify under {signer}")
+    if max_age_ns is not None:
+        check_freshness(cert, max_age_ns, now_ns)
+    return cert
+
+
+def check_freshness(cert: Certificate, max_age_ns: int, now_ns: int | None = None) -> None:
+    """Refuse a certificate whose ``/time`` is more than ``max_age_ns`` off ``now_ns``."""
+    now = time.time_ns() if now_ns is None else now_ns
+    skew = cert.time_ns - now
+    if abs(skew) > max_age_ns:
+        direction = "in the future" if skew > 0 else "old"
+        raise CertificateError(
+            f"certificate time is {abs(skew) / 1e9:.1f} s {direction} (tolerance "
+            f"{max_age_ns / 1e9:.0f} s): stale answer or a badly skewed clock"
+        )
+
+
+def _delegated_key(
+    delegation: Delegation, root_key: bytes, canister_id: bytes | None, subnet_id: bytes | None
+) -> bytes:
+    subnet_key = _verified_subnet_key(delegation.raw_certificate, delegation.subnet_id, root_key)
+    if subnet_id is not None and subnet_id != delegation.subnet_id:
+        raise CertificateError(
+            f"certificate is delegated to subnet {delegation.subnet_id.hex()}, "
+            f"but subnet {subnet_id.hex()} was asked"
+        )
+    if canister_id is not None:
+        ranges = delegation_canister_ranges(delegation)
+        if not any(lo <= canister_id <= hi for lo, hi in ranges):
+            raise CertificateError(
+                f"canister {canister_id.hex()} is outside the canister ranges delegated to "
+                f"subnet {delegation.subnet_id.hex()}"
+            )
+    return subnet_key
+
+
+@lru_cache(maxsize=64)
+def _verified_subnet_key(raw_certificate: bytes, subnet_id: bytes, root_key: bytes) -> bytes:
+    """Verify a delegation certificate once; agents see the same one for hours."""
+    parent = decode_certificate(raw_certificate)
+    if not _bls_verify(parent.signature, _STATE_ROOT + parent.root_hash(), root_key):
+        raise CertificateError("delegation certificate signature does not verify under root key")
+    key = parent.value("subnet", subnet_id, "public_key")
+    if key is None:
+        raise CertificateError(f"delegation certificate has no key for subnet {subnet_id.hex()}")
+    bls_public_key(key)  # shape check before anything is verified with it
+    return key
+
+
+def delegation_canister_ranges(delegation: Delegation) -> list[tuple[bytes, bytes]]:
+    """The canister ranges the delegation certifies, from either layout.
+
+    Older certificates carry ``/subnet/<id>/canister_ranges``; newer ones
+    shard them under ``/canister_ranges/<id>/<lower bound>`` and reveal only
+    the shard that matters.  Every revealed shard is certified, so the union
+    of the revealed ones is a sound (if partial) set.
+    """
+    parent, subnet = delegation.certificate, delegation.subnet_id
+    flat = parent.lookup("subnet", subnet, "canister_ranges")
+    if flat.status is LookupStatus.FOUND:
+        return decode_canister_ranges(flat.value)
+    shards = lookup_subtree(parent.tree, [b"canister_ranges", subnet])
+    ranges: list[tuple[bytes, bytes]] = []
+    if not isinstance(shards, LookupStatus):
+        for label, shard in labeled_children(shards):
+            if shard[0] != 3:
+                raise CertificateError(f"canister range shard {label.hex()} is not a leaf")
+            ranges += decode_canister_ranges(shard[1])
+    if not ranges:
+        raise CertificateError(f"delegation reveals no canister ranges for {subnet.hex()}")
+    return ranges
+
+
+def decode_canister_ranges(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """``tagged<[*[principal principal]]>`` -> ``[(lo, hi), ...]``."""
+    try:
+        decoded = cbor2.loads(raw)
+    except Exception as exc:
+        raise CertificateError(f"canister ranges are not valid CBOR: {exc}") from exc
+    if isinstance(decoded, cbor2.CBORTag):
+        decoded = decoded.value
+    if not isinstance(decoded, list | tuple):
+        raise CertificateError(f"canister ranges are not an array: {decoded!r:.60}")
+    ranges = []
+    for item in decoded:
+        if not (isinstance(item, list | tuple) and len(item) == 2):
+            raise CertificateError(f"canister range is not a [lo, hi] pair: {item!r:.60}")
+        lo, hi = item
+        if not isinstance(lo, bytes) or not isinstance(hi, bytes):
+            raise CertificateError("canister range bounds must be principal blobs")
+        ranges.append((lo, hi))
+    return ranges
+
+
+def _show(path: Sequence[bytes | str]) -> str:
+    return "/" + "/".join(_readable(_label(label)) for label in path)
+
+
+def _readable(raw: bytes) -> str:
+    text = raw.decode("ascii", "replace")
+    return text if raw and raw.isascii() and text.isprintable() else raw.hex()
