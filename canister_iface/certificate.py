@@ -266,6 +266,58 @@ def _delegation_from(raw: Any) -> Delegation:
     return Delegation(subnet_id, parent, inner)
 
 
+# ------------------------------------------------------------- request status
+
+
+@dataclass(frozen=True)
+class RequestStatus:
+    """``/request_status/<id>`` as a verified certificate shows it."""
+
+    status: str  # received | processing | replied | rejected | done
+    reply: bytes | None = None
+    reject_code: int | None = None
+    reject_message: str | None = None
+    error_code: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("replied", "rejected", "done")
+
+
+def request_status(cert: Certificate, request_id: bytes) -> RequestStatus | None:
+    """The certified status of a call; ``None`` while the IC provably has not seen it.
+
+    Raises :class:`CertificateError` when the certificate does not reveal the
+    status (pruned) or a replied/rejected status lacks its fields.
+    """
+    raw = cert.value("request_status", request_id, "status")
+    if raw is None:
+        return None
+    status = raw.decode("utf-8", "replace")
+    if status == "replied":
+        reply = cert.value("request_status", request_id, "reply")
+        if reply is None:
+            raise CertificateError(f"request {request_id.hex()} is replied but has no reply")
+        return RequestStatus(status, reply=reply)
+    if status == "rejected":
+        return _rejected_status(cert, request_id)
+    return RequestStatus(status)
+
+
+def _rejected_status(cert: Certificate, request_id: bytes) -> RequestStatus:
+    code = cert.value("request_status", request_id, "reject_code")
+    message = cert.value("request_status", request_id, "reject_message")
+    if code is None or message is None:
+        raise CertificateError(f"request {request_id.hex()} is rejected without code or message")
+    error_code = cert.value("request_status", request_id, "error_code")
+    return RequestStatus(
+        "rejected",
+        reject_code=decode_uleb128(code, "reject_code"),
+        reject_message=message.decode("utf-8", "replace"),
+        error_code=error_code.decode("utf-8", "replace") if error_code is not None else None,
+    )
+
+
 # ---------------------------------------------------------------- verification
 
 

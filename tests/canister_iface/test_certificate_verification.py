@@ -18,6 +18,7 @@ from canister_iface.certificate import (
     bls_public_key,
     decode_certificate,
     lookup_path,
+    request_status,
     verify_certificate,
 )
 from localnet import hashtree
@@ -32,6 +33,7 @@ from localnet.certification import (
     encode_canister_ranges,
     state_tree,
 )
+from localnet.certification import RequestStatus as LocalStatus
 from localnet.ids import canister_id
 
 VECTOR = json.loads(
@@ -277,3 +279,40 @@ def test_spec_lookup_examples(path: list[str], status: LookupStatus, value: byte
 
 def _wrap(tree_cbor: bytes) -> bytes:
     return cbor2.dumps({"tree": cbor2.loads(tree_cbor), "signature": bytes(48)})
+
+
+# ----------------------------------------------------------- request status
+
+
+def _status_cert(status: LocalStatus | None) -> Certificate:
+    view = _view()
+    view.request_status = {REQUEST: status} if status else {}
+    tree = state_tree(view, [[b"request_status", REQUEST]])
+    return verify_certificate(Certifier(ROOT).certificate(tree), ROOT.public_key_der, now_ns=NOW)
+
+
+def test_request_status_reads_every_state() -> None:
+    assert request_status(_status_cert(None), REQUEST) is None
+    processing = request_status(_status_cert(LocalStatus("processing")), REQUEST)
+    assert processing is not None
+    assert not processing.terminal
+    replied = request_status(_status_cert(LocalStatus("replied", reply=b"ok")), REQUEST)
+    assert replied is not None
+    assert (replied.status, replied.reply, replied.terminal) == ("replied", b"ok", True)
+    rejected = request_status(
+        _status_cert(LocalStatus("rejected", reject_code=4, reject_message="no", error_code="X")),
+        REQUEST,
+    )
+    assert rejected is not None
+    assert (rejected.reject_code, rejected.reject_message, rejected.error_code) == (4, "no", "X")
+
+
+def test_request_status_refuses_a_certificate_that_does_not_reveal_it() -> None:
+    view = _view()
+    others = {bytes([n]) * 32: LocalStatus("processing") for n in range(1, 9)}
+    view.request_status |= others
+    tree = state_tree(view, [[b"request_status", REQUEST]])
+    cert = verify_certificate(Certifier(ROOT).certificate(tree), ROOT.public_key_der, now_ns=NOW)
+    assert request_status(cert, REQUEST) is not None
+    with pytest.raises(CertificateError, match="unknown"):
+        request_status(cert, b"\x02" * 32)  # exists, but pruned: this certificate cannot tell
