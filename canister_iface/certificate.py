@@ -394,6 +394,12 @@ def check_freshness(cert: Certificate, max_age_ns: int, now_ns: int | None = Non
 def _delegated_key(
     delegation: Delegation, root_key: bytes, canister_id: bytes | None, subnet_id: bytes | None
 ) -> bytes:
+    if canister_id is None and subnet_id is None:
+        # Without a scope a subnet could certify canisters it does not host.
+        raise CertificateError(
+            "certificate carries a subnet delegation: pass the canister_id (or subnet_id) "
+            "the request was for, so the delegation's scope can be checked"
+        )
     subnet_key = _verified_subnet_key(delegation.raw_certificate, delegation.subnet_id, root_key)
     if subnet_id is not None and subnet_id != delegation.subnet_id:
         raise CertificateError(

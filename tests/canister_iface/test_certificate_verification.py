@@ -171,6 +171,8 @@ def test_delegation_scope_and_signer_are_enforced() -> None:
         verify_certificate(cert, ROOT.public_key_der, canister_id=CANISTER, now_ns=NOW)
     with pytest.raises(CertificateError, match="subnet"):
         verify_certificate(cert, ROOT.public_key_der, subnet_id=b"\x01", now_ns=NOW)
+    with pytest.raises(CertificateError, match="pass the canister_id"):
+        verify_certificate(cert, ROOT.public_key_der, now_ns=NOW)
     foreign = _cert(_delegated(root=RootKey.generate()))
     with pytest.raises(CertificateError, match="delegation certificate signature"):
         verify_certificate(foreign, ROOT.public_key_der, canister_id=CANISTER, now_ns=NOW)
