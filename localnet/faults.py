@@ -179,9 +179,10 @@ _SEPARATE_STREAMS = [f"{part}/{kind}" for part in ("jitter", "http") for kind in
 class Faults:
     """The current fault config plus the random streams that realise it."""
 
-    def __init__(self, config: FaultConfig | None = None) -> None:
+    def __init__(self, config: FaultConfig | None = None, *, seed: int = 0) -> None:
+        """Start from ``config``, or from no faults with random streams seeded by ``seed``."""
         self._lock = threading.Lock()
-        self._config = config or FaultConfig()
+        self._config = config or FaultConfig(seed=seed)
         self._streams = self._seed_streams(self._config.seed)
 
     @staticmethod
@@ -276,7 +277,7 @@ class Faults:
 
     def stopped_reject_for(self, canister_id: bytes) -> Reject | None:
         """The replica's reject for a message to a stopped canister, if faults say it is."""
-        if canister_id not in self.stopped_canisters:
+        if not self.is_stopped(canister_id):
             return None
         return Reject(
             RejectCode.CANISTER_ERROR,
@@ -284,9 +285,17 @@ class Faults:
             ErrorCode.CANISTER_STOPPED,
         )
 
+    def is_stopped(self, canister_id: bytes) -> bool:
+        """Whether the node must treat ``canister_id`` as stopped (reject 5, IC0508)."""
+        return canister_id in self.config.stopped_canisters
+
     @property
     def stopped_canisters(self) -> frozenset[bytes]:
         return self.config.stopped_canisters
+
+    def payload_cap(self) -> int | None:
+        """The injected cap on message sizes in bytes, or None."""
+        return self.config.payload_cap
 
     def limits(self, base: Limits) -> Limits:
         """``base`` with the injected payload cap applied, if any."""

@@ -297,6 +297,24 @@ class HttpServer:
         self._shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
 
+    @classmethod
+    def for_node(
+        cls,
+        node: NodeApi,
+        faults: Faults,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: Limits | None = None,
+        sync_call_timeout_s: float = DEFAULT_SYNC_CALL_TIMEOUT_S,
+        clock: Clock = time.time_ns,
+    ) -> HttpServer:
+        """A server for :func:`make_app` over ``node`` (what ``LocalNet`` runs)."""
+        app = make_app(
+            node, faults, limits=limits, sync_call_timeout_s=sync_call_timeout_s, clock=clock
+        )
+        return cls(app, host=host, port=port)
+
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError(f"HttpServer is already running at {self.url}")

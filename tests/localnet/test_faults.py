@@ -32,6 +32,8 @@ def test_no_faults_by_default() -> None:
     assert faults.transient_reject_for(CANISTER, "m") is None
     assert faults.stopped_reject_for(CANISTER) is None
     assert faults.limits(Limits()) == Limits()
+    assert faults.payload_cap() is None
+    assert Faults(seed=4).config == FaultConfig(seed=4)
 
 
 def test_http_faults_follow_the_probabilities_and_the_seed() -> None:
@@ -100,6 +102,9 @@ def test_stopped_canisters_and_payload_cap() -> None:
     assert reject is not None
     assert (reject.code, reject.error_code) == (RejectCode.CANISTER_ERROR, "IC0508")
     assert faults.stopped_reject_for(OTHER) is None
+    assert faults.is_stopped(CANISTER)
+    assert not faults.is_stopped(OTHER)
+    assert faults.payload_cap() == 1000
     capped = faults.limits(Limits())
     assert capped.max_ingress_bytes == 1000
     assert capped.max_response_bytes == 1000

@@ -390,8 +390,10 @@ async def test_fault_admin_round_trip(http: httpx.AsyncClient, faults: Faults) -
 
 
 async def test_server_stops_and_frees_the_port(node: FakeNode, faults: Faults) -> None:
-    server = HttpServer(make_app(node, faults))
+    server = HttpServer.for_node(node, faults, sync_call_timeout_s=1.0)
     await server.start()
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(server.url + "/api/v2/status")).status_code == 200
     url = server.url
     await server.stop()
     with pytest.raises(RuntimeError, match="not running"):
