@@ -55,7 +55,7 @@ class NodeApi(Protocol):
         """
         ...
 
-    async def wait_for(self, request_id: bytes, timeout: float) -> bool:
+    async def wait_for(self, request_id: bytes, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until the call is replied or rejected; False on timeout."""
         ...
 

@@ -32,7 +32,13 @@ def main() -> int:
     expected = _expected()
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            ["node", str(ROOT / "tools/moc/build.js"), str(ROOT / "canisters.json"), "--out-dir", tmp],
+            [
+                "node",
+                str(ROOT / "tools/moc/build.js"),
+                str(ROOT / "canisters.json"),
+                "--out-dir",
+                tmp,
+            ],
             check=True,
         )
         bad = []
