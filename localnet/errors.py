@@ -79,7 +79,7 @@ class ErrorCode:
 
 def reject_code_of(error_code: str) -> RejectCode:
     """The reject code the IC reports with ``error_code`` (its first digit)."""
-    return RejectCode(int(error_code[2]))
+    return RejectCode(int(error_code[3]))
 
 
 class Reject(Exception):

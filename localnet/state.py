@@ -60,9 +60,10 @@ class Snapshot:
     snapshot_id: bytes  # 8-byte big-endian counter ++ canister id, as on the IC
     taken_at_ns: int
     canister_version: int
-    wasm_module: bytes
-    heap: bytes
-    stable: bytes
+    # bytearray while an uploaded snapshot is being written (upload_canister_snapshot_data)
+    wasm_module: bytes | bytearray
+    heap: bytes | bytearray
+    stable: bytes | bytearray
     globals: list[int | float]
     certified_data: bytes
     global_timer: int  # 0 when not set
