@@ -12,7 +12,7 @@ IcError                      .call (canister, method, kind), .error_code, ...
     ├── CanisterReject       the IC or the canister rejected the call (reject codes 1, 3-5)
     │   ├── AccessDenied       not a controller / not authorized (IC0512, HTTP 401/403)
     │   ├── CanisterNotFound   no such canister on this network (IC0301)
-    │   └── MethodNotFound     the canister exports no such method (IC0302)
+    │   └── MethodNotFound     the canister exports no such method (IC0536)
     ├── PayloadTooLarge      the request exceeds the node's limit (HTTP 413): send less
     ├── CertificateError     an answer whose certificate or signature does not verify
     ├── ProtocolError        the node's answer does not follow the interface spec
@@ -54,9 +54,13 @@ CANISTER_REJECT = 4
 CANISTER_ERROR = 5
 SYS_UNKNOWN = 6
 
-# Error codes with a meaning of their own (ic-error-types).
+# Error codes with a meaning of their own (ic-error-types; the first digit is
+# the reject code).  The replica renumbered "method not found" from IC0302 to
+# IC0536; both are recognised.
 CANISTER_NOT_FOUND = "IC0301"
-CANISTER_METHOD_NOT_FOUND = "IC0302"
+CANISTER_METHOD_NOT_FOUND = "IC0536"
+LEGACY_CANISTER_METHOD_NOT_FOUND = "IC0302"
+CANISTER_WASM_MODULE_NOT_FOUND = "IC0537"
 CANISTER_STOPPED = "IC0508"
 CANISTER_STOPPING = "IC0509"
 CANISTER_INVALID_CONTROLLER = "IC0512"
@@ -65,8 +69,8 @@ CANISTER_INSTRUCTION_LIMIT_EXCEEDED = "IC0522"
 # Canister-level code 4/5 rejects for which the canister's own wording is all
 # there is (e.g. an ICRP canister refusing a non-controller).
 _ACCESS_DENIED_WORDING = re.compile(
-    r"not (?:a |the |an? authori[sz]ed )?controller|unauthori[sz]ed|access denied|"
-    r"permission denied|not authori[sz]ed",
+    r"not (?:a |the |an? authori[sz]ed )?controller|only (?:the )?controllers|"
+    r"unauthori[sz]ed|not authori[sz]ed|access denied|permission denied",
     re.IGNORECASE,
 )
 # Stopped/stopping canisters come back after an upgrade; everything else of
@@ -367,7 +371,7 @@ def _classify_reject(reject: Rejection, call: CallInfo | None) -> IcError:
             f"no such canister on this network: {said}; check the canister id and that the "
             "agent points at the right network"
         )
-    elif error_code == CANISTER_METHOD_NOT_FOUND:
+    elif error_code in (CANISTER_METHOD_NOT_FOUND, LEGACY_CANISTER_METHOD_NOT_FOUND):
         cls = MethodNotFound
         message = (
             f"the canister has no such method: {said}; check the method name and the installed Wasm"
@@ -407,6 +411,8 @@ def _transient_reject_message(code: int, error_code: str | None, said: str) -> s
 def _permanent_reject_message(code: int, error_code: str | None, said: str) -> str:
     if error_code == CANISTER_INSTRUCTION_LIMIT_EXCEEDED:
         return f"the call exceeded the instruction limit: {said}; do less work per call"
+    if error_code == CANISTER_WASM_MODULE_NOT_FOUND:
+        return f"the canister is empty: {said}; install its Wasm module first"
     if code == CANISTER_REJECT:
         return f"the canister rejected the call: {said}"
     if code == CANISTER_ERROR:
