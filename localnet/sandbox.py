@@ -65,6 +65,7 @@ from localnet.system_api import (
 from localnet.wasm_module import (
     GLOBAL_EXPORT_PREFIX,
     MEMORY_EXPORT,
+    START_EXPORT,
     TABLE_EXPORT,
     InvalidModule,
     ModuleInfo,
@@ -503,7 +504,13 @@ class CanisterSandbox:
         globals: list[int | float] | None = None,
         rollback: str = "auto",
     ) -> CanisterSandbox:
-        """Validate and instantiate ``wasm``, optionally with given memories/globals."""
+        """Validate and instantiate ``wasm``, optionally with given memories/globals.
+
+        The Wasm start function runs after ``heap`` is in place (so an
+        upgrade keeping the memory runs it on the old heap, as on the IC),
+        and not at all when ``globals`` are given: then the whole instance
+        state is being restored. ``canister_init`` is the replica's business.
+        """
         compiled = engine.compile(wasm)
         strategy = _pick_rollback(rollback, engine.heap_reservation)
         memory = StableMemory(stable, full_copy=strategy.name == "copy")
@@ -513,7 +520,10 @@ class CanisterSandbox:
             if heap is not None:
                 sandbox._replace_heap(heap)
             if globals is not None:
+                # A complete saved state: the start function ran long ago.
                 sandbox._set_globals(globals)
+            else:
+                sandbox._run_start()
             sandbox._committed = sandbox._physical()
             sandbox._committed_globals = sandbox._read_globals()
             strategy.adopt(sandbox._mem.base, sandbox._committed)
@@ -526,22 +536,31 @@ class CanisterSandbox:
         """A fresh store and instance (Wasm ``start`` runs, data segments load)."""
         c = self._compiled
         store = wasmtime.Store(self._engine.engine)
-        store.set_fuel(START_FUEL)
-        # Until _bind, host functions called by the start function find the
-        # memory through their caller, and the fuel in the new store.
-        self._mem.get_fuel, self._mem.set_fuel = store.get_fuel, store.set_fuel
+        store.set_fuel(START_FUEL)  # instantiation (active data segments) costs fuel
         imports = []
         for imp in c.module.imports:
             assert isinstance(imp.type, wasmtime.FuncType)
-            fn = self._api.host_function(imp.name or "", c.pointer, MEMORY_EXPORT)
-            imports.append(wasmtime.Func(store, imp.type, fn, access_caller=True))
+            fn = self._api.host_function(imp.name or "", c.pointer)
+            imports.append(wasmtime.Func(store, imp.type, fn))
         try:
             instance = wasmtime.Instance(store, c.module, imports)
-        except ApiTrap as exc:
-            raise InvalidModule(f"the Wasm start function trapped: {exc.message}") from exc
-        except wasmtime.WasmtimeError as exc:
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise InvalidModule(f"the module cannot be instantiated: {exc}") from exc
         self._bind(store, instance)
+
+    def _run_start(self) -> None:
+        """Run the module's start function (instrument() deferred it to here)."""
+        start = self._export(START_EXPORT)
+        if start is None:
+            return
+        assert self._store is not None
+        self._store.set_fuel(START_FUEL)
+        try:
+            start(self._store)
+        except ApiTrap as exc:
+            raise InvalidModule(f"the Wasm start function trapped: {exc.message}") from exc
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise InvalidModule(f"the Wasm start function trapped: {exc}") from exc
 
     def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
         exports = instance.exports(store)
@@ -683,7 +702,10 @@ class CanisterSandbox:
             return missing
         store = self._store
         assert store is not None
+        # A query method run as an update replies but keeps no changes, as on the
+        # IC (execute_replicated_query runs on a clone of the canister's state).
         replicated = api_class(ctx) not in NON_REPLICATED
+        persists = replicated and ctx.kind is not EntryKind.REPLICATED_QUERY
         self._rollback.begin(self._mem.base, self._committed)
         self._stable.begin()
         if isinstance(ctx.query_state, _QueryState):
@@ -701,7 +723,7 @@ class CanisterSandbox:
                 instructions=instructions, logs=logs,
             )  # fmt: skip
         result = _result(effects, instructions)
-        if not replicated:
+        if not persists:
             if ctx.in_composite_query or ctx.kind is EntryKind.COMPOSITE_QUERY:
                 result.query_state = self._query_state()
             self._undo(replicated=False)

@@ -391,17 +391,6 @@ class MemoryAccess:
         self.get_fuel: Callable[[], int] = lambda: 0
         self.set_fuel: Callable[[int], None] = lambda _fuel: None
 
-    def bind_caller(self, caller: Any, export: str) -> None:
-        """Reach the memory through ``caller`` (the Wasm start function runs
-        before the sandbox can look the instance's exports up)."""
-        memory = caller.get(export)
-        if memory is None:
-            self.base, self.length = 0, lambda: 0
-            return
-        size = memory.data_len(caller)
-        self.base = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value or 0
-        self.length = lambda: size
-
     def read(self, src: int, size: int) -> bytes:
         if src < 0 or size < 0 or src + size > self.length():
             raise Trapped("heap out of bounds")
@@ -454,20 +443,15 @@ class SystemApi:
     def logs_so_far(self) -> list[str]:
         return self._x.effects.logs if self._x else []
 
-    def host_function(self, name: str, pointer: str, memory_export: str) -> Callable[..., Any]:
-        """The Python callable for ``ic0.<name>``: availability, masking, handler.
-
-        It takes wasmtime's ``Caller`` first (define it with ``access_caller``).
-        """
+    def host_function(self, name: str, pointer: str) -> Callable[..., Any]:
+        """The Python callable for ``ic0.<name>``: availability, masking, handler."""
         spec = IMPORTS[name]
         params, _ = spec.resolve(pointer)
         masks = tuple(MASK64 if t == "i64" else MASK32 for t in params)
         handler = getattr(self, f"_ic0_{name}")
         allowed = spec.allowed
 
-        def call(caller: Any, *args: int) -> Any:
-            if self._cls == START:
-                self.mem.bind_caller(caller, memory_export)
+        def call(*args: int) -> Any:
             if self._cls not in allowed:
                 raise ContractViolation(
                     f'"ic0_{name}" cannot be executed in {_MODE_NAMES[self._cls]} mode'

@@ -34,6 +34,7 @@ SECTION_CUSTOM = 0
 SECTION_IMPORT = 2
 SECTION_GLOBAL = 6
 SECTION_EXPORT = 7
+SECTION_START = 8
 # Sections that must come after the export section in a module.
 _SECTIONS_AFTER_EXPORT = {8, 9, 10, 11, 12}
 
@@ -46,6 +47,7 @@ KIND_TAG = 4
 GLOBAL_EXPORT_PREFIX = "__localnet_g"
 MEMORY_EXPORT = "__localnet_memory"
 TABLE_EXPORT = "__localnet_table"
+START_EXPORT = "__localnet_start"
 
 _VALTYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128"}
 _REFTYPES = {0x70: "funcref", 0x6F: "externref"}
@@ -87,6 +89,7 @@ class ModuleInfo:
     memories: int = 0  # imported + defined
     tables: int = 0  # imported + defined
     memory64: bool = False  # whether memory 0 is a 64-bit memory
+    start: int | None = None  # the start function's index
 
     @property
     def mutable_globals(self) -> list[GlobalInfo]:
@@ -319,6 +322,8 @@ def parse(wasm: bytes) -> ModuleInfo:
             _parse_globals(r, info)
         elif sec.id == SECTION_EXPORT:
             _parse_exports(r, info)
+        elif sec.id == SECTION_START:
+            info.start = r.uleb()
     return info
 
 
@@ -331,6 +336,8 @@ def _extra_exports(info: ModuleInfo) -> list[Export]:
         extra.append(Export(MEMORY_EXPORT, KIND_MEMORY, 0))
     if info.tables:
         extra.append(Export(TABLE_EXPORT, KIND_TABLE, 0))
+    if info.start is not None:
+        extra.append(Export(START_EXPORT, KIND_FUNC, info.start))
     clash = info.export_names() & {e.name for e in extra}
     if clash:
         raise InvalidModule(f"the module already exports reserved name(s) {sorted(clash)}")
@@ -346,25 +353,40 @@ def _encode_entries(exports: list[Export]) -> bytes:
 
 
 def instrument(wasm: bytes, info: ModuleInfo) -> bytes:
-    """``wasm`` with every mutable global, memory 0 and table 0 exported.
+    """``wasm`` rewritten so the host can reach what it must save and restore.
 
-    Only the export section changes: its count grows and the new entries are
-    appended after the original ones, which keep their exact bytes (or the
-    section is created in its canonical place). Everything else is verbatim.
+    Every mutable global, memory 0 and table 0 are exported. The start
+    function is exported too and its start section removed: the sandbox runs
+    it itself, after putting a kept heap in place (an upgrade that keeps the
+    Wasm memory runs the new module's start function on the old memory, as
+    on the IC). The export section's count grows and the new entries follow
+    the original ones, which keep their exact bytes (or the section is
+    created in its canonical place). Everything else is verbatim.
     """
     extra = _extra_exports(info)
     if not extra:
         return wasm
-    sections = _sections(wasm)
-    export_sec = next((s for s in sections if s.id == SECTION_EXPORT), None)
-    if export_sec is not None:
-        r = _Reader(wasm, export_sec.body, export_sec.end)
+    sections = [s for s in _sections(wasm) if s.id != SECTION_START]
+    out = bytearray(wasm[:8])
+    added = False
+    for sec in sections:
+        if not added and (sec.id == SECTION_EXPORT or sec.id in _SECTIONS_AFTER_EXPORT):
+            out += _export_section(wasm, sec if sec.id == SECTION_EXPORT else None, extra)
+            added = True
+            if sec.id == SECTION_EXPORT:
+                continue
+        out += wasm[sec.start : sec.end]
+    if not added:
+        out += _export_section(wasm, None, extra)
+    return bytes(out)
+
+
+def _export_section(wasm: bytes, original: _Section | None, extra: list[Export]) -> bytes:
+    if original is not None:
+        r = _Reader(wasm, original.body, original.end)
         count = r.uleb()
-        content = uleb128(count + len(extra)) + wasm[r.pos : export_sec.end]
-        before, after = wasm[: export_sec.start], wasm[export_sec.end :]
+        content = uleb128(count + len(extra)) + wasm[r.pos : original.end]
     else:
         content = uleb128(len(extra))
-        pos = next((s.start for s in sections if s.id in _SECTIONS_AFTER_EXPORT), len(wasm))
-        before, after = wasm[:pos], wasm[pos:]
     content += _encode_entries(extra)
-    return before + bytes([SECTION_EXPORT]) + uleb128(len(content)) + content + after
+    return bytes([SECTION_EXPORT]) + uleb128(len(content)) + content
