@@ -42,6 +42,7 @@ import httpx
 
 from canister_iface import certificate as cert_mod
 from canister_iface import query_signatures as qs
+from canister_iface.candid import EMPTY_ARGS
 from canister_iface.certificate import Certificate, RequestStatus
 from canister_iface.errors import (
     CallInfo,
@@ -171,7 +172,7 @@ class Agent:
         self,
         canister_id: CanisterRef,
         method: str,
-        arg: bytes = b"DIDL\x00\x00",
+        arg: bytes = EMPTY_ARGS,
         *,
         effective_canister_id: CanisterRef | None = None,
     ) -> bytes:
@@ -191,7 +192,7 @@ class Agent:
         self,
         canister_id: CanisterRef,
         method: str,
-        arg: bytes = b"DIDL\x00\x00",
+        arg: bytes = EMPTY_ARGS,
         *,
         effective_canister_id: CanisterRef | None = None,
     ) -> bytes:

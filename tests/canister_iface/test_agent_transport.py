@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from canister_iface.agent import Agent
+from canister_iface.certificate import MAINNET_ROOT_KEY
 from canister_iface.errors import (
     AccessDenied,
     CallTimeout,
@@ -73,6 +74,8 @@ class FakeIc:
     query_answer: dict[str, Any] | None = None  # default: replied with ``reply``
     tamper_query: bool = False
     query_signer: NodeSigner | None = None  # a node that is not in the certified subnet
+    query_time_offset_ns: int = 0
+    unsigned_query: bool = False
     wrong_certifier: Certifier | None = None
     cert_time_offset_ns: int = 0
     faults: dict[str, list[Fault]] = field(default_factory=dict)
@@ -133,7 +136,10 @@ class FakeIc:
         query = await self._envelope(request, "query")
         body = dict(self.query_answer or {"status": "replied", "reply": {"arg": self.reply}})
         signer = self.query_signer or self.signer
-        body["signatures"] = [signer.sign_query_response(query.request_id, body, time.time_ns())]
+        signed_at = time.time_ns() + self.query_time_offset_ns
+        body["signatures"] = [signer.sign_query_response(query.request_id, body, signed_at)]
+        if self.unsigned_query:
+            body["signatures"] = []
         if self.tamper_query:
             body["reply"] = {"arg": self.reply + b"!"}
         return _cbor(body)
@@ -439,6 +445,17 @@ async def test_query_signed_by_a_stranger_is_refused(fake: tuple[FakeIc, str]) -
     assert ic.hits["read_state"] == 2  # the unknown node made the agent re-read the subnet
 
 
+async def test_stale_or_unsigned_query_is_refused(fake: tuple[FakeIc, str]) -> None:
+    ic, url = fake
+    async with _agent(url, ic) as agent:
+        ic.query_time_offset_ns = -600 * 10**9
+        with pytest.raises(CertificateError, match="replayed answer"):
+            await agent.query(CANISTER, "get")
+        ic.query_time_offset_ns, ic.unsigned_query = 0, True
+        with pytest.raises(CertificateError, match="no node signatures"):
+            await agent.query(CANISTER, "get")
+
+
 async def test_insecure_skip_verify_warns_and_skips(
     fake: tuple[FakeIc, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -462,12 +479,15 @@ async def test_local_network_fetches_its_root_key_once(fake: tuple[FakeIc, str])
     assert ic.hits["status"] == 1
 
 
-def test_fetching_the_root_key_is_refused_unless_local() -> None:
+async def test_fetching_the_root_key_is_refused_unless_local() -> None:
     with pytest.raises(ValueError, match="man in the middle"):
         Agent("https://icp-api.io", fetch_root_key=True)
     with pytest.raises(ValueError, match="unknown network"):
         Agent("https://testnet.example", network="testnet")
-    Agent("http://127.0.0.1:4943", network="local", fetch_root_key=True)
+    await Agent("http://127.0.0.1:4943", network="local", fetch_root_key=True).aclose()
+    mainnet = Agent("https://icp-api.io")
+    assert await mainnet.root_key() == MAINNET_ROOT_KEY  # built in, nothing fetched
+    await mainnet.aclose()
 
 
 async def test_management_canister_needs_an_effective_canister_id(
