@@ -75,22 +75,26 @@ def xnet_fee(nbytes: int, subnet_size: int = SUBNET_SIZE) -> int:
     return scaled(XNET_CALL_FEE + XNET_BYTE_FEE * nbytes, subnet_size)
 
 
+def _instructions_cost(instructions: int, wasm64: bool) -> int:
+    per_ten = TEN_UPDATE_INSTRUCTIONS_EXECUTION_FEE
+    if wasm64:
+        per_ten *= WASM64_INSTRUCTION_COST_OVERHEAD
+    return per_ten * instructions // 10
+
+
 def instructions_fee(
     instructions: int, *, wasm64: bool = False, subnet_size: int = SUBNET_SIZE
 ) -> int:
     """The per-instruction part of an execution's cost."""
-    per_ten = TEN_UPDATE_INSTRUCTIONS_EXECUTION_FEE
-    if wasm64:
-        per_ten *= WASM64_INSTRUCTION_COST_OVERHEAD
-    return scaled(per_ten * instructions // 10, subnet_size)
+    return scaled(_instructions_cost(instructions, wasm64), subnet_size)
 
 
 def execution_fee(
     instructions: int, *, wasm64: bool = False, subnet_size: int = SUBNET_SIZE
 ) -> int:
     """One replicated execution: the message base fee plus its instructions."""
-    return scaled(UPDATE_MESSAGE_EXECUTION_FEE, subnet_size) + instructions_fee(
-        instructions, wasm64=wasm64, subnet_size=subnet_size
+    return scaled(
+        UPDATE_MESSAGE_EXECUTION_FEE + _instructions_cost(instructions, wasm64), subnet_size
     )
 
 
