@@ -16,6 +16,7 @@ only as :mod:`canister_iface.errors` (through :func:`errors.classify`).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ NONCE_BYTES = 16
 # Enough sockets for the orchestrator's global concurrency limit to be the
 # real limit; all of them stay alive between bursts (a TLS handshake to a
 # boundary node costs more than a small call).
-DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_KEEPALIVE_EXPIRY_S = 30.0
 # The v4 call endpoint holds a request up to ~10 s before answering 202; a
 # 2 MiB reply over a slow link needs more.  ``pool`` is how long a call may
@@ -120,6 +121,10 @@ class Transport:
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
         )
+        # Requests beyond the pool size wait here, in FIFO order, rather than in
+        # httpcore's pool, whose queue handling costs O(queued) per request event
+        # (measured: 200 concurrent queries took 1.8 s instead of 0.6 s).
+        self._slots = asyncio.Semaphore(max_connections)
         self._client = httpx.AsyncClient(
             base_url=self.url + "/",
             limits=limits,
@@ -139,15 +144,17 @@ class Transport:
 
     async def post(self, path: str, body: bytes, call: CallInfo) -> HttpAnswer:
         """POST a CBOR envelope; 200/202 come back, anything else raises an IcError."""
-        with map_errors(call):
-            response = await self._client.post(
-                path.lstrip("/"), content=body, headers={"content-type": CBOR}
-            )
+        async with self._slots:
+            with map_errors(call):
+                response = await self._client.post(
+                    path.lstrip("/"), content=body, headers={"content-type": CBOR}
+                )
         return _answer(response, call)
 
     async def get(self, path: str, call: CallInfo) -> HttpAnswer:
-        with map_errors(call):
-            response = await self._client.get(path.lstrip("/"))
+        async with self._slots:
+            with map_errors(call):
+                response = await self._client.get(path.lstrip("/"))
         return _answer(response, call)
 
 
