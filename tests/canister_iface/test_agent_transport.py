@@ -320,6 +320,13 @@ async def test_read_state_helpers(fake: tuple[FakeIc, str]) -> None:
         with pytest.raises(CanisterNotFound):
             await agent.controllers(ids.canister_id(8))
         assert await agent.module_hash(ids.canister_id(8)) is None
+        assert await agent.request_status(bytes(32), CANISTER) is None  # provably unknown
+        ic.call_mode = "accepted"
+        await agent.update(CANISTER, "inc")
+        call = next(r for r in ic.requests if r.request_type == "call")
+        status = await agent.request_status(call.request_id, CANISTER)
+        assert status is not None
+        assert (status.status, status.reply) == ("replied", NAT_1)
 
 
 async def test_status(fake: tuple[FakeIc, str]) -> None:
