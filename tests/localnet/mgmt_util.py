@@ -146,16 +146,27 @@ class FakeHost:
     # --- calling the management canister -------------------------------------------------
 
     def call(
-        self, method: str, value: Any = None, *, caller: bytes = CONTROLLER, cycles: int = 0,
-        via_ingress: bool = True, raw: bytes | None = None,
-    ) -> list[Answer]:  # fmt: skip
+        self,
+        method: str,
+        value: Any = None,
+        *,
+        caller: bytes = CONTROLLER,
+        cycles: int = 0,
+        via_ingress: bool = True,
+        raw: bytes | None = None,
+    ) -> list[Answer]:
         """Call ``aaaaa-aa``; returns the answers given so far (one, or none yet)."""
         answers: list[Answer] = []
         arg = raw if raw is not None else encode_arg(method, value)
         handle_management_call(
-            self, caller=caller, method=method, arg=arg, cycles=cycles,
-            via_ingress=via_ingress, respond=lambda r, refund: answers.append(Answer(r, refund)),
-        )  # fmt: skip
+            self,
+            caller=caller,
+            method=method,
+            arg=arg,
+            cycles=cycles,
+            via_ingress=via_ingress,
+            respond=lambda r, refund: answers.append(Answer(r, refund)),
+        )
         return answers
 
     def ok(self, method: str, value: Any = None, **kw: Any) -> Any:
@@ -177,24 +188,40 @@ class FakeHost:
         settings = [settings_arg(controllers=controllers or [CONTROLLER])]
         result = self.ok(
             "provisional_create_canister_with_cycles",
-            {"amount": [amount], "settings": settings, "specified_id": [],
-             "sender_canister_version": []},
-        )  # fmt: skip
+            {
+                "amount": [amount],
+                "settings": settings,
+                "specified_id": [],
+                "sender_canister_version": [],
+            },
+        )
         return principal(result["canister_id"])
 
-    def install(self, canister_id: bytes, wasm: bytes, arg: bytes = b"DIDL\x00\x00",
-                mode: Any = None, **kw: Any) -> None:  # fmt: skip
+    def install(
+        self,
+        canister_id: bytes,
+        wasm: bytes,
+        arg: bytes = b"DIDL\x00\x00",
+        mode: Any = None,
+        **kw: Any,
+    ) -> None:
         self.ok("install_code", install_args(canister_id, wasm, arg, mode), **kw)
 
-    def update(self, canister_id: bytes, method: str, arg: bytes = b"DIDL\x00\x00",
-               caller: bytes = CONTROLLER) -> ExecResult:  # fmt: skip
+    def update(
+        self,
+        canister_id: bytes,
+        method: str,
+        arg: bytes = b"DIDL\x00\x00",
+        caller: bytes = CONTROLLER,
+    ) -> ExecResult:
         return self._execute(canister_id, EntryKind.UPDATE, method, arg, caller)
 
     def query(self, canister_id: bytes, method: str, arg: bytes = b"DIDL\x00\x00") -> ExecResult:
         return self._execute(canister_id, EntryKind.QUERY, method, arg, CONTROLLER)
 
-    def _execute(self, canister_id: bytes, kind: EntryKind, method: str, arg: bytes,
-                 caller: bytes) -> ExecResult:  # fmt: skip
+    def _execute(
+        self, canister_id: bytes, kind: EntryKind, method: str, arg: bytes, caller: bytes
+    ) -> ExecResult:
         canister = self.canisters[canister_id]
         assert canister.sandbox is not None, "empty canister"
         ctx = MessageContext(kind=kind, method=method, arg=arg, caller=caller)
