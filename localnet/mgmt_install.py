@@ -14,7 +14,9 @@ Memory handling on upgrade follows ``determine_main_memory_handling``:
 * the Wasm heap is replaced, unless ``wasm_memory_persistence = opt keep``,
   which the new module may only ask for if it declares enhanced orthogonal
   persistence (custom section ``icp:private enhanced-orthogonal-persistence``);
-  a kept heap gets the new module's active data segments written over it;
+  a kept heap gets the new module's active data segments written over it, and
+  the Wasm start function runs on it before ``canister_post_upgrade`` (see
+  ``localnet.mgmt_wasm``);
 * a canister whose *current* module uses enhanced orthogonal persistence
   cannot be upgraded without saying ``keep`` or ``replace`` explicitly.
 """
