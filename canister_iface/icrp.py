@@ -1,0 +1,284 @@
+"""Typed async client of the ICRP (``canister_iface/icrp.did``) and its digests.
+
+    icrp = IcrpClient(agent, canister_id)
+    ticket = await icrp.wait_ready(await icrp.begin_export())
+    data = await icrp.read(ticket.snapshot_id, 0, ticket.chunk_size)
+    assert chunk_digest(data) == (await icrp.chunk_digests(ticket.snapshot_id, 0, 1))[0]
+
+One method per method of the service, named without the ``icrp_`` prefix.
+The ``err`` side of every result raises the matching
+:class:`~canister_iface.icrp_errors.IcrpError`; queries are sent as queries
+and updates as update calls, as the ``.did`` declares them.
+
+Integrity (``icrp.did``, "Integrity"): an image is cut into ``chunk_size``
+chunks; ``chunk digest = SHA-256(chunk)``, ``image digest = SHA-256(chunk
+digest 0 ‖ chunk digest 1 ‖ …)``; an empty image has no chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from canister_iface.caller import Caller
+from canister_iface.candid_value import (
+    Rec,
+    as_blob,
+    as_nat,
+    as_rec,
+    as_variant,
+    as_vec,
+    decode_single,
+    encode_values,
+)
+from canister_iface.errors import CallInfo, ProtocolError
+from canister_iface.icrp_errors import IcrpError, error_from_candid
+from canister_iface.icrp_types import (
+    METHODS,
+    ChangeBatch,
+    CommitState,
+    Config,
+    DeleteProgress,
+    ExportTicket,
+    ImportSpec,
+    ImportStatus,
+    Info,
+    KeyRange,
+    PushAck,
+    Record,
+    RecordBatch,
+    blobs,
+)
+from canister_iface.management_types import CanisterRef
+from canister_iface.principal import Principal
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "IcrpClient",
+    "IcrpError",
+    "chunk_count",
+    "chunk_digest",
+    "image_chunk_digests",
+    "image_digest",
+]
+
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+# icrp_chunk_digests answers at most this many digests per call.
+MAX_DIGESTS_PER_CALL = 50_000
+
+
+# ------------------------------------------------------------------- digests
+
+
+def chunk_digest(chunk: bytes) -> bytes:
+    """SHA-256 of one chunk."""
+    return hashlib.sha256(chunk).digest()
+
+
+def image_digest(chunk_digests: Iterable[bytes]) -> bytes:
+    """SHA-256 over the ordered chunk digests (of an empty image: SHA-256 of nothing)."""
+    hasher = hashlib.sha256()
+    for digest in chunk_digests:
+        if len(digest) != 32:
+            raise ValueError(f"a chunk digest has 32 bytes, got {len(digest)}")
+        hasher.update(digest)
+    return hasher.digest()
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    """How many chunks an image of ``size`` bytes has (the last may be shorter)."""
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return -(-size // chunk_size)
+
+
+def image_chunk_digests(image: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[bytes]:
+    """The chunk digests of a whole image held in memory."""
+    chunk_count(len(image), chunk_size)  # validates chunk_size
+    return [chunk_digest(image[i : i + chunk_size]) for i in range(0, len(image), chunk_size)]
+
+
+# -------------------------------------------------------------------- client
+
+
+class IcrpClient:
+    """The ICRP methods of one canister, as typed coroutines."""
+
+    def __init__(self, agent: Caller, canister_id: CanisterRef) -> None:
+        self.agent = agent
+        self.canister_id = Principal.of(canister_id)
+
+    def __repr__(self) -> str:
+        return f"IcrpClient({self.canister_id.to_text()!r})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _call(self, method: str, *args: object) -> object:
+        kind, types = METHODS[method]
+        if len(types) != len(args):
+            raise TypeError(f"{method} takes {len(types)} arguments, got {len(args)}")
+        arg = encode_values(list(zip(types, args, strict=True)))
+        if kind == "query":
+            reply = await self.agent.query(self.canister_id.raw, method, arg)
+        else:
+            reply = await self.agent.update(self.canister_id.raw, method, arg)
+        return decode_single(reply, method)
+
+    async def _result(self, method: str, *args: object) -> object:
+        """The ``ok`` payload of a result, or the ``err`` case raised."""
+        value = await self._call(method, *args)
+        tag, payload = as_variant(value, ("ok", "err"), method)
+        if tag == "err":
+            call = CallInfo(self.canister_id.to_text(), method, METHODS[method][0])
+            raise error_from_candid(payload, call)
+        return payload
+
+    async def _rec(self, method: str, *args: object) -> Rec:
+        return as_rec(await self._result(method, *args), f"{method}.ok")
+
+    async def _nat(self, method: str, *args: object) -> int:
+        return as_nat(await self._result(method, *args), f"{method}.ok")
+
+    # ------------------------------------------------------------------ discovery
+
+    async def info(self) -> Info:
+        return Info.from_rec(as_rec(await self._call("icrp_info"), "icrp_info"))
+
+    # --------------------------------------------------------------------- export
+
+    async def begin_export(self) -> ExportTicket:
+        return ExportTicket.from_rec(await self._rec("icrp_begin_export"))
+
+    async def export_status(self, snapshot_id: int) -> ExportTicket:
+        return ExportTicket.from_rec(await self._rec("icrp_export_status", snapshot_id))
+
+    async def wait_ready(self, ticket: ExportTicket, *, max_steps: int = 100_000) -> ExportTicket:
+        """Continue a preparing export (one bounded step per call) until it is ready."""
+        steps = 0
+        while not ticket.ready:
+            if steps >= max_steps:
+                raise ProtocolError(
+                    f"icrp_export_status: snapshot {ticket.snapshot_id} is not ready after "
+                    f"{max_steps} steps ({ticket.done_bytes:,} bytes): the canister makes no "
+                    "progress"
+                )
+            ticket = await self.export_status(ticket.snapshot_id)
+            steps += 1
+        return ticket
+
+    async def list_images(self) -> list[ExportTicket]:
+        items = as_vec(await self._result("icrp_list_images"), "icrp_list_images.ok")
+        return [ExportTicket.from_rec(as_rec(i, "icrp_list_images.ok")) for i in items]
+
+    async def read(self, snapshot_id: int, offset: int, length: int) -> bytes:
+        """``length`` bytes of the image at ``offset`` (fewer only at the image's end)."""
+        value = await self._result("icrp_read", snapshot_id, offset, length)
+        data = as_blob(value, "icrp_read.ok")
+        if len(data) > length:
+            raise ProtocolError(
+                f"icrp_read: asked for {length} bytes at {offset} of snapshot {snapshot_id}, "
+                f"got {len(data)}"
+            )
+        return data
+
+    async def chunk_digests(self, snapshot_id: int, first: int, count: int) -> list[bytes]:
+        """Chunk digests ``first .. first + count - 1`` (the canister may answer fewer)."""
+        value = await self._result("icrp_chunk_digests", snapshot_id, first, count)
+        return blobs(value, "icrp_chunk_digests.ok")
+
+    async def all_chunk_digests(self, ticket: ExportTicket) -> list[bytes]:
+        """Every chunk digest of a ready image, in as many calls as needed."""
+        digests: list[bytes] = []
+        while len(digests) < ticket.chunk_count:
+            want = min(MAX_DIGESTS_PER_CALL, ticket.chunk_count - len(digests))
+            got = await self.chunk_digests(ticket.snapshot_id, len(digests), want)
+            if not got:
+                raise ProtocolError(
+                    f"icrp_chunk_digests: no digests from chunk {len(digests)} of "
+                    f"{ticket.chunk_count} (snapshot {ticket.snapshot_id})"
+                )
+            digests.extend(got)
+        return digests
+
+    async def push(
+        self, target: CanisterRef, snapshot_id: int, import_id: int, offset: int, length: int
+    ) -> PushAck:
+        rec = await self._rec(
+            "icrp_push", Principal.of(target).raw, snapshot_id, import_id, offset, length
+        )
+        return PushAck.from_rec(rec)
+
+    async def end_export(self, snapshot_id: int) -> None:
+        await self._result("icrp_end_export", snapshot_id)
+
+    # --------------------------------------------------------------------- import
+
+    async def begin_import(self, spec: ImportSpec) -> int:
+        return await self._nat("icrp_begin_import", spec.to_candid())
+
+    async def write(self, import_id: int, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; returns the distinct bytes the import holds."""
+        return await self._nat("icrp_write", import_id, offset, data)
+
+    async def import_status(self, import_id: int) -> ImportStatus:
+        return ImportStatus.from_rec(await self._rec("icrp_import_status", import_id))
+
+    async def commit_import(self, import_id: int) -> CommitState:
+        """One commit step: ``committed``, or ``restoring`` (commit again)."""
+        value = await self._result("icrp_commit_import", import_id)
+        return CommitState.from_candid(value, "icrp_commit_import.ok")
+
+    async def commit(self, import_id: int, *, max_steps: int = 100_000) -> CommitState:
+        """Commit and repeat while the target is restoring its state from the image."""
+        for _ in range(max_steps):
+            state = await self.commit_import(import_id)
+            if state.committed:
+                return state
+        raise ProtocolError(
+            f"icrp_commit_import: import {import_id} still restoring after {max_steps} steps"
+        )
+
+    async def abort_import(self, import_id: int) -> None:
+        await self._result("icrp_abort_import", import_id)
+
+    # -------------------------------------------------------------- incremental
+
+    async def changes(self, since_seq: int, max_bytes: int) -> ChangeBatch:
+        return ChangeBatch.from_rec(await self._rec("icrp_changes", since_seq, max_bytes))
+
+    async def apply(self, batch: ChangeBatch) -> int:
+        """Apply a batch; returns the target's sequence number afterwards."""
+        return await self._nat("icrp_apply", batch.to_candid())
+
+    # --------------------------------------------------------------- key ranges
+
+    async def export_range(
+        self, key_range: KeyRange, cursor: bytes | None, max_bytes: int
+    ) -> RecordBatch:
+        rec = await self._rec("icrp_export_range", key_range.to_candid(), _opt(cursor), max_bytes)
+        return RecordBatch.from_rec(rec)
+
+    async def import_records(self, records: Sequence[Record]) -> int:
+        return await self._nat("icrp_import_records", [r.to_candid() for r in records])
+
+    async def delete_range(
+        self, key_range: KeyRange, cursor: bytes | None, max_records: int
+    ) -> DeleteProgress:
+        rec = await self._rec("icrp_delete_range", key_range.to_candid(), _opt(cursor), max_records)
+        return DeleteProgress.from_rec(rec)
+
+    # ------------------------------------------------------------ configuration
+
+    async def set_peers(self, peers: Iterable[CanisterRef]) -> None:
+        await self._result("icrp_set_peers", [Principal.of(p).raw for p in peers])
+
+    async def set_key_range(self, key_range: KeyRange | None) -> None:
+        await self._result("icrp_set_key_range", _opt(key_range and key_range.to_candid()))
+
+    async def config(self) -> Config:
+        return Config.from_rec(await self._rec("icrp_config"))
+
+
+def _opt(value: Any) -> list[Any]:
+    return [] if value is None else [value]

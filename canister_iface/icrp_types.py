@@ -1,0 +1,482 @@
+"""The ICRP's types (``canister_iface/icrp.did``) as Python dataclasses and Candid.
+
+``icrp.did`` is the authority; ``tests/canister_iface/test_icrp_client.py``
+parses it and fails when a method, an argument type or a reply field here
+disagrees.  Requests are encoded with the Candid types below; replies are
+read through :mod:`canister_iface.candid_value`, so a canister that adds
+fields stays readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from icp_candid import Types
+
+from canister_iface.candid_value import (
+    Rec,
+    as_blob,
+    as_bool,
+    as_rec,
+    as_text,
+    as_variant,
+    as_vec,
+)
+from canister_iface.errors import ProtocolError
+from canister_iface.principal import Principal
+
+PROTOCOL_VERSION = 1
+
+# ------------------------------------------------------------------- Candid
+
+Blob = Types.Vec(Types.Nat8)
+SNAPSHOT_ID = Types.Nat64
+IMPORT_ID = Types.Nat64
+KEY_RANGE = Types.Record({"lower": Blob, "upper": Types.Opt(Blob)})
+IMPORT_SPEC = Types.Record(
+    {
+        "source": Types.Principal,
+        "snapshot_id": SNAPSHOT_ID,
+        "size": Types.Nat64,
+        "chunk_size": Types.Nat64,
+        "digest": Blob,
+        "chunk_digests": Types.Opt(Types.Vec(Blob)),
+        "journal_seq": Types.Nat64,
+    }
+)
+OP = Types.Variant(
+    {
+        "put": Types.Record({"key": Blob, "value": Blob}),
+        "delete": Types.Record({"key": Blob}),
+        "app": Blob,
+    }
+)
+CHANGE = Types.Record({"seq": Types.Nat64, "time": Types.Nat64, "op": OP})
+CHANGE_BATCH = Types.Record(
+    {
+        "from_seq": Types.Nat64,
+        "to_seq": Types.Nat64,
+        "head_seq": Types.Nat64,
+        "changes": Types.Vec(CHANGE),
+    }
+)
+RECORD = Types.Record({"key": Blob, "value": Blob})
+
+# method -> (query or update, argument types)
+METHODS: dict[str, tuple[Literal["query", "update"], tuple[Any, ...]]] = {
+    "icrp_info": ("query", ()),
+    "icrp_begin_export": ("update", ()),
+    "icrp_export_status": ("update", (SNAPSHOT_ID,)),
+    "icrp_list_images": ("query", ()),
+    "icrp_read": ("query", (SNAPSHOT_ID, Types.Nat64, Types.Nat64)),
+    "icrp_chunk_digests": ("query", (SNAPSHOT_ID, Types.Nat64, Types.Nat64)),
+    "icrp_push": (
+        "update",
+        (Types.Principal, SNAPSHOT_ID, IMPORT_ID, Types.Nat64, Types.Nat64),
+    ),
+    "icrp_end_export": ("update", (SNAPSHOT_ID,)),
+    "icrp_begin_import": ("update", (IMPORT_SPEC,)),
+    "icrp_write": ("update", (IMPORT_ID, Types.Nat64, Blob)),
+    "icrp_import_status": ("query", (IMPORT_ID,)),
+    "icrp_commit_import": ("update", (IMPORT_ID,)),
+    "icrp_abort_import": ("update", (IMPORT_ID,)),
+    "icrp_changes": ("query", (Types.Nat64, Types.Nat64)),
+    "icrp_apply": ("update", (CHANGE_BATCH,)),
+    "icrp_export_range": ("query", (KEY_RANGE, Types.Opt(Blob), Types.Nat64)),
+    "icrp_import_records": ("update", (Types.Vec(RECORD),)),
+    "icrp_delete_range": ("update", (KEY_RANGE, Types.Opt(Blob), Types.Nat64)),
+    "icrp_set_peers": ("update", (Types.Vec(Types.Principal),)),
+    "icrp_set_key_range": ("update", (Types.Opt(KEY_RANGE),)),
+    "icrp_config": ("query", ()),
+}
+
+# --------------------------------------------------------------- dataclasses
+
+Role = Literal["app", "backup", "shard"]
+ROLES: tuple[Role, ...] = ("app", "backup", "shard")
+# The capabilities icrp.did defines.
+CAPABILITIES = ("image", "import", "push", "journal", "apply", "key_range", "multi_image")
+
+
+def _role(value: object, what: str) -> Role:
+    tag, _ = as_variant(value, ROLES, what)
+    return "backup" if tag == "backup" else "shard" if tag == "shard" else "app"
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Keys ``k`` with ``lower <= k < upper`` (bytewise); ``upper=None``: unbounded."""
+
+    lower: bytes = b""
+    upper: bytes | None = None
+
+    def contains(self, key: bytes) -> bool:
+        return self.lower <= key and (self.upper is None or key < self.upper)
+
+    def to_candid(self) -> dict[str, Any]:
+        return {"lower": self.lower, "upper": [] if self.upper is None else [self.upper]}
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> KeyRange:
+        return cls(rec.blob("lower"), rec.opt_blob("upper"))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    snapshot_id: int
+    size: int
+    chunk_size: int
+    digest: bytes | None
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> ImageInfo:
+        return cls(
+            rec.nat("snapshot_id"), rec.nat("size"), rec.nat("chunk_size"), rec.opt_blob("digest")
+        )
+
+
+@dataclass(frozen=True)
+class JournalInfo:
+    head_seq: int
+    oldest_seq: int
+    entries: int
+    bytes: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> JournalInfo:
+        return cls(rec.nat("head_seq"), rec.nat("oldest_seq"), rec.nat("entries"), rec.nat("bytes"))
+
+
+@dataclass(frozen=True)
+class Info:
+    protocol_version: int
+    role: Role
+    capabilities: tuple[str, ...]
+    trusted: bool
+    max_transfer_bytes: int
+    image: ImageInfo | None
+    journal: JournalInfo | None
+    key_range: KeyRange | None
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Info:
+        image, journal, key_range = rec.opt_rec("image"), rec.opt_rec("journal"), None
+        if (range_rec := rec.opt_rec("key_range")) is not None:
+            key_range = KeyRange.from_rec(range_rec)
+        at = f"{rec.what}.capabilities"
+        return cls(
+            protocol_version=rec.nat("protocol_version"),
+            role=_role(rec.get("role"), f"{rec.what}.role"),
+            capabilities=tuple(as_text(v, at) for v in rec.vec("capabilities")),
+            trusted=rec.boolean("trusted"),
+            max_transfer_bytes=rec.nat("max_transfer_bytes"),
+            image=None if image is None else ImageInfo.from_rec(image),
+            journal=None if journal is None else JournalInfo.from_rec(journal),
+            key_range=key_range,
+        )
+
+
+@dataclass(frozen=True)
+class ImageOrigin:
+    source: Principal
+    snapshot_id: int
+    received_at: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> ImageOrigin:
+        return cls(rec.principal("source"), rec.nat("snapshot_id"), rec.nat("received_at"))
+
+
+@dataclass(frozen=True)
+class ExportTicket:
+    snapshot_id: int
+    ready: bool
+    done_bytes: int  # while preparing: bytes serialised; once ready: size
+    size: int
+    chunk_size: int
+    chunk_count: int
+    digest: bytes | None
+    journal_seq: int
+    created_at: int
+    origin: ImageOrigin | None
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> ExportTicket:
+        state, payload = rec.variant("state", ("preparing", "ready"))
+        size = rec.nat("size")
+        done = size if state == "ready" else as_rec(payload, f"{rec.what}.state").nat("done_bytes")
+        origin = rec.opt_rec("origin")
+        return cls(
+            snapshot_id=rec.nat("snapshot_id"),
+            ready=state == "ready",
+            done_bytes=done,
+            size=size,
+            chunk_size=rec.nat("chunk_size"),
+            chunk_count=rec.nat("chunk_count"),
+            digest=rec.opt_blob("digest"),
+            journal_seq=rec.nat("journal_seq"),
+            created_at=rec.nat("created_at"),
+            origin=None if origin is None else ImageOrigin.from_rec(origin),
+        )
+
+
+@dataclass(frozen=True)
+class PushAck:
+    bytes: int
+    committed_bytes: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> PushAck:
+        return cls(rec.nat("bytes"), rec.nat("committed_bytes"))
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    source: Principal
+    snapshot_id: int
+    size: int
+    chunk_size: int
+    digest: bytes
+    journal_seq: int = 0
+    chunk_digests: tuple[bytes, ...] | None = None
+
+    @classmethod
+    def for_ticket(
+        cls, source: Principal, ticket: ExportTicket, chunk_digests: Sequence[bytes] | None = None
+    ) -> ImportSpec:
+        """The spec that imports the (ready) image ``ticket`` describes."""
+        if not ticket.ready or ticket.digest is None:
+            raise ValueError(
+                f"snapshot {ticket.snapshot_id} is still preparing: wait until it is ready"
+            )
+        return cls(
+            source=source,
+            snapshot_id=ticket.snapshot_id,
+            size=ticket.size,
+            chunk_size=ticket.chunk_size,
+            digest=ticket.digest,
+            journal_seq=ticket.journal_seq,
+            chunk_digests=None if chunk_digests is None else tuple(chunk_digests),
+        )
+
+    def to_candid(self) -> dict[str, Any]:
+        digests = self.chunk_digests
+        return {
+            "source": self.source.raw,
+            "snapshot_id": self.snapshot_id,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "digest": self.digest,
+            "chunk_digests": [] if digests is None else [list(digests)],
+            "journal_seq": self.journal_seq,
+        }
+
+
+ImportStateKind = Literal["receiving", "committing", "committed", "aborted"]
+_IMPORT_STATES: tuple[ImportStateKind, ...] = ("receiving", "committing", "committed", "aborted")
+
+
+@dataclass(frozen=True)
+class ImportStatus:
+    import_id: int
+    source: Principal
+    snapshot_id: int
+    size: int
+    chunk_size: int
+    digest: bytes
+    received_bytes: int
+    chunks_done: tuple[bool, ...]
+    state: ImportStateKind
+    done_bytes: int | None = None  # committing
+    committed_snapshot_id: int | None = None  # committed (backups)
+    abort_reason: str | None = None  # aborted
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> ImportStatus:
+        state, payload = rec.variant("state", _IMPORT_STATES)
+        detail = as_rec(payload, f"{rec.what}.state") if isinstance(payload, dict) else None
+        at = f"{rec.what}.chunks_done"
+        return cls(
+            import_id=rec.nat("import_id"),
+            source=rec.principal("source"),
+            snapshot_id=rec.nat("snapshot_id"),
+            size=rec.nat("size"),
+            chunk_size=rec.nat("chunk_size"),
+            digest=rec.blob("digest"),
+            received_bytes=rec.nat("received_bytes"),
+            chunks_done=tuple(as_bool(v, at) for v in rec.vec("chunks_done")),
+            state=_import_state(state),
+            done_bytes=detail.nat("done_bytes") if state == "committing" and detail else None,
+            committed_snapshot_id=detail.opt_nat("snapshot_id")
+            if state == "committed" and detail
+            else None,
+            abort_reason=detail.text("reason") if state == "aborted" and detail else None,
+        )
+
+
+def _import_state(tag: str) -> ImportStateKind:
+    for state in _IMPORT_STATES:
+        if state == tag:
+            return state
+    raise AssertionError(tag)
+
+
+@dataclass(frozen=True)
+class CommitState:
+    """``committed`` (with the backup's new snapshot id) or still ``restoring``."""
+
+    committed: bool
+    done_bytes: int | None = None
+    snapshot_id: int | None = None
+
+    @classmethod
+    def from_candid(cls, value: object, what: str) -> CommitState:
+        tag, payload = as_variant(value, ("restoring", "committed"), what)
+        rec = as_rec(payload, f"{what}.{tag}")
+        if tag == "restoring":
+            return cls(False, done_bytes=rec.nat("done_bytes"))
+        return cls(True, snapshot_id=rec.opt_nat("snapshot_id"))
+
+
+@dataclass(frozen=True)
+class Op:
+    """A journaled change: ``put`` (key, value), ``delete`` (key) or ``app`` (payload)."""
+
+    kind: Literal["put", "delete", "app"]
+    key: bytes = b""
+    value: bytes = b""
+
+    def to_candid(self) -> dict[str, Any]:
+        if self.kind == "put":
+            return {"put": {"key": self.key, "value": self.value}}
+        if self.kind == "delete":
+            return {"delete": {"key": self.key}}
+        return {"app": self.value}
+
+    @classmethod
+    def from_candid(cls, value: object, what: str) -> Op:
+        tag, payload = as_variant(value, ("put", "delete", "app"), what)
+        if tag == "app":
+            return cls("app", value=as_blob(payload, what))
+        rec = as_rec(payload, f"{what}.{tag}")
+        if tag == "put":
+            return cls("put", rec.blob("key"), rec.blob("value"))
+        return cls("delete", rec.blob("key"))
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    time: int
+    op: Op
+
+    def to_candid(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": self.time, "op": self.op.to_candid()}
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Change:
+        return cls(rec.nat("seq"), rec.nat("time"), Op.from_candid(rec.get("op"), rec.what))
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """The changes with ``from_seq < seq <= to_seq`` (possibly filtered)."""
+
+    from_seq: int
+    to_seq: int
+    head_seq: int
+    changes: tuple[Change, ...] = field(default=())
+
+    def to_candid(self) -> dict[str, Any]:
+        return {
+            "from_seq": self.from_seq,
+            "to_seq": self.to_seq,
+            "head_seq": self.head_seq,
+            "changes": [c.to_candid() for c in self.changes],
+        }
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> ChangeBatch:
+        at = f"{rec.what}.changes"
+        return cls(
+            from_seq=rec.nat("from_seq"),
+            to_seq=rec.nat("to_seq"),
+            head_seq=rec.nat("head_seq"),
+            changes=tuple(Change.from_rec(as_rec(c, at)) for c in rec.vec("changes")),
+        )
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes
+    value: bytes
+
+    def to_candid(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value}
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    records: tuple[Record, ...]
+    next_cursor: bytes | None
+    journal_seq: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> RecordBatch:
+        at = f"{rec.what}.records"
+        records = [as_rec(r, at) for r in rec.vec("records")]
+        return cls(
+            records=tuple(Record(r.blob("key"), r.blob("value")) for r in records),
+            next_cursor=rec.opt_blob("next_cursor"),
+            journal_seq=rec.nat("journal_seq"),
+        )
+
+
+@dataclass(frozen=True)
+class DeleteProgress:
+    deleted: int
+    next_cursor: bytes | None
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> DeleteProgress:
+        return cls(rec.nat("deleted"), rec.opt_blob("next_cursor"))
+
+
+@dataclass(frozen=True)
+class Config:
+    role: Role
+    peers: tuple[Principal, ...]
+    key_range: KeyRange | None
+    chunk_size: int
+    journal_max_entries: int
+    journal_max_bytes: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Config:
+        key_range = rec.opt_rec("key_range")
+        return cls(
+            role=_role(rec.get("role"), f"{rec.what}.role"),
+            peers=rec.principals("peers"),
+            key_range=None if key_range is None else KeyRange.from_rec(key_range),
+            chunk_size=rec.nat("chunk_size"),
+            journal_max_entries=rec.nat("journal_max_entries"),
+            journal_max_bytes=rec.nat("journal_max_bytes"),
+        )
+
+
+def blobs(value: object, what: str) -> list[bytes]:
+    return [as_blob(v, what) for v in as_vec(value, what)]
+
+
+def ensure_version(info: Info) -> None:
+    """Refuse to talk to a canister speaking another protocol version."""
+    if info.protocol_version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"the canister speaks ICRP version {info.protocol_version}; this client speaks "
+            f"version {PROTOCOL_VERSION}: upgrade the orchestrator or the canister"
+        )
