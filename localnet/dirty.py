@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,37 @@ def _open_uffd() -> int:
     return int(fd)
 
 
+class _SharedFds:
+    """One userfaultfd and one pagemap fd for the whole process.
+
+    A userfaultfd can hold any number of registered ranges, and WP_ASYNC
+    never produces events to read, so every tracker shares it: a localnet
+    with thousands of canisters must not need thousands of descriptors.
+    Both are tied to the process that opened them, hence reopened after fork.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self.uffd = -1
+        self.pagemap = -1
+
+    def get(self) -> tuple[int, int]:
+        with self._lock:
+            if self._pid != os.getpid():
+                uffd = _open_uffd()
+                try:
+                    pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    os.close(uffd)
+                    raise
+                self.uffd, self.pagemap, self._pid = uffd, pagemap, os.getpid()
+            return self.uffd, self.pagemap
+
+
+_fds = _SharedFds()
+
+
 @dataclass(frozen=True)
 class Region:
     """Written bytes ``[start, end)``, as offsets into the tracked region."""
@@ -187,6 +219,9 @@ class AnonMemory:
             _libc.munmap(self.address, self.size)
             self.address = 0
 
+    def __del__(self) -> None:
+        self.close()
+
 
 class WriteTracker:
     """Tracks written pages of ``[base, base + reservation)`` (page aligned).
@@ -202,19 +237,11 @@ class WriteTracker:
             raise ValueError("the tracked region must be page aligned")
         self.base = base
         self.reservation = reservation
-        self._uffd = _open_uffd()
-        try:
-            self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            os.close(self._uffd)
-            raise
+        self._uffd, self._pagemap = _fds.get()
         self._vec = (_PageRegion * self._VEC_LEN)()
-        try:
-            reg = _UffdioRegister(_UffdioRange(base, reservation), _UFFDIO_REGISTER_MODE_WP, 0)
-            _ioctl(self._uffd, _UFFDIO_REGISTER, reg, "UFFDIO_REGISTER (write-protect mode)")
-        except BaseException:
-            self.close()
-            raise
+        reg = _UffdioRegister(_UffdioRange(base, reservation), _UFFDIO_REGISTER_MODE_WP, 0)
+        _ioctl(self._uffd, _UFFDIO_REGISTER, reg, "UFFDIO_REGISTER (write-protect mode)")
+        self._registered = True
 
     def protect(self, start: int, length: int) -> None:
         """Arm ``[start, start + length)`` (offsets): later writes are reported."""
@@ -254,12 +281,14 @@ class WriteTracker:
         return regions
 
     def close(self) -> None:
-        if self._uffd >= 0:
-            os.close(self._uffd)  # closing the fd also unregisters the range
-            self._uffd = -1
-        if getattr(self, "_pagemap", -1) >= 0:
-            os.close(self._pagemap)
-            self._pagemap = -1
+        """Unregister the range (harmless if its memory is already unmapped)."""
+        if self._registered:
+            self._registered = False
+            rng = _UffdioRange(self.base, self.reservation)
+            _libc.ioctl(self._uffd, _UFFDIO_UNREGISTER, ctypes.byref(rng))
+
+    def __del__(self) -> None:
+        self.close()
 
 
 _probe_result: str | None = None

@@ -412,45 +412,67 @@ def _pick_rollback(mode: str, reservation: int) -> _Rollback:
     return _CopyRollback()
 
 
-class _GlobalReader:
-    """Reads all mutable globals at once through wasmtime's C API.
+_NUMERIC_KINDS: dict[int, str] = {
+    _ffi.WASMTIME_I32.value: "i32",
+    _ffi.WASMTIME_I64.value: "i64",
+    _ffi.WASMTIME_F32.value: "f32",
+    _ffi.WASMTIME_F64.value: "f64",
+}
+_KIND_OF_FIELD = {field: kind for kind, field in _NUMERIC_KINDS.items()}
 
-    ``Global.value`` builds several Python objects per call, which made
-    reading Motoko's ~30 globals the largest cost of a small message; the
-    direct call is ~8x cheaper. Falls back to ``Global.value`` for globals
-    that are not plain numbers.
+
+class _Globals:
+    """Reads and writes all mutable globals at once through wasmtime's C API.
+
+    ``Global.value``/``set_value`` build several Python objects per call,
+    which made handling Motoko's ~30 globals the largest cost of a small
+    message; the direct calls are ~8x cheaper. Globals that are not plain
+    numbers (or a wasmtime-py without these internals) use the public API.
     """
 
     def __init__(self, store: wasmtime.Store, globals_: list[wasmtime.Global]) -> None:
         self._store = store
         self._globals = globals_
         self._raw = _ffi.wasmtime_val_t()
+        self._fields: list[str | None] = []
         try:
             self._ctx = store._context()
             self._refs = [ctypes.byref(g._global) for g in globals_]
-        except AttributeError:  # a wasmtime-py without these internals
+            for ref in self._refs:
+                _ffi.wasmtime_global_get(self._ctx, ref, ctypes.byref(self._raw))
+                self._fields.append(_NUMERIC_KINDS.get(cast(int, self._raw.kind)))
+                if self._fields[-1] is None:
+                    _ffi.wasmtime_val_unroot(ctypes.byref(self._raw))
+        except AttributeError:
             self._refs = []
-        self._numeric = {
-            _ffi.WASMTIME_I32.value: "i32",
-            _ffi.WASMTIME_I64.value: "i64",
-            _ffi.WASMTIME_F32.value: "f32",
-            _ffi.WASMTIME_F64.value: "f64",
-        }
+            self._fields = [None] * len(globals_)
 
     def read(self) -> list[int | float]:
-        if len(self._refs) != len(self._globals):
-            return [g.value(self._store) for g in self._globals]
-        raw, get, ctx = self._raw, _ffi.wasmtime_global_get, self._ctx
+        raw, get, ctx = self._raw, _ffi.wasmtime_global_get, getattr(self, "_ctx", None)
         out: list[int | float] = []
-        for i, ref in enumerate(self._refs):
-            get(ctx, ref, ctypes.byref(raw))
-            field = self._numeric.get(cast(int, raw.kind))
+        for i, field in enumerate(self._fields):
             if field is None:
-                _ffi.wasmtime_val_unroot(ctypes.byref(raw))
                 out.append(self._globals[i].value(self._store))
             else:
+                get(ctx, self._refs[i], ctypes.byref(raw))
                 out.append(getattr(raw.of, field))
         return out
+
+    def write(self, values: list[int | float], current: list[int | float] | None = None) -> None:
+        """Set the globals to ``values``; only those differing from ``current``."""
+        raw = self._raw
+        for i, field in enumerate(self._fields):
+            value = values[i]
+            if current is not None and current[i] == value:
+                continue
+            if field is None:
+                self._globals[i].set_value(self._store, value)
+                continue
+            raw.kind = cast(Any, _KIND_OF_FIELD[field])
+            setattr(raw.of, field, value)
+            error = _ffi.wasmtime_global_set(self._ctx, self._refs[i], ctypes.byref(raw))
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
 
 
 # --- the sandbox --------------------------------------------------------------
@@ -484,7 +506,7 @@ class CanisterSandbox:
         self._memory: wasmtime.Memory | None = None
         self._table: wasmtime.Table | None = None
         self._globals: list[wasmtime.Global] = []
-        self._global_reader: _GlobalReader | None = None
+        self._global_access: _Globals | None = None
         self._funcs: dict[str, wasmtime.Func | None] = {}
         self._committed = 0  # committed heap size in bytes
         self._committed_globals: list[int | float] = []
@@ -575,16 +597,8 @@ class CanisterSandbox:
             assert isinstance(glob, wasmtime.Global)
             self._globals.append(glob)
         self._funcs = {}
-        self._global_reader = _GlobalReader(store, self._globals)
-        m = self._mem
-        if self._memory is not None:
-            mem_obj = self._memory
-            m.base = ctypes.cast(mem_obj.data_ptr(store), ctypes.c_void_p).value or 0
-            m.length = lambda: mem_obj.data_len(store)
-        else:
-            m.base, m.length = 0, lambda: 0
-        m.get_fuel = store.get_fuel
-        m.set_fuel = store.set_fuel
+        self._global_access = _Globals(store, self._globals)
+        self._mem.attach(store, self._memory)
 
     def _physical(self) -> int:
         return self._mem.length()
@@ -610,18 +624,18 @@ class CanisterSandbox:
             ctypes.memset(base + len(heap), 0, physical - len(heap))
 
     def _read_globals(self) -> list[int | float]:
-        return self._global_reader.read() if self._global_reader else []
+        return self._global_access.read() if self._global_access else []
 
-    def _set_globals(self, values: list[int | float]) -> None:
+    def _set_globals(
+        self, values: list[int | float], current: list[int | float] | None = None
+    ) -> None:
         if len(values) != len(self._globals):
             raise InvalidModule(
                 f"{len(values)} global values given, the module has {len(self._globals)} "
                 "mutable globals"
             )
-        store = self._store
-        assert store is not None
-        for g, v in zip(self._globals, values, strict=True):
-            g.set_value(store, v)
+        assert self._global_access is not None
+        self._global_access.write(values, current)
 
     def _rebuild(self) -> None:
         """A new instance holding the committed state (memory cannot shrink)."""
@@ -683,11 +697,11 @@ class CanisterSandbox:
         self._rollback.close()  # unregister before wasmtime unmaps the memory
         self._funcs = {}
         self._globals = []
-        self._global_reader = None
+        self._global_access = None
         self._memory = self._table = None
         self._instance = None
         self._store = None
-        self._mem.base = 0
+        self._mem.detach()
 
     # --- execution ------------------------------------------------------------
 
@@ -805,9 +819,7 @@ class CanisterSandbox:
             self._rebuild()
             return
         self._rollback.rollback(self._mem.base, physical, self._committed)
-        current = self._read_globals()
-        if current != self._committed_globals:
-            self._set_globals(self._committed_globals)
+        self._set_globals(self._committed_globals, self._read_globals())
 
     def _query_state(self) -> _QueryState:
         physical = self._physical()

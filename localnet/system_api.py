@@ -19,9 +19,12 @@ turns it into a trap and re-raises it from the entry point call.
 from __future__ import annotations
 
 import ctypes
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import wasmtime
 
 from localnet.errors import ErrorCode
 from localnet.execution import (
@@ -380,16 +383,43 @@ class _Exec:
 class MemoryAccess:
     """How host functions reach the instance's linear memory and fuel.
 
-    The sandbox sets ``base`` and ``length`` (a callable, since Wasm may grow
-    the memory during the execution) after instantiation; ``fuel`` and
-    ``set_fuel`` go to the store.
+    It holds the store only weakly: wasmtime-py keeps host functions (and so
+    the System API and this object) alive in a global table until their store
+    is deleted, so a strong reference here would keep every store, and its
+    memory, alive forever.
     """
 
     def __init__(self) -> None:
         self.base = 0
-        self.length: Callable[[], int] = lambda: 0
-        self.get_fuel: Callable[[], int] = lambda: 0
-        self.set_fuel: Callable[[int], None] = lambda _fuel: None
+        self.length: Callable[[], int] = _zero
+        self.get_fuel: Callable[[], int] = _zero
+        self.set_fuel: Callable[[int], None] = _ignore
+
+    def attach(self, store: wasmtime.Store, memory: wasmtime.Memory | None) -> None:
+        """Point at ``memory`` of ``store`` (memory64 never moves: base is fixed)."""
+        ref = weakref.ref(store)
+
+        def length() -> int:
+            s = ref()
+            return memory.data_len(s) if memory is not None and s is not None else 0
+
+        def get_fuel() -> int:
+            s = ref()
+            return s.get_fuel() if s is not None else 0
+
+        def set_fuel(fuel: int) -> None:
+            s = ref()
+            if s is not None:
+                s.set_fuel(fuel)
+
+        self.base = 0
+        if memory is not None:
+            self.base = ctypes.cast(memory.data_ptr(store), ctypes.c_void_p).value or 0
+        self.length, self.get_fuel, self.set_fuel = length, get_fuel, set_fuel
+
+    def detach(self) -> None:
+        self.base = 0
+        self.length, self.get_fuel, self.set_fuel = _zero, _zero, _ignore
 
     def read(self, src: int, size: int) -> bytes:
         if src < 0 or size < 0 or src + size > self.length():
@@ -401,6 +431,14 @@ class MemoryAccess:
             raise Trapped("heap out of bounds")
         if data:
             ctypes.memmove(self.base + dst, data, len(data))
+
+
+def _zero() -> int:
+    return 0
+
+
+def _ignore(_value: int) -> None:
+    pass
 
 
 def _u128(high: int, low: int) -> int:
