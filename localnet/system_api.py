@@ -512,7 +512,7 @@ class SystemApi:
             return
         fuel = self.mem.get_fuel()
         if fuel < n:
-            raise OutOfInstructions(self.x.limit)
+            raise OutOfInstructions(self._x.limit if self._x else fuel)
         self.mem.set_fuel(fuel - n)
 
     def _copy_blob(self, what: str, blob: bytes, dst: int, offset: int, size: int) -> None:
@@ -541,7 +541,7 @@ class SystemApi:
 
     def _available(self) -> int:
         x = self.x
-        if x.responded and x.cls in ("U", "RQ"):
+        if x.responded:  # a response refunds whatever was not accepted
             return 0
         return max(0, x.ctx.cycles_available - x.effects.cycles_accepted)
 
