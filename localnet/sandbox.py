@@ -9,7 +9,7 @@ the host functions and for dirty-page tracking.
 ``localnet.execution`` for the contract). Executions are atomic: a trap, an
 exhausted instruction limit or a System API misuse rolls back the heap, the
 stable memory and every mutable global; non-replicated executions (queries)
-are always rolled back. Two rollback strategies exist:
+are always rolled back. Two rollback strategies exist (``localnet.rollback``):
 
 * ``"dirty"``: the heap is write-protected with userfaultfd (WP_ASYNC) and
   the written pages are listed with PAGEMAP_SCAN (see ``localnet.dirty``).
@@ -30,6 +30,18 @@ extra pages are zeroed and kept: queries are frequent and rebuilding would
 cost a full heap copy each time. The canister can observe this only through
 ``memory.size``; ``heap_size`` and :meth:`CanisterSandbox.capture` report the
 committed size.
+
+Composite queries: their state changes must survive until their callbacks
+ran, yet never persist. An execution in a composite query returns them in
+``ExecResult.query_state`` (the pages it wrote, stable memory, globals); the
+replica passes that back in ``MessageContext.query_state`` for the next
+callback of the same query call, which runs on top of it and is rolled back
+as well.
+
+The module's start function does not run during instantiation (see
+``localnet.wasm_module.instrument``) but afterwards, once a kept heap is in
+place, and not at all when a complete saved state (heap and globals) is
+loaded.
 """
 
 from __future__ import annotations
@@ -42,14 +54,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import wasmtime
-from wasmtime import _ffi
 
-from localnet import dirty
 from localnet.errors import ErrorCode
 from localnet.execution import EntryKind, ExecResult, MessageContext, SystemState
+from localnet.rollback import GlobalsAccess, Rollback, pick_rollback
 from localnet.system_api import (
     NON_REPLICATED,
     WASM_PAGE,
@@ -248,233 +259,6 @@ def _check_exports(module: wasmtime.Module) -> None:
                 seen[method] = name
 
 
-# --- heap rollback ----------------------------------------------------------
-
-
-class _CopyRollback:
-    """Reference strategy: save everything before, restore everything after.
-
-    The save buffer is reused between executions: allocating a fresh one
-    each time costs more in page faults than the copy itself.
-    """
-
-    name = "copy"
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._saved = 0  # bytes of _buf in use
-        self.copied = 0  # heap bytes copied for the last execution (a statistic)
-
-    def _address(self) -> int:
-        return ctypes.addressof(ctypes.c_char.from_buffer(self._buf)) if self._buf else 0
-
-    def adopt(self, base: int, size: int) -> None:
-        """The memory at ``base`` now holds the committed state (``size`` bytes)."""
-        self._saved = 0
-
-    def begin(self, base: int, size: int) -> None:
-        if len(self._buf) < size:
-            self._buf = bytearray(size)
-        ctypes.memmove(self._address(), base, size)
-        self._saved = self.copied = size
-
-    def commit(self, base: int, size: int) -> None:
-        self._saved = 0
-
-    def rollback(self, base: int, physical: int, committed: int) -> None:
-        ctypes.memmove(base, self._address(), self._saved)
-        self.copied += self._saved
-        if physical > committed:
-            ctypes.memset(base + committed, 0, physical - committed)
-        self._saved = 0
-
-    def restore_into(self, base: int, committed: int) -> None:
-        """Write the committed state into a fresh memory (after a rebuild)."""
-        ctypes.memmove(base, self._address(), committed)
-        self._saved = 0
-
-    def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
-        return [(0, ctypes.string_at(base, physical))]
-
-    def close(self) -> None:
-        self._buf = bytearray()
-        self._saved = 0
-
-
-class _DirtyRollback:
-    """Write-protection based strategy with a shadow copy of the committed heap."""
-
-    name = "dirty"
-
-    def __init__(self, reservation: int) -> None:
-        self._reservation = reservation
-        self._tracker: dirty.WriteTracker | None = None
-        self._shadow: dirty.AnonMemory | None = None
-        self.copied = 0  # heap bytes copied for the last execution (a statistic)
-
-    def _ensure_shadow(self, size: int) -> dirty.AnonMemory:
-        if self._shadow is None or self._shadow.size < size:
-            grown = dirty.AnonMemory(max(size, 2 * (self._shadow.size if self._shadow else 0)))
-            if self._shadow is not None:
-                ctypes.memmove(grown.address, self._shadow.address, self._shadow.size)
-                self._shadow.close()
-            self._shadow = grown
-        return self._shadow
-
-    def _track(self, base: int, size: int) -> None:
-        if self._tracker is not None and self._tracker.base != base:
-            self._tracker.close()
-            self._tracker = None
-        if self._tracker is None:
-            self._tracker = dirty.WriteTracker(base, self._reservation)
-        self._tracker.protect(0, size)
-
-    def adopt(self, base: int, size: int) -> None:
-        if self._shadow is not None:
-            self._shadow.close()
-            self._shadow = None
-        shadow = self._ensure_shadow(size)
-        ctypes.memmove(shadow.address, base, size)
-        self._track(base, size)
-
-    def begin(self, base: int, size: int) -> None:
-        self.copied = 0  # the pages are armed since the last commit or rollback
-
-    def commit(self, base: int, size: int) -> None:
-        assert self._tracker is not None
-        regions = self._tracker.scan(size, rearm=True)
-        shadow = self._ensure_shadow(size)
-        for r in regions:
-            if r.present:  # an unpopulated page is zero, as the shadow is there
-                ctypes.memmove(shadow.address + r.start, base + r.start, r.end - r.start)
-                self.copied += r.end - r.start
-
-    def rollback(self, base: int, physical: int, committed: int) -> None:
-        assert self._tracker is not None
-        assert self._shadow is not None
-        shadow = self._shadow.address
-        for r in self._tracker.scan(physical, rearm=False):
-            if not r.present:
-                continue
-            end = min(r.end, committed)
-            if r.start < end:
-                ctypes.memmove(base + r.start, shadow + r.start, end - r.start)
-                self.copied += end - r.start
-            if r.end > committed:
-                start = max(r.start, committed)
-                ctypes.memset(base + start, 0, r.end - start)
-        # Restoring wrote the pages again: re-arm everything that is written.
-        self._tracker.scan(physical, rearm=True)
-
-    def restore_into(self, base: int, committed: int) -> None:
-        assert self._shadow is not None
-        ctypes.memmove(base, self._shadow.address, committed)
-        self._track(base, committed)
-
-    def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
-        assert self._tracker is not None
-        return [
-            (r.start, ctypes.string_at(base + r.start, r.end - r.start))
-            for r in self._tracker.scan(physical, rearm=False)
-            if r.present
-        ]
-
-    def close(self) -> None:
-        if self._tracker is not None:
-            self._tracker.close()
-            self._tracker = None
-        if self._shadow is not None:
-            self._shadow.close()
-            self._shadow = None
-
-
-_Rollback = _CopyRollback | _DirtyRollback
-_logged_mode = False
-
-
-def _pick_rollback(mode: str, reservation: int) -> _Rollback:
-    global _logged_mode
-    if mode not in ("auto", "copy", "dirty"):
-        raise ValueError(f"rollback must be 'auto', 'copy' or 'dirty', not {mode!r}")
-    if mode == "copy":
-        return _CopyRollback()
-    reason = dirty.probe()
-    if reason is None:
-        if not _logged_mode:
-            log.info("sandbox rollback: dirty-page tracking (userfaultfd WP_ASYNC)")
-            _logged_mode = True
-        return _DirtyRollback(reservation)
-    if mode == "dirty":
-        raise OSError(f"dirty-page tracking is not available: {reason}")
-    if not _logged_mode:
-        log.warning("sandbox rollback: full heap copies (dirty tracking unavailable: %s)", reason)
-        _logged_mode = True
-    return _CopyRollback()
-
-
-_NUMERIC_KINDS: dict[int, str] = {
-    _ffi.WASMTIME_I32.value: "i32",
-    _ffi.WASMTIME_I64.value: "i64",
-    _ffi.WASMTIME_F32.value: "f32",
-    _ffi.WASMTIME_F64.value: "f64",
-}
-_KIND_OF_FIELD = {field: kind for kind, field in _NUMERIC_KINDS.items()}
-
-
-class _Globals:
-    """Reads and writes all mutable globals at once through wasmtime's C API.
-
-    ``Global.value``/``set_value`` build several Python objects per call,
-    which made handling Motoko's ~30 globals the largest cost of a small
-    message; the direct calls are ~8x cheaper. Globals that are not plain
-    numbers (or a wasmtime-py without these internals) use the public API.
-    """
-
-    def __init__(self, store: wasmtime.Store, globals_: list[wasmtime.Global]) -> None:
-        self._store = store
-        self._globals = globals_
-        self._raw = _ffi.wasmtime_val_t()
-        self._fields: list[str | None] = []
-        try:
-            self._ctx = store._context()
-            self._refs = [ctypes.byref(g._global) for g in globals_]
-            for ref in self._refs:
-                _ffi.wasmtime_global_get(self._ctx, ref, ctypes.byref(self._raw))
-                self._fields.append(_NUMERIC_KINDS.get(cast(int, self._raw.kind)))
-                if self._fields[-1] is None:
-                    _ffi.wasmtime_val_unroot(ctypes.byref(self._raw))
-        except AttributeError:
-            self._refs = []
-            self._fields = [None] * len(globals_)
-
-    def read(self) -> list[int | float]:
-        raw, get, ctx = self._raw, _ffi.wasmtime_global_get, getattr(self, "_ctx", None)
-        out: list[int | float] = []
-        for i, field in enumerate(self._fields):
-            if field is None:
-                out.append(self._globals[i].value(self._store))
-            else:
-                get(ctx, self._refs[i], ctypes.byref(raw))
-                out.append(getattr(raw.of, field))
-        return out
-
-    def write(self, values: list[int | float], current: list[int | float] | None = None) -> None:
-        """Set the globals to ``values``; only those differing from ``current``."""
-        raw = self._raw
-        for i, field in enumerate(self._fields):
-            value = values[i]
-            if current is not None and current[i] == value:
-                continue
-            if field is None:
-                self._globals[i].set_value(self._store, value)
-                continue
-            raw.kind = cast(Any, _KIND_OF_FIELD[field])
-            setattr(raw.of, field, value)
-            error = _ffi.wasmtime_global_set(self._ctx, self._refs[i], ctypes.byref(raw))
-            if error:
-                raise wasmtime.WasmtimeError._from_ptr(error)
-
-
 # --- the sandbox --------------------------------------------------------------
 
 
@@ -493,7 +277,7 @@ class CanisterSandbox:
     """A canister's Wasm instance with its memories; see the module docstring."""
 
     def __init__(
-        self, engine: WasmEngine, compiled: _Compiled, stable: StableMemory, rollback: _Rollback
+        self, engine: WasmEngine, compiled: _Compiled, stable: StableMemory, rollback: Rollback
     ) -> None:
         self._engine = engine
         self._compiled = compiled
@@ -506,7 +290,7 @@ class CanisterSandbox:
         self._memory: wasmtime.Memory | None = None
         self._table: wasmtime.Table | None = None
         self._globals: list[wasmtime.Global] = []
-        self._global_access: _Globals | None = None
+        self._global_access: GlobalsAccess | None = None
         self._funcs: dict[str, wasmtime.Func | None] = {}
         self._committed = 0  # committed heap size in bytes
         self._committed_globals: list[int | float] = []
@@ -534,7 +318,7 @@ class CanisterSandbox:
         state is being restored. ``canister_init`` is the replica's business.
         """
         compiled = engine.compile(wasm)
-        strategy = _pick_rollback(rollback, engine.heap_reservation)
+        strategy = pick_rollback(rollback, engine.heap_reservation)
         memory = StableMemory(stable, full_copy=strategy.name == "copy")
         sandbox = cls(engine, compiled, memory, strategy)
         try:
@@ -555,7 +339,7 @@ class CanisterSandbox:
         return sandbox
 
     def _instantiate(self) -> None:
-        """A fresh store and instance (Wasm ``start`` runs, data segments load)."""
+        """A fresh store and instance: active data segments load, ``start`` waits."""
         c = self._compiled
         store = wasmtime.Store(self._engine.engine)
         store.set_fuel(START_FUEL)  # instantiation (active data segments) costs fuel
@@ -597,7 +381,7 @@ class CanisterSandbox:
             assert isinstance(glob, wasmtime.Global)
             self._globals.append(glob)
         self._funcs = {}
-        self._global_access = _Globals(store, self._globals)
+        self._global_access = GlobalsAccess(store, self._globals)
         self._mem.attach(store, self._memory)
 
     def _physical(self) -> int:
