@@ -66,13 +66,14 @@ class LocalNet:
         signer = NodeSigner.from_bytes(keys["node"]) if keys else NodeSigner.generate()
         self.node = Node(self.replica, Certifier(self._root_key), signer)
         self._signer = signer
-        self._server = HttpServer(
+        self._server = HttpServer.for_node(
             self.node,
             self.faults,
             host=host,
             port=port,
-            sync_call_timeout=sync_call_timeout,
-            max_ingress_bytes=self.replica.limits.max_ingress_bytes,
+            limits=self.replica.limits,
+            sync_call_timeout_s=sync_call_timeout,
+            clock=self.clock.peek_ns,
         )
 
     # --- lifecycle ----------------------------------------------------------------------

@@ -39,7 +39,13 @@ from localnet.execution import (
     SystemState,
 )
 from localnet.limits import Limits
-from localnet.management import effective_canister_id, handle_management_call
+from localnet.management import (
+    check_ingress,
+    effective_canister_id,
+    handle_management_call,
+    management_query,
+    memory_usage,
+)
 from localnet.node_api import Request
 from localnet.sandbox import WasmEngine
 from localnet.state import CanisterState, CanisterStatus
@@ -208,7 +214,7 @@ class Replica:
         return list(self._logs.get(canister_id, ()))
 
     def system_state(self, canister: CanisterState, *, query: bool = False) -> SystemState:
-        memory = _memory_bytes(canister)
+        memory = memory_usage(canister)
         return SystemState(
             canister_id=canister.canister_id,
             controllers=list(canister.controllers),
@@ -246,6 +252,9 @@ class Replica:
             callback()
         else:
             self._stop_waiters.setdefault(canister.canister_id, []).append(callback)
+
+    def take_stop_waiters(self, canister: CanisterState) -> list[Callable[[], None]]:
+        return self._stop_waiters.pop(canister.canister_id, [])
 
     def reject_open_calls(self, canister: CanisterState, reason: str) -> None:
         """Answer every open call context of ``canister`` (uninstall / reinstall)."""
@@ -314,17 +323,11 @@ class Replica:
         canister.cycles -= fee
 
     def _check_management_ingress(self, request: Request) -> None:
-        target = effective_canister_id(request.method_name, request.arg)
+        check_ingress(self, sender=request.sender, method=request.method_name, arg=request.arg)
         if request.method_name == "provisional_create_canister_with_cycles":
-            return
-        if target is None:
-            raise Reject(
-                RejectCode.CANISTER_REJECT,
-                f"Management canister method {request.method_name!r} cannot be called by "
-                "ingress messages or its argument names no canister.",
-                ErrorCode.CANISTER_REJECTED_MESSAGE,
-            )
-        if target != request.effective_canister_id:
+            return  # any effective canister id will do, as on the IC
+        target = effective_canister_id(request.method_name, request.arg)
+        if target is not None and target != request.effective_canister_id:
             raise Reject(
                 RejectCode.CANISTER_REJECT,
                 f"Specified CanisterId {ids.to_text(target)} does not match effective canister "
@@ -354,6 +357,10 @@ class Replica:
 
     def query(self, request: Request) -> Response:
         """Execute a non-replicated query; nothing it does persists."""
+        if request.canister_id == ids.MANAGEMENT_CANISTER:
+            return management_query(
+                self, caller=request.sender, method=request.method_name, arg=request.arg
+            )
         try:
             self._check_injected_faults(request.canister_id, request.method_name)
             canister = self._callable_canister(request.canister_id)
@@ -695,7 +702,7 @@ class Replica:
         return self.data_certificate(canister.canister_id)
 
     def _freezing_limit(self, canister: CanisterState) -> int:
-        return cycles.freezing_limit(canister.settings, _memory_bytes(canister))
+        return cycles.freezing_limit(canister.settings, memory_usage(canister))
 
     def _count(self, result: ExecResult) -> None:
         self.counters.executions += 1
@@ -705,11 +712,3 @@ class Replica:
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
-
-
-def _memory_bytes(canister: CanisterState) -> int:
-    sandbox = canister.sandbox
-    used = len(canister.wasm_module or b"")
-    if sandbox is not None:
-        used += sandbox.heap_size + sandbox.stable_size
-    return used
