@@ -1,0 +1,863 @@
+"""ICRP conformance: run every requirement of ``icrp.did`` against a live canister.
+
+    report = await check_canister(agent, canister_id, identity_other=stranger_agent)
+    print(report.render())          # or report.to_json()
+    sys.exit(0 if report.ok else 1)
+
+Each requirement is one check that ends ``passed``, ``failed`` (with what
+was observed) or ``skipped`` (with why: a capability the canister does not
+claim, a missing second identity, a check that would change state).
+
+``agent`` must be a controller (or trusted peer) of the canister;
+``identity_other`` is an agent of an identity that is neither, for the
+access checks.  The suite is meant for a quiet canister: it ends the
+current export (``icrp_end_export``) and replaces an unfinished import with
+its own test imports, which it aborts.  It never makes a test image current
+and never deletes data, except that ``allow_commit=True`` adds a round trip
+that exports the canister's image and commits it back (state unchanged by
+construction; for test canisters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from canister_iface import icrp_errors as errs
+from canister_iface.caller import Caller
+from canister_iface.errors import AccessDenied, IcError, TransientError
+from canister_iface.icrp import IcrpClient, chunk_count, image_chunk_digests, image_digest
+from canister_iface.icrp_types import (
+    CAPABILITIES,
+    PROTOCOL_VERSION,
+    ROLES,
+    ChangeBatch,
+    ExportTicket,
+    ImportSpec,
+    Info,
+    JournalInfo,
+    KeyRange,
+    Record,
+)
+from canister_iface.management_types import CanisterRef
+from canister_iface.principal import Principal
+
+Status = Literal["passed", "failed", "skipped"]
+IC_MESSAGE_LIMIT = 2 * 1024 * 1024
+# Chunk sizes tried for test imports, smallest first (the reference accepts >= 4 KiB).
+_TEST_CHUNK_SIZES = (4096, 65536, 1024 * 1024)
+_WRONG_DIGEST = hashlib.sha256(b"icrp conformance: not the digest of this image").digest()
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    requirement: str
+    status: Status
+    detail: str
+    seconds: float
+
+
+@dataclass
+class Report:
+    canister_id: str
+    role: str | None = None
+    capabilities: tuple[str, ...] = ()
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No check failed (skipped checks do not count against the canister)."""
+        return not any(r.status == "failed" for r in self.results)
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    def result(self, check_id: str) -> CheckResult:
+        for r in self.results:
+            if r.id == check_id:
+                return r
+        raise KeyError(check_id)
+
+    def render(self) -> str:
+        caps = ", ".join(self.capabilities) or "none"
+        lines = [
+            f"ICRP conformance of {self.canister_id} (role {self.role or 'unknown'}; "
+            f"capabilities: {caps})"
+        ]
+        width = max((len(r.id) for r in self.results), default=0)
+        for r in self.results:
+            mark = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[r.status]
+            lines.append(f"  {mark}  {r.id:<{width}}  {r.requirement}")
+            if r.detail:
+                lines.append(f"        {'':<{width}}  -> {r.detail}")
+        lines.append(
+            f"{self.count('passed')} passed, {self.count('failed')} failed, "
+            f"{self.count('skipped')} skipped: " + ("conformant" if self.ok else "NOT conformant")
+        )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "canister_id": self.canister_id,
+            "role": self.role,
+            "capabilities": list(self.capabilities),
+            "conformant": self.ok,
+            "counts": {s: self.count(s) for s in ("passed", "failed", "skipped")},
+            "checks": [asdict(r) for r in self.results],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+class Fail(Exception):
+    """The canister does not meet the requirement (the message says how)."""
+
+
+class Skip(Exception):
+    """The requirement cannot be checked here (the message says why)."""
+
+
+async def check_canister(
+    agent: Caller,
+    canister_id: CanisterRef,
+    *,
+    identity_other: Caller | None = None,
+    allow_commit: bool = False,
+    max_verify_bytes: int = 64 * 1024 * 1024,
+    push_target: CanisterRef | None = None,
+) -> Report:
+    """Check ``canister_id`` against every ICRP requirement; see the module docstring.
+
+    ``max_verify_bytes``: images up to this size are read completely to verify
+    every chunk; larger ones are verified on their first, middle and last chunk.
+    ``push_target``: another ICRP canister, controlled by ``agent``, that trusts
+    the checked canister as a peer and that the checked canister trusts; with
+    it ``icrp_push`` is checked too.
+    """
+    suite = _Suite(agent, Principal.of(canister_id), identity_other, allow_commit)
+    suite.max_verify_bytes = max_verify_bytes
+    suite.push_target = None if push_target is None else Principal.of(push_target)
+    return await suite.run()
+
+
+Check = Callable[[], Awaitable[str]]
+
+
+class _Suite:
+    def __init__(
+        self, agent: Caller, canister: Principal, other: Caller | None, allow_commit: bool
+    ) -> None:
+        self.canister = canister
+        self.icrp = IcrpClient(agent, canister)
+        self.agent = agent
+        self.other = None if other is None else IcrpClient(other, canister)
+        self.allow_commit = allow_commit
+        self.max_verify_bytes = 0
+        self.push_target: Principal | None = None
+        self.info: Info | None = None
+        self.ticket: ExportTicket | None = None
+        self.digests: list[bytes] | None = None
+        self.ended_id: int | None = None
+        self.import_id: int | None = None
+        self.test_image = b""
+        self.test_chunk_size = 4096
+        self.test_spec: ImportSpec | None = None
+        self.report = Report(canister.to_text())
+
+    def checks(self) -> list[tuple[str, str, Check]]:
+        return [
+            ("info.well_formed", _REQ["info.well_formed"], self.info_well_formed),
+            ("info.hides_state", _REQ["info.hides_state"], self.info_hides_state),
+            ("export.ready", _REQ["export.ready"], self.export_ready),
+            ("export.read_exact", _REQ["export.read_exact"], self.read_exact),
+            ("export.image_digest", _REQ["export.image_digest"], self.image_digest),
+            ("export.chunk_digests", _REQ["export.chunk_digests"], self.chunk_digests),
+            ("access.reads_refused", _REQ["access.reads_refused"], self.reads_refused),
+            ("export.ids_increase", _REQ["export.ids_increase"], self.ids_increase),
+            ("export.stale_snapshot", _REQ["export.stale_snapshot"], self.stale_snapshot),
+            ("import.idempotent_write", _REQ["import.idempotent_write"], self.idempotent_write),
+            ("import.conflict", _REQ["import.conflict"], self.conflict),
+            ("access.writes_refused", _REQ["access.writes_refused"], self.writes_refused),
+            ("import.incomplete", _REQ["import.incomplete"], self.incomplete),
+            ("import.digest_mismatch", _REQ["import.digest_mismatch"], self.digest_mismatch),
+            ("import.chunk_digest", _REQ["import.chunk_digest"], self.chunk_digest_checked),
+            ("import.abort", _REQ["import.abort"], self.abort),
+            ("journal.changes", _REQ["journal.changes"], self.journal_changes),
+            ("journal.too_old", _REQ["journal.too_old"], self.journal_too_old),
+            ("apply.gap", _REQ["apply.gap"], self.apply_gap),
+            ("key_range.export", _REQ["key_range.export"], self.key_range_export),
+            ("key_range.out_of_range", _REQ["key_range.out_of_range"], self.out_of_range),
+            ("push.write", _REQ["push.write"], self.push),
+            ("import.commit_roundtrip", _REQ["import.commit_roundtrip"], self.commit_roundtrip),
+        ]
+
+    async def run(self) -> Report:
+        for check_id, requirement, check in self.checks():
+            started = time.monotonic()
+            status, detail = await _outcome(check)
+            seconds = round(time.monotonic() - started, 3)
+            self.report.results.append(CheckResult(check_id, requirement, status, detail, seconds))
+        if self.info is not None:
+            self.report.role = self.info.role
+            self.report.capabilities = self.info.capabilities
+        return self.report
+
+    # ------------------------------------------------------------------ helpers
+
+    def need_info(self) -> Info:
+        if self.info is None:
+            raise Skip("needs icrp_info from a trusted caller (info.well_formed did not pass)")
+        return self.info
+
+    def need(self, capability: str) -> Info:
+        info = self.need_info()
+        if not info.can(capability):
+            raise Skip(f"the canister does not claim the {capability!r} capability")
+        return info
+
+    def need_other(self) -> IcrpClient:
+        if self.other is None:
+            raise Skip("needs a second identity (identity_other) that is not trusted")
+        return self.other
+
+    def need_ticket(self) -> ExportTicket:
+        if self.ticket is None:
+            raise Skip("needs a ready export image (export.ready did not pass)")
+        return self.ticket
+
+    def need_import(self) -> int:
+        if self.import_id is None:
+            raise Skip("needs the test import (import.idempotent_write did not open it)")
+        return self.import_id
+
+    async def fingerprint(self) -> tuple[int | None, bytes | None]:
+        """Journal head and current image digest: what a failed import must not change."""
+        info = await self.icrp.info()
+        head = None if info.journal is None else info.journal.head_seq
+        if info.role == "backup":
+            images = await self.icrp.list_images()
+            return head, images[-1].digest if images else None
+        ticket = await self.icrp.wait_ready(await self.icrp.begin_export())
+        return head, ticket.digest
+
+    # -------------------------------------------------------------------- info
+
+    async def info_well_formed(self) -> str:
+        info = await self.icrp.info()
+        problems = _info_problems(info)
+        if problems:
+            raise Fail("; ".join(problems))
+        if not info.trusted:
+            raise Fail(
+                "icrp_info says the checking identity is not trusted: run the check with a "
+                "controller's identity (every further check needs it)"
+            )
+        self.info = info
+        unknown = sorted(set(info.capabilities) - set(CAPABILITIES))
+        extra = f"; capabilities unknown to this suite: {', '.join(unknown)}" if unknown else ""
+        return f"version {info.protocol_version}, role {info.role}{extra}"
+
+    async def info_hides_state(self) -> str:
+        other = self.need_other()
+        info = await other.info()
+        if info.trusted:
+            raise Fail("icrp_info says the other identity is trusted: use an untrusted identity")
+        shown = [
+            name
+            for name, value in (
+                ("image", info.image),
+                ("journal", info.journal),
+                ("key_range", info.key_range),
+            )
+            if value is not None
+        ]
+        if shown:
+            raise Fail(f"icrp_info reveals {', '.join(shown)} to an untrusted caller")
+        return "trusted=false and no image, journal or key range"
+
+    # ------------------------------------------------------------------ export
+
+    async def export_ready(self) -> str:
+        info = self.need("image")
+        try:
+            first = await self.icrp.begin_export()
+        except errs.NotFound as exc:
+            if info.role == "backup":
+                raise Skip(f"the backup canister holds no image yet ({exc.message})") from exc
+            raise
+        ticket = await self.icrp.wait_ready(first)
+        problems = _ticket_problems(ticket)
+        if problems:
+            raise Fail("; ".join(problems))
+        self.ticket = ticket
+        steps = "" if first.ready else " after preparing"
+        size = f"{ticket.size:,} bytes in {ticket.chunk_count} chunks"
+        return f"snapshot {ticket.snapshot_id}: {size}{steps}"
+
+    async def read_exact(self) -> str:
+        ticket, info = self.need_ticket(), self.need_info()
+        want = min(ticket.size, info.max_transfer_bytes, ticket.chunk_size + 17)
+        data = await self.icrp.read(ticket.snapshot_id, 0, want)
+        if len(data) != want:
+            raise Fail(f"asked for {want} bytes at 0, got {len(data)}")
+        tail = min(ticket.size, 10)
+        end = await self.icrp.read(ticket.snapshot_id, ticket.size - tail, tail + 100)
+        if len(end) != tail:
+            raise Fail(f"asked for {tail + 100} bytes {tail} before the end, got {len(end)}")
+        if tail and ticket.size <= want and end != data[-tail:]:
+            raise Fail("two reads of the same bytes returned different data")
+        await self._oversized_read(ticket, info)
+        return f"{want} bytes at 0 and the last {tail} bytes as asked"
+
+    async def _oversized_read(self, ticket: ExportTicket, info: Info) -> None:
+        try:
+            data = await self.icrp.read(ticket.snapshot_id, 0, info.max_transfer_bytes + 1)
+        except IcError:
+            return  # refused: as it should be
+        if len(data) > info.max_transfer_bytes:
+            raise Fail(
+                f"a read of max_transfer_bytes + 1 returned {len(data):,} bytes, more than the "
+                f"advertised {info.max_transfer_bytes:,}"
+            )
+
+    async def image_digest(self) -> str:
+        ticket = self.need_ticket()
+        digests = await self.icrp.all_chunk_digests(ticket)
+        if len(digests) != ticket.chunk_count:
+            raise Fail(f"icrp_chunk_digests gave {len(digests)} digests for {ticket.chunk_count}")
+        actual = image_digest(digests)
+        if actual != ticket.digest:
+            raise Fail(
+                f"SHA-256 over the chunk digests is {actual.hex()}, the ticket says "
+                f"{(ticket.digest or b'').hex()}"
+            )
+        self.digests = digests
+        return f"{len(digests)} chunk digests hash to the image digest"
+
+    async def chunk_digests(self) -> str:
+        ticket = self.need_ticket()
+        if self.digests is None:
+            raise Skip("needs the chunk digests (export.image_digest did not pass)")
+        indices = _chunks_to_verify(ticket, self.max_verify_bytes)
+        for index in indices:
+            chunk = await self._read_chunk(ticket, index)
+            expected_len = min(ticket.chunk_size, ticket.size - index * ticket.chunk_size)
+            if len(chunk) != expected_len:
+                raise Fail(f"chunk {index} has {len(chunk)} bytes, expected {expected_len}")
+            if hashlib.sha256(chunk).digest() != self.digests[index]:
+                raise Fail(f"chunk {index} does not hash to its icrp_chunk_digests entry")
+        every = "every chunk" if len(indices) == ticket.chunk_count else f"chunks {indices}"
+        return f"{every} read back and matched its digest"
+
+    async def _read_chunk(self, ticket: ExportTicket, index: int) -> bytes:
+        step = min(self.need_info().max_transfer_bytes, ticket.chunk_size)
+        start = index * ticket.chunk_size
+        end = min(ticket.size, start + ticket.chunk_size)
+        parts = []
+        for offset in range(start, end, step):
+            parts.append(await self.icrp.read(ticket.snapshot_id, offset, min(step, end - offset)))
+        return b"".join(parts)
+
+    async def ids_increase(self) -> str:
+        info, ticket = self.need_info(), self.need_ticket()
+        if info.role == "backup":
+            ids = [t.snapshot_id for t in await self.icrp.list_images()]
+            if ids != sorted(set(ids)):
+                raise Fail(f"icrp_list_images ids are not strictly increasing: {ids}")
+            return f"stored images {ids} in increasing order"
+        await self.icrp.end_export(ticket.snapshot_id)
+        self.ended_id = ticket.snapshot_id
+        self.ticket = None
+        fresh = await self.icrp.wait_ready(await self.icrp.begin_export())
+        self.ticket = fresh
+        if fresh.snapshot_id <= ticket.snapshot_id:
+            raise Fail(
+                f"after ending snapshot {ticket.snapshot_id}, icrp_begin_export gave "
+                f"{fresh.snapshot_id}: ids must increase"
+            )
+        return f"snapshot {ticket.snapshot_id} ended, the next is {fresh.snapshot_id}"
+
+    async def stale_snapshot(self) -> str:
+        stale = self.ended_id
+        if stale is None:
+            images = await self.icrp.list_images() if self.info else []
+            if not images or images[0].snapshot_id <= 1:
+                raise Skip("no snapshot id known to be no longer readable")
+            stale = images[0].snapshot_id - 1
+        try:
+            await self.icrp.read(stale, 0, 1)
+        except errs.StaleSnapshot as exc:
+            if exc.requested != stale:
+                raise Fail(f"StaleSnapshot names snapshot {exc.requested}, not {stale}") from exc
+            return f"a read of snapshot {stale} is refused (current: {exc.current})"
+        raise Fail(f"snapshot {stale} is no longer current but icrp_read still answered")
+
+    # ------------------------------------------------------------------ access
+
+    async def reads_refused(self) -> str:
+        other, ticket = self.need_other(), self.need_ticket()
+        attempts: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("icrp_begin_export", other.begin_export),
+            ("icrp_read", lambda: other.read(ticket.snapshot_id, 0, 1)),
+            ("icrp_chunk_digests", lambda: other.chunk_digests(ticket.snapshot_id, 0, 1)),
+            ("icrp_export_status", lambda: other.export_status(ticket.snapshot_id)),
+            ("icrp_list_images", other.list_images),
+            ("icrp_changes", lambda: other.changes(0, 1024)),
+            ("icrp_export_range", lambda: other.export_range(KeyRange(), None, 1024)),
+            ("icrp_config", other.config),
+        ]
+        return await _all_refused(attempts)
+
+    async def writes_refused(self) -> str:
+        other, import_id = self.need_other(), self.need_import()
+        config = await self.icrp.config()
+        spec = self._test_spec(
+            self.test_image, len(self.test_image), self.test_chunk_size, snapshot_id=2**40
+        )
+        harmless = ChangeBatch(2**62, 2**62 + 1, 2**62 + 1)
+        attempts: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("icrp_write", lambda: other.write(import_id, 0, self.test_image[:1])),
+            ("icrp_commit_import", lambda: other.commit_import(import_id)),
+            ("icrp_abort_import", lambda: other.abort_import(import_id)),
+            ("icrp_begin_import", lambda: other.begin_import(spec)),
+            ("icrp_apply", lambda: other.apply(harmless)),
+            ("icrp_import_records", lambda: other.import_records([])),
+            ("icrp_end_export", lambda: other.end_export(2**63)),
+            ("icrp_set_peers", lambda: other.set_peers(config.peers)),
+            ("icrp_set_key_range", lambda: other.set_key_range(config.key_range)),
+        ]
+        try:
+            return await _all_refused(attempts)
+        finally:
+            await self._restore_test_import(import_id)
+
+    async def _restore_test_import(self, import_id: int) -> None:
+        """Reopen the test import if a stranger's accepted call disturbed it.
+
+        Without this, one missing access check would fail every later import
+        check as well and hide what the canister gets right.
+        """
+        try:
+            if (await self.icrp.import_status(import_id)).state == "receiving":
+                return
+        except errs.NotFound:
+            pass
+        if self.test_spec is None:
+            return
+        self.import_id = await self.icrp.begin_import(self.test_spec)
+        await self.icrp.write(self.import_id, 0, self.test_image[: self.test_chunk_size])
+
+    # ------------------------------------------------------------------ import
+
+    def _test_spec(
+        self,
+        image: bytes,
+        size: int,
+        chunk_size: int,
+        *,
+        snapshot_id: int,
+        digest: bytes = _WRONG_DIGEST,
+        chunk_digests: list[bytes] | None = None,
+    ) -> ImportSpec:
+        return ImportSpec(
+            source=self._import_source(),
+            snapshot_id=snapshot_id,
+            size=size,
+            chunk_size=chunk_size,
+            digest=digest,
+            journal_seq=0,
+            chunk_digests=None if chunk_digests is None else tuple(chunk_digests),
+        )
+
+    def _import_source(self) -> Principal:
+        ticket = self.ticket
+        if ticket is not None and ticket.origin is not None:
+            return ticket.origin.source  # a backup accepts its configured source only
+        return self.canister
+
+    async def _open_test_import(self) -> tuple[int, int]:
+        """Open an import of a 2.5-chunk test image; returns (import id, chunk size)."""
+        refusals = []
+        for chunk_size in _TEST_CHUNK_SIZES:
+            size = chunk_size * 2 + chunk_size // 2
+            image = _test_bytes(size)
+            spec = self._test_spec(image, size, chunk_size, snapshot_id=2**40 + chunk_size)
+            try:
+                import_id = await self.icrp.begin_import(spec)
+            except errs.InvalidArgument as exc:
+                refusals.append(f"chunk size {chunk_size}: {exc.message}")
+                continue
+            again = await self.icrp.begin_import(spec)
+            if again != import_id:
+                raise Fail(f"icrp_begin_import of the same spec gave {import_id}, then {again}")
+            self.test_image, self.test_chunk_size, self.test_spec = image, chunk_size, spec
+            return import_id, chunk_size
+        raise Skip("icrp_begin_import refused every test spec: " + "; ".join(refusals))
+
+    async def idempotent_write(self) -> str:
+        self.need("import")
+        import_id, chunk_size = await self._open_test_import()
+        self.import_id = import_id
+        first = self.test_image[:chunk_size]
+        held = await self.icrp.write(import_id, 0, first)
+        again = await self.icrp.write(import_id, 0, first)
+        if held != len(first) or again != held:
+            raise Fail(
+                f"writing {len(first)} bytes twice at offset 0 reported {held}, then {again} "
+                f"bytes held (expected {len(first)} both times)"
+            )
+        return f"import {import_id}: {len(first)} bytes written twice, held once"
+
+    async def conflict(self) -> str:
+        import_id = self.need_import()
+        changed = bytes([self.test_image[10] ^ 0xFF])
+        try:
+            await self.icrp.write(import_id, 10, changed)
+        except errs.Conflict as exc:
+            if exc.offset != 10:
+                raise Fail(f"Conflict names offset {exc.offset}, the write was at 10") from exc
+            return "a different byte at offset 10 was refused with Conflict"
+        raise Fail("different bytes at an offset already written were accepted")
+
+    async def incomplete(self) -> str:
+        import_id = self.need_import()
+        try:
+            await self.icrp.commit_import(import_id)
+        except errs.Incomplete as exc:
+            return f"{exc.missing_chunks} chunk(s) missing, first {exc.first_missing}"
+        except errs.DigestMismatch as exc:
+            raise Fail("the commit checked the digest before noticing missing chunks") from exc
+        raise Fail("a commit with chunks missing succeeded")
+
+    async def digest_mismatch(self) -> str:
+        import_id = self.need_import()
+        before = await self.fingerprint()
+        image = self.test_image
+        held = await self.icrp.write(import_id, 0, image)
+        status = await self.icrp.import_status(import_id)
+        if held != len(image) or not all(status.chunks_done):
+            raise Fail(f"after writing all {len(image)} bytes the import holds {held}")
+        try:
+            await self.icrp.commit_import(import_id)
+        except errs.DigestMismatch as exc:
+            if exc.chunk is not None:
+                raise Fail(f"DigestMismatch names chunk {exc.chunk}, not the image") from exc
+        else:
+            raise Fail("an image whose digest does not match its spec was committed")
+        state = (await self.icrp.import_status(import_id)).state
+        after = await self.fingerprint()
+        if state != "aborted":
+            raise Fail(f"after the digest mismatch the import is {state}, not aborted")
+        if after[0] != before[0]:
+            raise Skip(
+                f"the journal head moved from {before[0]} to {after[0]} during the check: "
+                "the canister is not quiet, so an unchanged state cannot be told"
+            )
+        if after != before:
+            raise Fail("the failed commit changed the canister's image")
+        return "DigestMismatch, import aborted, state unchanged"
+
+    async def chunk_digest_checked(self) -> str:
+        self.need("import")
+        chunk_size = self.test_chunk_size
+        image = _test_bytes(chunk_size * 2)
+        digests = image_chunk_digests(image, chunk_size)
+        spec = self._test_spec(
+            image,
+            len(image),
+            chunk_size,
+            snapshot_id=2**41,
+            digest=image_digest(digests),
+            chunk_digests=digests,
+        )
+        import_id = await self.icrp.begin_import(spec)
+        self.import_id = import_id
+        wrong = bytes(b ^ 0x5A for b in image[:chunk_size])
+        try:
+            await self.icrp.write(import_id, 0, wrong)
+        except errs.DigestMismatch as exc:
+            if exc.chunk != 0:
+                raise Fail(f"DigestMismatch names chunk {exc.chunk}, not 0") from exc
+        else:
+            raise Fail("a chunk that does not match its given digest was accepted")
+        held = await self.icrp.write(import_id, 0, image[:chunk_size])
+        if held != chunk_size:
+            raise Fail(f"the refused chunk could not be written again correctly (held {held})")
+        return "a wrong chunk 0 was refused at once, the right one accepted after"
+
+    async def abort(self) -> str:
+        import_id = self.need_import()
+        await self.icrp.abort_import(import_id)
+        status = await self.icrp.import_status(import_id)
+        if status.state != "aborted":
+            raise Fail(f"after icrp_abort_import the import is {status.state}")
+        try:
+            await self.icrp.write(import_id, 0, self.test_image[:1])
+        except errs.IcrpError:
+            return f"import {import_id} aborted; a later write was refused"
+        raise Fail("a write to an aborted import was accepted")
+
+    # ----------------------------------------------------------------- journal
+
+    async def journal_changes(self) -> str:
+        info = self.need("journal")
+        journal = await self._journal()
+        batch = await self.icrp.changes(journal.oldest_seq, info.max_transfer_bytes)
+        seqs = [c.seq for c in batch.changes]
+        if batch.from_seq != journal.oldest_seq:
+            raise Fail(f"asked since {journal.oldest_seq}, the batch starts at {batch.from_seq}")
+        if seqs != sorted(set(seqs)) or any(not batch.from_seq < s <= batch.to_seq for s in seqs):
+            raise Fail(f"sequence numbers {seqs[:10]}... not increasing within (from, to]")
+        if batch.to_seq > batch.head_seq:
+            raise Fail(f"to_seq {batch.to_seq} is beyond head_seq {batch.head_seq}")
+        return f"{len(seqs)} change(s) in ({batch.from_seq}, {batch.to_seq}]"
+
+    async def _journal(self) -> JournalInfo:
+        journal = (await self.icrp.info()).journal
+        if journal is None:
+            raise Fail("the canister claims 'journal' but icrp_info shows no journal")
+        return journal
+
+    async def journal_too_old(self) -> str:
+        self.need("journal")
+        journal = await self._journal()
+        if journal.oldest_seq == 0:
+            raise Skip("the journal still reaches back to the first change (oldest_seq 0)")
+        try:
+            await self.icrp.changes(journal.oldest_seq - 1, 1024)
+        except errs.TooOld as exc:
+            return f"since {journal.oldest_seq - 1} refused, oldest_seq {exc.oldest_seq}"
+        raise Fail(f"icrp_changes since {journal.oldest_seq - 1} (< oldest_seq) was served")
+
+    async def apply_gap(self) -> str:
+        self.need("apply")
+        before = (await self.icrp.info()).journal
+        start = (before.head_seq if before else 0) + 1_000_000
+        try:
+            await self.icrp.apply(ChangeBatch(start, start + 1, start + 1))
+        except errs.Gap as exc:
+            after = (await self.icrp.info()).journal
+            if before and after and after.head_seq != before.head_seq:
+                raise Fail("the refused batch moved the journal head") from exc
+            return f"a batch from {start} was refused (applied up to {exc.applied_seq})"
+        raise Fail(f"a batch starting at {start}, beyond the canister's sequence, was applied")
+
+    # -------------------------------------------------------------- key ranges
+
+    async def key_range_export(self) -> str:
+        info = self.need("key_range")
+        key_range = info.key_range or KeyRange()
+        keys: list[bytes] = []
+        cursor: bytes | None = None
+        for _ in range(50):
+            batch = await self.icrp.export_range(key_range, cursor, 4096)
+            keys.extend(r.key for r in batch.records)
+            _check_cursor(batch.next_cursor, keys)
+            cursor = batch.next_cursor
+            if cursor is None:
+                break
+        if keys != sorted(set(keys)):
+            raise Fail("records are not in strictly increasing key order")
+        outside = [k for k in keys if not key_range.contains(k)]
+        if outside:
+            raise Fail(f"records outside the range: {outside[0].hex()}")
+        more = "" if cursor is None else " (stopped after 50 pages)"
+        return f"{len(keys)} record(s) in key order{more}"
+
+    async def out_of_range(self) -> str:
+        info = self.need("key_range")
+        if info.key_range is None:
+            raise Skip("the canister owns no key range (not a shard)")
+        key = _key_outside(info.key_range)
+        if key is None:
+            raise Skip("the shard owns every key")
+        try:
+            await self.icrp.import_records([Record(key, b"icrp conformance")])
+        except errs.OutOfRange as exc:
+            return f"key {exc.key.hex()} refused"
+        raise Fail(f"a record with key {key.hex()} outside the shard's range was stored")
+
+    # -------------------------------------------------------------------- push
+
+    async def push(self) -> str:
+        self.need("push")
+        ticket = self.need_ticket()
+        if self.push_target is None:
+            raise Skip("needs push_target, a second ICRP canister that trusts this one")
+        target = IcrpClient(self.agent, self.push_target)
+        spec = ImportSpec.for_ticket(self.canister, ticket)
+        import_id = await target.begin_import(spec)
+        length = min(ticket.size, ticket.chunk_size, self.need_info().max_transfer_bytes)
+        try:
+            ack = await self.icrp.push(self.push_target, ticket.snapshot_id, import_id, 0, length)
+        finally:
+            await target.abort_import(import_id)
+        if ack.bytes != length or ack.committed_bytes < length:
+            raise Fail(
+                f"pushed {length} bytes, the ack says {ack.bytes} sent, {ack.committed_bytes} held"
+            )
+        return f"{length} bytes pushed into {self.push_target}"
+
+    async def commit_roundtrip(self) -> str:
+        info = self.need("import")
+        if not self.allow_commit:
+            raise Skip("commits change state; pass allow_commit=True (test canisters only)")
+        if info.role == "backup":
+            raise Skip("a backup canister's images come from its source, not from itself")
+        ticket = await self.icrp.wait_ready(await self.icrp.begin_export())
+        spec = ImportSpec.for_ticket(self.canister, ticket)
+        import_id = await self.icrp.begin_import(spec)
+        step = min(info.max_transfer_bytes, 1024 * 1024)
+        for offset in range(0, ticket.size, step):
+            data = await self.icrp.read(ticket.snapshot_id, offset, step)
+            await self.icrp.write(import_id, offset, data)
+        await self.icrp.commit(import_id)
+        after = await self.icrp.wait_ready(await self.icrp.begin_export())
+        if after.digest != ticket.digest:
+            raise Fail("committing the canister's own image changed its state")
+        return f"{ticket.size:,} bytes exported, imported and committed; digest unchanged"
+
+
+# ------------------------------------------------------------------- outcome
+
+
+async def _outcome(check: Check) -> tuple[Status, str]:
+    try:
+        return "passed", await check()
+    except Skip as skip:
+        return "skipped", str(skip)
+    except Fail as fail:
+        return "failed", str(fail)
+    except TransientError as exc:
+        return "failed", f"could not complete: {exc} (transient: run the check again)"
+    except IcError as exc:
+        return "failed", f"unexpected error: {exc}"
+
+
+async def _all_refused(attempts: list[tuple[str, Callable[[], Awaitable[object]]]]) -> str:
+    accepted, odd = [], []
+    for method, attempt in attempts:
+        try:
+            await attempt()
+        except AccessDenied:
+            continue
+        except IcError as exc:
+            odd.append(f"{method} ({type(exc).__name__})")
+            continue
+        accepted.append(method)
+    if accepted:
+        raise Fail(f"an untrusted caller was served by {', '.join(accepted)}")
+    if odd:
+        raise Fail(f"refused, but not as NotAuthorized: {', '.join(odd)}")
+    return f"all {len(attempts)} methods refused with NotAuthorized"
+
+
+def _info_problems(info: Info) -> list[str]:
+    problems = []
+    if info.protocol_version != PROTOCOL_VERSION:
+        problems.append(f"protocol_version {info.protocol_version}, expected {PROTOCOL_VERSION}")
+    if info.role not in ROLES:
+        problems.append(f"unknown role {info.role}")
+    if not 0 < info.max_transfer_bytes <= IC_MESSAGE_LIMIT:
+        problems.append(f"max_transfer_bytes {info.max_transfer_bytes:,} is not in 1..2 MiB")
+    if info.image is not None and info.image.chunk_size <= 0:
+        problems.append("the image's chunk_size is 0")
+    if info.image is not None and info.image.digest is not None and len(info.image.digest) != 32:
+        problems.append("the image digest is not 32 bytes")
+    if info.journal is not None and info.journal.oldest_seq > info.journal.head_seq:
+        problems.append("the journal's oldest_seq is beyond its head_seq")
+    if (
+        info.trusted
+        and info.role != "backup"
+        and (info.role == "shard") != (info.key_range is not None)
+    ):
+        problems.append(f"role {info.role} with key_range {info.key_range}")
+    return problems
+
+
+def _ticket_problems(ticket: ExportTicket) -> list[str]:
+    problems = []
+    if ticket.chunk_size <= 0:
+        return ["chunk_size is 0"]
+    if ticket.chunk_count != chunk_count(ticket.size, ticket.chunk_size):
+        problems.append(
+            f"chunk_count {ticket.chunk_count} for {ticket.size} bytes in chunks of "
+            f"{ticket.chunk_size}"
+        )
+    if ticket.digest is None or len(ticket.digest) != 32:
+        problems.append("a ready ticket needs a 32-byte digest")
+    return problems
+
+
+def _chunks_to_verify(ticket: ExportTicket, max_verify_bytes: int) -> list[int]:
+    if ticket.chunk_count == 0:
+        return []
+    if ticket.size <= max_verify_bytes:
+        return list(range(ticket.chunk_count))
+    return sorted({0, ticket.chunk_count // 2, ticket.chunk_count - 1})
+
+
+def _check_cursor(cursor: bytes | None, keys: list[bytes]) -> None:
+    if cursor is not None and keys and cursor <= keys[-1]:
+        raise Fail(f"next_cursor {cursor.hex()} does not come after the last key {keys[-1].hex()}")
+
+
+def _key_outside(key_range: KeyRange) -> bytes | None:
+    if key_range.lower > b"":
+        return b""
+    return key_range.upper
+
+
+def _test_bytes(size: int) -> bytes:
+    """Deterministic bytes that no canister would take for a valid image."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(b"icrp conformance %d" % counter).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+_REQ = {
+    "info.well_formed": "icrp_info: version 1, a known role, trusted for a controller, "
+    "max_transfer_bytes within 2 MiB, consistent image/journal/key range",
+    "info.hides_state": "icrp_info reveals no image, journal or key range to an untrusted caller",
+    "export.ready": "icrp_begin_export gives a ticket that becomes ready, with chunk_count = "
+    "ceil(size / chunk_size) and a 32-byte digest",
+    "export.read_exact": "icrp_read returns exactly the bytes asked for (fewer only at the end), "
+    "never more than max_transfer_bytes",
+    "export.image_digest": "the image digest is SHA-256 over the ordered chunk digests",
+    "export.chunk_digests": "every chunk read back hashes to its icrp_chunk_digests entry",
+    "access.reads_refused": "an untrusted caller cannot export, read or list anything "
+    "(NotAuthorized)",
+    "export.ids_increase": "after icrp_end_export the next image gets a larger snapshot id",
+    "export.stale_snapshot": "a read of a snapshot that is no longer readable fails with "
+    "StaleSnapshot",
+    "import.idempotent_write": "icrp_begin_import is resumable; the same bytes written twice "
+    "at the same offset are accepted and held once",
+    "import.conflict": "different bytes at an offset already written fail with Conflict",
+    "access.writes_refused": "an untrusted caller cannot import, apply, configure or end "
+    "exports (NotAuthorized), and its calls change nothing",
+    "import.incomplete": "a commit before every chunk is written fails with Incomplete",
+    "import.digest_mismatch": "a commit of an image that does not match its digest fails with "
+    "DigestMismatch, aborts the import and leaves the state as it was",
+    "import.chunk_digest": "with chunk digests in the spec a wrong chunk is refused at once "
+    "(DigestMismatch) and can be written again",
+    "import.abort": "icrp_abort_import discards the import; later writes are refused",
+    "journal.changes": "icrp_changes from oldest_seq returns increasing sequence numbers "
+    "within (from_seq, to_seq]",
+    "journal.too_old": "icrp_changes with since_seq older than the journal fails with TooOld",
+    "apply.gap": "icrp_apply of a batch beyond the canister's sequence number fails with Gap "
+    "and changes nothing",
+    "key_range.export": "icrp_export_range pages through the range in key order via next_cursor",
+    "key_range.out_of_range": "a shard refuses records outside its key range with OutOfRange",
+    "push.write": "icrp_push writes the byte range into the target's import",
+    "import.commit_roundtrip": "the canister's own image, imported and committed, leaves its "
+    "state unchanged",
+}

@@ -1,0 +1,126 @@
+"""The conformance suite against the Python ICRP canister: it passes a correct
+canister and names the requirement a deliberately broken one violates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from icrp_fake import BUGS, FakeAgent, FakeIcrpCanister
+
+from canister_iface.conformance import Report, check_canister
+
+CANISTER = bytes.fromhex("00000000000000010101")
+OWNER = b"\x01" * 29
+STRANGER = b"\x02" * 29
+
+ALWAYS_SKIPPED = {"push.write", "import.commit_roundtrip", "key_range.out_of_range"}
+
+
+def _canister(bugs: set[str] | None = None, **kwargs: object) -> FakeIcrpCanister:
+    fake = FakeIcrpCanister(CANISTER, {OWNER}, bugs=bugs or set(), prepare_steps=2, **kwargs)
+    for i in range(300):
+        fake.put(b"user/%05d" % i, b"profile %d " % i * 20)
+    return fake
+
+
+async def _check(fake: FakeIcrpCanister, *, other: bool = True, **kwargs: object) -> Report:
+    agents = {CANISTER: fake}
+    return await check_canister(
+        FakeAgent(agents, OWNER),
+        CANISTER,
+        identity_other=FakeAgent(agents, STRANGER) if other else None,
+        **kwargs,
+    )
+
+
+async def test_a_correct_canister_passes_every_applicable_check() -> None:
+    fake = _canister(journal_max_entries=50)
+    report = await _check(fake)
+    assert report.ok, report.render()
+    skipped = {r.id for r in report.results if r.status == "skipped"}
+    assert skipped == ALWAYS_SKIPPED, report.render()
+    assert report.count("passed") == len(report.results) - len(ALWAYS_SKIPPED)
+    assert report.role == "app"
+    assert "journal" in report.capabilities
+    # the suite left the canister's data alone and its test imports aborted
+    assert len(fake.kv) == 300
+    assert fake.staging is not None
+    assert "aborted" in fake.staging.state
+
+
+async def test_the_commit_round_trip_runs_only_when_allowed() -> None:
+    fake = _canister()
+    before = dict(fake.kv)
+    report = await _check(fake, allow_commit=True)
+    assert report.result("import.commit_roundtrip").status == "passed", report.render()
+    assert fake.kv == before
+
+
+async def test_a_shard_refuses_keys_outside_its_range() -> None:
+    fake = _canister()
+    fake.key_range = {"lower": b"user/00100", "upper": [b"user/00200"]}
+    report = await _check(fake)
+    assert report.ok, report.render()
+    assert report.role == "shard"
+    assert report.result("key_range.out_of_range").status == "passed"
+    assert "100 record(s)" in report.result("key_range.export").detail
+
+
+async def test_without_a_second_identity_access_checks_are_skipped() -> None:
+    report = await _check(_canister(), other=False)
+    for check in ("info.hides_state", "access.reads_refused", "access.writes_refused"):
+        result = report.result(check)
+        assert result.status == "skipped"
+        assert "identity_other" in result.detail
+    assert report.ok
+
+
+async def test_a_journal_that_reaches_back_to_the_start_cannot_be_too_old() -> None:
+    report = await _check(_canister(journal_max_entries=10_000))
+    result = report.result("journal.too_old")
+    assert result.status == "skipped"
+    assert "oldest_seq 0" in result.detail
+
+
+_VIOLATIONS = {
+    "no_auth": {"info.hides_state", "access.reads_refused", "access.writes_refused"},
+    "leaky_info": {"info.hides_state"},
+    "stale_ok": {"export.stale_snapshot"},
+    "short_read": {"export.read_exact", "export.chunk_digests", "import.commit_roundtrip"},
+    "bad_chunk_digest": {"export.image_digest"},
+    "ids_repeat": {"export.ids_increase", "export.stale_snapshot"},
+    "conflict_ok": {"import.conflict"},
+    "commit_ignores_digest": {"import.digest_mismatch"},
+    "abort_ignored": {"import.abort"},
+    "no_too_old": {"journal.too_old"},
+    "range_unordered": {"key_range.export"},
+}
+
+
+def test_every_bug_of_the_fake_is_covered() -> None:
+    assert set(_VIOLATIONS) == BUGS
+
+
+@pytest.mark.parametrize("bug", sorted(_VIOLATIONS))
+async def test_a_violation_fails_exactly_its_requirement(bug: str) -> None:
+    report = await _check(_canister({bug}, journal_max_entries=50), allow_commit=True)
+    failed = {r.id for r in report.results if r.status == "failed"}
+    assert failed == _VIOLATIONS[bug], report.render()
+    assert not report.ok
+    assert "NOT conformant" in report.render()
+
+
+async def test_render_and_json_tell_the_same_story() -> None:
+    report = await _check(_canister({"conflict_ok"}))
+    text = report.render()
+    assert "FAIL  import.conflict" in text
+    assert "different bytes at an offset already written were accepted" in text
+    assert f"ICRP conformance of {report.canister_id} (role app" in text
+    data = json.loads(report.to_json())
+    assert data["conformant"] is False
+    assert data["counts"]["failed"] == 1
+    by_id = {c["id"]: c for c in data["checks"]}
+    assert by_id["import.conflict"]["status"] == "failed"
+    assert by_id["export.ready"]["status"] == "passed"
+    assert set(by_id) == {r.id for r in report.results}
