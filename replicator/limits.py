@@ -1,0 +1,502 @@
+"""Limits on calls, as wrappers around one call interface.
+
+Every call the pump makes goes through a :class:`Caller`::
+
+    result = await caller.call(CallSpec(canister_id, method, bytes=n, cycles=c), perform)
+
+where ``perform`` is a zero-argument coroutine function doing the actual call.
+Each limit is a wrapper with the same interface that takes its permit and
+then calls the wrapper inside it — the shape of restic's backend wrappers.
+:func:`build_caller` stacks them in this order (outermost first)::
+
+    TimeWindows → CyclesBudget → InFlight → CallRate → ByteRate → Direct
+
+- :class:`TimeWindows`: calls start only inside the configured UTC windows
+  (e.g. 01:00–05:00); outside, they wait until one opens.  Calls already
+  running finish.
+- :class:`CyclesBudget`: reserves the call's estimated cycles and raises
+  :class:`~replicator.errors.BudgetExceeded` *before* a call that would
+  exceed the budget.
+- :class:`InFlight`: at most ``in_flight`` calls at once, and at most
+  ``in_flight_per_canister`` per canister.  Taken before the rate permits so
+  that a permit is used as soon as it is granted (calls never bunch up
+  behind a semaphore and exceed the rate).
+- :class:`CallRate`: calls per second, with ``asyncio-throttle`` (a sliding
+  window: at most *n* calls in any window of *n / rate* seconds).
+- :class:`ByteRate`: bytes per second, a token bucket with weighted permits.
+  A permit larger than the bucket (a 2 MiB chunk with a 1 MiB/s bucket) waits
+  for a full bucket and leaves it in debt, so the long-run rate holds and a
+  large request is never starved.  ``aiolimiter`` rejects such weights.
+
+Each wrapper reports the time a call waited for it to a ``WaitObserver``
+``(limit_name, seconds)`` — the metrics module's ``record_wait``.  Clocks and
+sleeps are injectable so tests can use a fake clock.
+
+The defaults (:class:`LimitSettings`) are polite for mainnet: 10 calls/s,
+2 MiB/s (about one full ingress message per second; a subnet's inbound
+ingress capacity is a few MB/s shared by everyone), 16 calls in flight, 4 per
+canister.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from asyncio_throttle.throttler import Throttler
+
+from replicator.errors import BudgetExceeded
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+WaitObserver = Callable[[str, float], None]
+
+MiB = 1024 * 1024
+
+# Fees of a 13-node application subnet (interface spec / cycles cost tables).
+INGRESS_RECEPTION_FEE = 1_200_000
+INGRESS_BYTE_FEE = 2_000
+XNET_CALL_FEE = 260_000
+XNET_BYTE_FEE = 1_000
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """What a call costs the limits: its canister, payload bytes and cycles."""
+
+    canister_id: str
+    method: str
+    bytes: int = 0  # payload bytes moved: sent (write, push) or asked for (read)
+    cycles: int = 0  # estimated cycles (see estimate_cycles)
+
+
+class Caller(Protocol):
+    """The one call interface every limit wraps."""
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T: ...
+
+
+def estimate_cycles(kind: Literal["query", "update", "push"], payload_bytes: int) -> int:
+    """A lower bound of the cycles a call costs: message fees only, no execution.
+
+    ``update``: ingress reception + per byte; ``push``: one inter-canister
+    call + per byte; ``query``: free.
+    """
+    if kind == "update":
+        return INGRESS_RECEPTION_FEE + INGRESS_BYTE_FEE * payload_bytes
+    if kind == "push":
+        return XNET_CALL_FEE + XNET_BYTE_FEE * payload_bytes
+    return 0
+
+
+def _ignore_wait(limit: str, seconds: float) -> None:
+    del limit, seconds
+
+
+class Direct:
+    """The innermost caller: performs the call."""
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        del spec
+        return await perform()
+
+
+class _Wrapper:
+    name = ""
+
+    def __init__(self, inner: Caller, observer: WaitObserver | None, clock: Clock) -> None:
+        self.inner = inner
+        self._observe = observer or _ignore_wait
+        self._clock = clock
+
+    def _waited(self, since: float) -> None:
+        waited = self._clock() - since
+        if waited > 0:
+            self._observe(self.name, waited)
+
+
+# ------------------------------------------------------------------ call rate
+
+
+class CallRate(_Wrapper):
+    """At most ``per_second`` calls per second (``asyncio-throttle``, real time)."""
+
+    name = "calls_per_second"
+
+    def __init__(
+        self, inner: Caller, per_second: float, *, observer: WaitObserver | None = None
+    ) -> None:
+        super().__init__(inner, observer, time.monotonic)
+        if not per_second > 0:
+            raise ValueError(f"calls per second must be positive, got {per_second}")
+        # asyncio-throttle counts whole calls per period: n calls per n/rate seconds.
+        count = max(1, round(per_second))
+        period = count / per_second
+        poll = max(0.001, min(0.05, period / (4 * count)))
+        self._throttler = Throttler(rate_limit=count, period=period, retry_interval=poll)
+        self.per_second = per_second
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        since = self._clock()
+        acquire: Callable[[], Awaitable[None]] = self._throttler.acquire
+        await acquire()
+        self._waited(since)
+        return await self.inner.call(spec, perform)
+
+
+# ------------------------------------------------------------------ byte rate
+
+
+class TokenBucket:
+    """Weighted permits at ``rate`` per second from a bucket of ``capacity``.
+
+    FIFO: a waiting large request holds back later small ones, so it cannot
+    starve.  A weight above ``capacity`` waits for a full bucket and takes
+    the bucket into debt.  Cancellation while waiting takes nothing.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        capacity: float,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not rate > 0 or not capacity > 0:
+            raise ValueError(f"need rate > 0 and capacity > 0, got {rate} and {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = capacity
+        self._stamp = clock()
+        self._lock = asyncio.Lock()
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (negative while in debt)."""
+        self._refill()
+        return self._tokens
+
+    async def acquire(self, weight: float) -> None:
+        if weight <= 0:
+            return
+        async with self._lock:
+            need = min(weight, self.capacity)
+            while True:
+                self._refill()
+                if self._tokens >= need:
+                    break
+                await self._sleep((need - self._tokens) / self.rate)
+            self._tokens -= weight
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = max(0.0, now - self._stamp)
+        self._stamp = now
+        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
+
+
+class ByteRate(_Wrapper):
+    """At most ``per_second`` payload bytes per second (``CallSpec.bytes``)."""
+
+    name = "bytes_per_second"
+
+    def __init__(
+        self,
+        inner: Caller,
+        per_second: float,
+        *,
+        burst: float | None = None,
+        observer: WaitObserver | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(inner, observer, clock)
+        self.bucket = TokenBucket(
+            per_second, burst if burst is not None else per_second, clock=clock, sleep=sleep
+        )
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        since = self._clock()
+        await self.bucket.acquire(spec.bytes)
+        self._waited(since)
+        return await self.inner.call(spec, perform)
+
+
+# ------------------------------------------------------------------ in flight
+
+
+class _Slot:
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.users = 0  # running or waiting
+        self.running = 0
+
+
+class InFlight(_Wrapper):
+    """At most ``total`` calls at once, and at most ``per_canister`` per canister."""
+
+    name = "in_flight"
+
+    def __init__(
+        self,
+        inner: Caller,
+        total: int,
+        per_canister: int,
+        *,
+        observer: WaitObserver | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(inner, observer, clock)
+        if total < 1 or per_canister < 1:
+            raise ValueError(f"in-flight limits must be at least 1, got {total}, {per_canister}")
+        self.total = total
+        self.per_canister = per_canister
+        self._global = asyncio.Semaphore(total)
+        self._slots: dict[str, _Slot] = {}  # only canisters with calls running or waiting
+
+    def running(self, canister_id: str) -> int:
+        """Calls holding a slot of ``canister_id`` now (for tests and progress)."""
+        slot = self._slots.get(canister_id)
+        return 0 if slot is None else slot.running
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        since = self._clock()
+        async with self._canister_slot(spec.canister_id), self._global:
+            self._waited(since)
+            return await self.inner.call(spec, perform)
+
+    @asynccontextmanager
+    async def _canister_slot(self, canister_id: str) -> AsyncIterator[None]:
+        # Per canister first, then global, in every call: a fixed order cannot deadlock.
+        slot = self._slots.get(canister_id)
+        if slot is None:
+            slot = self._slots[canister_id] = _Slot(self.per_canister)
+        slot.users += 1
+        try:
+            async with slot.semaphore:
+                slot.running += 1
+                try:
+                    yield
+                finally:
+                    slot.running -= 1
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[canister_id]  # a fleet has thousands: keep only busy ones
+
+
+# --------------------------------------------------------------- time windows
+
+
+@dataclass(frozen=True)
+class Window:
+    """A daily window in UTC, ``start`` inclusive, ``end`` exclusive; may wrap midnight."""
+
+    start: dt.time
+    end: dt.time
+
+    def __post_init__(self) -> None:
+        if self.start == self.end:
+            raise ValueError("a time window needs different start and end times")
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        """``"01:00-05:00"`` (UTC, 24-hour ``HH:MM``)."""
+        parts = text.split("-")
+        if len(parts) != 2:
+            raise ValueError(f"{text!r} is not a time window like '01:00-05:00'")
+        start, end = (_parse_hhmm(p.strip(), text) for p in parts)
+        return cls(start, end)
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M} UTC"
+
+    def is_open(self, now: dt.datetime) -> bool:
+        t = now.astimezone(dt.UTC).time()
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+    def seconds_until_open(self, now: dt.datetime) -> float:
+        if self.is_open(now):
+            return 0.0
+        utc = now.astimezone(dt.UTC)
+        opens = utc.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
+        if opens <= utc:
+            opens += dt.timedelta(days=1)
+        return (opens - utc).total_seconds()
+
+
+def _parse_hhmm(text: str, whole: str) -> dt.time:
+    try:
+        hours, minutes = (int(x) for x in text.split(":"))
+        return dt.time(hours, minutes)
+    except ValueError as exc:
+        raise ValueError(f"{whole!r} is not a time window like '01:00-05:00' ({exc})") from exc
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class TimeWindows(_Wrapper):
+    """Calls start only while one of ``windows`` is open; otherwise they wait."""
+
+    name = "time_window"
+
+    def __init__(
+        self,
+        inner: Caller,
+        windows: Sequence[Window],
+        *,
+        observer: WaitObserver | None = None,
+        now: Callable[[], dt.datetime] = _utcnow,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(inner, observer, clock)
+        if not windows:
+            raise ValueError("TimeWindows needs at least one window")
+        self.windows = tuple(windows)
+        self._now = now
+        self._sleep = sleep
+
+    def seconds_until_open(self) -> float:
+        now = self._now()
+        return min(w.seconds_until_open(now) for w in self.windows)
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        since = self._clock()
+        while (wait := self.seconds_until_open()) > 0:
+            log.info(
+                "waiting %.0f s for a time window (%s)", wait, ", ".join(map(str, self.windows))
+            )
+            await self._sleep(wait)
+        self._waited(since)
+        return await self.inner.call(spec, perform)
+
+
+# --------------------------------------------------------------- cycles budget
+
+
+class CyclesBudget(_Wrapper):
+    """Stops before a call whose estimated cycles would exceed ``budget``.
+
+    Cycles are reserved before the call and stay spent whatever its outcome
+    (a rejected call still costs its fees): the count errs on the safe side.
+    """
+
+    name = "cycles_budget"
+
+    def __init__(self, inner: Caller, budget: int, *, spent: int = 0) -> None:
+        super().__init__(inner, None, time.monotonic)
+        if budget < 0:
+            raise ValueError(f"a cycles budget must not be negative, got {budget}")
+        self.budget = budget
+        self.spent = spent
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - self.spent
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        if self.spent + spec.cycles > self.budget:
+            raise BudgetExceeded(
+                f"the next call ({spec.method} on {spec.canister_id}, about {spec.cycles:,} "
+                f"cycles) would exceed the cycles budget: {self.spent:,} of {self.budget:,} "
+                "spent. Raise limits.cycles_budget (or --cycles-budget) and re-run the same "
+                "command: the job resumes from its checkpoint"
+            )
+        self.spent += spec.cycles
+        return await self.inner.call(spec, perform)
+
+
+# ------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """The configurable limits; ``None`` switches a limit off."""
+
+    calls_per_second: float | None = 10.0
+    bytes_per_second: int | None = 2 * MiB
+    byte_burst: int | None = None  # default: one second's worth
+    in_flight: int = 16
+    in_flight_per_canister: int = 4
+    windows: tuple[Window, ...] = ()
+    cycles_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("calls_per_second", "bytes_per_second", "byte_burst"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.in_flight < 1 or self.in_flight_per_canister < 1:
+            raise ValueError("in_flight and in_flight_per_canister must be at least 1")
+        if self.cycles_budget is not None and self.cycles_budget < 0:
+            raise ValueError(f"cycles_budget must not be negative, got {self.cycles_budget}")
+
+
+@dataclass(frozen=True)
+class Limited:
+    """The stacked caller, with handles on the limits that have state to report."""
+
+    caller: Caller
+    budget: CyclesBudget | None
+    in_flight: InFlight
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        return await self.caller.call(spec, perform)
+
+
+def build_caller(
+    settings: LimitSettings,
+    *,
+    observer: WaitObserver | None = None,
+    inner: Caller | None = None,
+    cycles_spent: int = 0,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    now: Callable[[], dt.datetime] = _utcnow,
+) -> Limited:
+    """Stack the limits of ``settings`` around ``inner`` (default :class:`Direct`).
+
+    ``cycles_spent`` carries a resumed job's spending into the budget.
+    """
+    caller: Caller = inner or Direct()
+    if settings.bytes_per_second is not None:
+        caller = ByteRate(
+            caller,
+            settings.bytes_per_second,
+            burst=settings.byte_burst,
+            observer=observer,
+            clock=clock,
+            sleep=sleep,
+        )
+    if settings.calls_per_second is not None:
+        caller = CallRate(caller, settings.calls_per_second, observer=observer)
+    in_flight = InFlight(
+        caller, settings.in_flight, settings.in_flight_per_canister, observer=observer, clock=clock
+    )
+    caller = in_flight
+    budget = None
+    if settings.cycles_budget is not None:
+        caller = budget = CyclesBudget(caller, settings.cycles_budget, spent=cycles_spent)
+    if settings.windows:
+        caller = TimeWindows(
+            caller, settings.windows, observer=observer, now=now, clock=clock, sleep=sleep
+        )
+    return Limited(caller, budget, in_flight)

@@ -1,0 +1,316 @@
+"""Call limits: token bucket and windows on a fake clock, call rate with tolerant real time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections import defaultdict
+
+import pytest
+
+from replicator.errors import EXIT_BUDGET, BudgetExceeded
+from replicator.limits import (
+    ByteRate,
+    CallRate,
+    CallSpec,
+    CyclesBudget,
+    Direct,
+    InFlight,
+    LimitSettings,
+    TimeWindows,
+    TokenBucket,
+    Window,
+    build_caller,
+    estimate_cycles,
+)
+
+MiB = 1024 * 1024
+
+
+class FakeClock:
+    """Monotonic seconds and a UTC wall clock that only move when someone sleeps."""
+
+    def __init__(self, wall: dt.datetime | None = None) -> None:
+        self.now = 0.0
+        self.wall0 = wall or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> dt.datetime:
+        return self.wall0 + dt.timedelta(seconds=self.now)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+class Waits:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def __call__(self, limit: str, seconds: float) -> None:
+        self.seconds[limit] += seconds
+
+
+async def _ok() -> str:
+    return "ok"
+
+
+def _spec(canister: str = "a", nbytes: int = 0, cycles: int = 0) -> CallSpec:
+    return CallSpec(canister, "icrp_write", bytes=nbytes, cycles=cycles)
+
+
+# ------------------------------------------------------------- token bucket
+
+
+async def test_bucket_allows_a_burst_then_paces_at_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1000, capacity=1000, clock=clock, sleep=clock.sleep)
+    await bucket.acquire(600)
+    await bucket.acquire(400)
+    assert clock.now == 0  # the burst
+    for _ in range(5):
+        await bucket.acquire(1000)
+    assert clock.now == pytest.approx(5.0)
+
+
+async def test_permits_larger_than_the_bucket_wait_for_a_full_bucket_and_keep_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1 * MiB, capacity=1 * MiB, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        await bucket.acquire(2 * MiB)  # aiolimiter would refuse this weight
+    # 20 MiB at 1 MiB/s with a 1 MiB head start: the last permit starts at 18 s.
+    assert clock.now == pytest.approx(18.0)
+    assert bucket.tokens == pytest.approx(-1 * MiB)
+
+
+async def test_a_waiting_large_permit_is_not_starved_by_small_ones() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=100, capacity=100, clock=clock, sleep=clock.sleep)
+    await bucket.acquire(100)
+    order: list[str] = []
+
+    async def take(name: str, weight: int) -> None:
+        await bucket.acquire(weight)
+        order.append(name)
+
+    big = asyncio.create_task(take("big", 100))
+    await asyncio.sleep(0)
+    smalls = [asyncio.create_task(take(f"small{i}", 1)) for i in range(3)]
+    await asyncio.gather(big, *smalls)
+    assert order[0] == "big"
+
+
+async def test_cancelled_waiter_takes_nothing() -> None:
+    clock = FakeClock()
+    gate = asyncio.Event()
+
+    async def blocking_sleep(seconds: float) -> None:
+        await gate.wait()
+
+    bucket = TokenBucket(rate=10, capacity=10, clock=clock, sleep=blocking_sleep)
+    await bucket.acquire(10)
+    waiter = asyncio.create_task(bucket.acquire(5))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    clock.now = 1.0
+    assert bucket.tokens == pytest.approx(10)  # refilled, nothing taken by the cancelled call
+    await asyncio.wait_for(bucket.acquire(10), 1)  # and the lock was released
+
+
+async def test_byte_rate_reports_its_waits() -> None:
+    clock, waits = FakeClock(), Waits()
+    caller = ByteRate(Direct(), 1000, observer=waits, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        assert await caller.call(_spec(nbytes=1000), _ok) == "ok"
+    assert waits.seconds["bytes_per_second"] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- call rate
+
+
+async def test_call_rate_holds_in_real_time() -> None:
+    waits = Waits()
+    caller = CallRate(Direct(), 20, observer=waits)
+    started = time.monotonic()
+    await asyncio.gather(*(caller.call(_spec(), _ok) for _ in range(30)))
+    elapsed = time.monotonic() - started
+    # 20 calls in any 1 s window: the 21st cannot start before 1 s. Only the
+    # lower bound is tight; a loaded machine can only make it slower.
+    assert elapsed >= 0.95
+    assert elapsed < 15
+    assert waits.seconds["calls_per_second"] > 5  # 10 calls waited about 1 s each
+
+
+def test_fractional_call_rates_become_whole_calls_per_period() -> None:
+    slow = CallRate(Direct(), 0.5)
+    assert (slow._throttler.rate_limit, slow._throttler.period) == (1, 2.0)
+    odd = CallRate(Direct(), 2.5)
+    assert odd._throttler.rate_limit / odd._throttler.period == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="positive"):
+        CallRate(Direct(), 0)
+
+
+# ---------------------------------------------------------------- in flight
+
+
+async def test_in_flight_limits_per_canister_and_globally() -> None:
+    limit = InFlight(Direct(), total=3, per_canister=2)
+    running: dict[str, int] = defaultdict(int)
+    peak: dict[str, int] = defaultdict(int)
+
+    def call(canister: str) -> asyncio.Future[str]:
+        async def perform() -> str:
+            running[canister] += 1
+            running["*"] += 1
+            peak[canister] = max(peak[canister], running[canister])
+            peak["*"] = max(peak["*"], running["*"])
+            for _ in range(3):
+                await asyncio.sleep(0)
+            running[canister] -= 1
+            running["*"] -= 1
+            return canister
+
+        return asyncio.ensure_future(limit.call(_spec(canister), perform))
+
+    results = await asyncio.gather(*(call(c) for c in "aaaaaaabbbbbc"))
+    assert sorted(results) == sorted("aaaaaaabbbbbc")
+    assert peak["a"] == 2
+    assert peak["b"] == 2
+    assert peak["*"] == 3
+    assert limit.running("a") == 0
+    assert limit._slots == {}  # idle canisters keep no state (fleets have thousands)
+
+
+async def test_in_flight_slot_is_released_when_the_call_fails_or_is_cancelled() -> None:
+    limit = InFlight(Direct(), total=1, per_canister=1)
+
+    async def boom() -> str:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await limit.call(_spec(), boom)
+    hang = asyncio.Event()
+
+    async def forever() -> str:
+        await hang.wait()
+        return "never"
+
+    task = asyncio.create_task(limit.call(_spec(), forever))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.wait_for(limit.call(_spec(), _ok), 1) == "ok"
+
+
+# ------------------------------------------------------------- time windows
+
+
+def _at(hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 3, 1, hour, minute, tzinfo=dt.UTC)
+
+
+def test_windows() -> None:
+    night = Window.parse("01:00-05:00")
+    assert night.is_open(_at(1))
+    assert night.is_open(_at(4, 59))
+    assert not night.is_open(_at(5))
+    assert night.seconds_until_open(_at(23, 30)) == 1.5 * 3600
+    assert night.seconds_until_open(_at(6)) == 19 * 3600
+    wrap = Window.parse("22:00 - 02:00")
+    assert wrap.is_open(_at(23))
+    assert wrap.is_open(_at(1))
+    assert not wrap.is_open(_at(3))
+    assert wrap.seconds_until_open(_at(3)) == 19 * 3600
+    assert str(wrap) == "22:00-02:00 UTC"
+    other_zone = dt.datetime(2026, 3, 1, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert night.is_open(other_zone)  # 01:00 UTC
+    for bad in ("01:00", "1-2", "25:00-01:00", "01:00-01:00"):
+        with pytest.raises(ValueError, match="window"):
+            Window.parse(bad)
+
+
+async def test_calls_wait_for_the_window_to_open() -> None:
+    clock, waits = FakeClock(wall=_at(23, 30)), Waits()
+    caller = TimeWindows(
+        Direct(),
+        [Window.parse("01:00-05:00"), Window.parse("12:00-13:00")],
+        observer=waits,
+        now=clock.wall,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert await caller.call(_spec(), _ok) == "ok"
+    assert clock.now == 1.5 * 3600
+    assert waits.seconds["time_window"] == 1.5 * 3600
+    assert await caller.call(_spec(), _ok) == "ok"  # open now: no wait
+    assert clock.now == 1.5 * 3600
+
+
+# ------------------------------------------------------------- cycles budget
+
+
+async def test_budget_stops_before_the_call_that_would_exceed_it() -> None:
+    budget = CyclesBudget(Direct(), 10_000_000)
+    performed: list[int] = []
+
+    async def perform() -> int:
+        performed.append(1)
+        return len(performed)
+
+    await budget.call(_spec(cycles=4_000_000), perform)
+    await budget.call(_spec(cycles=4_000_000), perform)
+    with pytest.raises(BudgetExceeded, match="cycles_budget") as info:
+        await budget.call(_spec(cycles=4_000_000), perform)
+    assert info.value.exit_code == EXIT_BUDGET
+    assert len(performed) == 2
+    assert budget.spent == 8_000_000
+    assert budget.remaining == 2_000_000
+    await budget.call(_spec(cycles=2_000_000), perform)  # exactly the rest is fine
+
+
+def test_cycle_estimates() -> None:
+    assert estimate_cycles("query", 3 * MiB) == 0
+    assert estimate_cycles("update", 1000) == 1_200_000 + 2_000_000
+    assert estimate_cycles("push", 1000) == 260_000 + 1_000_000
+
+
+# ---------------------------------------------------------------- the stack
+
+
+async def test_build_caller_stacks_every_configured_limit() -> None:
+    clock, waits = FakeClock(wall=_at(0, 59)), Waits()
+    settings = LimitSettings(
+        calls_per_second=1000,
+        bytes_per_second=1000,
+        in_flight=2,
+        in_flight_per_canister=1,
+        windows=(Window.parse("01:00-02:00"),),
+        cycles_budget=5_000_000,
+    )
+    limited = build_caller(
+        settings, observer=waits, clock=clock, sleep=clock.sleep, now=clock.wall, cycles_spent=1
+    )
+    assert limited.budget is not None
+    assert limited.budget.spent == 1
+    assert await limited.call(_spec(nbytes=3000, cycles=3_000_000), _ok) == "ok"
+    assert waits.seconds["time_window"] == 60
+    assert await limited.call(_spec(nbytes=1000), _ok) == "ok"
+    assert waits.seconds["bytes_per_second"] == pytest.approx(3.0)  # 2 s of debt + 1 s
+    with pytest.raises(BudgetExceeded):
+        await limited.call(_spec(cycles=2_000_000), _ok)
+
+
+def test_settings_are_validated() -> None:
+    LimitSettings(calls_per_second=None, bytes_per_second=None)
+    with pytest.raises(ValueError, match="bytes_per_second"):
+        LimitSettings(bytes_per_second=0)
+    with pytest.raises(ValueError, match="in_flight"):
+        LimitSettings(in_flight=0)
