@@ -326,9 +326,11 @@ class ManagementClient:
     async def deposit_cycles(self, canister_id: CanisterRef) -> None:
         """Deposit the cycles attached to the call.
 
-        An ingress message carries no cycles, so from an agent this deposits
-        nothing; it is here for completeness and for proxies that attach cycles.
-        Top up through the cycles ledger (``withdraw``) instead.
+        Only canisters can attach cycles, so the IC's ingress filter refuses
+        this method from an agent ("Only canisters can call ic00 method
+        deposit_cycles"); it is here for callers that relay through a canister
+        (a wallet or proxy).  Top up from an agent with the cycles ledger's
+        ``withdraw``, or ``provisional_top_up_canister`` locally.
         """
         await self._by_id("deposit_cycles", canister_id)
 
