@@ -1,7 +1,9 @@
 """localnet's own speed, measured over its HTTP interface.
 
-The client is deliberately minimal (anonymous envelopes built with cbor2, one
-pooled httpx client) so the figures are localnet's, not an agent's:
+localnet runs in its own process (as a replica would); the measuring client is
+deliberately minimal (anonymous envelopes built with cbor2, one pooled httpx
+client) so the figures are localnet's, not an agent's. Setup goes through our
+own agent and management client.
 
 - time per small update (v4 sync call) and per small query;
 - MiB/s for 2 MiB query replies from a canister holding a 100 MiB heap
@@ -21,7 +23,10 @@ import cbor2
 import httpx
 from icp_candid import Types, decode, encode
 
+from canister_iface.agent import Agent
+from canister_iface.management import ManagementClient
 from localnet import LocalNet, ids
+from localnet.process import LocalNetProcess
 from localnet.rihash import request_id
 
 COUNTER = (Path(__file__).resolve().parents[1] / "tests/canisters/wasm/counter.wasm").read_bytes()
@@ -126,25 +131,29 @@ async def _big_queries(client: _AnonymousClient, canister: bytes) -> None:
     )
 
 
-async def _idle_memory(net: LocalNet) -> None:
-    before = _rss_mib()
-    n = 50
-    for _ in range(n):
-        canister = await net.create_canister()
-        await net.install_code(canister, COUNTER)
-    after = _rss_mib()
+async def _idle_memory() -> None:
+    # In-process, so the RSS of the canisters themselves can be read.
+    async with LocalNet() as net:
+        await net.install_code(await net.create_canister(), COUNTER)
+        before = _rss_mib()
+        n = 50
+        for _ in range(n):
+            canister = await net.create_canister()
+            await net.install_code(canister, COUNTER)
+        after = _rss_mib()
     print(f"memory per idle canister: {(after - before) / n:.2f} MiB RSS ({n} canisters)")
 
 
 async def run() -> None:
-    async with LocalNet() as net:
+    async with LocalNetProcess() as net:
+        async with Agent(net.url, network="local", root_key=net.root_key) as agent:
+            management = ManagementClient(agent)
+            canister = (await management.provisional_create_canister_with_cycles()).raw
+            await management.install_code(canister, COUNTER)
         client = _AnonymousClient(net.url)
         try:
-            canister = await net.create_canister()
-            await net.install_code(canister, COUNTER)
-            print(f"rollback mode: {net.replica.canisters[canister].sandbox.rollback_mode}")
             await _small_calls(client, canister)
             await _big_queries(client, canister)
-            await _idle_memory(net)
         finally:
             await client.close()
+    await _idle_memory()

@@ -106,8 +106,11 @@ class SystemState:
     time_ns: int
     canister_version: int
     certified_data: bytes = b""
-    # Certificate for certified_data, only for non-replicated queries.
+    # Certificate for certified_data, only for non-replicated queries. Signing
+    # one costs about a millisecond, so the replica may pass ``certify`` instead
+    # and the certificate is made only if the canister asks for it.
     data_certificate: bytes | None = None
+    certify: Callable[[], bytes] | None = None
     freezing_limit_cycles: int = 0  # cycles that must stay on the balance
     subnet_size: int = 13
     # Called for ic0.debug_print / traps so the replica can log them.
@@ -121,6 +124,12 @@ class SystemState:
     # beyond them traps, as on the IC); see localnet.limits.
     max_response_bytes: int = 2 * 1024 * 1024
     max_call_payload_bytes: int = 2 * 1024 * 1024
+
+    def certificate(self) -> bytes | None:
+        """The data certificate, made on first use."""
+        if self.data_certificate is None and self.certify is not None:
+            self.data_certificate = self.certify()
+        return self.data_certificate
 
 
 @dataclass

@@ -223,7 +223,7 @@ class Replica:
             time_ns=self.now_ns(),
             canister_version=canister.canister_version,
             certified_data=canister.certified_data,
-            data_certificate=self._certificate_for(canister) if query else None,
+            certify=self._certifier_for(canister) if query else None,
             freezing_limit_cycles=cycles.freezing_limit(canister.settings, memory),
             log=lambda line: self.log(canister.canister_id, line),
             cost_per_call=cycles.XNET_CALL_FEE,
@@ -696,10 +696,11 @@ class Replica:
             result.error_code or ErrorCode.CANISTER_TRAPPED,
         )
 
-    def _certificate_for(self, canister: CanisterState) -> bytes | None:
+    def _certifier_for(self, canister: CanisterState) -> Callable[[], bytes] | None:
         if self.data_certificate is None:
             return None
-        return self.data_certificate(canister.canister_id)
+        make, canister_id = self.data_certificate, canister.canister_id
+        return lambda: make(canister_id)
 
     def _freezing_limit(self, canister: CanisterState) -> int:
         return cycles.freezing_limit(canister.settings, memory_usage(canister))

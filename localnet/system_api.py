@@ -831,7 +831,7 @@ class SystemApi:
 
     def _certificate(self) -> bytes | None:
         x = self.x
-        return x.system.data_certificate if x.cls in ("NRQ", "CQ") else None
+        return x.system.certificate() if x.cls in ("NRQ", "CQ") else None
 
     def _ic0_data_certificate_present(self) -> int:
         return int(self._certificate() is not None)

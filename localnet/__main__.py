@@ -1,0 +1,5 @@
+import sys
+
+from localnet.serve import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""localnet in a child process, for benchmarks and end-to-end tests.
+
+A separate process keeps localnet's CPU (and GIL) apart from the client's, as
+a real replica would be, and lets tests kill and restart it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+_STARTUP_SECONDS = 60
+
+
+class LocalNetProcess:
+    def __init__(self, *, state_dir: Path | None = None, seed: int = 0, port: int = 0) -> None:
+        self._args = [sys.executable, "-m", "localnet", "--port", str(port), "--seed", str(seed)]
+        if state_dir is not None:
+            self._args += ["--state-dir", str(state_dir)]
+        self._proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.root_key = b""
+
+    async def __aenter__(self) -> LocalNetProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._args, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        await asyncio.wait_for(self._read_banner(), _STARTUP_SECONDS)
+
+    async def _read_banner(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        while not (self.url and self.root_key):
+            line = (await self._proc.stdout.readline()).decode()
+            if not line:
+                raise RuntimeError(
+                    f"localnet exited with {await self._proc.wait()} before starting"
+                )
+            if line.startswith("localnet listening on "):
+                self.url = line.split()[-1]
+            elif line.startswith("root key: "):
+                self.root_key = bytes.fromhex(line.split()[-1])
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the process (SIGTERM: clean, saves state; SIGKILL: a crash)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return 0
+        if proc.returncode is None:
+            proc.send_signal(sig)
+        return await proc.wait()

@@ -1,0 +1,74 @@
+"""Run localnet in the foreground: ``python -m localnet`` and ``replicator localnet start``.
+
+Prints the URL and the root key (hex) on their own lines so that scripts and
+:class:`localnet.process.LocalNetProcess` can read them, then serves until
+SIGINT / SIGTERM and stops cleanly (draining queued messages and saving the
+state with ``--state-dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from localnet.net import LocalNet
+from localnet.persist import StateDirError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=4943, help="port (0: any free port)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="keep canisters, memories, snapshots and keys here across restarts",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for injected faults")
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(args.host, args.port, args.state_dir, args.seed))
+
+
+async def _serve(host: str, port: int, state_dir: Path | None, seed: int) -> int:
+    try:
+        net = LocalNet(host=host, port=port, state_dir=state_dir, seed=seed)
+    except StateDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await net.start()
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {host}:{port}: {exc.strerror}; "
+            "choose another --port (0 picks a free one)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        print(f"localnet listening on {net.url}", flush=True)
+        print(f"root key: {net.root_key.hex()}", flush=True)
+        if state_dir is not None:
+            print(f"state dir: {state_dir}", flush=True)
+        await stop.wait()
+        print("stopping localnet" + (" (saving state)" if state_dir else ""), flush=True)
+    finally:
+        await net.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localnet", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
