@@ -1,0 +1,630 @@
+"""The configuration file (TOML) and dfx's ``canister_ids.json``.
+
+Everything has a default, so no file is needed to talk to ``local`` or
+``ic``.  A complete file::
+
+    network = "ic"                       # default network for names and jobs
+    canister_ids = ["canister_ids.json"] # dfx files: {"name": {"ic": "<id>", "local": "<id>"}}
+    checkpoints = "~/.local/state/replicator/checkpoints.sqlite3"
+
+    [networks.local]
+    url = "http://127.0.0.1:4943"
+    root_key = "fetch"       # "fetch" (local only), "builtin" (ic only) or the DER key in hex
+    [networks.local.limits]  # per-network overrides of [limits]
+    calls_per_second = 200
+
+    [networks.ic]
+    url = "https://icp-api.io"
+    root_key = "builtin"
+
+    [identity]
+    pem = "~/.config/dfx/identity/default/identity.pem"
+
+    [limits]
+    calls_per_second = 10
+    bytes_per_second = "2 MiB"   # or a number of bytes
+    byte_burst = "2 MiB"
+    in_flight = 16
+    in_flight_per_canister = 4
+    windows = ["01:00-05:00"]    # UTC; calls start only inside a window
+    cycles_budget = "5T"         # or a number of cycles
+    max_chunk_size = "1 MiB"     # caps the adaptive transfer size
+    min_chunk_size = "4 KiB"
+
+    [retry]
+    max_attempts = 8
+    max_seconds = 300
+    initial_wait = 0.5
+    max_wait = 30
+
+    [metrics]
+    port = 9464                  # omit: no /metrics endpoint
+    addr = "127.0.0.1"
+
+    [canisters]
+    app = { ic = "ryjl3-tyaaa-aaaaa-aaaba-cai", local = "bkyz2-fmaaa-aaaaa-qaaaq-cai" }
+    shared = "ryjl3-tyaaa-aaaaa-aaaba-cai"   # a string: the same id on every network
+
+    [jobs.nightly]
+    kind = "backup"          # backup | restore | archive-export | archive-import | verify
+    source = "app"           # a canister name or id, or "file:<path>" for archives
+    target = "app_backup"
+    network = "ic"           # default: the top-level network
+    options = { verify = true }
+
+Relative paths are relative to the configuration file; ``~`` is expanded.
+Entries of ``[canisters]`` win over ``canister_ids.json``.  Command-line flags
+are applied as ``overrides`` (dotted keys such as ``"limits.in_flight"``)
+before validation, so a bad flag is reported like a bad key.  Every problem
+raises :class:`~replicator.errors.ConfigError` naming the file (or
+``command line``), the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from canister_iface.principal import Principal
+from replicator.errors import ConfigError
+from replicator.jobs import ArchiveRef, CanisterRef, Endpoint, Job, JobKind, Scalar
+from replicator.limits import LimitSettings, Window
+from replicator.retry import RetryPolicy
+
+LOCAL, IC = "local", "ic"
+DEFAULT_URLS = {LOCAL: "http://127.0.0.1:4943", IC: "https://icp-api.io"}
+DEFAULT_CHECKPOINTS = "~/.local/state/replicator/checkpoints.sqlite3"
+COMMAND_LINE = "command line"
+FILE_PREFIX = "file:"
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_CYCLES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kMBT])?\s*$")
+_CYCLE_UNITS = {"": 1, "k": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+_TOP_KEYS = {
+    "network",
+    "canister_ids",
+    "checkpoints",
+    "networks",
+    "identity",
+    "limits",
+    "retry",
+    "metrics",
+    "canisters",
+    "jobs",
+}
+_LIMIT_KEYS = {
+    "calls_per_second",
+    "bytes_per_second",
+    "byte_burst",
+    "in_flight",
+    "in_flight_per_canister",
+    "windows",
+    "cycles_budget",
+    "max_chunk_size",
+    "min_chunk_size",
+}
+
+
+@dataclass(frozen=True)
+class Network:
+    """Where a network's API is and how its root key is trusted."""
+
+    name: str
+    url: str
+    root_key: bytes | None = None  # explicit key (DER); None: built in or fetched
+    fetch_root_key: bool = False  # only ever for "local"
+    limits: LimitSettings = field(default_factory=LimitSettings)
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    max_size: int | None = None  # None: as large as the message limits allow
+    min_size: int = 4 * 1024
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    port: int | None = None
+    addr: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """A named job from ``[jobs.<name>]``, endpoints still as written."""
+
+    name: str
+    kind: JobKind
+    source: str
+    target: str | None
+    network: str | None
+    options: Mapping[str, Scalar]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration."""
+
+    source: str  # the file, or "defaults"
+    network: str
+    networks: Mapping[str, Network]
+    identity_pem: Path | None
+    chunks: ChunkSettings
+    retry: RetryPolicy
+    metrics: MetricsSettings
+    checkpoints: Path
+    canisters: Mapping[str, Mapping[str, str]]  # name → network → id ("*": every network)
+    jobs: Mapping[str, JobTemplate]
+
+    def network_named(self, name: str | None = None) -> Network:
+        wanted = name or self.network
+        if wanted not in self.networks:
+            known = ", ".join(sorted(self.networks))
+            raise ConfigError(
+                COMMAND_LINE, "network", f"one of the configured networks ({known})", wanted
+            )
+        return self.networks[wanted]
+
+    def limits_for(self, network: str | None = None) -> LimitSettings:
+        return self.network_named(network).limits
+
+    def canister(self, name_or_id: str, network: str | None = None) -> CanisterRef:
+        """Resolve a canister name (``[canisters]``, ``canister_ids.json``) or id."""
+        net = self.network_named(network).name
+        ids = self.canisters.get(name_or_id)
+        if ids is not None:
+            found = ids.get(net, ids.get("*"))
+            if found is None:
+                raise ConfigError(
+                    self.source,
+                    f"canisters.{name_or_id}",
+                    f"an id for network {net!r} (it has: {', '.join(sorted(ids))})",
+                )
+            return CanisterRef(found, net)
+        if _is_principal(name_or_id):
+            return CanisterRef(name_or_id, net)
+        known = ", ".join(sorted(self.canisters)) or "none configured"
+        raise ConfigError(
+            COMMAND_LINE,
+            "canister",
+            f"a canister id or a name from [canisters] or canister_ids.json (known: {known})",
+            name_or_id,
+        )
+
+    def endpoint(self, text: str, network: str | None = None) -> Endpoint:
+        """``file:<path>`` → an archive; anything else → a canister."""
+        if text.startswith(FILE_PREFIX):
+            return ArchiveRef(text[len(FILE_PREFIX) :])
+        return self.canister(text, network)
+
+    def job(self, name: str) -> Job:
+        """A fresh :class:`Job` from ``[jobs.<name>]``."""
+        template = self.jobs.get(name)
+        if template is None:
+            known = ", ".join(sorted(self.jobs)) or "none configured"
+            raise ConfigError(self.source, f"jobs.{name}", f"a configured job (known: {known})")
+        target = (
+            None if template.target is None else self.endpoint(template.target, template.network)
+        )
+        return Job(
+            kind=template.kind,
+            source=self.endpoint(template.source, template.network),
+            target=target,
+            options=dict(template.options),
+        )
+
+
+def default_config() -> Config:
+    """The configuration without a file."""
+    return load_config(None)
+
+
+def load_config(
+    path: str | Path | None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+    canister_ids: list[str | Path] | None = None,
+) -> Config:
+    """Read and validate ``path`` (``None``: defaults only), then apply ``overrides``.
+
+    ``canister_ids`` adds dfx files given on the command line.
+    """
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    base = Path.cwd()
+    if path is not None:
+        file = Path(path).expanduser()
+        origin, base = str(file), file.parent
+        raw = _read_toml(file)
+    touched = set()
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+        touched.add(key)
+    parser = _Parser(origin, base, touched)
+    config = parser.config(raw)
+    extra = [Path(p).expanduser() for p in (canister_ids or [])]
+    if extra:
+        merged = _merge_ids(_read_canister_ids(p) for p in extra)
+        config = replace(config, canisters={**merged, **config.canisters})
+    return config
+
+
+def read_canister_ids(path: str | Path) -> dict[str, dict[str, str]]:
+    """dfx's ``canister_ids.json``: ``{"name": {"<network>": "<id>"}}``, validated."""
+    return _read_canister_ids(Path(path).expanduser())
+
+
+# ------------------------------------------------------------------- parsing
+
+
+class _Parser:
+    """Validates the raw TOML tables; knows where each key came from."""
+
+    def __init__(self, origin: str, base: Path, overridden: set[str]) -> None:
+        self.origin = origin
+        self.base = base
+        self.overridden = overridden
+
+    def error(self, key: str, expected: str, got: object = None) -> ConfigError:
+        from_flag = any(key == o or key.startswith(o + ".") for o in self.overridden)
+        return ConfigError(COMMAND_LINE if from_flag else self.origin, key, expected, got)
+
+    def config(self, raw: Mapping[str, Any]) -> Config:
+        self.known_keys(raw, "", _TOP_KEYS)
+        limits = self.limits(self.table(raw, "limits"), "limits", LimitSettings())
+        networks = self.networks(self.table(raw, "networks"), limits)
+        network = self.string(raw, "network", "network", default=IC)
+        if network not in networks:
+            raise self.error(
+                "network", f"one of the networks ({', '.join(sorted(networks))})", network
+            )
+        canisters = self.canister_table(self.table(raw, "canisters"), networks)
+        ids_files = self.paths(raw.get("canister_ids", []), "canister_ids")
+        from_files = _merge_ids(_read_canister_ids(p) for p in ids_files)
+        return Config(
+            source=self.origin,
+            network=network,
+            networks=networks,
+            identity_pem=self.identity(self.table(raw, "identity")),
+            chunks=self.chunks(self.table(raw, "limits")),
+            retry=self.retry(self.table(raw, "retry")),
+            metrics=self.metrics(self.table(raw, "metrics")),
+            checkpoints=self.path(raw.get("checkpoints", DEFAULT_CHECKPOINTS), "checkpoints"),
+            canisters={**from_files, **canisters},
+            jobs=self.jobs(self.table(raw, "jobs"), networks),
+        )
+
+    # -- sections
+
+    def networks(self, raw: Mapping[str, Any], limits: LimitSettings) -> dict[str, Network]:
+        names = {LOCAL, IC} | set(raw)
+        return {
+            n: self.network(n, self.table(raw, n, f"networks.{n}"), limits) for n in sorted(names)
+        }
+
+    def network(self, name: str, raw: Mapping[str, Any], limits: LimitSettings) -> Network:
+        key = f"networks.{name}"
+        self.known_keys(raw, key, {"url", "root_key", "limits"})
+        url = self.string(raw, "url", f"{key}.url", default=DEFAULT_URLS.get(name))
+        if url is None or not re.match(r"^https?://[^/\s]+", url):
+            raise self.error(f"{key}.url", "an http:// or https:// URL", url)
+        if name == IC and not url.startswith("https://"):
+            raise self.error(f"{key}.url", "an https:// URL for mainnet", url)
+        policy = self.string(raw, "root_key", f"{key}.root_key", default=_default_root_key(name))
+        root_key, fetch = self.root_key(name, policy, f"{key}.root_key")
+        own_limits = self.limits(
+            self.table(raw, "limits", f"{key}.limits"), f"{key}.limits", limits
+        )
+        return Network(name, url.rstrip("/"), root_key, fetch, own_limits)
+
+    def root_key(self, network: str, policy: str | None, key: str) -> tuple[bytes | None, bool]:
+        if policy == "fetch":
+            if network != LOCAL:
+                raise self.error(
+                    key,
+                    "'fetch' only for the network 'local' (a key fetched from the network it "
+                    "should authenticate proves nothing); give the DER root key in hex",
+                    policy,
+                )
+            return None, True
+        if policy == "builtin":
+            if network != IC:
+                raise self.error(key, "'builtin' only for 'ic'; use 'fetch' (local) or hex", policy)
+            return None, False
+        try:
+            return bytes.fromhex(policy or ""), False
+        except ValueError:
+            raise self.error(key, "'fetch', 'builtin' or the DER root key in hex", policy) from None
+
+    def limits(self, raw: Mapping[str, Any], key: str, base: LimitSettings) -> LimitSettings:
+        self.known_keys(raw, key, _LIMIT_KEYS)
+        changes: dict[str, Any] = {}
+        for name in ("calls_per_second",):
+            if name in raw:
+                changes[name] = self.positive_float(raw[name], f"{key}.{name}")
+        for name in ("bytes_per_second", "byte_burst"):
+            if name in raw:
+                changes[name] = self.size(raw[name], f"{key}.{name}")
+        for name in ("in_flight", "in_flight_per_canister"):
+            if name in raw:
+                changes[name] = self.integer(raw[name], f"{key}.{name}", minimum=1)
+        if "windows" in raw:
+            changes["windows"] = self.windows(raw["windows"], f"{key}.windows")
+        if "cycles_budget" in raw:
+            changes["cycles_budget"] = self.cycles(raw["cycles_budget"], f"{key}.cycles_budget")
+        return replace(base, **changes)
+
+    def chunks(self, raw: Mapping[str, Any]) -> ChunkSettings:
+        settings = ChunkSettings()
+        if "max_chunk_size" in raw:
+            settings = replace(
+                settings, max_size=self.size(raw["max_chunk_size"], "limits.max_chunk_size")
+            )
+        if "min_chunk_size" in raw:
+            settings = replace(
+                settings, min_size=self.size(raw["min_chunk_size"], "limits.min_chunk_size")
+            )
+        if settings.max_size is not None and settings.max_size < settings.min_size:
+            raise self.error(
+                "limits.max_chunk_size", "at least limits.min_chunk_size", settings.max_size
+            )
+        return settings
+
+    def retry(self, raw: Mapping[str, Any]) -> RetryPolicy:
+        fields = {"max_attempts", "max_seconds", "initial_wait", "max_wait"}
+        self.known_keys(raw, "retry", fields)
+        changes: dict[str, Any] = {}
+        if "max_attempts" in raw:
+            changes["max_attempts"] = self.integer(
+                raw["max_attempts"], "retry.max_attempts", minimum=1
+            )
+        for name in ("max_seconds", "initial_wait", "max_wait"):
+            if name in raw:
+                changes[name] = self.positive_float(raw[name], f"retry.{name}")
+        return replace(RetryPolicy(), **changes)
+
+    def metrics(self, raw: Mapping[str, Any]) -> MetricsSettings:
+        self.known_keys(raw, "metrics", {"port", "addr"})
+        port = None
+        if "port" in raw:
+            port = self.integer(raw["port"], "metrics.port", minimum=0, maximum=65535)
+        addr = self.string(raw, "addr", "metrics.addr", default="127.0.0.1")
+        return MetricsSettings(port, addr or "127.0.0.1")
+
+    def identity(self, raw: Mapping[str, Any]) -> Path | None:
+        self.known_keys(raw, "identity", {"pem"})
+        return None if "pem" not in raw else self.path(raw["pem"], "identity.pem")
+
+    def canister_table(
+        self, raw: Mapping[str, Any], networks: Mapping[str, Network]
+    ) -> dict[str, dict[str, str]]:
+        result: dict[str, dict[str, str]] = {}
+        for name, value in raw.items():
+            key = f"canisters.{name}"
+            if isinstance(value, str):
+                result[name] = {"*": self.principal(value, key)}
+                continue
+            if not isinstance(value, Mapping) or not value:
+                raise self.error(key, 'a canister id, or a table like { ic = "<id>" }', value)
+            for net, cid in value.items():
+                if net not in networks:
+                    raise self.error(
+                        f"{key}.{net}", f"a configured network ({', '.join(sorted(networks))})"
+                    )
+                result.setdefault(name, {})[net] = self.principal(cid, f"{key}.{net}")
+        return result
+
+    def jobs(
+        self, raw: Mapping[str, Any], networks: Mapping[str, Network]
+    ) -> dict[str, JobTemplate]:
+        return {
+            name: self.job(name, self.table(raw, name, f"jobs.{name}"), networks) for name in raw
+        }
+
+    def job(
+        self, name: str, raw: Mapping[str, Any], networks: Mapping[str, Network]
+    ) -> JobTemplate:
+        key = f"jobs.{name}"
+        self.known_keys(raw, key, {"kind", "source", "target", "network", "options"})
+        kinds = ", ".join(k.value for k in JobKind)
+        kind_text = self.string(raw, "kind", f"{key}.kind")
+        try:
+            kind = JobKind(kind_text or "")
+        except ValueError:
+            raise self.error(f"{key}.kind", f"one of {kinds}", kind_text) from None
+        source = self.string(raw, "source", f"{key}.source")
+        if source is None:
+            raise self.error(f"{key}.source", "a canister name or id, or file:<path>")
+        network = self.string(raw, "network", f"{key}.network")
+        if network is not None and network not in networks:
+            raise self.error(
+                f"{key}.network", f"a configured network ({', '.join(sorted(networks))})", network
+            )
+        options = self.table(raw, "options", f"{key}.options")
+        for opt, value in options.items():
+            if not isinstance(value, str | int | float | bool):
+                raise self.error(f"{key}.options.{opt}", "a string, number or boolean", value)
+        return JobTemplate(
+            name=name,
+            kind=kind,
+            source=self.archive_path(source) or source,
+            target=self.archive_path(self.string(raw, "target", f"{key}.target")),
+            network=network,
+            options=dict(options),
+        )
+
+    # -- values
+
+    def known_keys(self, raw: Mapping[str, Any], key: str, allowed: set[str]) -> None:
+        for name in raw:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.error(where, f"one of the keys {', '.join(sorted(allowed))} (a typo?)")
+
+    def table(self, raw: Mapping[str, Any], name: str, key: str | None = None) -> Mapping[str, Any]:
+        value = raw.get(name, {})
+        if not isinstance(value, Mapping):
+            raise self.error(key or name, "a table", value)
+        return value
+
+    def string(
+        self, raw: Mapping[str, Any], name: str, key: str, *, default: str | None = None
+    ) -> str | None:
+        value = raw.get(name, default)
+        if value is not None and not isinstance(value, str):
+            raise self.error(key, "a string", value)
+        return value
+
+    def integer(self, value: object, key: str, *, minimum: int, maximum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, "an integer", value)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f" and at most {maximum}" if maximum is not None else ""
+            raise self.error(key, f"an integer of at least {minimum}{bound}", value)
+        return value
+
+    def positive_float(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, "a positive number", value)
+        if not (value > 0 and math.isfinite(value)):
+            raise self.error(key, "a positive number", value)
+        return float(value)
+
+    def size(self, value: object, key: str) -> int:
+        expected = 'a positive size: bytes, or a string like "2 MiB" or "512KiB"'
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value <= 0:
+                raise self.error(key, expected, value)
+            return value
+        match = _SIZE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise self.error(key, expected, value)
+        result = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+        if result <= 0:
+            raise self.error(key, expected, value)
+        return result
+
+    def cycles(self, value: object, key: str) -> int:
+        expected = 'a number of cycles, or a string like "5T" (T = 10^12, B = 10^9, M, k)'
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise self.error(key, expected, value)
+            return value
+        match = _CYCLES.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise self.error(key, expected, value)
+        return int(float(match.group(1)) * _CYCLE_UNITS[match.group(2) or ""])
+
+    def windows(self, value: object, key: str) -> tuple[Window, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.error(key, 'a list of UTC windows like ["01:00-05:00"]', value)
+        result = []
+        for i, item in enumerate(value):
+            try:
+                result.append(Window.parse(str(item)))
+            except ValueError as exc:
+                raise self.error(
+                    f"{key}[{i}]", f"a UTC window like '01:00-05:00' ({exc})"
+                ) from None
+        return tuple(result)
+
+    def principal(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not _is_principal(value):
+            raise self.error(key, "a canister id like 'ryjl3-tyaaa-aaaaa-aaaba-cai'", value)
+        return value
+
+    def path(self, value: object, key: str) -> Path:
+        if not isinstance(value, str) or not value:
+            raise self.error(key, "a file path", value)
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def paths(self, value: object, key: str) -> list[Path]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise self.error(key, "a file path or a list of them", value)
+        return [self.path(v, f"{key}[{i}]") for i, v in enumerate(items)]
+
+    def archive_path(self, text: str | None) -> str | None:
+        # file: paths in the config are relative to the config file, like every path.
+        if text is None or not text.startswith(FILE_PREFIX):
+            return text
+        return FILE_PREFIX + str(self.path(text[len(FILE_PREFIX) :], "file"))
+
+
+def _default_root_key(network: str) -> str | None:
+    return {LOCAL: "fetch", IC: "builtin"}.get(network)
+
+
+def _is_principal(text: str) -> bool:
+    try:
+        Principal.from_text(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), "", "an existing configuration file (it does not exist)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"a readable file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"valid TOML ({exc})") from None
+
+
+def _read_canister_ids(path: Path) -> dict[str, dict[str, str]]:
+    expected = 'a dfx canister_ids.json: {"<name>": {"<network>": "<canister id>"}}'
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), "", "an existing canister_ids.json (deploy with dfx first, or remove it)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), "", f"{expected} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", expected, type(data).__name__)
+    result: dict[str, dict[str, str]] = {}
+    for name, ids in data.items():
+        if not isinstance(ids, dict) or not ids:
+            raise ConfigError(str(path), name, '{"<network>": "<canister id>"}', ids)
+        for network, cid in ids.items():
+            if not isinstance(cid, str) or not _is_principal(cid):
+                raise ConfigError(str(path), f"{name}.{network}", "a canister id", cid)
+        result[name] = dict(ids)
+    return result
+
+
+def _merge_ids(tables: Iterable[Mapping[str, Mapping[str, str]]]) -> dict[str, dict[str, str]]:
+    merged: dict[str, dict[str, str]] = {}
+    for table in tables:
+        for name, ids in table.items():
+            merged.setdefault(name, {}).update(ids)
+    return merged
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: object) -> None:
+    parts = key.split(".")
+    table = raw
+    for part in parts[:-1]:
+        nxt = table.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(COMMAND_LINE, key, f"{part!r} to be a table")
+        table = nxt
+    table[parts[-1]] = value

@@ -1,0 +1,255 @@
+"""The TOML configuration and dfx's canister_ids.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from replicator.config import default_config, load_config, read_canister_ids
+from replicator.errors import EXIT_USAGE, ConfigError
+from replicator.jobs import ArchiveRef, CanisterRef, JobKind
+from replicator.limits import LimitSettings
+
+APP_IC = "ryjl3-tyaaa-aaaaa-aaaba-cai"
+APP_LOCAL = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
+BACKUP_LOCAL = "bd3sg-teaaa-aaaaa-qaaba-cai"
+SHARED = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+
+FULL = f"""
+network = "ic"
+canister_ids = ["canister_ids.json"]
+checkpoints = "state/checkpoints.sqlite3"
+
+[networks.local]
+url = "http://127.0.0.1:8080/"
+root_key = "fetch"
+[networks.local.limits]
+calls_per_second = 200
+in_flight = 64
+
+[networks.ic]
+url = "https://icp-api.io"
+root_key = "builtin"
+
+[networks.staging]
+url = "https://staging.example"
+root_key = "308182"
+
+[identity]
+pem = "keys/ops.pem"
+
+[limits]
+calls_per_second = 5
+bytes_per_second = "1.5 MiB"
+byte_burst = 4194304
+in_flight = 8
+in_flight_per_canister = 2
+windows = ["01:00-05:00", "22:00-23:00"]
+cycles_budget = "2.5T"
+max_chunk_size = "1 MiB"
+min_chunk_size = "8KiB"
+
+[retry]
+max_attempts = 4
+max_seconds = 60
+
+[metrics]
+port = 9464
+
+[canisters]
+app = {{ ic = "{APP_IC}", local = "{APP_LOCAL}" }}
+shared = "{SHARED}"
+
+[jobs.nightly]
+kind = "backup"
+source = "app"
+target = "app_backup"
+network = "local"
+options = {{ verify = true, route = "direct" }}
+
+[jobs.offsite]
+kind = "archive-export"
+source = "app"
+target = "file:archives/app.icra"
+"""
+
+
+def _files(tmp_path: Path, toml: str = FULL, ids: object | None = None) -> Path:
+    config = tmp_path / "replicator.toml"
+    config.write_text(toml)
+    if ids is None:
+        ids = {"app_backup": {"local": BACKUP_LOCAL}, "app": {"local": SHARED}}
+    (tmp_path / "canister_ids.json").write_text(json.dumps(ids))
+    return config
+
+
+def test_defaults_need_no_file() -> None:
+    config = default_config()
+    assert config.network == "ic"
+    ic, local = config.network_named("ic"), config.network_named("local")
+    assert ic.url == "https://icp-api.io"
+    assert (ic.root_key, ic.fetch_root_key) == (None, False)
+    assert local.url == "http://127.0.0.1:4943"
+    assert local.fetch_root_key
+    assert config.limits_for() == LimitSettings()
+    assert config.identity_pem is None
+    assert config.metrics.port is None
+    assert config.checkpoints.name == "checkpoints.sqlite3"
+
+
+def test_a_full_file(tmp_path: Path) -> None:
+    config = load_config(_files(tmp_path))
+    assert config.source == str(tmp_path / "replicator.toml")
+    assert config.network_named("local").url == "http://127.0.0.1:8080"
+    assert config.network_named("staging").root_key == bytes.fromhex("308182")
+    assert config.identity_pem == tmp_path / "keys" / "ops.pem"
+    assert config.checkpoints == tmp_path / "state" / "checkpoints.sqlite3"
+    limits = config.limits_for("ic")
+    assert limits.calls_per_second == 5
+    assert limits.bytes_per_second == int(1.5 * 1024 * 1024)
+    assert limits.byte_burst == 4 * 1024 * 1024
+    assert limits.cycles_budget == 2_500_000_000_000
+    assert [str(w) for w in limits.windows] == ["01:00-05:00 UTC", "22:00-23:00 UTC"]
+    assert limits.windows[0].start == dt.time(1, 0)
+    local = config.limits_for("local")
+    assert (local.calls_per_second, local.in_flight) == (200, 64)
+    assert local.in_flight_per_canister == 2  # inherited from [limits]
+    assert config.chunks.max_size == 1024 * 1024
+    assert config.chunks.min_size == 8 * 1024
+    assert (config.retry.max_attempts, config.retry.max_seconds) == (4, 60)
+    assert config.retry.max_wait == 30  # default kept
+    assert config.metrics.port == 9464
+
+
+def test_canisters_by_name_from_the_file_and_canister_ids_json(tmp_path: Path) -> None:
+    config = load_config(_files(tmp_path))
+    assert config.canister("app") == CanisterRef(APP_IC, "ic")
+    assert config.canister("app", "local") == CanisterRef(APP_LOCAL, "local")  # [canisters] wins
+    assert config.canister("app_backup", "local") == CanisterRef(BACKUP_LOCAL, "local")
+    assert config.canister("shared", "staging") == CanisterRef(SHARED, "staging")
+    assert config.canister(APP_LOCAL, "local") == CanisterRef(APP_LOCAL, "local")
+    with pytest.raises(ConfigError, match="an id for network 'ic'"):
+        config.canister("app_backup")
+    with pytest.raises(ConfigError, match="known: app, app_backup, shared") as info:
+        config.canister("ap")
+    assert info.value.exit_code == EXIT_USAGE
+    with pytest.raises(ConfigError, match="configured networks"):
+        config.canister("app", "mars")
+
+
+def test_named_jobs(tmp_path: Path) -> None:
+    config = load_config(_files(tmp_path))
+    nightly = config.job("nightly")
+    assert nightly.kind is JobKind.BACKUP
+    assert nightly.source == CanisterRef(APP_LOCAL, "local")
+    assert nightly.target == CanisterRef(BACKUP_LOCAL, "local")
+    assert dict(nightly.options) == {"verify": True, "route": "direct"}
+    offsite = config.job("offsite")
+    assert offsite.target == ArchiveRef(str(tmp_path / "archives" / "app.icra"))
+    assert config.job("nightly").id != nightly.id  # a fresh job each time…
+    assert config.job("nightly").fingerprint == nightly.fingerprint  # …for the same command
+    with pytest.raises(ConfigError, match="known: nightly, offsite"):
+        config.job("weekly")
+
+
+def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
+    ids = tmp_path / "more.json"
+    ids.write_text(json.dumps({"extra": {"ic": SHARED}}))
+    config = load_config(
+        _files(tmp_path),
+        overrides={"limits.in_flight": 3, "network": "local", "metrics.port": 0},
+        canister_ids=[ids],
+    )
+    assert config.network == "local"
+    assert config.limits_for("ic").in_flight == 3
+    assert config.metrics.port == 0
+    assert config.canister("extra", "ic") == CanisterRef(SHARED, "ic")
+    with pytest.raises(ConfigError, match=r"^command line: limits\.in_flight: expected an int"):
+        load_config(_files(tmp_path), overrides={"limits.in_flight": "many"})
+    plain = load_config(None, overrides={"networks.local.url": "http://localhost:9000"})
+    assert plain.network_named("local").url == "http://localhost:9000"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "expected"),
+    [
+        ("netwrok = 'ic'", "netwrok", "a typo"),
+        ("[limits]\nbytes_per_second = 'fast'", "limits.bytes_per_second", "a positive size"),
+        ("[limits]\ncalls_per_second = -1", "limits.calls_per_second", "a positive number"),
+        ("[limits]\nin_flight = 0", "limits.in_flight", "at least 1"),
+        ("[limits]\nwindows = ['1-5']", r"limits.windows\[0\]", "UTC window"),
+        ("[limits]\ncycles_budget = '5X'", "limits.cycles_budget", "cycles"),
+        (
+            "[networks.ic]\nroot_key = 'fetch'",
+            "networks.ic.root_key",
+            "only for the network 'local'",
+        ),
+        ("[networks.local]\nroot_key = 'builtin'", "networks.local.root_key", "only for 'ic'"),
+        ("[networks.ic]\nurl = 'http://icp-api.io'", "networks.ic.url", "https"),
+        ("[networks.dev]\nurl = 'ftp://x'", "networks.dev.url", "http"),
+        ("[networks.dev]\nurl = 'http://x'\nroot_key = 'zz'", "networks.dev.root_key", "hex"),
+        ("network = 'mars'", "network", "one of the networks"),
+        ("[canisters]\napp = 'not-a-principal'", "canisters.app", "a canister id"),
+        (
+            "[canisters]\napp = { mars = 'ryjl3-tyaaa-aaaaa-aaaba-cai' }",
+            "canisters.app.mars",
+            "network",
+        ),
+        ("[jobs.x]\nkind = 'copy'\nsource = 'a'", "jobs.x.kind", "one of backup, restore"),
+        ("[jobs.x]\nkind = 'backup'", "jobs.x.source", "a canister name"),
+        (
+            "[jobs.x]\nkind = 'backup'\nsource = 'a'\noptions = { a = [1] }",
+            "jobs.x.options.a",
+            "a string",
+        ),
+        ("[metrics]\nport = 70000", "metrics.port", "at most 65535"),
+        (
+            "[limits]\nmax_chunk_size = 1024\nmin_chunk_size = 4096",
+            "limits.max_chunk_size",
+            "at least",
+        ),
+        ("limits = 3", "limits", "a table"),
+    ],
+)
+def test_bad_values_name_file_key_and_expectation(
+    tmp_path: Path, toml: str, key: str, expected: str
+) -> None:
+    path = _files(tmp_path, toml)
+    with pytest.raises(ConfigError, match=rf"^{path}: {key}: expected .*{expected}") as info:
+        load_config(path)
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    broken = _files(tmp_path, "[limits\n")
+    with pytest.raises(ConfigError, match="valid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="deploy with dfx first"):
+        load_config(_files(tmp_path, "canister_ids = 'nope.json'"))
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("[1, 2]", "canister_ids.json"),
+        ('{"app": "ryjl3-tyaaa-aaaaa-aaaba-cai"}', "app: expected"),
+        ('{"app": {"ic": "nope"}}', "app.ic: expected a canister id"),
+        ("{not json", "canister_ids.json"),
+    ],
+)
+def test_malformed_canister_ids(tmp_path: Path, content: str, match: str) -> None:
+    path = tmp_path / "canister_ids.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=match):
+        read_canister_ids(path)
+
+
+def test_dfx_canister_ids(tmp_path: Path) -> None:
+    path = tmp_path / "canister_ids.json"
+    path.write_text(json.dumps({"app": {"ic": APP_IC, "local": APP_LOCAL}}))
+    assert read_canister_ids(path) == {"app": {"ic": APP_IC, "local": APP_LOCAL}}
