@@ -538,8 +538,9 @@ class CanisterSandbox:
         func = self._export(name)
         if func is not None:
             return func, ExecResult()
-        if prefix is None:  # a system method the module does not export: no-op
-            return None, ExecResult()
+        if prefix is None:  # a system method the module does not export: a no-op,
+            # and without canister_inspect_message every ingress message is accepted.
+            return None, ExecResult(message_accepted=ctx.kind is EntryKind.INSPECT_MESSAGE)
         kind = {EntryKind.UPDATE: "update", EntryKind.COMPOSITE_QUERY: "composite_query"}
         return None, ExecResult(
             trapped=True,

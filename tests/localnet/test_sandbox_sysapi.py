@@ -304,6 +304,15 @@ def test_missing_method_and_system_entry_points(probe: CanisterSandbox) -> None:
     assert timer == ExecResult()
 
 
+def test_a_module_without_inspect_message_accepts_everything(engine: WasmEngine) -> None:
+    sb = CanisterSandbox.load(engine, wat("(module (memory i64 1))"))
+    try:
+        assert run(sb, EntryKind.INSPECT_MESSAGE, "any").message_accepted
+        assert run(sb, EntryKind.INIT) == ExecResult()
+    finally:
+        sb.close()
+
+
 def test_unsupported_imports_fail_load_with_every_name(engine: WasmEngine) -> None:
     module = wat(
         """
