@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
@@ -14,11 +15,13 @@ from icp_candid import Types, decode, encode
 from canister_iface.agent import Agent
 from canister_iface.errors import TransientError
 from localnet import LocalNet, ids
+from localnet.clock import Clock
 from localnet.process import LocalNetProcess
 
 pytestmark = pytest.mark.integration
 
 COUNTER = (Path(__file__).resolve().parents[1] / "canisters/wasm/counter.wasm").read_bytes()
+CALLER = (Path(__file__).resolve().parents[1] / "canisters/wasm/caller.wasm").read_bytes()
 EMPTY = encode([])
 
 
@@ -39,8 +42,14 @@ async def test_state_dir_survives_a_clean_restart(tmp_path: Path) -> None:
         root_key = net.root_key
         await net.management(
             "take_canister_snapshot",
-            encode([{"type": Types.Record({"canister_id": Types.Principal}),
-                     "value": {"canister_id": canister}}]),
+            encode(
+                [
+                    {
+                        "type": Types.Record({"canister_id": Types.Principal}),
+                        "value": {"canister_id": canister},
+                    }
+                ]
+            ),
             caller=ids.ANONYMOUS,
         )
     async with LocalNet(state_dir=state) as net:
@@ -122,13 +131,20 @@ async def test_bad_envelopes_get_the_replicas_http_status() -> None:
         canister = await net.create_canister()
         text = ids.to_text(canister)
         async with httpx.AsyncClient(base_url=net.url) as http:
-            garbage = await http.post(f"/api/v3/canister/{text}/query", content=b"\x00garbage",
-                                      headers={"content-type": "application/cbor"})
+            garbage = await http.post(
+                f"/api/v3/canister/{text}/query",
+                content=b"\x00garbage",
+                headers={"content-type": "application/cbor"},
+            )
             assert garbage.status_code == 400
             assert garbage.text  # a readable reason
             expired = {
-                "request_type": "call", "canister_id": canister, "method_name": "inc",
-                "arg": EMPTY, "sender": ids.ANONYMOUS, "ingress_expiry": 1,
+                "request_type": "call",
+                "canister_id": canister,
+                "method_name": "inc",
+                "arg": EMPTY,
+                "sender": ids.ANONYMOUS,
+                "ingress_expiry": 1,
             }
             response = await http.post(
                 f"/api/v4/canister/{text}/call",
@@ -137,6 +153,37 @@ async def test_bad_envelopes_get_the_replicas_http_status() -> None:
             )
             assert response.status_code == 400
             assert "ingress_expiry" in response.text
-            big = await http.post(f"/api/v4/canister/{text}/call", content=b"x" * (6 << 20),
-                                  headers={"content-type": "application/cbor"})
+            big = await http.post(
+                f"/api/v4/canister/{text}/call",
+                content=b"x" * (6 << 20),
+                headers={"content-type": "application/cbor"},
+            )
             assert big.status_code == 413
+
+
+async def test_timers_fire_on_their_own_in_a_running_localnet() -> None:
+    async with LocalNet() as net:
+        canister = await net.create_canister()
+        await net.install_code(canister, CALLER)
+        async with Agent(net.url, network="local", root_key=net.root_key) as agent:
+            await agent.update(canister, "schedule", encode([{"type": Types.Nat, "value": 1}]))
+            assert nat(await agent.query(canister, "fired", EMPTY)) == 0
+            deadline = time.monotonic() + 10
+            while nat(await agent.query(canister, "fired", EMPTY)) == 0:
+                assert time.monotonic() < deadline, "the 1 s timer did not fire within 10 s"
+                await asyncio.sleep(0.1)
+
+
+async def test_controllable_time_fires_timers_without_waiting() -> None:
+    # Frozen at "now": ingress expiry is checked against localnet's time, as on the IC.
+    async with LocalNet(clock=Clock(frozen_at_ns=time.time_ns())) as net:
+        canister = await net.create_canister()
+        await net.install_code(canister, CALLER)
+        # The agent checks certificate times against its clock: let it follow localnet's.
+        async with Agent(
+            net.url, network="local", root_key=net.root_key, clock=lambda: net.clock.peek_ns() / 1e9
+        ) as agent:
+            await agent.update(canister, "schedule", encode([{"type": Types.Nat, "value": 3600}]))
+            net.clock.advance(3601)
+            await net.tick()
+            assert nat(await agent.query(canister, "fired", EMPTY)) == 1
