@@ -124,6 +124,9 @@ class SystemState:
     # beyond them traps, as on the IC); see localnet.limits.
     max_response_bytes: int = 2 * 1024 * 1024
     max_call_payload_bytes: int = 2 * 1024 * 1024
+    # settings.wasm_memory_limit (0: none): an update, init or post_upgrade
+    # that grows the Wasm memory beyond it traps (IC0539), as on the IC.
+    wasm_memory_limit: int = 0
 
     def certificate(self) -> bytes | None:
         """The data certificate, made on first use."""

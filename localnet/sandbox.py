@@ -105,6 +105,9 @@ _EXPORT_PREFIX_OF_KIND = {
     EntryKind.REPLICATED_QUERY: "canister_query ",
     EntryKind.COMPOSITE_QUERY: "canister_composite_query ",
 }
+# Executions the Wasm memory limit applies to (the spec exempts queries,
+# callbacks, timers, heartbeats and pre_upgrade).
+_MEMORY_LIMITED = {EntryKind.UPDATE, EntryKind.INIT, EntryKind.POST_UPGRADE}
 _CALLBACK_KINDS = {EntryKind.REPLY_CALLBACK, EntryKind.REJECT_CALLBACK, EntryKind.CLEANUP}
 _TRAP_WORDS = {
     wasmtime.TrapCode.UNREACHABLE: "unreachable",
@@ -510,7 +513,7 @@ class CanisterSandbox:
             self._apply_query_state(ctx.query_state)
         self._api.begin(ctx, system, instruction_limit)
         store.set_fuel(instruction_limit)
-        trap = self._call(func, instruction_limit)
+        trap = self._call(func, instruction_limit) or self._memory_limit_trap(ctx, system)
         instructions = instruction_limit - store.get_fuel()
         logs = self._api.logs_so_far()
         effects = self._api.finish()
@@ -528,6 +531,24 @@ class CanisterSandbox:
         else:
             self._commit()
         return result
+
+    def _memory_limit_trap(
+        self, ctx: MessageContext, system: SystemState
+    ) -> tuple[str, str] | None:
+        """IC0539 if this execution grew the Wasm memory past ``wasm_memory_limit``."""
+        limit = system.wasm_memory_limit
+        physical = self._physical()
+        if not limit or ctx.kind not in _MEMORY_LIMITED or physical <= max(limit, self._committed):
+            return None
+        return ErrorCode.CANISTER_WASM_MEMORY_LIMIT_EXCEEDED, (
+            f"Canister exceeded its current Wasm memory limit of {limit} bytes. The peak Wasm "
+            f"memory usage was {physical} bytes. If the canister reaches 4GiB, then it may stop "
+            "functioning and may become unrecoverable. Please reach out to the canister owner to "
+            "investigate the reason for the increased memory usage. It might be necessary to move "
+            "data from the Wasm memory to the stable memory. If such high Wasm memory usage is "
+            "expected and safe, then the developer can increase the Wasm memory limit in the "
+            "canister settings."
+        )
 
     def _entry(self, ctx: MessageContext) -> tuple[Any, ExecResult]:
         """The function to call, or None and the result to report instead."""

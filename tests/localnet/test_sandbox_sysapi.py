@@ -77,6 +77,9 @@ PROBE = r"""
     (drop (memory.grow (i64.const 3)))
     (i64.store (i64.const 200000) (i64.const 1))
     (unreachable))
+  (func (export "canister_update grow")
+    (drop (memory.grow (i64.const 3)))
+    (call $reply_i64 (global.get $g)))
   (func (export "canister_update reply_twice") (call $reply) (call $reply))
   (func (export "canister_update reply_then_reject")
     (call $reply)
@@ -210,6 +213,19 @@ def test_trap_rolls_back_globals_heap_and_stable(probe: CanisterSandbox) -> None
     assert probe.capture() == before
     assert probe.heap_size == 65536
     assert as_i64(update(probe, "get")) == 7
+
+
+def test_wasm_memory_limit(probe: CanisterSandbox) -> None:
+    before = probe.capture()
+    limited = system_state(wasm_memory_limit=100_000)
+    result = update(probe, "grow", system=limited)
+    assert_trap(result, ErrorCode.CANISTER_WASM_MEMORY_LIMIT_EXCEEDED, "limit of 100000 bytes")
+    assert probe.capture() == before
+    # Queries are exempt; without growth an update is fine even above the limit.
+    assert not run(probe, EntryKind.QUERY, "set_in_query", system=limited).trapped
+    assert not update(probe, "get", system=system_state(wasm_memory_limit=1000)).trapped
+    assert as_i64(update(probe, "grow")) == 7
+    assert probe.heap_size == 4 * 65536
 
 
 def test_query_changes_never_persist(probe: CanisterSandbox) -> None:
