@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from canister_iface.principal import Principal
-from replicator.errors import ConfigError
+from replicator.errors import ConfigError, UsageError
 from replicator.jobs import ArchiveRef, CanisterRef, Endpoint, Job, JobKind, Scalar
 from replicator.limits import LimitSettings, Window
 from replicator.retry import RetryPolicy
@@ -176,8 +176,17 @@ class Config:
     def limits_for(self, network: str | None = None) -> LimitSettings:
         return self.network_named(network).limits
 
-    def canister(self, name_or_id: str, network: str | None = None) -> CanisterRef:
-        """Resolve a canister name (``[canisters]``, ``canister_ids.json``) or id."""
+    def canister(
+        self,
+        name_or_id: str,
+        network: str | None = None,
+        *,
+        where: tuple[str, str] = (COMMAND_LINE, "canister"),
+    ) -> CanisterRef:
+        """Resolve a canister name (``[canisters]``, ``canister_ids.json``) or id.
+
+        ``where`` is the ``(source, key)`` an error names: the command line by default.
+        """
         net = self.network_named(network).name
         ids = self.canisters.get(name_or_id)
         if ids is not None:
@@ -193,33 +202,39 @@ class Config:
             return CanisterRef(name_or_id, net)
         known = ", ".join(sorted(self.canisters)) or "none configured"
         raise ConfigError(
-            COMMAND_LINE,
-            "canister",
+            *where,
             f"a canister id or a name from [canisters] or canister_ids.json (known: {known})",
             name_or_id,
         )
 
-    def endpoint(self, text: str, network: str | None = None) -> Endpoint:
+    def endpoint(
+        self,
+        text: str,
+        network: str | None = None,
+        *,
+        where: tuple[str, str] = (COMMAND_LINE, "canister"),
+    ) -> Endpoint:
         """``file:<path>`` → an archive; anything else → a canister."""
         if text.startswith(FILE_PREFIX):
             return ArchiveRef(text[len(FILE_PREFIX) :])
-        return self.canister(text, network)
+        return self.canister(text, network, where=where)
 
     def job(self, name: str) -> Job:
         """A fresh :class:`Job` from ``[jobs.<name>]``."""
         template = self.jobs.get(name)
+        key = f"jobs.{name}"
         if template is None:
             known = ", ".join(sorted(self.jobs)) or "none configured"
-            raise ConfigError(self.source, f"jobs.{name}", f"a configured job (known: {known})")
-        target = (
-            None if template.target is None else self.endpoint(template.target, template.network)
-        )
-        return Job(
-            kind=template.kind,
-            source=self.endpoint(template.source, template.network),
-            target=target,
-            options=dict(template.options),
-        )
+            raise ConfigError(self.source, key, f"a configured job (known: {known})")
+        net = template.network
+        source = self.endpoint(template.source, net, where=(self.source, f"{key}.source"))
+        target = None
+        if template.target is not None:
+            target = self.endpoint(template.target, net, where=(self.source, f"{key}.target"))
+        try:
+            return Job(template.kind, source, target, options=dict(template.options))
+        except UsageError as exc:
+            raise ConfigError(self.source, key, f"a runnable job ({exc})") from None
 
 
 def default_config() -> Config:

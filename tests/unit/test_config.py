@@ -155,6 +155,26 @@ def test_named_jobs(tmp_path: Path) -> None:
         config.job("weekly")
 
 
+def test_named_jobs_that_cannot_run_name_their_key(tmp_path: Path) -> None:
+    toml = f"""
+[jobs.typo]
+kind = "backup"
+source = "ap"
+target = "app_backup"
+[jobs.shape]
+kind = "backup"
+source = "{BACKUP_LOCAL}"
+target = "file:x.icra"
+"""
+    config = load_config(_files(tmp_path, toml))
+    with pytest.raises(
+        ConfigError, match=r"replicator.toml: jobs\.typo\.source: expected a canister"
+    ):
+        config.job("typo")
+    with pytest.raises(ConfigError, match=r"jobs\.shape: expected a runnable job .*cannot write"):
+        config.job("shape")
+
+
 def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
     ids = tmp_path / "more.json"
     ids.write_text(json.dumps({"extra": {"ic": SHARED}}))
