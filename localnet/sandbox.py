@@ -513,7 +513,14 @@ class CanisterSandbox:
             self._apply_query_state(ctx.query_state)
         self._api.begin(ctx, system, instruction_limit)
         store.set_fuel(instruction_limit)
-        trap = self._call(func, instruction_limit) or self._memory_limit_trap(ctx, system)
+        try:
+            trap = self._call(func, instruction_limit) or self._memory_limit_trap(ctx, system)
+        except BaseException:
+            # A bug on our side (or KeyboardInterrupt): leave the canister as it
+            # was, then let the exception through.
+            self._api.finish()
+            self._undo(replicated)
+            raise
         instructions = instruction_limit - store.get_fuel()
         logs = self._api.logs_so_far()
         effects = self._api.finish()

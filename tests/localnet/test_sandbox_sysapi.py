@@ -115,6 +115,11 @@ PROBE = r"""
   (func (export "canister_update timer")
     (drop (call $timer (i64.const 500)))
     (call $reply_i64 (call $timer (i64.const 600))))
+  (func (export "canister_update write_and_print")
+    (global.set $g (i64.const 77))
+    (i64.store (i64.const 400) (i64.const 77))
+    (call $print (i64.const 0) (i64.const 5))
+    (call $reply_i64 (global.get $g)))
   (func (export "canister_update print_and_trap")
     (call $print (i64.const 0) (i64.const 5))
     (unreachable))
@@ -384,3 +389,15 @@ def test_32bit_modules_use_i32_pointers(engine: WasmEngine) -> None:
     with pytest.raises(InvalidModule, match="stable_size"):
         CanisterSandbox.load(engine, wat('(module (import "ic0" "stable_size" (func (result i32)))'
                                          " (memory i64 1))"))  # fmt: skip
+
+
+def test_a_host_side_error_rolls_back_and_propagates(probe: CanisterSandbox) -> None:
+    before = probe.capture()
+
+    def broken_log(_text: str) -> None:
+        raise RuntimeError("logger failed")
+
+    with pytest.raises(RuntimeError, match="logger failed"):
+        update(probe, "write_and_print", system=system_state(log=broken_log))
+    assert probe.capture() == before
+    assert as_i64(update(probe, "get")) == 7
