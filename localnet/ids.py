@@ -29,7 +29,7 @@ def canister_index(raw: bytes) -> int | None:
 
 
 def to_text(raw: bytes) -> str:
-    return Principal(raw).to_str()
+    return str(Principal(raw).to_str())
 
 
 def from_text(text: str) -> bytes:

@@ -9,7 +9,10 @@
 // For each canister every .mo file under main's folder is written into moc's
 // virtual file system, so relative imports work as with a local moc. Output is
 // <out_dir>/<name>.wasm and <name>.did, plus <out_dir>/SHA256SUMS.  moc's output
-// is deterministic, so CI rebuilds into a temp dir and compares the sums.
+// is deterministic for one compiler instance, but the js_of_ocaml compiler keeps
+// global state (fresh-name counters) across compilations: a canister's bytes would
+// depend on what was built before it. So every canister is compiled in a child
+// process of its own (two at a time), and CI can rebuild and compare the sums.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -69,8 +72,49 @@ function expand(root, entries) {
   return specs;
 }
 
-function main() {
+function buildOne(specJson) {
+  const { root, spec, outOverride } = JSON.parse(specJson);
+  try {
+    const [outDir, file, sum] = build(root, spec, outOverride);
+    process.stdout.write(JSON.stringify({ outDir, file, sum }) + '\n');
+  } catch (err) {
+    console.error(`moc failed for ${spec.name}:\n${err.message || err}`);
+    process.exit(1);
+  }
+}
+
+function buildInChild(job) {
+  const { spawn } = require('child_process');
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [__filename, '--one', JSON.stringify(job)],
+      { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('close', (code) => {
+      if (code !== 0) reject(new Error(`building ${job.spec.name} failed (exit ${code})`));
+      else resolve(JSON.parse(out.trim().split('\n').pop()));
+    });
+  });
+}
+
+async function buildAll(root, specs, outOverride) {
+  const results = [];
+  const queue = specs.slice();
+  const workers = Array.from({ length: 2 }, async () => {
+    while (queue.length) {
+      const spec = queue.shift();
+      const result = await buildInChild({ root, spec, outOverride });
+      console.log(`built ${spec.name} (moc ${mo.version}) ${result.sum.slice(0, 16)}`);
+      results.push(result);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
+
+async function main() {
   const args = process.argv.slice(2);
+  if (args[0] === '--one') return buildOne(args[1]);
   const manifestPath = args[0];
   const outIdx = args.indexOf('--out-dir');
   const outOverride = outIdx >= 0 ? args[outIdx + 1] : null;
@@ -81,16 +125,16 @@ function main() {
   const root = path.dirname(path.resolve(manifestPath));
   const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8'));
   const sums = new Map();
-  for (const spec of expand(root, manifest.canisters)) {
-    try {
-      const [outDir, file, sum] = build(root, spec, outOverride);
-      if (!sums.has(outDir)) sums.set(outDir, []);
-      sums.get(outDir).push(`${sum}  ${file}`);
-      console.log(`built ${spec.name} (moc ${mo.version}) ${sum.slice(0, 16)}`);
-    } catch (err) {
-      console.error(`moc failed for ${spec.name}:\n${err.message || err}`);
-      process.exit(1);
-    }
+  let results;
+  try {
+    results = await buildAll(root, expand(root, manifest.canisters), outOverride);
+  } catch (err) {
+    console.error(err.message);
+    process.exit(1);
+  }
+  for (const { outDir, file, sum } of results) {
+    if (!sums.has(outDir)) sums.set(outDir, []);
+    sums.get(outDir).push(`${sum}  ${file}`);
   }
   for (const [outDir, lines] of sums) {
     fs.writeFileSync(path.join(outDir, 'SHA256SUMS'), lines.sort().join('\n') + '\n');
