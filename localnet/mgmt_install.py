@@ -16,7 +16,7 @@ Memory handling on upgrade follows ``determine_main_memory_handling``:
   persistence (custom section ``icp:private enhanced-orthogonal-persistence``);
   a kept heap gets the new module's active data segments written over it, and
   the Wasm start function runs on it before ``canister_post_upgrade`` (see
-  ``localnet.mgmt_wasm``);
+  ``CanisterSandbox.load``);
 * a canister whose *current* module uses enhanced orthogonal persistence
   cannot be upgraded without saying ``keep`` or ``replace`` explicitly.
 """
@@ -46,7 +46,6 @@ from localnet.mgmt_base import (
     text,
 )
 from localnet.mgmt_types import EMPTY_REPLY, encode_result, opt, principal_bytes, variant
-from localnet.mgmt_wasm import start_in_post_upgrade, with_data_segments
 from localnet.sandbox import CanisterSandbox, InvalidModule, MemoryImage
 from localnet.state import CanisterState
 from localnet.wasm_module import ModuleInfo, decompress, parse
@@ -294,16 +293,12 @@ def _load(
     image: MemoryImage | None = None,
     keep_heap: bytes | None = None,
 ) -> CanisterSandbox:
-    """Instantiate ``module``; with ``keep_heap``, in the order the IC keeps a heap:
-    data segments written over it, then the start function, then post_upgrade."""
-    wasm = module.uploaded
-    if keep_heap is not None:
-        wasm = start_in_post_upgrade(module.raw)
-        keep_heap = with_data_segments(keep_heap, module.raw)
+    """Instantiate ``module``; with ``keep_heap`` the sandbox keeps the heap in the
+    IC's order: data segments written over it, then the start function."""
     try:
         return CanisterSandbox.load(
             call.host.engine,
-            wasm,
+            module.uploaded,
             heap=keep_heap,
             stable=image.stable if image else b"",
             rollback=call.host.rollback,

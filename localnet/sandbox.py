@@ -315,10 +315,11 @@ class CanisterSandbox:
     ) -> CanisterSandbox:
         """Validate and instantiate ``wasm``, optionally with given memories/globals.
 
-        The Wasm start function runs after ``heap`` is in place (so an
-        upgrade keeping the memory runs it on the old heap, as on the IC),
-        and not at all when ``globals`` are given: then the whole instance
-        state is being restored. ``canister_init`` is the replica's business.
+        With ``heap`` alone (an upgrade keeping the Wasm memory) the module's
+        active data segments are written over that heap and then the start
+        function runs on it, in the IC's order. With ``globals`` too, the whole
+        instance state is being restored (snapshot, --state-dir): neither runs
+        again. ``canister_init`` is the replica's business.
         """
         compiled = engine.compile(wasm)
         strategy = pick_rollback(rollback, engine.heap_reservation)
@@ -328,6 +329,8 @@ class CanisterSandbox:
             sandbox._instantiate()
             if heap is not None:
                 sandbox._replace_heap(heap)
+                if globals is None:
+                    sandbox._write_data_segments()
             if globals is not None:
                 # A complete saved state: the start function ran long ago.
                 sandbox._set_globals(globals)
@@ -401,6 +404,11 @@ class CanisterSandbox:
             self._memory.grow(self._store, pages)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModule(f"cannot grow the Wasm memory to {size} bytes: {exc}") from exc
+
+    def _write_data_segments(self) -> None:
+        for offset, data in self._compiled.info.data_segments:
+            self._grow_to(offset + len(data))
+            ctypes.memmove(self._mem.base + offset, data, len(data))
 
     def _replace_heap(self, heap: bytes) -> None:
         self._grow_to(len(heap))

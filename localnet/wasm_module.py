@@ -90,6 +90,9 @@ class ModuleInfo:
     tables: int = 0  # imported + defined
     memory64: bool = False  # whether memory 0 is a 64-bit memory
     start: int | None = None  # the start function's index
+    # (offset, bytes) of the active data segments of memory 0: an upgrade that
+    # keeps the heap writes them over it before the start function runs.
+    data_segments: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def mutable_globals(self) -> list[GlobalInfo]:
@@ -324,7 +327,45 @@ def parse(wasm: bytes) -> ModuleInfo:
             _parse_exports(r, info)
         elif sec.id == SECTION_START:
             info.start = r.uleb()
+        elif sec.id == _SECTION_DATA:
+            info.data_segments = _parse_data(r)
     return info
+
+
+_SECTION_DATA = 11
+
+
+def _parse_data(r: _Reader) -> list[tuple[int, bytes]]:
+    segments = []
+    for _ in range(r.uleb()):
+        flags = r.uleb()
+        if flags == 1:  # passive: only memory.init copies it
+            r.take(r.uleb())
+            continue
+        memory = r.uleb() if flags == 2 else 0
+        offset = _const_offset(r)
+        data = r.take(r.uleb())
+        if memory == 0:
+            segments.append((offset, data))
+    return segments
+
+
+def _const_offset(r: _Reader) -> int:
+    opcode = r.byte()
+    if opcode not in (0x41, 0x42):  # i32.const, i64.const
+        raise InvalidModule(f"data segment offset expression 0x{opcode:02x} is not a constant")
+    value = shift = 0
+    while True:  # signed LEB128
+        b = r.byte()
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            if b & 0x40:
+                value -= 1 << shift
+            break
+    if r.byte() != 0x0B:
+        raise InvalidModule("data segment offset expression is not a single constant")
+    return value & ((1 << (32 if opcode == 0x41 else 64)) - 1)
 
 
 def _extra_exports(info: ModuleInfo) -> list[Export]:

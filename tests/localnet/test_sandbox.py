@@ -21,6 +21,7 @@ from sandbox_util import (
     load_installed,
     run,
     system_state,
+    wat,
 )
 
 from localnet.errors import ErrorCode
@@ -256,3 +257,26 @@ def test_sandboxes_release_their_memory(engine: WasmEngine, close: bool) -> None
         del sb
     gc.collect()
     assert _mappings() - before < 10  # a leaked instance keeps >= 2 mappings
+
+
+def test_a_kept_heap_gets_data_segments_then_start_as_on_an_ic_upgrade(
+    engine: WasmEngine,
+) -> None:
+    # The start function sees the kept heap with the new module's data segments
+    # already written over it (OrthogonalPersistence::upgrade_memory, then start).
+    module = wat("""(module
+      (memory 2)
+      (data (i32.const 1) "NEW")
+      (data (i32.const 70000) "far")
+      (func $start (i32.store8 (i32.const 20) (i32.add (i32.load8_u (i32.const 1)) (i32.const 1))))
+      (start $start))""")
+    kept = CanisterSandbox.load(engine, module, heap=b"o" * 10, rollback="copy")
+    heap = kept.capture().heap
+    assert heap[:10] == b"oNEWoooooo"
+    assert heap[70000:70003] == b"far"
+    assert heap[20] == ord("N") + 1  # start ran after the segments were in place
+    kept.close()
+    # A complete saved state (heap and globals): neither segments nor start run again.
+    restored = CanisterSandbox.load(engine, module, heap=b"o" * 10, globals=[], rollback="copy")
+    assert restored.capture().heap[:21] == b"o" * 10 + bytes(11)
+    restored.close()

@@ -132,3 +132,13 @@ def test_leb128_round_trip(value: int) -> None:
     reader = wm._Reader(encoded)
     assert reader.uleb() == value
     assert reader.at_end()
+
+
+def test_active_data_segments_skip_passive_ones_and_read_64_bit_offsets() -> None:
+    module32 = wat(
+        '(module (memory 1) (data (i32.const 7) "ab") (data "passive") (data (i32.const 100) "c"))'
+    )
+    assert wm.parse(module32).data_segments == [(7, b"ab"), (100, b"c")]
+    module64 = wat('(module (memory i64 1) (data (i64.const 70000) "xyz"))')
+    assert wm.parse(module64).data_segments == [(70000, b"xyz")]
+    assert wm.parse(wat("(module)")).data_segments == []
