@@ -59,8 +59,9 @@ class NodeApi(Protocol):
         """Wait until the call is replied or rejected; False on timeout."""
         ...
 
-    async def read_state(self, sender: bytes, effective_canister_id: bytes,
-                         paths: list[list[bytes]]) -> bytes:
+    async def read_state(
+        self, sender: bytes, effective_canister_id: bytes, paths: list[list[bytes]]
+    ) -> bytes:
         """A CBOR certificate covering ``paths`` (plus ``time``).
 
         Raises :class:`Forbidden` for paths the sender may not read, e.g. the
