@@ -65,7 +65,7 @@ def test_every_rejects_tiny_intervals() -> None:
 
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
-        Every(60).next_after(dt.datetime(2026, 1, 1))  # noqa: DTZ001
+        Every(60).next_after(dt.datetime(2026, 1, 1))
 
 
 # ----------------------------------------------------------------------- cron
@@ -153,8 +153,8 @@ def test_parse_trigger() -> None:
     minute=st.integers(0, 59),
     hour=st.integers(0, 23),
     start=st.datetimes(
-        min_value=dt.datetime(2000, 1, 1),  # noqa: DTZ001
-        max_value=dt.datetime(2090, 1, 1),  # noqa: DTZ001
+        min_value=dt.datetime(2000, 1, 1),
+        max_value=dt.datetime(2090, 1, 1),
         timezones=st.just(UTC),
     ),
 )
