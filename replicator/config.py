@@ -51,6 +51,9 @@ Everything has a default, so no file is needed to talk to ``local`` or
     target = "app_backup"
     network = "ic"           # default: the top-level network
     options = { verify = true }
+    schedule = "0 3 * * *"   # for `replicator serve`: 5-field cron (UTC) or "every 6h"
+    jitter = "10m"           # spread jobs on the same schedule (a fixed offset per job)
+    windows = ["01:00-05:00"]  # UTC; the job starts only inside a window
 
 Relative paths are relative to the configuration file; ``~`` is expanded.
 Entries of ``[canisters]`` win over ``canister_ids.json``.  Command-line flags
@@ -76,6 +79,7 @@ from replicator.errors import ConfigError, UsageError
 from replicator.jobs import ArchiveRef, CanisterRef, Endpoint, Job, JobKind, Scalar
 from replicator.limits import LimitSettings, Window
 from replicator.retry import RetryPolicy
+from replicator.schedule import JobSchedule, parse_duration, parse_trigger
 
 LOCAL, IC = "local", "ic"
 DEFAULT_URLS = {LOCAL: "http://127.0.0.1:4943", IC: "https://icp-api.io"}
@@ -112,6 +116,7 @@ _LIMIT_KEYS = {
     "max_chunk_size",
     "min_chunk_size",
 }
+_JOB_KEYS = {"kind", "source", "target", "network", "options", "schedule", "jitter", "windows"}
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ class JobTemplate:
     target: str | None
     network: str | None
     options: Mapping[str, Scalar]
+    schedule: JobSchedule | None = None  # None: run on demand only, never by `serve`
 
 
 @dataclass(frozen=True)
@@ -448,7 +454,7 @@ class _Parser:
         self, name: str, raw: Mapping[str, Any], networks: Mapping[str, Network]
     ) -> JobTemplate:
         key = f"jobs.{name}"
-        self.known_keys(raw, key, {"kind", "source", "target", "network", "options"})
+        self.known_keys(raw, key, _JOB_KEYS)
         kinds = ", ".join(k.value for k in JobKind)
         kind_text = self.string(raw, "kind", f"{key}.kind")
         try:
@@ -474,7 +480,30 @@ class _Parser:
             target=self.archive_path(self.string(raw, "target", f"{key}.target")),
             network=network,
             options=dict(options),
+            schedule=self.schedule(raw, key),
         )
+
+    def schedule(self, raw: Mapping[str, Any], key: str) -> JobSchedule | None:
+        text = self.string(raw, "schedule", f"{key}.schedule")
+        if text is None:
+            for name in ("jitter", "windows"):
+                if name in raw:
+                    raise self.error(f"{key}.{name}", f"{key}.schedule to be set as well")
+            return None
+        try:
+            trigger = parse_trigger(text)
+        except ValueError as exc:
+            raise self.error(
+                f"{key}.schedule", f"a 5-field cron expression (UTC) or 'every <duration>' ({exc})"
+            ) from None
+        jitter = 0.0
+        if "jitter" in raw:
+            try:
+                jitter = parse_duration(raw["jitter"])
+            except ValueError as exc:
+                raise self.error(f"{key}.jitter", f"a duration like '10m' ({exc})") from None
+        windows = self.windows(raw.get("windows", []), f"{key}.windows")
+        return JobSchedule(trigger, jitter, windows)
 
     # -- values
 

@@ -64,12 +64,14 @@ _SHORTHANDS = {
 }
 
 
-def parse_duration(value: str | float) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``, ``"1h30m"``."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
         seconds = float(value)
+    elif not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration")
     else:
         text = value.strip().replace(" ", "")
         if not text:
