@@ -54,6 +54,7 @@ class Canister:
 
     def __init__(self, engine: WasmEngine, wasm: Path, index: int, init_arg: bytes) -> None:
         self.id = ids.canister_id(index)
+        self.engine = engine
         self.sandbox = CanisterSandbox.load(engine, wasm.read_bytes())
         result = self.execute(EntryKind.INIT, "", init_arg, CONTROLLER)
         assert not result.trapped, result.trap_message
@@ -124,16 +125,18 @@ def generate(canister: Canister, mib: int, seed: int) -> None:
     raise AssertionError("generate did not finish")
 
 
-def backup(engine: WasmEngine, source: Canister, keep: int | None, peers: list[bytes]) -> Canister:
-    func_arg = Types.Record(
-        {
-            "source": Types.Principal,
-            "keep": Types.Opt(Types.Nat),
-            "peers": Types.Vec(Types.Principal),
-        }
-    )
+BACKUP_INIT = Types.Record(
+    {"source": Types.Principal, "keep": Types.Opt(Types.Nat), "peers": Types.Vec(Types.Principal)}
+)
+
+
+def backup_arg(source: Canister, keep: int | None, peers: list[bytes]) -> bytes:
     value = {"source": source.id, "keep": [] if keep is None else [keep], "peers": peers}
-    arg = bytes(encode([{"type": func_arg, "value": value}]))
+    return bytes(encode([{"type": BACKUP_INIT, "value": value}]))
+
+
+def backup(engine: WasmEngine, source: Canister, keep: int | None, peers: list[bytes]) -> Canister:
+    arg = backup_arg(source, keep, peers)
     return Canister(engine, WASM / "backup.wasm", next(_next_index), arg)
 
 
@@ -555,3 +558,61 @@ def test_backup_keeps_the_newest_images_and_restores_them(engine: WasmEngine) ->
     assert stats(fresh)["fingerprint"] == fingerprints[1]
     store.ok("backup_set_keep", 1)
     assert [i["snapshot_id"] for i in store.ok("icrp_list_images")] == [3]
+
+
+# ------------------------------------------------------------------ upgrades
+
+
+def upgrade(canister: Canister, wasm: Path, arg: bytes) -> None:
+    """Upgrade in place keeping the heap (EOP), as install_code's upgrade does."""
+    result = canister.execute(EntryKind.PRE_UPGRADE, "", b"", CONTROLLER)
+    assert not result.trapped, result.trap_message
+    image = canister.sandbox.capture()
+    old = canister.sandbox
+    canister.sandbox = CanisterSandbox.load(
+        canister.engine, wasm.read_bytes(), heap=image.heap, stable=image.stable
+    )
+    old.close()
+    result = canister.execute(EntryKind.POST_UPGRADE, "", arg, CONTROLLER)
+    assert not result.trapped, result.trap_message
+
+
+def test_an_export_interrupted_by_an_upgrade_starts_over_and_completes(
+    engine: WasmEngine,
+) -> None:
+    app = demo(engine, mib=2)
+    whole = export(app)
+    app.ok("icrp_end_export", whole["snapshot_id"])
+    app.ok(
+        "set_replication_settings",
+        {
+            "chunk_size": whole["chunk_size"],
+            "journal_max_entries": 100_000,
+            "journal_max_bytes": 64 << 20,
+            "step_instructions": 20_000_000_000,
+            "step_bytes": 300_000,
+        },
+    )
+    ticket = app.ok("icrp_begin_export")
+    ticket = app.ok("icrp_export_status", ticket["snapshot_id"])
+    assert "preparing" in ticket["state"]
+    before = stats(app)
+    upgrade(app, WASM / "demo_app.wasm", b"DIDL\x00\x00")
+    assert stats(app) == before
+    assert app.ok("icrp_config")["journal_max_entries"] == 100_000
+    while "ready" not in ticket["state"]:
+        ticket = app.ok("icrp_export_status", ticket["snapshot_id"])
+    assert ticket["digest"] == whole["digest"]
+
+
+def test_a_backup_keeps_its_images_across_an_upgrade(engine: WasmEngine) -> None:
+    app = demo(engine, mib=1)
+    store = backup(engine, app, keep=None, peers=[])
+    relay(app, store)
+    (image,) = store.ok("icrp_list_images")
+    data = read_all(store, image)
+    arg = backup_arg(app, None, [])
+    upgrade(store, WASM / "backup.wasm", arg)
+    assert store.ok("icrp_list_images") == [image]
+    assert read_all(store, image) == data
+    assert store.ok("backup_info")["keep"] == 3

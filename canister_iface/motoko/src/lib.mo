@@ -34,6 +34,11 @@
 /// import (continued by `icrp_commit_import`). The producer and restorer of
 /// a step in progress are transient: after an upgrade the step restarts
 /// from the beginning (an export re-freezes the then current state).
+///
+/// A restore replaces the state as a whole when its last step runs: changes
+/// the app makes between the first and the last step of a commit are
+/// discarded with the old state, and the journal continues from the
+/// image's `journal_seq`.
 
 import InternetComputer "mo:core/InternetComputer";
 import List "mo:core/List";

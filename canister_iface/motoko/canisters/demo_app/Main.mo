@@ -386,7 +386,8 @@ persistent actor DemoApp {
       ignore newPost(user, u, sentence(j, 10 + below(j, 40)), picture);
       p += 1;
     };
-    j.done += kv.bytes - before;
+    // Overwritten user records keep their size, so the state only grows.
+    j.done += kv.bytes - Nat.min(before, kv.bytes);
     #ok;
   };
 
