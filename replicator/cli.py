@@ -1,7 +1,9 @@
 """The ``replicator`` command line.
 
-Each sub-command lives in its own module and registers itself here; this
-module only builds the parser and maps outcomes to exit codes.
+Each sub-command lives in its own module (``cli_<group>.py``) and registers
+itself here; this module only builds the parser.  Global flags, settings and
+the error boundary (messages and exit codes) are in :mod:`replicator.cli_common`;
+the exit codes are documented in :mod:`replicator.errors` and the README.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from replicator import __version__, cli_localnet
-
-# Exit codes (documented in the README).
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from replicator import (
+    __version__,
+    cli_check_canister,
+    cli_jobs,
+    cli_localnet,
+)
+from replicator.cli_common import add_global_options
+from replicator.errors import EXIT_INTERRUPTED, EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,19 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Replicate Internet Computer canister state in rate-limited, resumable batches."
         ),
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 not ICRP, 4 access denied, "
+        "5 integrity, 6 budget, 75 temporary (re-run to resume), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
     )
+    add_global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    cli_localnet.register(commands)
+    for module in (cli_jobs, cli_check_canister, cli_localnet):
+        module.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,168 @@
+"""End-to-end helpers: localnet in a child process, an identity file, and the CLI as a user runs it.
+
+The ``replicator`` command runs as a subprocess (``python -m replicator.cli``
+with this interpreter), against a localnet child process, configured by a
+TOML file that pins localnet's root key (as a user would for a network whose
+key they know) rather than fetching it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from canister_iface.agent import Agent
+from canister_iface.identity import Identity
+from canister_iface.principal import Principal
+from replicator.demo_app import DemoApp, Stats
+
+ROOT = Path(__file__).parents[2]
+_STARTUP_S = 60
+
+
+@dataclass
+class Net:
+    """A localnet child process."""
+
+    url: str
+    root_key: bytes
+    proc: subprocess.Popen[str]
+    state_dir: Path | None = None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def start_localnet(state_dir: Path | None = None, port: int = 0) -> Net:
+    args = [sys.executable, "-m", "localnet", "--port", str(port)]
+    if state_dir is not None:
+        args += ["--state-dir", str(state_dir)]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url, key = "", b""
+    assert proc.stdout is not None
+    while not (url and key):
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"localnet exited with {proc.wait(_STARTUP_S)} before starting")
+        if line.startswith("localnet listening on "):
+            url = line.split()[-1]
+        elif line.startswith("root key: "):
+            key = bytes.fromhex(line.split()[-1])
+    return Net(url, key, proc, state_dir)
+
+
+@dataclass
+class Cli:
+    """Runs ``replicator`` against one localnet as one identity, with one state file."""
+
+    net: Net
+    pem: Path
+    config: Path
+    state: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def args(self, *args: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "replicator.cli",
+            "--config",
+            str(self.config),
+            "--state",
+            str(self.state),
+            *args,
+        ]
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.args(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.args(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+        )
+
+    def identity(self) -> Identity:
+        return Identity.from_pem_file(self.pem)
+
+    def agent(self) -> Agent:
+        return Agent(self.net.url, self.identity(), network="local", root_key=self.net.root_key)
+
+    def deploy_demo(self, mib: int, seed: int = 1) -> Principal:
+        async def deploy() -> Principal:
+            async with self.agent() as agent:
+                app = await DemoApp.deploy(agent, self.identity().principal)
+                await app.generate(mib, seed)
+                return app.canister_id
+
+        return asyncio.run(deploy())
+
+    def stats(self, canister: Principal) -> Stats:
+        async def stats() -> Stats:
+            async with self.agent() as agent:
+                return await DemoApp(agent, canister).stats()
+
+        return asyncio.run(stats())
+
+
+def write_pem(path: Path) -> Path:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return path
+
+
+def write_config(path: Path, net: Net, pem: Path, extra: str = "") -> Path:
+    path.write_text(
+        f"""network = "local"
+
+[networks.local]
+url = "{net.url}"
+root_key = "{net.root_key.hex()}"
+
+[identity]
+pem = "{pem}"
+
+{extra}
+"""
+    )
+    return path
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    """Every JSON object printed, one per line (other lines are a failure)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

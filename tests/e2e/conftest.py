@@ -1,0 +1,25 @@
+"""End-to-end fixtures (helpers in ``cli_harness``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_harness import Cli, Net, start_localnet, write_config, write_pem
+
+
+@pytest.fixture(scope="module")
+def localnet() -> Iterator[Net]:
+    net = start_localnet()
+    try:
+        yield net
+    finally:
+        net.stop()
+
+
+@pytest.fixture
+def cli(localnet: Net, tmp_path: Path) -> Cli:
+    pem = write_pem(tmp_path / "identity.pem")
+    config = write_config(tmp_path / "replicator.toml", localnet, pem)
+    return Cli(localnet, pem, config, tmp_path / "checkpoints.sqlite3")

@@ -1,0 +1,112 @@
+"""The ``replicator`` command line as a user runs it: a subprocess against localnet."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from cli_harness import ROOT, Cli, json_lines
+
+from canister_iface.management import ManagementClient
+from canister_iface.management_types import CanisterSettings
+
+pytestmark = pytest.mark.e2e
+
+SOME_ID = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+COUNTER_WASM = ROOT / "tests" / "canisters" / "wasm" / "counter.wasm"
+
+
+def test_usage_errors_exit_2_and_say_what_to_do(cli: Cli) -> None:
+    bad_flag = cli.run("jobs", "--bytes-per-second", "lots")
+    assert bad_flag.returncode == 2
+    assert "--bytes-per-second" in bad_flag.stderr
+    assert "'lots'" in bad_flag.stderr
+    assert "2 MiB" in bad_flag.stderr  # what a valid value looks like
+
+    unknown = cli.run("check-canister", "no-such-name")
+    assert unknown.returncode == 2
+    assert "no-such-name" in unknown.stderr
+    assert "canister_ids.json" in unknown.stderr
+
+    missing = cli.run("backup-everything")
+    assert missing.returncode == 2
+
+    as_json = cli.run("--json", "check-canister", "no-such-name")
+    events = json_lines(as_json.stdout)
+    assert [e["event"] for e in events] == ["error", "summary"]
+    assert events[-1]["ok"] is False
+    assert events[-1]["exit_code"] == 2
+
+
+def test_a_bad_config_file_names_file_and_key(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\ncalls_per_secnd = 5\n")
+    result = cli.run("--config", str(bad), "jobs")
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "limits.calls_per_secnd" in result.stderr
+
+
+def test_an_unreadable_identity_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    loose = tmp_path / "loose.pem"
+    loose.write_bytes(cli.pem.read_bytes())
+    loose.chmod(0o644)
+    result = cli.run("--identity", str(loose), "check-canister", SOME_ID)
+    assert result.returncode == 2
+    assert str(loose) in result.stderr
+
+
+def test_jobs_on_an_empty_store(cli: Cli) -> None:
+    result = cli.run("jobs")
+    assert result.returncode == 0, result.stderr
+    assert "no jobs" in result.stdout
+    assert not cli.state.exists()  # listing creates nothing
+
+
+def test_check_canister_passes_the_demo_app(cli: Cli) -> None:
+    app = cli.deploy_demo(mib=1)
+    result = cli.run("check-canister", str(app), "--allow-commit")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "conformant" in result.stdout
+    assert "NOT conformant" not in result.stdout
+
+    as_json = cli.run("--json", "check-canister", str(app))
+    summary = json_lines(as_json.stdout)[-1]
+    assert summary["event"] == "summary"
+    assert summary["conformant"] is True
+    assert summary["exit_code"] == 0
+
+
+def test_check_canister_fails_a_canister_without_icrp(cli: Cli) -> None:
+    async def deploy() -> str:
+        async with cli.agent() as agent:
+            mgmt = ManagementClient(agent)
+            canister = await mgmt.provisional_create_canister_with_cycles(
+                amount=10**13, settings=CanisterSettings(controllers=(cli.identity().principal,))
+            )
+            await mgmt.install_code(canister, COUNTER_WASM.read_bytes())
+            return str(canister)
+
+    counter = asyncio.run(deploy())
+    result = cli.run("check-canister", counter)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NOT conformant" in result.stdout
+
+
+def test_an_unreachable_network_is_temporary(cli: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "down.toml"
+    config.write_text(
+        cli.config.read_text().replace(cli.net.url, "http://127.0.0.1:9")
+        + "\n[retry]\nmax_attempts = 2\nmax_seconds = 2\ninitial_wait = 0.1\n"
+    )
+    result = cli.run("--config", str(config), "check-canister", SOME_ID)
+    assert result.returncode == 75, result.stderr
+    assert "127.0.0.1:9" in result.stderr
+    assert "re-run" in result.stderr
+
+
+def test_the_management_canister_is_not_a_replication_source(cli: Cli) -> None:
+    result = cli.run("check-canister", "aaaaa-aa")
+    assert result.returncode == 2
+    assert "management canister" in result.stderr
