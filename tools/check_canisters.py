@@ -28,6 +28,25 @@ def _expected() -> dict[str, Path]:
     return wasm
 
 
+def _stale_manifests(expected: dict[str, Path], rebuilt_dir: Path) -> list[str]:
+    """Every committed SHA256SUMS must list exactly the rebuilt hashes of its folder."""
+    rebuilt = {
+        line.split()[1]: line.split()[0]
+        for line in (rebuilt_dir / "SHA256SUMS").read_text().splitlines()
+    }
+    bad = []
+    for out_dir in sorted({path.parent for path in expected.values()}):
+        manifest = out_dir / "SHA256SUMS"
+        names = {p.name for p in expected.values() if p.parent == out_dir}
+        want = {name: rebuilt[name] for name in names}
+        have = {}
+        if manifest.exists():
+            have = {ln.split()[1]: ln.split()[0] for ln in manifest.read_text().splitlines()}
+        if have != want:
+            bad.append(f"{manifest.relative_to(ROOT)}: stale (run `make canisters`)")
+    return bad
+
+
 def main() -> int:
     expected = _expected()
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,6 +67,7 @@ def main() -> int:
                 bad.append(f"{committed.relative_to(ROOT)}: not committed (run `make canisters`)")
             elif committed.read_bytes() != rebuilt.read_bytes():
                 bad.append(f"{committed.relative_to(ROOT)}: differs from a rebuild of its source")
+        bad += _stale_manifests(expected, Path(tmp))
     for line in bad:
         print(line, file=sys.stderr)
     if not bad:
