@@ -21,6 +21,30 @@ metric                                         type       labels
 ``replicator_last_checkpoint_timestamp_seconds``  gauge   —
 =============================================  =========  ============================
 
+The long-running service (``replicator serve``) adds :class:`ServiceMetrics`:
+
+=======================================================  =========  =====================
+metric                                                   type       labels
+=======================================================  =========  =====================
+``replicator_build_info``                                gauge (1)  version, python
+``replicator_job_runs_total``                            counter    kind, outcome
+``replicator_job_failures_total``                        counter    kind, reason
+``replicator_schedule_last_success_timestamp_seconds``   gauge      name, kind
+``replicator_schedule_last_progress_timestamp_seconds``  gauge      name, kind
+``replicator_schedule_next_run_timestamp_seconds``       gauge      name, kind
+``replicator_schedule_max_gap_seconds``                  gauge      name, kind
+``replicator_schedule_consecutive_failures``             gauge      name, kind
+``replicator_schedule_running``                          gauge      name, kind
+``replicator_cycles_budget``                             gauge      network
+``replicator_cycles_budget_remaining``                   gauge      network
+=======================================================  =========  =====================
+
+- ``outcome`` of a run: ``done``, ``failed``, ``cancelled``; ``reason`` of a
+  failure: :data:`FAILURE_REASONS` (by exit code, see :mod:`replicator.errors`).
+- ``name``: a scheduled job's name in the config (``[jobs.<name>]``) — a
+  handful per service, never one per canister.  Not ``job``: Prometheus puts
+  its scrape job there.
+
 - ``kind``: job kind (``backup``, ``restore``, ``archive-export``, …);
   ``state``: job phase (``pending`` … ``done``/``failed``/``cancelled``).
 - ``route``: ``relay`` (through the orchestrator), ``direct`` (canister to
@@ -41,8 +65,9 @@ signatures the limits and the retry policy call back with.
 from __future__ import annotations
 
 import asyncio
+import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -52,16 +77,29 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
     start_http_server,
 )
 
 from canister_iface import errors as ic
+from replicator import errors
 from replicator.chunking import Path
 from replicator.jobs import JobKind, Phase
 from replicator.retry import REASONS
 
+RUN_OUTCOMES = ("done", "failed", "cancelled")
+# A failed run's exit code → the ``reason`` label (a small fixed set).
+FAILURE_REASONS = {
+    errors.EXIT_FAILED: "failed",
+    errors.EXIT_USAGE: "usage",
+    errors.EXIT_NOT_ICRP: "not_icrp",
+    errors.EXIT_ACCESS_DENIED: "access_denied",
+    errors.EXIT_INTEGRITY: "integrity",
+    errors.EXIT_BUDGET: "budget",
+    errors.EXIT_TEMPORARY: "temporary",
+}
 LIMIT_NAMES = ("time_window", "cycles_budget", "in_flight", "calls_per_second", "bytes_per_second")
 ROUTES = ("relay", "direct", "snapshot")
 OUTCOMES = ("ok", "transient", "permanent", "cancelled", "error")
@@ -245,3 +283,125 @@ def serve_metrics(
     """
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return MetricsServer(server, int(server.server_port))
+
+
+def failure_reason(exit_code: int | None) -> str:
+    """The ``reason`` label of a run that failed with ``exit_code``."""
+    return FAILURE_REASONS.get(exit_code or errors.EXIT_FAILED, "failed")
+
+
+class ServiceMetrics:
+    """The metrics of ``replicator serve``: build, runs, schedules and budgets.
+
+    Registered next to :class:`Metrics` in the same registry.  Schedule
+    gauges are per configured job (``name``), all set from :meth:`add_job` on,
+    so every series exists from the first scrape.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, version: str) -> None:
+        r = self.registry = registry
+        build = Info("replicator_build", "The running replicator's version.", registry=r)
+        build.info({"version": version, "python": platform.python_version()})
+        self.job_runs = Counter(
+            "replicator_job_runs",
+            "Finished job runs by kind and outcome (done, failed, cancelled).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.job_failures = Counter(
+            "replicator_job_failures",
+            "Failed job runs by kind and reason (from the exit code).",
+            ["kind", "reason"],
+            registry=r,
+        )
+        job = ["name", "kind"]
+        self.last_success = Gauge(
+            "replicator_schedule_last_success_timestamp_seconds",
+            "Unix time of the job's last successful run (before one: when the service "
+            "started waiting for it).",
+            job,
+            registry=r,
+        )
+        self.last_progress = Gauge(
+            "replicator_schedule_last_progress_timestamp_seconds",
+            "Unix time the job last advanced (started, changed phase, copied bytes).",
+            job,
+            registry=r,
+        )
+        self.next_run = Gauge(
+            "replicator_schedule_next_run_timestamp_seconds",
+            "Unix time of the job's next scheduled start.",
+            job,
+            registry=r,
+        )
+        self.max_gap = Gauge(
+            "replicator_schedule_max_gap_seconds",
+            "The longest time between two scheduled starts of the job.",
+            job,
+            registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "replicator_schedule_consecutive_failures",
+            "Runs of the job that failed in a row (0 after a success).",
+            job,
+            registry=r,
+        )
+        self.running = Gauge(
+            "replicator_schedule_running", "1 while the job runs, else 0.", job, registry=r
+        )
+        self.cycles_budget = Gauge(
+            "replicator_cycles_budget",
+            "The cycles budget of a network's limits (only networks with one).",
+            ["network"],
+            registry=r,
+        )
+        self.cycles_budget_remaining = Gauge(
+            "replicator_cycles_budget_remaining",
+            "Cycles left in a network's budget.",
+            ["network"],
+            registry=r,
+        )
+        for kind in JobKind:
+            for outcome in RUN_OUTCOMES:
+                self.job_runs.labels(kind.value, outcome)
+            for reason in FAILURE_REASONS.values():
+                self.job_failures.labels(kind.value, reason)
+
+    def add_job(self, name: str, kind: JobKind, *, max_gap: float, since: float) -> None:
+        """A scheduled job is known: ``since`` is its last success (or the start time)."""
+        labels = (name, kind.value)
+        self.max_gap.labels(*labels).set(max_gap)
+        self.last_success.labels(*labels).set(since)
+        self.last_progress.labels(*labels).set(since)
+        self.consecutive_failures.labels(*labels).set(0)
+        self.running.labels(*labels).set(0)
+        self.next_run.labels(*labels)
+
+    def scheduled(self, name: str, kind: JobKind, at: float) -> None:
+        self.next_run.labels(name, kind.value).set(at)
+
+    def run_started(self, name: str, kind: JobKind, at: float) -> None:
+        self.running.labels(name, kind.value).set(1)
+        self.progressed(name, kind, at)
+
+    def progressed(self, name: str, kind: JobKind, at: float) -> None:
+        self.last_progress.labels(name, kind.value).set(at)
+
+    def run_finished(
+        self, name: str, kind: JobKind, outcome: str, exit_code: int | None, at: float
+    ) -> None:
+        """A run ended: ``outcome`` is one of :data:`RUN_OUTCOMES`."""
+        labels = (name, kind.value)
+        self.running.labels(*labels).set(0)
+        self.job_runs.labels(kind.value, outcome).inc()
+        if outcome == "done":
+            self.last_success.labels(*labels).set(at)
+            self.consecutive_failures.labels(*labels).set(0)
+        elif outcome == "failed":
+            self.job_failures.labels(kind.value, failure_reason(exit_code)).inc()
+            self.consecutive_failures.labels(*labels).inc()
+
+    def watch_budget(self, network: str, budget: int, remaining: Callable[[], float]) -> None:
+        """Export a network's cycles budget; ``remaining`` is read at every scrape."""
+        self.cycles_budget.labels(network).set(budget)
+        self.cycles_budget_remaining.labels(network).set_function(remaining)
