@@ -1,0 +1,514 @@
+"""Canisters as sources and targets: the ICRP side of a job.
+
+Every call goes through the network's :class:`~replicator.calls.CallRunner`
+(limits, retries, metrics).  Before anything else each side asks
+``icrp_info``: a canister that does not answer it does not speak ICRP, and
+one that says ``trusted = false`` will refuse our identity — both stop the
+job before it changes anything.
+
+Source (:class:`CanisterSource`): ``prepare`` reuses the snapshot a resumed
+job was copying while the canister still offers it, otherwise freezes a new
+image with ``icrp_begin_export`` and continues it with
+``icrp_export_status`` until it is ready (large images are prepared in
+steps).  A restore may name a snapshot (``snapshot=``): a backup canister
+keeps several.
+
+Target (:class:`CanisterTarget`): ``prepare`` first looks whether the job is
+already finished there (a resumed import that was committed; a backup
+canister that already stores this very image), then opens the import with
+``icrp_begin_import`` — which returns the same import id for the same image,
+so a resumed job continues its import.  The spec carries the chunk digests
+(when they fit in one message), so the target checks every chunk as it
+completes.  ``held`` reads ``icrp_import_status``: the target's word on
+which chunks it holds is what a resumed job reconciles its checkpoint with.
+
+The direct path needs two grants, which :func:`allow_push` makes (as a
+controller) when they are missing: the source may push only to its peers,
+and the target accepts writes only from controllers and peers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from canister_iface import errors as ic
+from canister_iface import icrp_errors as ie
+from canister_iface.icrp import IcrpClient
+from canister_iface.icrp_types import ExportTicket, ImportSpec, ImportStatus, Info, ensure_version
+from canister_iface.principal import Principal
+from replicator.calls import CallCost, CallRunner
+from replicator.chunking import Path
+from replicator.errors import AccessDeniedError, IntegrityError, JobFailed, UsageError
+from replicator.flows.sides import Context, Prepared
+from replicator.integrity import image_digest
+from replicator.jobs import CanisterRef, ImageInfo
+from replicator.pump import Run, Sizer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Chunk digests ride in the import spec while the spec fits one ingress
+# message comfortably (36 bytes each with Candid framing): 40,000 chunks,
+# i.e. 40 GiB at 1 MiB chunks.  Larger images are checked at commit only.
+MAX_SPEC_DIGESTS = 40_000
+_DIGESTS_PER_CALL = 50_000
+_MAX_STEPS = 100_000
+
+
+class _Canister:
+    """Calls to one canister's ICRP methods, through the runner."""
+
+    def __init__(self, ref: CanisterRef, ctx: Context) -> None:
+        self.endpoint = ref
+        self.ctx = ctx
+        self.agent = ctx.agent_for(ref.network)
+        self.runner: CallRunner = ctx.runner_for(ref.network)
+        self.client = IcrpClient(self.agent, ref.canister_id)
+        self.principal = Principal.of(ref.canister_id)
+        self._info: Info | None = None
+
+    async def call(
+        self,
+        method: str,
+        perform: Callable[[], Awaitable[T]],
+        *,
+        cost: CallCost = "update",
+        nbytes: int = 0,
+    ) -> T:
+        return await self.runner.call(
+            self.endpoint.canister_id,
+            method,
+            perform,
+            cost=cost,
+            nbytes=nbytes,
+            what=f"{method} on {self.endpoint}",
+        )
+
+    async def info(self) -> Info:
+        """``icrp_info``, checked: ICRP version 1 and our identity trusted."""
+        if self._info is None:
+            info = await self.call("icrp_info", self.client.info, cost="query")
+            ensure_version(info)
+            if not info.trusted:
+                me = self.agent.identity.principal
+                raise AccessDeniedError(
+                    f"{self.endpoint} does not trust {me}: the identity is neither a "
+                    "controller nor a trusted peer of the canister. Use a controller's identity "
+                    "(identity.pem in the config), or have a controller add it with icrp_set_peers"
+                )
+            self._info = info
+        return self._info
+
+    async def require(self, capability: str, why: str) -> Info:
+        info = await self.info()
+        if not info.can(capability):
+            raise JobFailed(
+                f"{self.endpoint} ({info.role}) cannot {why}: it lacks the ICRP capability "
+                f"{capability!r} (it has: {', '.join(info.capabilities) or 'none'})"
+            )
+        return info
+
+    def sizer(self, path: Path) -> Sizer:
+        limit = None if self._info is None else self._info.max_transfer_bytes
+        return self.ctx.sizer_for(path, limit)
+
+    async def close(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------- source
+
+
+class CanisterSource(_Canister):
+    """A canister whose image a job copies (app, shard or backup canister)."""
+
+    def __init__(self, ref: CanisterRef, ctx: Context, *, snapshot: int | None = None) -> None:
+        super().__init__(ref, ctx)
+        self.snapshot = snapshot
+        self.ticket: ExportTicket | None = None
+        self._digests: tuple[int, list[bytes]] | None = None
+
+    @property
+    def origin(self) -> Principal:
+        return self.principal
+
+    @property
+    def journal_seq(self) -> int:
+        return 0 if self.ticket is None else self.ticket.journal_seq
+
+    async def prepare(self, resume: ImageInfo | None) -> ImageInfo:
+        await self.require("image", "export an image")
+        ticket = None
+        if self.snapshot is not None:
+            ticket = await self._named(self.snapshot)
+        elif resume is not None:
+            ticket = await self._still_offered(resume.snapshot_id)
+        if ticket is None:
+            ticket = await self.call("icrp_begin_export", self.client.begin_export)
+        ticket = await self._ready(ticket)
+        self.ticket = ticket
+        return ImageInfo(ticket.snapshot_id, ticket.size, ticket.chunk_size, ticket.digest)
+
+    async def _named(self, snapshot_id: int) -> ExportTicket:
+        try:
+            return await self._status(snapshot_id)
+        except ie.StaleSnapshot:
+            images = await self.call("icrp_list_images", self.client.list_images, cost="query")
+            held = ", ".join(str(t.snapshot_id) for t in images) or "none"
+            raise UsageError(
+                f"{self.endpoint} holds no snapshot {snapshot_id} (it holds: {held}); pick one "
+                "of those or leave the snapshot out for the newest"
+            ) from None
+
+    async def _still_offered(self, snapshot_id: int) -> ExportTicket | None:
+        try:
+            return await self._status(snapshot_id)
+        except ie.StaleSnapshot:
+            return None
+
+    async def _status(self, snapshot_id: int) -> ExportTicket:
+        return await self.call("icrp_export_status", lambda: self.client.export_status(snapshot_id))
+
+    async def _ready(self, ticket: ExportTicket) -> ExportTicket:
+        steps = 0
+        while not ticket.ready:
+            if steps == 0:
+                self.ctx.note(f"{self.endpoint} is preparing snapshot {ticket.snapshot_id}")
+            if steps >= _MAX_STEPS:
+                raise JobFailed(
+                    f"{self.endpoint} is still preparing snapshot {ticket.snapshot_id} after "
+                    f"{steps} steps ({ticket.done_bytes:,} bytes): it makes no progress"
+                )
+            ticket = await self._status(ticket.snapshot_id)
+            steps += 1
+        if ticket.digest is None:
+            raise ic.ProtocolError(
+                f"{self.endpoint}: snapshot {ticket.snapshot_id} is ready but has no digest"
+            )
+        return ticket
+
+    async def chunk_digests(self, image: ImageInfo) -> list[bytes]:
+        if self._digests is not None and self._digests[0] == image.snapshot_id:
+            return self._digests[1]
+        digests: list[bytes] = []
+        count = image.chunk_count
+        while len(digests) < count:
+            first, want = len(digests), min(_DIGESTS_PER_CALL, count - len(digests))
+            got = await self._digest_batch(image.snapshot_id, first, want)
+            if not got:
+                raise ic.ProtocolError(
+                    f"{self.endpoint} returned no chunk digests from chunk {first} of {count}"
+                )
+            digests.extend(got)
+        digests = digests[:count]
+        if image.digest is not None and image_digest(digests) != image.digest:
+            raise IntegrityError(
+                f"the chunk digests {self.endpoint} publishes for snapshot {image.snapshot_id} "
+                f"do not hash to its image digest {image.digest.hex()}; the source is "
+                "inconsistent, nothing was copied"
+            )
+        self._digests = (image.snapshot_id, digests)
+        return digests
+
+    async def _digest_batch(self, snapshot_id: int, first: int, count: int) -> list[bytes]:
+        return await self.call(
+            "icrp_chunk_digests",
+            lambda: self.client.chunk_digests(snapshot_id, first, count),
+            cost="query",
+        )
+
+    def reader(self, image: ImageInfo) -> CanisterReader:
+        return CanisterReader(self, image.snapshot_id, self.sizer(Path.READ))
+
+    def pusher(self, target: Principal, image: ImageInfo, import_id: int) -> CanisterPusher:
+        return CanisterPusher(self, target, image.snapshot_id, import_id)
+
+    async def release(self, image: ImageInfo) -> None:
+        try:
+            await self.call("icrp_end_export", lambda: self.client.end_export(image.snapshot_id))
+        except ic.IcError as exc:
+            log.warning("could not end the export of %s: %s", self.endpoint, exc)
+
+
+class CanisterReader:
+    """Relay reads: ``icrp_read`` queries in adaptive pieces."""
+
+    def __init__(self, source: _Canister, snapshot_id: int, sizer: Sizer) -> None:
+        self.source = source
+        self.snapshot_id = snapshot_id
+        self.sizer = sizer
+
+    @property
+    def run_bytes(self) -> int:
+        return self.sizer.current
+
+    async def read_run(self, run: Run) -> bytes:
+        parts: list[bytes] = []
+
+        async def read(offset: int, length: int) -> None:
+            data = await self.source.call(
+                "icrp_read",
+                lambda: self.source.client.read(self.snapshot_id, offset, length),
+                cost="query",
+                nbytes=length,
+            )
+            if len(data) != length:
+                raise ic.ProtocolError(
+                    f"{self.source.endpoint} returned {len(data):,} of {length:,} bytes at "
+                    f"offset {offset:,} of snapshot {self.snapshot_id}"
+                )
+            parts.append(data)
+
+        await self.sizer.sized(run.offset, run.length, read)
+        return b"".join(parts)
+
+
+class CanisterPusher:
+    """The direct path: ``icrp_push`` on the source, one piece per call."""
+
+    def __init__(
+        self, source: _Canister, target: Principal, snapshot_id: int, import_id: int
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.snapshot_id = snapshot_id
+        self.import_id = import_id
+
+    async def push(self, offset: int, length: int) -> None:
+        client = self.source.client
+        ack = await self.source.call(
+            "icrp_push",
+            lambda: client.push(self.target, self.snapshot_id, self.import_id, offset, length),
+            cost="push",
+            nbytes=length,
+        )
+        if ack.bytes != length:
+            raise ic.ProtocolError(
+                f"{self.source.endpoint} pushed {ack.bytes:,} bytes for a push of {length:,} at "
+                f"offset {offset:,}"
+            )
+
+
+# --------------------------------------------------------------------- target
+
+
+class CanisterTarget(_Canister):
+    """A canister receiving an image: a backup canister, or an app being restored."""
+
+    async def prepare(
+        self,
+        image: ImageInfo,
+        origin: Principal,
+        journal_seq: int,
+        digests: Sequence[bytes],
+        resume_import_id: int | None,
+    ) -> Prepared:
+        info = await self.require("import", "import an image")
+        if resume_import_id is not None:
+            status = await self._import_status(resume_import_id)
+            if status is not None and _same(status, image, origin):
+                if status.state == "committed":
+                    return Prepared(resume_import_id, committed=True)
+                if status.state in ("receiving", "committing"):
+                    return Prepared(resume_import_id)
+        if info.role == "backup" and await self._stored(image) is not None:
+            self.ctx.note(f"{self.endpoint} already holds this image (digest {_short(image)})")
+            return Prepared(None, committed=True)
+        spec = ImportSpec(
+            source=origin,
+            snapshot_id=image.snapshot_id,
+            size=image.size,
+            chunk_size=image.chunk_size,
+            digest=_digest(image),
+            journal_seq=journal_seq,
+            chunk_digests=tuple(digests) if len(digests) <= MAX_SPEC_DIGESTS else None,
+        )
+        import_id = await self.call("icrp_begin_import", lambda: self.client.begin_import(spec))
+        return Prepared(import_id)
+
+    async def held(self, image: ImageInfo, import_id: int | None) -> set[int]:
+        if import_id is None:
+            return set()
+        status = await self._import_status(import_id)
+        if status is None or status.state not in ("receiving", "committing"):
+            return set()
+        if (status.size, status.chunk_size, status.digest) != (
+            image.size,
+            image.chunk_size,
+            image.digest,
+        ):
+            return set()
+        return {i for i, done in enumerate(status.chunks_done) if done}
+
+    def writer(self, image: ImageInfo, import_id: int | None) -> CanisterWriter:
+        if import_id is None:
+            raise ValueError("a canister target needs an import id to write to")
+        return CanisterWriter(self, import_id, self.sizer(Path.WRITE))
+
+    async def commit(self, image: ImageInfo, import_id: int | None) -> None:
+        if import_id is None:
+            return  # the target already held the image
+        for step in range(_MAX_STEPS):
+            state = await self.call(
+                "icrp_commit_import", lambda: self.client.commit_import(import_id)
+            )
+            if state.committed:
+                return
+            if step == 0:
+                self.ctx.note(f"{self.endpoint} is rebuilding its state from the image")
+        raise JobFailed(f"{self.endpoint} is still committing import {import_id}: no progress")
+
+    async def digest(self, image: ImageInfo, import_id: int | None) -> bytes:
+        info = await self.info()
+        if import_id is not None:
+            return await self._committed_digest(info, import_id)
+        if info.role == "backup":
+            stored = await self._stored(image)
+            if stored is not None:
+                return stored
+            return await self._newest_digest()
+        return await self._current_digest()
+
+    async def _committed_digest(self, info: Info, import_id: int) -> bytes:
+        status = await self._import_status(import_id)
+        if status is None or status.state != "committed":
+            state = "gone" if status is None else status.state
+            raise JobFailed(
+                f"{self.endpoint}: import {import_id} is {state}, not committed; re-run the job"
+            )
+        snapshot_id = status.committed_snapshot_id
+        if info.role == "backup" and snapshot_id is not None:
+            # What the backup canister stores and will serve back, hashed by it.
+            ticket = await self.call(
+                "icrp_export_status",
+                lambda: self.client.export_status(snapshot_id),
+            )
+            return _ticket_digest(ticket, self.endpoint)
+        return status.digest
+
+    async def _stored(self, image: ImageInfo) -> bytes | None:
+        images = await self.call("icrp_list_images", self.client.list_images, cost="query")
+        for ticket in images:
+            if ticket.digest == image.digest and ticket.chunk_size == image.chunk_size:
+                return ticket.digest
+        return None
+
+    async def _newest_digest(self) -> bytes:
+        images = await self.call("icrp_list_images", self.client.list_images, cost="query")
+        if not images:
+            raise JobFailed(f"{self.endpoint} holds no image yet: run a backup first")
+        return _ticket_digest(images[-1], self.endpoint)
+
+    async def _current_digest(self) -> bytes:
+        ticket = await self.call("icrp_begin_export", self.client.begin_export)
+        for _ in range(_MAX_STEPS):
+            if ticket.ready:
+                break
+            ticket = await self._export_status(ticket.snapshot_id)
+        return _ticket_digest(ticket, self.endpoint)
+
+    async def _export_status(self, snapshot_id: int) -> ExportTicket:
+        return await self.call("icrp_export_status", lambda: self.client.export_status(snapshot_id))
+
+    async def _import_status(self, import_id: int) -> ImportStatus | None:
+        try:
+            return await self.call(
+                "icrp_import_status", lambda: self.client.import_status(import_id), cost="query"
+            )
+        except ie.NotFound:
+            return None
+
+    async def abort(self, import_id: int) -> None:
+        try:
+            await self.call("icrp_abort_import", lambda: self.client.abort_import(import_id))
+        except ic.IcError as exc:
+            log.warning("could not abort import %d on %s: %s", import_id, self.endpoint, exc)
+
+    async def discard(self) -> None:
+        return None
+
+
+class CanisterWriter:
+    """Relay writes: ``icrp_write`` updates in adaptive pieces."""
+
+    def __init__(self, target: _Canister, import_id: int, sizer: Sizer) -> None:
+        self.target = target
+        self.import_id = import_id
+        self.sizer = sizer
+
+    @property
+    def run_bytes(self) -> int:
+        return self.sizer.current
+
+    async def write_run(self, run: Run, data: bytes) -> None:
+        async def write(offset: int, length: int) -> None:
+            start = offset - run.offset
+            piece = data[start : start + length]
+            await self.target.call(
+                "icrp_write",
+                lambda: self.target.client.write(self.import_id, offset, piece),
+                nbytes=length,
+            )
+
+        await self.sizer.sized(run.offset, run.length, write)
+
+    async def flush(self) -> None:
+        return None  # an acknowledged icrp_write is durable in the canister
+
+
+# -------------------------------------------------------------------- helpers
+
+
+async def allow_push(source: _Canister, target: _Canister) -> None:
+    """Make ``target`` a peer of ``source`` and ``source`` a peer of ``target`` if needed.
+
+    ``icrp_push`` goes only to the source's peers, and the target accepts the
+    source's ``icrp_write`` only if it trusts the source.  Setting peers needs
+    a controller; without one the message says how to grant them by hand.
+    """
+    await _add_peer(source, target.principal, "push to")
+    await _add_peer(target, source.principal, "accept writes from")
+
+
+async def _add_peer(side: _Canister, peer: Principal, why: str) -> None:
+    try:
+        config = await side.call("icrp_config", side.client.config, cost="query")
+        if peer in config.peers:
+            return
+        peers = [*config.peers, peer]
+        await side.call("icrp_set_peers", lambda: side.client.set_peers(peers))
+    except ic.AccessDenied as exc:
+        raise AccessDeniedError(
+            f"{side.endpoint} must trust {peer} to {why} it (direct path), and only a "
+            f"controller can grant that: {exc}. Run as a controller, have one call "
+            f"icrp_set_peers, or use the relay path (--via relay)"
+        ) from exc
+    side.ctx.note(f"{side.endpoint} now trusts {peer} (direct path)")
+
+
+def _same(status: ImportStatus, image: ImageInfo, origin: Principal) -> bool:
+    return (
+        status.source == origin
+        and status.snapshot_id == image.snapshot_id
+        and status.size == image.size
+        and status.chunk_size == image.chunk_size
+        and status.digest == image.digest
+    )
+
+
+def _digest(image: ImageInfo) -> bytes:
+    if image.digest is None:
+        raise ValueError(f"snapshot {image.snapshot_id} has no digest yet")
+    return image.digest
+
+
+def _ticket_digest(ticket: ExportTicket, where: CanisterRef) -> bytes:
+    if ticket.digest is None:
+        raise ic.ProtocolError(f"{where}: snapshot {ticket.snapshot_id} has no digest")
+    return ticket.digest
+
+
+def _short(image: ImageInfo) -> str:
+    return "unknown" if image.digest is None else image.digest.hex()[:16]

@@ -1,0 +1,109 @@
+"""The protocols of a job's source and target, and what they share with the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from canister_iface.agent import Agent
+from canister_iface.principal import Principal
+from replicator.calls import CallRunner
+from replicator.chunking import Path
+from replicator.jobs import Endpoint, ImageInfo
+from replicator.pump import ChunkReader, ChunkWriter, Sizer
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Bounds of the adaptive transfer size (``limits.max/min_chunk_size``)."""
+
+    max_size: int | None = None
+    min_size: int = 4 * 1024
+
+
+@dataclass
+class Context:
+    """What sides need from the engine for one job run."""
+
+    runner_for: Callable[[str], CallRunner]  # network → calls through its limits
+    agent_for: Callable[[str], Agent]  # network → the agent of that network
+    sizer_for: Callable[[Path, int | None], Sizer]  # path, canister limit → adaptive size
+    note: Callable[[str], None]  # a line for the progress display
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a target said to ``prepare``: the import to use, or that it holds the image."""
+
+    import_id: int | None
+    committed: bool = False
+
+
+class SourceSide(Protocol):
+    @property
+    def endpoint(self) -> Endpoint: ...
+
+    async def prepare(self, resume: ImageInfo | None) -> ImageInfo:
+        """A ready image; ``resume`` is reused if the source still offers it."""
+        ...
+
+    async def chunk_digests(self, image: ImageInfo) -> list[bytes]:
+        """Every chunk digest of ``image`` (checked against its image digest)."""
+        ...
+
+    @property
+    def origin(self) -> Principal:
+        """The principal an import names as the image's source."""
+        ...
+
+    @property
+    def journal_seq(self) -> int:
+        """The journal head the prepared image corresponds to (0 when unknown)."""
+        ...
+
+    def reader(self, image: ImageInfo) -> ChunkReader: ...
+
+    async def release(self, image: ImageInfo) -> None:
+        """The job no longer needs the image (best effort)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TargetSide(Protocol):
+    @property
+    def endpoint(self) -> Endpoint: ...
+
+    async def prepare(
+        self,
+        image: ImageInfo,
+        origin: Principal,
+        journal_seq: int,
+        digests: Sequence[bytes],
+        resume_import_id: int | None,
+    ) -> Prepared:
+        """Open the import of ``image`` (or resume one, or find the image already held)."""
+        ...
+
+    async def held(self, image: ImageInfo, import_id: int | None) -> set[int]:
+        """Chunks of ``image`` the target already holds, verified (resume)."""
+        ...
+
+    def writer(self, image: ImageInfo, import_id: int | None) -> ChunkWriter: ...
+
+    async def commit(self, image: ImageInfo, import_id: int | None) -> None: ...
+
+    async def digest(self, image: ImageInfo, import_id: int | None) -> bytes:
+        """The digest of the image the target now holds (``VerifyTarget``)."""
+        ...
+
+    async def abort(self, import_id: int) -> None:
+        """Drop an import that will not be finished (best effort)."""
+        ...
+
+    async def discard(self) -> None:
+        """Forget partial work for another image (archive: remove the partial file)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,358 @@
+"""The pump: moves an image's chunks with bounded concurrency and checkpoints them.
+
+One copy is::
+
+    plan runs of chunks → (per run) permit → call → verify → ack → checkpoint
+
+- **Plan**: the :class:`~replicator.jobs.ChunkBook` hands out runs of
+  contiguous chunks that are not yet acknowledged, lowest first, as many
+  per run as fit the current transfer size (at least one; a chunk larger
+  than the transfer size is moved in several pieces).
+- **Move**: a :class:`Mover` moves one run.  :class:`DirectMover` asks the
+  source canister to ``icrp_push`` each piece into the target (the bytes
+  never leave the IC); :class:`RelayMover` reads each piece from a
+  :class:`ChunkReader` (``icrp_read`` queries, or an archive file) and
+  writes it to a :class:`ChunkWriter` (``icrp_write`` updates, or an archive
+  file).  Every call goes through :class:`~replicator.calls.CallRunner`:
+  limits, retries of transient errors, metrics.
+- **Adapt**: pieces are cut to the current
+  :class:`~replicator.chunking.TransferSize`; a call that fails for its size
+  (HTTP 413, a payload or reply over a limit, the instruction limit) shrinks
+  it and the rest of the run is cut again; successes grow it back.
+- **Verify**: the relay hashes what it read and compares every chunk with
+  the digest the source published (``icrp_chunk_digests`` or the archive's
+  frame) *before* writing it.  The direct path gives the target the chunk
+  digests in the import spec, so the target checks each chunk as it
+  completes and rejects a bad one.
+- **Ack**: a run counts as done only after every piece was acknowledged by
+  the target (and, for an archive, fsynced); then its chunks are recorded in
+  the checkpoint store (durably) and in the book, and the metrics and
+  progress advance.
+
+Workers: ``concurrency`` tasks in an :class:`asyncio.TaskGroup` take runs
+until none are left.  The first failure cancels the others and is raised
+as itself (not as an ``ExceptionGroup``); chunks in flight stay
+unacknowledged and are copied again by the next run of the job.
+Cancellation propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from canister_iface import errors as ic
+from replicator.chunking import Path, TransferSize, shrink_reason, split_evenly
+from replicator.errors import IntegrityError, JobFailed
+from replicator.integrity import chunk_digest, chunk_span
+from replicator.jobs import ChunkBook, ImageInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class Run:
+    """Chunks ``first .. stop - 1`` of an image: bytes ``[offset, offset + length)``."""
+
+    first: int
+    stop: int
+    offset: int
+    length: int
+
+    @property
+    def chunks(self) -> range:
+        return range(self.first, self.stop)
+
+    @classmethod
+    def of(cls, chunks: range, image: ImageInfo) -> Run:
+        offset, _ = chunk_span(chunks.start, image.size, image.chunk_size)
+        last_offset, last_length = chunk_span(chunks.stop - 1, image.size, image.chunk_size)
+        return cls(chunks.start, chunks.stop, offset, last_offset + last_length - offset)
+
+
+class TransferTooLarge(JobFailed):
+    """Even the smallest transfer size fails for its size."""
+
+
+# ------------------------------------------------------------------ sizing
+
+
+class Sizer:
+    """The adaptive transfer size of one path, reported to the metrics."""
+
+    def __init__(
+        self,
+        size: TransferSize,
+        path: Path,
+        on_change: Callable[[Path, int], None] | None = None,
+    ) -> None:
+        self.size = size
+        self.path = path
+        self._on_change = on_change
+        self._report()
+
+    @property
+    def current(self) -> int:
+        return self.size.size
+
+    async def sized(
+        self, offset: int, length: int, step: Callable[[int, int], Awaitable[None]]
+    ) -> None:
+        """Call ``step(offset, n)`` over ``[offset, offset + length)`` in adaptive pieces."""
+        position, end = offset, offset + length
+        while position < end:
+            piece = split_evenly(position, end - position, self.size.size)[0][1]
+            try:
+                await step(position, piece)
+            except ic.IcError as exc:
+                if shrink_reason(exc) is None:
+                    raise
+                self._shrink(piece, exc)
+                continue
+            self.size.on_success()
+            self._report()
+            position += piece
+
+    def _shrink(self, piece: int, exc: ic.IcError) -> None:
+        before = self.size.size
+        if not self.size.on_too_large(piece):
+            raise TransferTooLarge(
+                f"a transfer of {piece:,} bytes on the {self.path} path failed for its size even "
+                f"at the smallest allowed size ({exc}); lower limits.min_chunk_size or check "
+                "the canister's message limits"
+            ) from exc
+        log.info(
+            "%s transfer of %d bytes too large (%s); now %d", self.path, piece, exc, self.size.size
+        )
+        if self.size.size != before:
+            self._report()
+
+    def _report(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.path, self.size.size)
+
+
+# ------------------------------------------------------------------ movers
+
+
+class Mover(Protocol):
+    """Moves one run to the target; returns the digest of each of its chunks."""
+
+    route: str  # "direct" or "relay": the metrics label
+
+    @property
+    def run_bytes(self) -> int:
+        """How many bytes one run should cover now (the pump takes whole chunks)."""
+        ...
+
+    async def move(self, run: Run) -> list[bytes]: ...
+
+    async def flush(self) -> None:
+        """Make everything moved so far durable at the target (before acks)."""
+        ...
+
+
+class ChunkReader(Protocol):
+    """Where the relay reads bytes from."""
+
+    @property
+    def run_bytes(self) -> int: ...
+
+    async def read_run(self, run: Run) -> bytes:
+        """Exactly the ``run.length`` bytes of ``run``."""
+        ...
+
+
+class ChunkWriter(Protocol):
+    """Where the relay writes bytes to."""
+
+    @property
+    def run_bytes(self) -> int: ...
+
+    async def write_run(self, run: Run, data: bytes) -> None:
+        """Write the (verified) bytes of ``run``; done only once acknowledged."""
+        ...
+
+    async def flush(self) -> None:
+        """Make every write so far durable (files: fsync)."""
+        ...
+
+
+class Pusher(Protocol):
+    """The direct path: makes the source write a byte range into the target."""
+
+    async def push(self, offset: int, length: int) -> None: ...
+
+
+class DirectMover:
+    """Asks the source to push each piece to the target (``icrp_push``)."""
+
+    route = "direct"
+
+    def __init__(self, pusher: Pusher, sizer: Sizer, expected: Sequence[bytes]) -> None:
+        self.pusher = pusher
+        self.sizer = sizer
+        self.expected = expected
+
+    @property
+    def run_bytes(self) -> int:
+        return self.sizer.current
+
+    async def move(self, run: Run) -> list[bytes]:
+        await self.sizer.sized(run.offset, run.length, self.pusher.push)
+        # The target verified every completed chunk against these digests (they
+        # are in its import spec), so they are what it acknowledged.
+        return [self.expected[i] for i in run.chunks]
+
+    async def flush(self) -> None:
+        return None
+
+
+class RelayMover:
+    """Reads a run from the source, checks every chunk, writes it to the target.
+
+    ``writer=None`` only reads and checks (verify jobs).
+    """
+
+    route = "relay"
+
+    def __init__(
+        self,
+        reader: ChunkReader,
+        writer: ChunkWriter | None,
+        image: ImageInfo,
+        expected: Sequence[bytes],
+        *,
+        describe: str = "the source",
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.image = image
+        self.expected = expected
+        self.describe = describe
+
+    @property
+    def run_bytes(self) -> int:
+        if self.writer is None:
+            return self.reader.run_bytes
+        return min(self.reader.run_bytes, self.writer.run_bytes)
+
+    async def move(self, run: Run) -> list[bytes]:
+        data = await self.reader.read_run(run)
+        if len(data) != run.length:
+            raise ic.ProtocolError(
+                f"{self.describe} returned {len(data):,} bytes for chunks {run.first}.."
+                f"{run.stop - 1} ({run.length:,} bytes at offset {run.offset:,})"
+            )
+        digests = self._check(run, data)
+        if self.writer is not None:
+            await self.writer.write_run(run, data)
+        return digests
+
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await self.writer.flush()
+
+    def _check(self, run: Run, data: bytes) -> list[bytes]:
+        digests = []
+        for index in run.chunks:
+            offset, length = chunk_span(index, self.image.size, self.image.chunk_size)
+            start = offset - run.offset
+            digest = chunk_digest(data[start : start + length])
+            if digest != self.expected[index]:
+                raise IntegrityError(
+                    f"chunk {index} read from {self.describe} (snapshot "
+                    f"{self.image.snapshot_id}) hashes to {digest.hex()}, but the source "
+                    f"published {self.expected[index].hex()}; it was not written anywhere. "
+                    "Re-run the job; if it happens again the source image is damaged"
+                )
+            digests.append(digest)
+        return digests
+
+
+# -------------------------------------------------------------------- pump
+
+AckSink = Callable[[Sequence[tuple[int, bytes]]], Awaitable[None]]
+Advance = Callable[[int, int], None]
+
+
+class Pump:
+    """Copies every unacknowledged chunk of ``book`` with ``mover``.
+
+    ``ack(acks)`` records acknowledged ``(index, digest)`` pairs durably (the
+    checkpoint store); ``advanced(nbytes, nchunks)`` is told afterwards.
+    """
+
+    def __init__(
+        self,
+        image: ImageInfo,
+        book: ChunkBook,
+        mover: Mover,
+        *,
+        ack: AckSink,
+        advanced: Advance,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.image = image
+        self.book = book
+        self.mover = mover
+        self._ack = ack
+        self._advanced = advanced
+        self.concurrency = concurrency
+
+    async def run(self) -> bytes:
+        """Copy until every chunk is acknowledged; returns the image digest."""
+        workers = min(self.concurrency, max(1, self.book.planned_count))
+        if self.book.planned_count:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(workers):
+                        group.create_task(self._work())
+            except BaseExceptionGroup as group_error:
+                raise _primary(group_error) from None
+        return self.book.image_digest()
+
+    async def _work(self) -> None:
+        while True:
+            per_run = max(1, self.mover.run_bytes // self.image.chunk_size)
+            chunks = self.book.take(per_run)
+            if not chunks:
+                return
+            try:
+                digests = await self.mover.move(Run.of(chunks, self.image))
+                await self.mover.flush()
+            except BaseException:
+                self.book.release(chunks)
+                raise
+            acks = list(zip(chunks, digests, strict=True))
+            await self._ack(acks)
+            for index, digest in acks:
+                self.book.ack(index, digest)
+            nbytes = sum(chunk_span(i, self.image.size, self.image.chunk_size)[1] for i in chunks)
+            self._advanced(nbytes, len(chunks))
+
+
+def _primary(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that made a task group fail: the first that is not a cancellation."""
+    leaves = list(_leaves(group))
+    for exc in leaves:
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return leaves[0] if leaves else asyncio.CancelledError()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
