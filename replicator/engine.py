@@ -61,17 +61,16 @@ from canister_iface import errors as ic
 from canister_iface import icrp_errors as ie
 from canister_iface.agent import Agent
 from canister_iface.identity import Identity
-from replicator.calls import CallRunner
+from canister_iface.principal import Principal
+from replicator.calls import CallRunner, job_level_error
 from replicator.checkpoints import Store
 from replicator.chunking import Path, TransferSize
 from replicator.config import Config
 from replicator.errors import (
     EXIT_OK,
-    IntegrityError,
     JobFailed,
     ReplicatorError,
     UsageError,
-    job_error,
 )
 from replicator.flows import archive as archive_sides
 from replicator.flows import canister as canister_sides
@@ -109,6 +108,7 @@ from replicator.jobs import (
 from replicator.limits import Limited, LimitSettings, build_caller
 from replicator.metrics import Metrics
 from replicator.progress import NullProgress, Progress
+from replicator.provision import Provisioner, ProvisionSettings
 from replicator.pump import DEFAULT_CONCURRENCY, DirectMover, Mover, Pump, RelayMover, Sizer
 from replicator.registry import Registry
 from replicator.retry import RetryPolicy
@@ -132,6 +132,7 @@ class EngineSettings:
     via: str = DIRECT  # default path between two canisters
     controllers: tuple[str, ...] = ()  # of created canisters; () = the identity alone
     initial_cycles: int = 2 * T  # cycles a created canister starts with
+    create_with: str = "auto"  # "provisional" (local), "ledger" (mainnet), "auto": by network
     backup_keep: int | None = None  # images a created backup canister keeps (None: its default)
     max_restarts: int = 2  # fresh images after StaleSnapshot within one run
 
@@ -140,6 +141,10 @@ class EngineSettings:
             raise UsageError(f"via must be one of {', '.join(ROUTES)}, got {self.via!r}")
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.create_with not in ("auto", "provisional", "ledger"):
+            raise UsageError(
+                f"create_with must be auto, provisional or ledger, got {self.create_with!r}"
+            )
 
     def limits_for(self, network: str) -> LimitSettings:
         return self.network_limits.get(network, self.limits)
@@ -244,6 +249,7 @@ class Engine:
         self._owned: dict[str, Agent] = {}
         self._owns_agents = owned_agents
         self._limited: dict[str, Limited] = {}
+        self._owns_registry = registry is None
         self.registry = registry if registry is not None else Registry.beside(store)
 
     @classmethod
@@ -288,6 +294,8 @@ class Engine:
         owned, self._owned = self._owned, {}
         for agent in owned.values():
             await agent.aclose()
+        if self._owns_registry:
+            self.registry.close()
 
     # -------------------------------------------------------------- plumbing
 
@@ -337,6 +345,43 @@ class Engine:
             path, limit=min(bounds) if bounds else None, floor=transfer.min_size
         )
         return Sizer(size, path, self.metrics.set_chunk_size)
+
+    def context(self, job: Job | None = None, note: Callable[[str], None] | None = None) -> Context:
+        """What sides need, for ``job`` (or for work before a job exists)."""
+
+        def default_note(text: str) -> None:
+            log.info("%s", text)
+            if job is not None:
+                self.progress.note(job, text)
+
+        return Context(
+            runner_for=lambda network: self.runner(network, job),
+            agent_for=self.agent,
+            sizer_for=self.sizer,
+            note=note or default_note,
+        )
+
+    def provisioner(self, network: str, note: Callable[[str], None] | None = None) -> Provisioner:
+        """Creates canisters on ``network`` with the configured controllers and cycles."""
+        agent = self.agent(network)
+        settings = self.settings
+        controllers = tuple(Principal.from_text(c) for c in settings.controllers)
+        method = settings.create_with
+        if method == "auto":
+            method = "provisional" if network == "local" else "ledger"
+        return Provisioner(
+            agent,
+            self.runner(network),
+            self.registry,
+            self.metrics,
+            network=network,
+            settings=ProvisionSettings(
+                controllers=controllers or (agent.identity.principal,),
+                initial_cycles=settings.initial_cycles,
+                method="provisional" if method == "provisional" else "ledger",
+            ),
+            note=note,
+        )
 
     # ------------------------------------------------------------ job kinds
 
@@ -453,12 +498,7 @@ class _JobRun:
         self.chunks_skipped = 0
         self.target_digest: bytes | None = None
         self.restarts = 0
-        ctx = Context(
-            runner_for=lambda network: engine.runner(network, self.job),
-            agent_for=engine.agent,
-            sizer_for=engine.sizer,
-            note=self.note,
-        )
+        ctx = engine.context(self.job, self.note)
         self.ctx = ctx
         self.source: SourceSide = _source_side(self.job, ctx)
         self.target: TargetSide | None = _target_side(self.job, ctx)
@@ -511,7 +551,7 @@ class _JobRun:
             self._apply(event)
 
     def _fail(self, exc: BaseException) -> None:
-        error = _job_level(exc)
+        error = job_level_error(exc)
         if not isinstance(exc, ReplicatorError | ic.IcError):
             log.error("job %s failed unexpectedly", self.job.id, exc_info=exc)
         if self.state.phase in (Phase.DONE, Phase.FAILED, Phase.CANCELLED):
@@ -706,22 +746,6 @@ def _int_option(job: Job, name: str) -> int | None:
 
 def _named(run: _JobRun) -> str:
     return str(run.job.source)
-
-
-def _job_level(exc: BaseException) -> ReplicatorError:
-    """The job-level error a failure ends a job with (message + exit code)."""
-    if isinstance(exc, ReplicatorError):
-        return exc
-    inner = exc.inner if isinstance(exc, ie.TargetError) else exc
-    if isinstance(inner, ie.DigestMismatch | ie.Conflict):
-        return IntegrityError(f"{exc}; nothing was committed")
-    if isinstance(exc, ic.CanisterNotFound):
-        return JobFailed(f"{exc}; check the canister id and the network (--network)")
-    if isinstance(exc, ic.IcError):
-        return job_error(exc)
-    if isinstance(exc, OSError):
-        return JobFailed(f"{exc}; check the path and its permissions")
-    return JobFailed(f"unexpected error: {exc!r}; this is a bug, please report it")
 
 
 __all__ = ["DIRECT", "RELAY", "Engine", "EngineSettings", "JobOutcome"]

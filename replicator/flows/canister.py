@@ -297,6 +297,10 @@ class CanisterPusher:
 class CanisterTarget(_Canister):
     """A canister receiving an image: a backup canister, or an app being restored."""
 
+    def __init__(self, ref: CanisterRef, ctx: Context) -> None:
+        super().__init__(ref, ctx)
+        self._journal_seq: int | None = None  # of the image being imported
+
     async def prepare(
         self,
         image: ImageInfo,
@@ -306,6 +310,7 @@ class CanisterTarget(_Canister):
         resume_import_id: int | None,
     ) -> Prepared:
         info = await self.require("import", "import an image")
+        self._journal_seq = journal_seq
         if resume_import_id is not None:
             status = await self._import_status(resume_import_id)
             if status is not None and _same(status, image, origin):
@@ -369,7 +374,7 @@ class CanisterTarget(_Canister):
             if stored is not None:
                 return stored
             return await self._newest_digest()
-        return await self._current_digest()
+        return _ticket_digest(await self._current_ticket(), self.endpoint)
 
     async def _committed_digest(self, info: Info, import_id: int) -> bytes:
         status = await self._import_status(import_id)
@@ -386,6 +391,28 @@ class CanisterTarget(_Canister):
                 lambda: self.client.export_status(snapshot_id),
             )
             return _ticket_digest(ticket, self.endpoint)
+        return await self._restored_digest(status)
+
+    async def _restored_digest(self, status: ImportStatus) -> bytes:
+        """The digest an app exports after the commit: the end-to-end check of a restore.
+
+        The rebuilt state must serialise to the very image that was imported,
+        as long as nothing changed it since (its journal head is still the
+        image's) and it cuts images into the same chunks; otherwise only the
+        digest the target verified at commit is checked.
+        """
+        current = await self._current_ticket()
+        if current.chunk_size != status.chunk_size:
+            self.ctx.note(
+                f"{self.endpoint} exports in chunks of {current.chunk_size:,} bytes, the image "
+                f"had {status.chunk_size:,}: the digest it checked at commit stands"
+            )
+            return status.digest
+        if self._journal_seq is not None and current.journal_seq == self._journal_seq:
+            return _ticket_digest(current, self.endpoint)
+        self.ctx.note(
+            f"{self.endpoint} changed since the restore; the digest it checked at commit stands"
+        )
         return status.digest
 
     async def _stored(self, image: ImageInfo) -> bytes | None:
@@ -401,13 +428,13 @@ class CanisterTarget(_Canister):
             raise JobFailed(f"{self.endpoint} holds no image yet: run a backup first")
         return _ticket_digest(images[-1], self.endpoint)
 
-    async def _current_digest(self) -> bytes:
+    async def _current_ticket(self) -> ExportTicket:
         ticket = await self.call("icrp_begin_export", self.client.begin_export)
         for _ in range(_MAX_STEPS):
             if ticket.ready:
                 break
             ticket = await self._export_status(ticket.snapshot_id)
-        return _ticket_digest(ticket, self.endpoint)
+        return ticket
 
     async def _export_status(self, snapshot_id: int) -> ExportTicket:
         return await self.call("icrp_export_status", lambda: self.client.export_status(snapshot_id))
@@ -469,6 +496,10 @@ async def allow_push(source: _Canister, target: _Canister) -> None:
     a controller; without one the message says how to grant them by hand.
     """
     await _add_peer(source, target.principal, "push to")
+    if (await target.info()).role == "backup":
+        # A backup canister trusts the one source it accepts images from, and
+        # it opened this import only because the spec named that source.
+        return
     await _add_peer(target, source.principal, "accept writes from")
 
 

@@ -9,6 +9,8 @@ import pytest
 from engine_support import World, counter, ref, world
 
 from canister_iface.icrp import IcrpClient
+from canister_iface.identity import Identity
+from canister_iface.principal import Principal
 from replicator.jobs import Phase
 
 pytestmark = pytest.mark.integration
@@ -40,3 +42,39 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
         images[0].size
     )
     assert w.progress.phases()[-1] is Phase.DONE
+
+
+async def test_backup_without_target_creates_registers_and_reuses_a_backup_canister(
+    w: World,
+) -> None:
+    demo = await w.demo(mib=1)
+    operator = Identity.generate_ed25519().principal
+    async with w.engine(controllers=(w.me.principal.to_text(), operator.to_text())) as engine:
+        first = await engine.backup(ref(demo))
+        assert first.ok, first.error
+        assert first.job.target is not None
+        backup = Principal.from_text(first.job.target.canister_id)  # type: ignore[union-attr]
+        assert set(await w.agent.controllers(backup)) == {w.me.principal, operator}
+        entry = engine.registry.get("local", demo.to_text())
+        assert entry is not None
+        assert entry.state == "ready"
+        assert entry.canister == backup.to_text()
+        await w.add_user(demo, "bob")
+        second = await engine.backup(ref(demo))
+    assert second.ok, second.error
+    assert second.job.target == first.job.target  # the registered canister, not a new one
+    images = await IcrpClient(w.agent, backup).list_images()
+    assert [t.digest for t in images] == [first.digest, second.digest]
+    assert counter(w.metrics, "replicator_canisters_created_total", network="local") == 1
+
+
+async def test_a_created_backup_canister_may_exclude_the_orchestrator(w: World) -> None:
+    demo = await w.demo(mib=1)
+    operator = Identity.generate_ed25519().principal
+    async with w.engine(controllers=(operator.to_text(),)) as engine:
+        outcome = await engine.backup(ref(demo))
+    assert outcome.ok, outcome.error
+    backup = Principal.from_text(outcome.job.target.canister_id)  # type: ignore[union-attr]
+    assert await w.agent.controllers(backup) == [operator]  # exactly the configured set
+    # We stay a trusted peer, so later backups keep working.
+    assert (await IcrpClient(w.agent, backup).info()).trusted

@@ -1,0 +1,259 @@
+"""Creating canisters on demand: backup canisters, and canisters to restore into.
+
+A backup without a target backs a source up into *its* backup canister: the
+one the registry (:mod:`replicator.registry`) names, or one created now:
+
+1. the intent is recorded (``requested``, with the time the cycles ledger
+   uses to deduplicate a repeated creation);
+2. the canister is created with ``initial_cycles`` — on a local network with
+   ``provisional_create_canister_with_cycles``, on mainnet through the
+   cycles ledger (an ingress message cannot carry cycles) — and recorded
+   (``created``);
+3. the shipped ``backup.wasm`` is installed (init: the source, ``keep``, and
+   the orchestrator as a peer when it will not be a controller), unless a
+   module is already there (an interrupted earlier run);
+4. the controllers are set to *exactly* the configured set and checked with
+   a certified ``read_state`` of ``/canister/<id>/controllers``; the entry
+   becomes ``ready``.
+
+Each step is repeatable, so re-running after a crash continues where it
+stopped instead of creating a second canister.  The orchestrator creates the
+canister with itself as an extra controller only for as long as it installs
+code; when the configured set does not include it, it keeps access through
+ICRP's peer list (controllers only decide who may *change* the canister).
+
+The Wasm ships inside the ``canister_iface`` package
+(``canister_iface/wasm/*.wasm``) and is loaded with :mod:`importlib.resources`,
+so an installed wheel works without the source tree.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from icp_candid import Types
+
+from canister_iface.agent import Agent
+from canister_iface.candid_value import encode_value
+from canister_iface.cycles_ledger import CyclesLedgerClient
+from canister_iface.icrp import IcrpClient
+from canister_iface.management import ManagementClient
+from canister_iface.management_types import CanisterSettings
+from canister_iface.principal import Principal
+from replicator.calls import CallCost, CallRunner
+from replicator.errors import JobFailed, UsageError
+from replicator.metrics import Metrics
+from replicator.registry import Entry, Registry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BACKUP_ROLE = "backup"
+BACKUP_INIT = Types.Record(
+    {"source": Types.Principal, "keep": Types.Opt(Types.Nat), "peers": Types.Vec(Types.Principal)}
+)
+EMPTY_ARG = b"DIDL\x00\x00"
+CreateMethod = Literal["provisional", "ledger"]
+
+
+def shipped_wasm(name: str) -> bytes:
+    """A Wasm module shipped in ``canister_iface/wasm`` (``"backup"``, ``"demo_app"``)."""
+    resource = importlib.resources.files("canister_iface").joinpath("wasm", f"{name}.wasm")
+    try:
+        return resource.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(
+            f"the package has no canister_iface/wasm/{name}.wasm; reinstall ic-replicator"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ProvisionSettings:
+    """How canisters are created."""
+
+    controllers: tuple[Principal, ...]  # exactly these control a created canister
+    initial_cycles: int
+    method: CreateMethod
+
+    def __post_init__(self) -> None:
+        if not self.controllers:
+            raise UsageError("a created canister needs at least one controller")
+        if self.initial_cycles <= 0:
+            raise UsageError(f"initial cycles must be positive, got {self.initial_cycles}")
+
+
+class Provisioner:
+    """Creates and installs canisters on one network."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        runner: CallRunner,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        network: str,
+        settings: ProvisionSettings,
+        note: Callable[[str], None] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.runner = runner
+        self.registry = registry
+        self.metrics = metrics
+        self.network = network
+        self.settings = settings
+        self.mgmt = ManagementClient(agent)
+        self._note = note or (lambda text: log.info("%s", text))
+        self.me = agent.identity.principal
+
+    # -------------------------------------------------------------- backups
+
+    async def backup_canister_for(
+        self, source: Principal, *, keep: int | None = None, key: str = BACKUP_ROLE
+    ) -> Principal:
+        """The registered backup canister of ``source``, created and installed if needed."""
+        entry = self.registry.get(self.network, source.to_text(), key)
+        if entry is not None and entry.state == "ready" and entry.canister is not None:
+            return Principal.from_text(entry.canister)
+        canister = await self._created(entry, source.to_text(), key)
+        peers = () if self.me in self.settings.controllers else (self.me,)
+        init = {
+            "source": source.raw,
+            "keep": [] if keep is None else [keep],
+            "peers": [p.raw for p in peers],
+        }
+        await self._installed(canister, shipped_wasm("backup"), encode_value(BACKUP_INIT, init))
+        await self._settle_controllers(canister)
+        self._record(source.to_text(), key, canister, "ready", entry)
+        self._note(f"backup canister {canister} is ready for {source}")
+        return canister
+
+    # ----------------------------------------------------------- app canisters
+
+    async def app_canister(
+        self, key_source: str, key: str, wasm: bytes, *, arg: bytes = EMPTY_ARG
+    ) -> Principal:
+        """A new canister running ``wasm`` (recorded under ``key``), e.g. to restore into."""
+        entry = self.registry.get(self.network, key_source, key)
+        if entry is not None and entry.state == "ready" and entry.canister is not None:
+            return Principal.from_text(entry.canister)
+        canister = await self._created(entry, key_source, key)
+        await self._installed(canister, wasm, arg)
+        if self.me not in self.settings.controllers:
+            # Keep ICRP access for the restore once we are no longer a controller.
+            client = IcrpClient(self.agent, canister)
+            await self._call(canister, "icrp_set_peers", lambda: client.set_peers([self.me]))
+        await self._settle_controllers(canister)
+        self._record(key_source, key, canister, "ready", entry)
+        return canister
+
+    # -------------------------------------------------------------- the steps
+
+    async def _created(self, entry: Entry | None, source: str, key: str) -> Principal:
+        if entry is not None and entry.canister is not None:
+            return Principal.from_text(entry.canister)
+        request_ns = entry.request_ns if entry is not None else time.time_ns()
+        if entry is None:
+            self.registry.put(Entry(self.network, source, key, None, "requested", request_ns))
+        self._note(f"creating a {key} canister for {source} on {self.network}")
+        canister = await self._create(request_ns)
+        self._record(source, key, canister, "created", None, request_ns)
+        self.metrics.record_canister_created(self.network)
+        self.metrics.record_cycles_spent(self.settings.initial_cycles)
+        return canister
+
+    async def _create(self, request_ns: int) -> Principal:
+        # We control the canister while installing it; _settle_controllers fixes the set.
+        controllers = _unique([*self.settings.controllers, self.me])
+        settings = CanisterSettings(controllers=controllers)
+        amount = self.settings.initial_cycles
+        if self.settings.method == "provisional":
+            return await self._call(
+                "aaaaa-aa",
+                "provisional_create_canister_with_cycles",
+                lambda: self.mgmt.provisional_create_canister_with_cycles(
+                    amount=amount, settings=settings
+                ),
+            )
+        ledger = CyclesLedgerClient(self.agent)
+        created = await self._call(
+            ledger.ledger_id.to_text(),
+            "create_canister",
+            lambda: ledger.create_canister(amount, settings=settings, created_at_time=request_ns),
+        )
+        return created.canister_id
+
+    async def _installed(self, canister: Principal, wasm: bytes, arg: bytes) -> None:
+        module = await self._call(
+            canister, "module_hash", lambda: self.agent.module_hash(canister), cost="query"
+        )
+        if module is not None:
+            return  # installed by an earlier, interrupted run
+        await self._call(
+            canister, "install_code", lambda: self.mgmt.install_code(canister, wasm, arg=arg)
+        )
+
+    async def _settle_controllers(self, canister: Principal) -> None:
+        wanted = set(self.settings.controllers)
+        current = await self._controllers(canister)
+        if current != wanted:
+            ordered = list(self.settings.controllers)
+            await self._call(
+                canister,
+                "update_settings",
+                lambda: self.mgmt.set_controllers(canister, ordered),
+            )
+            current = await self._controllers(canister)
+        if current != wanted:
+            raise JobFailed(
+                f"canister {canister} has controllers {_names(current)}, not the configured "
+                f"{_names(wanted)}; fix them with update_settings before using it"
+            )
+
+    async def _controllers(self, canister: Principal) -> set[Principal]:
+        found = await self._call(
+            canister, "controllers", lambda: self.agent.controllers(canister), cost="query"
+        )
+        return set(found)
+
+    async def _call(
+        self,
+        canister: Principal | str,
+        method: str,
+        perform: Callable[[], Awaitable[T]],
+        *,
+        cost: CallCost = "update",
+    ) -> T:
+        cid = canister if isinstance(canister, str) else canister.to_text()
+        return await self.runner.call(cid, method, perform, cost=cost, what=f"{method} for {cid}")
+
+    def _record(
+        self,
+        source: str,
+        key: str,
+        canister: Principal,
+        state: Literal["created", "ready"],
+        entry: Entry | None,
+        request_ns: int | None = None,
+    ) -> None:
+        ns = request_ns if request_ns is not None else (entry.request_ns if entry else 0)
+        self.registry.put(Entry(self.network, source, key, canister.to_text(), state, ns))
+
+
+def _unique(principals: Sequence[Principal]) -> tuple[Principal, ...]:
+    seen: dict[Principal, None] = {}
+    for p in principals:
+        seen.setdefault(p)
+    return tuple(seen)
+
+
+def _names(principals: set[Principal]) -> str:
+    return "{" + ", ".join(sorted(p.to_text() for p in principals)) + "}"
+
+
+__all__ = ["ProvisionSettings", "Provisioner", "shipped_wasm"]

@@ -1,0 +1,88 @@
+"""Restores and archive round trips with the engine on localnet."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from engine_support import DEMO_WASM, World, ref, world
+
+from canister_iface.principal import Principal
+from replicator.jobs import ArchiveRef
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def w(tmp_path: Path) -> AsyncIterator[World]:
+    async with world(tmp_path) as w:
+        yield w
+
+
+@pytest.mark.parametrize("via", ["direct", "relay"])
+async def test_restore_brings_back_the_backed_up_state(w: World, via: str) -> None:
+    demo = await w.demo(mib=2)
+    before = await w.fingerprint(demo)
+    backup = await w.backup_canister(demo)
+    async with w.engine() as engine:
+        backed = await engine.backup(ref(demo), ref(backup), via=via)
+        assert backed.ok, backed.error
+        await w.add_user(demo, "mallory")  # the state moves on after the backup
+        assert await w.fingerprint(demo) != before
+        restored = await engine.restore(ref(backup), ref(demo), via=via)
+    assert restored.ok, restored.error
+    assert restored.digest == backed.digest
+    assert restored.target_digest == backed.digest
+    assert await w.fingerprint(demo) == before
+
+
+async def test_archive_export_and_import_round_trip(w: World, tmp_path: Path) -> None:
+    demo = await w.demo(mib=2)
+    before = await w.fingerprint(demo)
+    path = tmp_path / "demo.icra"
+    other = await w.demo(mib=1, seed=7)
+    async with w.engine() as engine:
+        exported = await engine.archive_export(ref(demo), path)
+        assert exported.ok, exported.error
+        assert exported.target_digest == exported.digest
+        imported = await engine.archive_import(path, ref(other))
+        assert imported.ok, imported.error
+        checked = await engine.verify(ArchiveRef(str(path)), ref(other))
+    assert imported.digest == exported.digest
+    assert await w.fingerprint(other) == before
+    assert checked.ok, checked.error
+    assert checked.target_digest == exported.digest
+
+
+async def test_restore_into_a_new_canister_with_the_original_module(w: World) -> None:
+    demo = await w.demo(mib=1)
+    before = await w.fingerprint(demo)
+    async with w.engine() as engine:
+        backed = await engine.backup(ref(demo))
+        assert backed.ok, backed.error
+        assert backed.job.target is not None
+        restored = await engine.restore(backed.job.target, new_canister=True)  # type: ignore[arg-type]
+    assert restored.ok, restored.error
+    assert restored.job.target not in (ref(demo), backed.job.target)
+    fresh = Principal.from_text(restored.job.target.canister_id)  # type: ignore[union-attr]
+    assert await w.fingerprint(fresh) == before
+    assert await w.agent.controllers(fresh) == [w.me.principal]
+
+
+async def test_restore_into_a_new_canister_from_a_wasm_file(w: World, tmp_path: Path) -> None:
+    demo = await w.demo(mib=1)
+    before = await w.fingerprint(demo)
+    wasm = tmp_path / "demo_app.wasm"
+    wasm.write_bytes(DEMO_WASM)
+    async with w.engine() as engine:
+        backed = await engine.backup(ref(demo))
+        assert backed.job.target is not None
+        restored = await engine.restore(
+            backed.job.target,  # type: ignore[arg-type]
+            new_canister=True,
+            wasm=wasm,
+        )
+    assert restored.ok, restored.error
+    fresh = Principal.from_text(restored.job.target.canister_id)  # type: ignore[union-attr]
+    assert await w.fingerprint(fresh) == before
