@@ -28,7 +28,7 @@ from localnet.faults import Faults
 from localnet.http import HttpServer
 from localnet.limits import Limits
 from localnet.management import handle_management_call
-from localnet.node import Node
+from localnet.node import SUBNET_ID, Node
 from localnet.replica import Replica
 from localnet.sandbox import WasmEngine
 
@@ -60,6 +60,7 @@ class LocalNet:
             clock=self.clock,
             faults=self.faults,
             rollback=rollback,
+            subnet_id=SUBNET_ID,
         )
         keys = self._load_state()
         self._root_key = RootKey.from_bytes(keys["root"]) if keys else RootKey.generate()

@@ -62,7 +62,7 @@ class FaultSource(Protocol):
 
     def is_stopped(self, canister_id: bytes) -> bool: ...
 
-    def payload_cap(self) -> int | None: ...
+    def limits(self, base: Limits) -> Limits: ...
 
 
 # --- where a call came from -------------------------------------------------
@@ -175,6 +175,7 @@ class Replica:
     clock: Clock = field(default_factory=Clock)
     faults: FaultSource | None = None
     rollback: str = "auto"
+    subnet_id: bytes = b""
     canisters: dict[bytes, CanisterState] = field(default_factory=dict)
     next_canister_index: int = 0
     # Called with a request id when an ingress message is answered (any thread-safe hook).
@@ -215,6 +216,7 @@ class Replica:
 
     def system_state(self, canister: CanisterState, *, query: bool = False) -> SystemState:
         memory = memory_usage(canister)
+        limits = self.effective_limits()
         return SystemState(
             canister_id=canister.canister_id,
             controllers=list(canister.controllers),
@@ -229,9 +231,12 @@ class Replica:
             cost_per_call=cycles.XNET_CALL_FEE,
             cost_per_byte=cycles.XNET_BYTE_FEE,
             max_response_bytes=(
-                self.limits.max_query_response_bytes if query else self.limits.max_response_bytes
+                limits.max_query_response_bytes if query else limits.max_response_bytes
             ),
-            max_call_payload_bytes=self.limits.max_inter_canister_payload,
+            max_call_payload_bytes=limits.max_inter_canister_payload,
+            global_timer=canister.global_timer,
+            subnet_id=self.subnet_id,
+            wasm_memory_limit=canister.settings.wasm_memory_limit,
         )
 
     def apply_effects(self, canister: CanisterState, result: ExecResult) -> None:
@@ -300,11 +305,12 @@ class Replica:
 
     def _check_ingress(self, request: Request) -> None:
         self._check_injected_faults(request.canister_id, request.method_name)
-        if len(request.arg) > self._ingress_limit():
+        limit = self.effective_limits().max_ingress_bytes
+        if len(request.arg) > limit:
             raise Reject(
                 RejectCode.CANISTER_REJECT,
                 f"Request payload of {len(request.arg)} bytes exceeds the ingress limit of "
-                f"{self._ingress_limit()} bytes.",
+                f"{limit} bytes.",
                 ErrorCode.CANISTER_REJECTED_MESSAGE,
             )
         if request.canister_id == ids.MANAGEMENT_CANISTER:
@@ -335,9 +341,9 @@ class Replica:
                 ErrorCode.CANISTER_REJECTED_MESSAGE,
             )
 
-    def _ingress_limit(self) -> int:
-        cap = self.faults.payload_cap() if self.faults else None
-        return min(self.limits.max_ingress_bytes, cap) if cap else self.limits.max_ingress_bytes
+    def effective_limits(self) -> Limits:
+        """The configured limits, lowered by an injected payload cap."""
+        return self.faults.limits(self.limits) if self.faults else self.limits
 
     def _check_injected_faults(self, canister_id: bytes, method: str) -> None:
         if self.faults is None:

@@ -13,7 +13,7 @@ import pytest
 from icp_candid import Types, decode, encode
 
 from canister_iface.agent import Agent
-from canister_iface.errors import TransientError
+from canister_iface.errors import PermanentError, TransientError
 from localnet import LocalNet, ids
 from localnet.clock import Clock
 from localnet.process import LocalNetProcess
@@ -187,3 +187,20 @@ async def test_controllable_time_fires_timers_without_waiting() -> None:
             net.clock.advance(3601)
             await net.tick()
             assert nat(await agent.query(canister, "fired", EMPTY)) == 1
+
+
+async def test_an_injected_payload_cap_refuses_larger_messages() -> None:
+    async with LocalNet() as net:
+        canister = await net.create_canister()
+        await net.install_code(canister, COUNTER)
+        blob = encode([{"type": Types.Vec(Types.Nat8), "value": b"x" * 5000}])
+        async with Agent(net.url, network="local", root_key=net.root_key) as agent:
+            assert nat(await agent.update(canister, "store_size", blob)) == 5000
+            net.faults.set(payload_cap=4096)
+            with pytest.raises(PermanentError, match="larger than the max allowed 4096"):
+                await agent.update(canister, "store_size", blob)
+            # Replies are capped too: a 5000-byte reply traps like an oversized one on the IC.
+            with pytest.raises(PermanentError, match="application payload size"):
+                await agent.update(
+                    canister, "big_reply", encode([{"type": Types.Nat, "value": 5000}])
+                )
