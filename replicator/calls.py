@@ -93,10 +93,16 @@ def job_level_error(exc: BaseException) -> ReplicatorError:
     inner = exc.inner if isinstance(exc, ie.TargetError) else exc
     if isinstance(inner, ie.DigestMismatch | ie.Conflict):
         return IntegrityError(f"{exc}; nothing was committed")
-    if isinstance(exc, ic.CanisterNotFound):
+    if isinstance(exc, ic.CanisterNotFound) or _outside_every_subnet(exc):
         return JobFailed(f"{exc}; check the canister id and the network (--network)")
     if isinstance(exc, ic.IcError):
         return job_error(exc)
     if isinstance(exc, OSError):
         return JobFailed(f"{exc}; check the path and its permissions")
     return JobFailed(f"unexpected error: {exc!r}; this is a bug, please report it")
+
+
+def _outside_every_subnet(exc: BaseException) -> bool:
+    # A canister id no subnet's range contains cannot be verified; for the
+    # user that is a wrong id (or network), not an integrity problem.
+    return isinstance(exc, ic.CertificateError) and "hosts canister" in exc.reason
