@@ -1,0 +1,110 @@
+"""Archive files and verify jobs with the engine on localnet."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from engine_support import World, ref, world
+
+from replicator.archive import ArchiveReader
+from replicator.errors import EXIT_INTEGRITY
+from replicator.flows.sides import Transfer
+from replicator.jobs import ArchiveRef, Job, Phase
+from replicator.progress import RecordingProgress
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def w(tmp_path: Path) -> AsyncIterator[World]:
+    async with world(tmp_path) as w:
+        yield w
+
+
+class _After(RecordingProgress):
+    """Says when ``threshold`` bytes were acknowledged."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.reached = asyncio.Event()
+
+    def advanced(self, job: Job, nbytes: int) -> None:
+        super().advanced(job, nbytes)
+        if self.bytes_advanced() >= self.threshold:
+            self.reached.set()
+
+
+async def test_an_interrupted_export_resumes_the_partial_file(w: World, tmp_path: Path) -> None:
+    demo = await w.demo(mib=2, chunk_size=64 * 1024)
+    path = tmp_path / "demo.icra"
+    w.progress = after = _After(256 * 1024)
+    small = Transfer(max_size=128 * 1024)
+    w.net.faults.set(latency_s={"query": 0.02})
+    engine = w.engine(concurrency=1, transfer=small)
+    task = asyncio.create_task(engine.archive_export(ref(demo), path))
+    await after.reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    w.net.faults.reset()
+    partial = path.stat().st_size
+    assert partial > 0
+    async with w.engine(transfer=small) as again:
+        outcome = await again.archive_export(ref(demo), path)
+    assert outcome.ok, outcome.error
+    assert outcome.resumed
+    assert outcome.chunks_skipped > 0
+    assert any("resuming" in note for note in outcome.notes)
+    with ArchiveReader(path) as reader:
+        assert reader.verify() == outcome.digest
+
+
+async def test_a_damaged_archive_is_refused_before_the_target_is_touched(
+    w: World, tmp_path: Path
+) -> None:
+    demo = await w.demo(mib=1)
+    path = tmp_path / "demo.icra"
+    target = await w.demo(mib=1, seed=9)
+    before = await w.fingerprint(target)
+    async with w.engine() as engine:
+        exported = await engine.archive_export(ref(demo), path)
+        assert exported.ok, exported.error
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        path.write_bytes(bytes(raw))
+        imported = await engine.archive_import(path, ref(target))
+        checked = await engine.verify(ArchiveRef(str(path)))
+    assert imported.phase is Phase.FAILED
+    assert imported.exit_code == EXIT_INTEGRITY
+    assert "damaged" in (imported.error or "")
+    assert checked.exit_code == EXIT_INTEGRITY
+    assert await w.fingerprint(target) == before
+
+
+async def test_verify_compares_source_backup_and_archive(w: World, tmp_path: Path) -> None:
+    demo = await w.demo(mib=1)
+    backup = await w.backup_canister(demo)
+    path = tmp_path / "demo.icra"
+    async with w.engine() as engine:
+        backed = await engine.backup(ref(demo), ref(backup))
+        exported = await engine.archive_export(ref(demo), path)
+        alone = await engine.verify(ref(demo))
+        with_backup = await engine.verify(ref(demo), ref(backup))
+        backup_and_file = await engine.verify(ref(backup), ArchiveRef(str(path)))
+        await w.add_user(demo, "carol")  # the source moves on: the backup is stale now
+        stale = await engine.verify(ref(demo), ref(backup))
+    digest = backed.digest
+    assert exported.digest == digest
+    for outcome in (alone, with_backup, backup_and_file):
+        assert outcome.ok, outcome.error
+        assert outcome.source_digest == digest
+    assert alone.target_digest is None
+    assert with_backup.target_digest == digest
+    assert backup_and_file.target_digest == digest
+    assert stale.exit_code == EXIT_INTEGRITY
+    assert stale.source_digest != digest
+    assert stale.target_digest == digest
