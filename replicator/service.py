@@ -19,9 +19,13 @@
 - **Stop.** :meth:`Service.stop` (SIGTERM, SIGINT) cancels the running jobs;
   the engine records each at its last checkpoint.  Jobs get ``grace``
   seconds to do so.
-- **Shared limits.** The runner is built once (one set of limits per
-  network), so all jobs draw from the same call and byte rates, in-flight
-  slots and cycles budget.
+- **Shared limits.** Every job runs through one engine (one set of limits
+  per network), so all jobs draw from the same call and byte rates,
+  in-flight slots and cycles budget.
+
+Each job loop runs in its own task with :data:`current_job` set to the
+job's name, so :class:`ServiceProgress` — the one progress sink of the
+engine — knows which scheduled job an event belongs to.
 
 :class:`HttpEndpoints` serves ``/metrics`` (Prometheus text format),
 ``/healthz`` (the process answers) and ``/readyz`` (the checkpoint store and
@@ -34,14 +38,14 @@ The clock and the sleep are injectable, so tests run schedules in fake time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import datetime as dt
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -72,6 +76,12 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# The scheduled job whose loop the current task runs (None outside the loops).
+current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "replicator_scheduled_job", default=None
+)
+
+
 # ---------------------------------------------------------------- interfaces
 
 
@@ -84,20 +94,19 @@ class RunResult:
     error: str | None = None
 
 
-class Runner(Protocol):
-    """Runs one job to its end (the engine, adapted); raises only on cancellation."""
-
-    async def run(self, job: Job, progress: JobProgress) -> RunResult: ...
-
-
 @dataclass(frozen=True)
 class ScheduledJob:
-    """A named job with its schedule; ``make_job`` builds a fresh :class:`Job` per run."""
+    """A named job with its schedule.
+
+    ``run`` performs one run (through the engine) and reports how it ended;
+    it may raise (counted as a failure with the exception's exit code) and
+    must let cancellation through.
+    """
 
     name: str
     kind: JobKind
     schedule: JobSchedule
-    make_job: Callable[[], Job]
+    run: Callable[[], Awaitable[RunResult]]
 
 
 @dataclass(frozen=True)
@@ -116,49 +125,54 @@ class Resume:
 # ------------------------------------------------------------------ progress
 
 
-class JobProgress:
-    """The engine's progress reports for one scheduled job: logged, and fed to the metrics.
+class ServiceProgress:
+    """The engine's progress reports: logged per scheduled job, and fed to the metrics.
 
-    Implements :class:`replicator.progress.Progress` structurally.
+    Implements :class:`replicator.progress.Progress`.  The job's name comes
+    from :data:`current_job`; events outside a job loop are only logged.
     """
 
-    def __init__(self, name: str, kind: JobKind, metrics: ServiceMetrics) -> None:
-        self.name = name
-        self.kind = kind
+    def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
-        self._total = 0
-        self._done = 0
 
-    def _progressed(self) -> None:
-        self._metrics.progressed(self.name, self.kind, time.time())
+    def _label(self, job: Job) -> str:
+        return current_job.get() or job.id
+
+    def _progressed(self, job: Job) -> None:
+        name = current_job.get()
+        if name is not None:
+            self._metrics.progressed(name, job.kind, time.time())
 
     def started(self, job: Job, resumed: bool) -> None:
         how = "resuming" if resumed else "starting"
-        log.info("job %s: %s %s (%s)", self.name, how, job.id, job.kind)
-        self._progressed()
+        log.info("job %s: %s %s (%s → %s)", self._label(job), how, job.id, job.source, job.target)
+        self._progressed(job)
 
     def phase(self, job: Job, phase: Phase) -> None:
-        log.info("job %s: %s", self.name, phase)
-        self._progressed()
+        log.info("job %s: %s", self._label(job), phase)
+        self._progressed(job)
 
     def total(self, job: Job, total_bytes: int, done_bytes: int) -> None:
-        self._total, self._done = total_bytes, done_bytes
-        log.info("job %s: image of %d bytes, %d already copied", self.name, total_bytes, done_bytes)
+        log.info(
+            "job %s: image of %d bytes, %d already copied",
+            self._label(job),
+            total_bytes,
+            done_bytes,
+        )
 
     def advanced(self, job: Job, nbytes: int) -> None:
-        self._done += nbytes
-        log.debug("job %s: %d of %d bytes", self.name, self._done, self._total)
-        self._progressed()
+        log.debug("job %s: %d more bytes acknowledged", self._label(job), nbytes)
+        self._progressed(job)
 
     def retried(self, job: Job, reason: str, wait_seconds: float) -> None:
         # A retry is not progress: a job retrying forever must look stuck.
-        log.info("job %s: retrying in %.1f s (%s)", self.name, wait_seconds, reason)
+        log.info("job %s: retrying in %.1f s (%s)", self._label(job), wait_seconds, reason)
 
     def note(self, job: Job, text: str) -> None:
-        log.info("job %s: %s", self.name, text)
+        log.info("job %s: %s", self._label(job), text)
 
     def finished(self, job: Job, outcome: object) -> None:
-        del job, outcome  # the service logs the result itself
+        del job, outcome  # the service logs the result of each run itself
 
 
 # ------------------------------------------------------------------- service
@@ -170,7 +184,6 @@ class Service:
     def __init__(
         self,
         jobs: Sequence[ScheduledJob],
-        runner: Runner,
         metrics: ServiceMetrics,
         *,
         resume: Mapping[str, Resume] | None = None,
@@ -182,7 +195,6 @@ class Service:
         if len(set(names)) != len(names):
             raise ValueError(f"scheduled job names must be unique, got {names}")
         self.jobs = tuple(jobs)
-        self.runner = runner
         self.metrics = metrics
         self.grace = grace
         self._resume = dict(resume or {})
@@ -244,6 +256,7 @@ class Service:
     # -- one job
 
     async def _loop(self, job: ScheduledJob) -> None:
+        current_job.set(job.name)  # this task's context only
         resume = self._resume.get(job.name, Resume())
         if resume.now:
             log.info("job %s: resuming its interrupted run (%s)", job.name, resume.unfinished)
@@ -296,9 +309,8 @@ class Service:
         return result
 
     async def _attempt(self, scheduled: ScheduledJob) -> RunResult:
-        progress = JobProgress(scheduled.name, scheduled.kind, self.metrics)
         try:
-            return await self.runner.run(scheduled.make_job(), progress)
+            return await scheduled.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # one job's failure must not end the service
@@ -384,16 +396,3 @@ class HttpEndpoints:
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    registry: CollectorRegistry, checks: Mapping[str, Check], host: str, port: int
-) -> AsyncIterator[HttpEndpoints]:
-    """The HTTP endpoints, listening while the body runs."""
-    endpoints = HttpEndpoints(registry, checks)
-    await endpoints.start(host, port)
-    try:
-        yield endpoints
-    finally:
-        await endpoints.close()

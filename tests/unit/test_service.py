@@ -23,11 +23,12 @@ from replicator.metrics import Metrics, ServiceMetrics
 from replicator.schedule import Every, JobSchedule
 from replicator.service import (
     HttpEndpoints,
-    JobProgress,
     Resume,
     RunResult,
     ScheduledJob,
     Service,
+    ServiceProgress,
+    current_job,
 )
 
 SPEED = 600.0  # service seconds per real second
@@ -47,8 +48,18 @@ class ScaledClock:
         await asyncio.sleep(seconds / SPEED)
 
 
+JOB = Job(
+    JobKind.BACKUP,
+    CanisterRef("ryjl3-tyaaa-aaaaa-aaaba-cai", "local"),
+    CanisterRef("rrkah-fqaaa-aaaaa-aaaaq-cai", "local"),
+)
+
+
 class FakeRunner:
-    """Records runs; ``behaviour[name]`` decides how a run of that job ends."""
+    """Records runs; ``behaviour[name]`` decides how a run of that job ends.
+
+    Reports to a :class:`ServiceProgress` as the engine would.
+    """
 
     def __init__(self, behaviour: dict[str, Callable[[], object]] | None = None) -> None:
         self.behaviour = behaviour or {}
@@ -57,14 +68,23 @@ class FakeRunner:
         self.concurrent: Counter[str] = Counter()
         self.max_concurrent: Counter[str] = Counter()
         self.started = asyncio.Event()
+        self.progress: ServiceProgress | None = None
 
-    async def run(self, job: Job, progress: JobProgress) -> RunResult:
-        name = progress.name
+    def job(self, name: str, every: float = 60, **kw: object) -> ScheduledJob:
+        async def run() -> RunResult:
+            return await self.run(name)
+
+        schedule = JobSchedule(Every(every), **kw)  # type: ignore[arg-type]
+        return ScheduledJob(name, JobKind.BACKUP, schedule, run)
+
+    async def run(self, name: str) -> RunResult:
+        assert current_job.get() == name
         self.runs.append(name)
         self.started.set()
         self.concurrent[name] += 1
         self.max_concurrent[name] = max(self.max_concurrent[name], self.concurrent[name])
-        progress.started(job, False)
+        if self.progress is not None:
+            self.progress.started(JOB, False)
         try:
             action = self.behaviour.get(name)
             result = action() if action is not None else None
@@ -72,25 +92,14 @@ class FakeRunner:
                 result = await result
             if isinstance(result, RunResult):
                 return result
-            progress.phase(job, Phase.DONE)
+            if self.progress is not None:
+                self.progress.phase(JOB, Phase.DONE)
             return RunResult("done")
         except asyncio.CancelledError:
             self.cancelled.append(name)
             raise
         finally:
             self.concurrent[name] -= 1
-
-
-def _job(name: str, every: float = 60, **kw: object) -> ScheduledJob:
-    def make() -> Job:
-        return Job(
-            JobKind.BACKUP,
-            CanisterRef("ryjl3-tyaaa-aaaaa-aaaba-cai", "local"),
-            CanisterRef("rrkah-fqaaa-aaaaa-aaaaq-cai", "local"),
-        )
-
-    schedule = JobSchedule(Every(every), **kw)  # type: ignore[arg-type]
-    return ScheduledJob(name, JobKind.BACKUP, schedule, make)
 
 
 def _metrics() -> tuple[CollectorRegistry, ServiceMetrics]:
@@ -123,8 +132,9 @@ async def test_a_failing_job_does_not_stop_the_others_and_is_counted() -> None:
     registry, metrics = _metrics()
     clock = ScaledClock()
     runner = FakeRunner({"broken": fail, "flaky": fail_later})
-    jobs = [_job("good"), _job("broken"), _job("flaky")]
-    service = Service(jobs, runner, metrics, now=clock.now, sleep=clock.sleep)
+    jobs = [runner.job("good"), runner.job("broken"), runner.job("flaky")]
+    runner.progress = ServiceProgress(metrics)
+    service = Service(jobs, metrics, now=clock.now, sleep=clock.sleep)
     assert await _run_for(service, 5 * 60) == EXIT_OK
 
     runs = Counter(runner.runs)
@@ -148,6 +158,8 @@ async def test_a_failing_job_does_not_stop_the_others_and_is_counted() -> None:
     # Never succeeded: the baseline is when the service started waiting.
     assert v(success, name="broken", kind="backup") == pytest.approx(START.timestamp(), abs=1)
     assert v("replicator_schedule_running", name="good", kind="backup") == 0
+    progress = "replicator_schedule_last_progress_timestamp_seconds"
+    assert v(progress, name="good", kind="backup") == pytest.approx(time.time(), abs=5)
     assert v("replicator_schedule_max_gap_seconds", name="good", kind="backup") == 60
     next_run = v("replicator_schedule_next_run_timestamp_seconds", name="good", kind="backup")
     assert next_run > START.timestamp() + 4 * 60
@@ -159,7 +171,7 @@ async def test_runs_follow_the_schedule() -> None:
     runner = FakeRunner()
     seen: list[dt.datetime] = []
     runner.behaviour["a"] = lambda: seen.append(clock.now())
-    service = Service([_job("a", every=120)], runner, metrics, now=clock.now, sleep=clock.sleep)
+    service = Service([runner.job("a", every=120)], metrics, now=clock.now, sleep=clock.sleep)
     await _run_for(service, 7 * 60)
     # 10:02, 10:04, 10:06 (and perhaps 10:07 is too early for the next one).
     assert len(seen) == 3
@@ -176,7 +188,7 @@ async def test_a_long_run_is_never_overlapped_by_the_next() -> None:
         await clock.sleep(150)  # longer than the interval
 
     runner = FakeRunner({"slow": slow})
-    service = Service([_job("slow")], runner, metrics, now=clock.now, sleep=clock.sleep)
+    service = Service([runner.job("slow")], metrics, now=clock.now, sleep=clock.sleep)
     await _run_for(service, 8 * 60)
     assert runner.max_concurrent["slow"] == 1
     assert 2 <= len(runner.runs) <= 3  # runs that would overlap are skipped, not queued
@@ -192,8 +204,8 @@ async def test_unfinished_runs_resume_at_once_failed_ones_wait() -> None:
         "failed": Resume(unfinished=Phase.FAILED),
         "clean": Resume(last_success=START.timestamp() - 3600),
     }
-    jobs = [_job(n, every=3600) for n in resume]
-    service = Service(jobs, runner, metrics, resume=resume, now=clock.now, sleep=clock.sleep)
+    jobs = [runner.job(n, every=3600) for n in resume]
+    service = Service(jobs, metrics, resume=resume, now=clock.now, sleep=clock.sleep)
     await _run_for(service, 60)  # well before the 11:00 run
     assert sorted(runner.runs) == ["cancelled", "interrupted"]
     success = metrics.registry.get_sample_value(
@@ -208,9 +220,9 @@ async def test_resume_and_runs_wait_for_the_window() -> None:
     seen: list[dt.datetime] = []
     runner = FakeRunner({"w": lambda: seen.append(clock.now())})
     window = Window.parse("10:05-10:10")
-    job = _job("w", every=60, windows=(window,))
+    job = runner.job("w", every=60, windows=(window,))
     resume = {"w": Resume(unfinished=Phase.COPYING)}
-    service = Service([job], runner, metrics, resume=resume, now=clock.now, sleep=clock.sleep)
+    service = Service([job], metrics, resume=resume, now=clock.now, sleep=clock.sleep)
     await _run_for(service, 12 * 60)
     assert seen, "the job never ran"
     assert all(window.is_open(t) for t in seen), seen
@@ -223,7 +235,7 @@ async def test_stop_cancels_running_jobs_at_their_checkpoint() -> None:
     clock = ScaledClock()
     forever = asyncio.Event()
     runner = FakeRunner({"long": forever.wait})
-    service = Service([_job("long")], runner, metrics, now=clock.now, sleep=clock.sleep)
+    service = Service([runner.job("long")], metrics, now=clock.now, sleep=clock.sleep)
     task = asyncio.create_task(service.run())
     await asyncio.wait_for(runner.started.wait(), 5)
     assert service.running
@@ -249,7 +261,7 @@ async def test_a_job_that_ignores_the_stop_is_abandoned_after_the_grace() -> Non
 
     runner = FakeRunner({"stubborn": stubborn})
     service = Service(
-        [_job("stubborn")], runner, metrics, grace=0.2, now=clock.now, sleep=clock.sleep
+        [runner.job("stubborn")], metrics, grace=0.2, now=clock.now, sleep=clock.sleep
     )
     task = asyncio.create_task(service.run())
     await asyncio.wait_for(runner.started.wait(), 5)
@@ -262,8 +274,10 @@ async def test_a_job_that_ignores_the_stop_is_abandoned_after_the_grace() -> Non
 
 def test_job_names_are_unique() -> None:
     _, metrics = _metrics()
+    runner = FakeRunner()
+    jobs = [runner.job("a"), runner.job("a")]
     with pytest.raises(ValueError, match="unique"):
-        Service([_job("a"), _job("a")], FakeRunner(), metrics)
+        Service(jobs, metrics)
 
 
 def test_resume_decision() -> None:

@@ -1,0 +1,273 @@
+"""``replicator serve``: run the scheduled jobs of the configuration as a service.
+
+Every ``[jobs.<name>]`` with a ``schedule`` runs on it (see
+:mod:`replicator.schedule` and :mod:`replicator.service`) through one engine,
+so the limits of each network are shared by all jobs.  A backup job without
+a ``target`` backs its source up into the source's backup canister, created
+on its first run.  The HTTP server of ``[metrics]`` (``--metrics-port``;
+default port 9464) serves ``/metrics``, ``/healthz`` and ``/readyz``.
+
+SIGTERM or SIGINT stop the service: running jobs stop at their next
+checkpoint (within ``--grace`` seconds) and the next start resumes them.
+Exit codes: 0 after a clean stop, 2 for a configuration that cannot be
+served, 130 when jobs did not stop within the grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from replicator import __version__
+from replicator.checkpoints import JobSummary, SqliteStore, Store
+from replicator.cli_common import Context, add_command, resolve_identity
+from replicator.config import Config, JobTemplate
+from replicator.engine import Engine, JobOutcome
+from replicator.errors import UsageError
+from replicator.flows.backup import backup_target
+from replicator.jobs import CanisterRef, Job, JobKind, Phase
+from replicator.limits import CyclesBudget
+from replicator.metrics import Metrics, ServiceMetrics
+from replicator.service import (
+    DEFAULT_GRACE,
+    Check,
+    HttpEndpoints,
+    Resume,
+    RunResult,
+    ScheduledJob,
+    Service,
+    ServiceProgress,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9464  # the replicator's port in deploy/ (prometheus.yml, compose)
+
+
+def register(commands: object) -> None:
+    parser = add_command(
+        commands,
+        "serve",
+        _serve,
+        help="run the scheduled jobs of the config file as a service (/metrics, /healthz, /readyz)",
+        description=(
+            "Run every [jobs.<name>] of --config that has a schedule, on its schedule, and "
+            "serve /metrics, /healthz and /readyz. SIGTERM stops running jobs at a checkpoint; "
+            "the next start resumes them."
+        ),
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help=f"how long running jobs get to stop at a checkpoint (default {DEFAULT_GRACE:g})",
+    )
+    parser.add_argument(
+        "--metrics-addr",
+        metavar="ADDR",
+        default=None,
+        help="address to serve on (default: [metrics] addr, else 127.0.0.1)",
+    )
+
+
+async def _serve(ctx: Context) -> int:
+    if not ctx.args.verbose:
+        logging.getLogger("replicator.service").setLevel(logging.INFO)
+    config = ctx.config
+    plans = plan_jobs(config)
+    identity = resolve_identity(ctx.args, config)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, process_metrics=True)
+    service_metrics = ServiceMetrics(registry, version=__version__)
+    for network in config.networks:  # known label values start at 0
+        metrics.canisters_created.labels(network)
+    store = await asyncio.to_thread(SqliteStore, config.checkpoints)
+    try:
+        progress = ServiceProgress(service_metrics)
+        via: dict[str, object] = {} if ctx.via is None else {"via": ctx.via}
+        engine = Engine.from_config(config, store, metrics, progress, identity=identity, **via)
+        async with engine:
+            summaries = await asyncio.to_thread(store.list_jobs)
+            service = Service(
+                [p.scheduled(engine) for p in plans],
+                service_metrics,
+                resume={p.name: p.resume(summaries) for p in plans},
+                grace=ctx.args.grace,
+            )
+            networks = sorted({p.network for p in plans})
+            _watch_budgets(engine, networks, service_metrics)
+            async with _listening(ctx, registry, _checks(store, engine, networks)):
+                with _stop_on_signals(service):
+                    return await service.run()
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+# --------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A scheduled job of the config, resolved: what one run of it does."""
+
+    name: str
+    template: JobTemplate
+    config: Config
+    network: str
+    source: CanisterRef | None  # set for a backup into the source's own backup canister
+    job: Job | None  # set for every other job
+
+    def scheduled(self, engine: Engine) -> ScheduledJob:
+        assert self.template.schedule is not None
+
+        async def run() -> RunResult:
+            return _result(await self.run(engine))
+
+        return ScheduledJob(self.name, self.template.kind, self.template.schedule, run)
+
+    async def run(self, engine: Engine) -> JobOutcome:
+        if self.source is not None:
+            keep = self.template.options.get("keep")
+            target = await backup_target(
+                engine, self.source, keep=keep if isinstance(keep, int) else None
+            )
+            job = Job(JobKind.BACKUP, self.source, target, options=dict(self.template.options))
+        else:
+            job = self.config.job(self.name)  # a fresh id; the engine resumes its twin
+        return await engine.run(job)
+
+    def matches(self, summary: JobSummary) -> bool:
+        """Is ``summary`` a run of this job?"""
+        if self.job is not None:
+            wanted = (self.job.kind.value, str(self.job.source), _text(self.job.target))
+            return (summary.kind, summary.source, summary.target) == wanted
+        return summary.kind == JobKind.BACKUP.value and summary.source == str(self.source)
+
+    def resume(self, summaries: Iterable[JobSummary]) -> Resume:
+        """What the checkpoints say: an unfinished newest run, and the last success."""
+        runs = [s for s in summaries if self.matches(s)]  # oldest first
+        done = [s.updated_at for s in runs if s.phase is Phase.DONE]
+        newest = runs[-1].phase if runs else None
+        unfinished = None if newest in (None, Phase.DONE) else newest
+        return Resume(unfinished=unfinished, last_success=max(done) if done else None)
+
+
+def plan_jobs(config: Config) -> list[JobPlan]:
+    """Every scheduled job of ``config``, checked; a usage error if there is none."""
+    plans = [_plan(config, t) for t in config.jobs.values() if t.schedule is not None]
+    if not plans:
+        raise UsageError(
+            f"{config.source}: no job has a schedule, so there is nothing to serve: add "
+            'schedule = "0 3 * * *" (cron, UTC) or schedule = "every 6h" to a [jobs.<name>] table'
+        )
+    _check_distinct(plans)
+    return plans
+
+
+def _plan(config: Config, template: JobTemplate) -> JobPlan:
+    network = config.network_named(template.network).name
+    key = f"jobs.{template.name}"
+    if template.kind is JobKind.BACKUP and template.target is None:
+        source = config.canister(template.source, network, where=(config.source, f"{key}.source"))
+        return JobPlan(template.name, template, config, network, source, None)
+    return JobPlan(template.name, template, config, network, None, config.job(template.name))
+
+
+def _check_distinct(plans: Sequence[JobPlan]) -> None:
+    # Two jobs doing the same thing would resume each other's runs.
+    seen: dict[tuple[str, str, str], str] = {}
+    for plan in plans:
+        job = plan.job
+        what = (
+            (job.kind.value, str(job.source), _text(job.target))
+            if job is not None
+            else (JobKind.BACKUP.value, str(plan.source), "")
+        )
+        if what in seen:
+            raise UsageError(
+                f"jobs {seen[what]!r} and {plan.name!r} copy the same source into the same "
+                "target; keep one of them (give it the shorter schedule)"
+            )
+        seen[what] = plan.name
+
+
+def _text(endpoint: object | None) -> str:
+    return "" if endpoint is None else str(endpoint)
+
+
+def _result(outcome: JobOutcome) -> RunResult:
+    if outcome.phase is Phase.DONE:
+        return RunResult("done")
+    if outcome.phase is Phase.CANCELLED:
+        return RunResult("cancelled", outcome.exit_code, outcome.error)
+    return RunResult("failed", outcome.exit_code, outcome.error)
+
+
+# --------------------------------------------------------------- the server
+
+
+def _checks(store: Store, engine: Engine, networks: Sequence[str]) -> Mapping[str, Check]:
+    async def store_answers() -> None:
+        await asyncio.to_thread(store.find_resumable, "readyz")
+
+    def network_answers(network: str) -> Check:
+        async def check() -> None:
+            await engine.agent(network).status()
+
+        return check
+
+    return {"store": store_answers, **{f"network:{n}": network_answers(n) for n in networks}}
+
+
+def _watch_budgets(engine: Engine, networks: Sequence[str], metrics: ServiceMetrics) -> None:
+    for network in networks:
+        budget = engine.limited(network).budget
+        if budget is not None:
+            metrics.watch_budget(network, budget.budget, _remaining(budget))
+
+
+def _remaining(budget: CyclesBudget) -> Callable[[], float]:
+    return lambda: float(budget.remaining)
+
+
+@contextlib.asynccontextmanager
+async def _listening(
+    ctx: Context, registry: CollectorRegistry, checks: Mapping[str, Check]
+) -> AsyncIterator[None]:
+    settings = ctx.config.metrics
+    addr = ctx.args.metrics_addr or settings.addr
+    port = DEFAULT_PORT if settings.port is None else settings.port
+    endpoints = HttpEndpoints(registry, checks)
+    try:
+        await endpoints.start(addr, port)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot serve on {addr}:{port}: {exc.strerror or exc}; choose another "
+            "--metrics-port (or [metrics] port)"
+        ) from None
+    try:
+        url = f"http://{addr}:{endpoints.port}"
+        ctx.renderer.note(f"serving {url}/metrics, /healthz and /readyz", url=url)
+        yield
+    finally:
+        await endpoints.close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(service: Service) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, service.stop)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
