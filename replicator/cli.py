@@ -18,6 +18,7 @@ from replicator import (
     cli_check_canister,
     cli_jobs,
     cli_localnet,
+    cli_serve,
 )
 from replicator.cli_common import add_global_options
 from replicator.errors import EXIT_INTERRUPTED, EXIT_USAGE
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (cli_jobs, cli_check_canister, cli_localnet):
         module.register(commands)
+    cli_serve.register(commands)
     return parser
 
 
