@@ -15,10 +15,15 @@ from collections.abc import Sequence
 
 from replicator import (
     __version__,
+    cli_archive,
+    cli_backup,
     cli_check_canister,
     cli_jobs,
     cli_localnet,
+    cli_restore,
+    cli_resume,
     cli_serve,
+    cli_verify,
 )
 from replicator.cli_common import add_global_options
 from replicator.errors import EXIT_INTERRUPTED, EXIT_USAGE
@@ -39,7 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (cli_jobs, cli_check_canister, cli_localnet):
+    for module in (
+        cli_backup,
+        cli_restore,
+        cli_archive,
+        cli_verify,
+        cli_jobs,
+        cli_resume,
+        cli_check_canister,
+        cli_localnet,
+    ):
         module.register(commands)
     cli_serve.register(commands)
     return parser

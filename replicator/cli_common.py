@@ -246,6 +246,7 @@ class Context:
     renderer: Renderer
     metrics: Metrics = field(default_factory=Metrics)
     metrics_url: str | None = None
+    interrupted_reported: bool = False  # the command already said where it stopped
     _config: Config | None = None
 
     @property
@@ -302,9 +303,9 @@ def run_command(args: argparse.Namespace, body: Body) -> int:
     try:
         return asyncio.run(_guarded(ctx, body))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        # Interrupted before the body could report it (e.g. during start-up).
-        renderer.error("interrupted; re-run the same command to resume", EXIT_INTERRUPTED)
-        _final_failure(renderer, EXIT_INTERRUPTED, "interrupted")
+        if not ctx.interrupted_reported:  # e.g. interrupted while starting up
+            renderer.error("interrupted; re-run the same command to resume", EXIT_INTERRUPTED)
+            _final_failure(renderer, EXIT_INTERRUPTED, "interrupted")
         return EXIT_INTERRUPTED
     finally:
         renderer.close()

@@ -298,13 +298,16 @@ def _show(key: str, value: object) -> str:
         return value.hex()
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
-    if isinstance(value, int | float) and key.endswith("bytes"):
-        return f"{format_bytes(value)} ({int(value):,} bytes)"
-    if isinstance(value, float) and key.endswith("bytes_per_second"):
+    if isinstance(value, int | float) and key.endswith("per_second") and "bytes" in key:
         return format_rate(value)
+    if isinstance(value, int | float) and (key.endswith("bytes") or key in _SIZE_KEYS):
+        return f"{format_bytes(value)} ({int(value):,} bytes)"
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+_SIZE_KEYS = frozenset({"size", "bytes_copied", "bytes"})
 
 
 class _JobView:

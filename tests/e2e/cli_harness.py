@@ -19,13 +19,22 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from icp_candid import Types
 
 from canister_iface.agent import Agent
+from canister_iface.candid_value import encode_value
+from canister_iface.icrp import IcrpClient
 from canister_iface.identity import Identity
+from canister_iface.management import ManagementClient
+from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
 from replicator.demo_app import DemoApp, Stats
 
 ROOT = Path(__file__).parents[2]
+BACKUP_WASM = ROOT / "canister_iface" / "wasm" / "backup.wasm"
+_BACKUP_INIT = Types.Record(
+    {"source": Types.Principal, "keep": Types.Opt(Types.Nat), "peers": Types.Vec(Types.Principal)}
+)
 _STARTUP_S = 60
 
 
@@ -125,6 +134,39 @@ class Cli:
                 return app.canister_id
 
         return asyncio.run(deploy())
+
+    def create_backup(self, source: Principal) -> Principal:
+        """A backup canister for ``source``, installed by hand (as a user with dfx would)."""
+
+        async def create() -> Principal:
+            async with self.agent() as agent:
+                mgmt = ManagementClient(agent)
+                canister = await mgmt.provisional_create_canister_with_cycles(
+                    amount=10**14,
+                    settings=CanisterSettings(controllers=(self.identity().principal,)),
+                )
+                init = {"source": source.raw, "keep": [], "peers": []}
+                await mgmt.install_code(
+                    canister, BACKUP_WASM.read_bytes(), arg=encode_value(_BACKUP_INIT, init)
+                )
+                return canister
+
+        return asyncio.run(create())
+
+    def image_digest(self, canister: Principal) -> bytes | None:
+        """The digest of ``canister``'s current image: its newest, or a fresh export's."""
+
+        async def digest() -> bytes | None:
+            async with self.agent() as agent:
+                icrp = IcrpClient(agent, canister)
+                info = await icrp.info()
+                if info.image is not None and info.image.digest is not None:
+                    return info.image.digest
+                ticket = await icrp.wait_ready(await icrp.begin_export())
+                await icrp.end_export(ticket.snapshot_id)
+                return ticket.digest
+
+        return asyncio.run(digest())
 
     def stats(self, canister: Principal) -> Stats:
         async def stats() -> Stats:

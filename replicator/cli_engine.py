@@ -1,0 +1,164 @@
+"""Running jobs from the command line: the engine, its progress on screen, and the summary.
+
+:class:`RenderedProgress` is the engine's :class:`~replicator.progress.Progress`
+drawn by a :class:`~replicator.render.Renderer`.  :func:`run_job_command`
+opens the checkpoint store and the engine, serves ``/metrics`` if asked, runs
+one job and renders its summary; its exit code is the job's.  Ctrl-C (or
+SIGTERM) cancels the job: the engine records it as ``cancelled`` at its last
+checkpoint, the summary says how to resume, and the command exits 130.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from replicator.checkpoints import SqliteStore
+from replicator.cli_common import Context, resolve_identity
+from replicator.engine import Engine, JobOutcome
+from replicator.errors import EXIT_INTERRUPTED, EXIT_OK
+from replicator.jobs import Job, Phase
+from replicator.render import Renderer
+
+JobAction = Callable[[Engine], Awaitable[JobOutcome]]
+
+
+class RenderedProgress:
+    """The engine's progress events, rendered; remembers what the summary needs."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self.retries = 0
+        self.last_job: Job | None = None
+        self.outcomes: list[JobOutcome] = []
+        self._done: dict[str, int] = {}
+
+    def started(self, job: Job, resumed: bool) -> None:
+        self.last_job = job
+        target = None if job.target is None else str(job.target)
+        self.renderer.start(job.id, job.kind.value, str(job.source), target)
+        if resumed:
+            self.renderer.note(f"{job.id}: resuming from its checkpoint", job=job.id)
+
+    def phase(self, job: Job, phase: Phase) -> None:
+        self.renderer.phase(job.id, phase.value)
+
+    def total(self, job: Job, total_bytes: int, done_bytes: int) -> None:
+        self._done[job.id] = done_bytes
+        self.renderer.total(job.id, total_bytes)
+        self.renderer.progress(job.id, done_bytes)
+
+    def advanced(self, job: Job, nbytes: int) -> None:
+        done = self._done.get(job.id, 0) + nbytes
+        self._done[job.id] = done
+        self.renderer.progress(job.id, done)
+
+    def retried(self, job: Job, reason: str, wait_seconds: float) -> None:
+        self.retries += 1
+        self.renderer.retry(job.id, reason, wait_seconds)
+
+    def note(self, job: Job, text: str) -> None:
+        self.renderer.note(f"{job.id}: {text}", job=job.id)
+
+    def finished(self, job: Job, outcome: JobOutcome) -> None:
+        del job
+        self.outcomes.append(outcome)
+
+
+@contextlib.asynccontextmanager
+async def open_engine(ctx: Context, progress: RenderedProgress) -> AsyncIterator[Engine]:
+    """The engine for this command: checkpoint store, identity, limits and route from flags."""
+    config = ctx.config
+    identity = resolve_identity(ctx.args, config)
+    changes: dict[str, object] = {}
+    if ctx.via is not None:
+        changes["via"] = ctx.via
+    if ctx.args.in_flight is not None:
+        changes["concurrency"] = ctx.args.in_flight
+    store = await asyncio.to_thread(SqliteStore, config.checkpoints)
+    try:
+        engine = Engine.from_config(
+            config, store, ctx.metrics, progress, identity=identity, **changes
+        )
+        async with engine:
+            yield engine
+    finally:
+        store.close()
+
+
+def job_summary(outcome: JobOutcome, retries: int, metrics_url: str | None) -> dict[str, Any]:
+    """The fields of a job's summary (``--json``: the ``summary`` object)."""
+    fields: dict[str, Any] = {"ok": outcome.ok, "exit_code": outcome.exit_code}
+    fields.update(outcome.to_json())
+    elapsed = outcome.elapsed
+    rate = outcome.bytes_copied / elapsed if elapsed > 0 else None
+    fields["bytes_per_second"] = None if rate is None else round(rate)
+    fields["retries"] = retries
+    fields["metrics_url"] = metrics_url
+    if not outcome.ok and outcome.phase is not Phase.DONE:
+        fields["resume"] = f"replicator resume {outcome.job.id}"
+    return fields
+
+
+def human_summary(fields: dict[str, Any]) -> dict[str, Any]:
+    """The summary as a person reads it: fewer keys, none empty."""
+    keys = (
+        "job_id",
+        "kind",
+        "source",
+        "target",
+        "phase",
+        "route",
+        "snapshot_id",
+        "size",
+        "digest",
+        "bytes_copied",
+        "chunks_copied",
+        "chunks_skipped",
+        "elapsed_seconds",
+        "bytes_per_second",
+        "retries",
+        "metrics_url",
+        "error",
+        "resume",
+    )
+    return {k: fields[k] for k in keys if fields.get(k) is not None}
+
+
+def render_summary(ctx: Context, fields: dict[str, Any]) -> None:
+    ctx.renderer.summary(fields if ctx.args.json else human_summary(fields))
+
+
+async def run_job_command(ctx: Context, action: JobAction) -> int:
+    """Run one job (``action``) with progress, metrics and a summary; its exit code."""
+    progress = RenderedProgress(ctx.renderer)
+    with ctx.serving_metrics():
+        async with open_engine(ctx, progress) as engine:
+            try:
+                outcome = await action(engine)
+            except asyncio.CancelledError:
+                _interrupted(ctx, progress)
+                raise
+    if not outcome.ok and outcome.error:
+        ctx.renderer.error(outcome.error, outcome.exit_code)
+    render_summary(ctx, job_summary(outcome, progress.retries, ctx.metrics_url))
+    return outcome.exit_code if not outcome.ok else EXIT_OK
+
+
+def _interrupted(ctx: Context, progress: RenderedProgress) -> None:
+    """Say where the job stopped and how to go on; the boundary exits 130."""
+    ctx.interrupted_reported = True
+    job = progress.last_job
+    outcome = progress.outcomes[-1] if progress.outcomes else None
+    if job is None or outcome is None:
+        return
+    message = (
+        f"interrupted: job {job.id} stopped at its last checkpoint; re-run the same command "
+        f"or `replicator resume {job.id}` to continue"
+    )
+    ctx.renderer.error(message, EXIT_INTERRUPTED)
+    fields = job_summary(outcome, progress.retries, ctx.metrics_url)
+    fields.update(ok=False, exit_code=EXIT_INTERRUPTED, error="interrupted")
+    render_summary(ctx, fields)
