@@ -82,7 +82,7 @@ class World:
         return store
 
     def engine(self, *, agent: Agent | None = None, **changes: Any) -> Engine:
-        settings = EngineSettings(limits=FAST_LIMITS, retry=FAST_RETRY, **changes)
+        settings = EngineSettings(**{"limits": FAST_LIMITS, "retry": FAST_RETRY, **changes})
         return Engine(
             settings,
             self.store(),
