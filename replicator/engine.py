@@ -250,6 +250,7 @@ class Engine:
         self._owns_agents = owned_agents
         self._limited: dict[str, Limited] = {}
         self._owns_registry = registry is None
+        self._planning_notes: list[str] = []
         self.registry = registry if registry is not None else Registry.beside(store)
 
     @classmethod
@@ -353,6 +354,8 @@ class Engine:
             log.info("%s", text)
             if job is not None:
                 self.progress.note(job, text)
+            else:  # planning (e.g. creating a backup canister): told once the job starts
+                self._planning_notes.append(text)
 
         return Context(
             runner_for=lambda network: self.runner(network, job),
@@ -364,6 +367,7 @@ class Engine:
     def provisioner(self, network: str, note: Callable[[str], None] | None = None) -> Provisioner:
         """Creates canisters on ``network`` with the configured controllers and cycles."""
         agent = self.agent(network)
+        note = note or self.context().note
         settings = self.settings
         controllers = tuple(Principal.from_text(c) for c in settings.controllers)
         method = settings.create_with
@@ -463,6 +467,9 @@ class Engine:
         run = _JobRun(self, state, acked, resumed)
         self.metrics.job_moved(state.job.kind, None, state.phase)
         self.progress.started(state.job, resumed)
+        planned, self._planning_notes = self._planning_notes, []
+        for text in planned:
+            run.note(text)
         try:
             await run.drive()
         except (asyncio.CancelledError, KeyboardInterrupt):

@@ -52,6 +52,7 @@ async def test_backup_without_target_creates_registers_and_reuses_a_backup_canis
     async with w.engine(controllers=(w.me.principal.to_text(), operator.to_text())) as engine:
         first = await engine.backup(ref(demo))
         assert first.ok, first.error
+        assert any("creating a backup canister" in note for note in first.notes)
         assert first.job.target is not None
         backup = Principal.from_text(first.job.target.canister_id)  # type: ignore[union-attr]
         assert set(await w.agent.controllers(backup)) == {w.me.principal, operator}
@@ -59,6 +60,11 @@ async def test_backup_without_target_creates_registers_and_reuses_a_backup_canis
         assert entry is not None
         assert entry.state == "ready"
         assert entry.canister == backup.to_text()
+        unchanged = await engine.backup(ref(demo))  # nothing changed: nothing to copy
+        assert unchanged.ok, unchanged.error
+        assert unchanged.job.id != first.job.id
+        assert unchanged.bytes_copied == 0
+        assert any("already holds this image" in note for note in unchanged.notes)
         await w.add_user(demo, "bob")
         second = await engine.backup(ref(demo))
     assert second.ok, second.error

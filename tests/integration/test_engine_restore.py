@@ -9,6 +9,7 @@ import pytest
 from engine_support import DEMO_WASM, World, ref, world
 
 from canister_iface.principal import Principal
+from replicator.errors import EXIT_USAGE, UsageError
 from replicator.jobs import ArchiveRef
 
 pytestmark = pytest.mark.integration
@@ -86,3 +87,17 @@ async def test_restore_into_a_new_canister_from_a_wasm_file(w: World, tmp_path: 
     assert restored.ok, restored.error
     fresh = Principal.from_text(restored.job.target.canister_id)  # type: ignore[union-attr]
     assert await w.fingerprint(fresh) == before
+
+
+async def test_restore_of_a_snapshot_the_backup_does_not_hold_is_a_usage_error(w: World) -> None:
+    demo = await w.demo(mib=1)
+    before = await w.fingerprint(demo)
+    backup = await w.backup_canister(demo)
+    async with w.engine() as engine:
+        assert (await engine.backup(ref(demo), ref(backup))).ok
+        with pytest.raises(UsageError, match="holds no snapshot 7"):
+            await engine.restore(ref(backup), snapshot=7)
+        outcome = await engine.restore(ref(backup), ref(demo), snapshot=7)
+    assert outcome.exit_code == EXIT_USAGE
+    assert "it holds: 1" in (outcome.error or "")
+    assert await w.fingerprint(demo) == before
