@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -334,10 +335,12 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
     # The unit names the installed binary; point it at this checkout's.
-    binary = shutil.which("replicator") or str(ROOT / ".venv" / "bin" / "replicator")
+    binary = Path(sys.executable).parent / "replicator"  # the console script of this venv
+    if not binary.exists():
+        pytest.skip(f"no replicator console script next to {sys.executable}")
     text = (DEPLOY / "replicator.service").read_text()
     unit = tmp_path / "replicator.service"
-    unit.write_text(text.replace("/opt/replicator/bin/replicator", binary))
+    unit.write_text(text.replace("/opt/replicator/bin/replicator", str(binary)))
     result = subprocess.run(
         [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
     )
