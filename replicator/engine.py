@@ -739,7 +739,7 @@ def _target_side(job: Job, ctx: Context) -> TargetSide | None:
         return None
     if isinstance(job.target, CanisterRef):
         return canister_sides.CanisterTarget(job.target, ctx)
-    return archive_sides.ArchiveTarget(job.target, ctx, source=job.source)
+    return archive_sides.ArchiveTarget(job.target, ctx)
 
 
 def _int_option(job: Job, name: str) -> int | None:

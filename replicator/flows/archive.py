@@ -30,7 +30,7 @@ from canister_iface.principal import Principal
 from replicator.archive import ArchiveError, ArchiveHeader, ArchiveReader, ArchiveWriter
 from replicator.errors import UsageError
 from replicator.flows.sides import Context, Prepared
-from replicator.jobs import ArchiveRef, CanisterRef, Endpoint, ImageInfo
+from replicator.jobs import ArchiveRef, ImageInfo
 from replicator.pump import Run
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,10 @@ class ArchiveChunkReader:
 class ArchiveTarget:
     """An archive file a job writes an image into."""
 
-    def __init__(self, ref: ArchiveRef, ctx: Context, *, source: Endpoint) -> None:
+    def __init__(self, ref: ArchiveRef, ctx: Context) -> None:
         self.endpoint = ref
         self.ctx = ctx
         self.path = FsPath(ref.path)
-        self.source = source
         self._writer: ArchiveWriter | None = None
         self._lock = asyncio.Lock()
 
@@ -152,9 +151,8 @@ class ArchiveTarget:
         del journal_seq, digests, resume_import_id
         if image.digest is None:
             raise ValueError(f"snapshot {image.snapshot_id} has no digest yet")
-        source = self.source.canister_id if isinstance(self.source, CanisterRef) else origin
         header = ArchiveHeader(
-            source=str(source),
+            source=origin.to_text(),
             snapshot_id=image.snapshot_id,
             size=image.size,
             chunk_size=image.chunk_size,

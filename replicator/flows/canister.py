@@ -132,6 +132,11 @@ class CanisterSource(_Canister):
 
     @property
     def origin(self) -> Principal:
+        """Where the image was frozen: this canister, or for an image a backup canister
+        received, the canister it came from (so a copy stays importable into that
+        canister's backups)."""
+        if self.ticket is not None and self.ticket.origin is not None:
+            return self.ticket.origin.source
         return self.principal
 
     @property
@@ -488,7 +493,7 @@ class CanisterWriter:
 # -------------------------------------------------------------------- helpers
 
 
-async def allow_push(source: _Canister, target: _Canister) -> None:
+async def allow_push(source: CanisterSource, target: _Canister) -> None:
     """Make ``target`` a peer of ``source`` and ``source`` a peer of ``target`` if needed.
 
     ``icrp_push`` goes only to the source's peers, and the target accepts the
@@ -496,7 +501,7 @@ async def allow_push(source: _Canister, target: _Canister) -> None:
     a controller; without one the message says how to grant them by hand.
     """
     await _add_peer(source, target.principal, "push to")
-    if (await target.info()).role == "backup":
+    if (await target.info()).role == "backup" and source.origin == source.principal:
         # A backup canister trusts the one source it accepts images from, and
         # it opened this import only because the spec named that source.
         return

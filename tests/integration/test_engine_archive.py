@@ -108,3 +108,27 @@ async def test_verify_compares_source_backup_and_archive(w: World, tmp_path: Pat
     assert stale.exit_code == EXIT_INTEGRITY
     assert stale.source_digest != digest
     assert stale.target_digest == digest
+
+
+async def test_an_archive_of_a_backup_restores_through_another_backup_canister(
+    w: World, tmp_path: Path
+) -> None:
+    demo = await w.demo(mib=1)
+    before = await w.fingerprint(demo)
+    first, second = await w.backup_canister(demo), await w.backup_canister(demo)
+    path = tmp_path / "backup.icra"
+    async with w.engine() as engine:
+        assert (await engine.backup(ref(demo), ref(first))).ok
+        exported = await engine.archive_export(ref(first), path)
+        assert exported.ok, exported.error
+        with ArchiveReader(path) as reader:
+            assert reader.header.source == demo.to_text()  # the image's origin, not the copy
+        imported = await engine.archive_import(path, ref(second))
+        assert imported.ok, imported.error
+        copied = await engine.backup(ref(second), ref(first))  # backup to backup, direct
+        assert copied.ok, copied.error
+        await w.add_user(demo, "dave")
+        restored = await engine.restore(ref(second))
+    assert restored.ok, restored.error
+    assert restored.job.target == ref(demo)
+    assert await w.fingerprint(demo) == before
