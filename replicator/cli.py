@@ -18,6 +18,7 @@ from replicator import (
     cli_archive,
     cli_backup,
     cli_check_canister,
+    cli_demo,
     cli_jobs,
     cli_localnet,
     cli_restore,
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_jobs,
         cli_resume,
         cli_check_canister,
+        cli_demo,
         cli_localnet,
     ):
         module.register(commands)

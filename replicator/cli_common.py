@@ -255,6 +255,10 @@ class Context:
             self._config = load_settings(self.args)
         return self._config
 
+    def use_config(self, config: Config) -> None:
+        """Run with ``config`` instead of the one the flags describe (the demo's)."""
+        self._config = config
+
     @property
     def network(self) -> Network:
         return self.config.network_named()

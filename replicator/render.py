@@ -53,6 +53,7 @@ RATE_WINDOW_S = 5.0
 BAR_WIDTH = 24
 BAR_REFRESH_S = 0.1
 LINE_INTERVAL_S = 5.0
+FINAL_PHASES = frozenset({"done", "failed", "cancelled"})
 
 
 def format_bytes(n: float) -> str:
@@ -423,6 +424,8 @@ class BarRenderer(LineRenderer):
         self._job(job_id).phase = phase
         self._clear()
         self._redraw()
+        if phase in FINAL_PHASES and job_id == self._current:
+            self.close()  # the bar's last state stays on screen; notes go below it
 
     def progress(self, job_id: str, done_bytes: int) -> None:
         view = self._job(job_id)
@@ -441,8 +444,7 @@ class BarRenderer(LineRenderer):
         super().summary(fields)
 
     def close(self) -> None:
-        if self._drawn:
-            self._redraw()
+        if self._drawn:  # leave the bar as last drawn and move below it
             self._err.write("\n")
             self._err.flush()
             self._drawn = False

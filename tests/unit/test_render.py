@@ -137,12 +137,18 @@ def test_the_bar_redraws_in_place_and_keeps_its_last_state() -> None:
         clock.now += 0.5
         r.progress("j1", i * MiB)
     r.note("created backup canister x")
+    r.phase("j1", "done")
+    r.note("next step")
     r.close()
     text = err.getvalue()
     assert "\r\x1b[2K" in text
     assert "[########################]  8.0 MiB/8.0 MiB (100%)" in text
     assert "created backup canister x\n" in text
-    assert text.endswith("\n")
+    assert text.endswith(
+        "done       [########################]  8.0 MiB/8.0 MiB (100%)"
+        "  2.0 MiB/s  ETA 0:00  retries 0\nnext step\n"
+    )
+    assert text.count("done ") == 1  # a finished bar is drawn once, not again after each note
 
 
 def test_the_renderer_follows_the_terminal() -> None:

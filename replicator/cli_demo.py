@@ -1,0 +1,35 @@
+"""``replicator demo``: back a demo app up and restore it on a local IC started for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replicator.cli_common import Context, add_command
+from replicator.errors import UsageError
+
+
+def register(commands: Any) -> None:
+    parser = add_command(
+        commands,
+        "demo",
+        _demo,
+        help="the one-command tour: back a canister up and restore it on a local IC",
+        description=(
+            "Start a local IC, deploy the demo app with synthetic data, back it up into a "
+            "backup canister created on demand (rate-limited, with a progress bar), verify, "
+            "wipe the app, restore it, verify again and print a summary. Needs nothing but "
+            "this package. The byte rate defaults to 8 MiB/s (--bytes-per-second); "
+            "/metrics is served on a free port unless --metrics-port is given."
+        ),
+    )
+    parser.add_argument(
+        "--mib", type=int, default=64, metavar="N", help="MiB of synthetic data (default 64)"
+    )
+
+
+async def _demo(ctx: Context) -> int:
+    from replicator.demo import run_demo
+
+    if not 1 <= ctx.args.mib <= 1024:
+        raise UsageError(f"--mib: expected 1 to 1024 MiB, got {ctx.args.mib}")
+    return await run_demo(ctx)
