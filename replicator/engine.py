@@ -133,6 +133,7 @@ class EngineSettings:
     controllers: tuple[str, ...] = ()  # of created canisters; () = the identity alone
     initial_cycles: int = 2 * T  # cycles a created canister starts with
     create_with: str = "auto"  # "provisional" (local), "ledger" (mainnet), "auto": by network
+    cycles_ledger: str | None = None  # the cycles ledger's id (None: mainnet's)
     backup_keep: int | None = None  # images a created backup canister keeps (None: its default)
     max_restarts: int = 2  # fresh images after StaleSnapshot within one run
 
@@ -383,6 +384,7 @@ class Engine:
                 controllers=controllers or (agent.identity.principal,),
                 initial_cycles=settings.initial_cycles,
                 method="provisional" if method == "provisional" else "ledger",
+                ledger=settings.cycles_ledger,
             ),
             note=note,
         )

@@ -79,6 +79,7 @@ class ProvisionSettings:
     controllers: tuple[Principal, ...]  # exactly these control a created canister
     initial_cycles: int
     method: CreateMethod
+    ledger: str | None = None  # the cycles ledger (None: mainnet's)
 
     def __post_init__(self) -> None:
         if not self.controllers:
@@ -129,7 +130,7 @@ class Provisioner:
         }
         await self._installed(canister, shipped_wasm("backup"), encode_value(BACKUP_INIT, init))
         await self._settle_controllers(canister)
-        self._record(source.to_text(), key, canister, "ready", entry)
+        self._record(source.to_text(), key, canister, "ready")
         self._note(f"backup canister {canister} is ready for {source}")
         return canister
 
@@ -149,7 +150,7 @@ class Provisioner:
             client = IcrpClient(self.agent, canister)
             await self._call(canister, "icrp_set_peers", lambda: client.set_peers([self.me]))
         await self._settle_controllers(canister)
-        self._record(key_source, key, canister, "ready", entry)
+        self._record(key_source, key, canister, "ready")
         return canister
 
     # -------------------------------------------------------------- the steps
@@ -162,7 +163,7 @@ class Provisioner:
             self.registry.put(Entry(self.network, source, key, None, "requested", request_ns))
         self._note(f"creating a {key} canister for {source} on {self.network}")
         canister = await self._create(request_ns)
-        self._record(source, key, canister, "created", None, request_ns)
+        self._record(source, key, canister, "created", request_ns)
         self.metrics.record_canister_created(self.network)
         self.metrics.record_cycles_spent(self.settings.initial_cycles)
         return canister
@@ -180,7 +181,12 @@ class Provisioner:
                     amount=amount, settings=settings
                 ),
             )
-        ledger = CyclesLedgerClient(self.agent)
+        ledger_id = self.settings.ledger
+        ledger = (
+            CyclesLedgerClient(self.agent)
+            if ledger_id is None
+            else CyclesLedgerClient(self.agent, ledger_id)
+        )
         created = await self._call(
             ledger.ledger_id.to_text(),
             "create_canister",
@@ -238,11 +244,12 @@ class Provisioner:
         key: str,
         canister: Principal,
         state: Literal["created", "ready"],
-        entry: Entry | None,
         request_ns: int | None = None,
     ) -> None:
-        ns = request_ns if request_ns is not None else (entry.request_ns if entry else 0)
-        self.registry.put(Entry(self.network, source, key, canister.to_text(), state, ns))
+        if request_ns is None:  # keep the deduplication time of the recorded intent
+            current = self.registry.get(self.network, source, key)
+            request_ns = current.request_ns if current is not None else 0
+        self.registry.put(Entry(self.network, source, key, canister.to_text(), state, request_ns))
 
 
 def _unique(principals: Sequence[Principal]) -> tuple[Principal, ...]:

@@ -38,6 +38,7 @@ ROOT = Path(__file__).parents[2]
 DEMO_WASM = (ROOT / "canister_iface" / "wasm" / "demo_app.wasm").read_bytes()
 BACKUP_WASM = (ROOT / "canister_iface" / "wasm" / "backup.wasm").read_bytes()
 COUNTER_WASM = (ROOT / "tests" / "canisters" / "wasm" / "counter.wasm").read_bytes()
+LEDGER_WASM = (ROOT / "tests" / "canisters" / "wasm" / "cycles_ledger.wasm").read_bytes()
 T = 10**12
 NETWORK = "local"
 

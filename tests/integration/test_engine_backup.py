@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from engine_support import World, counter, ref, world
+from engine_support import LEDGER_WASM, T, World, counter, ref, world
+from icp_candid import Types
 
+from canister_iface.candid_value import encode_values
+from canister_iface.cycles_ledger import ACCOUNT, Account, CyclesLedgerClient
 from canister_iface.icrp import IcrpClient
 from canister_iface.identity import Identity
+from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
 from replicator.jobs import Phase
+from replicator.registry import Entry, Registry
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +90,34 @@ async def test_a_created_backup_canister_may_exclude_the_orchestrator(w: World) 
     assert await w.agent.controllers(backup) == [operator]  # exactly the configured set
     # We stay a trusted peer, so later backups keep working.
     assert (await IcrpClient(w.agent, backup).info()).trusted
+
+
+async def test_a_backup_canister_paid_through_the_cycles_ledger_is_created_once(
+    w: World,
+) -> None:
+    demo = await w.demo(mib=1)
+    ledger = await w.create(LEDGER_WASM)
+    account = Account(w.me.principal)
+    fund = encode_values([(ACCOUNT, account.to_candid()), (Types.Nat, 20 * T)])
+    await w.agent.update(ledger, "test_fund", fund)
+    client = CyclesLedgerClient(w.agent, ledger)
+    # A run that paid the ledger and crashed before recording the canister:
+    # the registry holds the intent and its deduplication time.
+    when = time.time_ns()
+    registry_path = w.tmp / "checkpoints.sqlite3"
+    intent = Entry("local", demo.to_text(), "backup", None, "requested", when)
+    Registry(registry_path).put(intent)
+    settings = CanisterSettings(controllers=(w.me.principal,))
+    paid = await client.create_canister(3 * T, settings=settings, created_at_time=when)
+    balance = await client.balance_of(account)
+
+    paying = {"create_with": "ledger", "cycles_ledger": ledger.to_text(), "initial_cycles": 3 * T}
+    async with w.engine(**paying) as engine:
+        outcome = await engine.backup(ref(demo))
+        entry = engine.registry.get("local", demo.to_text())
+    assert outcome.ok, outcome.error
+    assert outcome.job.target == ref(paid.canister_id)  # the ledger's duplicate, not a second one
+    assert await client.balance_of(account) == balance
+    assert (await IcrpClient(w.agent, paid.canister_id).list_images())[0].digest == outcome.digest
+    assert entry is not None
+    assert (entry.state, entry.request_ns) == ("ready", when)
