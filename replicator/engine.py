@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path as FsPath
@@ -227,6 +228,11 @@ class JobOutcome:
 
 AgentSource = Callable[[str], Agent]
 
+# Per metrics registry: the phase each job is counted in by ``replicator_jobs``,
+# so engines sharing one ``Metrics`` (a process running several commands)
+# count a resumed job once.
+_COUNTED: weakref.WeakKeyDictionary[Metrics, dict[str, Phase]] = weakref.WeakKeyDictionary()
+
 
 class Engine:
     """Runs jobs against canisters and archive files (see the module docstring)."""
@@ -339,6 +345,14 @@ class Engine:
         return CallRunner(
             self.limited(network), self.settings.retry, self.metrics, on_retry=on_retry
         )
+
+    def track(self, job: Job, phase: Phase) -> None:
+        """Count ``job`` in ``phase`` in the jobs gauge (once per job, whatever its runs)."""
+        phases = _COUNTED.setdefault(self.metrics, {})
+        old = phases.get(job.id)
+        if old is not phase:
+            self.metrics.job_moved(job.kind, old, phase)
+            phases[job.id] = phase
 
     def sizer(self, path: Path, limit: int | None) -> Sizer:
         transfer = self.settings.transfer
@@ -467,7 +481,7 @@ class Engine:
 
     async def _run(self, state: JobState, acked: dict[int, bytes], *, resumed: bool) -> JobOutcome:
         run = _JobRun(self, state, acked, resumed)
-        self.metrics.job_moved(state.job.kind, None, state.phase)
+        self.track(state.job, state.phase)
         self.progress.started(state.job, resumed)
         planned, self._planning_notes = self._planning_notes, []
         for text in planned:
@@ -551,7 +565,7 @@ class _JobRun:
         when = self.engine.store.save(self.state)  # before any effect of the new state
         self.engine.metrics.record_checkpoint(when)
         if self.state.phase is not old:
-            self.engine.metrics.job_moved(self.job.kind, old, self.state.phase)
+            self.engine.track(self.job, self.state.phase)
             self.engine.progress.phase(self.job, self.state.phase)
         return step.effects
 
@@ -578,6 +592,8 @@ class _JobRun:
                 prepared = await self._target().prepare(
                     image, self.source.origin, self.source.journal_seq, digests, resume_id
                 )
+                if prepared.committed:  # nothing to copy: the target holds the image
+                    self.engine.progress.total(self.job, image.size, image.size)
                 return TargetReady(prepared.import_id, prepared.committed)
             case DiscardProgress(reason=reason):
                 self.note(f"starting the copy over: {reason}")

@@ -157,6 +157,9 @@ async def test_cancelled_mid_copy_then_resumed_rewrites_no_acknowledged_chunk(
     assert outcome.chunks_skipped >= len(acked_before)
     assert outcome.chunks_copied + outcome.chunks_skipped == outcome.state.image.chunk_count
     assert moved < outcome.state.image.size
+    jobs = "replicator_jobs"
+    assert counter(w.metrics, jobs, kind="backup", state="done") == 1  # one job, counted once
+    assert counter(w.metrics, jobs, kind="backup", state="cancelled") == 0
     assert outcome.target_digest == outcome.digest
 
 
