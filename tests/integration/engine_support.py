@@ -99,15 +99,25 @@ class World:
         await self.mgmt.install_code(canister, wasm, arg=arg)
         return canister
 
-    async def demo(self, *, mib: int = 2, seed: int = 1, chunk_size: int = 256 * 1024) -> Principal:
-        """A demo app holding about ``mib`` MiB of users, posts and pictures."""
+    async def demo(
+        self,
+        *,
+        mib: int = 2,
+        seed: int = 1,
+        chunk_size: int = 256 * 1024,
+        step_bytes: int = 64 << 20,
+    ) -> Principal:
+        """A demo app holding about ``mib`` MiB of users, posts and pictures.
+
+        ``step_bytes`` bounds the work of one export or restore step.
+        """
         demo = await self.create(DEMO_WASM)
         settings = {
             "chunk_size": chunk_size,
             "journal_max_entries": 1000,
             "journal_max_bytes": 1 << 20,
             "step_instructions": 20_000_000_000,
-            "step_bytes": 64 << 20,
+            "step_bytes": step_bytes,
         }
         await self.ok(demo, "set_replication_settings", encode_value(SETTINGS, settings))
         arg = encode_values([(Types.Nat, mib), (Types.Nat, seed)])

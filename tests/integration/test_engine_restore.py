@@ -101,3 +101,18 @@ async def test_restore_of_a_snapshot_the_backup_does_not_hold_is_a_usage_error(w
     assert outcome.exit_code == EXIT_USAGE
     assert "it holds: 1" in (outcome.error or "")
     assert await w.fingerprint(demo) == before
+
+
+async def test_stepwise_export_and_restore_are_waited_for(w: World) -> None:
+    demo = await w.demo(mib=2, step_bytes=256 * 1024)
+    before = await w.fingerprint(demo)
+    backup = await w.backup_canister(demo)
+    async with w.engine() as engine:
+        backed = await engine.backup(ref(demo), ref(backup))
+        assert backed.ok, backed.error
+        await w.add_user(demo, "erin")
+        restored = await engine.restore(ref(backup), ref(demo))
+    assert restored.ok, restored.error
+    assert any("is preparing snapshot" in note for note in backed.notes)
+    assert any("rebuilding its state" in note for note in restored.notes)
+    assert await w.fingerprint(demo) == before
