@@ -1,24 +1,35 @@
 """The engine: runs jobs — drives the state machine, performs its effects, checkpoints.
 
-API (what the command line, the demo and the benchmarks build on)::
+API (what the command line, the service, the demo and the benchmarks build on)::
 
-    from replicator.engine import Engine, EngineSettings
+    from replicator.engine import Engine, EngineSettings, JobOutcome
     from replicator.checkpoints import SqliteStore
     from replicator.metrics import Metrics
 
     engine = Engine.from_config(config, SqliteStore(config.checkpoints), Metrics(),
-                                progress, identity=identity)      # or Engine(settings, ...)
-    async with engine:
-        outcome = await engine.backup(app)                 # creates the backup canister if needed
-        outcome = await engine.backup(app, target, via="relay")
-        outcome = await engine.restore(backup, target=None, snapshot=None, new_canister=False,
-                                       wasm=None)
+                                progress, identity=identity, via="relay", ...)
+    # or: Engine(EngineSettings(...), store, metrics, progress, agents={"local": agent})
+    async with engine:                                     # closes the agents it created
+        outcome = await engine.backup(app)                 # into its (new) backup canister
+        outcome = await engine.backup(app, target, via="relay", keep=3)
+        outcome = await engine.restore(backup, target=None, snapshot=None, via=None,
+                                       new_canister=False, wasm=None)
         outcome = await engine.archive_export(app, "app.icra")
         outcome = await engine.archive_import("app.icra", target)
-        outcome = await engine.verify(app, backup)         # or archive paths (ArchiveRef)
+        outcome = await engine.verify(app, backup)         # endpoints: CanisterRef | ArchiveRef
         outcome = await engine.run(job)                    # any Job; resumes its unfinished twin
         outcome = await engine.resume(job_id)
     sys.exit(outcome.exit_code)
+
+``EngineSettings`` (keyword overrides of ``from_config``): ``limits``,
+``network_limits``, ``retry``, ``transfer`` (:class:`Transfer`: max/min
+bytes per call), ``concurrency`` (runs in flight per job), ``via``
+(``"direct"`` or ``"relay"`` between canisters), ``controllers`` (of created
+canisters, text principals; default: the identity), ``initial_cycles``,
+``create_with`` (``"auto"``, ``"provisional"``, ``"ledger"``),
+``cycles_ledger``, ``backup_keep``, ``max_restarts``.  Progress goes to a
+:class:`~replicator.progress.Progress`; metrics to
+:class:`~replicator.metrics.Metrics`.
 
 - ``run(job)`` first looks for an unfinished job with the same fingerprint
   (kind, source, target) in the checkpoint store and continues it (its id,
@@ -773,4 +784,4 @@ def _named(run: _JobRun) -> str:
     return str(run.job.source)
 
 
-__all__ = ["DIRECT", "RELAY", "Engine", "EngineSettings", "JobOutcome"]
+__all__ = ["DIRECT", "RELAY", "Engine", "EngineSettings", "JobOutcome", "Transfer"]
