@@ -532,10 +532,20 @@ class _JobRun:
         self.chunks_skipped = 0
         self.target_digest: bytes | None = None
         self.restarts = 0
-        ctx = engine.context(self.job, self.note)
-        self.ctx = ctx
-        self.source: SourceSide = _source_side(self.job, ctx)
-        self.target: TargetSide | None = _target_side(self.job, ctx)
+        self.ctx = engine.context(self.job, self.note)
+        self._source: SourceSide | None = None
+        self._target_side: TargetSide | None = None
+
+    def _sides(self) -> tuple[SourceSide, TargetSide | None]:
+        # Made on first use, inside the run: a bad option fails the job, as it should.
+        if self._source is None:
+            self._source = _source_side(self.job, self.ctx)
+            self._target_side = _target_side(self.job, self.ctx)
+        return self._source, self._target_side
+
+    @property
+    def source(self) -> SourceSide:
+        return self._sides()[0]
 
     def note(self, text: str) -> None:
         log.info("job %s: %s", self.job.id, text)
@@ -726,9 +736,10 @@ class _JobRun:
     # -- helpers
 
     def _target(self) -> TargetSide:
-        if self.target is None:
+        target = self._sides()[1]
+        if target is None:
             raise UsageError(f"job {self.job.id} has no target")
-        return self.target
+        return target
 
     def _image(self) -> ImageInfo:
         if self.state.image is None:
@@ -736,9 +747,10 @@ class _JobRun:
         return self.state.image
 
     async def close(self) -> None:
-        await self.source.close()
-        if self.target is not None:
-            await self.target.close()
+        if self._source is not None:
+            await self._source.close()
+        if self._target_side is not None:
+            await self._target_side.close()
 
     def outcome(self) -> JobOutcome:
         image = self.state.image

@@ -1,0 +1,141 @@
+"""The engine without a network: settings, bad options, cancellation, resumption."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canister_iface import errors as ic
+from canister_iface.identity import Identity
+from replicator.checkpoints import SqliteStore
+from replicator.engine import Engine, EngineSettings, JobOutcome
+from replicator.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_ICRP,
+    EXIT_USAGE,
+    CheckpointError,
+    UsageError,
+)
+from replicator.jobs import CanisterRef, Job, JobKind, Phase
+from replicator.metrics import Metrics
+from replicator.progress import RecordingProgress
+
+APP = CanisterRef("rwlgt-iiaaa-aaaaa-aaaaa-cai", "local")
+BACKUP = CanisterRef("rrkah-fqaaa-aaaaa-aaaaq-cai", "local")
+
+
+class FakeAgent:
+    """Answers every call with ``answer`` (an exception to raise), or never."""
+
+    def __init__(self, answer: BaseException | None = None) -> None:
+        self.identity = Identity.anonymous()
+        self.answer = answer
+        self.calls: list[str] = []
+        self.called = asyncio.Event()
+
+    async def query(self, canister_id: bytes, method: str, arg: bytes) -> bytes:
+        return await self._answer(method)
+
+    async def update(self, canister_id: bytes, method: str, arg: bytes, **_: Any) -> bytes:
+        return await self._answer(method)
+
+    async def _answer(self, method: str) -> bytes:
+        self.calls.append(method)
+        self.called.set()
+        if self.answer is None:
+            await asyncio.sleep(3600)
+            raise AssertionError("never answered")
+        raise self.answer
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "checkpoints.sqlite3") as store:
+        yield store
+
+
+def engine(
+    store: SqliteStore, agent: FakeAgent, progress: RecordingProgress | None = None
+) -> Engine:
+    return Engine(EngineSettings(), store, Metrics(), progress, agents={"local": agent})  # type: ignore[dict-item]
+
+
+def test_settings_refuse_unknown_routes_and_creation_methods() -> None:
+    with pytest.raises(UsageError, match="via"):
+        EngineSettings(via="pigeon")
+    with pytest.raises(UsageError, match="create_with"):
+        EngineSettings(create_with="magic")
+    with pytest.raises(UsageError, match="concurrency"):
+        EngineSettings(concurrency=0)
+
+
+async def test_a_bad_option_fails_the_job_with_the_usage_exit_code(store: SqliteStore) -> None:
+    agent = FakeAgent()
+    job = Job(JobKind.RESTORE, BACKUP, APP, options={"snapshot": "newest"})
+    async with engine(store, agent) as e:
+        outcome = await e.run(job)
+    assert outcome.phase is Phase.FAILED
+    assert outcome.exit_code == EXIT_USAGE
+    assert "snapshot must be an integer" in (outcome.error or "")
+    assert agent.calls == []
+    assert store.load(job.id).state.phase is Phase.FAILED
+
+
+async def test_a_canister_without_icrp_fails_the_job_and_the_rerun_resumes_it(
+    store: SqliteStore,
+) -> None:
+    missing = ic.MethodNotFound(
+        "no query method icrp_info",
+        call=ic.CallInfo(APP.canister_id, "icrp_info", "query"),
+    )
+    agent = FakeAgent(missing)
+    job = Job(JobKind.BACKUP, APP, BACKUP)
+    async with engine(store, agent) as e:
+        first = await e.run(job)
+        second = await e.run(Job(JobKind.BACKUP, APP, BACKUP, options={"via": "relay"}))
+    assert first.exit_code == EXIT_NOT_ICRP
+    assert second.exit_code == EXIT_NOT_ICRP
+    assert second.resumed
+    assert second.job.id == first.job.id  # the same job, re-run
+    assert second.job.options == {"via": "relay"}  # with this run's options
+    assert store.load(job.id).state.starts == 2
+
+
+async def test_cancellation_records_the_job_as_cancelled_and_propagates(
+    store: SqliteStore,
+) -> None:
+    agent, progress = FakeAgent(), RecordingProgress()
+    job = Job(JobKind.BACKUP, APP, BACKUP)
+    async with engine(store, agent, progress) as e:
+        task = asyncio.create_task(e.run(job))
+        await agent.called.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    state = store.load(job.id).state
+    assert state.phase is Phase.CANCELLED
+    assert state.exit_code == EXIT_INTERRUPTED
+    (finished,) = progress.named("finished")
+    outcome = finished.args[0]
+    assert isinstance(outcome, JobOutcome)
+    assert outcome.exit_code == EXIT_INTERRUPTED
+    assert progress.phases() == [Phase.PREPARING, Phase.CANCELLED]
+
+
+async def test_resume_of_an_unknown_job_names_the_store(store: SqliteStore) -> None:
+    async with engine(store, FakeAgent()) as e:
+        with pytest.raises(CheckpointError, match="replicator jobs"):
+            await e.resume("backup-000000000000")
+
+
+async def test_an_unexpected_error_fails_the_job_as_a_bug(store: SqliteStore) -> None:
+    agent = FakeAgent(RuntimeError("boom"))
+    async with engine(store, agent) as e:
+        outcome = await e.run(Job(JobKind.BACKUP, APP, BACKUP))
+    assert outcome.exit_code == EXIT_FAILED
+    assert "this is a bug" in (outcome.error or "")
