@@ -80,6 +80,7 @@ from replicator.chunking import Path, TransferSize
 from replicator.config import Config
 from replicator.errors import (
     EXIT_OK,
+    AccessDeniedError,
     JobFailed,
     ReplicatorError,
     UsageError,
@@ -681,11 +682,24 @@ class _JobRun:
         if await self._direct(source, target) and import_id is not None:
             assert isinstance(source, canister_sides.CanisterSource)
             assert isinstance(target, canister_sides.CanisterTarget)
-            await canister_sides.allow_push(source, target)
-            pusher = source.pusher(target.principal, image, import_id)
-            return DirectMover(pusher, source.sizer(Path.PUSH), digests)
+            if await self._push_allowed(source, target):
+                pusher = source.pusher(target.principal, image, import_id)
+                return DirectMover(pusher, source.sizer(Path.PUSH), digests)
         writer = target.writer(image, import_id)
         return RelayMover(source.reader(image), writer, image, digests, describe=_named(self))
+
+    async def _push_allowed(
+        self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget
+    ) -> bool:
+        """Grant what the direct path needs; without the rights, relay — unless asked for."""
+        try:
+            await canister_sides.allow_push(source, target)
+        except AccessDeniedError as exc:
+            if self.job.options.get("via") == DIRECT:
+                raise
+            self.note(f"using the relay path: {exc}")
+            return False
+        return True
 
     async def _direct(self, source: SourceSide, target: TargetSide) -> bool:
         if not isinstance(source, canister_sides.CanisterSource):

@@ -175,3 +175,20 @@ class _Halfway(RecordingProgress):
         super().advanced(job, nbytes)
         if self.bytes_advanced() >= self.threshold:
             self.reached.set()
+
+
+async def test_a_trusted_peer_backs_up_through_the_relay_when_it_may_not_grant_pushes(
+    w: World,
+) -> None:
+    demo = await w.demo(mib=1)
+    peer = w.stranger.identity.principal
+    await IcrpClient(w.agent, demo).set_peers([peer])  # read rights, no controller rights
+    backup = await w.backup_canister(demo, peers=(peer,))
+    async with w.engine(agent=w.stranger) as engine:
+        insisted = await engine.backup(ref(demo), ref(backup), via="direct")
+        outcome = await engine.backup(ref(demo), ref(backup))  # the default path: direct
+    assert insisted.exit_code == EXIT_ACCESS_DENIED
+    assert "--via relay" in (insisted.error or "")
+    assert outcome.ok, outcome.error
+    assert outcome.route == "relay"
+    assert any("using the relay path" in note for note in outcome.notes)
