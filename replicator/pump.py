@@ -10,13 +10,15 @@ One copy is::
   than the transfer size is moved in several pieces).
 - **Move**: a :class:`Mover` moves one run.  :class:`DirectMover` asks the
   source canister to ``icrp_push`` each piece into the target (the bytes
-  never leave the IC); :class:`RelayMover` reads each piece from a
-  :class:`ChunkReader` (``icrp_read`` queries, or an archive file) and
-  writes it to a :class:`ChunkWriter` (``icrp_write`` updates, or an archive
-  file).  Every call goes through :class:`~replicator.calls.CallRunner`:
-  limits, retries of transient errors, metrics.
+  never leave the IC); :class:`RelayMover` reads the run from a
+  :class:`ChunkReader` (``icrp_read`` queries in pieces, or archive frames),
+  checks it, and writes it to a :class:`ChunkWriter` (``icrp_write``
+  updates in pieces, or archive frames).  Every call goes through
+  :class:`~replicator.calls.CallRunner`: limits, retries of transient
+  errors, metrics.
 - **Adapt**: pieces are cut to the current
-  :class:`~replicator.chunking.TransferSize`; a call that fails for its size
+  :class:`~replicator.chunking.TransferSize` of their path (:class:`Sizer`:
+  push, read, write); a call that fails for its size
   (HTTP 413, a payload or reply over a limit, the instruction limit) shrinks
   it and the rest of the run is cut again; successes grow it back.
 - **Verify**: the relay hashes what it read and compares every chunk with
