@@ -270,6 +270,7 @@ class Engine:
         self._limited: dict[str, Limited] = {}
         self._owns_registry = registry is None
         self._planning_notes: list[str] = []
+        self._running: set[str] = set()  # ids of the jobs this engine is running now
         self.registry = registry if registry is not None else Registry.beside(store)
 
     @classmethod
@@ -492,6 +493,21 @@ class Engine:
         return await self._run(state, checkpoint.acked, resumed=True)
 
     async def _run(self, state: JobState, acked: dict[int, bytes], *, resumed: bool) -> JobOutcome:
+        job_id = state.job.id
+        if job_id in self._running:
+            raise UsageError(
+                f"job {job_id} ({state.job.kind} of {state.job.source}) is already running in "
+                "this process; wait for it to finish"
+            )
+        self._running.add(job_id)
+        try:
+            return await self._run_once(state, acked, resumed=resumed)
+        finally:
+            self._running.discard(job_id)
+
+    async def _run_once(
+        self, state: JobState, acked: dict[int, bytes], *, resumed: bool
+    ) -> JobOutcome:
         run = _JobRun(self, state, acked, resumed)
         self.track(state.job, state.phase)
         self.progress.started(state.job, resumed)

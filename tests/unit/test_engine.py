@@ -139,3 +139,15 @@ async def test_an_unexpected_error_fails_the_job_as_a_bug(store: SqliteStore) ->
         outcome = await e.run(Job(JobKind.BACKUP, APP, BACKUP))
     assert outcome.exit_code == EXIT_FAILED
     assert "this is a bug" in (outcome.error or "")
+
+
+async def test_the_same_job_cannot_run_twice_at_once(store: SqliteStore) -> None:
+    agent = FakeAgent()
+    async with engine(store, agent) as e:
+        first = asyncio.create_task(e.run(Job(JobKind.BACKUP, APP, BACKUP)))
+        await agent.called.wait()
+        with pytest.raises(UsageError, match="already running"):
+            await e.run(Job(JobKind.BACKUP, APP, BACKUP))
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
