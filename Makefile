@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench canisters check-canisters localnet clean
+.PHONY: test lint typecheck prometheus unit demo bench canisters check-canisters localnet clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make test: lint, type-check and run the whole test suite
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck prometheus
 	$(PY) -m pytest tests
+
+## prometheus: Debian's prometheus + promtool for the deploy and scrape tests
+prometheus:
+	bash tools/install-prometheus.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
