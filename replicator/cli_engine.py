@@ -18,7 +18,7 @@ from typing import Any
 from replicator.checkpoints import SqliteStore
 from replicator.cli_common import Context, resolve_identity
 from replicator.engine import Engine, JobOutcome
-from replicator.errors import EXIT_INTERRUPTED, EXIT_OK
+from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY
 from replicator.jobs import Job, Phase
 from replicator.render import Renderer
 
@@ -97,7 +97,7 @@ def job_summary(outcome: JobOutcome, retries: int, metrics_url: str | None) -> d
     fields["bytes_per_second"] = None if rate is None else round(rate)
     fields["retries"] = retries
     fields["metrics_url"] = metrics_url
-    if not outcome.ok and outcome.phase is not Phase.DONE:
+    if outcome.phase is Phase.CANCELLED or outcome.exit_code == EXIT_TEMPORARY:
         fields["resume"] = f"replicator resume {outcome.job.id}"
     return fields
 

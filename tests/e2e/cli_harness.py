@@ -168,6 +168,30 @@ class Cli:
 
         return asyncio.run(digest())
 
+    def wipe(self, canister: Principal) -> None:
+        async def wipe() -> None:
+            async with self.agent() as agent:
+                await DemoApp(agent, canister).wipe()
+
+        asyncio.run(wipe())
+
+    def deploy_wasm(self, wasm: Path) -> Principal:
+        """A canister running ``wasm`` (no init argument), controlled by this identity."""
+
+        module = wasm.read_bytes()
+
+        async def deploy() -> Principal:
+            async with self.agent() as agent:
+                mgmt = ManagementClient(agent)
+                canister = await mgmt.provisional_create_canister_with_cycles(
+                    amount=10**14,
+                    settings=CanisterSettings(controllers=(self.identity().principal,)),
+                )
+                await mgmt.install_code(canister, module)
+                return canister
+
+        return asyncio.run(deploy())
+
     def stats(self, canister: Principal) -> Stats:
         async def stats() -> Stats:
             async with self.agent() as agent:

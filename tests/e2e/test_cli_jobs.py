@@ -1,0 +1,142 @@
+"""Job commands end to end: backup, restore, archives, verify, jobs, resume — and their failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cli_harness import ROOT, Cli, json_lines, write_pem
+
+from replicator.demo_app import DEMO_APP_WASM
+
+pytestmark = pytest.mark.e2e
+
+COUNTER_WASM = ROOT / "tests" / "canisters" / "wasm" / "counter.wasm"
+
+
+def _summary(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    events = json_lines(result.stdout)
+    assert events, result.stderr
+    assert events[-1]["event"] == "summary", events[-1]
+    return events[-1]
+
+
+def test_backup_wipe_restore_round_trip(cli: Cli) -> None:
+    app = cli.deploy_demo(mib=2)
+    before = cli.stats(app)
+
+    backup = cli.run("--json", "backup", str(app))
+    summary = _summary(backup)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    assert summary["phase"] == "done"
+    assert summary["route"] == "direct"
+    target = str(summary["target"]).split("@")[0]
+    assert target != str(app)
+    assert any("creating a backup canister" in n for n in summary["notes"])  # type: ignore[attr-defined]
+
+    again = cli.run("--json", "backup", str(app))  # the same canister, no second one created
+    assert again.returncode == 0
+    assert str(_summary(again)["target"]).split("@")[0] == target
+
+    cli.wipe(app)
+    assert cli.stats(app).users == 0
+    restore = cli.run("restore", target)  # back into the canister the image came from
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert "phase:" in restore.stdout
+    assert cli.stats(app).fingerprint == before.fingerprint
+
+    verify = cli.run("verify", target, str(app))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    jobs = cli.run("jobs")
+    assert jobs.returncode == 0
+    lines = jobs.stdout.splitlines()
+    assert lines[0].split()[:3] == ["JOB", "PHASE", "CHUNKS"]
+    assert [line.split()[1] for line in lines[1:] if line.startswith(("backup", "restore"))] == [
+        "done"
+    ] * 3
+
+
+def test_archive_export_import_and_a_damaged_file(cli: Cli, tmp_path: Path) -> None:
+    app = cli.deploy_demo(mib=2, seed=5)
+    before = cli.stats(app)
+    archive = tmp_path / "app.icra"
+    export = cli.run("archive", "export", str(app), str(archive))
+    assert export.returncode == 0, export.stdout + export.stderr
+    assert archive.stat().st_size > 2 * 1024 * 1024
+    assert cli.run("verify", str(archive)).returncode == 0
+
+    fresh = cli.deploy_wasm(DEMO_APP_WASM)
+    imported = cli.run("--json", "archive", "import", str(archive), str(fresh))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert cli.stats(fresh).fingerprint == before.fingerprint
+
+    damaged = tmp_path / "damaged.icra"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    bad = cli.run("verify", f"file:{damaged}")
+    assert bad.returncode == 5, bad.stdout + bad.stderr
+    other = cli.deploy_wasm(DEMO_APP_WASM)
+    refused = cli.run("archive", "import", str(damaged), str(other))
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert str(damaged) in refused.stderr
+    assert cli.stats(other).records == 0  # nothing reached the canister
+
+
+def test_failures_exit_with_their_documented_codes(cli: Cli, tmp_path: Path) -> None:
+    counter = cli.deploy_wasm(COUNTER_WASM)
+    same = cli.run("backup", str(counter), str(counter))
+    assert same.returncode == 2, same.stderr
+    assert "same" in same.stderr
+    backup = cli.create_backup(counter)
+    not_icrp = cli.run("backup", str(counter), str(backup))
+    assert not_icrp.returncode == 3, not_icrp.stdout + not_icrp.stderr
+    assert "replication protocol" in not_icrp.stderr
+
+    app = cli.deploy_demo(mib=1, seed=9)
+    stranger_pem = write_pem(tmp_path / "stranger.pem")
+    denied = cli.run("--identity", str(stranger_pem), "backup", str(app), str(backup))
+    assert denied.returncode == 4, denied.stdout + denied.stderr
+
+    unknown = cli.run("resume", "backup-000000000000")
+    assert unknown.returncode == 1
+    assert "backup-000000000000" in unknown.stderr
+
+
+def test_names_from_canister_ids_json(cli: Cli, tmp_path: Path) -> None:
+    app = cli.deploy_demo(mib=1, seed=11)
+    ids = tmp_path / "canister_ids.json"
+    ids.write_text(json.dumps({"social": {"local": str(app)}}))
+    result = cli.run("--canister-ids", str(ids), "--json", "backup", "social")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert str(_summary(result)["source"]) == f"{app}@local"
+
+
+def test_metrics_are_served_while_a_job_runs(cli: Cli) -> None:
+    app = cli.deploy_demo(mib=4, seed=13)
+    proc = cli.popen(
+        "--json", "--metrics-port", "0", "--bytes-per-second", "1 MiB", "backup", str(app)
+    )
+    assert proc.stdout is not None
+    url = None
+    scraped = ""
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event.get("metrics_url"):
+            url = str(event["metrics_url"])
+        if url and event["event"] == "progress" and int(event["done_bytes"]) > 0:
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                scraped = reply.read().decode()
+            break
+        assert time.monotonic() < deadline
+    rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert url is not None
+    assert "replicator_copied_bytes_total" in scraped
+    assert 'replicator_jobs{kind="backup",state="copying"} 1.0' in scraped
