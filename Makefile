@@ -31,9 +31,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-## make demo: the one-command tour on the embedded local IC
+## make demo: the one-command tour on the embedded local IC (DEMO_ARGS="--mib 16 --json")
 demo: $(STAMP)
-	$(VENV)/bin/replicator demo
+	$(VENV)/bin/replicator demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
