@@ -140,3 +140,25 @@ def test_metrics_are_served_while_a_job_runs(cli: Cli) -> None:
     assert url is not None
     assert "replicator_copied_bytes_total" in scraped
     assert 'replicator_jobs{kind="backup",state="copying"} 1.0' in scraped
+
+
+def test_sigterm_stops_at_a_checkpoint_like_ctrl_c(cli: Cli) -> None:
+    app = cli.deploy_demo(mib=6, seed=17)
+    proc = cli.popen("--json", "--bytes-per-second", "1 MiB", "backup", str(app))
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and int(event["done_bytes"]) > 0:
+            proc.terminate()
+            break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json_lines(out)[-1]
+    assert summary["event"] == "summary"
+    assert summary["phase"] == "cancelled"
+    assert 0 < int(str(summary["bytes_copied"])) < 6 * 1024 * 1024
+    resumed = cli.run("--json", "resume", str(summary["job_id"]))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    final = _summary(resumed)
+    assert final["resumed"] is True
+    assert int(str(final["chunks_skipped"])) > 0  # what the first run copied is not copied again
