@@ -346,13 +346,16 @@ def describe(exc: BaseException) -> str:
         )
     if isinstance(exc, ic.IcError):
         return job_error(exc).message
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
     return f"internal error: {type(exc).__name__}: {exc} (please report this; -vv shows more)"
 
 
 def report_failure(renderer: Renderer, exc: BaseException, *, verbose: bool = False) -> int:
     """Render ``exc`` and return its exit code."""
     code = EXIT_USAGE if isinstance(exc, IdentityError) else exit_code_for(exc)
-    if verbose or not isinstance(exc, ReplicatorError | ic.IcError):
+    if verbose or not isinstance(exc, ReplicatorError | ic.IcError | OSError):
         log.debug("command failed", exc_info=exc)
         if verbose:
             traceback.print_exception(exc)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from replicator.checkpoints import SqliteStore
 from replicator.cli_common import Context, resolve_identity
 from replicator.engine import Engine, JobOutcome
-from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY
+from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY, UsageError
 from replicator.jobs import Job, Phase
 from replicator.render import Renderer
 
@@ -77,7 +78,7 @@ async def open_engine(ctx: Context, progress: RenderedProgress) -> AsyncIterator
         changes["via"] = ctx.via
     if ctx.args.in_flight is not None:
         changes["concurrency"] = ctx.args.in_flight
-    store = await asyncio.to_thread(SqliteStore, config.checkpoints)
+    store = await asyncio.to_thread(open_store, config.checkpoints)
     try:
         engine = Engine.from_config(
             config, store, ctx.metrics, progress, identity=identity, **changes
@@ -86,6 +87,17 @@ async def open_engine(ctx: Context, progress: RenderedProgress) -> AsyncIterator
             yield engine
     finally:
         store.close()
+
+
+def open_store(path: Path) -> SqliteStore:
+    """The checkpoint store at ``path``; a path that cannot hold it is a usage error."""
+    try:
+        return SqliteStore(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use {path} for checkpoints: {exc.strerror or exc}; choose another --state "
+            "(or checkpoints = ... in the config file)"
+        ) from None
 
 
 def job_summary(outcome: JobOutcome, retries: int, metrics_url: str | None) -> dict[str, Any]:

@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from canister_iface.identity import Identity
-from replicator.checkpoints import SqliteStore
 from replicator.cli_common import Context, open_agent
-from replicator.cli_engine import RenderedProgress
+from replicator.cli_engine import RenderedProgress, open_store
 from replicator.config import LOCAL, Config, load_config
 from replicator.demo_app import DemoApp, Stats
 from replicator.engine import Engine, JobOutcome
@@ -173,7 +172,7 @@ async def _tour(
             f"the app holds {before.users:,} users, {before.posts:,} posts and "
             f"{before.pictures:,} pictures; state fingerprint {before.fingerprint:016x}"
         )
-        store = SqliteStore(config.checkpoints)
+        store = open_store(config.checkpoints)
         engine = Engine.from_config(config, store, ctx.metrics, progress, identity=identity)
         try:
             async with engine:

@@ -110,3 +110,12 @@ def test_the_management_canister_is_not_a_replication_source(cli: Cli) -> None:
     result = cli.run("check-canister", "aaaaa-aa")
     assert result.returncode == 2
     assert "management canister" in result.stderr
+
+
+def test_an_unusable_state_path_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = cli.run("--state", str(blocker / "checkpoints.sqlite3"), "backup", SOME_ID)
+    assert result.returncode == 2, result.stderr
+    assert "--state" in result.stderr
+    assert "internal error" not in result.stderr
