@@ -16,9 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from localnet.net import LocalNet
-from localnet.persist import StateDirError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -37,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(host: str, port: int, state_dir: Path | None, seed: int) -> int:
+    # Imported here so that building the CLI parser does not load wasmtime.
+    from localnet.net import LocalNet
+    from localnet.persist import StateDirError
+
     try:
         net = LocalNet(host=host, port=port, state_dir=state_dir, seed=seed)
     except StateDirError as exc:
