@@ -18,12 +18,14 @@ the backup canister now serves an image with the same digest.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from canister_iface import errors as ic
 from canister_iface.principal import Principal
 from replicator.calls import job_level_error
-from replicator.errors import UsageError
+from replicator.errors import ReplicatorError, UsageError
 from replicator.flows.canister import CanisterSource
 from replicator.jobs import CanisterRef, Job, JobKind, Scalar
 
@@ -54,15 +56,31 @@ async def backup_target(engine: Engine, source: CanisterRef, *, keep: int | None
     """The registered backup canister of ``source``, or a new one; checks the source first."""
     if keep is not None and keep < 1:
         raise UsageError(f"a backup canister keeps at least 1 image, got keep={keep}")
+    side = CanisterSource(source, engine.context())
     try:
-        await CanisterSource(source, engine.context()).require("image", "export an image")
+        await side.require("image", "export an image")
         provisioner = engine.provisioner(source.network)
-        canister = await provisioner.backup_canister_for(
-            Principal.from_text(source.canister_id), keep=keep or engine.settings.backup_keep
-        )
+        # Creating and installing a canister takes several update calls; the
+        # source freezes its image meanwhile, and the job's own begin_export
+        # then gets that ready image in one call instead of waiting for it.
+        warm = asyncio.create_task(_freeze_image(side))
+        try:
+            canister = await provisioner.backup_canister_for(
+                Principal.from_text(source.canister_id), keep=keep or engine.settings.backup_keep
+            )
+        except BaseException:
+            warm.cancel()
+            raise
+        await warm
     except ic.IcError as exc:
         raise job_level_error(exc) from exc
     return CanisterRef(canister.to_text(), source.network)
+
+
+async def _freeze_image(side: CanisterSource) -> None:
+    """Best effort: a failure here is met again, and reported, by the job itself."""
+    with contextlib.suppress(ic.IcError, ReplicatorError):
+        await side.prepare(None)
 
 
 def check_route(via: str) -> str:
