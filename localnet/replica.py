@@ -362,42 +362,100 @@ class Replica:
     # --- queries ------------------------------------------------------------------
 
     def query(self, request: Request) -> Response:
-        """Execute a non-replicated query; nothing it does persists."""
+        """Execute a non-replicated query; nothing it does persists.
+
+        A composite query's calls to other canisters' queries run here too,
+        depth first, each callback on the state the previous step left.
+        """
         if request.canister_id == ids.MANAGEMENT_CANISTER:
             return management_query(
                 self, caller=request.sender, method=request.method_name, arg=request.arg
             )
+        return self._query(
+            request.canister_id, request.method_name, request.arg, request.sender, stack=()
+        )
+
+    def _query(
+        self,
+        canister_id: bytes,
+        method: str,
+        arg: bytes,
+        caller: bytes,
+        *,
+        stack: tuple[bytes, ...],
+    ) -> Response:
         try:
-            self._check_injected_faults(request.canister_id, request.method_name)
-            canister = self._callable_canister(request.canister_id)
-            kind = self._method_kind(canister, request.method_name, replicated=False)
+            if canister_id in stack:
+                raise Reject(
+                    RejectCode.CANISTER_ERROR,
+                    f"Loop detected: composite query calls reach canister "
+                    f"{ids.to_text(canister_id)} again",
+                    ErrorCode.QUERY_CALL_GRAPH_LOOP_DETECTED,
+                )
+            self._check_injected_faults(canister_id, method)
+            canister = self._callable_canister(canister_id)
+            kind = self._method_kind(canister, method, replicated=False)
         except Reject as reject:
             return RejectResponse(reject.code, reject.message, reject.error_code or "")
+        ctx = MessageContext(kind=kind, method=method, arg=arg, caller=caller)
+        result = self._run_query(canister, ctx)
+        if result.trapped:
+            return self._trap_reject(canister, result)
+        if result.calls:
+            return self._composite(canister, caller, result, (*stack, canister_id))
+        return result.response or self._no_reply(canister)
+
+    def _composite(
+        self, canister: CanisterState, caller: bytes, result: ExecResult, stack: tuple[bytes, ...]
+    ) -> Response:
+        """Answer a composite query's calls, then run its callbacks in order."""
+        response, state = result.response, result.query_state
+        pending = deque(result.calls)
+        while pending:
+            call = pending.popleft()
+            answer = self._query(
+                call.callee, call.method, call.arg, canister.canister_id, stack=stack
+            )
+            ctx = _callback_context(call, answer, caller, responded=response is not None)
+            ctx.in_composite_query, ctx.query_state = True, state
+            step = self._run_query(canister, ctx)
+            if step.trapped:
+                if call.on_cleanup is not None:
+                    self._run_query(
+                        canister,
+                        MessageContext(
+                            kind=EntryKind.CLEANUP,
+                            caller=caller,
+                            callback=call.on_cleanup,
+                            in_composite_query=True,
+                            query_state=state,
+                        ),
+                    )
+                if response is None:
+                    return self._trap_reject(canister, step)
+                continue
+            state = step.query_state
+            pending.extend(step.calls)
+            response = response or step.response
+        return response or self._no_reply(canister)
+
+    def _run_query(self, canister: CanisterState, ctx: MessageContext) -> ExecResult:
         assert canister.sandbox is not None
-        ctx = MessageContext(
-            kind=kind, method=request.method_name, arg=request.arg, caller=request.sender
-        )
         result = canister.sandbox.execute(
             ctx, self.system_state(canister, query=True), self.limits.query_instructions
         )
         self._count(result)
         for line in result.logs:
             self.log(canister.canister_id, line)
-        if result.trapped:
-            return self._trap_reject(canister, result)
-        if result.calls:
-            return RejectResponse(
-                RejectCode.CANISTER_ERROR,
-                "localnet does not execute calls made by composite queries yet",
-                ErrorCode.CANISTER_CONTRACT_VIOLATION,
-            )
-        if result.response is None:
-            return RejectResponse(
-                RejectCode.CANISTER_ERROR,
-                f"Canister {ids.to_text(canister.canister_id)} did not reply to the call",
-                ErrorCode.CANISTER_DID_NOT_REPLY,
-            )
-        return result.response
+        return result
+
+    @staticmethod
+    def _no_reply(canister: CanisterState) -> RejectResponse:
+        return RejectResponse(
+            RejectCode.CANISTER_ERROR,
+            f"Canister {ids.to_text(canister.canister_id)} did not reply to the call",
+            ErrorCode.CANISTER_DID_NOT_REPLY,
+        )
 
     # --- the execution loop ---------------------------------------------------------
 
@@ -496,25 +554,10 @@ class Replica:
             return
         context.outstanding -= 1
         canister.cycles += msg.refund
-        if isinstance(msg.response, Reply):
-            ctx = MessageContext(
-                kind=EntryKind.REPLY_CALLBACK,
-                arg=msg.response.data,
-                caller=context.caller,
-                callback=callback.call.on_reply,
-                cycles_refunded=msg.refund,
-                already_responded=context.responded,
-            )
-        else:
-            ctx = MessageContext(
-                kind=EntryKind.REJECT_CALLBACK,
-                caller=context.caller,
-                callback=callback.call.on_reject,
-                cycles_refunded=msg.refund,
-                reject_code=msg.response.code,
-                reject_message=msg.response.message,
-                already_responded=context.responded,
-            )
+        ctx = _callback_context(
+            callback.call, msg.response, context.caller, responded=context.responded
+        )
+        ctx.cycles_refunded = msg.refund
         result = self._run(canister, context, ctx, self.limits.update_instructions)
         if result.trapped and callback.call.on_cleanup is not None:
             cleanup = MessageContext(
@@ -591,14 +634,7 @@ class Replica:
             if result.trapped:
                 self._answer(context, self._trap_reject(canister, result))
             else:
-                self._answer(
-                    context,
-                    RejectResponse(
-                        RejectCode.CANISTER_ERROR,
-                        f"Canister {ids.to_text(canister.canister_id)} did not reply to the call",
-                        ErrorCode.CANISTER_DID_NOT_REPLY,
-                    ),
-                )
+                self._answer(context, self._no_reply(canister))
         if self._contexts.pop(context.id, None) is not None:
             canister.open_call_contexts -= 1
             self._maybe_stopped(canister)
@@ -719,3 +755,25 @@ class Replica:
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
+
+
+def _callback_context(
+    call: OutgoingCall, response: Response, caller: bytes, *, responded: bool
+) -> MessageContext:
+    """The reply or reject callback ``call`` registered, for ``response``."""
+    if isinstance(response, Reply):
+        return MessageContext(
+            kind=EntryKind.REPLY_CALLBACK,
+            arg=response.data,
+            caller=caller,
+            callback=call.on_reply,
+            already_responded=responded,
+        )
+    return MessageContext(
+        kind=EntryKind.REJECT_CALLBACK,
+        caller=caller,
+        callback=call.on_reject,
+        reject_code=response.code,
+        reject_message=response.message,
+        already_responded=responded,
+    )

@@ -266,3 +266,34 @@ def test_duplicate_request_ids_run_once(replica: Replica) -> None:
     replica.submit_ingress(request)
     replica.run_until_idle()
     assert nat_of(query(replica, counter, "get")) == 1
+
+
+def test_composite_query_calls_other_canisters_and_persists_nothing(replica: Replica) -> None:
+    a, b, caller = (
+        install(replica, "counter"),
+        install(replica, "counter"),
+        install(replica, "caller"),
+    )
+    call(replica, a, "set", (Types.Nat, 5))
+    call(replica, b, "set", (Types.Nat, 7))
+    both = ((Types.Principal, a), (Types.Principal, b))
+    assert nat_of(query(replica, caller, "sum_of", *both)) == 1012
+    assert nat_of(query(replica, caller, "sum_of", *both)) == 1012  # nothing persisted
+    assert replica.canisters[caller].open_call_contexts == 0
+
+
+def test_composite_query_sees_the_callees_reject(replica: Replica) -> None:
+    counter, caller = install(replica, "counter"), install(replica, "caller")
+    response = query(replica, caller, "cq_reject", (Types.Principal, counter))
+    assert isinstance(response, Reply)
+    text = value(response.data, Types.Text)
+    assert isinstance(text, str)
+    assert text.startswith("5:")
+    assert "query boom" in text
+
+
+def test_composite_query_cannot_be_called_as_an_update(replica: Replica) -> None:
+    counter, caller = install(replica, "counter"), install(replica, "caller")
+    with pytest.raises(Reject) as err:
+        call(replica, caller, "sum_of", (Types.Principal, counter), (Types.Principal, counter))
+    assert err.value.error_code == "IC0527"

@@ -13,6 +13,8 @@ persistent actor Caller {
     missing_method : () -> async ();
   };
 
+  type Reader = actor { get : query () -> async Nat; boom_query : query () -> async Nat };
+
   var timer_fired : Nat = 0;
   var after_await : Nat = 0;
 
@@ -56,6 +58,17 @@ persistent actor Caller {
     ignore Timer.setTimer<system>(#seconds seconds, func() : async () { timer_fired += 1 });
   };
   public query func fired() : async Nat { timer_fired };
+
+  // Composite queries: query other canisters, then combine (never persists).
+  public composite query func sum_of(p : Principal, q : Principal) : async Nat {
+    let a : Reader = actor (Principal.toText(p));
+    let b : Reader = actor (Principal.toText(q));
+    (await a.get()) + (await b.get()) + 1000
+  };
+  public composite query func cq_reject(p : Principal) : async Text {
+    let a : Reader = actor (Principal.toText(p));
+    try { ignore await a.boom_query(); "ok" } catch (e) { describe(e) }
+  };
 
   func describe(e : Error) : Text {
     let code = switch (Error.code(e)) {

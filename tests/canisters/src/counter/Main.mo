@@ -30,6 +30,7 @@ persistent actor Counter {
 
   // A query that changes state: the change must never persist.
   public query func mutating_query() : async Nat { count += 1; count };
+  public query func boom_query() : async Nat { Runtime.trap("query boom") };
 
   public query ({ caller }) func whoami() : async Principal { caller };
   public shared ({ caller }) func whoami_update() : async Principal { caller };
