@@ -43,6 +43,7 @@ class ExecutionThread:
     def _drain(self) -> None:
         try:
             self.replica.fire_due_timers()
+            self.replica.expire_deadlines()
             self.replica.run_until_idle()
         except Exception:  # a bug in localnet itself: keep serving, but say so loudly
             log.exception("localnet execution failed")

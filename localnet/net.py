@@ -174,10 +174,11 @@ class LocalNet:
         raise Reject(RejectCode(response.code), response.message, response.error_code or None)
 
     async def tick(self) -> None:
-        """Fire due timers and execute everything queued (deterministic tests)."""
+        """Fire due timers, expire best-effort deadlines, run what is queued (for tests)."""
 
         def step() -> None:
             self.replica.fire_due_timers()
+            self.replica.expire_deadlines()
             self.replica.run_until_idle()
 
         await self.node.executor.run(step)

@@ -97,6 +97,7 @@ class CallContext:
     cycles_available: int
     responded: bool = False
     outstanding: int = 0  # callbacks waiting for responses
+    deadline_ns: int = 0  # of a best-effort incoming call (ic0.msg_deadline)
 
 
 @dataclass
@@ -106,6 +107,7 @@ class PendingCallback:
     call_context_id: int
     call: OutgoingCall
     module_version: int  # callbacks of a canister reinstalled since are dropped
+    deadline_ns: int = 0  # best-effort calls: when the caller stops waiting (0: never)
 
 
 # --- queue items ----------------------------------------------------------------
@@ -119,6 +121,7 @@ class CallMessage:
     cycles: int
     sender: bytes
     origin: Origin
+    deadline_ns: int = 0  # best-effort calls (ic0.msg_deadline); 0 for guaranteed ones
 
 
 @dataclass
@@ -481,8 +484,24 @@ class Replica:
                 fired += 1
         return fired
 
+    def expire_deadlines(self) -> int:
+        """Answer best-effort calls whose deadline passed with reject code 6.
+
+        The callee may still answer later; its response then finds no callback
+        and is dropped, as on the IC.
+        """
+        now = self.clock.peek_ns()
+        expired = [cb for cb in self._callbacks.values() if 0 < cb.deadline_ns <= now]
+        for callback in expired:
+            callback.deadline_ns = 0  # expire once
+            timeout = RejectResponse(RejectCode.SYS_UNKNOWN, "Timeout expired", "")
+            self._queue.append(ResponseMessage(callback.id, timeout, 0))
+        return len(expired)
+
     def next_timer_ns(self) -> int | None:
+        """The earliest canister timer or best-effort call deadline, if any."""
         deadlines = [c.global_timer for c in self.canisters.values() if c.global_timer > 0]
+        deadlines += [cb.deadline_ns for cb in self._callbacks.values() if cb.deadline_ns > 0]
         return min(deadlines) if deadlines else None
 
     def _can_run_timer(self, canister: CanisterState) -> bool:
@@ -519,6 +538,7 @@ class Replica:
             )
             return
         context = self._open_context(canister, msg.origin, msg.sender, msg.cycles)
+        context.deadline_ns = msg.deadline_ns
         ctx = MessageContext(
             kind=kind,
             method=msg.method,
@@ -583,6 +603,7 @@ class Replica:
     ) -> ExecResult:
         assert canister.sandbox is not None
         ctx.cycles_available = context.cycles_available
+        ctx.deadline_ns = context.deadline_ns
         result = canister.sandbox.execute(ctx, self.system_state(canister), limit)
         self._count(result)
         for line in result.logs:
@@ -605,6 +626,8 @@ class Replica:
             call=call,
             module_version=canister.canister_version,
         )
+        if call.timeout_seconds is not None:
+            callback.deadline_ns = self.clock.peek_ns() + call.timeout_seconds * 1_000_000_000
         self._callbacks[callback.id] = callback
         context.outstanding += 1
         fee = cycles.xnet_fee(len(call.arg) + len(call.method))
@@ -617,6 +640,7 @@ class Replica:
                 cycles=call.cycles,
                 sender=canister.canister_id,
                 origin=CanisterOrigin(canister.canister_id, callback.id),
+                deadline_ns=callback.deadline_ns,
             )
         )
 

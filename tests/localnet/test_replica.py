@@ -297,3 +297,38 @@ def test_composite_query_cannot_be_called_as_an_update(replica: Replica) -> None
     with pytest.raises(Reject) as err:
         call(replica, caller, "sum_of", (Types.Principal, counter), (Types.Principal, counter))
     assert err.value.error_code == "IC0527"
+
+
+def test_best_effort_call_answered_in_time_replies(replica: Replica) -> None:
+    counter, caller = install(replica, "counter"), install(replica, "caller")
+    reply = call(replica, caller, "call_inc_within", (Types.Principal, counter), (Types.Nat32, 5))
+    assert value(reply, Types.Text) == "1"
+
+
+def test_best_effort_call_past_its_deadline_gets_reject_code_6(replica: Replica) -> None:
+    counter, caller = install(replica, "counter"), install(replica, "caller")
+    arg = candid((Types.Principal, counter), (Types.Nat32, 5))
+    replica.submit_ingress(
+        Request(
+            request_type="call",
+            request_id=b"t" * 32,
+            sender=USER,
+            ingress_expiry=0,
+            effective_canister_id=caller,
+            canister_id=caller,
+            method_name="call_inc_within",
+            arg=arg,
+        )
+    )
+    replica.run_until_idle(max_messages=1)  # the caller sent its call; nobody answered yet
+    assert replica.next_timer_ns() == replica.clock.peek_ns() + 5 * 10**9
+    replica.clock.advance(6)
+    assert replica.expire_deadlines() == 1
+    replica.run_until_idle()
+    record = replica.requests[b"t" * 32]
+    assert record.reply is not None
+    assert value(record.reply, Types.Text) == "6:Timeout expired"
+    # The callee still ran (its late answer was dropped), and no context stays open.
+    assert nat_of(query(replica, counter, "get")) == 1
+    assert replica.canisters[caller].open_call_contexts == 0
+    assert replica.expire_deadlines() == 0

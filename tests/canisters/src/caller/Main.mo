@@ -1,6 +1,7 @@
 // Test canister for localnet's inter-canister calls and timers.
 import Error "mo:core/Error";
 import List "mo:core/List";
+import Nat "mo:core/Nat";
 import Principal "mo:core/Principal";
 import Timer "mo:core/Timer";
 
@@ -58,6 +59,11 @@ persistent actor Caller {
     ignore Timer.setTimer<system>(#seconds seconds, func() : async () { timer_fired += 1 });
   };
   public query func fired() : async Nat { timer_fired };
+
+  // A best-effort call: the caller gives up after `seconds` (reject code 6).
+  public func call_inc_within(p : Principal, seconds : Nat32) : async Text {
+    try { Nat.toText(await (with timeout = seconds) target(p).inc()) } catch (e) { describe(e) }
+  };
 
   // Composite queries: query other canisters, then combine (never persists).
   public composite query func sum_of(p : Principal, q : Principal) : async Nat {
