@@ -320,8 +320,7 @@ class Replica:
             self._check_management_ingress(request)
             return
         canister = self._callable_canister(request.canister_id)
-        kind = self._method_kind(canister, request.method_name, replicated=True)
-        del kind
+        self._method_kind(canister, request.method_name, replicated=True)  # refuses unknown ones
         fee = cycles.ingress_fee(len(request.arg) + len(request.method_name))
         if canister.cycles < fee + self._freezing_limit(canister):
             raise Reject(
