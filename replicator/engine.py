@@ -89,6 +89,7 @@ from replicator.flows import archive as archive_sides
 from replicator.flows import canister as canister_sides
 from replicator.flows.sides import Context, SourceSide, TargetSide, Transfer
 from replicator.jobs import (
+    TERMINAL_PHASES,
     AbortImport,
     ArchiveRef,
     Cancel,
@@ -240,9 +241,10 @@ class JobOutcome:
 
 AgentSource = Callable[[str], Agent]
 
-# Per metrics registry: the phase each job is counted in by ``replicator_jobs``,
-# so engines sharing one ``Metrics`` (a process running several commands)
-# count a resumed job once.
+# Per metrics registry: the phase each unfinished job is counted in by
+# ``replicator_jobs``, so engines sharing one ``Metrics`` (a process running
+# several commands) count a resumed job once.  Finished jobs are dropped, so a
+# long-running service does not keep one entry per run it ever made.
 _COUNTED: weakref.WeakKeyDictionary[Metrics, dict[str, Phase]] = weakref.WeakKeyDictionary()
 
 
@@ -360,11 +362,20 @@ class Engine:
         )
 
     def track(self, job: Job, phase: Phase) -> None:
-        """Count ``job`` in ``phase`` in the jobs gauge (once per job, whatever its runs)."""
+        """Count ``job``'s move to ``phase`` (see :meth:`Metrics.job_moved`).
+
+        An unfinished job is in the gauge once, whatever its runs.  A job that
+        ends is forgotten: a later run starts from its stored terminal phase,
+        which counts nowhere, and counts as finished again only when it ends.
+        """
         phases = _COUNTED.setdefault(self.metrics, {})
         old = phases.get(job.id)
-        if old is not phase:
-            self.metrics.job_moved(job.kind, old, phase)
+        if old is phase:
+            return
+        self.metrics.job_moved(job.kind, old, phase)
+        if phase in TERMINAL_PHASES:
+            phases.pop(job.id, None)
+        else:
             phases[job.id] = phase
 
     def sizer(self, path: Path, limit: int | None) -> Sizer:
@@ -608,7 +619,7 @@ class _JobRun:
         return step.effects
 
     def stop(self, event: Cancel) -> None:
-        if self.state.phase not in (Phase.DONE, Phase.FAILED, Phase.CANCELLED):
+        if self.state.phase not in TERMINAL_PHASES:
             self._apply(event)
 
     def _fail(self, exc: BaseException) -> None:

@@ -80,6 +80,8 @@ class Phase(enum.StrEnum):
 
 ACTIVE_PHASES = frozenset({Phase.PREPARING, Phase.COPYING, Phase.COMMITTING, Phase.VERIFYING})
 RESUMABLE_PHASES = frozenset({Phase.PENDING, Phase.FAILED, Phase.CANCELLED} | ACTIVE_PHASES)
+# A run ends in one of these; ``failed`` and ``cancelled`` jobs can be resumed by a later run.
+TERMINAL_PHASES = frozenset({Phase.DONE, Phase.FAILED, Phase.CANCELLED})
 
 
 # ----------------------------------------------------------------- endpoints

@@ -16,6 +16,7 @@ metric                                         type       labels
 ``replicator_throttle_wait_seconds_total``     counter    limit
 ``replicator_chunk_size_bytes``                gauge      path
 ``replicator_jobs``                            gauge      kind, state
+``replicator_jobs_finished_total``             counter    kind, outcome
 ``replicator_canisters_created_total``         counter    network
 ``replicator_cycles_spent_total``              counter    —
 ``replicator_last_checkpoint_timestamp_seconds``  gauge   —
@@ -46,7 +47,12 @@ metric                                                   type       labels
   its scrape job there.
 
 - ``kind``: job kind (``backup``, ``restore``, ``archive-export``, …);
-  ``state``: job phase (``pending`` … ``done``/``failed``/``cancelled``).
+  ``state``: an unfinished job phase (``pending``, ``preparing``, ``copying``,
+  ``committing``, ``verifying``) — ``replicator_jobs`` counts the jobs in this
+  process now, so a long-running service's series stay small.  A job that
+  ends leaves it and counts once in ``replicator_jobs_finished_total``, whose
+  ``outcome`` is the terminal phase (``done``, ``failed``, ``cancelled``); a
+  job resumed after a failure counts again when that run ends.
 - ``route``: ``relay`` (through the orchestrator), ``direct`` (canister to
   canister), ``snapshot`` (management canister snapshot data).
 - ``method``: the canister method (``icrp_read``, ``icrp_write``, …) — a
@@ -86,7 +92,7 @@ from prometheus_client import (
 from canister_iface import errors as ic
 from replicator import errors
 from replicator.chunking import Path
-from replicator.jobs import JobKind, Phase
+from replicator.jobs import TERMINAL_PHASES, JobKind, Phase
 from replicator.retry import REASONS
 
 RUN_OUTCOMES = ("done", "failed", "cancelled")
@@ -177,7 +183,16 @@ class Metrics:
             registry=r,
         )
         self.jobs = Gauge(
-            "replicator_jobs", "Jobs by kind and state.", ["kind", "state"], registry=r
+            "replicator_jobs",
+            "Unfinished jobs of this process by kind and phase (finished jobs leave it).",
+            ["kind", "state"],
+            registry=r,
+        )
+        self.jobs_finished = Counter(
+            "replicator_jobs_finished",
+            "Jobs that ended in this process by kind and outcome (done, failed, cancelled).",
+            ["kind", "outcome"],
+            registry=r,
         )
         self.canisters_created = Counter(
             "replicator_canisters_created",
@@ -202,8 +217,11 @@ class Metrics:
         for limit in LIMIT_NAMES:
             self.throttle_wait.labels(limit)
         for kind in JobKind:
-            for state in Phase:
-                self.jobs.labels(kind.value, state.value)
+            for phase in Phase:
+                if phase in TERMINAL_PHASES:
+                    self.jobs_finished.labels(kind.value, phase.value)
+                else:
+                    self.jobs.labels(kind.value, phase.value)
 
     # -- callbacks of limits and retries
 
@@ -244,10 +262,19 @@ class Metrics:
         self.chunk_size.labels(path.value).set(size)
 
     def job_moved(self, kind: JobKind, old: Phase | None, new: Phase) -> None:
-        """A job entered ``new`` (from ``old``, or newly known when ``None``)."""
-        if old is not None:
+        """A job entered ``new`` from ``old`` (``None``: newly known in this process).
+
+        The gauge holds unfinished phases only.  A job that ends here (an
+        unfinished ``old``, a terminal ``new``) leaves it and counts once as
+        finished.  A job first seen in a terminal phase — a failed job loaded
+        to be resumed — did not end here and counts in neither.
+        """
+        if old is not None and old not in TERMINAL_PHASES:
             self.jobs.labels(kind.value, old.value).dec()
-        self.jobs.labels(kind.value, new.value).inc()
+            if new in TERMINAL_PHASES:
+                self.jobs_finished.labels(kind.value, new.value).inc()
+        if new not in TERMINAL_PHASES:
+            self.jobs.labels(kind.value, new.value).inc()
 
     def record_checkpoint(self, timestamp: float) -> None:
         self.last_checkpoint.set(timestamp)

@@ -140,6 +140,7 @@ def test_metrics_are_served_while_a_job_runs(cli: Cli) -> None:
     assert url is not None
     assert "replicator_copied_bytes_total" in scraped
     assert 'replicator_jobs{kind="backup",state="copying"} 1.0' in scraped
+    assert 'replicator_jobs_finished_total{kind="backup",outcome="done"} 0.0' in scraped
 
 
 def test_sigterm_stops_at_a_checkpoint_like_ctrl_c(cli: Cli) -> None:

@@ -157,9 +157,13 @@ async def test_cancelled_mid_copy_then_resumed_rewrites_no_acknowledged_chunk(
     assert outcome.chunks_skipped >= len(acked_before)
     assert outcome.chunks_copied + outcome.chunks_skipped == outcome.state.image.chunk_count
     assert moved < outcome.state.image.size
-    jobs = "replicator_jobs"
-    assert counter(w.metrics, jobs, kind="backup", state="done") == 1  # one job, counted once
-    assert counter(w.metrics, jobs, kind="backup", state="cancelled") == 0
+    # The cancelled run and the run that finished the job each ended once;
+    # the finished job is no longer in the gauge.
+    finished = "replicator_jobs_finished_total"
+    assert counter(w.metrics, finished, kind="backup", outcome="done") == 1
+    assert counter(w.metrics, finished, kind="backup", outcome="cancelled") == 1
+    for phase in ("pending", "preparing", "copying", "committing", "verifying"):
+        assert counter(w.metrics, "replicator_jobs", kind="backup", state=phase) == 0
     assert outcome.target_digest == outcome.digest
 
 

@@ -104,6 +104,9 @@ async def test_a_canister_without_icrp_fails_the_job_and_the_rerun_resumes_it(
     assert second.job.id == first.job.id  # the same job, re-run
     assert second.job.options == {"via": "relay"}  # with this run's options
     assert store.load(job.id).state.starts == 2
+    # Each run that ended counts as finished; neither is still in the gauge.
+    assert _finished(e.metrics, "backup") == {"done": 0, "failed": 2, "cancelled": 0}
+    assert _jobs_now(e.metrics, "backup") == 0
 
 
 async def test_cancellation_records_the_job_as_cancelled_and_propagates(
@@ -125,6 +128,8 @@ async def test_cancellation_records_the_job_as_cancelled_and_propagates(
     assert isinstance(outcome, JobOutcome)
     assert outcome.exit_code == EXIT_INTERRUPTED
     assert progress.phases() == [Phase.PREPARING, Phase.CANCELLED]
+    assert _finished(e.metrics, "backup") == {"done": 0, "failed": 0, "cancelled": 1}
+    assert _jobs_now(e.metrics, "backup") == 0
 
 
 async def test_resume_of_an_unknown_job_names_the_store(store: SqliteStore) -> None:
@@ -151,3 +156,75 @@ async def test_the_same_job_cannot_run_twice_at_once(store: SqliteStore) -> None
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
+
+
+# ------------------------------------------------- jobs gauge and finished counter
+
+
+def _finished(metrics: Metrics, kind: str) -> dict[str, float | None]:
+    return {
+        outcome: metrics.registry.get_sample_value(
+            "replicator_jobs_finished_total", {"kind": kind, "outcome": outcome}
+        )
+        for outcome in ("done", "failed", "cancelled")
+    }
+
+
+def _jobs_now(metrics: Metrics, kind: str) -> float:
+    """The jobs of ``kind`` in the gauge, summed over every phase."""
+    values = [
+        metrics.registry.get_sample_value("replicator_jobs", {"kind": kind, "state": p.value})
+        for p in Phase
+    ]
+    return sum(v for v in values if v is not None)
+
+
+UNFINISHED = (Phase.PENDING, Phase.PREPARING, Phase.COPYING, Phase.COMMITTING, Phase.VERIFYING)
+
+
+@pytest.mark.parametrize("end", [Phase.DONE, Phase.FAILED])
+async def test_a_job_that_ends_is_no_longer_counted_in_the_gauge(
+    store: SqliteStore, end: Phase
+) -> None:
+    job = Job(JobKind.BACKUP, APP, BACKUP)
+    async with engine(store, FakeAgent()) as e:
+        for phase in UNFINISHED:
+            e.track(job, phase)
+            assert _jobs_now(e.metrics, "backup") == 1
+        e.track(job, end)
+        e.track(job, end)  # a repeated report of the same phase changes nothing
+    assert _jobs_now(e.metrics, "backup") == 0
+    expected = {"done": 0.0, "failed": 0.0, "cancelled": 0.0, end.value: 1.0}
+    assert _finished(e.metrics, "backup") == expected
+
+
+async def test_a_resumed_job_is_counted_once(store: SqliteStore) -> None:
+    metrics = Metrics()
+    job = Job(JobKind.BACKUP, APP, BACKUP)
+    settings = EngineSettings()
+    agents: Any = {"local": FakeAgent()}
+    async with (
+        Engine(settings, store, metrics, agents=agents) as first,
+        Engine(settings, store, metrics, agents=agents) as second,
+    ):
+        # Interrupted in copying, then resumed by another engine of the process.
+        first.track(job, Phase.PENDING)
+        first.track(job, Phase.COPYING)
+        second.track(job, Phase.COPYING)
+        assert _jobs_now(metrics, "backup") == 1
+        second.track(job, Phase.DONE)
+        assert _jobs_now(metrics, "backup") == 0
+        assert _finished(metrics, "backup") == {"done": 1, "failed": 0, "cancelled": 0}
+
+        # Failed here, then resumed from its stored phase: the failure counts
+        # once, the run that resumes it starts counting at preparing.
+        other = Job(JobKind.BACKUP, BACKUP, APP)
+        first.track(other, Phase.PREPARING)
+        first.track(other, Phase.FAILED)
+        second.track(other, Phase.FAILED)  # a run starts from the stored phase
+        assert _jobs_now(metrics, "backup") == 0
+        second.track(other, Phase.PREPARING)
+        assert _jobs_now(metrics, "backup") == 1
+        second.track(other, Phase.DONE)
+    assert _jobs_now(metrics, "backup") == 0
+    assert _finished(metrics, "backup") == {"done": 2, "failed": 1, "cancelled": 0}

@@ -44,6 +44,7 @@ def test_names_follow_the_conventions(metrics: Metrics) -> None:
         "replicator_throttle_wait_seconds",
         "replicator_chunk_size_bytes",
         "replicator_jobs",
+        "replicator_jobs_finished",
         "replicator_canisters_created",
         "replicator_cycles_spent",
         "replicator_last_checkpoint_timestamp_seconds",
@@ -54,7 +55,10 @@ def test_names_follow_the_conventions(metrics: Metrics) -> None:
 def test_known_series_exist_from_the_start(metrics: Metrics) -> None:
     assert _value(metrics, "replicator_retries_total", reason="rate_limited") == 0
     assert _value(metrics, "replicator_throttle_wait_seconds_total", limit="bytes_per_second") == 0
-    assert _value(metrics, "replicator_jobs", kind="archive-export", state="failed") == 0
+    assert _value(metrics, "replicator_jobs", kind="archive-export", state="copying") == 0
+    assert _value(metrics, "replicator_jobs_finished_total", kind="verify", outcome="failed") == 0
+    # Finished jobs are not "jobs by state": the gauge has no terminal series.
+    assert _value(metrics, "replicator_jobs", kind="archive-export", state="failed") is None
 
 
 def test_progress_and_jobs(metrics: Metrics) -> None:
@@ -148,3 +152,43 @@ def test_serve_metrics_on_a_free_port() -> None:
         assert "process_cpu_seconds_total" in body
     finally:
         server.close()
+
+
+def _jobs_now(m: Metrics, kind: str) -> dict[str, float | None]:
+    return {p.value: _value(m, "replicator_jobs", kind=kind, state=p.value) for p in Phase}
+
+
+def _finished(m: Metrics, kind: str) -> dict[str, float | None]:
+    return {
+        o: _value(m, "replicator_jobs_finished_total", kind=kind, outcome=o)
+        for o in ("done", "failed", "cancelled")
+    }
+
+
+@pytest.mark.parametrize("end", [Phase.DONE, Phase.FAILED, Phase.CANCELLED])
+def test_a_job_that_ends_leaves_the_gauge_and_counts_once_as_finished(
+    metrics: Metrics, end: Phase
+) -> None:
+    path = [Phase.PENDING, Phase.PREPARING, Phase.COPYING, Phase.COMMITTING, Phase.VERIFYING]
+    old: Phase | None = None
+    for phase in path:
+        metrics.job_moved(JobKind.RESTORE, old, phase)
+        assert _jobs_now(metrics, "restore")[phase.value] == 1
+        old = phase
+    metrics.job_moved(JobKind.RESTORE, old, end)
+    # 0 in every unfinished phase; no series at all for the terminal ones.
+    assert _jobs_now(metrics, "restore") == {p.value: 0 if p in path else None for p in Phase}
+    finished = {"done": 0.0, "failed": 0.0, "cancelled": 0.0, end.value: 1.0}
+    assert _finished(metrics, "restore") == finished
+    assert _finished(metrics, "backup") == {"done": 0, "failed": 0, "cancelled": 0}
+
+
+def test_a_job_first_seen_finished_counts_nowhere_until_it_ends_again(metrics: Metrics) -> None:
+    # A failed job loaded to be resumed did not fail in this process.
+    metrics.job_moved(JobKind.BACKUP, None, Phase.FAILED)
+    assert _finished(metrics, "backup") == {"done": 0, "failed": 0, "cancelled": 0}
+    metrics.job_moved(JobKind.BACKUP, Phase.FAILED, Phase.PREPARING)
+    assert _jobs_now(metrics, "backup")["preparing"] == 1
+    metrics.job_moved(JobKind.BACKUP, Phase.PREPARING, Phase.DONE)
+    assert _jobs_now(metrics, "backup")["preparing"] == 0
+    assert _finished(metrics, "backup") == {"done": 1, "failed": 0, "cancelled": 0}
