@@ -209,7 +209,8 @@ def test_overview_covers_the_issue() -> None:
     for metric in (
         "replicator_copied_bytes_total",
         "replicator_copied_chunks_total",
-        "replicator_jobs",
+        "replicator_jobs{",
+        "replicator_jobs_finished_total",
         "replicator_job_failures_total",
         "replicator_retries_total",
         "replicator_throttle_wait_seconds_total",
