@@ -295,8 +295,8 @@ class SqliteStore:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(
-                f"{self.path} is not a usable checkpoint store ({exc}); point --checkpoints "
-                "at another file"
+                f"{self.path} is not a usable checkpoint store ({exc}); use another file "
+                "(--state PATH, or `checkpoints` in the config file)"
             ) from exc
         if mode.lower() != "wal":
             raise CheckpointError(

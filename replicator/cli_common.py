@@ -125,7 +125,6 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     group.add_argument(
         "--state",
-        "--checkpoints",
         dest="state",
         metavar="PATH",
         default=default(None),
