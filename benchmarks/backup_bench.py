@@ -47,7 +47,7 @@ from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
 from localnet.process import LocalNetProcess
 from replicator.checkpoints import SqliteStore
-from replicator.demo_app import WASM_DIR, DemoApp
+from replicator.cli.demo.app import WASM_DIR, DemoApp
 from replicator.engine import Engine, EngineSettings, JobOutcome
 from replicator.jobs import CanisterRef, Job, Phase
 from replicator.limits import LimitSettings

@@ -28,7 +28,7 @@ from canister_iface.identity import Identity
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
-from replicator.demo_app import DemoApp, Stats
+from replicator.cli.demo.app import DemoApp, Stats
 
 ROOT = Path(__file__).parents[2]
 BACKUP_WASM = ROOT / "canister_iface" / "wasm" / "backup.wasm"

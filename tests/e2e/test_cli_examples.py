@@ -11,7 +11,7 @@ from cli_harness import ROOT
 
 from canister_iface.agent import Agent
 from canister_iface.identity import Identity
-from replicator.cli_common import open_agent
+from replicator.cli.common import open_agent
 from replicator.config import load_config
 
 pytestmark = pytest.mark.e2e

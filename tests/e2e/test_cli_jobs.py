@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cli_harness import ROOT, Cli, json_lines, write_pem
 
-from replicator.demo_app import DEMO_APP_WASM
+from replicator.cli.demo.app import DEMO_APP_WASM
 
 pytestmark = pytest.mark.e2e
 

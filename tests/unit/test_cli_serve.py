@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from replicator.checkpoints import JobSummary
-from replicator.cli import main
-from replicator.cli_serve import plan_jobs
+from replicator.cli.main import main
+from replicator.cli.serve import plan_jobs
 from replicator.config import load_config
 from replicator.errors import EXIT_USAGE, ConfigError, UsageError
 from replicator.jobs import CanisterRef, Phase

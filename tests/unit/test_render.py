@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from replicator.render import (
+from replicator.cli.render import (
     BarRenderer,
     JsonRenderer,
     LineRenderer,

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from replicator.checkpoints import JobSummary, SqliteStore
-from replicator.cli_common import Context, add_command
+from replicator.cli.common import Context, add_command
 from replicator.errors import UsageError
 from replicator.jobs import RESUMABLE_PHASES, Phase
 

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from canister_iface.identity import Identity
-from replicator.cli_common import Context, open_agent
-from replicator.cli_engine import RenderedProgress, open_store
+from replicator.cli.common import Context, open_agent
+from replicator.cli.demo.app import DemoApp, Stats
+from replicator.cli.jobrun import RenderedProgress, open_store
+from replicator.cli.render import Renderer
 from replicator.config import LOCAL, Config, load_config
-from replicator.demo_app import DemoApp, Stats
 from replicator.engine import Engine, JobOutcome
 from replicator.errors import EXIT_OK, IntegrityError, JobFailed
 from replicator.jobs import CanisterRef
-from replicator.render import Renderer
 
 MiB = 1024 * 1024
 DEFAULT_MIB = 64

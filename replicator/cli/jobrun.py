@@ -1,7 +1,7 @@
 """Running jobs from the command line: the engine, its progress on screen, and the summary.
 
 :class:`RenderedProgress` is the engine's :class:`~replicator.progress.Progress`
-drawn by a :class:`~replicator.render.Renderer`.  :func:`run_job_command`
+drawn by a :class:`~replicator.cli.render.Renderer`.  :func:`run_job_command`
 opens the checkpoint store and the engine, serves ``/metrics`` if asked, runs
 one job and renders its summary; its exit code is the job's.  Ctrl-C (or
 SIGTERM) cancels the job: the engine records it as ``cancelled`` at its last
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from replicator.checkpoints import SqliteStore
-from replicator.cli_common import Context, resolve_identity
+from replicator.cli.common import Context, resolve_identity
+from replicator.cli.render import Renderer
 from replicator.engine import Engine, JobOutcome
 from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY, UsageError
 from replicator.jobs import Job, Phase
-from replicator.render import Renderer
 
 JobAction = Callable[[Engine], Awaitable[JobOutcome]]
 

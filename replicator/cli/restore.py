@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from replicator.cli_common import Context, add_command
-from replicator.cli_engine import run_job_command
+from replicator.cli.common import Context, add_command
+from replicator.cli.jobrun import run_job_command
 from replicator.engine import Engine, JobOutcome
 from replicator.errors import UsageError
 

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from replicator import __version__
 from replicator.checkpoints import JobSummary, SqliteStore, Store
-from replicator.cli_common import Context, add_command, resolve_identity
+from replicator.cli.common import Context, add_command, resolve_identity
 from replicator.config import Config, JobTemplate
 from replicator.engine import Engine, JobOutcome
 from replicator.errors import UsageError

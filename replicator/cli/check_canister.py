@@ -13,7 +13,7 @@ from typing import Any
 from canister_iface.conformance import check_canister
 from canister_iface.identity import Identity
 from canister_iface.principal import Principal
-from replicator.cli_common import Context, add_command, open_agent, preflight
+from replicator.cli.common import Context, add_command, open_agent, preflight
 from replicator.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 MiB = 1024 * 1024

@@ -30,6 +30,7 @@ from canister_iface import errors as ic
 from canister_iface.agent import Agent
 from canister_iface.errors import IdentityError
 from canister_iface.identity import Identity
+from replicator.cli.render import Renderer, make_renderer
 from replicator.config import COMMAND_LINE, Config, Network, load_config
 from replicator.errors import (
     EXIT_INTERRUPTED,
@@ -42,7 +43,6 @@ from replicator.errors import (
     job_error,
 )
 from replicator.metrics import Metrics, MetricsServer, serve_metrics
-from replicator.render import Renderer, make_renderer
 
 log = logging.getLogger(__name__)
 

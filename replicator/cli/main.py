@@ -1,8 +1,8 @@
-"""The ``replicator`` command line.
+"""The ``replicator`` command line: the parser and ``main``.
 
-Each sub-command lives in its own module (``cli_<group>.py``) and registers
+Each sub-command lives in its own module of :mod:`replicator.cli` and registers
 itself here; this module only builds the parser.  Global flags, settings and
-the error boundary (messages and exit codes) are in :mod:`replicator.cli_common`;
+the error boundary (messages and exit codes) are in :mod:`replicator.cli.common`;
 the exit codes are documented in :mod:`replicator.errors` and the README.
 """
 
@@ -13,20 +13,20 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from replicator import (
-    __version__,
-    cli_archive,
-    cli_backup,
-    cli_check_canister,
-    cli_demo,
-    cli_jobs,
-    cli_localnet,
-    cli_restore,
-    cli_resume,
-    cli_serve,
-    cli_verify,
+from replicator import __version__
+from replicator.cli import (
+    archive,
+    backup,
+    check_canister,
+    demo,
+    jobs,
+    localnet,
+    restore,
+    resume,
+    serve,
+    verify,
 )
-from replicator.cli_common import add_global_options
+from replicator.cli.common import add_global_options
 from replicator.errors import EXIT_INTERRUPTED, EXIT_USAGE
 
 
@@ -46,18 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (
-        cli_backup,
-        cli_restore,
-        cli_archive,
-        cli_verify,
-        cli_jobs,
-        cli_resume,
-        cli_check_canister,
-        cli_demo,
-        cli_localnet,
+        backup,
+        restore,
+        archive,
+        verify,
+        jobs,
+        resume,
+        check_canister,
+        demo,
+        localnet,
+        serve,
     ):
         module.register(commands)
-    cli_serve.register(commands)
     return parser
 
 

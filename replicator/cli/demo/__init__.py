@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from replicator.cli_common import Context, add_command
+from replicator.cli.common import Context, add_command
+from replicator.cli.demo.tour import run_demo
 from replicator.errors import UsageError
 
 
@@ -28,8 +29,6 @@ def register(commands: Any) -> None:
 
 
 async def _demo(ctx: Context) -> int:
-    from replicator.demo import run_demo
-
     if not 1 <= ctx.args.mib <= 1024:
         raise UsageError(f"--mib: expected 1 to 1024 MiB, got {ctx.args.mib}")
     return await run_demo(ctx)
