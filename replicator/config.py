@@ -69,14 +69,14 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from canister_iface.principal import Principal
-from replicator.errors import ConfigError, UsageError
-from replicator.jobs import ArchiveRef, CanisterRef, Endpoint, Job, JobKind, Scalar
+from replicator.errors import ConfigError
+from replicator.job import ArchiveRef, CanisterRef, Endpoint, JobRequest, Scalar
 from replicator.limits import LimitSettings, Window
 from replicator.retry import RetryPolicy
 from replicator.schedule import JobSchedule, parse_duration, parse_trigger
@@ -147,7 +147,7 @@ class JobTemplate:
     """A named job from ``[jobs.<name>]``, endpoints still as written."""
 
     name: str
-    kind: JobKind
+    kind: str
     source: str
     target: str | None
     network: str | None
@@ -225,8 +225,8 @@ class Config:
             return ArchiveRef(text[len(FILE_PREFIX) :])
         return self.canister(text, network, where=where)
 
-    def job(self, name: str) -> Job:
-        """A fresh :class:`Job` from ``[jobs.<name>]``."""
+    def request(self, name: str) -> JobRequest:
+        """What ``[jobs.<name>]`` asks for, its canisters resolved (a fresh job id each time)."""
         template = self.jobs.get(name)
         key = f"jobs.{name}"
         if template is None:
@@ -237,10 +237,7 @@ class Config:
         target = None
         if template.target is not None:
             target = self.endpoint(template.target, net, where=(self.source, f"{key}.target"))
-        try:
-            return Job(template.kind, source, target, options=dict(template.options))
-        except UsageError as exc:
-            raise ConfigError(self.source, key, f"a runnable job ({exc})") from None
+        return JobRequest(template.kind, source, target, options=dict(template.options))
 
 
 def default_config() -> Config:
@@ -253,10 +250,13 @@ def load_config(
     *,
     overrides: Mapping[str, object] | None = None,
     canister_ids: list[str | Path] | None = None,
+    kinds: Collection[str] | None = None,
 ) -> Config:
     """Read and validate ``path`` (``None``: defaults only), then apply ``overrides``.
 
-    ``canister_ids`` adds dfx files given on the command line.
+    ``canister_ids`` adds dfx files given on the command line; ``kinds`` are
+    the job kinds a ``[jobs.<name>]`` may name (``None``: not checked here;
+    running the job checks it).
     """
     raw: dict[str, Any] = {}
     origin = "defaults"
@@ -269,7 +269,7 @@ def load_config(
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
         touched.add(key)
-    parser = _Parser(origin, base, touched)
+    parser = _Parser(origin, base, touched, kinds)
     config = parser.config(raw)
     extra = [Path(p).expanduser() for p in (canister_ids or [])]
     if extra:
@@ -289,10 +289,13 @@ def read_canister_ids(path: str | Path) -> dict[str, dict[str, str]]:
 class _Parser:
     """Validates the raw TOML tables; knows where each key came from."""
 
-    def __init__(self, origin: str, base: Path, overridden: set[str]) -> None:
+    def __init__(
+        self, origin: str, base: Path, overridden: set[str], kinds: Collection[str] | None
+    ) -> None:
         self.origin = origin
         self.base = base
         self.overridden = overridden
+        self.kinds = kinds
 
     def error(self, key: str, expected: str, got: object = None) -> ConfigError:
         from_flag = any(key == o or key.startswith(o + ".") for o in self.overridden)
@@ -455,12 +458,10 @@ class _Parser:
     ) -> JobTemplate:
         key = f"jobs.{name}"
         self.known_keys(raw, key, _JOB_KEYS)
-        kinds = ", ".join(k.value for k in JobKind)
-        kind_text = self.string(raw, "kind", f"{key}.kind")
-        try:
-            kind = JobKind(kind_text or "")
-        except ValueError:
-            raise self.error(f"{key}.kind", f"one of {kinds}", kind_text) from None
+        kind = self.string(raw, "kind", f"{key}.kind")
+        if kind is None or (self.kinds is not None and kind not in self.kinds):
+            known = ", ".join(sorted(self.kinds or ())) or "a job kind"
+            raise self.error(f"{key}.kind", f"one of {known}", kind)
         source = self.string(raw, "source", f"{key}.source")
         if source is None:
             raise self.error(f"{key}.source", "a canister name or id, or file:<path>")

@@ -73,7 +73,7 @@ from __future__ import annotations
 import asyncio
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -92,8 +92,9 @@ from prometheus_client import (
 from canister_iface import errors as ic
 from replicator import errors
 from replicator.chunking import Path
-from replicator.jobs import TERMINAL_PHASES, JobKind, Phase
+from replicator.job import TERMINAL_PHASES, Phase
 from replicator.retry import REASONS
+from replicator.routes import Route
 
 RUN_OUTCOMES = ("done", "failed", "cancelled")
 # A failed run's exit code → the ``reason`` label (a small fixed set).
@@ -107,7 +108,7 @@ FAILURE_REASONS = {
     errors.EXIT_TEMPORARY: "temporary",
 }
 LIMIT_NAMES = ("time_window", "cycles_budget", "in_flight", "calls_per_second", "bytes_per_second")
-ROUTES = ("relay", "direct", "snapshot")
+ROUTES = tuple(Route)
 OUTCOMES = ("ok", "transient", "permanent", "cancelled", "error")
 
 # IC calls take from tens of milliseconds (queries) to seconds (updates, 2 MiB
@@ -216,12 +217,13 @@ class Metrics:
             self.retries.labels(reason)
         for limit in LIMIT_NAMES:
             self.throttle_wait.labels(limit)
-        for kind in JobKind:
-            for phase in Phase:
-                if phase in TERMINAL_PHASES:
-                    self.jobs_finished.labels(kind.value, phase.value)
-                else:
-                    self.jobs.labels(kind.value, phase.value)
+
+    def add_kind(self, kind: str, phases: Iterable[str]) -> None:
+        """Start a job kind's series at 0: its unfinished ``phases`` and every outcome."""
+        for phase in (Phase.PENDING, *phases):
+            self.jobs.labels(kind, phase)
+        for outcome in TERMINAL_PHASES:
+            self.jobs_finished.labels(kind, outcome)
 
     # -- callbacks of limits and retries
 
@@ -254,14 +256,14 @@ class Metrics:
 
     # -- progress
 
-    def record_copied(self, kind: JobKind, route: str, nbytes: int, chunks: int) -> None:
-        self.bytes_copied.labels(kind.value, route).inc(nbytes)
-        self.chunks_copied.labels(kind.value, route).inc(chunks)
+    def record_copied(self, kind: str, route: str, nbytes: int, chunks: int) -> None:
+        self.bytes_copied.labels(kind, route).inc(nbytes)
+        self.chunks_copied.labels(kind, route).inc(chunks)
 
     def set_chunk_size(self, path: Path, size: int) -> None:
         self.chunk_size.labels(path.value).set(size)
 
-    def job_moved(self, kind: JobKind, old: Phase | None, new: Phase) -> None:
+    def job_moved(self, kind: str, old: str | None, new: str) -> None:
         """A job entered ``new`` from ``old`` (``None``: newly known in this process).
 
         The gauge holds unfinished phases only.  A job that ends here (an
@@ -270,11 +272,11 @@ class Metrics:
         to be resumed — did not end here and counts in neither.
         """
         if old is not None and old not in TERMINAL_PHASES:
-            self.jobs.labels(kind.value, old.value).dec()
+            self.jobs.labels(kind, old).dec()
             if new in TERMINAL_PHASES:
-                self.jobs_finished.labels(kind.value, new.value).inc()
+                self.jobs_finished.labels(kind, new).inc()
         if new not in TERMINAL_PHASES:
-            self.jobs.labels(kind.value, new.value).inc()
+            self.jobs.labels(kind, new).inc()
 
     def record_checkpoint(self, timestamp: float) -> None:
         self.last_checkpoint.set(timestamp)
@@ -325,7 +327,9 @@ class ServiceMetrics:
     so every series exists from the first scrape.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, version: str) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, version: str, kinds: Iterable[str] = ()
+    ) -> None:
         r = self.registry = registry
         build = Info("replicator_build", "The running replicator's version.", registry=r)
         build.info({"version": version, "python": platform.python_version()})
@@ -388,15 +392,19 @@ class ServiceMetrics:
             ["network"],
             registry=r,
         )
-        for kind in JobKind:
-            for outcome in RUN_OUTCOMES:
-                self.job_runs.labels(kind.value, outcome)
-            for reason in FAILURE_REASONS.values():
-                self.job_failures.labels(kind.value, reason)
+        for kind in kinds:
+            self.add_kind(kind)
 
-    def add_job(self, name: str, kind: JobKind, *, max_gap: float, since: float) -> None:
+    def add_kind(self, kind: str) -> None:
+        """Start a job kind's run and failure series at 0."""
+        for outcome in RUN_OUTCOMES:
+            self.job_runs.labels(kind, outcome)
+        for reason in FAILURE_REASONS.values():
+            self.job_failures.labels(kind, reason)
+
+    def add_job(self, name: str, kind: str, *, max_gap: float, since: float) -> None:
         """A scheduled job is known: ``since`` is its last success (or the start time)."""
-        labels = (name, kind.value)
+        labels = (name, kind)
         self.max_gap.labels(*labels).set(max_gap)
         self.last_success.labels(*labels).set(since)
         self.last_progress.labels(*labels).set(since)
@@ -404,28 +412,28 @@ class ServiceMetrics:
         self.running.labels(*labels).set(0)
         self.next_run.labels(*labels)
 
-    def scheduled(self, name: str, kind: JobKind, at: float) -> None:
-        self.next_run.labels(name, kind.value).set(at)
+    def scheduled(self, name: str, kind: str, at: float) -> None:
+        self.next_run.labels(name, kind).set(at)
 
-    def run_started(self, name: str, kind: JobKind, at: float) -> None:
-        self.running.labels(name, kind.value).set(1)
+    def run_started(self, name: str, kind: str, at: float) -> None:
+        self.running.labels(name, kind).set(1)
         self.progressed(name, kind, at)
 
-    def progressed(self, name: str, kind: JobKind, at: float) -> None:
-        self.last_progress.labels(name, kind.value).set(at)
+    def progressed(self, name: str, kind: str, at: float) -> None:
+        self.last_progress.labels(name, kind).set(at)
 
     def run_finished(
-        self, name: str, kind: JobKind, outcome: str, exit_code: int | None, at: float
+        self, name: str, kind: str, outcome: str, exit_code: int | None, at: float
     ) -> None:
         """A run ended: ``outcome`` is one of :data:`RUN_OUTCOMES`."""
-        labels = (name, kind.value)
+        labels = (name, kind)
         self.running.labels(*labels).set(0)
-        self.job_runs.labels(kind.value, outcome).inc()
+        self.job_runs.labels(kind, outcome).inc()
         if outcome == "done":
             self.last_success.labels(*labels).set(at)
             self.consecutive_failures.labels(*labels).set(0)
         elif outcome == "failed":
-            self.job_failures.labels(kind.value, failure_reason(exit_code)).inc()
+            self.job_failures.labels(kind, failure_reason(exit_code)).inc()
             self.consecutive_failures.labels(*labels).inc()
 
     def watch_budget(self, network: str, budget: int, remaining: Callable[[], float]) -> None:

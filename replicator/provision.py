@@ -118,7 +118,7 @@ class Provisioner:
         self, source: Principal, *, keep: int | None = None, key: str = BACKUP_ROLE
     ) -> Principal:
         """The registered backup canister of ``source``, created and installed if needed."""
-        entry = self.registry.get(self.network, source.to_text(), key)
+        entry = await self.registry.get(self.network, source.to_text(), key)
         if entry is not None and entry.state == "ready" and entry.canister is not None:
             return Principal.from_text(entry.canister)
         canister = await self._created(entry, source.to_text(), key)
@@ -130,7 +130,7 @@ class Provisioner:
         }
         await self._installed(canister, shipped_wasm("backup"), encode_value(BACKUP_INIT, init))
         await self._settle_controllers(canister)
-        self._record(source.to_text(), key, canister, "ready")
+        await self._record(source.to_text(), key, canister, "ready")
         self._note(f"backup canister {canister} is ready for {source}")
         return canister
 
@@ -140,7 +140,7 @@ class Provisioner:
         self, key_source: str, key: str, wasm: bytes, *, arg: bytes = EMPTY_ARG
     ) -> Principal:
         """A new canister running ``wasm`` (recorded under ``key``), e.g. to restore into."""
-        entry = self.registry.get(self.network, key_source, key)
+        entry = await self.registry.get(self.network, key_source, key)
         if entry is not None and entry.state == "ready" and entry.canister is not None:
             return Principal.from_text(entry.canister)
         canister = await self._created(entry, key_source, key)
@@ -150,7 +150,7 @@ class Provisioner:
             client = IcrpClient(self.agent, canister)
             await self._call(canister, "icrp_set_peers", lambda: client.set_peers([self.me]))
         await self._settle_controllers(canister)
-        self._record(key_source, key, canister, "ready")
+        await self._record(key_source, key, canister, "ready")
         return canister
 
     # -------------------------------------------------------------- the steps
@@ -160,10 +160,10 @@ class Provisioner:
             return Principal.from_text(entry.canister)
         request_ns = entry.request_ns if entry is not None else time.time_ns()
         if entry is None:
-            self.registry.put(Entry(self.network, source, key, None, "requested", request_ns))
+            await self.registry.put(Entry(self.network, source, key, None, "requested", request_ns))
         self._note(f"creating a {key} canister for {source} on {self.network}")
         canister = await self._create(request_ns)
-        self._record(source, key, canister, "created", request_ns)
+        await self._record(source, key, canister, "created", request_ns)
         self.metrics.record_canister_created(self.network)
         self.metrics.record_cycles_spent(self.settings.initial_cycles)
         return canister
@@ -238,7 +238,7 @@ class Provisioner:
         cid = canister if isinstance(canister, str) else canister.to_text()
         return await self.runner.call(cid, method, perform, cost=cost, what=f"{method} for {cid}")
 
-    def _record(
+    async def _record(
         self,
         source: str,
         key: str,
@@ -247,9 +247,11 @@ class Provisioner:
         request_ns: int | None = None,
     ) -> None:
         if request_ns is None:  # keep the deduplication time of the recorded intent
-            current = self.registry.get(self.network, source, key)
+            current = await self.registry.get(self.network, source, key)
             request_ns = current.request_ns if current is not None else 0
-        self.registry.put(Entry(self.network, source, key, canister.to_text(), state, request_ns))
+        await self.registry.put(
+            Entry(self.network, source, key, canister.to_text(), state, request_ns)
+        )
 
 
 def _unique(principals: Sequence[Principal]) -> tuple[Principal, ...]:

@@ -7,7 +7,9 @@ from typing import Any
 
 from replicator.cli.common import Context, add_command
 from replicator.cli.jobrun import run_job_command
-from replicator.engine import Engine, JobOutcome
+from replicator.engine import Engine
+from replicator.flows import archive
+from replicator.job import JobOutcome
 
 
 def register(commands: Any) -> None:
@@ -44,7 +46,7 @@ async def _export(ctx: Context) -> int:
     path: Path = ctx.args.file
 
     async def action(engine: Engine) -> JobOutcome:
-        return await engine.archive_export(source, path)
+        return await engine.submit(archive.export_request(source, path))
 
     return await run_job_command(ctx, action)
 
@@ -54,6 +56,6 @@ async def _import(ctx: Context) -> int:
     path: Path = ctx.args.file
 
     async def action(engine: Engine) -> JobOutcome:
-        return await engine.archive_import(path, target, via=ctx.via)
+        return await engine.submit(archive.import_request(path, target))
 
     return await run_job_command(ctx, action)

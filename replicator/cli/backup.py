@@ -6,7 +6,9 @@ from typing import Any
 
 from replicator.cli.common import Context, add_command
 from replicator.cli.jobrun import run_job_command
-from replicator.engine import Engine, JobOutcome
+from replicator.engine import Engine
+from replicator.flows import backup
+from replicator.job import JobOutcome
 
 
 def register(commands: Any) -> None:
@@ -37,6 +39,6 @@ async def _backup(ctx: Context) -> int:
     target = None if args.backup is None else config.canister(args.backup)
 
     async def action(engine: Engine) -> JobOutcome:
-        return await engine.backup(source, target, via=ctx.via, keep=args.keep)
+        return await engine.submit(backup.request(source, target, via=ctx.via, keep=args.keep))
 
     return await run_job_command(ctx, action)

@@ -30,6 +30,8 @@ from canister_iface import errors as ic
 from canister_iface.agent import Agent
 from canister_iface.errors import IdentityError
 from canister_iface.identity import Identity
+from replicator import kinds
+from replicator.classify import exit_code_for, job_error
 from replicator.cli.render import Renderer, make_renderer
 from replicator.config import COMMAND_LINE, Config, Network, load_config
 from replicator.errors import (
@@ -39,14 +41,12 @@ from replicator.errors import (
     ReplicatorError,
     RetriesExhausted,
     UsageError,
-    exit_code_for,
-    job_error,
 )
 from replicator.metrics import Metrics, MetricsServer, serve_metrics
+from replicator.routes import VIA
 
 log = logging.getLogger(__name__)
 
-VIA_CHOICES = ("direct", "relay")
 
 # configuration key → the flag that overrides it (limits: of the chosen network).
 _FLAGS = {
@@ -106,7 +106,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     group.add_argument(
         "--via",
-        choices=VIA_CHOICES,
+        choices=VIA,
         default=default(None),
         help="canister to canister (direct, default) or through this machine (relay)",
     )
@@ -139,13 +139,16 @@ def load_settings(args: argparse.Namespace) -> Config:
     """The configuration file (or defaults) with the global flags applied."""
     overrides = _plain_overrides(args)
     ids = list(args.canister_ids or [])
+    known = kinds.names()
     try:
-        config = load_config(args.config, overrides=overrides, canister_ids=ids)
+        config = load_config(args.config, overrides=overrides, canister_ids=ids, kinds=known)
         limits = _limit_overrides(args)
         if limits:
             prefix = f"networks.{config.network}.limits"
             scoped = {f"{prefix}.{k}": v for k, v in limits.items()}
-            config = load_config(args.config, overrides={**overrides, **scoped}, canister_ids=ids)
+            config = load_config(
+                args.config, overrides={**overrides, **scoped}, canister_ids=ids, kinds=known
+            )
     except ConfigError as exc:
         raise _as_flag_error(exc, args) from None
     return config

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from replicator import __version__
+from replicator import __version__, flows
 from replicator.cli import (
     archive,
     backup,
@@ -28,6 +28,9 @@ from replicator.cli import (
 )
 from replicator.cli.common import add_global_options
 from replicator.errors import EXIT_INTERRUPTED, EXIT_USAGE
+
+# Importing replicator.flows registers the built-in job kinds the commands run.
+BUILTIN_KINDS = flows.BUILTIN
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,10 @@ from typing import Any
 
 from replicator.cli.common import Context, add_command
 from replicator.cli.jobrun import run_job_command
-from replicator.engine import Engine, JobOutcome
+from replicator.engine import Engine
 from replicator.errors import UsageError
+from replicator.flows import restore
+from replicator.job import JobOutcome
 
 
 def register(commands: Any) -> None:
@@ -46,13 +48,15 @@ async def _restore(ctx: Context) -> int:
     target = None if args.canister is None else config.canister(args.canister)
 
     async def action(engine: Engine) -> JobOutcome:
-        return await engine.restore(
-            backup,
-            target,
-            snapshot=args.snapshot,
-            via=ctx.via,
-            new_canister=args.new_canister,
-            wasm=args.wasm,
+        return await engine.submit(
+            restore.request(
+                backup,
+                target,
+                snapshot=args.snapshot,
+                via=ctx.via,
+                new_canister=args.new_canister,
+                wasm=args.wasm,
+            )
         )
 
     return await run_job_command(ctx, action)

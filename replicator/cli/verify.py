@@ -8,8 +8,9 @@ from typing import Any
 from replicator.cli.common import Context, add_command
 from replicator.cli.jobrun import run_job_command
 from replicator.config import FILE_PREFIX
-from replicator.engine import Engine, JobOutcome
-from replicator.jobs import ArchiveRef, CanisterRef
+from replicator.engine import Engine
+from replicator.flows import verify
+from replicator.job import ArchiveRef, CanisterRef, JobOutcome
 
 
 def register(commands: Any) -> None:
@@ -43,6 +44,6 @@ async def _verify(ctx: Context) -> int:
     copy = None if ctx.args.copy is None else _endpoint(ctx, ctx.args.copy)
 
     async def action(engine: Engine) -> JobOutcome:
-        return await engine.verify(source, copy)
+        return await engine.submit(verify.request(source, copy))
 
     return await run_job_command(ctx, action)

@@ -12,6 +12,7 @@ must return at least one series.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -29,6 +30,9 @@ from typing import Any
 
 import pytest
 from cli_harness import ROOT, Cli
+
+from replicator.checkpoints import JobSummary, SqliteStore
+from replicator.job import JobState, Phase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -345,12 +349,19 @@ def _metric(base: str, metric: str, **labels: str) -> float:
     return total
 
 
+async def _stored_jobs(path: Path) -> list[JobSummary]:
+    async with await SqliteStore.open(path) as store:
+        return await store.list_jobs()
+
+
+async def _stored_state(path: Path, job_id: str) -> JobState:
+    async with await SqliteStore.open(path) as store:
+        return (await store.load(job_id)).state
+
+
 def test_sigterm_stops_a_running_backup_at_a_checkpoint_and_a_restart_resumes_it(
     cli: Cli, tmp_path: Path
 ) -> None:
-    from replicator.checkpoints import SqliteStore
-    from replicator.jobs import Phase
-
     app = cli.deploy_demo(mib=4)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -392,9 +403,8 @@ schedule = "every 2s"
         if first.poll() is None:
             first.kill()
     assert "stopped at its last checkpoint" in first_log.read_text()
-    with SqliteStore(cli.state) as store:
-        (interrupted,) = store.list_jobs()
-    assert interrupted.phase is Phase.CANCELLED
+    (interrupted,) = asyncio.run(_stored_jobs(cli.state))
+    assert interrupted.phase == Phase.CANCELLED
     assert 0 < interrupted.chunks_acked < (interrupted.chunks_total or 0)
 
     second = start(second_log)
@@ -415,7 +425,6 @@ schedule = "every 2s"
     log = second_log.read_text()
     assert "resuming its interrupted run" in log
     assert f"resuming {interrupted.id}" in log
-    with SqliteStore(cli.state) as store:
-        resumed = store.load(interrupted.id).state
-    assert resumed.phase is Phase.DONE
+    resumed = asyncio.run(_stored_state(cli.state, interrupted.id))
+    assert resumed.phase == Phase.DONE
     assert resumed.starts >= 2

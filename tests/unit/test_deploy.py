@@ -24,6 +24,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from replicator import kinds
 from replicator.config import load_config
 from replicator.metrics import Metrics, ServiceMetrics
 from replicator.service import DEFAULT_GRACE
@@ -307,7 +308,7 @@ def test_the_example_config_is_valid_and_scheduled() -> None:
     assert config.jobs
     for name, template in config.jobs.items():
         assert template.schedule is not None, name
-        config.job(name)  # its canisters resolve
+        kinds.configured(config, name)  # its kind knows it, its canisters resolve
 
 
 # ------------------------------------------------------------------- systemd

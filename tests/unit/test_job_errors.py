@@ -8,6 +8,7 @@ import pytest
 
 from canister_iface import errors as ic
 from replicator import errors
+from replicator.classify import exit_code_for, job_error
 from replicator.errors import (
     EXIT_ACCESS_DENIED,
     EXIT_BUDGET,
@@ -17,8 +18,6 @@ from replicator.errors import (
     EXIT_NOT_ICRP,
     EXIT_TEMPORARY,
     EXIT_USAGE,
-    exit_code_for,
-    job_error,
 )
 
 

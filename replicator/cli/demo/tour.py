@@ -35,9 +35,10 @@ from replicator.cli.demo.app import DemoApp, Stats
 from replicator.cli.jobrun import RenderedProgress, open_store
 from replicator.cli.render import Renderer
 from replicator.config import LOCAL, Config, load_config
-from replicator.engine import Engine, JobOutcome
+from replicator.engine import Engine
 from replicator.errors import EXIT_OK, IntegrityError, JobFailed
-from replicator.jobs import CanisterRef
+from replicator.flows import backup, restore, verify
+from replicator.job import CanisterRef, JobOutcome
 
 MiB = 1024 * 1024
 DEFAULT_MIB = 64
@@ -178,7 +179,7 @@ async def _tour(
             async with engine:
                 await _round_trip(engine, app, renderer, report)
         finally:
-            store.close()
+            await store.close()
         after = await app.stats()
         report.fingerprint_after = after.fingerprint
         if after.fingerprint != before.fingerprint:
@@ -213,14 +214,15 @@ async def _deploy(
 async def _round_trip(engine: Engine, app: DemoApp, renderer: Renderer, report: DemoReport) -> None:
     source = CanisterRef(str(app.canister_id), LOCAL)
     renderer.note("backing the app up into a backup canister created for it")
-    backup = _checked("backup", await engine.backup(source), report)
-    target = backup.job.target
+    copied = _checked("backup", await engine.submit(backup.request(source)), report)
+    target = copied.job.target
     if not isinstance(target, CanisterRef):
         raise JobFailed(f"the backup job wrote to {target}, not to a canister")
     report.backup = target.canister_id
-    report.image_bytes = backup.state.image.size if backup.state.image else 0
-    report.digest = backup.digest.hex() if backup.digest else ""
-    _checked("verify-backup", await engine.verify(target, source), report)
+    size = copied.details.get("size")
+    report.image_bytes = size if isinstance(size, int) else 0
+    report.digest = copied.digest.hex() if copied.digest else ""
+    _checked("verify-backup", await engine.submit(verify.request(target, source)), report)
     renderer.note(f"the backup holds the app's image (digest {report.digest[:16]}…)")
 
     renderer.note("wiping the app's state")
@@ -231,8 +233,8 @@ async def _round_trip(engine: Engine, app: DemoApp, renderer: Renderer, report: 
         raise JobFailed("wiping the app left its fingerprint unchanged: nothing to restore")
 
     renderer.note("restoring the app from its backup")
-    _checked("restore", await engine.restore(target, source), report)
-    _checked("verify-restore", await engine.verify(target, source), report)
+    _checked("restore", await engine.submit(restore.request(target, source)), report)
+    _checked("verify-restore", await engine.submit(verify.request(target, source)), report)
 
 
 def _checked(name: str, outcome: JobOutcome, report: DemoReport) -> JobOutcome:

@@ -41,9 +41,10 @@ from canister_iface.principal import Principal
 from replicator.calls import CallCost, CallRunner
 from replicator.chunking import Path
 from replicator.errors import AccessDeniedError, IntegrityError, JobFailed, UsageError
-from replicator.flows.sides import Context, Prepared
-from replicator.integrity import image_digest
-from replicator.jobs import CanisterRef, ImageInfo
+from replicator.flow import Calls
+from replicator.flows.image.sides import Prepared
+from replicator.integrity import ImageInfo, image_digest
+from replicator.job import CanisterRef
 from replicator.pump import Run, Sizer
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ _MAX_STEPS = 100_000
 class _Canister:
     """Calls to one canister's ICRP methods, through the runner."""
 
-    def __init__(self, ref: CanisterRef, ctx: Context) -> None:
+    def __init__(self, ref: CanisterRef, ctx: Calls) -> None:
         self.endpoint = ref
         self.ctx = ctx
         self.agent = ctx.agent_for(ref.network)
@@ -124,7 +125,7 @@ class _Canister:
 class CanisterSource(_Canister):
     """A canister whose image a job copies (app, shard or backup canister)."""
 
-    def __init__(self, ref: CanisterRef, ctx: Context, *, snapshot: int | None = None) -> None:
+    def __init__(self, ref: CanisterRef, ctx: Calls, *, snapshot: int | None = None) -> None:
         super().__init__(ref, ctx)
         self.snapshot = snapshot
         self.ticket: ExportTicket | None = None
@@ -302,7 +303,7 @@ class CanisterPusher:
 class CanisterTarget(_Canister):
     """A canister receiving an image: a backup canister, or an app being restored."""
 
-    def __init__(self, ref: CanisterRef, ctx: Context) -> None:
+    def __init__(self, ref: CanisterRef, ctx: Calls) -> None:
         super().__init__(ref, ctx)
         self._journal_seq: int | None = None  # of the image being imported
 
