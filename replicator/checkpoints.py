@@ -18,7 +18,7 @@ SQLite details:
 
 - WAL journal with ``synchronous=FULL``: a commit returns only after the WAL
   is fsynced, so an acknowledged checkpoint survives a power cut; readers
-  (``replicator status`` in another process) never block the writer.
+  (``replicator jobs`` in another process) never block the writer.
 - Writes take ``BEGIN IMMEDIATE`` and wait up to ``timeout`` seconds for
   another writer.
 - Job states are msgpack (:meth:`JobState.to_payload`); chunk digests are

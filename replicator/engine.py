@@ -3,7 +3,8 @@
 API (what the command line, the service, the demo and the benchmarks build on)::
 
     from replicator.engine import Engine
-    from replicator.flows import backup           # importing flows registers the kinds
+    import replicator.flows.builtin                # registers the built-in kinds
+    from replicator.flows import backup
 
     engine = Engine.from_config(config, store, metrics, progress, identity=identity, via="relay")
     # or: Engine(EngineSettings(...), store, metrics, progress, agents={"local": agent})
@@ -108,6 +109,8 @@ class Engine:
         self._running: set[str] = set()  # ids of the jobs this engine is running now
         for kind in kinds.registered():  # known label values start at 0
             metrics.add_kind(kind.name, kind.phases)
+            if kind.metrics is not None:
+                metrics.extension(kind.metrics)
 
     @classmethod
     def from_config(

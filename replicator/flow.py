@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
+
 from canister_iface.agent import Agent
 from replicator.calls import CallRunner
 from replicator.checkpoints import Store
@@ -160,6 +162,9 @@ class Kind:
     plan: Planner = plan_as_asked
     # The planner finds or creates the target when a request names none.
     target_optional: bool = False
+    # The kind's own metrics, made on the shared registry when an engine starts
+    # (see Metrics.extension); None: the engine's metrics say all.
+    metrics: Callable[[CollectorRegistry], object] | None = None
     # The kind's unfinished phases besides ``pending`` (metrics start them at 0).
     phases: tuple[str, ...] = (Phase.PREPARING, Phase.COPYING, Phase.COMMITTING, Phase.VERIFYING)
 

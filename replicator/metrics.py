@@ -76,6 +76,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar, cast
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -96,6 +97,7 @@ from replicator.job import TERMINAL_PHASES, Phase
 from replicator.retry import REASONS
 from replicator.routes import Route
 
+E = TypeVar("E")
 RUN_OUTCOMES = ("done", "failed", "cancelled")
 # A failed run's exit code → the ``reason`` label (a small fixed set).
 FAILURE_REASONS = {
@@ -209,6 +211,7 @@ class Metrics:
             "Unix time of the last durable checkpoint.",
             registry=r,
         )
+        self._extensions: dict[Callable[[CollectorRegistry], object], object] = {}
         self._initialise_series()
 
     def _initialise_series(self) -> None:
@@ -217,6 +220,18 @@ class Metrics:
             self.retries.labels(reason)
         for limit in LIMIT_NAMES:
             self.throttle_wait.labels(limit)
+
+    def extension(self, factory: Callable[[CollectorRegistry], E]) -> E:
+        """The metrics a job kind adds (``factory(registry)``), made once per registry.
+
+        A kind's flow module keeps its own metrics class (names ``replicator_*``,
+        the same conventions); the engine creates it when it starts, so its
+        series exist from the first scrape.
+        """
+        made = self._extensions.get(factory)
+        if made is None:
+            made = self._extensions[factory] = factory(self.registry)
+        return cast(E, made)
 
     def add_kind(self, kind: str, phases: Iterable[str]) -> None:
         """Start a job kind's series at 0: its unfinished ``phases`` and every outcome."""

@@ -1,5 +1,5 @@
 """Every test sees the built-in job kinds registered, as the command line and service do."""
 
-import replicator.flows
+from replicator.flows.builtin import BUILTIN
 
-BUILTIN_KINDS = replicator.flows.BUILTIN
+BUILTIN_KINDS = BUILTIN

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from replicator import __version__, flows
+from replicator import __version__
 from replicator.cli import (
     archive,
     backup,
@@ -28,9 +28,11 @@ from replicator.cli import (
 )
 from replicator.cli.common import add_global_options
 from replicator.errors import EXIT_INTERRUPTED, EXIT_USAGE
+from replicator.flows.builtin import BUILTIN
 
-# Importing replicator.flows registers the built-in job kinds the commands run.
-BUILTIN_KINDS = flows.BUILTIN
+# Every built-in job kind is registered before a command runs (resume, run, serve
+# meet jobs of any kind).
+KINDS = BUILTIN
 
 
 def build_parser() -> argparse.ArgumentParser:

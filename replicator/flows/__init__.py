@@ -1,4 +1,4 @@
-"""The job kinds, one flow module each; importing this package registers them all.
+"""The job kinds, one flow module each; :mod:`replicator.flows.builtin` registers them all.
 
 =====================  ======================================================
 module                 kinds
@@ -11,8 +11,7 @@ module                 kinds
 
 The image kinds share :mod:`replicator.flows.image` (machine, sides,
 performer).  ``docs/architecture.md`` says how a kind is added.
+
+This package's ``__init__`` imports nothing, so that importing a pure part
+(a state machine) does not pull in the performers and their I/O.
 """
-
-from replicator.flows import archive, backup, restore, verify
-
-BUILTIN = (backup, restore, archive, verify)

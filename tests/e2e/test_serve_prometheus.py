@@ -37,7 +37,7 @@ from replicator.job import JobState, Phase
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DASHBOARDS = ROOT / "grafana" / "dashboards"
-ALERTS = ROOT / "deploy" / "alerts.yml"
+ALERTS = sorted((ROOT / "deploy" / "alerts").glob("*.yml"))
 MISSING = "ryjl3-tyaaa-aaaaa-aaaba-cai"  # the ledger's id: no such canister on localnet
 EVERY = "every 3s"
 # Grafana's built-in variables, as concrete PromQL for a short test.
@@ -111,13 +111,13 @@ def prometheus_tools() -> tuple[str, str]:
 
 def _start_prometheus(binary: str, tmp: Path, target: str) -> Prometheus:
     config = tmp / "prometheus.yml"
+    rule_files = "".join(f"  - {path}\n" for path in ALERTS)
     config.write_text(
         f"""global:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files:
-  - {ALERTS}
-scrape_configs:
+{rule_files}scrape_configs:
   - job_name: replicator
     static_configs:
       - targets: ["{target}"]
