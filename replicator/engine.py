@@ -49,7 +49,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 
@@ -64,7 +64,17 @@ from replicator.chunking import Path, TransferSize
 from replicator.classify import job_level_error
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
-from replicator.flow import Calls, Kind, Performer, PlanContext, Restart, RunContext
+from replicator.flow import (
+    Calls,
+    Consent,
+    Kind,
+    Performer,
+    PlanContext,
+    Planned,
+    Restart,
+    RunContext,
+    consent_given,
+)
 from replicator.job import TERMINAL_PHASES, Job, JobOutcome, JobRequest, JobState, new_job_id
 from replicator.limits import Limited, build_caller
 from replicator.machine import Cancel, Fail, Start
@@ -234,13 +244,21 @@ class Engine:
             note=note,
         )
 
-    def planning(self, note: Callable[[str], None]) -> PlanContext:
+    def planning(
+        self,
+        note: Callable[[str], None],
+        *,
+        consent: Consent = consent_given,
+        dry_run: bool = False,
+    ) -> PlanContext:
         """What a planner gets; its notes go to ``note``."""
         return PlanContext(
             settings=self.settings,
             calls=self.calls(note),
             store=self.store,
             provisioner_for=lambda network: self.provisioner(network, note),
+            consent=consent,
+            dry_run=dry_run,
         )
 
     def track(self, job: Job, phase: str) -> None:
@@ -262,30 +280,42 @@ class Engine:
 
     # ------------------------------------------------------------------ runs
 
-    async def plan(self, request: JobRequest, note: Callable[[str], None]) -> Job:
-        """The job ``request`` asks for, from its kind's planner (checked)."""
+    async def plan(
+        self, request: JobRequest, *, consent: Consent = consent_given, dry_run: bool = False
+    ) -> Planned:
+        """The job ``request`` asks for, from its kind's planner (checked).
+
+        ``consent`` is asked before actions that cost or destroy; with
+        ``dry_run`` nothing is changed and the plan says what would be done.
+        """
         kind = kinds.get(request.kind)
+        kind.check(request)
         if not request.id:
             request = replace(request, id=new_job_id(request.kind))
-        try:
-            job = await kind.plan(self.planning(note), request)
-        except ic.IcError as exc:
-            raise job_level_error(exc) from exc
-        kind.check(job)
-        return job
-
-    async def submit(self, request: JobRequest) -> JobOutcome:
-        """Plan ``request`` with its kind's planner, then run the job."""
         notes: list[str] = []
 
         def note(text: str) -> None:
             log.info("%s", text)
             notes.append(text)
 
-        job = await self.plan(request, note)
-        return await self.run(job, notes=notes)
+        ctx = self.planning(note, consent=consent, dry_run=dry_run)
+        try:
+            job = await kind.plan(ctx, request)
+        except ic.IcError as exc:
+            raise job_level_error(exc) from exc
+        kind.check(job)
+        return Planned(job, tuple(ctx.actions), tuple(notes), dry_run)
 
-    async def run(self, job: Job, *, notes: tuple[str, ...] | list[str] = ()) -> JobOutcome:
+    async def submit(self, request: JobRequest, *, consent: Consent = consent_given) -> JobOutcome:
+        """Plan ``request`` with its kind's planner, then run the job."""
+        planned = await self.plan(request, consent=consent)
+        return await self.run(planned.job, notes=planned.notes)
+
+    async def dry_run(self, request: JobRequest) -> Planned:
+        """What ``request`` would do; nothing is created, spent, written or recorded."""
+        return await self.plan(request, dry_run=True)
+
+    async def run(self, job: Job, *, notes: Sequence[str] = ()) -> JobOutcome:
         """Run ``job``, or continue its unfinished twin (same fingerprint).
 
         ``notes`` (from planning) are reported once the job has started.
@@ -316,7 +346,7 @@ class Engine:
         acked: dict[int, bytes],
         *,
         resumed: bool,
-        notes: tuple[str, ...] | list[str] = (),
+        notes: Sequence[str] = (),
     ) -> JobOutcome:
         job = state.job
         if job.id in self._running:

@@ -23,6 +23,7 @@ fails the job with the exit code :mod:`replicator.classify` assigns.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -55,17 +56,82 @@ class Calls:
     note: Note  # a line for the progress display
 
 
+class Verb(enum.StrEnum):
+    """What an :class:`Action` does."""
+
+    CREATE = "create"  # a canister (paid in cycles on mainnet)
+    SPEND = "spend"  # cycles (top-ups)
+    OVERWRITE = "overwrite"  # a canister's state or a file
+    DELETE = "delete"
+    STOP = "stop"  # a canister, for a while
+    MOVE = "move"  # bytes from a source to a target (informational)
+
+
 @dataclass(frozen=True)
+class Action:
+    """Something a job will do that a user should know before: ``--dry-run`` lists them.
+
+    ``consent``: the action costs or destroys something, so a terminal asks
+    first and a script needs ``--yes``.
+    """
+
+    verb: Verb
+    what: str
+    cycles: int = 0  # estimated cycles it spends
+    nbytes: int = 0  # bytes it moves or overwrites
+    consent: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.verb}: {self.what}"
+
+
+# Asked before actions that need consent: returns to go ahead, raises a
+# UsageError (exit 2) when the user (or the lack of --yes) says no.
+Consent = Callable[[Sequence[Action]], Awaitable[None]]
+
+
+async def consent_given(actions: Sequence[Action]) -> None:
+    """Consent for callers that decided up front (the service, tests, ``--yes``)."""
+    del actions
+
+
+@dataclass
 class PlanContext:
-    """What a planner may use; its notes belong to this request only."""
+    """What a planner may use; its notes and actions belong to this request only.
+
+    A planner announces what it is about to do with :meth:`intend` *before*
+    doing it; under ``--dry-run`` it then must not do it (and plans on with a
+    stand-in, e.g. :func:`to_be_created`).
+    """
 
     settings: EngineSettings
     calls: Calls
     store: Store
     provisioner_for: Callable[[str], Provisioner]
+    consent: Consent = consent_given
+    dry_run: bool = False
+    actions: list[Action] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         self.calls.note(text)
+
+    async def intend(self, *actions: Action) -> bool:
+        """Record ``actions``; ``True``: go ahead, ``False``: a dry run, do not.
+
+        Asks for consent first where an action needs it (a refusal raises).
+        """
+        self.actions.extend(actions)
+        if self.dry_run:
+            return False
+        needed = [a for a in actions if a.consent]
+        if needed:
+            await self.consent(needed)
+        return True
+
+
+def to_be_created(what: str, network: str) -> CanisterRef:
+    """A stand-in for a canister a dry run would create (never called)."""
+    return CanisterRef(f"<{what}>", network)
 
 
 @dataclass
@@ -138,6 +204,16 @@ class Restart(Exception):
         super().__init__(reason)
         self.reason = reason
         self.cause = cause
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A planned job: what it will do (``actions``) and what planning noted."""
+
+    job: Job
+    actions: tuple[Action, ...] = ()
+    notes: tuple[str, ...] = ()
+    dry_run: bool = False
 
 
 Planner = Callable[[PlanContext, JobRequest], Awaitable[Job]]

@@ -112,6 +112,18 @@ class Provisioner:
         self._note = note or (lambda text: log.info("%s", text))
         self.me = agent.identity.principal
 
+    @property
+    def paid(self) -> bool:
+        """Does creating a canister here cost real cycles (the cycles ledger)?"""
+        return self.settings.method == "ledger"
+
+    async def existing(self, key_source: str, key: str = BACKUP_ROLE) -> Principal | None:
+        """The canister recorded for (``key_source``, ``key``), if one was created."""
+        entry = await self.registry.get(self.network, key_source, key)
+        return (
+            None if entry is None or entry.canister is None else Principal.from_text(entry.canister)
+        )
+
     # -------------------------------------------------------------- backups
 
     async def backup_canister_for(

@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from replicator.errors import (
     RetriesExhausted,
     UsageError,
 )
+from replicator.flow import Action
 from replicator.metrics import Metrics, MetricsServer, serve_metrics
 from replicator.routes import VIA
 
@@ -122,6 +124,19 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         action="store_true",
         default=default(False),
         help="print JSON lines (events and a final summary) on stdout instead of text",
+    )
+    group.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        default=default(False),
+        help="go ahead with actions that cost cycles or replace state without asking",
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=default(False),
+        help="print what the command would create, spend, overwrite and move; change nothing",
     )
     group.add_argument(
         "--state",
@@ -276,6 +291,20 @@ class Context:
         async with open_agent(self.network, who) as agent:
             yield agent
 
+    async def consent(self, actions: Sequence[Action]) -> None:
+        """Go ahead with ``actions`` that cost or destroy: ``--yes``, or a terminal's yes."""
+        if self.args.yes:
+            return
+        listed = "; ".join(str(a) for a in actions)
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise UsageError(
+                f"this would {listed}. Re-run with --yes to go ahead, or --dry-run to see the "
+                "whole plan; nothing was changed"
+            )
+        answer = await asyncio.to_thread(_ask, f"This will {listed}.\nProceed? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise UsageError("not confirmed; nothing was changed")
+
     @contextlib.contextmanager
     def serving_metrics(self) -> Iterator[None]:
         """Serve ``/metrics`` while the body runs, if a port is configured."""
@@ -297,6 +326,12 @@ class Context:
             yield
         finally:
             server.close()
+
+
+def _ask(prompt: str) -> str:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return sys.stdin.readline()
 
 
 Body = Callable[[Context], Awaitable[int]]

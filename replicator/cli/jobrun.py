@@ -21,7 +21,7 @@ from replicator.cli.common import Context, resolve_identity
 from replicator.cli.render import Renderer
 from replicator.engine import Engine
 from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY, UsageError
-from replicator.job import Job, JobOutcome, Phase
+from replicator.job import Job, JobOutcome, JobRequest, Phase
 
 JobAction = Callable[[Engine], Awaitable[JobOutcome]]
 
@@ -141,6 +141,51 @@ def human_summary(fields: dict[str, Any]) -> dict[str, Any]:
 
 def render_summary(ctx: Context, fields: dict[str, Any]) -> None:
     ctx.renderer.summary(fields if ctx.args.json else human_summary(fields))
+
+
+async def run_request(ctx: Context, request: JobRequest) -> int:
+    """Plan and run what ``request`` asks for (``--dry-run``: only print the plan).
+
+    Actions that cost cycles or replace state ask first (:meth:`Context.consent`).
+    """
+    if ctx.args.dry_run:
+        return await _dry_run(ctx, request)
+
+    async def action(engine: Engine) -> JobOutcome:
+        return await engine.submit(request, consent=ctx.consent)
+
+    return await run_job_command(ctx, action)
+
+
+async def _dry_run(ctx: Context, request: JobRequest) -> int:
+    progress = RenderedProgress(ctx.renderer)
+    async with open_engine(ctx, progress) as engine:
+        planned = await engine.dry_run(request)
+    job = planned.job
+    for action in planned.actions:
+        ctx.renderer.note(f"would {action}", action=action.verb.value, what=action.what)
+    fields: dict[str, Any] = {
+        "ok": True,
+        "exit_code": EXIT_OK,
+        "dry_run": True,
+        "kind": job.kind,
+        "source": str(job.source),
+        "target": None if job.target is None else str(job.target),
+        "actions": [
+            {"verb": a.verb.value, "what": a.what, "cycles": a.cycles, "bytes": a.nbytes}
+            for a in planned.actions
+        ],
+        "cycles": sum(a.cycles for a in planned.actions),
+        "notes": list(planned.notes),
+    }
+    if ctx.args.json:
+        ctx.renderer.summary(fields)
+    else:
+        ctx.renderer.summary(
+            {k: fields[k] for k in ("kind", "source", "target", "cycles") if fields[k]}
+            | {"dry_run": "nothing was changed"}
+        )
+    return EXIT_OK
 
 
 async def run_job_command(ctx: Context, action: JobAction) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 from replicator import kinds
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import run_job_command
+from replicator.cli.jobrun import run_job_command, run_request
 from replicator.engine import Engine
 from replicator.job import JobOutcome
 
@@ -44,7 +44,4 @@ async def _resume(ctx: Context) -> int:
 async def _run(ctx: Context) -> int:
     request = kinds.configured(ctx.config, ctx.args.name)
 
-    async def action(engine: Engine) -> JobOutcome:
-        return await engine.submit(request)
-
-    return await run_job_command(ctx, action)
+    return await run_request(ctx, request)

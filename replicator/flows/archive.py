@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from replicator import kinds
-from replicator.flow import Kind
+from replicator.flow import Action, Kind, PlanContext, Verb
 from replicator.flows.image.machine import advance_copy
 from replicator.flows.image.performer import ImagePerformer
-from replicator.job import ArchiveRef, CanisterRef, JobRequest
+from replicator.job import ArchiveRef, CanisterRef, Job, JobRequest
 
 EXPORT = "archive-export"
 IMPORT = "archive-import"
@@ -29,6 +29,17 @@ def export_request(source: CanisterRef, path: str | Path, *, job_id: str = "") -
 def import_request(path: str | Path, target: CanisterRef, *, job_id: str = "") -> JobRequest:
     """Import the archive file ``path`` into ``target`` (the file is verified first)."""
     return JobRequest(IMPORT, ArchiveRef(str(path)), target, id=job_id)
+
+
+async def plan_import(ctx: PlanContext, request: JobRequest) -> Job:
+    """The import job; the target's state is replaced, so that needs consent."""
+    overwrite = Action(
+        Verb.OVERWRITE,
+        f"the state of {request.target} with the image in {request.source}; its current "
+        "state is replaced (the file is verified before anything is written)",
+    )
+    await ctx.intend(overwrite)
+    return request.job()
 
 
 ARCHIVE_EXPORT = kinds.register(
@@ -50,5 +61,6 @@ ARCHIVE_IMPORT = kinds.register(
         performer=ImagePerformer,
         sources=(ArchiveRef,),
         targets=(CanisterRef,),
+        plan=plan_import,
     )
 )

@@ -23,10 +23,11 @@ import asyncio
 import contextlib
 
 from canister_iface import errors as ic
+from canister_iface.icrp_types import Info
 from canister_iface.principal import Principal
 from replicator import kinds
 from replicator.errors import ReplicatorError, UsageError
-from replicator.flow import Kind, PlanContext
+from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
 from replicator.flows.image.canister import CanisterSource
 from replicator.flows.image.machine import advance_copy
 from replicator.flows.image.performer import ImagePerformer
@@ -76,8 +77,19 @@ def _keep(req: JobRequest) -> int | None:
 async def backup_target(ctx: PlanContext, source: CanisterRef, *, keep: int | None) -> CanisterRef:
     """The registered backup canister of ``source``, or a new one; checks the source first."""
     side = CanisterSource(source, ctx.calls)
-    await side.require("image", "export an image")
+    info = await side.require("image", "export an image")
     provisioner = ctx.provisioner_for(source.network)
+    if await provisioner.existing(source.canister_id) is None:
+        cycles = ctx.settings.initial_cycles
+        create = Action(
+            Verb.CREATE,
+            f"a backup canister for {source} with {cycles:,} cycles"
+            + (" bought through the cycles ledger" if provisioner.paid else ""),
+            cycles=cycles,
+            consent=provisioner.paid,
+        )
+        if not await ctx.intend(create, _move(source, info)):
+            return to_be_created("a new backup canister", source.network)
     # Creating and installing a canister takes several update calls; the
     # source freezes its image meanwhile, and the job's own begin_export
     # then gets that ready image in one call instead of waiting for it.
@@ -91,6 +103,14 @@ async def backup_target(ctx: PlanContext, source: CanisterRef, *, keep: int | No
         raise
     await warm
     return CanisterRef(canister.to_text(), source.network)
+
+
+def _move(source: CanisterRef, info: Info) -> Action:
+    if info.image is None:
+        return Action(Verb.MOVE, f"a fresh image of {source}", consent=False)
+    size = info.image.size
+    what = f"a fresh image of {source} (its last one had {size:,} bytes)"
+    return Action(Verb.MOVE, what, nbytes=size, consent=False)
 
 
 async def _freeze_image(side: CanisterSource) -> None:

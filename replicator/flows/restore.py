@@ -35,12 +35,12 @@ from canister_iface.icrp_types import ExportTicket
 from canister_iface.management import ManagementClient
 from canister_iface.principal import Principal
 from replicator import kinds
-from replicator.errors import UsageError
-from replicator.flow import Kind, PlanContext
+from replicator.errors import ReplicatorError, UsageError
+from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
 from replicator.flows.image.canister import CanisterSource
 from replicator.flows.image.machine import advance_copy
 from replicator.flows.image.performer import ImagePerformer
-from replicator.job import CanisterRef, Job, JobRequest, Scalar
+from replicator.job import CanisterRef, Endpoint, Job, JobRequest, Scalar
 from replicator.routes import check_via
 
 KIND = "restore"
@@ -94,7 +94,28 @@ async def plan_restore(ctx: PlanContext, req: JobRequest) -> Job:
         target = await _target_for(
             ctx, backup, ticket, new_canister, None if wasm is None else str(wasm)
         )
+    else:
+        await ctx.intend(await _overwrite_given(ctx, target, backup, snapshot))
     return Job(KIND, backup, target, options=options, id=req.id)
+
+
+def _overwrite(target: Endpoint, backup: CanisterRef, ticket: ExportTicket) -> Action:
+    return Action(
+        Verb.OVERWRITE,
+        f"the state of {target} with snapshot {ticket.snapshot_id} of {backup} "
+        f"({ticket.size:,} bytes); its current state is replaced",
+        nbytes=ticket.size,
+    )
+
+
+async def _overwrite_given(
+    ctx: PlanContext, target: Endpoint, backup: CanisterRef, snapshot: int | None
+) -> Action:
+    try:
+        return _overwrite(target, backup, await chosen_image(ctx, backup, snapshot))
+    except (ReplicatorError, ic.IcError):  # the job itself reports what stands in the way
+        what = "its newest image" if snapshot is None else f"snapshot {snapshot}"
+        return Action(Verb.OVERWRITE, f"the state of {target} with {what} of {backup}")
 
 
 def _snapshot_option(req: JobRequest) -> int | None:
@@ -137,12 +158,26 @@ async def _target_for(
                 f"snapshot {ticket.snapshot_id} of {backup} does not say which canister it came "
                 "from; give the target canister"
             )
-        return CanisterRef(original.to_text(), backup.network)
-    module = _read_wasm(wasm) if wasm is not None else await _module_of(ctx, backup, original)
+        target = CanisterRef(original.to_text(), backup.network)
+        await ctx.intend(_overwrite(target, backup, ticket))
+        return target
+    module = _read_wasm(wasm) if wasm is not None else None
     provisioner = ctx.provisioner_for(backup.network)
-    canister = await provisioner.app_canister(
-        backup.canister_id, f"restore-{ticket.snapshot_id}", module
-    )
+    key = f"restore-{ticket.snapshot_id}"
+    if await provisioner.existing(backup.canister_id, key) is None:
+        cycles = ctx.settings.initial_cycles
+        create = Action(
+            Verb.CREATE,
+            f"a canister to restore snapshot {ticket.snapshot_id} of {backup} into, with "
+            f"{cycles:,} cycles",
+            cycles=cycles,
+            consent=provisioner.paid,
+        )
+        if not await ctx.intend(create):
+            return to_be_created("a new canister", backup.network)
+    if module is None:
+        module = await _module_of(ctx, backup, original)
+    canister = await provisioner.app_canister(backup.canister_id, key, module)
     return CanisterRef(canister.to_text(), backup.network)
 
 

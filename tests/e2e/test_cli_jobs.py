@@ -44,7 +44,18 @@ def test_backup_wipe_restore_round_trip(cli: Cli) -> None:
 
     cli.wipe(app)
     assert cli.stats(app).users == 0
-    restore = cli.run("restore", target)  # back into the canister the image came from
+    # Replacing a canister's state needs consent: without a terminal, --yes.
+    unasked = cli.run("restore", target)
+    assert unasked.returncode == 2, unasked.stdout + unasked.stderr
+    assert "Re-run with --yes" in unasked.stderr
+    assert f"overwrite: the state of {app}@local" in unasked.stderr
+    plan = cli.run("--json", "restore", target, "--dry-run")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = _summary(plan)
+    assert planned["dry_run"] is True
+    assert [a["verb"] for a in planned["actions"]] == ["overwrite"]  # type: ignore[index]
+    assert cli.stats(app).users == 0  # neither changed anything
+    restore = cli.run("restore", target, "--yes")  # back into the canister the image came from
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert "phase:" in restore.stdout
     assert cli.stats(app).fingerprint == before.fingerprint
@@ -71,7 +82,7 @@ def test_archive_export_import_and_a_damaged_file(cli: Cli, tmp_path: Path) -> N
     assert cli.run("verify", str(archive)).returncode == 0
 
     fresh = cli.deploy_wasm(DEMO_APP_WASM)
-    imported = cli.run("--json", "archive", "import", str(archive), str(fresh))
+    imported = cli.run("--json", "archive", "import", str(archive), str(fresh), "--yes")
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert cli.stats(fresh).fingerprint == before.fingerprint
 
@@ -82,7 +93,7 @@ def test_archive_export_import_and_a_damaged_file(cli: Cli, tmp_path: Path) -> N
     bad = cli.run("verify", f"file:{damaged}")
     assert bad.returncode == 5, bad.stdout + bad.stderr
     other = cli.deploy_wasm(DEMO_APP_WASM)
-    refused = cli.run("archive", "import", str(damaged), str(other))
+    refused = cli.run("archive", "import", str(damaged), str(other), "--yes")
     assert refused.returncode == 5, refused.stdout + refused.stderr
     assert str(damaged) in refused.stderr
     assert cli.stats(other).records == 0  # nothing reached the canister

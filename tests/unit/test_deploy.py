@@ -358,3 +358,10 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     problems = [line for line in result.stderr.splitlines() if "replicator.service" in line]
     assert result.returncode == 0, result.stderr
     assert not problems, result.stderr
+
+
+def test_every_dashboard_has_its_queries_run_against_a_real_prometheus() -> None:
+    """Each dashboard is named by an end-to-end test that runs its panels (prometheus_harness)."""
+    e2e = "\n".join(p.read_text() for p in (ROOT / "tests" / "e2e").glob("test_*.py"))
+    unchecked = [p.name for p in DASHBOARDS if f'"{p.name}"' not in e2e]
+    assert not unchecked, f"dashboards no end-to-end test runs: {unchecked}"
