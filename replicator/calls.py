@@ -53,13 +53,16 @@ class CallRunner:
         nbytes: int = 0,
         what: str | None = None,
         policy: RetryPolicy | None = None,
+        spends: int = 0,
     ) -> T:
         """``await perform()`` as one logical call of ``method`` on ``canister_id``.
 
         ``cost`` and ``nbytes`` tell the limits what the call moves and costs
-        (``nbytes``: payload bytes sent or asked for).
+        (``nbytes``: payload bytes sent or asked for); ``spends`` are cycles the
+        call pays beyond its message fees (a canister's initial cycles, a
+        top-up), charged to the cycles budget like the fees.
         """
-        cycles = estimate_cycles(cost, nbytes)
+        cycles = estimate_cycles(cost, nbytes) + spends
         spec = CallSpec(canister_id, method, bytes=nbytes, cycles=cycles)
 
         async def timed() -> T:

@@ -177,7 +177,6 @@ class Provisioner:
         canister = await self._create(request_ns)
         await self._record(source, key, canister, "created", request_ns)
         self.metrics.record_canister_created(self.network)
-        self.metrics.record_cycles_spent(self.settings.initial_cycles)
         return canister
 
     async def _create(self, request_ns: int) -> Principal:
@@ -192,6 +191,7 @@ class Provisioner:
                 lambda: self.mgmt.provisional_create_canister_with_cycles(
                     amount=amount, settings=settings
                 ),
+                spends=amount,
             )
         ledger_id = self.settings.ledger
         ledger = (
@@ -203,6 +203,7 @@ class Provisioner:
             ledger.ledger_id.to_text(),
             "create_canister",
             lambda: ledger.create_canister(amount, settings=settings, created_at_time=request_ns),
+            spends=amount,
         )
         return created.canister_id
 
@@ -246,9 +247,11 @@ class Provisioner:
         perform: Callable[[], Awaitable[T]],
         *,
         cost: CallCost = "update",
+        spends: int = 0,
     ) -> T:
         cid = canister if isinstance(canister, str) else canister.to_text()
-        return await self.runner.call(cid, method, perform, cost=cost, what=f"{method} for {cid}")
+        what = f"{method} for {cid}"
+        return await self.runner.call(cid, method, perform, cost=cost, what=what, spends=spends)
 
     async def _record(
         self,
