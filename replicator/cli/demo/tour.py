@@ -33,6 +33,7 @@ from canister_iface.identity import Identity
 from replicator.cli.common import Context, open_agent
 from replicator.cli.demo.app import DemoApp, Stats
 from replicator.cli.jobrun import RenderedProgress, open_store
+from replicator.cli.localnet import require_localnet
 from replicator.cli.render import Renderer
 from replicator.config import LOCAL, Config, load_config
 from replicator.engine import Engine
@@ -139,11 +140,13 @@ def _state_file(given: str | None) -> Iterator[Path]:
 
 async def run_demo(ctx: Context) -> int:
     """The whole tour; its exit code."""
+    # Only the demo starts a local IC: without the localnet extra it stops here (exit 2).
+    require_localnet("demo")
+    from localnet.process import LocalNetProcess
+
     args = ctx.args
     renderer = ctx.renderer
     report = DemoReport(mib=args.mib)
-    # Imported here: only the demo starts a local IC (and loads wasmtime).
-    from localnet.process import LocalNetProcess
 
     identity = Identity.generate_ed25519()
     renderer.note(f"starting a local IC (localnet) in a child process; you are {identity}")
