@@ -42,7 +42,7 @@ import httpx
 
 from canister_iface import certificate as cert_mod
 from canister_iface import query_signatures as qs
-from canister_iface.candid import EMPTY_ARGS
+from canister_iface.candid_value import EMPTY_ARGS
 from canister_iface.certificate import Certificate, RequestStatus
 from canister_iface.errors import (
     CallInfo,
