@@ -27,8 +27,9 @@ for tuple records) and variants by ``str(tag hash)``; principals are objects
 with a ``bytes`` attribute.  Arguments may hold our :class:`Principal`
 anywhere; it is encoded as a principal.
 
-Candid types (:class:`CandidType`) are opaque values built with the
-constructors below (``Nat``, ``Record({...})``, ...).
+Candid types (:class:`CandidType`) are opaque values: the constructors below
+(``Nat``, ``Record({...})``, ...) or the types of a ``.did`` file
+(:mod:`ic_did`).
 
 ``blob`` values must be passed as ``bytes``: that takes icp_candid's fast
 path (one copy, no per-byte work; about 0.4 ms to encode and 0.9 ms to
@@ -39,7 +40,7 @@ slower.  ``tests/canister_iface/test_agent_candid.py`` measures both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from icp_candid import Types as _Types
 from icp_candid import decode as _decode
@@ -48,18 +49,12 @@ from icp_candid.candid import idl_hash
 
 from canister_iface.errors import ProtocolError
 from canister_iface.principal import Principal
+from ic_did import CandidType
 
 __all__ = ["EMPTY_ARGS", "CandidType", "Rec"]
 
 EMPTY_ARGS = b"DIDL\x00\x00"
 _T = TypeVar("_T")
-
-
-class CandidType(Protocol):
-    """An icp_candid type descriptor (opaque to callers)."""
-
-    @property
-    def name(self) -> str: ...
 
 
 def _t(value: Any) -> CandidType:
