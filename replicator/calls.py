@@ -105,4 +105,4 @@ def job_level_error(exc: BaseException) -> ReplicatorError:
 def _outside_every_subnet(exc: BaseException) -> bool:
     # A canister id no subnet's range contains cannot be verified; for the
     # user that is a wrong id (or network), not an integrity problem.
-    return isinstance(exc, ic.CertificateError) and "hosts canister" in exc.reason
+    return isinstance(exc, ic.CertificateError) and exc.reason == "not_hosted"
