@@ -87,4 +87,4 @@ def _is_icrp_call(exc: ic.IcError) -> bool:
 def _outside_every_subnet(exc: BaseException) -> bool:
     # A canister id no subnet's range contains cannot be verified; for the
     # user that is a wrong id (or network), not an integrity problem.
-    return isinstance(exc, ic.CertificateError) and "hosts canister" in exc.reason
+    return isinstance(exc, ic.CertificateError) and exc.reason == "not_hosted"
