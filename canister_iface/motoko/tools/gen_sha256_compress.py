@@ -107,8 +107,9 @@ def _big_sigma(x: str, r1: int, r2: int, r3: int) -> str:
 
 
 def _small_sigma(x: str, r1: int, r2: int, shift: int) -> str:
-    # The plain shift must not pull in the upper copy: mask it off.
-    return f"(({x} >> {r1}) ^ ({x} >> {r2}) ^ (({x} >> {shift}) & 0x{(1 << (32 - shift)) - 1:x}))"
+    # x is doubled: the upper copy shifted down by 32 + shift is the plain
+    # shift of the word, already clean (no mask needed).
+    return f"(({x} >> {r1}) ^ ({x} >> {r2}) ^ ({x} >> {32 + shift}))"
 
 
 def _double(x: str) -> str:
