@@ -66,6 +66,12 @@ class LocalNet:
         signer = NodeSigner.from_bytes(keys["node"]) if keys else NodeSigner.generate()
         self.node = Node(self.replica, Certifier(self._root_key), signer)
         self._signer = signer
+        # Crash consistency: every drain is journaled before its replies leave.
+        self._journal = (
+            persist.Journal(self.replica, self.state_dir, self._keys())
+            if self.state_dir is not None
+            else None
+        )
         self._server = HttpServer.for_node(
             self.node,
             self.faults,
@@ -94,8 +100,9 @@ class LocalNet:
         """Stop serving, drain queued messages and save the state (with --state-dir)."""
         await self._server.stop()
         await self.node.executor.run(self.replica.run_until_idle)
-        if self.state_dir is not None:
-            await self.node.executor.run(self._save_state)
+        if self._journal is not None:
+            await self.node.executor.run(self._journal.checkpoint)
+            self._journal.close()
         await self.node.close()
 
     @property
@@ -193,16 +200,8 @@ class LocalNet:
             return None
         return persist.load(self.replica, self.state_dir)
 
-    def _save_state(self) -> None:
-        assert self.state_dir is not None
-        persist.save(
-            self.replica,
-            {
-                "root": self._root_key.to_bytes(),
-                "node": self._signer.to_bytes(),
-            },
-            self.state_dir,
-        )
+    def _keys(self) -> dict[str, bytes]:
+        return {"root": self._root_key.to_bytes(), "node": self._signer.to_bytes()}
 
 
 def _decode_canister_id(reply: bytes) -> bytes:
