@@ -76,10 +76,10 @@ class InstallMode:
 
 @dataclass(frozen=True)
 class Module:
-    """A module as uploaded (maybe gzip-compressed) and what parsing it revealed."""
+    """A module as uploaded (maybe gzip-compressed; the engine's one copy of
+    those bytes, see ``WasmEngine.intern``) and what parsing it revealed."""
 
     uploaded: bytes
-    raw: bytes
     info: ModuleInfo
 
     @property
@@ -89,7 +89,8 @@ class Module:
 
 @functools.lru_cache(maxsize=32)
 def module_info(uploaded: bytes) -> ModuleInfo:
-    """What parsing an installed (valid) module reveals; cached per module."""
+    """What parsing a module reveals; cached per module (installing one module
+    into many canisters parses it once)."""
     return parse(decompress(uploaded))
 
 
@@ -210,10 +211,10 @@ def install_chunked_code(call: ManagementCall, args: dict[str, Any]) -> bytes:
             raise _chunk_store_error(f"Chunk hash {digest.hex()} was not found")
         parts.append(chunk)
     uploaded = b"".join(parts)
-    if module_hash(uploaded) != expected:
+    actual = hashlib.sha256(uploaded).digest()
+    if actual != expected:
         raise _chunk_store_error(
-            f"Wasm module hash {module_hash(uploaded).hex()} does not match given hash "
-            f"{expected.hex()}"
+            f"Wasm module hash {actual.hex()} does not match given hash {expected.hex()}"
         )
     if len(uploaded) > host.limits.max_wasm_module_bytes:
         raise _invalid_wasm(
@@ -236,12 +237,12 @@ def _invalid_wasm(canister: CanisterState, reason: str) -> Reject:
     )
 
 
-def _parse_module(canister: CanisterState, uploaded: bytes) -> Module:
+def _parse_module(call: ManagementCall, canister: CanisterState, uploaded: bytes) -> Module:
     try:
-        raw = decompress(uploaded)
-        return Module(uploaded, raw, parse(raw))
+        info = module_info(uploaded)
     except InvalidModule as exc:
         raise _invalid_wasm(canister, str(exc)) from exc
+    return Module(call.host.engine.intern(uploaded), info)
 
 
 def _install(
@@ -258,7 +259,7 @@ def _install(
                 "canister-not-empty",
             ),
         )
-    module = _parse_module(canister, uploaded)
+    module = _parse_module(call, canister, uploaded)
     _prepay(call, canister, module)
     if mode.kind == "upgrade":
         Upgrade(call, canister, module, mode, arg).run()

@@ -408,15 +408,18 @@ class _Image:
             cycles_burned=s["cycles_burned"],
             history=s["history"],
         )
-        canister.wasm_module = self.module
-        if self.module is not None and self.heap is not None:
+        canister.wasm_module = None if self.module is None else replica.engine.intern(self.module)
+        if canister.wasm_module is not None and self.heap is not None:
+            # Asleep: 10,000 canisters start without instantiating one; each
+            # wakes on its first message (localnet.residency).
             canister.sandbox = CanisterSandbox.load(
                 replica.engine,
-                self.module,
+                canister.wasm_module,
                 heap=bytes(self.heap),
                 stable=bytes(self.stable),
                 globals=self.globals,
                 rollback=replica.rollback,
+                asleep=True,
             )
         canister.chunk_store.update(self.chunks)
         for snapshot in self.snapshots:

@@ -6,7 +6,9 @@ Two heap strategies (see ``localnet.sandbox`` for when each is used):
   execution, copy it back after a rollback;
 * :class:`DirtyRollback`: keep a shadow copy of the committed heap and move
   only the pages an execution wrote (``localnet.dirty``), into the shadow on
-  commit or back out of it on rollback.
+  commit or back out of it on rollback. The shadow is sparse: only pages
+  that hold memory in the heap are copied into it, so a Motoko canister's
+  5 MiB heap with a dozen written pages has a shadow of a dozen pages.
 
 :class:`GlobalsAccess` reads and restores the mutable globals.
 """
@@ -42,9 +44,18 @@ class CopyRollback:
     def _address(self) -> int:
         return ctypes.addressof(ctypes.c_char.from_buffer(self._buf)) if self._buf else 0
 
-    def adopt(self, base: int, size: int) -> None:
+    def adopt(self, base: int, size: int, committed: list[tuple[int, int]] | None = None) -> None:
         """The memory at ``base`` now holds the committed state (``size`` bytes)."""
         self._saved = 0
+
+    @property
+    def pending_committed(self) -> list[tuple[int, int]] | None:
+        """What :meth:`take_committed` would return, without taking it."""
+        return None
+
+    def committed_pages(self, base: int, size: int) -> list[tuple[int, bytes]]:
+        """The non-zero pages of the committed heap (between executions)."""
+        return dirty.nonzero_pages(base, size)
 
     def begin(self, base: int, size: int) -> None:
         if len(self._buf) < size:
@@ -75,6 +86,7 @@ class CopyRollback:
         return None
 
     def close(self) -> None:
+        """Release the memory; :meth:`adopt` may follow (a woken sandbox)."""
         self._buf = bytearray()
         self._saved = 0
 
@@ -94,12 +106,11 @@ class DirtyRollback:
         self._committed: list[tuple[int, int]] | None = None
 
     def _ensure_shadow(self, size: int) -> dirty.AnonMemory:
-        if self._shadow is None or self._shadow.size < size:
-            grown = dirty.AnonMemory(max(size, 2 * (self._shadow.size if self._shadow else 0)))
-            if self._shadow is not None:
-                ctypes.memmove(grown.address, self._shadow.address, self._shadow.size)
-                self._shadow.close()
-            self._shadow = grown
+        if self._shadow is None:
+            self._shadow = dirty.AnonMemory(size)
+        elif self._shadow.size < size:
+            # Remapped, not copied: the pages not yet written stay unpopulated.
+            self._shadow.resize(max(size, 2 * self._shadow.size))
         return self._shadow
 
     def _track(self, base: int, size: int) -> None:
@@ -110,14 +121,35 @@ class DirtyRollback:
             self._tracker = dirty.WriteTracker(base, self._reservation)
         self._tracker.protect(0, size)
 
-    def adopt(self, base: int, size: int) -> None:
+    def adopt(self, base: int, size: int, committed: list[tuple[int, int]] | None = None) -> None:
+        """The memory at ``base`` now holds the committed state (``size`` bytes).
+
+        ``committed`` carries the ranges not yet taken by :meth:`take_committed`
+        over a sleep (None: all of the heap is new to the journal).
+        """
         if self._shadow is not None:
             self._shadow.close()
             self._shadow = None
         shadow = self._ensure_shadow(size)
-        ctypes.memmove(shadow.address, base, size)
+        for start, end in dirty.populated(base, size):
+            ctypes.memmove(shadow.address + start, base + start, end - start)
         self._track(base, size)
-        self._committed = None
+        self._committed = None if committed is None else list(committed)
+
+    @property
+    def pending_committed(self) -> list[tuple[int, int]] | None:
+        """What :meth:`take_committed` would return, without taking it."""
+        return None if self._committed is None else list(self._committed)
+
+    def committed_pages(self, base: int, size: int) -> list[tuple[int, bytes]]:
+        """The non-zero pages of the committed heap (between executions).
+
+        Read from the shadow: the heap itself is write-protected, and the
+        kernel reports its never-written pages like swapped-out ones.
+        """
+        if self._shadow is None:
+            return dirty.nonzero_pages(base, size)
+        return dirty.nonzero_pages(self._shadow.address, size)
 
     def begin(self, base: int, size: int) -> None:
         self.copied = 0  # the pages are armed since the last commit or rollback
@@ -151,8 +183,15 @@ class DirtyRollback:
         self._tracker.scan(physical, rearm=True)
 
     def restore_into(self, base: int, committed: int) -> None:
+        """Write the committed state into a fresh memory (after a rebuild).
+
+        The fresh memory must be zero (the caller released its pages): only
+        the populated pages of the shadow are copied.
+        """
         assert self._shadow is not None
-        ctypes.memmove(base, self._shadow.address, committed)
+        shadow = self._shadow.address
+        for start, end in dirty.populated(shadow, committed):
+            ctypes.memmove(base + start, shadow + start, end - start)
         self._track(base, committed)
         self._committed = None
 
@@ -170,6 +209,7 @@ class DirtyRollback:
         return ranges
 
     def close(self) -> None:
+        """Release tracker and shadow; :meth:`adopt` may follow (a woken sandbox)."""
         if self._tracker is not None:
             self._tracker.close()
             self._tracker = None
