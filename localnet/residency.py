@@ -40,8 +40,8 @@ class ResidencyLimits:
     """How many canisters stay live. ``max_resident=None`` keeps all of them live;
     ``idle_seconds=None`` puts none to sleep for idleness alone."""
 
-    max_resident: int | None = 500
-    idle_seconds: float | None = 120.0
+    max_resident: int | None = 256
+    idle_seconds: float | None = 60.0
     spill_dir: Path | None = None  # None: the system's temporary directory
 
     def __post_init__(self) -> None:

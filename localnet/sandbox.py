@@ -377,6 +377,10 @@ class CanisterSandbox:
         self._image_spill: Spill | None = None
         # Heap ranges committed and not yet taken by take_delta, kept over a sleep.
         self._pending_heap: list[tuple[int, int]] | None = None
+        # memory.size when it fell asleep: queries may have grown the memory
+        # beyond the committed size (see the module docstring); waking keeps
+        # that, so sleeping changes nothing a canister can observe.
+        self._physical_asleep = 0
 
     # --- construction -------------------------------------------------------
 
@@ -581,6 +585,7 @@ class CanisterSandbox:
             )
             self._image, self._image_spill = spill.put(image), spill
         self._pending_heap = self._rollback.pending_committed
+        self._physical_asleep = self._physical()
         self._rollback.close()
         self._stable.release()
         self._drop_instance()
@@ -596,7 +601,7 @@ class CanisterSandbox:
         image = spill.get(self._image)
         try:
             self._instantiate()
-            self._grow_to(self._committed)
+            self._grow_to(max(self._committed, self._physical_asleep))
             self._clear_heap()
             base = self._mem.base
             for offset, data in image.heap:

@@ -21,10 +21,12 @@ the kernel.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,14 +64,32 @@ class _Segment:
     """One unlinked file; images are appended at :attr:`end`."""
 
     def __init__(self, directory: Path) -> None:
-        # Open for the segment's whole life, closed by close().
-        self.file = tempfile.TemporaryFile(dir=directory, prefix="localnet-spill-")  # noqa: SIM115
-        self.fd = self.file.fileno()
+        self.fd = _unlinked_file(directory)
         self.end = 0
         self.live = 0  # images not yet freed
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
 
     def close(self) -> None:
-        self.file.close()
+        self._finalizer()
+
+
+def _unlinked_file(directory: Path) -> int:
+    """A new file without a name in ``directory`` (O_TMPFILE, else created and unlinked)."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            return os.open(directory, flags | tmpfile, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    fd, name = tempfile.mkstemp(dir=directory, prefix="localnet-spill-")
+    os.unlink(name)
+    return fd
 
 
 @dataclass(frozen=True)
