@@ -102,13 +102,16 @@ def test_a_sandbox_in_use_never_sleeps() -> None:
     residency.admit(a)
     with residency.using(a):
         residency.admit(b)  # a is busy: both stay live for now
-        assert not a.asleep and not b.asleep
+        assert not a.asleep
+        assert not b.asleep
         assert residency.evict_idle() == 1  # b is idle (and the bound is 1), a busy
-        assert not a.asleep and b.asleep
+        assert not a.asleep
+        assert b.asleep
         assert residency.sleep_all() == 0
     c = FakeSandbox("c")
     residency.admit(c)
-    assert a.asleep and not c.asleep
+    assert a.asleep
+    assert not c.asleep
     assert residency.sleep_all() == 1
 
 
@@ -196,7 +199,7 @@ def test_a_damaged_image_is_refused(tmp_path: Path) -> None:
 
 def test_an_unusable_spill_dir_is_named(tmp_path: Path) -> None:
     store = Spill(tmp_path / "missing")
-    with pytest.raises(SpillError, match="missing.*--spill-dir"):
+    with pytest.raises(SpillError, match=r"missing.*--spill-dir"):
         store.put(PageImage([], []))
 
 
@@ -301,7 +304,8 @@ def test_a_sleeping_sandbox_holds_no_instance_and_a_small_image(
         before = spill_.bytes
         sb.sleep(spill_)
         assert sb.asleep
-        assert sb._store is None and sb._instance is None
+        assert sb._store is None
+        assert sb._instance is None
         assert sb._stable._mem is None
         # A 5 MiB heap and 384 KiB of stable memory, a few dozen KiB of image.
         assert sb.heap_size > 4 * 1024 * 1024
