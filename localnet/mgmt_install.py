@@ -46,7 +46,7 @@ from localnet.mgmt_base import (
     text,
 )
 from localnet.mgmt_types import EMPTY_REPLY, encode_result, opt, principal_bytes, variant
-from localnet.sandbox import CanisterSandbox, InvalidModule, MemoryImage
+from localnet.sandbox import CanisterSandbox, InvalidModule, MemoryImage, WasmEngine
 from localnet.state import CanisterState
 from localnet.wasm_module import ModuleInfo, decompress, parse
 
@@ -201,17 +201,15 @@ def install_chunked_code(call: ManagementCall, args: dict[str, Any]) -> bytes:
     expected: bytes = args["wasm_module_hash"]
     if len(expected) != 32:
         raise fail(ErrorCode.CANISTER_CONTRACT_VIOLATION, f"Invalid wasm hash {list(expected)}")
-    parts = []
+    digests = []
     for entry in args["chunk_hashes_list"]:
         digest: bytes = entry["hash"]
         if len(digest) != 32:
             raise _chunk_store_error("Chunk hash is invalid. The length is not 32")
-        chunk = store.chunk_store.get(digest)
-        if chunk is None:
+        if digest not in store.chunk_store:
             raise _chunk_store_error(f"Chunk hash {digest.hex()} was not found")
-        parts.append(chunk)
-    uploaded = b"".join(parts)
-    actual = hashlib.sha256(uploaded).digest()
+        digests.append(digest)
+    uploaded, actual = _assemble(host.engine, store, tuple(digests))
     if actual != expected:
         raise _chunk_store_error(
             f"Wasm module hash {actual.hex()} does not match given hash {expected.hex()}"
@@ -224,6 +222,31 @@ def install_chunked_code(call: ManagementCall, args: dict[str, Any]) -> bytes:
         )
     _install(call, target, InstallMode.decode(args["mode"]), uploaded, args["arg"])
     return EMPTY_REPLY
+
+
+# Chunk hash lists already assembled -> the module's SHA-256. Chunks are
+# content-addressed (their store computes the hash), so the list names the
+# bytes: a fleet installing one module into thousands of canisters from one
+# store joins and hashes it once, then takes the engine's interned copy.
+_ASSEMBLED: dict[tuple[bytes, ...], bytes] = {}
+_ASSEMBLED_KEPT = 256
+
+
+def _assemble(
+    engine: WasmEngine, store: CanisterState, digests: tuple[bytes, ...]
+) -> tuple[bytes, bytes]:
+    """The module made of ``store``'s chunks ``digests``, and its SHA-256."""
+    known = _ASSEMBLED.get(digests)
+    if known is not None:
+        uploaded = engine.interned(known)
+        if uploaded is not None:
+            return uploaded, known
+    uploaded = b"".join(store.chunk_store[d] for d in digests)
+    actual = hashlib.sha256(uploaded).digest()
+    if len(_ASSEMBLED) >= _ASSEMBLED_KEPT:
+        del _ASSEMBLED[next(iter(_ASSEMBLED))]
+    _ASSEMBLED[digests] = actual
+    return uploaded, actual
 
 
 def _invalid_wasm(canister: CanisterState, reason: str) -> Reject:

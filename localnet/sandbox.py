@@ -76,6 +76,7 @@ from localnet.execution import EntryKind, ExecResult, MessageContext, SystemStat
 from localnet.residency import Residency, ResidencyLimits
 from localnet.rollback import GlobalsAccess, Rollback, pick_rollback
 from localnet.spill import PAGE, PageImage, Spill, SpillRef
+from localnet.state import wasm_hash
 from localnet.system_api import (
     NON_REPLICATED,
     WASM_PAGE,
@@ -86,6 +87,8 @@ from localnet.system_api import (
     StableMemory,
     SystemApi,
     api_class,
+    importable,
+    linked_import,
     signature,
 )
 from localnet.wasm_module import (
@@ -173,9 +176,9 @@ class _Compiled:
     info: ModuleInfo
     pointer: str  # "i64" for 64-bit memories, else "i32"
     global_types: tuple[str, ...]  # of the mutable globals, in index order
-    # Shared by every instance: computing them per instance was a third of
-    # the cost of instantiating a Motoko canister.
-    imports: tuple[tuple[str, wasmtime.FuncType], ...]
+    # Shared by every instance: imports resolved once (against the engine's
+    # linker), the method table, the export names.
+    pre: wasmtime.InstancePre
     methods: dict[str, EntryKind]
     export_names: frozenset[str]
 
@@ -219,6 +222,8 @@ class WasmEngine:
         # hash, so looking up an interned module again costs nothing.
         self._modules: dict[bytes, _Compiled] = {}
         self._interned: dict[bytes, bytes] = {}
+        self._by_hash: dict[bytes, bytes] = {}
+        self._linkers: dict[str, wasmtime.Linker] = {}
 
     def compile(self, wasm: bytes) -> _Compiled:
         """Validate and compile ``wasm`` (raw or gzip), once per distinct module."""
@@ -231,7 +236,15 @@ class WasmEngine:
     def intern(self, wasm: bytes | bytearray) -> bytes:
         """The one copy of this module's bytes the engine keeps (equal to ``wasm``)."""
         key = bytes(wasm)
-        return self._interned.setdefault(key, key)
+        found = self._interned.get(key)
+        if found is None:
+            found = self._interned[key] = key
+            self._by_hash[wasm_hash(key)] = key
+        return found
+
+    def interned(self, sha256: bytes) -> bytes | None:
+        """The interned module whose SHA-256 is ``sha256``, if there is one."""
+        return self._by_hash.get(sha256)
 
     def _compile(self, raw: bytes) -> _Compiled:
         info = parse(raw)
@@ -243,19 +256,26 @@ class WasmEngine:
         _check_imports(module, pointer)
         _check_exports(module)
         types = tuple(g.valtype for g in info.mutable_globals)
-        imports = []
-        for imp in module.imports:
-            assert isinstance(imp.type, wasmtime.FuncType)
-            imports.append((imp.name or "", imp.type))
-        return _Compiled(
-            module,
-            info,
-            pointer,
-            types,
-            tuple(imports),
-            _methods(info),
-            frozenset(info.export_names()),
-        )
+        try:
+            pre = self._linker(pointer).instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"the module's imports cannot be linked: {exc}") from exc
+        methods = _methods(info)
+        return _Compiled(module, info, pointer, types, pre, methods, frozenset(info.export_names()))
+
+    def _linker(self, pointer: str) -> wasmtime.Linker:
+        """The ``ic0`` host functions for ``pointer``-wide memories, defined once."""
+        linker = self._linkers.get(pointer)
+        if linker is None:
+            linker = wasmtime.Linker(self.engine)
+            for name in importable(pointer):
+                params, results = signature(name, pointer) or ([], [])
+                ty = wasmtime.FuncType(
+                    [_VALTYPES[t]() for t in params], [_VALTYPES[t]() for t in results]
+                )
+                linker.define_func("ic0", name, ty, linked_import(name, pointer))
+            self._linkers[pointer] = linker
+        return linker
 
     def _load_or_compile(self, wasm: bytes) -> wasmtime.Module:
         path = None
@@ -463,13 +483,10 @@ class CanisterSandbox:
 
     def _instantiate(self) -> None:
         """A fresh store and instance: active data segments load, ``start`` waits."""
-        c = self._compiled
         store = wasmtime.Store(self._engine.engine)
         store.set_fuel(START_FUEL)  # instantiation (active data segments) costs fuel
-        host = self._api.host_function
-        imports = [wasmtime.Func(store, ty, host(name, c.pointer)) for name, ty in c.imports]
         try:
-            instance = wasmtime.Instance(store, c.module, imports)
+            instance = self._compiled.pre.instantiate(store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise InvalidModule(f"the module cannot be instantiated: {exc}") from exc
         self._bind(store, instance)
@@ -482,7 +499,8 @@ class CanisterSandbox:
         assert self._store is not None
         self._store.set_fuel(START_FUEL)
         try:
-            start(self._store)
+            with self._api.running():
+                start(self._store)
         except ApiTrap as exc:
             raise InvalidModule(f"the Wasm start function trapped: {exc.message}") from exc
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
@@ -860,7 +878,8 @@ class CanisterSandbox:
         """Call ``func``; the (error code, message) of its trap, or None."""
         store = self._store
         try:
-            func(store)
+            with self._api.running():
+                func(store)
         except ApiTrap as exc:
             return exc.error_code, exc.message
         except wasmtime.Trap as exc:
@@ -911,6 +930,12 @@ class CanisterSandbox:
 
 
 _ZERO_PAGE = bytes(PAGE)
+_VALTYPES = {
+    "i32": wasmtime.ValType.i32,
+    "i64": wasmtime.ValType.i64,
+    "f32": wasmtime.ValType.f32,
+    "f64": wasmtime.ValType.f64,
+}
 
 
 def _nonzero(data: bytes) -> list[tuple[int, bytes]]:
