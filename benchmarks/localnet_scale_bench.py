@@ -28,9 +28,12 @@ Reported, all from one run:
 
 Targets (exit 1 when one is missed): RSS with all canisters below
 :data:`RSS_TARGET_MIB` (the issue's hard limit is 8 GiB for 10,000; the whole
-fleet test must fit the orchestrator's 300 MiB plus localnet), create +
-install at most :data:`INSTALL_TARGET_MS` per canister, a first message to
-a sleeping canister at most :data:`WAKE_TARGET_MS` slower than to a live one.
+fleet test must fit the orchestrator's 300 MiB plus localnet); localnet's CPU
+time per create + install at most :data:`INSTALL_CPU_TARGET_MS` (its wall
+time is printed too, but the machine's cores are shared with the client and
+with whatever else runs: the load average is printed with it); a first
+message to a sleeping canister at most :data:`WAKE_TARGET_MS` slower than to
+a live one.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import random
+import resource
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,7 +64,7 @@ BACKUP_INIT = Types.Record(
 CHUNK = 1024 * 1024
 MiB = 1024 * 1024
 RSS_TARGET_MIB = {10_000: 768, 1_000: 400}  # by canister count; others: interpolated
-INSTALL_TARGET_MS = 15.0
+INSTALL_CPU_TARGET_MS = 10.0
 WAKE_TARGET_MS = 10.0
 EMPTY = b"DIDL\x00\x00"
 
@@ -70,6 +75,18 @@ def _rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _maps(pid: int) -> int:
@@ -139,15 +156,15 @@ class _Fleet:
 async def _bounded(
     count: int, in_flight: int, job: Callable[[], Awaitable[None]], *, progress: bool
 ) -> None:
-    remaining = count
+    remaining, done = count, 0
     started = time.perf_counter()
 
     async def worker() -> None:
-        nonlocal remaining
+        nonlocal remaining, done
         while remaining > 0:
             remaining -= 1
             await job()
-            done = count - remaining
+            done += 1
             if progress and done % 1000 == 0:
                 rate = done / (time.perf_counter() - started)
                 print(f"  ... {done} canisters ({rate:.0f}/s)", flush=True)
@@ -174,12 +191,16 @@ async def _sleeping_fleet(count: int, in_flight: int, rng: random.Random) -> dic
         await asyncio.sleep(0.5)
         base, base_maps = _rss_mib(fleet.pid), _maps(fleet.pid)
         print(f"localnet at rest (one store canister): {base:.0f} MiB RSS, {base_maps} mappings")
+        cpu, own = _cpu_seconds(fleet.pid), _own_cpu_seconds()
         seconds = await fleet.create(count, in_flight)
+        cpu, own = _cpu_seconds(fleet.pid) - cpu, _own_cpu_seconds() - own
         rss, maps = _rss_mib(fleet.pid), _maps(fleet.pid)
         per_ms = seconds / count
         print(
             f"created + installed {count} canisters (install_chunked_code from one store): "
-            f"{_ms(per_ms)} per canister, {count / seconds:.0f} canisters/s"
+            f"{_ms(per_ms)} per canister, {count / seconds:.0f} canisters/s; CPU per canister: "
+            f"localnet {_ms(cpu / count)}, client {_ms(own / count)} (load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: wall time follows the load)"
         )
         print(
             f"localnet RSS with {count} idle canisters: {rss:.0f} MiB "
@@ -197,7 +218,13 @@ async def _sleeping_fleet(count: int, in_flight: int, rng: random.Random) -> dic
             f"query to a live canister: median {_ms(hot_ms)}; first query to a sleeping one: "
             f"median {_ms(cold_ms)} (waking costs {_ms(cold_ms - hot_ms)})"
         )
-        return {"rss": rss, "base": base, "per": per_ms, "wake": cold_ms - hot_ms, "maps": maps}
+        return {
+            "rss": rss,
+            "base": base,
+            "cpu": cpu / count,
+            "wake": cold_ms - hot_ms,
+            "maps": maps,
+        }
 
 
 async def _live_fleet(count: int, in_flight: int) -> dict[str, float]:
@@ -237,10 +264,10 @@ async def run(argv: Sequence[str] = ()) -> bool:
     print(
         f"configuration: {count} backup canisters ({len(BACKUP_WASM):,}-byte Motoko module, "
         f"init {{source = itself; keep = null; peers = []}}), installed with "
-        f"install_code_chunked from one store canister, {args.in_flight} calls in flight over "
-        "HTTP (our agent, anonymous identity, certificates not verified); localnet in a child process with its defaults "
-        f"(--max-live-canisters 256 --sleep-after 60); side by side: {live} canisters with "
-        "--max-live-canisters all"
+        f"install_chunked_code from one store canister, {args.in_flight} calls in flight over "
+        "HTTP (our agent, anonymous identity, certificates not verified); localnet in a child "
+        "process with its defaults (--max-live-canisters 256 --sleep-after 60); side by side: "
+        f"{live} canisters with --max-live-canisters all"
     )
     rng = random.Random(10_000)
     headline = await _sleeping_fleet(count, args.in_flight, rng)
@@ -257,8 +284,8 @@ async def run(argv: Sequence[str] = ()) -> bool:
             headline["rss"] <= _rss_target(count),
         ),
         (
-            f"create + install <= {INSTALL_TARGET_MS} ms per canister",
-            headline["per"] * 1e3 <= INSTALL_TARGET_MS,
+            f"localnet CPU per create + install <= {INSTALL_CPU_TARGET_MS} ms",
+            headline["cpu"] * 1e3 <= INSTALL_CPU_TARGET_MS,
         ),
         (
             f"waking a sleeping canister <= {WAKE_TARGET_MS} ms",

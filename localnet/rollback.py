@@ -57,6 +57,12 @@ class CopyRollback:
         """The non-zero pages of the committed heap (between executions)."""
         return dirty.nonzero_pages(base, size)
 
+    @property
+    def has_pending(self) -> bool:
+        """Whether commits changed anything known since :meth:`take_committed` (never:
+        this strategy does not know)."""
+        return False
+
     def begin(self, base: int, size: int) -> None:
         if len(self._buf) < size:
             self._buf = bytearray(size)
@@ -140,6 +146,11 @@ class DirtyRollback:
     def pending_committed(self) -> list[tuple[int, int]] | None:
         """What :meth:`take_committed` would return, without taking it."""
         return None if self._committed is None else list(self._committed)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether :meth:`take_committed` would report anything (None counts)."""
+        return self._committed is None or bool(self._committed)
 
     def committed_pages(self, base: int, size: int) -> list[tuple[int, bytes]]:
         """The non-zero pages of the committed heap (between executions).

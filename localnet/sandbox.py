@@ -103,7 +103,14 @@ from localnet.wasm_module import (
     parse,
 )
 
-__all__ = ["CanisterSandbox", "InvalidModule", "MemoryImage", "WasmEngine"]
+__all__ = [
+    "CanisterSandbox",
+    "InvalidModule",
+    "MemoryImage",
+    "SparseImage",
+    "WasmEngine",
+    "sparse_pages",
+]
 
 log = logging.getLogger(__name__)
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -148,6 +155,22 @@ class MemoryImage:
     heap: bytes
     stable: bytes
     globals: list[int | float]
+
+
+@dataclass
+class SparseImage:
+    """A canister's memories as their non-zero 4 KiB pages (the rest is zero) and
+    its globals: what --state-dir and sleeping sandboxes keep."""
+
+    heap_size: int
+    heap: list[tuple[int, bytes]]
+    stable_size: int
+    stable: list[tuple[int, bytes]]
+    globals: list[int | float]
+
+    @classmethod
+    def of(cls, heap: bytes, stable: bytes, globals_: list[int | float]) -> SparseImage:
+        return cls(len(heap), sparse_pages(heap), len(stable), sparse_pages(stable), list(globals_))
 
 
 @dataclass
@@ -414,7 +437,6 @@ class CanisterSandbox:
         stable: bytes = b"",
         globals: list[int | float] | None = None,
         rollback: str = "auto",
-        asleep: bool = False,
     ) -> CanisterSandbox:
         """Validate and instantiate ``wasm``, optionally with given memories/globals.
 
@@ -422,16 +444,10 @@ class CanisterSandbox:
         active data segments are written over that heap and then the start
         function runs on it, in the IC's order. With ``globals`` too, the whole
         instance state is being restored (snapshot, --state-dir): neither runs
-        again, and with ``asleep`` the sandbox starts asleep (nothing is
-        instantiated before its first execution). ``canister_init`` is the
-        replica's business.
+        again. ``canister_init`` is the replica's business.
         """
         compiled = engine.compile(wasm)
         strategy = pick_rollback(rollback, engine.heap_reservation)
-        if asleep:
-            if heap is None or globals is None:
-                raise ValueError("a sandbox can start asleep only from a complete saved state")
-            return cls._sleeping(engine, compiled, strategy, heap, stable, globals)
         memory = StableMemory(stable, full_copy=strategy.name == "copy")
         sandbox = cls(engine, compiled, memory, strategy)
         try:
@@ -455,28 +471,28 @@ class CanisterSandbox:
         return sandbox
 
     @classmethod
-    def _sleeping(
-        cls,
-        engine: WasmEngine,
-        compiled: _Compiled,
-        strategy: Rollback,
-        heap: bytes,
-        stable: bytes,
-        globals_: list[int | float],
+    def load_sleeping(
+        cls, engine: WasmEngine, wasm: bytes, image: SparseImage, *, rollback: str = "auto"
     ) -> CanisterSandbox:
-        if len(globals_) != len(compiled.global_types):
+        """A sandbox holding a complete saved state, asleep: nothing is instantiated
+        before its first execution (--state-dir starts 10,000 canisters this way)."""
+        compiled = engine.compile(wasm)
+        strategy = pick_rollback(rollback, engine.heap_reservation)
+        if len(image.globals) != len(compiled.global_types):
             raise InvalidModule(
-                f"{len(globals_)} global values given, the module has "
+                f"{len(image.globals)} global values given, the module has "
                 f"{len(compiled.global_types)} mutable globals"
             )
         memory = StableMemory(b"", full_copy=strategy.name == "copy")
-        memory.size = -(-len(stable) // WASM_PAGE) * WASM_PAGE
+        memory.size = -(-image.stable_size // WASM_PAGE) * WASM_PAGE
         sandbox = cls(engine, compiled, memory, strategy)
         minimum = compiled.info.memory_min_pages * WASM_PAGE if compiled.info.memories else 0
-        sandbox._committed = max(-(-len(heap) // WASM_PAGE) * WASM_PAGE, minimum)
-        sandbox._committed_globals = list(globals_)
+        sandbox._committed = max(-(-image.heap_size // WASM_PAGE) * WASM_PAGE, minimum)
+        sandbox._committed_globals = list(image.globals)
         spill = engine.residency.spill
-        sandbox._image = spill.put(PageImage(_nonzero(heap), _nonzero(stable)))
+        sandbox._image = spill.put(
+            PageImage(_nonzero_only(image.heap), _nonzero_only(image.stable))
+        )
         sandbox._image_spill = spill
         sandbox._asleep = True
         return sandbox
@@ -710,6 +726,32 @@ class CanisterSandbox:
                 globals=list(self._committed_globals),
             )
 
+    def capture_sparse(self) -> SparseImage:
+        """The committed memories as their non-zero pages (no full-size copies)."""
+        with self._engine.residency.lock:
+            if self._asleep:
+                image = self._sleeping_image()
+                heap, stable = image.heap, image.stable
+            else:
+                heap = self._rollback.committed_pages(self._mem.base, self._committed)
+                stable = self._stable.nonzero_pages()
+            return SparseImage(
+                self._committed, heap, self._stable.size, stable, list(self._committed_globals)
+            )
+
+    def has_delta(self) -> bool:
+        """Whether :meth:`take_delta` would report a change (cheap; never wakes).
+
+        In full-copy mode the heap's changes are unknown (take_delta says None);
+        --state-dir then relies on every execution charging cycles.
+        """
+        with self._engine.residency.lock:
+            if self._asleep:
+                heap_moved = self._pending_heap is None or bool(self._pending_heap)
+            else:
+                heap_moved = self._rollback.has_pending
+            return heap_moved or self._stable.has_untaken()
+
     def take_delta(self) -> MemoryDelta:
         """The committed changes since the last call (for --state-dir's journal).
 
@@ -938,7 +980,7 @@ _VALTYPES = {
 }
 
 
-def _nonzero(data: bytes) -> list[tuple[int, bytes]]:
+def sparse_pages(data: bytes) -> list[tuple[int, bytes]]:
     """(offset, page) of the 4 KiB pages of ``data`` that are not all zeros."""
     view = memoryview(data)
     return [
@@ -946,6 +988,17 @@ def _nonzero(data: bytes) -> list[tuple[int, bytes]]:
         for offset in range(0, len(data), PAGE)
         if view[offset : offset + PAGE] != _ZERO_PAGE[: min(PAGE, len(data) - offset)]
     ]
+
+
+def _nonzero_only(pages: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """``pages`` without the all-zero ones, each padded to a whole page."""
+    out = []
+    for offset, data in pages:
+        if len(data) < PAGE:
+            data = data + bytes(PAGE - len(data))
+        if data != _ZERO_PAGE:
+            out.append((offset, data))
+    return out
 
 
 def _assemble(pages: list[tuple[int, bytes]], size: int) -> bytes:

@@ -293,6 +293,10 @@ class StableMemory:
             out.append((taken, ctypes.string_at(self._address + taken, self.size - taken)))
         return out
 
+    def has_untaken(self) -> bool:
+        """Whether :meth:`take_written` would report anything (None included)."""
+        return self._touched is None or bool(self._touched) or self.size != self._taken_len
+
     def untaken_bytes(self) -> bool:
         """Whether :meth:`take_written` needs the memory's content (it does not when
         nothing was written, nor when it answers None: all of it)."""

@@ -24,7 +24,7 @@ from test_sandbox_rollback import (
 from localnet import dirty, spill
 from localnet.execution import EntryKind
 from localnet.residency import Residency, ResidencyLimits
-from localnet.sandbox import CanisterSandbox, MemoryDelta, WasmEngine
+from localnet.sandbox import CanisterSandbox, InvalidModule, MemoryDelta, SparseImage, WasmEngine
 from localnet.spill import PageImage, Spill, SpillError
 
 # --- the policy, with stand-in sandboxes ------------------------------------------------
@@ -276,7 +276,8 @@ def test_a_sandbox_loaded_asleep_equals_one_loaded_awake(
     wasm = canister_wasm("sysapi")
     kw = {"heap": image.heap, "stable": image.stable, "globals": image.globals}
     awake = CanisterSandbox.load(engine, wasm, **kw)  # type: ignore[arg-type]
-    asleep = CanisterSandbox.load(sleeper_engine, wasm, asleep=True, **kw)  # type: ignore[arg-type]
+    sparse = SparseImage.of(image.heap, image.stable, image.globals)
+    asleep = CanisterSandbox.load_sleeping(sleeper_engine, wasm, sparse)
     try:
         assert asleep.asleep
         assert (asleep.heap_size, asleep.stable_size) == (awake.heap_size, awake.stable_size)
@@ -290,9 +291,11 @@ def test_a_sandbox_loaded_asleep_equals_one_loaded_awake(
         asleep.close()
 
 
-def test_an_incomplete_state_cannot_start_asleep(sleeper_engine: WasmEngine) -> None:
-    with pytest.raises(ValueError, match="complete saved state"):
-        CanisterSandbox.load(sleeper_engine, canister_wasm("counter"), heap=b"", asleep=True)
+def test_a_sleeping_sandbox_needs_the_modules_globals(sleeper_engine: WasmEngine) -> None:
+    with pytest.raises(InvalidModule, match="0 global values given"):
+        CanisterSandbox.load_sleeping(
+            sleeper_engine, canister_wasm("counter"), SparseImage(0, [], 0, [], [])
+        )
 
 
 def test_a_sleeping_sandbox_holds_no_instance_and_a_small_image(
