@@ -63,7 +63,7 @@ BACKUP_INIT = Types.Record(
 )
 CHUNK = 1024 * 1024
 MiB = 1024 * 1024
-RSS_TARGET_MIB = {10_000: 768, 1_000: 400}  # by canister count; others: interpolated
+RSS_TARGET_MIB = {10_000: 320, 1_000: 256}  # by canister count; others: interpolated
 INSTALL_CPU_TARGET_MS = 10.0
 WAKE_TARGET_MS = 10.0
 EMPTY = b"DIDL\x00\x00"
@@ -276,7 +276,7 @@ async def run(argv: Sequence[str] = ()) -> bool:
     print(
         f"RSS per canister: {side['per_live_kib']:.0f} KiB live vs {per_sleeping:.1f} KiB in a "
         f"fleet of {count} ({side['per_live_kib'] / per_sleeping:.0f}x less); before sleeping "
-        "canisters and sparse memories: 5.96 MiB (benchmarks/localnet_bench.py, 2026-12-05)"
+        "canisters and sparse memories: 5.96 MiB per canister (benchmarks/localnet_bench.py)"
     )
     checks = [
         (
