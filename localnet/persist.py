@@ -168,9 +168,10 @@ class _Persisted:
     sandbox: CanisterSandbox | None
     chunks: frozenset[bytes]
     snapshots: frozenset[bytes]
-    # The heap as persisted, kept only where the rollback mode cannot list
-    # written pages (full-copy mode): commits then compare pages against it.
-    heap: bytes | None = None
+    # The heap as persisted (its non-zero pages by offset), kept only where the
+    # rollback mode cannot list written pages (full-copy mode): commits then
+    # compare pages against it.
+    heap: dict[int, bytes] | None = None
 
 
 class Journal:
@@ -343,8 +344,8 @@ def _changed_memory(
             # (every execution charges cycles, so the fingerprint moved).
             delta.heap = []
             if moved or delta.stable:
-                now.heap = sandbox.capture().heap
-                delta.heap = _changed_pages(before.heap, now.heap)
+                now.heap = _heap_copy(sandbox)
+                delta.heap = _changed_pages(before.heap, now.heap or {})
         else:
             # Dirty tracking lost track (a rebuilt instance): all of it, sparsely.
             delta.heap, heap_full = sandbox.capture_sparse().heap, True
@@ -379,18 +380,17 @@ def _snapshot_of(canister: CanisterState, state: dict[str, Any] | None = None) -
     )
 
 
-def _heap_copy(sandbox: CanisterSandbox) -> bytes | None:
-    return sandbox.capture().heap if sandbox.rollback_mode == "copy" else None
+def _heap_copy(sandbox: CanisterSandbox) -> dict[int, bytes] | None:
+    if sandbox.rollback_mode != "copy":
+        return None
+    return dict(sandbox.capture_sparse().heap)
 
 
-def _changed_pages(old: bytes, new: bytes, page: int = 4096) -> list[tuple[int, bytes]]:
-    """The pages of ``new`` that differ from ``old`` (O(heap) reads, few writes)."""
-    a, b = memoryview(old), memoryview(new)
-    return [
-        (start, bytes(b[start : start + page]))
-        for start in range(0, len(new), page)
-        if a[start : start + page] != b[start : start + page]
-    ]
+def _changed_pages(old: dict[int, bytes], new: dict[int, bytes]) -> list[tuple[int, bytes]]:
+    """The pages that differ between two sparse heaps (a page gone is zero now)."""
+    changed = [(offset, page) for offset, page in sorted(new.items()) if old.get(offset) != page]
+    changed += [(offset, bytes(len(page))) for offset, page in old.items() if offset not in new]
+    return sorted(changed)
 
 
 def _full_memory(sandbox: CanisterSandbox) -> dict[str, Any]:

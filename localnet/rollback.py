@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from typing import Any, cast
 
 import wasmtime
@@ -30,19 +31,20 @@ log = logging.getLogger("localnet.sandbox")
 class CopyRollback:
     """Reference strategy: save everything before, restore everything after.
 
-    The save buffer is reused between executions: allocating a fresh one
-    each time costs more in page faults than the copy itself.
+    The save buffer belongs to the thread, not the sandbox: executions on a
+    thread never interleave, and a fleet of live canisters must not keep a
+    heap-sized buffer each. It is reused between executions (allocating a
+    fresh one each time costs more in page faults than the copy itself).
+    Restoring writes back only the pages that differ, so a rolled-back
+    query leaves the heap as sparse as it was.
     """
 
     name = "copy"
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf: dirty.AnonMemory | None = None  # the thread's, during an execution
         self._saved = 0  # bytes of _buf in use
         self.copied = 0  # heap bytes copied for the last execution (a statistic)
-
-    def _address(self) -> int:
-        return ctypes.addressof(ctypes.c_char.from_buffer(self._buf)) if self._buf else 0
 
     def adopt(self, base: int, size: int, committed: list[tuple[int, int]] | None = None) -> None:
         """The memory at ``base`` now holds the committed state (``size`` bytes)."""
@@ -64,24 +66,24 @@ class CopyRollback:
         return False
 
     def begin(self, base: int, size: int) -> None:
-        if len(self._buf) < size:
-            self._buf = bytearray(size)
-        ctypes.memmove(self._address(), base, size)
+        self._buf = _save_buffer(size)
+        ctypes.memmove(self._buf.address, base, size)
         self._saved = self.copied = size
 
     def commit(self, base: int, size: int) -> None:
         self._saved = 0
 
     def rollback(self, base: int, physical: int, committed: int) -> None:
-        ctypes.memmove(base, self._address(), self._saved)
-        self.copied += self._saved
+        assert self._buf is not None
+        self.copied += _copy_changed(base, self._buf.address, self._saved)
         if physical > committed:
-            ctypes.memset(base + committed, 0, physical - committed)
+            dirty.discard(base, committed, physical)
         self._saved = 0
 
     def restore_into(self, base: int, committed: int) -> None:
-        """Write the committed state into a fresh memory (after a rebuild)."""
-        ctypes.memmove(base, self._address(), committed)
+        """Write the committed state into a fresh, zero memory (after a rebuild)."""
+        assert self._buf is not None
+        _copy_changed(base, self._buf.address, committed)
         self._saved = 0
 
     def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
@@ -92,9 +94,42 @@ class CopyRollback:
         return None
 
     def close(self) -> None:
-        """Release the memory; :meth:`adopt` may follow (a woken sandbox)."""
-        self._buf = bytearray()
+        """Forget the execution's buffer; :meth:`adopt` may follow (a woken sandbox)."""
+        self._buf = None
         self._saved = 0
+
+
+_save_buffers = threading.local()
+
+
+def _save_buffer(size: int) -> dirty.AnonMemory:
+    """This thread's save buffer for the full-copy strategy, at least ``size`` bytes."""
+    buf: dirty.AnonMemory | None = getattr(_save_buffers, "buf", None)
+    if buf is None:
+        buf = _save_buffers.buf = dirty.AnonMemory(size)
+    elif buf.size < size:
+        buf.resize(size)
+    return buf
+
+
+def _copy_changed(dst: int, src: int, size: int) -> int:
+    """Copy the pages of ``src`` that differ from ``dst``; returns the bytes copied.
+
+    Reading a never-written page of ``dst`` costs nothing; writing it would
+    give it a page of RSS.
+    """
+    copied, page = 0, dirty.PAGE_SIZE
+    for offset in range(0, size, page):
+        n = min(page, size - offset)
+        if _libc.memcmp(dst + offset, src + offset, n):
+            ctypes.memmove(dst + offset, src + offset, n)
+            copied += n
+    return copied
+
+
+_libc = ctypes.CDLL(None)
+_libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.memcmp.restype = ctypes.c_int
 
 
 class DirtyRollback:
