@@ -200,7 +200,9 @@ def commit(target: Canister, import_id: int) -> Any:
 
 
 def stats(canister: Canister) -> dict[str, Any]:
-    return dict(canister.call("stats"))
+    """The demo's stats, without its memory figures (they are not state)."""
+    figures = dict(canister.call("stats"))
+    return {k: v for k, v in figures.items() if k not in ("heap_bytes", "memory_bytes")}
 
 
 # ------------------------------------------------------------------ the .did
@@ -289,7 +291,10 @@ def test_image_round_trip_restores_the_same_state(engine: WasmEngine) -> None:
     assert stats(target)["fingerprint"] == stats(source)["fingerprint"]
     assert stats(target)["records"] == stats(source)["records"] > 0
     # The standby continues from the image's journal position.
-    assert target.ok("icrp_changes", ticket["journal_seq"], 1000)["to_seq"] == ticket["journal_seq"]
+    assert (
+        target.ok("icrp_changes", ticket["journal_seq"], 1000, [])["to_seq"]
+        == ticket["journal_seq"]
+    )
 
 
 def test_begin_export_reuses_an_unchanged_image_and_stales_a_replaced_one(
@@ -319,6 +324,7 @@ def test_stepwise_export_gives_the_same_image(engine: WasmEngine) -> None:
         "journal_max_bytes": 64 << 20,
         "step_instructions": 20_000_000_000,
         "step_bytes": 200_000,
+        "query_instructions": [],
     }
     app.ok("set_replication_settings", small_steps)
     ticket = app.ok("icrp_begin_export")
@@ -342,7 +348,7 @@ def test_changes_keep_a_standby_in_sync(engine: WasmEngine) -> None:
     primary.ok("add_post", user, "hello", [b"\x89PNG" * 100], caller=STRANGER)
     batches = 0
     while True:
-        batch = primary.ok("icrp_changes", since, 300_000)
+        batch = primary.ok("icrp_changes", since, 300_000, [])
         applied = standby.ok("icrp_apply", batch)
         # Applying the same batch again changes nothing (idempotent by seq).
         assert standby.ok("icrp_apply", batch) == applied
@@ -364,12 +370,13 @@ def test_the_bounded_journal_says_too_old(engine: WasmEngine) -> None:
         "journal_max_bytes": 1 << 20,
         "step_instructions": 20_000_000_000,
         "step_bytes": 64 << 20,
+        "query_instructions": [],
     }
     app.ok("set_replication_settings", tight)
     for i in range(10):
         app.ok("create_user", f"u{i}", "", caller=STRANGER)
-    assert app.err("icrp_changes", 0, 1000) == {"TooOld": {"oldest_seq": 5}}
-    assert len(app.ok("icrp_changes", 5, 1_000_000)["changes"]) == 5
+    assert app.err("icrp_changes", 0, 1000, []) == {"TooOld": {"oldest_seq": 5}}
+    assert len(app.ok("icrp_changes", 5, 1_000_000, [])["changes"]) == 5
 
 
 def test_imports_are_verified_idempotent_and_resumable(engine: WasmEngine) -> None:
@@ -431,7 +438,7 @@ def test_state_is_private(engine: WasmEngine) -> None:
         ("icrp_begin_export", ()),
         ("icrp_read", (ticket["snapshot_id"], 0, 10)),
         ("icrp_chunk_digests", (ticket["snapshot_id"], 0, 1)),
-        ("icrp_changes", (0, 100)),
+        ("icrp_changes", (0, 100, [])),
         ("icrp_export_range", ({"lower": b"", "upper": []}, [], 1000)),
         ("icrp_begin_import", (spec_of(app, ticket),)),
         ("icrp_config", ()),
@@ -503,7 +510,9 @@ def test_key_ranges_move_and_free_records(engine: WasmEngine) -> None:
             break
         cursor = batch["next_cursor"]
     outside = {"key": b"\x00" * 8 + b"\x00", "value": b"x"}
-    assert shard.err("icrp_import_records", [outside]) == {"OutOfRange": {"key": outside["key"]}}
+    assert shard.err("icrp_import_records", [outside]) == {
+        "OutOfRange": {"key": outside["key"], "owner": []}
+    }
     before = stats(source)
     cursor = []
     deleted = 0
@@ -591,6 +600,7 @@ def test_an_export_interrupted_by_an_upgrade_starts_over_and_completes(
             "journal_max_bytes": 64 << 20,
             "step_instructions": 20_000_000_000,
             "step_bytes": 300_000,
+            "query_instructions": [],
         },
     )
     ticket = app.ok("icrp_begin_export")
