@@ -90,6 +90,11 @@ METHODS: dict[str, tuple[Literal["query", "update"], tuple[Any, ...]]] = {
     "icrp_set_peers": ("update", (Types.Vec(Types.Principal),)),
     "icrp_set_key_range": ("update", (Types.Opt(KEY_RANGE),)),
     "icrp_config": ("query", ()),
+    "icrp_peers": ("query", ()),
+    "icrp_update_peers": (
+        "update",
+        (Types.Vec(Types.Principal), Types.Vec(Types.Principal), Types.Opt(Types.Nat64)),
+    ),
 }
 
 # --------------------------------------------------------------- dataclasses
@@ -467,6 +472,37 @@ class Config:
             journal_max_entries=rec.nat("journal_max_entries"),
             journal_max_bytes=rec.nat("journal_max_bytes"),
         )
+
+
+@dataclass(frozen=True)
+class Peers:
+    """The trusted peers of a canister and the version of that set (``icrp_peers``)."""
+
+    peers: tuple[Principal, ...]
+    version: int
+
+    def __contains__(self, principal: object) -> bool:
+        return principal in self.peers
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Peers:
+        return cls(peers=rec.principals("peers"), version=rec.nat("version"))
+
+
+@dataclass(frozen=True)
+class PeersUpdate:
+    """``icrp_update_peers``: applied, or refused for a stale ``expected_version``.
+
+    ``peers``: the set and version after the call (unchanged on a conflict).
+    """
+
+    updated: bool
+    peers: Peers
+
+    @classmethod
+    def from_candid(cls, value: object, what: str) -> PeersUpdate:
+        tag, payload = as_variant(value, ("updated", "conflict"), what)
+        return cls(tag == "updated", Peers.from_rec(as_rec(payload, f"{what}.{tag}")))
 
 
 def blobs(value: object, what: str) -> list[bytes]:
