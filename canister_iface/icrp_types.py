@@ -421,6 +421,37 @@ class Config:
         )
 
 
+@dataclass(frozen=True)
+class Peers:
+    """The trusted peers of a canister and the version of that set (``icrp_peers``)."""
+
+    peers: tuple[Principal, ...]
+    version: int
+
+    def __contains__(self, principal: object) -> bool:
+        return principal in self.peers
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Peers:
+        return cls(peers=rec.principals("peers"), version=rec.nat("version"))
+
+
+@dataclass(frozen=True)
+class PeersUpdate:
+    """``icrp_update_peers``: applied, or refused for a stale ``expected_version``.
+
+    ``peers``: the set and version after the call (unchanged on a conflict).
+    """
+
+    updated: bool
+    peers: Peers
+
+    @classmethod
+    def from_candid(cls, value: object, what: str) -> PeersUpdate:
+        tag, payload = as_variant(value, ("updated", "conflict"), what)
+        return cls(tag == "updated", Peers.from_rec(as_rec(payload, f"{what}.{tag}")))
+
+
 def blobs(value: object, what: str) -> list[bytes]:
     return [as_blob(v, what) for v in as_vec(value, what)]
 

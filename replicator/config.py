@@ -31,6 +31,14 @@ Everything has a default, so no file is needed to talk to ``local`` or
     max_chunk_size = "1 MiB"     # caps the adaptive transfer size
     min_chunk_size = "4 KiB"
 
+    [cycles]                     # keeping created backup canisters from freezing
+    top_up = "auto"              # auto | provisional | ledger | off (auto: like creation)
+    top_up_below_days = 30       # top up when fewer days of idle burn are left above the
+                                 # freezing limit ...
+    top_up_to_days = 90          # ... to this many
+    reserve = "0.5T"             # plus cycles for its own work (at least the next copy's
+                                 # cost); a top-up adds one more reserve
+
     [retry]
     max_attempts = 8
     max_seconds = 300
@@ -80,6 +88,7 @@ from replicator.job import ArchiveRef, CanisterRef, Endpoint, JobRequest, Scalar
 from replicator.limits import LimitSettings, Window
 from replicator.retry import RetryPolicy
 from replicator.schedule import JobSchedule, parse_duration, parse_trigger
+from replicator.topup import SOURCES, TopUpPolicy
 
 LOCAL, IC = "local", "ic"
 DEFAULT_URLS = {LOCAL: "http://127.0.0.1:4943", IC: "https://icp-api.io"}
@@ -104,7 +113,9 @@ _TOP_KEYS = {
     "metrics",
     "canisters",
     "jobs",
+    "cycles",
 }
+_CYCLES_KEYS = {"top_up", "top_up_below_days", "top_up_to_days", "reserve"}
 _LIMIT_KEYS = {
     "calls_per_second",
     "bytes_per_second",
@@ -169,6 +180,7 @@ class Config:
     checkpoints: Path
     canisters: Mapping[str, Mapping[str, str]]  # name → network → id ("*": every network)
     jobs: Mapping[str, JobTemplate]
+    top_up: TopUpPolicy = field(default_factory=TopUpPolicy)  # [cycles]
 
     def network_named(self, name: str | None = None) -> Network:
         wanted = name or self.network
@@ -324,6 +336,7 @@ class _Parser:
             checkpoints=self.path(raw.get("checkpoints", DEFAULT_CHECKPOINTS), "checkpoints"),
             canisters={**from_files, **canisters},
             jobs=self.jobs(self.table(raw, "jobs"), networks),
+            top_up=self.top_up(self.table(raw, "cycles")),
         )
 
     # -- sections
@@ -422,6 +435,33 @@ class _Parser:
             port = self.integer(raw["port"], "metrics.port", minimum=0, maximum=65535)
         addr = self.string(raw, "addr", "metrics.addr", default="127.0.0.1")
         return MetricsSettings(port, addr or "127.0.0.1")
+
+    def top_up(self, raw: Mapping[str, Any]) -> TopUpPolicy:
+        self.known_keys(raw, "cycles", _CYCLES_KEYS)
+        policy = TopUpPolicy()
+        source = self.string(raw, "top_up", "cycles.top_up", default=policy.source)
+        if source not in SOURCES:
+            raise self.error("cycles.top_up", f"one of {', '.join(SOURCES)}", source)
+        below, to = policy.below_days, policy.to_days
+        if "top_up_below_days" in raw:
+            below = self.days(raw["top_up_below_days"], "cycles.top_up_below_days")
+        if "top_up_to_days" in raw:
+            to = self.days(raw["top_up_to_days"], "cycles.top_up_to_days")
+        if to < below:
+            raise self.error(
+                "cycles.top_up_to_days", f"at least cycles.top_up_below_days ({below})", to
+            )
+        reserve = policy.reserve
+        if "reserve" in raw:
+            reserve = self.cycles(raw["reserve"], "cycles.reserve")
+        return TopUpPolicy(source or "auto", below, to, reserve)
+
+    def days(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, "a number of days (0 or more)", value)
+        if not (value >= 0 and math.isfinite(value)):
+            raise self.error(key, "a number of days (0 or more)", value)
+        return float(value)
 
     def identity(self, raw: Mapping[str, Any]) -> Path | None:
         self.known_keys(raw, "identity", {"pem"})

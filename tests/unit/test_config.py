@@ -13,6 +13,8 @@ from replicator.config import default_config, load_config, read_canister_ids
 from replicator.errors import EXIT_USAGE, ConfigError
 from replicator.job import ArchiveRef, CanisterRef
 from replicator.limits import LimitSettings
+from replicator.settings import EngineSettings
+from replicator.topup import TopUpPolicy
 
 APP_IC = "ryjl3-tyaaa-aaaaa-aaaba-cai"
 APP_LOCAL = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
@@ -246,6 +248,11 @@ def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
             "at least",
         ),
         ("limits = 3", "limits", "a table"),
+        ("[cycles]\ntop_up = 'wallet'", "cycles.top_up", "one of auto, provisional, ledger, off"),
+        ("[cycles]\ntop_up_below_days = -1", "cycles.top_up_below_days", "a number of days"),
+        ("[cycles]\ntop_up_to_days = 10", "cycles.top_up_to_days", "at least .*below_days"),
+        ("[cycles]\nreserve = 'lots'", "cycles.reserve", "cycles"),
+        ("[cycles]\nreserv = '1T'", "cycles.reserv", "a typo"),
     ],
 )
 def test_bad_values_name_file_key_and_expectation(
@@ -255,6 +262,18 @@ def test_bad_values_name_file_key_and_expectation(
     with pytest.raises(ConfigError, match=rf"^{path}: {key}: expected .*{expected}") as info:
         load_config(path, kinds=kinds.names())
     assert info.value.exit_code == EXIT_USAGE
+
+
+def test_the_cycles_section_sets_the_top_up_policy(tmp_path: Path) -> None:
+    assert default_config().top_up == TopUpPolicy()
+    path = _files(
+        tmp_path,
+        "[cycles]\ntop_up = 'ledger'\ntop_up_below_days = 14\ntop_up_to_days = 60.5\n"
+        "reserve = '1.5T'\n",
+    )
+    config = load_config(path)
+    assert config.top_up == TopUpPolicy("ledger", 14.0, 60.5, 1_500_000_000_000)
+    assert EngineSettings.from_config(config).top_up == config.top_up
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
