@@ -145,7 +145,7 @@ class ImagePerformer:
         mover = await self._mover(image, import_id, digests, grants, nothing_left=book.done)
         if isinstance(mover, GrantsNeeded):
             return mover  # recorded first, then granted by the next CopyChunks
-        self.route = mover.route
+        self.route = None if book.done else mover.route  # nothing to move: no route taken
         return ChunksDone(await self._pump(image, book, mover))
 
     async def _check(self, image: ImageInfo) -> bytes:
