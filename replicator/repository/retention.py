@@ -98,7 +98,7 @@ class Policy:
     within_weekly: Duration | None = None
     within_monthly: Duration | None = None
     within_yearly: Duration | None = None
-    tags: tuple[frozenset[str], ...] = ()
+    tags: tuple[tuple[str, ...], ...] = ()  # keep-tag lists: all tags of one list
 
     def __post_init__(self) -> None:
         for name, count in self._counts():
@@ -148,7 +148,7 @@ class Policy:
         if withins:
             text = ", ".join([t for t in (text, *withins) if t])
         if self.tags:
-            lists = " or ".join(",".join(sorted(t)) or "''" for t in self.tags)
+            lists = " or ".join(",".join(t) or "''" for t in self.tags)
             text += (" and " if text else "") + f"all snapshots with tags {lists}"
         if self.within and not self.within.zero:
             text += (" and " if text else "") + f"all snapshots within {self.within} of the newest"
@@ -238,9 +238,7 @@ def apply_policy(
     decisions = []
     for nr, (item, when) in enumerate(zip(ordered, local, strict=True)):
         reasons = [
-            f"has tags {','.join(sorted(t)) or '(none)'}"
-            for t in policy.tags
-            if _has_tags(tags_of(item), t)
+            f"has tags [{', '.join(t)}]" for t in policy.tags if _has_tags(tags_of(item), t)
         ]
         if policy.within and not policy.within.zero and _inside(when, policy.within, latest):
             reasons.append(f"within {policy.within}")
@@ -276,6 +274,6 @@ def _inside(when: dt.datetime, duration: Duration, latest: dt.datetime | None) -
     return latest is None or when > duration.before(latest)
 
 
-def _has_tags(tags: Sequence[str], wanted: frozenset[str]) -> bool:
-    # An empty tag list matches snapshots without tags (restic's --keep-tag '').
-    return not tags if not wanted else wanted <= set(tags)
+def _has_tags(tags: Sequence[str], wanted: Sequence[str]) -> bool:
+    # An empty tag ('') matches snapshots without tags (restic's --keep-tag '').
+    return all((not tags) if tag == "" else tag in tags for tag in wanted)
