@@ -121,8 +121,8 @@ class RepositoryConfig:
             raise
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise RepositoryError(
-                f"{where}/config.json is damaged or not a repository config ({exc}); "
-                "restore it from a copy (its id and settings are listed in every backup log)"
+                f"{where}/config.json is damaged or not a repository config ({exc}); restore "
+                "it from a copy of the repository (chunks and snapshots do not depend on it)"
             ) from None
         return config
 

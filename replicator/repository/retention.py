@@ -237,9 +237,7 @@ def apply_policy(
     oldest = len(ordered) - 1
     decisions = []
     for nr, (item, when) in enumerate(zip(ordered, local, strict=True)):
-        reasons = [
-            f"has tags [{', '.join(t)}]" for t in policy.tags if _has_tags(tags_of(item), t)
-        ]
+        reasons = [f"has tags [{', '.join(t)}]" for t in policy.tags if _has_tags(tags_of(item), t)]
         if policy.within and not policy.within.zero and _inside(when, policy.within, latest):
             reasons.append(f"within {policy.within}")
         for bucket in buckets:
