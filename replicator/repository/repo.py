@@ -306,8 +306,16 @@ class Repository:
             return True
         return False
 
-    def get_chunk(self, digest: bytes, size: int | None = None) -> bytes:
-        """The chunk's plain bytes, verified (:class:`ChunkDamaged`, :class:`ChunkMissing`)."""
+    def get_chunk(self, ref: bytes | ChunkRef, size: int | None = None) -> bytes:
+        """The chunk's plain bytes, verified (:class:`ChunkDamaged`, :class:`ChunkMissing`).
+
+        ``ref`` is a digest (then ``size``, if given, is checked too) or a
+        :class:`ChunkRef` (its size is checked).
+        """
+        if isinstance(ref, ChunkRef):
+            digest, size = ref.digest, ref.size
+        else:
+            digest = ref
         try:
             blob = self.backend.load(_chunk(digest))
         except FileNotFoundError:

@@ -184,6 +184,9 @@ def test_put_get_and_dedup(tmp_path: Path, compression: str) -> None:
     assert not again.new
     assert again.stored_size == first.stored_size
     assert repo.get_chunk(first.digest, len(data)) == data
+    assert repo.get_chunk(first) == data
+    with pytest.raises(ChunkDamaged, match="the manifest says"):
+        repo.get_chunk(first.digest, len(data) + 1)
     assert repo.has_chunk(first.digest)
     assert len(list(repo.backend.list(FileType.CHUNK))) == 1
     if compression == "zstd":
