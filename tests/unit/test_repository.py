@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from canister_iface.management_types import SnapshotMetadata
-from replicator.errors import EXIT_INTEGRITY, EXIT_TEMPORARY, EXIT_USAGE, exit_code_for
+from replicator.classify import exit_code_for
+from replicator.errors import EXIT_INTEGRITY, EXIT_TEMPORARY, EXIT_USAGE
 from replicator.repository import (
     ChunkDamaged,
     ChunkMissing,
