@@ -53,9 +53,7 @@ def _graph(package: str) -> dict[str, set[str]]:
     known = {m: p for pkg in PACKAGES for m, p in _modules(pkg).items()}
     ours = _modules(package)
     names = set(known)
-    return {
-        m: {i for i in _imports(m, p, names) if i in known and i != m} for m, p in ours.items()
-    }
+    return {m: {i for i in _imports(m, p, names) if i in known and i != m} for m, p in ours.items()}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
