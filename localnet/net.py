@@ -17,8 +17,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from icp_candid import Types, decode, encode
-
 from localnet import ids, persist
 from localnet.certification import Certifier, NodeSigner, RootKey
 from localnet.clock import Clock
@@ -28,6 +26,7 @@ from localnet.faults import Faults
 from localnet.http import HttpServer
 from localnet.limits import Limits
 from localnet.management import handle_management_call
+from localnet.mgmt_types import decode_result, encode_args, principal_bytes
 from localnet.node import SUBNET_ID, Node
 from localnet.replica import Replica
 from localnet.sandbox import WasmEngine
@@ -67,6 +66,12 @@ class LocalNet:
         signer = NodeSigner.from_bytes(keys["node"]) if keys else NodeSigner.generate()
         self.node = Node(self.replica, Certifier(self._root_key), signer)
         self._signer = signer
+        # Crash consistency: every drain is journaled before its replies leave.
+        self._journal = (
+            persist.Journal(self.replica, self.state_dir, self._keys())
+            if self.state_dir is not None
+            else None
+        )
         self._server = HttpServer.for_node(
             self.node,
             self.faults,
@@ -95,8 +100,9 @@ class LocalNet:
         """Stop serving, drain queued messages and save the state (with --state-dir)."""
         await self._server.stop()
         await self.node.executor.run(self.replica.run_until_idle)
-        if self.state_dir is not None:
-            await self.node.executor.run(self._save_state)
+        if self._journal is not None:
+            await self.node.executor.run(self._journal.checkpoint)
+            self._journal.close()
         await self.node.close()
 
     @property
@@ -115,17 +121,9 @@ class LocalNet:
     ) -> bytes:
         """Create an empty canister; controllers default to the anonymous principal."""
         settings = {"controllers": [list(controllers or [ids.ANONYMOUS])]}
-        arg = encode(
-            [
-                {
-                    "type": _PROVISIONAL_CREATE_ARG,
-                    "value": {
-                        "amount": [cycles],
-                        "settings": [settings],
-                        "specified_id": [],
-                    },
-                }
-            ]
+        arg = encode_args(
+            "provisional_create_canister_with_cycles",
+            {"amount": [cycles], "settings": [settings], "specified_id": []},
         )
         caller = (controllers or [ids.ANONYMOUS])[0]
         reply = await self.management("provisional_create_canister_with_cycles", arg, caller=caller)
@@ -148,19 +146,15 @@ class LocalNet:
             }
         else:
             mode_value = {mode: None}
-        payload = encode(
-            [
-                {
-                    "type": _INSTALL_CODE_ARG,
-                    "value": {
-                        "mode": mode_value,
-                        "canister_id": canister_id,
-                        "wasm_module": wasm,
-                        "arg": arg,
-                        "sender_canister_version": [],
-                    },
-                }
-            ]
+        payload = encode_args(
+            "install_code",
+            {
+                "mode": mode_value,
+                "canister_id": canister_id,
+                "wasm_module": wasm,
+                "arg": arg,
+                "sender_canister_version": [],
+            },
         )
         await self.management("install_code", payload, caller=caller or ids.ANONYMOUS)
 
@@ -206,61 +200,11 @@ class LocalNet:
             return None
         return persist.load(self.replica, self.state_dir)
 
-    def _save_state(self) -> None:
-        assert self.state_dir is not None
-        persist.save(
-            self.replica,
-            {
-                "root": self._root_key.to_bytes(),
-                "node": self._signer.to_bytes(),
-            },
-            self.state_dir,
-        )
-
-
-_CANISTER_SETTINGS = Types.Record(
-    {
-        "controllers": Types.Opt(Types.Vec(Types.Principal)),
-    }
-)
-_PROVISIONAL_CREATE_ARG = Types.Record(
-    {
-        "amount": Types.Opt(Types.Nat),
-        "settings": Types.Opt(_CANISTER_SETTINGS),
-        "specified_id": Types.Opt(Types.Principal),
-    }
-)
-_INSTALL_CODE_ARG = Types.Record(
-    {
-        "mode": Types.Variant(
-            {
-                "install": Types.Null,
-                "reinstall": Types.Null,
-                "upgrade": Types.Opt(
-                    Types.Record(
-                        {
-                            "skip_pre_upgrade": Types.Opt(Types.Bool),
-                            "wasm_memory_persistence": Types.Opt(
-                                Types.Variant(
-                                    {
-                                        "keep": Types.Null,
-                                        "replace": Types.Null,
-                                    }
-                                )
-                            ),
-                        }
-                    )
-                ),
-            }
-        ),
-        "canister_id": Types.Principal,
-        "wasm_module": Types.Vec(Types.Nat8),
-        "arg": Types.Vec(Types.Nat8),
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-_CREATE_RESULT = Types.Record({"canister_id": Types.Principal})
+    def _keys(self) -> dict[str, bytes]:
+        return {"root": self._root_key.to_bytes(), "node": self._signer.to_bytes()}
 
 
 def _decode_canister_id(reply: bytes) -> bytes:
-    return bytes(decode(reply, [_CREATE_RESULT])[0]["value"]["canister_id"].bytes)
+    return principal_bytes(
+        decode_result("provisional_create_canister_with_cycles", reply)["canister_id"]
+    )

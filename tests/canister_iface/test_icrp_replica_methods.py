@@ -10,25 +10,17 @@ instructions per change, per MiB and per record.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from icp_candid.candid import Types, decode, encode
 from test_icrp_reference_canisters import (
-    CONTROLLER,
-    ICRP,
     STRANGER,
-    WASM,
     Canister,
     WasmEngine,
     demo,
     export,
-    generate,
     relay,
     stats,
 )
-
-from localnet.execution import EntryKind, Reply
 
 EVERYTHING: dict[str, Any] = {"lower": b"", "upper": []}
 

@@ -220,5 +220,9 @@ persistent actor Platform {
   public shared ({ caller }) func icrp_set_fences(fences : [Types.Fence]) : async Result<Nat64> { icrp.setFences(caller, fences) };
   public shared ({ caller }) func icrp_set_routing(routing : Types.Routing) : async Result<()> { icrp.setRouting(caller, routing) };
   public shared query ({ caller }) func icrp_config() : async Result<Types.Config> { icrp.config(caller) };
+  public shared query ({ caller }) func icrp_peers() : async Result<Types.Peers> { icrp.peers(caller) };
+  public shared ({ caller }) func icrp_update_peers(add : [Principal], remove : [Principal], expected_version : ?Nat64) : async Result<Types.PeersUpdate> {
+    icrp.updatePeers(caller, add, remove, expected_version);
+  };
 
 };
