@@ -21,8 +21,9 @@ It never makes a test image current and never deletes data.
 canister for a moment or for good: a round trip that exports the image and
 commits it back (state unchanged by construction), the modes (the canister
 is fenced, then made a standby, then set back), an image asked for one
-sequence ahead (the journal head moves by one empty step), and a routing
-table republished under the next version.
+sequence ahead (the journal head moves by one empty step), a routing
+table republished under the next version, and journal resets (the journal
+is emptied; the head moves by one more empty step).
 """
 
 from __future__ import annotations
@@ -221,8 +222,9 @@ class _Suite:
             ("key_range.out_of_range", _REQ["key_range.out_of_range"], self.out_of_range),
             ("push.write", _REQ["push.write"], self.push),
             ("peers.compare_and_set", _REQ["peers.compare_and_set"], self.peers_cas),
-            ("import.commit_roundtrip", _REQ["import.commit_roundtrip"], self.commit_roundtrip),
             *self.later_checks(),
+            # Last: committing an image restarts the journal the checks above read.
+            ("import.commit_roundtrip", _REQ["import.commit_roundtrip"], self.commit_roundtrip),
         ]
 
     def later_checks(self) -> list[tuple[str, str, Check]]:
@@ -239,6 +241,8 @@ class _Suite:
             ("key_range.fences", _REQ["key_range.fences"], self.fences),
             ("routing.public", _REQ["routing.public"], self.routing),
             ("fleet.members", _REQ["fleet.members"], self.fleet_members),
+            # Last of these: it empties the journal the checks above read.
+            ("journal.reset", _REQ["journal.reset"], self.journal_reset),
         ]
 
     async def run(self) -> Report:
@@ -531,11 +535,15 @@ class _Suite:
         if info.can("routing"):
             routing = await self.icrp.routing()
             writes.append(("icrp_set_routing", lambda: other.set_routing(routing)))
-        if info.can("push_changes"):
+        if info.can("push_changes") or info.can("journal_reset"):
             head = (await self._journal()).head_seq
+        if info.can("push_changes"):
             writes.append(
                 ("icrp_push_changes", lambda: other.push_changes(self.canister, head, 1024))
             )
+        if info.can("journal_reset") and self.allow_commit:
+            # Not harmless if accepted (the journal is emptied): test canisters only.
+            writes.append(("icrp_reset_journal", lambda: other.reset_journal(head)))
         return writes
 
     async def _restore_test_import(self, import_id: int) -> None:
@@ -998,6 +1006,8 @@ class _Suite:
             attempts.append(("icrp_apply", lambda: self.icrp.apply(ChangeBatch(head, head, head))))
         if mode == "read_only" and info.can("key_range"):
             attempts.append(("icrp_import_records", lambda: self.icrp.import_records([])))
+        if mode == "read_only" and info.can("journal_reset"):
+            attempts.append(("icrp_reset_journal", lambda: self.icrp.reset_journal(head)))
         if info.can("key_range") and await self._test_range_empty():
             test = self._test_range()
             attempts.append(("icrp_delete_range", lambda: self.icrp.delete_range(test, None, 1)))
@@ -1159,6 +1169,35 @@ class _Suite:
         if await self.icrp.routing() != newer:
             raise Fail("the published table is not the one served")
         return f"version {current.version} republished as {newer.version}, {public}"
+
+    async def journal_reset(self) -> str:
+        self.need("journal_reset")
+        self.need_commit("icrp_reset_journal empties the journal (replicas need a new image)")
+        head = (await self._journal()).head_seq
+        await self.icrp.reset_journal(head)
+        after = await self._journal()
+        if (after.head_seq, after.oldest_seq, after.entries) != (head, head, 0):
+            raise Fail(
+                f"after icrp_reset_journal({head}) the journal is at {after.head_seq}, "
+                f"oldest {after.oldest_seq}, {after.entries} entries"
+            )
+        if head > 0:
+            try:
+                await self.icrp.changes(head - 1, 1024)
+            except errs.TooOld:
+                pass
+            else:
+                raise Fail("changes from before the reset are still served")
+        detail = f"the journal restarted at {head}"
+        if self.need_info().can("apply"):
+            # A shard continues a source's numbering: the next batch starts at the reset.
+            ahead = head + 1
+            await self.icrp.reset_journal(ahead)
+            applied = await self.icrp.apply(ChangeBatch(ahead, ahead + 1, ahead + 1))
+            if applied != ahead + 1:
+                raise Fail(f"after a reset to {ahead} icrp_apply answered {applied}")
+            detail += f"; reset to {ahead}, icrp_apply continued from there"
+        return detail
 
     async def fleet_members(self) -> str:
         self.need("fleet")
@@ -1338,4 +1377,6 @@ _REQ = {
     "routing.public": "icrp_routing is readable by anyone; tables must grow in version and "
     "not overlap",
     "fleet.members": "icrp_fleet_members pages through the members in principal order",
+    "journal.reset": "icrp_reset_journal empties the journal and numbers the next change "
+    "after the sequence given, so icrp_apply continues from there",
 }

@@ -376,6 +376,10 @@ class IcrpClient:
     async def set_key_range(self, key_range: KeyRange | None) -> None:
         await self._result("icrp_set_key_range", _opt(key_range and key_range.to_candid()))
 
+    async def reset_journal(self, journal_seq: int) -> None:
+        """Restart the journal at ``journal_seq`` of the source a shard was copied from."""
+        await self._result("icrp_reset_journal", journal_seq)
+
     async def set_mode(self, mode: Mode, redirect: CanisterRef | None = None) -> ModeInfo:
         """Make the canister primary, standby or read_only (fenced); returns the mode now."""
         target = [] if redirect is None else [Principal.of(redirect).raw]

@@ -64,6 +64,7 @@ CAPABILITIES = (
     "backlog",
     "push_changes",
     "range_changes",
+    "journal_reset",
     "key_distribution",
     "range_digest",
     "fences",
@@ -381,11 +382,21 @@ class Op:
         return cls("delete", rec.blob("key"))
 
 
+# Bytes a journal counts for a change besides its key and value (icrp.did,
+# "Journal capacity"): max_bytes, Backlog.bytes and journal_max_bytes use it.
+CHANGE_OVERHEAD = 48
+
+
 @dataclass(frozen=True)
 class Change:
     seq: int
-    time: int
+    time: int  # ns since the epoch, when the change was made in the canister it started in
     op: Op
+
+    @property
+    def size(self) -> int:
+        """The bytes the journal counts for this change."""
+        return CHANGE_OVERHEAD + len(self.op.key) + len(self.op.value)
 
     def to_candid(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time, "op": self.op.to_candid()}

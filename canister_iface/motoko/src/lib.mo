@@ -356,6 +356,7 @@ module {
         List.add(caps, "journal");
         List.add(caps, "backlog");
         List.add(caps, "push_changes");
+        List.add(caps, "journal_reset");
       };
       if (Option.isSome(hooks.store) or Option.isSome(hooks.applyApp)) List.add(caps, "apply");
       if (Option.isSome(hooks.store)) {
@@ -947,6 +948,19 @@ module {
       };
       if (Option.isSome(range) and Option.isNull(hooks.store)) return #err(noStore());
       state.keyRange := range;
+      #ok;
+    };
+
+    /// Forgets the journal and numbers the next change `seq + 1`: the state
+    /// now corresponds to journal sequence `seq` of the canister it was
+    /// copied from by key range (see icrp_reset_journal).
+    public func resetJournal(caller : Principal, seq : Nat64) : Types.Result<()> {
+      switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+      switch (refusedIn(#commit)) { case (?e) return #err e; case null {} };
+      Journal.reset(state.journal, seq);
+      // An image names a sequence of the old numbering.
+      state.export := null;
+      building := null;
       #ok;
     };
 

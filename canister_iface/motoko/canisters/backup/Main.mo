@@ -373,6 +373,11 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
     #err(#Unsupported("a backup canister owns no key range"));
   };
 
+  public shared ({ caller }) func icrp_reset_journal(_seq : Nat64) : async Result<()> {
+    switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+    #err(#Unsupported("a backup canister keeps images, not a change journal"));
+  };
+
   func unsupported<T>(caller : Principal, why : Text) : Result<T> {
     switch (trusted(caller)) { case (#err e) #err e; case (#ok) #err(#Unsupported why) };
   };

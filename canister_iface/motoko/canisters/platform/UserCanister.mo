@@ -103,6 +103,7 @@ persistent actor class UserCanister(init : { owner : Principal; peers : [Princip
   public shared query ({ caller }) func icrp_routing() : async Result<Types.Routing> { icrp.routing(caller) };
   public shared ({ caller }) func icrp_set_peers(peers : [Principal]) : async Result<()> { icrp.setPeers(caller, peers) };
   public shared ({ caller }) func icrp_set_key_range(range : ?Types.KeyRange) : async Result<()> { icrp.setKeyRange(caller, range) };
+  public shared ({ caller }) func icrp_reset_journal(seq : Nat64) : async Result<()> { icrp.resetJournal(caller, seq) };
   public shared ({ caller }) func icrp_set_mode(mode : Types.Mode, redirect : ?Principal) : async Result<Types.ModeInfo> {
     icrp.setMode(caller, mode, redirect);
   };
