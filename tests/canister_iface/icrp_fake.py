@@ -46,6 +46,7 @@ BUGS = {
     "range_digest_wrong",  # range digests leave the key length out
     "fleet_unsorted",  # icrp_fleet_members pages come in reverse order
     "export_at_now",  # icrp_begin_export_at freezes at the head, whatever it was asked
+    "reset_ignored",  # icrp_reset_journal keeps the journal and its numbering
 }
 
 
@@ -162,6 +163,7 @@ class FakeIcrpCanister:
         "export_at",
         "backlog",
         "range_changes",
+        "journal_reset",
         "key_distribution",
         "range_digest",
         "fences",
@@ -712,6 +714,12 @@ class FakeIcrpCanister:
             self.peers |= {bytes(p.bytes) for p in add}
             self.peers_version += 1
         return {"updated": self.icrp_peers(caller)}
+
+    def icrp_reset_journal(self, caller: bytes, seq: int) -> None:
+        self.require_controller(caller)
+        self._writable("commit")
+        if "reset_ignored" not in self.bugs:
+            self.journal, self.head, self.export = [], seq, None
 
     def icrp_set_key_range(self, caller: bytes, rng: list[dict[str, Any]]) -> None:
         self.require_controller(caller)

@@ -21,6 +21,7 @@ ALWAYS_SKIPPED = {
     "journal.push_changes",  # no push target
     "mode.fence",  # state-changing: allow_commit only
     "mode.standby",
+    "journal.reset",
     "fleet.members",  # the fake keeps no fleet unless told
 }
 
@@ -71,10 +72,17 @@ async def test_state_changing_checks_run_when_allowed_and_leave_the_canister_as_
     before = dict(fake.kv)
     report = await _check(fake, allow_commit=True)
     assert report.ok, report.render()
-    for check in ("mode.fence", "mode.standby", "export.at_seq", "routing.public", "fleet.members"):
+    for check in (
+        "mode.fence",
+        "mode.standby",
+        "export.at_seq",
+        "routing.public",
+        "fleet.members",
+        "journal.reset",
+    ):
         assert report.result(check).status == "passed", report.render()
     assert "waited for 301" in report.result("export.at_seq").detail
-    assert "icrp_apply, icrp_import_records, icrp_delete_range refused" in (
+    assert "icrp_apply, icrp_import_records, icrp_reset_journal, icrp_delete_range refused" in (
         report.result("mode.fence").detail
     )
     assert "250 member(s) in 3 page(s)" in report.result("fleet.members").detail
@@ -131,7 +139,7 @@ _VIOLATIONS = {
     "conflict_ok": {"import.conflict"},
     "commit_ignores_digest": {"import.digest_mismatch"},
     "abort_ignored": {"import.abort"},
-    "no_too_old": {"journal.too_old", "journal.backlog"},
+    "no_too_old": {"journal.too_old", "journal.backlog", "journal.reset"},
     "range_unordered": {"key_range.export"},
     "fence_ignored": {"mode.fence", "mode.standby"},
     "fence_no_owner": {"key_range.fences"},
@@ -139,6 +147,7 @@ _VIOLATIONS = {
     "range_digest_wrong": {"key_range.digest"},
     "fleet_unsorted": {"fleet.members"},
     "export_at_now": {"export.at_seq"},
+    "reset_ignored": {"journal.reset"},
 }
 
 
