@@ -18,6 +18,7 @@ from replicator.limits import (
     Direct,
     InFlight,
     LimitSettings,
+    MemorySpending,
     TimeWindows,
     TokenBucket,
     Window,
@@ -295,11 +296,22 @@ async def test_build_caller_stacks_every_configured_limit() -> None:
         windows=(Window.parse("01:00-02:00"),),
         cycles_budget=5_000_000,
     )
+    spending = MemorySpending()
+    wall = lambda: clock.wall().timestamp()  # noqa: E731
+    day = int(wall() // 86400 * 86400)
+    assert await spending.spend("ic", day, 1, 5_000_000) == (True, 1)  # another process spent 1
     limited = build_caller(
-        settings, observer=waits, clock=clock, sleep=clock.sleep, now=clock.wall, cycles_spent=1
+        settings,
+        observer=waits,
+        clock=clock,
+        sleep=clock.sleep,
+        now=clock.wall,
+        wall=wall,
+        spending=spending,
+        scope="ic",
     )
     assert limited.budget is not None
-    assert limited.budget.spent == 1
+    assert await limited.budget.refresh() == 4_999_999
     assert await limited.call(_spec(nbytes=3000, cycles=3_000_000), _ok) == "ok"
     assert waits.seconds["time_window"] == 60
     assert await limited.call(_spec(nbytes=1000), _ok) == "ok"
