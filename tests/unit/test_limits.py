@@ -326,3 +326,51 @@ def test_settings_are_validated() -> None:
         LimitSettings(bytes_per_second=0)
     with pytest.raises(ValueError, match="in_flight"):
         LimitSettings(in_flight=0)
+
+
+async def test_a_fresh_process_gets_no_burst_above_the_byte_rate() -> None:
+    """A restart (a crash loop, a re-run) must not start with a full bucket."""
+    clock = FakeClock()
+    settings = LimitSettings(calls_per_second=None, bytes_per_second=1000, in_flight=1)
+    for _ in range(3):  # three "processes" in a row, each moving 2000 bytes
+        limited = build_caller(settings, clock=clock, sleep=clock.sleep)
+        await limited.call(_spec(nbytes=1000), _ok)
+        await limited.call(_spec(nbytes=1000), _ok)
+    assert clock.now == pytest.approx(6.0)  # 6000 bytes at 1000 B/s: never faster
+
+
+# ------------------------------------------------------ budget periods
+
+
+async def test_the_budget_renews_each_period_and_names_when() -> None:
+    wall = [dt.datetime(2026, 3, 1, 23, 0, tzinfo=dt.UTC).timestamp()]
+    spending = MemorySpending()
+    budget = CyclesBudget(
+        Direct(), 10_000_000, period=86400, spending=spending, scope="ic", wall=lambda: wall[0]
+    )
+    await budget.call(_spec(cycles=6_000_000), _ok)
+    with pytest.raises(BudgetExceeded) as info:
+        await budget.call(_spec(cycles=6_000_000), _ok)
+    assert "renews at 2026-03-02 00:00:00 UTC" in str(info.value)
+    assert "of network ic" in str(info.value)
+    assert "6,000,000 of 10,000,000" in str(info.value)
+    # a second budget on the same spending (another process) sees what was spent
+    other = CyclesBudget(
+        Direct(), 10_000_000, period=86400, spending=spending, scope="ic", wall=lambda: wall[0]
+    )
+    assert await other.refresh() == 4_000_000
+    await budget.call(_spec(cycles=0), _ok)  # queries cost nothing and are always fine
+    wall[0] += 3600  # 00:00 UTC: a new day
+    assert budget.remaining == 10_000_000
+    await budget.call(_spec(cycles=6_000_000), _ok)
+    assert await other.refresh() == 4_000_000
+    assert await spending.spent("local", budget.period_start()) == 0  # per network
+
+
+def test_budget_periods_align_to_utc() -> None:
+    at = dt.datetime(2026, 3, 4, 13, 37, tzinfo=dt.UTC).timestamp()
+    hourly = CyclesBudget(Direct(), 1, period=3600, wall=lambda: at)
+    assert hourly.period_start() == dt.datetime(2026, 3, 4, 13, tzinfo=dt.UTC).timestamp()
+    assert hourly.resets_at() == dt.datetime(2026, 3, 4, 14, tzinfo=dt.UTC).timestamp()
+    daily = CyclesBudget(Direct(), 1, wall=lambda: at)
+    assert daily.resets_at() == dt.datetime(2026, 3, 5, tzinfo=dt.UTC).timestamp()
