@@ -14,7 +14,7 @@ async def test_entries_survive_a_reopen_and_update_in_place(tmp_path: Path) -> N
     path = tmp_path / "checkpoints.sqlite3"
     async with SqliteStore(path) as store:
         await store.registry.put(Entry("local", "src", "backup", None, "requested", 42))
-        cid = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
+        cid = "plfju-2iaaa-fake4-aaaaa-cai"
         await store.registry.put(Entry("local", "src", "backup", cid, "created", 42))
     async with SqliteStore(path) as again:
         entry = await again.registry.get("local", "src")
@@ -36,7 +36,7 @@ async def test_a_schema_1_file_is_migrated_keeping_jobs_and_registry(tmp_path: P
             "id": "backup-old",
             "kind": "backup",
             "source": {"canister": "aaaaa-aa", "network": "local"},
-            "target": {"canister": "bkyz2-fmaaa-aaaaa-qaaaq-cai", "network": "local"},
+            "target": {"canister": "plfju-2iaaa-fake4-aaaaa-cai", "network": "local"},
             "options": {},
         },
         "phase": "copying",
