@@ -242,21 +242,33 @@ class _SqliteFile:
         *,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
         self._timeout = timeout
         self._lock = threading.Lock()
         self._tokens: set[str] = set()  # job locks this store's process holds
-        _prepare_file(self.path)
+        if not read_only:
+            _prepare_file(self.path)
+        target: str | Path = self.path
+        if read_only:  # listing needs no write access to the file
+            target = f"{self.path.absolute().as_uri()}?mode=ro"
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+                target,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=read_only,
             )
         except sqlite3.Error as exc:
             raise self._problem(exc) from exc
         try:
-            self._setup(timeout)
+            if read_only:
+                self._check_readable()
+            else:
+                self._setup(timeout)
         except BaseException:
             self._db.close()
             raise
@@ -496,6 +508,18 @@ class _SqliteFile:
             )
         _tighten_side_files(self.path)
 
+    def _check_readable(self) -> None:
+        try:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._problem(exc) from exc
+        if version != SCHEMA_VERSION:
+            raise CheckpointError(
+                f"{self.path} has schema {version}, this replicator reads {SCHEMA_VERSION}: "
+                "run a command that writes to it (e.g. `replicator jobs --prune`) with write "
+                "access once, to migrate it"
+            )
+
     @contextmanager
     def _write(self) -> Iterator[_Tx]:
         with self._lock, self._translated():
@@ -678,8 +702,9 @@ class SqliteStore:
         *,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
-        self._file = _SqliteFile(path, timeout=timeout, clock=clock)
+        self._file = _SqliteFile(path, timeout=timeout, clock=clock, read_only=read_only)
         self.path = self._file.path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
         self._registry = _SqliteRegistry(self)

@@ -102,10 +102,10 @@ async def prune_finished(store: Store, retention: float | None) -> None:
         log.info("pruned %d finished jobs older than the retention", len(pruned))
 
 
-def open_store(path: Path) -> SqliteStore:
+def open_store(path: Path, *, read_only: bool = False) -> SqliteStore:
     """The checkpoint store at ``path``; a path that cannot hold it is a usage error."""
     try:
-        return SqliteStore(path)
+        return SqliteStore(path, read_only=read_only)
     except OSError as exc:
         raise UsageError(
             f"cannot use {path} for checkpoints: {exc.strerror or exc}; choose another --state "

@@ -64,7 +64,8 @@ async def _jobs(ctx: Context) -> int:
     if not path.exists():
         jobs: list[JobSummary] = []
     else:
-        store = await asyncio.to_thread(open_store, path)
+        # Listing needs no write access: a read-only store lists; pruning writes.
+        store = await asyncio.to_thread(open_store, path, read_only=age is None)
         async with store:
             if age is not None:
                 pruned = await store.prune(age)
