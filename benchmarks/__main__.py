@@ -17,6 +17,7 @@ BENCHMARKS = [
     "backup_bench",
     "sha256_bench",
     "persist_bench",
+    "icrp_bench",
     "localnet_scale_bench",
 ]
 
