@@ -28,10 +28,10 @@ from replicator.flows.fleets.timing import member_state, next_slot, offset, retr
 from replicator.job import ArchiveRef, CanisterRef, JobState, Phase
 from replicator.machine import Cancel, Fail, Start
 
-A = "rrkah-fqaaa-aaaaa-aaaaq-cai"
-B = "ryjl3-tyaaa-aaaaa-aaaba-cai"
-C = "r7inp-6aaaa-aaaaa-aaabq-cai"
-INDEX = CanisterRef("rwlgt-iiaaa-aaaaa-aaaaa-cai", "local")
+A = "bcoug-tyaaa-aaap5-aaaaa-cai"
+B = "dls7i-7qaaa-aaap5-ad3xq-cai"
+C = "rxfxw-ciaaa-aaap5-ahxpa-cai"
+INDEX = CanisterRef("cay7m-rqaaa-aaap5-altgq-cai", "local")
 
 
 def state() -> JobState:

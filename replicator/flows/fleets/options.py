@@ -3,7 +3,7 @@
 ==============  ===========================================================  ========
 option          meaning                                                      default
 ==============  ===========================================================  ========
-``name``        the fleet's name: its member table and the metrics' label    required
+``name``        the fleet's name: its member table and the metrics' label    its job
 ``network``     the members' network (a canister index: the index's own)    —
 ``index``       ``icrp`` (``icrp_fleet_members``) or a plain method's name  ``icrp``
 ``members``     static ids (commas or spaces), added to the source's         —
@@ -12,6 +12,8 @@ option          meaning                                                      def
 ``concurrency`` members running at once                                      8
 ``keep``        images a newly created backup canister keeps                 —
 ==============  ===========================================================  ========
+
+A configured fleet run by ``serve`` is named after its ``[jobs.NAME]``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from replicator.errors import UsageError
 from replicator.flows.fleets.timing import DEFAULT_EVERY
 from replicator.job import CanisterRef, Job, JobRequest, Scalar
 from replicator.schedule import parse_duration
+from replicator.service import current_job
 
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 1_000
@@ -51,7 +54,7 @@ class FleetOptions:
                 "or --network)"
             )
         return cls(
-            name=_name(o.get("name")),
+            name=_name(o.get("name", current_job.get())),
             network=network,
             index=_text(o.get("index"), "index") or "icrp",
             every=_every(o.get("every")),
