@@ -8,12 +8,13 @@ option          meaning                                                      def
 ``index``       ``icrp`` (``icrp_fleet_members``) or a plain method's name  ``icrp``
 ``members``     static ids (commas or spaces), added to the source's         —
 ``every``       how often each member is due (``1d``, ``6h``, seconds)       ``1d``
-``due``         run only the members that are due (``serve``: true)          false
+``due``         run only the members that are due                            see below
 ``concurrency`` members running at once                                      8
 ``keep``        images a newly created backup canister keeps                 —
 ==============  ===========================================================  ========
 
-A configured fleet run by ``serve`` is named after its ``[jobs.NAME]``.
+A configured fleet run by ``serve`` is named after its ``[jobs.NAME]`` and runs
+only the due members (``due`` defaults to true there, to false elsewhere).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class FleetOptions:
             network=network,
             index=_text(o.get("index"), "index") or "icrp",
             every=_every(o.get("every")),
-            due_only=_flag(o.get("due"), "due"),
+            # Under `serve` a fleet job runs often and takes the due members only.
+            due_only=_flag(o.get("due"), "due", default=current_job.get() is not None),
             concurrency=_count(o.get("concurrency"), "concurrency", DEFAULT_CONCURRENCY),
             keep=None if o.get("keep") is None else _count(o.get("keep"), "keep", 1),
             raw=o,
@@ -96,9 +98,9 @@ def _every(value: Scalar) -> float:
     return seconds
 
 
-def _flag(value: Scalar, what: str) -> bool:
+def _flag(value: Scalar, what: str, *, default: bool) -> bool:
     if value is None:
-        return False
+        return default
     if not isinstance(value, bool):
         raise UsageError(f"the fleet option {what} must be true or false, got {value!r}")
     return value
