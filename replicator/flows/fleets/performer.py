@@ -15,6 +15,7 @@ interrupted ones are resumed from their own checkpoints by the next run.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from collections.abc import Callable
 
 from canister_iface import errors as ic
 from replicator.classify import job_level_error
-from replicator.errors import ReplicatorError, UsageError
+from replicator.errors import CheckpointError, ReplicatorError, UsageError
 from replicator.fleetstore import FleetTable, MemberResult, MemberRow, fleet_table
 from replicator.flow import RunContext, RunReport
 from replicator.flows import backup
@@ -116,17 +117,17 @@ class FleetPerformer:
     async def _worker(self, queue: asyncio.Queue[MemberRow], round_id: str) -> None:
         while not queue.empty():
             row = queue.get_nowait()
-            result = await self._member(row)
+            result = await self._member(row, round_id)
             await self.table.finish(self.options.name, self.options.network, round_id, result)
             self._ran["ok" if result.ok else "failed"] += 1
 
-    async def _member(self, row: MemberRow) -> MemberResult:
+    async def _member(self, row: MemberRow, round_id: str) -> MemberResult:
         o = self.options
-        request = self._request(CanisterRef(row.member, o.network))
+        request = self._request(CanisterRef(row.member, o.network), round_id)
         gauge = self.metrics.running.labels(o.name)
         gauge.inc()
         try:
-            done = await self._submit(request)
+            done = await self._finished_before(request.id) or await self._submit(request)
             outcome: JobOutcome | None = done
             ok, code, error = done.ok, done.exit_code, done.error
         except asyncio.CancelledError:
@@ -160,8 +161,20 @@ class FleetPerformer:
             backup=target.canister_id if isinstance(target, CanisterRef) else None,
         )
 
-    def _request(self, member: CanisterRef) -> JobRequest:
-        return backup.request(member, keep=self.options.keep)
+    def _request(self, member: CanisterRef, round_id: str) -> JobRequest:
+        # One job id per member and round: a run killed after the member's job
+        # ended, but before the member table recorded it, finds it done.
+        key = hashlib.sha256(f"{round_id}\0{member.canister_id}".encode()).hexdigest()[:12]
+        return backup.request(member, keep=self.options.keep, job_id=f"{backup.KIND}-{key}")
+
+    async def _finished_before(self, job_id: str) -> JobOutcome | None:
+        """The outcome of the member's job of this round if it is done already."""
+        try:
+            checkpoint = await self.ctx.store.load(job_id)
+        except CheckpointError:  # no such job yet: the usual case
+            return None
+        state = checkpoint.state
+        return JobOutcome(state.job, state, resumed=True) if state.finished else None
 
     def _note_failure(self, member: str, error: str | None) -> None:
         log.warning("fleet %s: member %s failed: %s", self.options.name, member, error)
