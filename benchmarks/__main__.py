@@ -19,6 +19,7 @@ BENCHMARKS = [
     "persist_bench",
     "icrp_bench",
     "localnet_scale_bench",
+    "fleet_bench",
 ]
 
 
