@@ -58,6 +58,7 @@ class ExecutionThread:
 
     def _drain_if_timer_due(self) -> None:
         # Runs on the execution thread: the canister table is only read there.
+        self.replica.engine.residency.evict_idle()  # idle canisters sleep even when all is quiet
         deadline = self.replica.next_timer_ns()
         if deadline is not None and deadline <= self.replica.clock.peek_ns():
             self._drain()

@@ -29,6 +29,7 @@ from localnet.management import handle_management_call
 from localnet.mgmt_types import decode_result, encode_args, principal_bytes
 from localnet.node import SUBNET_ID, Node
 from localnet.replica import Replica
+from localnet.residency import ResidencyLimits
 from localnet.sandbox import WasmEngine
 
 log = logging.getLogger("localnet")
@@ -48,11 +49,12 @@ class LocalNet:
         rollback: str = "auto",
         clock: Clock | None = None,
         sync_call_timeout: float = 10.0,
+        residency: ResidencyLimits | None = None,
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.clock = clock or Clock()
         self.faults = Faults(seed=seed)
-        self.engine = WasmEngine()
+        self.engine = WasmEngine(residency=residency)  # how many canisters stay live
         self.replica = Replica(
             engine=self.engine,
             limits=limits or Limits(),

@@ -10,19 +10,33 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 _STARTUP_SECONDS = 60
 
 
 class LocalNetProcess:
-    def __init__(self, *, state_dir: Path | None = None, seed: int = 0, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path | None = None,
+        seed: int = 0,
+        port: int = 0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self._args = [sys.executable, "-m", "localnet", "--port", str(port), "--seed", str(seed)]
         if state_dir is not None:
             self._args += ["--state-dir", str(state_dir)]
+        self._args += list(extra_args)  # e.g. ["--max-live-canisters", "10"]
         self._proc: asyncio.subprocess.Process | None = None
         self.url = ""
         self.root_key = b""
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (its RSS is in /proc/<pid>/status)."""
+        return self._proc.pid if self._proc is not None else None
 
     async def __aenter__(self) -> LocalNetProcess:
         await self.start()

@@ -15,6 +15,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localnet.residency import ResidencyLimits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,19 +31,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep canisters, memories, snapshots and keys here across restarts",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for injected faults")
+    parser.add_argument(
+        "--max-live-canisters",
+        type=_positive_or_all,
+        default=256,
+        metavar="N|all",
+        help="canisters kept instantiated; the least recently used others sleep on disk "
+        "and wake on their next message (default 256)",
+    )
+    parser.add_argument(
+        "--sleep-after",
+        type=_seconds_or_never,
+        default=60.0,
+        metavar="SECONDS|never",
+        help="a canister idle this long sleeps on disk (default 60)",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        type=Path,
+        default=None,
+        help="where sleeping canisters' memories go (an unlinked file; default: the "
+        "system's temporary directory)",
+    )
+
+
+def _positive_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of canisters >= 1 or 'all', not {text!r}"
+        )
+    return value
+
+
+def _seconds_or_never(text: str) -> float | None:
+    if text == "never":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'never', not {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args.host, args.port, args.state_dir, args.seed))
+    from localnet.residency import ResidencyLimits
+
+    residency = ResidencyLimits(
+        max_resident=args.max_live_canisters,
+        idle_seconds=args.sleep_after,
+        spill_dir=args.spill_dir,
+    )
+    return asyncio.run(_serve(args.host, args.port, args.state_dir, args.seed, residency))
 
 
-async def _serve(host: str, port: int, state_dir: Path | None, seed: int) -> int:
+async def _serve(
+    host: str, port: int, state_dir: Path | None, seed: int, residency: ResidencyLimits
+) -> int:
     # Imported here so that building the CLI parser does not load wasmtime.
     from localnet.net import LocalNet
     from localnet.persist import StateDirError
 
     try:
-        net = LocalNet(host=host, port=port, state_dir=state_dir, seed=seed)
+        net = LocalNet(host=host, port=port, state_dir=state_dir, seed=seed, residency=residency)
     except StateDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
