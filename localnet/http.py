@@ -10,6 +10,7 @@ the replica's HTTP handler):
 - ``POST /api/v2/canister/<id>/call``            asynchronous call: 202
 - ``POST /api/{v2,v3}/canister/<id>/read_state`` and ``.../subnet/<id>/read_state``
 - ``GET|PUT|PATCH /_/faults``, ``POST /_/faults/reset``: fault injection (JSON)
+- ``GET /_/subnets``: subnet ids, canister ranges, the subnet model and round statistics
 
 A call the node refuses before execution (``Reject`` from ``submit_call``) is
 200 with ``status: non_replicated_rejection`` on the sync endpoints and 200
@@ -67,6 +68,7 @@ def make_app(
     sync_call_timeout_s: float = DEFAULT_SYNC_CALL_TIMEOUT_S,
     clock: Clock = time.time_ns,
     impl_version: str = IMPL_VERSION,
+    describe: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``node``'s IC endpoints and the fault admin API.
 
@@ -90,6 +92,12 @@ def make_app(
     app.router.add_put("/_/faults", admin.put)
     app.router.add_patch("/_/faults", admin.patch)
     app.router.add_post("/_/faults/reset", admin.reset)
+    if describe is not None:
+
+        async def subnets(request: web.Request) -> web.Response:
+            return web.json_response(describe())
+
+        app.router.add_get("/_/subnets", subnets)
     return app
 
 
@@ -308,10 +316,17 @@ class HttpServer:
         limits: Limits | None = None,
         sync_call_timeout_s: float = DEFAULT_SYNC_CALL_TIMEOUT_S,
         clock: Clock = time.time_ns,
+        admin: Callable[[], dict[str, Any]] | None = None,
     ) -> HttpServer:
-        """A server for :func:`make_app` over ``node`` (what ``LocalNet`` runs)."""
+        """A server for :func:`make_app` over ``node`` (what ``LocalNet`` runs);
+        ``admin`` describes the subnets for ``GET /_/subnets``."""
         app = make_app(
-            node, faults, limits=limits, sync_call_timeout_s=sync_call_timeout_s, clock=clock
+            node,
+            faults,
+            limits=limits,
+            sync_call_timeout_s=sync_call_timeout_s,
+            clock=clock,
+            describe=admin,
         )
         return cls(app, host=host, port=port)
 

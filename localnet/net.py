@@ -13,6 +13,7 @@ everything a test wants to check about the HTTP interface goes through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,21 +21,24 @@ from typing import Any
 from icp_candid import Types, decode, encode
 
 from localnet import ids, persist
-from localnet.certification import Certifier, NodeSigner, RootKey
+from localnet.certification import NodeSigner, RootKey
 from localnet.clock import Clock
 from localnet.errors import Reject, RejectCode
 from localnet.execution import Reply, Response
+from localnet.fabric import Fabric, SubnetModel
 from localnet.faults import Faults
 from localnet.http import HttpServer
 from localnet.limits import Limits
-from localnet.management import handle_management_call
-from localnet.node import SUBNET_ID, Node
+from localnet.management import effective_canister_id, handle_management_call
+from localnet.node import Node
 from localnet.replica import Replica
 from localnet.sandbox import WasmEngine
+from localnet.subnets import Subnet, Topology, check_subnet_count
 
 log = logging.getLogger("localnet")
 
 DEFAULT_CYCLES = 100_000_000_000_000  # 100 T, what PocketIC gives a new canister
+_MANAGEMENT_ROUNDS = 1000  # a management call waiting for rounds gives up after these
 
 
 class LocalNet:
@@ -49,24 +53,47 @@ class LocalNet:
         rollback: str = "auto",
         clock: Clock | None = None,
         sync_call_timeout: float = 10.0,
+        subnets: int = 1,
+        subnet_model: SubnetModel | None = None,
     ) -> None:
+        """``subnets``: how many subnets (the first is the root subnet);
+        ``subnet_model``: execute in rounds with block limits (``localnet.fabric``);
+        None (the default) runs every message at once."""
+        check_subnet_count(subnets)
         self.state_dir = Path(state_dir) if state_dir is not None else None
+        if self.state_dir is not None and subnets > 1:
+            raise persist.StateDirError(
+                "--state-dir keeps one subnet only; run several subnets without --state-dir"
+            )
         self.clock = clock or Clock()
         self.faults = Faults(seed=seed)
         self.engine = WasmEngine()
-        self.replica = Replica(
-            engine=self.engine,
-            limits=limits or Limits(),
-            clock=self.clock,
-            faults=self.faults,
-            rollback=rollback,
-            subnet_id=SUBNET_ID,
-        )
+        self.subnet_model = subnet_model
+        replicas = [
+            Replica(
+                engine=self.engine,
+                limits=limits or Limits(),
+                clock=self.clock,
+                faults=self.faults,
+                rollback=rollback,
+            )
+            for _ in range(subnets)
+        ]
+        self.replica = replicas[0]  # the root subnet's, as before there were several
         keys = self._load_state()
-        self._root_key = RootKey.from_bytes(keys["root"]) if keys else RootKey.generate()
-        signer = NodeSigner.from_bytes(keys["node"]) if keys else NodeSigner.generate()
-        self.node = Node(self.replica, Certifier(self._root_key), signer)
-        self._signer = signer
+        root = Subnet(
+            0,
+            replicas[0],
+            RootKey.from_bytes(keys["root"]) if keys else RootKey.generate(),
+            NodeSigner.from_bytes(keys["node"]) if keys else NodeSigner.generate(),
+        )
+        others = [
+            Subnet(i, replica, RootKey.generate(), NodeSigner.generate(), root=root)
+            for i, replica in enumerate(replicas[1:], start=1)
+        ]
+        self.topology = Topology([root, *others])
+        self.fabric = Fabric(self.topology, subnet_model)
+        self.node = Node(self.fabric)
         self._server = HttpServer.for_node(
             self.node,
             self.faults,
@@ -75,6 +102,7 @@ class LocalNet:
             limits=self.replica.limits,
             sync_call_timeout_s=sync_call_timeout,
             clock=self.clock.peek_ns,
+            admin=self.fabric.describe,
         )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -94,7 +122,7 @@ class LocalNet:
     async def stop(self) -> None:
         """Stop serving, drain queued messages and save the state (with --state-dir)."""
         await self._server.stop()
-        await self.node.executor.run(self.replica.run_until_idle)
+        await self.node.executor.run(self._drain_everything)
         if self.state_dir is not None:
             await self.node.executor.run(self._save_state)
         await self.node.close()
@@ -108,12 +136,37 @@ class LocalNet:
         """DER-encoded BLS root key; agents must trust it for this network only."""
         return self.node.root_key
 
+    @property
+    def subnets(self) -> list[Subnet]:
+        return self.topology.subnets
+
+    @property
+    def subnet_id(self) -> bytes:
+        """The root subnet's id (the self-authenticating id of the root key)."""
+        return self.topology.root.subnet_id
+
+    def subnet_of(self, canister_id: bytes) -> Subnet:
+        """The subnet whose canister range holds ``canister_id``."""
+        subnet = self.topology.hosting(canister_id)
+        if subnet is None:
+            raise ValueError(f"no subnet of this localnet hosts {ids.to_text(canister_id)}")
+        return subnet
+
     # --- helpers for tests and the demo -------------------------------------------------
 
     async def create_canister(
-        self, *, controllers: list[bytes] | None = None, cycles: int = DEFAULT_CYCLES
+        self,
+        *,
+        controllers: list[bytes] | None = None,
+        cycles: int = DEFAULT_CYCLES,
+        subnet: int = 0,
+        specified_id: bytes | None = None,
     ) -> bytes:
-        """Create an empty canister; controllers default to the anonymous principal."""
+        """Create an empty canister on subnet ``subnet`` (0: the root subnet), or
+        with ``specified_id`` on the subnet hosting it; controllers default to the
+        anonymous principal."""
+        if not 0 <= subnet < len(self.topology):
+            raise ValueError(f"subnet must be 0 to {len(self.topology) - 1}, got {subnet}")
         settings = {"controllers": [list(controllers or [ids.ANONYMOUS])]}
         arg = encode(
             [
@@ -122,13 +175,18 @@ class LocalNet:
                     "value": {
                         "amount": [cycles],
                         "settings": [settings],
-                        "specified_id": [],
+                        "specified_id": [] if specified_id is None else [specified_id],
                     },
                 }
             ]
         )
         caller = (controllers or [ids.ANONYMOUS])[0]
-        reply = await self.management("provisional_create_canister_with_cycles", arg, caller=caller)
+        target = self.topology.subnets[subnet]
+        if specified_id is not None:
+            target = self.subnet_of(specified_id)
+        reply = await self.management(
+            "provisional_create_canister_with_cycles", arg, caller=caller, subnet=target.index
+        )
         return _decode_canister_id(reply)
 
     async def install_code(
@@ -164,29 +222,68 @@ class LocalNet:
         )
         await self.management("install_code", payload, caller=caller or ids.ANONYMOUS)
 
-    async def management(self, method: str, arg: bytes, *, caller: bytes) -> bytes:
-        """Call the management canister as ``caller``; raises :class:`Reject` on a reject."""
-        response: Response = await self.node.executor.run(
-            self._call_management, caller, method, arg
-        )
+    async def management(
+        self, method: str, arg: bytes, *, caller: bytes, subnet: int | None = None
+    ) -> bytes:
+        """Call the management canister as ``caller``; raises :class:`Reject` on a reject.
+
+        It runs on the subnet of the canister the call is about (``subnet``
+        for a creation). With a subnet model, a call that waits for rounds
+        (``stop_canister`` with calls in flight) waits for them.
+        """
+        replica = self._management_replica(method, arg, subnet)
+        answers: list[Response] = []
+        await self.node.executor.run(self._call_management, replica, caller, method, arg, answers)
+        for _ in range(_MANAGEMENT_ROUNDS):
+            if answers:
+                break
+            await self._next_round()
+        if not answers:
+            raise RuntimeError(f"management method {method} did not answer")
+        response = answers[0]
         if isinstance(response, Reply):
             return response.data
         raise Reject(RejectCode(response.code), response.message, response.error_code or None)
 
     async def tick(self) -> None:
-        """Fire due timers, expire best-effort deadlines, run what is queued (for tests)."""
+        """Fire due timers, expire best-effort deadlines and run what is queued (for tests);
+        with a subnet model: one round."""
+        if self.subnet_model is not None:
+            await self.run_rounds(1)
+        else:
+            await self.node.executor.run(self.fabric.drain)
 
-        def step() -> None:
-            self.replica.fire_due_timers()
-            self.replica.expire_deadlines()
-            self.replica.run_until_idle()
+    async def run_rounds(self, count: int) -> None:
+        """Execute ``count`` rounds now (with a model; ``rounds_per_second=0`` for manual ones)."""
+        for _ in range(count):
+            await self.node.executor.run(self.fabric.run_round)
 
-        await self.node.executor.run(step)
+    @property
+    def round(self) -> int:
+        """Rounds executed so far (0 without a subnet model)."""
+        return self.fabric.round
 
-    def _call_management(self, caller: bytes, method: str, arg: bytes) -> Response:
-        answers: list[Response] = []
+    async def _next_round(self) -> None:
+        model = self.subnet_model
+        if model is None:
+            raise RuntimeError("a management call did not answer although nothing is pending")
+        if model.rounds_per_second == 0:
+            await self.run_rounds(1)
+        else:
+            await asyncio.sleep(model.round_seconds / 2)
+
+    def _management_replica(self, method: str, arg: bytes, subnet: int | None) -> Replica:
+        if subnet is not None:
+            return self.topology.subnets[subnet].replica
+        target = effective_canister_id(method, arg)
+        hosting = self.topology.hosting(target) if target is not None else None
+        return (hosting or self.topology.root).replica
+
+    def _call_management(
+        self, replica: Replica, caller: bytes, method: str, arg: bytes, answers: list[Response]
+    ) -> None:
         handle_management_call(
-            self.replica,
+            replica,
             caller=caller,
             method=method,
             arg=arg,
@@ -194,10 +291,11 @@ class LocalNet:
             via_ingress=True,
             respond=lambda response, _refund: answers.append(response),
         )
-        self.replica.run_until_idle()
-        if not answers:
-            raise RuntimeError(f"management method {method} did not answer after draining")
-        return answers[0]
+        self.fabric.drain()
+
+    def _drain_everything(self) -> None:
+        """Before stopping: without rounds, run what is queued; with them, nothing waits."""
+        self.fabric.drain()
 
     # --- state-dir ------------------------------------------------------------------------
 
@@ -208,12 +306,10 @@ class LocalNet:
 
     def _save_state(self) -> None:
         assert self.state_dir is not None
+        root = self.topology.root
         persist.save(
             self.replica,
-            {
-                "root": self._root_key.to_bytes(),
-                "node": self._signer.to_bytes(),
-            },
+            {"root": root.key.to_bytes(), "node": root.signer.to_bytes()},
             self.state_dir,
         )
 

@@ -1,0 +1,388 @@
+"""Message routing between subnets and the opt-in subnet model (rounds and blocks).
+
+Without a model and with one subnet, localnet needs none of this: the replica
+keeps every message in its own FIFO queue and runs it at once (the fast
+default). :class:`Fabric` takes over when there are several subnets or a
+:class:`SubnetModel`:
+
+- **Routing.** A request goes to the subnet whose canister range holds the
+  callee (a management call: the canister it is about), a response to the
+  caller's subnet. A cross-subnet message above 2 MiB is not sent: the caller
+  gets the reject the IC's stream builder makes ("Canister … violated
+  contract: attempted to send a message of size … exceeding the limit …",
+  reject code 5).
+- **Rounds** (with a model). Each subnet executes in rounds. At the start of a
+  round, a block is made: ingress messages in arrival order, at most
+  ``block_ingress_messages`` of them, and, sharing ``block_bytes`` with the
+  ingress, the stream slices from other subnets that are due. Then the
+  inducted messages run. Same-subnet requests and responses reach their
+  canister ``local_delay_rounds`` later (0: within the round, as the IC's
+  inner rounds usually manage), cross-subnet ones ``xnet_delay_rounds`` later.
+- **Queue bounds** (with a model): at most ``queue_capacity`` (500, the IC's
+  ``DEFAULT_QUEUE_CAPACITY``) requests from one canister to another may be in
+  flight; beyond that ``ic0.call_perform`` fails with SYS_TRANSIENT, as on the
+  IC. An ingress message to a canister with ``queue_capacity`` messages
+  already waiting for a block is refused with reject code 2 and IC0201
+  (CanisterQueueFull).
+
+Everything here runs on the execution thread (``localnet.executor``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from localnet import ids
+from localnet.errors import ErrorCode, Reject, RejectCode
+from localnet.execution import RejectResponse, Reply
+from localnet.limits import MiB
+from localnet.replica import (
+    CallMessage,
+    CanisterOrigin,
+    IngressOrigin,
+    Message,
+    Replica,
+    ResponseMessage,
+)
+from localnet.subnets import Subnet, Topology
+
+MAX_XNET_PAYLOAD = 2 * MiB  # the IC's MAX_INTER_CANISTER_PAYLOAD_IN_BYTES across subnets
+
+
+@dataclass(frozen=True)
+class SubnetModel:
+    """How a modelled subnet executes. Defaults: an IC application subnet (2026).
+
+    Sources: interface spec 0.66 and the IC's resource limits page (block of
+    at most 4 MiB and 1000 ingress messages, 500 messages per canister queue,
+    2 MiB cross-subnet payloads); block rate about one per second on
+    application subnets.
+    """
+
+    rounds_per_second: float = 1.0  # 0: rounds run only when asked (LocalNet.run_rounds)
+    block_bytes: int = 4 * MiB  # ingress and XNet payload of one block
+    block_ingress_messages: int = 1000
+    local_delay_rounds: int = 1  # same-subnet request/response: next round
+    xnet_delay_rounds: int = 2  # certified in round r, inducted by the other subnet at r + 2
+    max_xnet_payload: int = MAX_XNET_PAYLOAD
+    queue_capacity: int = 500
+
+    def __post_init__(self) -> None:
+        rate = self.rounds_per_second
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1000:
+            raise ValueError(
+                f"rounds_per_second must be a number from 0 (manual rounds) to 1000, got {rate!r}"
+            )
+        for name, low in (
+            ("block_bytes", 1),
+            ("block_ingress_messages", 1),
+            ("local_delay_rounds", 0),
+            ("xnet_delay_rounds", 1),
+            ("max_xnet_payload", 1),
+            ("queue_capacity", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+    @property
+    def round_seconds(self) -> float:
+        return 1.0 / self.rounds_per_second if self.rounds_per_second else 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> SubnetModel:
+        """``"rounds_per_second=20,xnet_delay_rounds=3"`` (the CLI's ``--subnet-model``)."""
+        changes: dict[str, Any] = {}
+        known = {f.name: f.type for f in fields(cls)}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, raw = item.partition("=")
+            name = name.strip()
+            if not sep or name not in known:
+                raise ValueError(
+                    f"--subnet-model takes NAME=VALUE pairs separated by commas; {item!r} is "
+                    f"not one (names: {', '.join(known)})"
+                )
+            try:
+                changes[name] = float(raw) if name == "rounds_per_second" else int(raw)
+            except ValueError as exc:
+                raise ValueError(f"--subnet-model {name}: {raw!r} is not a number") from exc
+        return replace(cls(), **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class RoundStats:
+    """What the rounds did, for benchmarks and ``GET /_/subnets``."""
+
+    rounds: int = 0
+    ingress_messages: int = 0
+    ingress_bytes: int = 0
+    xnet_messages: int = 0
+    xnet_bytes: int = 0
+    ingress_expired: int = 0
+    full_blocks: int = 0  # rounds that left ingress waiting for the next block
+    busy_seconds: float = 0.0  # time spent executing rounds
+    started_at: float = field(default_factory=time.monotonic)
+
+    def to_json(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started_at, 1e-9)
+        return {
+            "rounds": self.rounds,
+            "rounds_per_second": self.rounds / elapsed,
+            "ingress_messages": self.ingress_messages,
+            "ingress_bytes": self.ingress_bytes,
+            "xnet_messages": self.xnet_messages,
+            "xnet_bytes": self.xnet_bytes,
+            "ingress_expired": self.ingress_expired,
+            "full_blocks": self.full_blocks,
+            "busy_seconds": self.busy_seconds,
+        }
+
+
+@dataclass(order=True)
+class _InFlight:
+    due_round: int
+    seq: int
+    message: Message = field(compare=False)
+    size: int = field(compare=False)
+    xnet: bool = field(compare=False)
+    pair: tuple[bytes, bytes] | None = field(compare=False)
+
+
+@dataclass
+class _Ingress:
+    message: CallMessage
+    size: int
+
+
+class Fabric:
+    """Routes messages between the subnets of a localnet and runs their rounds."""
+
+    def __init__(self, topology: Topology, model: SubnetModel | None = None) -> None:
+        self.topology = topology
+        self.model = model
+        self.round = 0
+        self.stats = RoundStats()
+        self._by_replica = {id(s.replica): s for s in topology}
+        self._in_flight: dict[int, list[_InFlight]] = {s.index: [] for s in topology}
+        self._ingress: dict[int, deque[_Ingress]] = {s.index: deque() for s in topology}
+        self._pairs: Counter[tuple[bytes, bytes]] = Counter()
+        self._waiting_ingress: Counter[bytes] = Counter()
+        self._seq = itertools.count()
+        if model is not None or len(topology) > 1:
+            for subnet in topology:
+                subnet.replica.router = self
+
+    @property
+    def replicas(self) -> list[Replica]:
+        return [s.replica for s in self.topology]
+
+    # --- Router (called by the replicas) -----------------------------------------------
+
+    def send(self, source: Replica, destination: bytes, message: Message) -> None:
+        origin = self._by_replica[id(source)]
+        target = self.topology.hosting(destination) or origin
+        xnet = target is not origin
+        size = _payload_size(message)
+        if xnet and size > self._max_xnet_payload and isinstance(message, CallMessage):
+            self._bounce(origin, message, size)
+            return
+        pair = _pair(message)
+        if self.model is None:
+            target.replica.enqueue(message)
+            return
+        delay = self.model.xnet_delay_rounds if xnet else self.model.local_delay_rounds
+        if delay == 0:
+            target.replica.enqueue(message)  # an inner round: it runs in this round
+            return
+        if pair is not None:
+            self._pairs[pair] += 1
+        entry = _InFlight(self.round + delay, next(self._seq), message, size, xnet, pair)
+        heapq.heappush(self._in_flight[target.index], entry)
+
+    def accept_ingress(self, replica: Replica, message: CallMessage, size: int) -> None:
+        if self.model is None:
+            replica.enqueue(message)
+            return
+        subnet = self._by_replica[id(replica)]
+        self._ingress[subnet.index].append(_Ingress(message, size))
+        self._waiting_ingress[message.callee] += 1
+
+    def check_ingress(self, replica: Replica, callee: bytes) -> None:
+        """Refuse an ingress message to a canister whose queue is full (IC0201)."""
+        if self.model is None:
+            return
+        capacity = self.model.queue_capacity
+        if self._waiting_ingress[callee] >= capacity:
+            raise Reject(
+                RejectCode.SYS_TRANSIENT,
+                f"Canister {ids.to_text(callee)} has {capacity} ingress messages waiting for "
+                f"a block: maximum queue capacity {capacity} reached. Retry later.",
+                ErrorCode.CANISTER_QUEUE_FULL,
+            )
+
+    def call_room(self, replica: Replica, caller: bytes, callee: bytes) -> int | None:
+        if self.model is None:
+            return None
+        return max(0, self.model.queue_capacity - self._pairs[(caller, callee)])
+
+    @property
+    def _max_xnet_payload(self) -> int:
+        return self.model.max_xnet_payload if self.model else MAX_XNET_PAYLOAD
+
+    def _bounce(self, origin: Subnet, message: CallMessage, size: int) -> None:
+        """The stream builder's reject for a request too large to leave the subnet."""
+        assert isinstance(message.origin, CanisterOrigin)
+        reject = RejectResponse(
+            RejectCode.CANISTER_ERROR,
+            f"Canister {ids.to_text(message.sender)} violated contract: attempted to send a "
+            f"message of size {size} exceeding the limit {self._max_xnet_payload}",
+            "",
+        )
+        response = ResponseMessage(message.origin.callback_id, reject, message.cycles)
+        self.send(origin.replica, message.sender, response)
+
+    # --- driving (the execution thread) ------------------------------------------------
+
+    def drain(self) -> int:
+        """Without a model: fire timers and run every subnet until all are idle."""
+        if self.model is not None:
+            return 0
+        total = 0
+        while True:
+            ran = 0
+            for replica in self.replicas:
+                replica.fire_due_timers()
+                replica.expire_deadlines()
+                ran += replica.run_until_idle()
+            total += ran
+            if not ran:
+                return total
+
+    def next_deadline_ns(self) -> int | None:
+        """When ``drain`` has timer work next (None with a model: rounds fire timers)."""
+        if self.model is not None:
+            return None
+        deadlines = [d for r in self.replicas if (d := r.next_timer_ns()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def run_round(self) -> None:
+        """One round on every subnet: make a block, induct it, execute."""
+        if self.model is None:
+            raise RuntimeError("rounds need a SubnetModel: LocalNet(subnet_model=SubnetModel())")
+        started = time.perf_counter()
+        self.round += 1
+        for subnet in self.topology:
+            replica = subnet.replica
+            replica.fire_due_timers()
+            replica.expire_deadlines()
+            budget = self.model.block_bytes
+            if self.round % 2:
+                budget = self._induct_ingress(subnet, budget)
+                self._induct_streams(subnet, budget)
+            else:
+                budget = self._induct_streams(subnet, budget)
+                self._induct_ingress(subnet, budget)
+            replica.run_until_idle()
+        self.stats.rounds += 1
+        self.stats.busy_seconds += time.perf_counter() - started
+
+    def _induct_streams(self, subnet: Subnet, budget: int) -> int:
+        """Due messages into ``subnet``; XNet ones only while the block has room."""
+        heap = self._in_flight[subnet.index]
+        held: list[_InFlight] = []
+        while heap and heap[0].due_round <= self.round:
+            entry = heapq.heappop(heap)
+            if entry.xnet:
+                if held or entry.size > budget:
+                    held.append(entry)  # the rest of the stream waits for the next block
+                    continue
+                budget -= entry.size
+                self.stats.xnet_messages += 1
+                self.stats.xnet_bytes += entry.size
+            if entry.pair is not None:
+                self._pairs[entry.pair] -= 1
+            subnet.replica.enqueue(entry.message)
+        for entry in held:
+            heapq.heappush(heap, entry)
+        return budget
+
+    def _induct_ingress(self, subnet: Subnet, budget: int) -> int:
+        assert self.model is not None
+        pool = self._ingress[subnet.index]
+        replica = subnet.replica
+        now = replica.clock.peek_ns()
+        taken = 0
+        while pool and taken < self.model.block_ingress_messages:
+            item = pool[0]
+            origin = item.message.origin
+            assert isinstance(origin, IngressOrigin)
+            record = replica.requests.get(origin.request_id)
+            if record is not None and record.expiry_ns < now:
+                pool.popleft()
+                self._waiting_ingress[item.message.callee] -= 1
+                replica.forget_request(origin.request_id)
+                self.stats.ingress_expired += 1
+                continue
+            if item.size > budget:
+                break
+            pool.popleft()
+            self._waiting_ingress[item.message.callee] -= 1
+            budget -= item.size
+            taken += 1
+            self.stats.ingress_messages += 1
+            self.stats.ingress_bytes += item.size
+            replica.enqueue(item.message)
+        if pool:
+            self.stats.full_blocks += 1
+        return budget
+
+    # --- inspection -----------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        """Messages sent but not yet inducted (all subnets)."""
+        return sum(len(heap) for heap in self._in_flight.values())
+
+    def waiting_ingress(self) -> int:
+        return sum(len(pool) for pool in self._ingress.values())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "subnets": [
+                {
+                    "index": s.index,
+                    "subnet_id": ids.to_text(s.subnet_id),
+                    "canister_ranges": [
+                        [ids.to_text(lo), ids.to_text(hi)] for lo, hi in s.canister_ranges
+                    ],
+                    "canisters": len(s.replica.canisters),
+                }
+                for s in self.topology
+            ],
+            "model": self.model.to_json() if self.model else None,
+            "round": self.round,
+            "stats": self.stats.to_json(),
+        }
+
+
+def _payload_size(message: Message) -> int:
+    """Bytes a message counts for (the IC's ``payload_size_bytes``)."""
+    if isinstance(message, CallMessage):
+        return len(message.arg) + len(message.method)
+    if isinstance(message, ResponseMessage):
+        response = message.response
+        return len(response.data) if isinstance(response, Reply) else len(response.message)
+    return 0
+
+
+def _pair(message: Message) -> tuple[bytes, bytes] | None:
+    if isinstance(message, CallMessage) and isinstance(message.origin, CanisterOrigin):
+        return message.sender, message.callee
+    return None
