@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,10 @@ class Icp:
         }
 
     async def __call__(self, *args: str | Path, ok: bool = True) -> str:
+        started = time.monotonic()
         code, output = await _run(ICP, *args, env=self.env)
+        shown = " ".join(map(str, args)).replace(self.net.url, "URL")
+        print(f"$ icp {shown}  [{code}, {time.monotonic() - started:.1f} s]\n{output.strip()}")
         if ok and code != 0:
             raise AssertionError(f"icp {' '.join(map(str, args))} exited {code}:\n{output}")
         if not ok and code == 0:
@@ -214,7 +218,7 @@ async def _icp_round_trip(deployment: Deployment, icp: Icp, canister: bytes, wor
     created = await icp.canister("snapshot", "create", text)
     listed = await icp.canister("snapshot", "list", text)
     snapshot = _snapshot_id(created, listed)
-    work.mkdir()
+    await asyncio.to_thread(work.mkdir)
     await icp.canister("snapshot", "download", text, snapshot, "--output", work)
     await icp.canister("start", text)
     await icp.canister("call", text, "set", "(7 : nat)")
