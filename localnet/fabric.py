@@ -346,6 +346,10 @@ class Fabric:
 
     # --- inspection -----------------------------------------------------------------
 
+    def pending(self, subnet: int) -> list[Message]:
+        """Messages on their way to subnet ``subnet``, in delivery order."""
+        return [entry.message for entry in sorted(self._in_flight[subnet])]
+
     def in_flight(self) -> int:
         """Messages sent but not yet inducted (all subnets)."""
         return sum(len(heap) for heap in self._in_flight.values())

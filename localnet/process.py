@@ -16,13 +16,29 @@ _STARTUP_SECONDS = 60
 
 
 class LocalNetProcess:
-    def __init__(self, *, state_dir: Path | None = None, seed: int = 0, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path | None = None,
+        seed: int = 0,
+        port: int = 0,
+        subnets: int = 1,
+        subnet_model: str | None = None,
+    ) -> None:
+        """``subnet_model``: None (no rounds), "" (the defaults) or ``--subnet-model``'s
+        ``NAME=VALUE,...``."""
         self._args = [sys.executable, "-m", "localnet", "--port", str(port), "--seed", str(seed)]
+        self._args += ["--subnets", str(subnets)]
         if state_dir is not None:
             self._args += ["--state-dir", str(state_dir)]
+        if subnet_model is not None:
+            self._args += [f"--subnet-model={subnet_model}"]
         self._proc: asyncio.subprocess.Process | None = None
         self.url = ""
         self.root_key = b""
+        # Subnet ids (textual) in subnet order, from the banner.
+        self.subnet_ids: list[str] = []
+        self.pid = 0
 
     async def __aenter__(self) -> LocalNetProcess:
         await self.start()
@@ -40,7 +56,9 @@ class LocalNetProcess:
     async def _read_banner(self) -> None:
         assert self._proc is not None
         assert self._proc.stdout is not None
-        while not (self.url and self.root_key):
+        self.pid = self._proc.pid
+        expected = int(self._args[self._args.index("--subnets") + 1])
+        while not (self.url and self.root_key and len(self.subnet_ids) == expected):
             line = (await self._proc.stdout.readline()).decode()
             if not line:
                 raise RuntimeError(
@@ -50,6 +68,8 @@ class LocalNetProcess:
                 self.url = line.split()[-1]
             elif line.startswith("root key: "):
                 self.root_key = bytes.fromhex(line.split()[-1])
+            elif line.startswith("subnet ") and line.split()[1].rstrip(":").isdigit():
+                self.subnet_ids.append(line.split()[2])
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop the process (SIGTERM: clean, saves state; SIGKILL: a crash)."""
