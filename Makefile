@@ -7,10 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: test lint typecheck prometheus unit demo bench canisters check-canisters localnet clean
 
+# The orchestrator with both extras: dev (tests, lint, types) and localnet (the
+# local IC that the demo and the integration tests run).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,localnet]'
 	touch $(STAMP)
 
 ## make test: lint, type-check and run the whole test suite

@@ -48,10 +48,12 @@ from canister_iface.principal import Principal
 from localnet.process import LocalNetProcess
 from replicator.checkpoints import SqliteStore
 from replicator.cli.demo.app import WASM_DIR, DemoApp
-from replicator.engine import Engine, EngineSettings, JobOutcome
-from replicator.jobs import CanisterRef, Job, Phase
+from replicator.engine import Engine
+from replicator.flows import backup
+from replicator.job import CanisterRef, Job, JobOutcome, Phase
 from replicator.limits import LimitSettings
 from replicator.metrics import Metrics
+from replicator.settings import EngineSettings
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -93,9 +95,9 @@ class CopyClock:
         self.copy_started = self.first_ack = self.last_ack = None
         self.nbytes = self.first_bytes = 0
 
-    def phase(self, job: Job, phase: Phase) -> None:
+    def phase(self, job: Job, phase: str) -> None:
         del job
-        if phase is Phase.COPYING:
+        if phase == Phase.COPYING:
             self.copy_started = time.monotonic()
 
     def total(self, job: Job, total_bytes: int, done_bytes: int) -> None:
@@ -179,7 +181,7 @@ class Bench:
             async with engine:
                 yield engine, clock
         finally:
-            store.close()
+            await store.close()
 
 
 def _unlimited(bytes_per_second: int | None = None) -> LimitSettings:
@@ -195,6 +197,11 @@ def _mibs(nbytes: float, seconds: float) -> float:
     return nbytes / MiB / seconds
 
 
+def _size(outcome: JobOutcome) -> int:
+    size = outcome.details.get("size")
+    return size if isinstance(size, int) else 0
+
+
 def _checked(outcome: JobOutcome, what: str) -> JobOutcome:
     if not outcome.ok:
         raise RuntimeError(f"{what} failed: {outcome.error}")
@@ -207,9 +214,9 @@ def _checked(outcome: JobOutcome, what: str) -> JobOutcome:
 async def _ours(bench: Bench) -> tuple[float, JobOutcome, CopyClock]:
     async with bench.engine("ours", _unlimited()) as (engine, clock):
         started = time.monotonic()
-        outcome = _checked(await engine.backup(bench.source), "our backup")
+        outcome = _checked(await engine.submit(backup.request(bench.source)), "our backup")
         wall = time.monotonic() - started
-    size = outcome.state.image.size if outcome.state.image else 0
+    size = _size(outcome)
     print(
         f"ours (direct, {IN_FLIGHT} in flight): {size / MiB:.0f} MiB in {wall:.1f} s end to end "
         f"= {_mibs(size, wall):.2f} MiB/s (incl. creating the backup canister); copy phase "
@@ -249,7 +256,7 @@ async def _budget(bench: Bench, budget_mib: float) -> float:
     limits = replace(_unlimited(budget), byte_burst=MiB)
     target = CanisterRef(str(await bench.backup_canister()), "local")
     async with bench.engine("budget", limits) as (engine, clock):
-        _checked(await engine.backup(bench.source, target), "budget backup")
+        _checked(await engine.submit(backup.request(bench.source, target)), "budget backup")
     rate = clock.sustained_rate
     print(
         f"budget {budget_mib:g} MiB/s: {clock.nbytes / MiB:.0f} MiB, sustained (first to last "
@@ -265,7 +272,9 @@ async def _relay_cpu(bench: Bench) -> float:
     target = CanisterRef(str(await bench.backup_canister()), "local")
     async with bench.engine("relay", _unlimited()) as (engine, _clock):
         cpu, started = time.process_time(), time.monotonic()
-        outcome = _checked(await engine.backup(bench.source, target, via="relay"), "relay backup")
+        outcome = _checked(
+            await engine.submit(backup.request(bench.source, target, via="relay")), "relay backup"
+        )
         cpu, wall = time.process_time() - cpu, time.monotonic() - started
     per_gib = cpu / (outcome.bytes_copied / GiB)
     print(
@@ -295,7 +304,7 @@ async def run(argv: Sequence[str] = ()) -> None:
                 bench = Bench(net, identity, agent, app, Path(tmp))
                 await bench.latency(True)
                 wall, outcome, clock = await _ours(bench)
-                size = outcome.state.image.size if outcome.state.image else 0
+                size = _size(outcome)
                 per_mib = await _baseline(bench, args.baseline_mib, size)
                 ratio = per_mib * size / MiB / wall
                 copy_ratio = per_mib * clock.nbytes / MiB / clock.copy_seconds

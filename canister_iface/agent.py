@@ -42,7 +42,7 @@ import httpx
 
 from canister_iface import certificate as cert_mod
 from canister_iface import query_signatures as qs
-from canister_iface.candid import EMPTY_ARGS
+from canister_iface.candid_value import EMPTY_ARGS
 from canister_iface.certificate import Certificate, RequestStatus
 from canister_iface.errors import (
     CallInfo,
@@ -340,16 +340,16 @@ class Agent:
                 now_ns=self._now_ns(),
                 max_age_ns=self._max_age_ns,
             )
-        except cert_mod.CertificateError as exc:
-            raise _untrusted(exc, call) from exc
+        except IcError as exc:
+            raise exc.with_call(call) from None
 
     def _certified_value(
         self, cert: Certificate, path: Sequence[bytes], call: CallInfo
     ) -> bytes | None:
         try:
             return cert.value(*path)
-        except cert_mod.CertificateError as exc:
-            raise _untrusted(exc, call) from exc
+        except IcError as exc:
+            raise exc.with_call(call) from None
 
     async def _request_status(
         self, request_id: bytes, effective: Principal, call: CallInfo
@@ -408,7 +408,8 @@ class Agent:
             subnet = await self._subnet(effective, call)
             if len(signatures) > len(subnet.node_keys):
                 raise CertificateError(
-                    f"{len(signatures)} signatures for a subnet of {len(subnet.node_keys)} nodes"
+                    f"{len(signatures)} signatures for a subnet of {len(subnet.node_keys)} nodes",
+                    reason="signature",
                 )
             for signature in signatures:
                 qs.check_timestamp(signature, self._now_ns(), self._max_age_ns)
@@ -419,11 +420,10 @@ class Agent:
                 if key is None:
                     raise CertificateError(
                         f"the query was signed by {Principal(signature.node_id)}, which is not "
-                        f"a node of subnet {Principal(subnet.subnet_id)}"
+                        f"a node of subnet {Principal(subnet.subnet_id)}",
+                        reason="signature",
                     )
                 qs.verify_node_signature(fields, request_id, signature, key)
-        except cert_mod.CertificateError as exc:
-            raise _untrusted(exc, call) from exc
         except IcError as exc:
             raise exc.with_call(call) from None
 
@@ -440,8 +440,8 @@ class Agent:
             cert = await self._read_state(effective, [[b"subnet"]], subnet_call)
             try:
                 subnet = qs.subnet_from_certificate(cert, effective.raw, await self.root_key())
-            except cert_mod.CertificateError as exc:
-                raise _untrusted(exc, subnet_call) from exc
+            except IcError as exc:
+                raise exc.with_call(subnet_call) from None
             self._subnets[subnet.subnet_id] = subnet
             log.debug("subnet %s: %d node keys", Principal(subnet.subnet_id), len(subnet.node_keys))
             return subnet
@@ -496,8 +496,8 @@ def _targets(
 def _status_in(cert: Certificate, request_id: bytes, call: CallInfo) -> RequestStatus | None:
     try:
         return cert_mod.request_status(cert, request_id)
-    except cert_mod.CertificateError as exc:
-        raise _untrusted(exc, call) from exc
+    except IcError as exc:
+        raise exc.with_call(call) from None
 
 
 def _call_outcome(status: RequestStatus, request_id: bytes, call: CallInfo) -> bytes:
@@ -551,13 +551,6 @@ def _expired(request_id: bytes, last: str, call: CallInfo) -> NoReturn:
         f"request {request_id.hex()} got no final status before its ingress expiry: {detail}",
         call=call,
     )
-
-
-def _untrusted(exc: Exception, call: CallInfo) -> IcError:
-    reason = getattr(exc, "reason", None) or str(exc)
-    if isinstance(exc, CertificateError):
-        return exc.with_call(call)
-    return CertificateError(reason, call=call)
 
 
 def _decode_principals(raw: bytes, call: CallInfo) -> list[Principal]:

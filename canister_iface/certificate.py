@@ -9,9 +9,12 @@ ranges.  Values are then read with :meth:`Certificate.lookup`, which tells a
 value that is provably absent from one that was pruned away (unknown), as
 the spec's ``lookup_path`` does.
 
-Every failure raises :class:`CertificateError` saying what is wrong; callers
-should treat it as "do not trust this node's answer" (retry elsewhere), never
-as a canister error.
+Every failure raises :class:`~canister_iface.errors.CertificateError` saying
+what is wrong, with a ``reason`` code; callers should treat it as "do not
+trust this node's answer", never as a canister error.  A certificate that is
+only too old or too new (``/time`` outside the tolerance) raises
+:class:`~canister_iface.errors.StaleCertificate` instead, a transient error:
+the node is behind or the local clock is off.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 import cbor2
 from py_arkworks_bls12381 import GT, G1Point, G2Point
 
+from canister_iface.errors import CertificateError, StaleCertificate
+
 # DER SubjectPublicKeyInfo prefix of an IC BLS12-381 G2 key (RFC 5480 with the
 # IC's OIDs 1.3.6.1.4.1.44668.5.3.1.2.1 / 1.3.6.1.4.1.44668.5.3.2.1).
 BLS_KEY_DER_PREFIX = bytes.fromhex(
@@ -41,14 +46,6 @@ MAINNET_ROOT_KEY = BLS_KEY_DER_PREFIX + bytes.fromhex(
 BLS_DST = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_"
 # Spec: certificates and query signatures should be at most about 5 minutes old.
 DEFAULT_MAX_AGE_NS = 5 * 60 * 1_000_000_000
-
-
-class CertificateError(Exception):
-    """The certificate is malformed, not validly signed, out of scope or stale."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _sep(name: bytes) -> bytes:
@@ -71,21 +68,29 @@ Node = tuple[Any, ...]
 
 def _parse_tree(raw: Any, depth: int = 0) -> Node:
     if depth > 256:
-        raise CertificateError("hash tree nested deeper than 256 levels")
+        raise CertificateError("hash tree nested deeper than 256 levels", reason="malformed")
     if not isinstance(raw, list | tuple) or not raw or not isinstance(raw[0], int):
-        raise CertificateError(f"hash tree node is not a tagged array: {raw!r:.60}")
+        raise CertificateError(
+            f"hash tree node is not a tagged array: {raw!r:.60}", reason="malformed"
+        )
     tag = raw[0]
     arity = {0: 1, 1: 3, 2: 3, 3: 2, 4: 2}.get(tag)
     if arity != len(raw):
-        raise CertificateError(f"hash tree node tag {tag} with {len(raw) - 1} fields")
+        raise CertificateError(
+            f"hash tree node tag {tag} with {len(raw) - 1} fields", reason="malformed"
+        )
     if tag == 1:
         return (1, _parse_tree(raw[1], depth + 1), _parse_tree(raw[2], depth + 1))
     if tag in (2, 3, 4) and not isinstance(raw[1], bytes):
-        raise CertificateError(f"hash tree node tag {tag} needs a blob, got {raw[1]!r:.60}")
+        raise CertificateError(
+            f"hash tree node tag {tag} needs a blob, got {raw[1]!r:.60}", reason="malformed"
+        )
     if tag == 2:
         return (2, raw[1], _parse_tree(raw[2], depth + 1))
     if tag == 4 and len(raw[1]) != 32:
-        raise CertificateError(f"pruned hash tree node has a {len(raw[1])}-byte digest")
+        raise CertificateError(
+            f"pruned hash tree node has a {len(raw[1])}-byte digest", reason="malformed"
+        )
     return tuple(raw)
 
 
@@ -210,13 +215,15 @@ class Certificate:
             return result.value
         if result.status is LookupStatus.ABSENT:
             return None
-        raise CertificateError(f"certificate cannot answer {_show(path)}: {result.status.value}")
+        raise CertificateError(
+            f"certificate cannot answer {_show(path)}: {result.status.value}", reason="incomplete"
+        )
 
     @property
     def time_ns(self) -> int:
         raw = self.value("time")
         if raw is None:
-            raise CertificateError("certificate has no /time")
+            raise CertificateError("certificate has no /time", reason="incomplete")
         return decode_uleb128(raw, "/time")
 
 
@@ -228,7 +235,9 @@ def decode_uleb128(raw: bytes, what: str) -> int:
             if index != len(raw) - 1:
                 break
             return number
-    raise CertificateError(f"{what} is not a LEB128 natural number: {raw.hex()}")
+    raise CertificateError(
+        f"{what} is not a LEB128 natural number: {raw.hex()}", reason="malformed"
+    )
 
 
 def decode_certificate(data: bytes) -> Certificate:
@@ -236,7 +245,7 @@ def decode_certificate(data: bytes) -> Certificate:
     try:
         body = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types for garbage
-        raise CertificateError(f"certificate is not valid CBOR: {exc}") from exc
+        raise CertificateError(f"certificate is not valid CBOR: {exc}", reason="malformed") from exc
     return _certificate_from(body)
 
 
@@ -244,10 +253,12 @@ def _certificate_from(body: Any) -> Certificate:
     if isinstance(body, cbor2.CBORTag) and body.tag == 55799:
         body = body.value
     if not isinstance(body, Mapping) or "tree" not in body:
-        raise CertificateError("certificate is not a map with a 'tree'")
+        raise CertificateError("certificate is not a map with a 'tree'", reason="malformed")
     signature = body.get("signature")
     if not isinstance(signature, bytes) or len(signature) != 48:
-        raise CertificateError("certificate signature must be a 48-byte BLS G1 point")
+        raise CertificateError(
+            "certificate signature must be a 48-byte BLS G1 point", reason="malformed"
+        )
     delegation = None
     if body.get("delegation") is not None:
         delegation = _delegation_from(body["delegation"])
@@ -256,13 +267,17 @@ def _certificate_from(body: Any) -> Certificate:
 
 def _delegation_from(raw: Any) -> Delegation:
     if not isinstance(raw, Mapping):
-        raise CertificateError("certificate delegation is not a map")
+        raise CertificateError("certificate delegation is not a map", reason="malformed")
     subnet_id, inner = raw.get("subnet_id"), raw.get("certificate")
     if not isinstance(subnet_id, bytes) or not isinstance(inner, bytes):
-        raise CertificateError("certificate delegation needs blob subnet_id and certificate")
+        raise CertificateError(
+            "certificate delegation needs blob subnet_id and certificate", reason="malformed"
+        )
     parent = decode_certificate(inner)
     if parent.delegation is not None:
-        raise CertificateError("delegation certificate has its own delegation (one hop only)")
+        raise CertificateError(
+            "delegation certificate has its own delegation (one hop only)", reason="delegation"
+        )
     return Delegation(subnet_id, parent, inner)
 
 
@@ -297,7 +312,9 @@ def request_status(cert: Certificate, request_id: bytes) -> RequestStatus | None
     if status == "replied":
         reply = cert.value("request_status", request_id, "reply")
         if reply is None:
-            raise CertificateError(f"request {request_id.hex()} is replied but has no reply")
+            raise CertificateError(
+                f"request {request_id.hex()} is replied but has no reply", reason="incomplete"
+            )
         return RequestStatus(status, reply=reply)
     if status == "rejected":
         return _rejected_status(cert, request_id)
@@ -308,7 +325,9 @@ def _rejected_status(cert: Certificate, request_id: bytes) -> RequestStatus:
     code = cert.value("request_status", request_id, "reject_code")
     message = cert.value("request_status", request_id, "reject_message")
     if code is None or message is None:
-        raise CertificateError(f"request {request_id.hex()} is rejected without code or message")
+        raise CertificateError(
+            f"request {request_id.hex()} is rejected without code or message", reason="incomplete"
+        )
     error_code = cert.value("request_status", request_id, "error_code")
     return RequestStatus(
         "rejected",
@@ -326,7 +345,8 @@ def bls_public_key(der: bytes) -> bytes:
     if len(der) != len(BLS_KEY_DER_PREFIX) + 96 or not der.startswith(BLS_KEY_DER_PREFIX):
         raise CertificateError(
             f"not a DER-encoded IC BLS12-381 key ({len(der)} bytes, prefix {der[:8].hex()}…): "
-            "expected 133 bytes starting with the IC's BLS OIDs"
+            "expected 133 bytes starting with the IC's BLS OIDs",
+            reason="malformed",
         )
     return der[len(BLS_KEY_DER_PREFIX) :]
 
@@ -347,7 +367,9 @@ def _g2_key(raw: bytes) -> G2Point:
     try:
         return G2Point.from_compressed_bytes(raw)
     except Exception as exc:
-        raise CertificateError(f"BLS public key is not a valid G2 point: {exc}") from exc
+        raise CertificateError(
+            f"BLS public key is not a valid G2 point: {exc}", reason="malformed"
+        ) from exc
 
 
 def verify_certificate(
@@ -373,7 +395,9 @@ def verify_certificate(
         key = _delegated_key(cert.delegation, root_key, canister_id, subnet_id)
     if not _bls_verify(cert.signature, _STATE_ROOT + cert.root_hash(), key):
         signer = "the delegated subnet key" if cert.delegation else "the root key"
-        raise CertificateError(f"certificate signature does not verify under {signer}")
+        raise CertificateError(
+            f"certificate signature does not verify under {signer}", reason="signature"
+        )
     if max_age_ns is not None:
         check_freshness(cert, max_age_ns, now_ns)
     return cert
@@ -385,9 +409,11 @@ def check_freshness(cert: Certificate, max_age_ns: int, now_ns: int | None = Non
     skew = cert.time_ns - now
     if abs(skew) > max_age_ns:
         direction = "in the future" if skew > 0 else "old"
-        raise CertificateError(
-            f"certificate time is {abs(skew) / 1e9:.1f} s {direction} (tolerance "
-            f"{max_age_ns / 1e9:.0f} s): stale answer or a badly skewed clock"
+        raise StaleCertificate(
+            f"the certificate's time is {abs(skew) / 1e9:.1f} s {direction} (tolerance "
+            f"{max_age_ns / 1e9:.0f} s): the node is behind or this machine's clock is off; "
+            "retry, and check the clock (NTP) if it persists",
+            skew_seconds=skew / 1e9,
         )
 
 
@@ -398,20 +424,23 @@ def _delegated_key(
         # Without a scope a subnet could certify canisters it does not host.
         raise CertificateError(
             "certificate carries a subnet delegation: pass the canister_id (or subnet_id) "
-            "the request was for, so the delegation's scope can be checked"
+            "the request was for, so the delegation's scope can be checked",
+            reason="delegation",
         )
     subnet_key = _verified_subnet_key(delegation.raw_certificate, delegation.subnet_id, root_key)
     if subnet_id is not None and subnet_id != delegation.subnet_id:
         raise CertificateError(
             f"certificate is delegated to subnet {delegation.subnet_id.hex()}, "
-            f"but subnet {subnet_id.hex()} was asked"
+            f"but subnet {subnet_id.hex()} was asked",
+            reason="delegation",
         )
     if canister_id is not None:
         ranges = delegation_canister_ranges(delegation)
         if not any(lo <= canister_id <= hi for lo, hi in ranges):
             raise CertificateError(
                 f"canister {canister_id.hex()} is outside the canister ranges delegated to "
-                f"subnet {delegation.subnet_id.hex()}"
+                f"subnet {delegation.subnet_id.hex()}",
+                reason="delegation",
             )
     return subnet_key
 
@@ -421,10 +450,14 @@ def _verified_subnet_key(raw_certificate: bytes, subnet_id: bytes, root_key: byt
     """Verify a delegation certificate once; agents see the same one for hours."""
     parent = decode_certificate(raw_certificate)
     if not _bls_verify(parent.signature, _STATE_ROOT + parent.root_hash(), root_key):
-        raise CertificateError("delegation certificate signature does not verify under root key")
+        raise CertificateError(
+            "delegation certificate signature does not verify under root key", reason="signature"
+        )
     key = parent.value("subnet", subnet_id, "public_key")
     if key is None:
-        raise CertificateError(f"delegation certificate has no key for subnet {subnet_id.hex()}")
+        raise CertificateError(
+            f"delegation certificate has no key for subnet {subnet_id.hex()}", reason="delegation"
+        )
     bls_public_key(key)  # shape check before anything is verified with it
     return key
 
@@ -446,10 +479,14 @@ def delegation_canister_ranges(delegation: Delegation) -> list[tuple[bytes, byte
     if not isinstance(shards, LookupStatus):
         for label, shard in labeled_children(shards):
             if shard[0] != 3:
-                raise CertificateError(f"canister range shard {label.hex()} is not a leaf")
+                raise CertificateError(
+                    f"canister range shard {label.hex()} is not a leaf", reason="malformed"
+                )
             ranges += decode_canister_ranges(shard[1])
     if not ranges:
-        raise CertificateError(f"delegation reveals no canister ranges for {subnet.hex()}")
+        raise CertificateError(
+            f"delegation reveals no canister ranges for {subnet.hex()}", reason="delegation"
+        )
     return ranges
 
 
@@ -458,18 +495,26 @@ def decode_canister_ranges(raw: bytes) -> list[tuple[bytes, bytes]]:
     try:
         decoded = cbor2.loads(raw)
     except Exception as exc:
-        raise CertificateError(f"canister ranges are not valid CBOR: {exc}") from exc
+        raise CertificateError(
+            f"canister ranges are not valid CBOR: {exc}", reason="malformed"
+        ) from exc
     if isinstance(decoded, cbor2.CBORTag):
         decoded = decoded.value
     if not isinstance(decoded, list | tuple):
-        raise CertificateError(f"canister ranges are not an array: {decoded!r:.60}")
+        raise CertificateError(
+            f"canister ranges are not an array: {decoded!r:.60}", reason="malformed"
+        )
     ranges = []
     for item in decoded:
         if not (isinstance(item, list | tuple) and len(item) == 2):
-            raise CertificateError(f"canister range is not a [lo, hi] pair: {item!r:.60}")
+            raise CertificateError(
+                f"canister range is not a [lo, hi] pair: {item!r:.60}", reason="malformed"
+            )
         lo, hi = item
         if not isinstance(lo, bytes) or not isinstance(hi, bytes):
-            raise CertificateError("canister range bounds must be principal blobs")
+            raise CertificateError(
+                "canister range bounds must be principal blobs", reason="malformed"
+            )
         ranges.append((lo, hi))
     return ranges
 

@@ -51,6 +51,8 @@ IC_MESSAGE_LIMIT = 2 * 1024 * 1024
 # Chunk sizes tried for test imports, smallest first (the reference accepts >= 4 KiB).
 _TEST_CHUNK_SIZES = (4096, 65536, 1024 * 1024)
 _WRONG_DIGEST = hashlib.sha256(b"icrp conformance: not the digest of this image").digest()
+# Trusted for a moment by peers.compare_and_set; an opaque id nobody holds a key for.
+_PROBE = Principal(hashlib.sha224(b"icrp conformance: peer probe").digest() + b"\x01")
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ class _Suite:
             ("key_range.export", _REQ["key_range.export"], self.key_range_export),
             ("key_range.out_of_range", _REQ["key_range.out_of_range"], self.out_of_range),
             ("push.write", _REQ["push.write"], self.push),
+            ("peers.compare_and_set", _REQ["peers.compare_and_set"], self.peers_cas),
             ("import.commit_roundtrip", _REQ["import.commit_roundtrip"], self.commit_roundtrip),
         ]
 
@@ -421,6 +424,7 @@ class _Suite:
             ("icrp_changes", lambda: other.changes(0, 1024)),
             ("icrp_export_range", lambda: other.export_range(KeyRange(), None, 1024)),
             ("icrp_config", other.config),
+            ("icrp_peers", other.peers),
         ]
         return await _all_refused(attempts)
 
@@ -441,6 +445,8 @@ class _Suite:
             ("icrp_end_export", lambda: other.end_export(2**63)),
             ("icrp_set_peers", lambda: other.set_peers(config.peers)),
             ("icrp_set_key_range", lambda: other.set_key_range(config.key_range)),
+            # Compares only: harmless even if it were accepted.
+            ("icrp_update_peers", lambda: other.update_peers(expected_version=0)),
         ]
         try:
             return await _all_refused(attempts)
@@ -719,6 +725,38 @@ class _Suite:
             )
         return f"{length} bytes pushed into {self.push_target}"
 
+    # ------------------------------------------------------------------- peers
+
+    async def peers_cas(self) -> str:
+        self.need_info()
+        before = await self.icrp.peers()
+        try:
+            stale = await self.icrp.update_peers([_PROBE], (), before.version + 1)
+        except AccessDenied as exc:
+            raise Skip(f"changing peers needs a controller ({exc})") from None
+        if stale.updated or _PROBE in stale.peers or set(stale.peers.peers) != set(before.peers):
+            raise Fail(
+                f"icrp_update_peers with version {before.version + 1} (current: "
+                f"{before.version}) was applied; it must answer conflict and change nothing"
+            )
+        added = await self.icrp.update_peers([_PROBE], (), before.version)
+        try:
+            if not added.updated or _PROBE not in added.peers:
+                raise Fail("icrp_update_peers with the current version did not add the peer")
+            if added.peers.version <= before.version:
+                raise Fail(f"the version stayed at {before.version} after a change of the peers")
+            again = await self.icrp.update_peers([_PROBE], ())
+            if again.peers.version <= added.peers.version:
+                raise Fail("re-granting a present peer did not increase the version")
+        finally:
+            removed = await self.icrp.update_peers((), [_PROBE])
+        if set(removed.peers.peers) != set(before.peers):
+            raise Fail("adding and removing a peer did not restore the peer set")
+        return (
+            f"a stale version is refused; versions {before.version} → {added.peers.version} → "
+            f"{removed.peers.version}; the peer set is as before"
+        )
+
     async def commit_roundtrip(self) -> str:
         info = self.need("import")
         if not self.allow_commit:
@@ -873,6 +911,8 @@ _REQ = {
     "key_range.export": "icrp_export_range pages through the range in key order via next_cursor",
     "key_range.out_of_range": "a shard refuses records outside its key range with OutOfRange",
     "push.write": "icrp_push writes the byte range into the target's import",
+    "peers.compare_and_set": "icrp_update_peers refuses a stale expected_version and changes "
+    "nothing; an applied change or a re-grant increases the version (controllers only)",
     "import.commit_roundtrip": "the canister's own image, imported and committed, leaves its "
     "state unchanged",
 }

@@ -7,17 +7,26 @@ canister, a network error, a certificate that does not verify — is mapped
 ```
 IcError                      .call (canister, method, kind), .error_code, ...
 ├── TransientError           retrying later may succeed; .retry_after (seconds) if the node said
-│   └── CallTimeout          no final status before the ingress expiry: outcome unknown
+│   ├── CallTimeout          no final status before the ingress expiry: outcome unknown
+│   └── StaleCertificate     a certificate or query signature too far from the local clock
 └── PermanentError           retrying the same request will fail the same way
     ├── CanisterReject       the IC or the canister rejected the call (reject codes 1, 3-5)
     │   ├── AccessDenied       not a controller / not authorized (IC0512, HTTP 401/403)
     │   ├── CanisterNotFound   no such canister on this network (IC0301)
     │   └── MethodNotFound     the canister exports no such method (IC0536)
-    ├── PayloadTooLarge      the request exceeds the node's limit (HTTP 413): send less
-    ├── CertificateError     an answer whose certificate or signature does not verify
+    ├── PayloadTooLarge      a message of the call exceeds an IC size limit (HTTP 413,
+    │                        IC0504 / IC0408 worded so): move less per call
+    ├── CertificateError     an answer whose certificate or signature does not verify;
+    │                        .reason says why (``CertificateReason``)
     ├── ProtocolError        the node's answer does not follow the interface spec
     └── IdentityError        a key file that cannot be used (permissions, format)
 ```
+
+Classification reads structured fields: the HTTP status, the reject code and
+the IC's error code (``IC0xxx``).  Where the IC's only signal is its wording
+(a contract violation that is about size, a canister's own "not authorized",
+a node's "canister not found" body), :func:`text_signal` reads it — the one
+function here that looks at message text, with the exact codes it applies to.
 
 Retry policies (tenacity in the orchestrator) look only at ``TransientError``
 versus ``PermanentError``; the subclasses let callers react precisely (the
@@ -54,29 +63,38 @@ CANISTER_REJECT = 4
 CANISTER_ERROR = 5
 SYS_UNKNOWN = 6
 
-# Error codes with a meaning of their own (ic-error-types; the first digit is
-# the reject code).  The replica renumbered "method not found" from IC0302 to
-# IC0536; both are recognised.
+# Error codes with a meaning of their own (ic-error-types' ``ErrorCode``; the
+# first digit is the reject code).  The replica renumbered "method not found"
+# from IC0302 to IC0536; both are recognised.
 CANISTER_NOT_FOUND = "IC0301"
-CANISTER_METHOD_NOT_FOUND = "IC0536"
-LEGACY_CANISTER_METHOD_NOT_FOUND = "IC0302"
-CANISTER_WASM_MODULE_NOT_FOUND = "IC0537"
+CANISTER_REJECTED_MESSAGE = "IC0406"  # the canister called ic0.msg_reject
+INVALID_MANAGEMENT_PAYLOAD = "IC0408"  # the management canister refused an argument
+CANISTER_TRAPPED = "IC0502"  # a Wasm trap (out of bounds, unreachable, ...)
+CANISTER_CALLED_TRAP = "IC0503"  # the canister called ic0.trap (a panic, an assertion)
+CANISTER_CONTRACT_VIOLATION = "IC0504"  # the canister broke a system API rule
 CANISTER_STOPPED = "IC0508"
 CANISTER_STOPPING = "IC0509"
 CANISTER_INVALID_CONTROLLER = "IC0512"
 CANISTER_INSTRUCTION_LIMIT_EXCEEDED = "IC0522"
+CANISTER_METHOD_NOT_FOUND = "IC0536"
+LEGACY_CANISTER_METHOD_NOT_FOUND = "IC0302"
+CANISTER_WASM_MODULE_NOT_FOUND = "IC0537"
 
-# Canister-level code 4/5 rejects for which the canister's own wording is all
-# there is (e.g. an ICRP canister refusing a non-controller).
-_ACCESS_DENIED_WORDING = re.compile(
-    r"not (?:a |the |an? authori[sz]ed )?controller|only (?:the )?controllers|"
-    r"unauthori[sz]ed|not authori[sz]ed|access denied|permission denied",
-    re.IGNORECASE,
-)
 # Stopped/stopping canisters come back after an upgrade; everything else of
 # code 5 is the canister's own failure and repeats.
 _TRANSIENT_ERROR_CODES = frozenset({CANISTER_STOPPED, CANISTER_STOPPING})
 _BODY_EXCERPT = 300
+
+# Why a certificate (or a query's node signatures) is not trusted.
+CertificateReason = Literal[
+    "malformed",  # not CBOR, or not the shape the spec gives
+    "signature",  # a signature does not verify, or its signer is not who it must be
+    "delegation",  # the subnet delegation does not cover the request (range, subnet, hops)
+    "not_hosted",  # no subnet the certificate shows hosts the canister: a wrong id or network
+    "incomplete",  # the certificate does not reveal what the answer needs
+]
+# What only the IC's wording tells (see text_signal).
+TextSignal = Literal["too_large", "access_denied", "canister_not_found"]
 
 
 @dataclass(frozen=True)
@@ -190,15 +208,47 @@ class MethodNotFound(CanisterReject):
 
 
 class PayloadTooLarge(PermanentError):
-    """The request is larger than the node accepts: send smaller chunks."""
+    """A message of the call exceeds one of the IC's size limits: move less per call.
+
+    The request itself (HTTP 413), or, with ``reject_code`` set, a reply, an
+    inter-canister request or a snapshot slice the IC refused for its size.
+    """
 
 
 class CertificateError(PermanentError):
-    """A certificate or query signature that does not verify: do not trust the answer."""
+    """A certificate or query signature that does not verify: do not trust the answer.
 
-    def __init__(self, reason: str, *, call: CallInfo | None = None) -> None:
-        super().__init__(f"untrusted answer: {reason}", call=call)
-        self.reason = reason
+    ``reason`` says why (a :data:`CertificateReason`), ``detail`` what exactly.
+    A certificate that is merely too old or too new is not this error but a
+    :class:`StaleCertificate`.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: CertificateReason = "signature",
+        call: CallInfo | None = None,
+    ) -> None:
+        super().__init__(f"untrusted answer: {detail}", call=call)
+        self.detail = detail
+        self.reason: CertificateReason = reason
+
+
+class StaleCertificate(TransientError):
+    """A certificate or query signature whose time is too far from this machine's clock.
+
+    The node may be behind (another attempt may reach one that is not) or
+    the local clock is off (then it persists: fix the clock, e.g. NTP).  The
+    answer is not used either way.  ``skew_seconds`` is the certificate's
+    time minus the local time; ``reason`` is ``"stale"``.
+    """
+
+    reason = "stale"
+
+    def __init__(self, message: str, *, skew_seconds: float, call: CallInfo | None = None):
+        super().__init__(message, call=call)
+        self.skew_seconds = skew_seconds
 
 
 class ProtocolError(PermanentError):
@@ -300,7 +350,7 @@ def _classify_http(failure: HttpFailure, call: CallInfo | None) -> IcError:
             f"the node refused access (HTTP {status}{said}): use an identity that may read "
             "or call this, e.g. one of the canister's controllers"
         )
-    elif status in (400, 404) and _names_missing_canister(failure.body):
+    elif text_signal(failure.body, http_status=status) == "canister_not_found":
         cls = CanisterNotFound
         message = (
             f"no such canister on this network (HTTP {status}{said}): check the canister id "
@@ -337,11 +387,6 @@ def _permanent_http_message(status: int, said: str) -> str:
     return f"the node refused the request (HTTP {status}{said}): {advice}"
 
 
-def _names_missing_canister(body: str) -> bool:
-    text = body.lower()
-    return "canister_not_found" in text or ("canister" in text and "not found" in text)
-
-
 def _excerpt(body: str) -> str:
     text = " ".join(body.split())
     if not text:
@@ -364,6 +409,16 @@ def _classify_reject(reject: Rejection, call: CallInfo | None) -> IcError:
         return TransientError(
             message, call=call, reject_code=code, reject_message=text, error_code=error_code
         )
+    said_by_text = text_signal(text, error_code=error_code, reject_code=code)
+    if said_by_text == "too_large":
+        return PayloadTooLarge(
+            f"the IC refused a message of this call for its size: {said}; move less per call "
+            "(smaller chunks or slices)",
+            call=call,
+            reject_code=code,
+            reject_message=text,
+            error_code=error_code,
+        )
     cls: type[CanisterReject] = CanisterReject
     if error_code == CANISTER_NOT_FOUND:
         cls = CanisterNotFound
@@ -376,7 +431,7 @@ def _classify_reject(reject: Rejection, call: CallInfo | None) -> IcError:
         message = (
             f"the canister has no such method: {said}; check the method name and the installed Wasm"
         )
-    elif _is_access_denied(reject):
+    elif error_code == CANISTER_INVALID_CONTROLLER or said_by_text == "access_denied":
         cls = AccessDenied
         message = (
             f"access denied: {said}; call with a controller's identity or add this "
@@ -385,14 +440,6 @@ def _classify_reject(reject: Rejection, call: CallInfo | None) -> IcError:
     else:
         message = _permanent_reject_message(code, error_code, said)
     return cls(message, call=call, reject_code=code, reject_message=text, error_code=error_code)
-
-
-def _is_access_denied(reject: Rejection) -> bool:
-    if reject.error_code == CANISTER_INVALID_CONTROLLER:
-        return True
-    return reject.reject_code in (CANISTER_REJECT, CANISTER_ERROR) and bool(
-        _ACCESS_DENIED_WORDING.search(reject.reject_message)
-    )
 
 
 def _transient_reject_message(code: int, error_code: str | None, said: str) -> str:
@@ -420,6 +467,79 @@ def _permanent_reject_message(code: int, error_code: str | None, said: str) -> s
     if code == DESTINATION_INVALID:
         return f"the call's destination is invalid: {said}; check canister id and method"
     return f"the IC rejected the call: {said}"
+
+
+# ---------------------------------------------------------------------- wording
+#
+# The IC's exact wordings, each with the error code it comes with (ic's
+# system API and canister manager; see tests/canister_iface/test_errors.py).
+
+# IC0504: a reply over the limit ("ic0.msg_reply_data_append: application
+# payload size (3200000) cannot be larger than 3145728.") or an inter-canister
+# request over it ("RequestInPrep: size of message 2100000 destined to another
+# subnet cannot exceed 2097152", "... exceeded the allowed remote-subnet limit").
+_CONTRACT_SIZE_WORDING = re.compile(
+    r"application payload size \(\d+\) cannot be larger than \d+|"
+    r"RequestInPrep: .*(?:exceeded the allowed|cannot exceed)",
+)
+# IC0408: a snapshot slice over 2,000,000 bytes ("Requested slice too large: 3000000 > 2000000").
+_MANAGEMENT_SIZE_WORDING = re.compile(r"Requested slice too large: \d+ > \d+")
+# A reject a canister relays without an IC error code (an ICRP push's
+# CallFailed carries only the reject code and message): the wordings above,
+# or a size limit worded otherwise.
+_RELAYED_SIZE_WORDING = re.compile(r"cannot be larger than|too large|exceeds the maximum", re.I)
+# A canister's own refusal (IC0406 msg_reject, IC0503 trap, or relayed):
+# canisters say so in words; the IC's own refusal is IC0512.
+_ACCESS_DENIED_WORDING = re.compile(
+    r"not (?:a |the |an? authori[sz]ed )?controller|only (?:the )?controllers|"
+    r"unauthori[sz]ed|not authori[sz]ed|access denied|permission denied",
+    re.IGNORECASE,
+)
+_CANISTER_OWN_WORDS = frozenset({None, CANISTER_REJECTED_MESSAGE, CANISTER_CALLED_TRAP})
+
+
+def text_signal(
+    text: str,
+    *,
+    error_code: str | None = None,
+    reject_code: int | None = None,
+    http_status: int | None = None,
+) -> TextSignal | None:
+    """What the IC's wording says where its codes do not; the one place text is read.
+
+    - ``"too_large"``: an IC0504 contract violation about a reply's or an
+      inter-canister request's size, an IC0408 snapshot slice over the limit,
+      or a size limit in a reject relayed without error code (reject code 4/5);
+    - ``"access_denied"``: a canister refusing the caller in its own words —
+      reject code 4 (IC0406) or IC0503, or relayed without error code;
+    - ``"canister_not_found"``: an HTTP 400/404 whose body names a missing
+      canister (no reject, so no code, exists yet).
+
+    ``None`` otherwise: the codes say all there is.
+    """
+    if http_status is not None:
+        body = text.lower()
+        named = "canister_not_found" in body or ("canister" in body and "not found" in body)
+        return "canister_not_found" if http_status in (400, 404) and named else None
+    if _says_too_large(text, error_code):
+        return "too_large"
+    if (
+        reject_code in (CANISTER_REJECT, CANISTER_ERROR)
+        and error_code in _CANISTER_OWN_WORDS
+        and _ACCESS_DENIED_WORDING.search(text)
+    ):
+        return "access_denied"
+    return None
+
+
+def _says_too_large(text: str, error_code: str | None) -> bool:
+    if error_code == CANISTER_CONTRACT_VIOLATION:
+        return bool(_CONTRACT_SIZE_WORDING.search(text))
+    if error_code == INVALID_MANAGEMENT_PAYLOAD:
+        return bool(_MANAGEMENT_SIZE_WORDING.search(text))
+    if error_code is None:
+        return bool(_RELAYED_SIZE_WORDING.search(text))
+    return False
 
 
 # ------------------------------------------------------------------- exceptions

@@ -45,6 +45,8 @@ from canister_iface.icrp_types import (
     ImportStatus,
     Info,
     KeyRange,
+    Peers,
+    PeersUpdate,
     PushAck,
     Record,
     RecordBatch,
@@ -278,6 +280,26 @@ class IcrpClient:
 
     async def config(self) -> Config:
         return Config.from_rec(await self._rec("icrp_config"))
+
+    async def peers(self) -> Peers:
+        """The trusted peers and the version of that set."""
+        return Peers.from_rec(await self._rec("icrp_peers"))
+
+    async def update_peers(
+        self,
+        add: Iterable[CanisterRef] = (),
+        remove: Iterable[CanisterRef] = (),
+        expected_version: int | None = None,
+    ) -> PeersUpdate:
+        """Remove ``remove``, then add ``add`` — only if the version is still
+        ``expected_version`` when it is given (``updated`` says whether it was)."""
+        value = await self._result(
+            "icrp_update_peers",
+            [Principal.of(p).raw for p in add],
+            [Principal.of(p).raw for p in remove],
+            _opt(expected_version),
+        )
+        return PeersUpdate.from_candid(value, "icrp_update_peers.ok")
 
 
 def _opt(value: Any) -> list[Any]:

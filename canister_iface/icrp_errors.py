@@ -19,8 +19,10 @@ from canister_iface.errors import (
     AccessDenied,
     CallInfo,
     IcError,
+    PayloadTooLarge,
     PermanentError,
     TransientError,
+    text_signal,
 )
 from canister_iface.principal import Principal
 
@@ -213,6 +215,12 @@ class CallFailedPermanent(CallFailed, PermanentError):
     case = "CallFailed"
 
 
+class CallFailedTooLarge(CallFailedPermanent, PayloadTooLarge):
+    """The push's call failed for the size of what it carried: push less per call."""
+
+    case = "CallFailed"
+
+
 def error_from_candid(value: object, call: CallInfo | None = None) -> IcrpError:
     """The exception for a decoded ``Error`` value."""
     case, payload = as_variant(value, ERROR_CASES, "Error")
@@ -343,9 +351,13 @@ def _digest_mismatch(rec: Rec, call: CallInfo | None) -> DigestMismatch:
 
 def _call_failed(rec: Rec, call: CallInfo | None) -> CallFailed:
     code, reason = rec.nat("code"), rec.text("message")
+    # The canister relays the IC's reject code and message, not its error code.
+    too_large = text_signal(reason, reject_code=code) == "too_large"
     transient = code in (SYS_TRANSIENT, SYS_UNKNOWN)
-    cls = CallFailedTransient if transient else CallFailedPermanent
+    cls: type[CallFailed] = CallFailedTransient if transient else CallFailedPermanent
     advice = "retry the push" if transient else "check that the target runs ICRP and trusts us"
+    if too_large and not transient:
+        cls, advice = CallFailedTooLarge, "push fewer bytes per call"
     return cls(
         f"the push's call to the target failed (reject code {code}: {reason}): {advice}",
         code=code,

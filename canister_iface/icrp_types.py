@@ -1,21 +1,24 @@
 """The ICRP's types (``canister_iface/icrp.did``) as Python dataclasses and Candid.
 
-``icrp.did`` is the authority; ``tests/canister_iface/test_icrp_client.py``
-parses it and fails when a method, an argument type or a reply field here
-disagrees.  Requests are encoded with the Candid types below; replies are
-read through :mod:`canister_iface.candid_value`, so a canister that adds
-fields stays readable.
+``icrp.did`` is the authority: its methods, their kinds and argument types
+are loaded from it (:mod:`ic_did`), so a method added to the ``.did`` is
+callable without editing a table here.  Requests are encoded with those
+types; replies are read through :mod:`canister_iface.candid_value`, so a
+canister that adds fields stays readable.  The dataclasses below are the
+typed Python side; ``tests/canister_iface/test_icrp_client.py`` checks them
+against the ``.did`` (through a fake canister that decodes with icp_candid's
+own loader).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from icp_candid import Types
-
 from canister_iface.candid_value import (
+    CandidType,
     Rec,
     as_blob,
     as_bool,
@@ -26,70 +29,19 @@ from canister_iface.candid_value import (
 )
 from canister_iface.errors import ProtocolError
 from canister_iface.principal import Principal
+from ic_did import load_did
 
 PROTOCOL_VERSION = 1
 
 # ------------------------------------------------------------------- Candid
 
-Blob = Types.Vec(Types.Nat8)
-SNAPSHOT_ID = Types.Nat64
-IMPORT_ID = Types.Nat64
-KEY_RANGE = Types.Record({"lower": Blob, "upper": Types.Opt(Blob)})
-IMPORT_SPEC = Types.Record(
-    {
-        "source": Types.Principal,
-        "snapshot_id": SNAPSHOT_ID,
-        "size": Types.Nat64,
-        "chunk_size": Types.Nat64,
-        "digest": Blob,
-        "chunk_digests": Types.Opt(Types.Vec(Blob)),
-        "journal_seq": Types.Nat64,
-    }
-)
-OP = Types.Variant(
-    {
-        "put": Types.Record({"key": Blob, "value": Blob}),
-        "delete": Types.Record({"key": Blob}),
-        "app": Blob,
-    }
-)
-CHANGE = Types.Record({"seq": Types.Nat64, "time": Types.Nat64, "op": OP})
-CHANGE_BATCH = Types.Record(
-    {
-        "from_seq": Types.Nat64,
-        "to_seq": Types.Nat64,
-        "head_seq": Types.Nat64,
-        "changes": Types.Vec(CHANGE),
-    }
-)
-RECORD = Types.Record({"key": Blob, "value": Blob})
+DID_PATH = Path(__file__).with_name("icrp.did")
+ICRP = load_did(DID_PATH)
 
-# method -> (query or update, argument types)
-METHODS: dict[str, tuple[Literal["query", "update"], tuple[Any, ...]]] = {
-    "icrp_info": ("query", ()),
-    "icrp_begin_export": ("update", ()),
-    "icrp_export_status": ("update", (SNAPSHOT_ID,)),
-    "icrp_list_images": ("query", ()),
-    "icrp_read": ("query", (SNAPSHOT_ID, Types.Nat64, Types.Nat64)),
-    "icrp_chunk_digests": ("query", (SNAPSHOT_ID, Types.Nat64, Types.Nat64)),
-    "icrp_push": (
-        "update",
-        (Types.Principal, SNAPSHOT_ID, IMPORT_ID, Types.Nat64, Types.Nat64),
-    ),
-    "icrp_end_export": ("update", (SNAPSHOT_ID,)),
-    "icrp_begin_import": ("update", (IMPORT_SPEC,)),
-    "icrp_write": ("update", (IMPORT_ID, Types.Nat64, Blob)),
-    "icrp_import_status": ("query", (IMPORT_ID,)),
-    "icrp_commit_import": ("update", (IMPORT_ID,)),
-    "icrp_abort_import": ("update", (IMPORT_ID,)),
-    "icrp_changes": ("query", (Types.Nat64, Types.Nat64)),
-    "icrp_apply": ("update", (CHANGE_BATCH,)),
-    "icrp_export_range": ("query", (KEY_RANGE, Types.Opt(Blob), Types.Nat64)),
-    "icrp_import_records": ("update", (Types.Vec(RECORD),)),
-    "icrp_delete_range": ("update", (KEY_RANGE, Types.Opt(Blob), Types.Nat64)),
-    "icrp_set_peers": ("update", (Types.Vec(Types.Principal),)),
-    "icrp_set_key_range": ("update", (Types.Opt(KEY_RANGE),)),
-    "icrp_config": ("query", ()),
+# method -> (query or update, argument types), as icrp.did declares them
+METHODS: dict[str, tuple[Literal["query", "update"], tuple[CandidType, ...]]] = {
+    name: ("query" if method.is_query else "update", method.args)
+    for name, method in ICRP.methods.items()
 }
 
 # --------------------------------------------------------------- dataclasses
@@ -467,6 +419,37 @@ class Config:
             journal_max_entries=rec.nat("journal_max_entries"),
             journal_max_bytes=rec.nat("journal_max_bytes"),
         )
+
+
+@dataclass(frozen=True)
+class Peers:
+    """The trusted peers of a canister and the version of that set (``icrp_peers``)."""
+
+    peers: tuple[Principal, ...]
+    version: int
+
+    def __contains__(self, principal: object) -> bool:
+        return principal in self.peers
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Peers:
+        return cls(peers=rec.principals("peers"), version=rec.nat("version"))
+
+
+@dataclass(frozen=True)
+class PeersUpdate:
+    """``icrp_update_peers``: applied, or refused for a stale ``expected_version``.
+
+    ``peers``: the set and version after the call (unchanged on a conflict).
+    """
+
+    updated: bool
+    peers: Peers
+
+    @classmethod
+    def from_candid(cls, value: object, what: str) -> PeersUpdate:
+        tag, payload = as_variant(value, ("updated", "conflict"), what)
+        return cls(tag == "updated", Peers.from_rec(as_rec(payload, f"{what}.{tag}")))
 
 
 def blobs(value: object, what: str) -> list[bytes]:

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
-from canister_iface import management_types as mt
 from canister_iface.caller import Caller
 from canister_iface.candid_value import (
     EMPTY_ARGS,
@@ -50,6 +49,7 @@ from canister_iface.management_types import (
     UploadTarget,
 )
 from canister_iface.principal import Principal
+from ic_did import management
 
 __all__ = ["DIRECT_INSTALL_LIMIT", "Caller", "ManagementClient"]
 
@@ -63,6 +63,8 @@ DIRECT_INSTALL_LIMIT = INGRESS_LIMIT - 64 * 1024
 # still needs an effective canister id that routes to a subnet.  A local
 # replica has one subnet whose range starts at canister index 0.
 FIRST_CANISTER_ID = bytes(8) + b"\x01\x01"
+# The argument types of every method, from ic_did/ic.did (shared with localnet).
+_IC = management()
 
 
 def _raw(canister: CanisterRef) -> bytes:
@@ -85,7 +87,8 @@ class ManagementClient:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _call(self, method: str, target: bytes, arg_type: Any, arg: object) -> bytes:
+    async def _call(self, method: str, target: bytes, arg: object) -> bytes:
+        (arg_type,) = _IC.method(method).args
         return await self.agent.update(
             MANAGEMENT_CANISTER,
             method,
@@ -93,12 +96,12 @@ class ManagementClient:
             effective_canister_id=target,
         )
 
-    async def _call_unit(self, method: str, target: bytes, arg_type: Any, arg: object) -> None:
-        reply = await self._call(method, target, arg_type, arg)
+    async def _call_unit(self, method: str, target: bytes, arg: object) -> None:
+        reply = await self._call(method, target, arg)
         decode_values(reply, method)  # a reply that is not Candid is still a protocol error
 
-    async def _call_rec(self, method: str, target: bytes, arg_type: Any, arg: object) -> Rec:
-        reply = await self._call(method, target, arg_type, arg)
+    async def _call_rec(self, method: str, target: bytes, arg: object) -> Rec:
+        reply = await self._call(method, target, arg)
         return as_rec(decode_single(reply, method), method)
 
     # ------------------------------------------------------------------ creation
@@ -129,15 +132,13 @@ class ManagementClient:
             "sender_canister_version": [],
         }
         method = "provisional_create_canister_with_cycles"
-        rec = await self._call_rec(method, target, mt.PROVISIONAL_CREATE_ARGS, arg)
+        rec = await self._call_rec(method, target, arg)
         return rec.principal("canister_id")
 
     async def provisional_top_up_canister(self, canister_id: CanisterRef, amount: int) -> None:
         """Add ``amount`` cycles out of thin air (local networks only)."""
         arg = {"canister_id": _raw(canister_id), "amount": amount}
-        await self._call_unit(
-            "provisional_top_up_canister", _raw(canister_id), mt.PROVISIONAL_TOP_UP_ARGS, arg
-        )
+        await self._call_unit("provisional_top_up_canister", _raw(canister_id), arg)
 
     # ------------------------------------------------------------------ settings
 
@@ -148,7 +149,7 @@ class ManagementClient:
             "settings": settings.to_candid(),
             "sender_canister_version": [],
         }
-        await self._call_unit("update_settings", _raw(canister_id), mt.UPDATE_SETTINGS_ARGS, arg)
+        await self._call_unit("update_settings", _raw(canister_id), arg)
 
     async def set_controllers(
         self, canister_id: CanisterRef, controllers: Iterable[CanisterRef]
@@ -157,9 +158,7 @@ class ManagementClient:
         await self.update_settings(canister_id, CanisterSettings.with_controllers(controllers))
 
     async def canister_status(self, canister_id: CanisterRef) -> CanisterStatus:
-        rec = await self._call_rec(
-            "canister_status", _raw(canister_id), mt.CANISTER_ID_RECORD, self._id(canister_id)
-        )
+        rec = await self._call_rec("canister_status", _raw(canister_id), self._id(canister_id))
         return CanisterStatus.from_candid(rec)
 
     # ------------------------------------------------------------------- install
@@ -188,7 +187,7 @@ class ManagementClient:
             "arg": arg,
             "sender_canister_version": [],
         }
-        await self._call_unit("install_code", _raw(canister_id), mt.INSTALL_CODE_ARGS, payload)
+        await self._call_unit("install_code", _raw(canister_id), payload)
 
     async def reinstall_code(
         self, canister_id: CanisterRef, wasm_module: bytes, *, arg: bytes = EMPTY_ARGS
@@ -257,7 +256,7 @@ class ManagementClient:
                 "module into smaller chunks"
             )
         arg = {"canister_id": _raw(canister_id), "chunk": chunk}
-        rec = await self._call_rec("upload_chunk", _raw(canister_id), mt.UPLOAD_CHUNK_ARGS, arg)
+        rec = await self._call_rec("upload_chunk", _raw(canister_id), arg)
         got = rec.blob("hash")
         if got != sha256(chunk):
             raise ProtocolError(
@@ -268,18 +267,14 @@ class ManagementClient:
 
     async def stored_chunks(self, canister_id: CanisterRef) -> list[bytes]:
         """Hashes of the chunks in the canister's chunk store."""
-        reply = await self._call(
-            "stored_chunks", _raw(canister_id), mt.CANISTER_ID_RECORD, self._id(canister_id)
-        )
+        reply = await self._call("stored_chunks", _raw(canister_id), self._id(canister_id))
         items = decode_single(reply, "stored_chunks")
         if not isinstance(items, list):
             raise ProtocolError(f"stored_chunks: expected a vector, got {type(items).__name__}")
         return [as_rec(item, "stored_chunks").blob("hash") for item in items]
 
     async def clear_chunk_store(self, canister_id: CanisterRef) -> None:
-        await self._call_unit(
-            "clear_chunk_store", _raw(canister_id), mt.CANISTER_ID_RECORD, self._id(canister_id)
-        )
+        await self._call_unit("clear_chunk_store", _raw(canister_id), self._id(canister_id))
 
     async def install_chunked_code(
         self,
@@ -301,14 +296,12 @@ class ManagementClient:
             "arg": arg,
             "sender_canister_version": [],
         }
-        await self._call_unit(
-            "install_chunked_code", _raw(target_canister), mt.INSTALL_CHUNKED_CODE_ARGS, payload
-        )
+        await self._call_unit("install_chunked_code", _raw(target_canister), payload)
 
     async def uninstall_code(self, canister_id: CanisterRef) -> None:
         """Remove code and state; the canister keeps its id, cycles and settings."""
         arg = {"canister_id": _raw(canister_id), "sender_canister_version": []}
-        await self._call_unit("uninstall_code", _raw(canister_id), mt.UNINSTALL_CODE_ARGS, arg)
+        await self._call_unit("uninstall_code", _raw(canister_id), arg)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -335,9 +328,7 @@ class ManagementClient:
         await self._by_id("deposit_cycles", canister_id)
 
     async def _by_id(self, method: str, canister_id: CanisterRef) -> None:
-        await self._call_unit(
-            method, _raw(canister_id), mt.CANISTER_ID_RECORD, self._id(canister_id)
-        )
+        await self._call_unit(method, _raw(canister_id), self._id(canister_id))
 
     @staticmethod
     def _id(canister_id: CanisterRef) -> dict[str, bytes]:
@@ -359,9 +350,7 @@ class ManagementClient:
             "uninstall_code": [] if uninstall_code is None else [uninstall_code],
             "sender_canister_version": [],
         }
-        rec = await self._call_rec(
-            "take_canister_snapshot", _raw(canister_id), mt.TAKE_SNAPSHOT_ARGS, arg
-        )
+        rec = await self._call_rec("take_canister_snapshot", _raw(canister_id), arg)
         return Snapshot.from_candid(rec)
 
     async def load_canister_snapshot(self, canister_id: CanisterRef, snapshot_id: bytes) -> None:
@@ -370,15 +359,11 @@ class ManagementClient:
             "snapshot_id": snapshot_id,
             "sender_canister_version": [],
         }
-        await self._call_unit(
-            "load_canister_snapshot", _raw(canister_id), mt.LOAD_SNAPSHOT_ARGS, arg
-        )
+        await self._call_unit("load_canister_snapshot", _raw(canister_id), arg)
 
     async def list_canister_snapshots(self, canister_id: CanisterRef) -> list[Snapshot]:
         method = "list_canister_snapshots"
-        reply = await self._call(
-            method, _raw(canister_id), mt.CANISTER_ID_RECORD, self._id(canister_id)
-        )
+        reply = await self._call(method, _raw(canister_id), self._id(canister_id))
         items = decode_single(reply, method)
         if not isinstance(items, list):
             raise ProtocolError(f"{method}: expected a vector, got {type(items).__name__}")
@@ -386,17 +371,13 @@ class ManagementClient:
 
     async def delete_canister_snapshot(self, canister_id: CanisterRef, snapshot_id: bytes) -> None:
         arg = {"canister_id": _raw(canister_id), "snapshot_id": snapshot_id}
-        await self._call_unit(
-            "delete_canister_snapshot", _raw(canister_id), mt.SNAPSHOT_ID_ARGS, arg
-        )
+        await self._call_unit("delete_canister_snapshot", _raw(canister_id), arg)
 
     async def read_canister_snapshot_metadata(
         self, canister_id: CanisterRef, snapshot_id: bytes
     ) -> SnapshotMetadata:
         arg = {"canister_id": _raw(canister_id), "snapshot_id": snapshot_id}
-        rec = await self._call_rec(
-            "read_canister_snapshot_metadata", _raw(canister_id), mt.SNAPSHOT_ID_ARGS, arg
-        )
+        rec = await self._call_rec("read_canister_snapshot_metadata", _raw(canister_id), arg)
         return SnapshotMetadata.from_candid(rec)
 
     async def read_canister_snapshot_data(
@@ -409,7 +390,7 @@ class ManagementClient:
             "kind": kind.to_candid(),
         }
         method = "read_canister_snapshot_data"
-        rec = await self._call_rec(method, _raw(canister_id), mt.READ_SNAPSHOT_DATA_ARGS, arg)
+        rec = await self._call_rec(method, _raw(canister_id), arg)
         chunk = rec.blob("chunk")
         if isinstance(kind, SnapshotSlice) and len(chunk) != kind.size:
             raise ProtocolError(
@@ -479,7 +460,6 @@ class ManagementClient:
         rec = await self._call_rec(
             "upload_canister_snapshot_metadata",
             _raw(canister_id),
-            mt.UPLOAD_SNAPSHOT_METADATA_ARGS,
             arg,
         )
         return rec.blob("snapshot_id")
@@ -498,9 +478,7 @@ class ManagementClient:
             "kind": target.to_candid(),
             "chunk": chunk,
         }
-        await self._call_unit(
-            "upload_canister_snapshot_data", _raw(canister_id), mt.UPLOAD_SNAPSHOT_DATA_ARGS, arg
-        )
+        await self._call_unit("upload_canister_snapshot_data", _raw(canister_id), arg)
 
     async def upload_snapshot_memory(
         self,

@@ -1,11 +1,12 @@
-"""Types of the management canister (``aaaaa-aa``): Candid and Python dataclasses.
+"""Types of the management canister (``aaaaa-aa``) as Python dataclasses.
 
-The Candid side follows ``ic.did`` of the interface spec (0.66, 2026).  Request
-types declare every field the current spec knows; a replica that knows fewer
-skips the rest, as Candid requires.  Replies are read through
-:mod:`canister_iface.candid_value`, so fields added after the 2024 ``ic.did``
-(``ready_for_migration``, the visibilities, ``log_memory_limit``, ...) are
-``None`` when an older replica (a pinned PocketIC) does not send them.
+The Candid types are those of ``ic_did/ic.did`` (interface spec 0.66, 2026),
+which localnet's emulation reads too (:mod:`ic_did`).  Requests carry every
+field the current spec knows; a replica that knows fewer skips the rest, as
+Candid requires.  Replies are read through :mod:`canister_iface.candid_value`,
+so fields added after the 2024 ``ic.did`` (``ready_for_migration``, the
+visibilities, ``log_memory_limit``, ...) are ``None`` when an older replica
+(a pinned PocketIC) does not send them.
 
 Canister ids are :class:`~canister_iface.principal.Principal`; arguments
 accept a principal, its text or its raw bytes (:data:`CanisterRef`).
@@ -16,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
-
-from icp_candid import Types
 
 from canister_iface.candid_value import (
     Rec,
@@ -38,173 +37,6 @@ CanisterRef = Principal | str | bytes
 MAX_SNAPSHOT_SLICE = 2_000_000
 # Wasm chunk store: every chunk is at most 1 MiB.
 MAX_WASM_CHUNK = 1024 * 1024
-
-# ---------------------------------------------------------------- Candid types
-
-Blob = Types.Vec(Types.Nat8)
-_VISIBILITY = Types.Variant(
-    {"controllers": Types.Null, "public": Types.Null, "allowed_viewers": Types.Vec(Types.Principal)}
-)
-_ENV_VAR = Types.Record({"name": Types.Text, "value": Types.Text})
-
-CANISTER_SETTINGS = Types.Record(
-    {
-        "controllers": Types.Opt(Types.Vec(Types.Principal)),
-        "compute_allocation": Types.Opt(Types.Nat),
-        "memory_allocation": Types.Opt(Types.Nat),
-        "freezing_threshold": Types.Opt(Types.Nat),
-        "reserved_cycles_limit": Types.Opt(Types.Nat),
-        "minimum_incoming_canister_call_cycles": Types.Opt(Types.Nat),
-        "log_visibility": Types.Opt(_VISIBILITY),
-        "log_memory_limit": Types.Opt(Types.Nat),
-        "snapshot_visibility": Types.Opt(_VISIBILITY),
-        "status_visibility": Types.Opt(_VISIBILITY),
-        "wasm_memory_limit": Types.Opt(Types.Nat),
-        "wasm_memory_threshold": Types.Opt(Types.Nat),
-        "environment_variables": Types.Opt(Types.Vec(_ENV_VAR)),
-    }
-)
-
-_INSTALL_MODE = Types.Variant(
-    {
-        "install": Types.Null,
-        "reinstall": Types.Null,
-        "upgrade": Types.Opt(
-            Types.Record(
-                {
-                    "skip_pre_upgrade": Types.Opt(Types.Bool),
-                    "wasm_memory_persistence": Types.Opt(
-                        Types.Variant({"keep": Types.Null, "replace": Types.Null})
-                    ),
-                }
-            )
-        ),
-    }
-)
-
-CANISTER_ID_RECORD = Types.Record({"canister_id": Types.Principal})
-
-PROVISIONAL_CREATE_ARGS = Types.Record(
-    {
-        "amount": Types.Opt(Types.Nat),
-        "settings": Types.Opt(CANISTER_SETTINGS),
-        "specified_id": Types.Opt(Types.Principal),
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-PROVISIONAL_TOP_UP_ARGS = Types.Record({"canister_id": Types.Principal, "amount": Types.Nat})
-
-UPDATE_SETTINGS_ARGS = Types.Record(
-    {
-        "canister_id": Types.Principal,
-        "settings": CANISTER_SETTINGS,
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-
-UPLOAD_CHUNK_ARGS = Types.Record({"canister_id": Types.Principal, "chunk": Blob})
-
-INSTALL_CODE_ARGS = Types.Record(
-    {
-        "mode": _INSTALL_MODE,
-        "canister_id": Types.Principal,
-        "wasm_module": Blob,
-        "arg": Blob,
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-
-INSTALL_CHUNKED_CODE_ARGS = Types.Record(
-    {
-        "mode": _INSTALL_MODE,
-        "target_canister": Types.Principal,
-        "store_canister": Types.Opt(Types.Principal),
-        "chunk_hashes_list": Types.Vec(Types.Record({"hash": Blob})),
-        "wasm_module_hash": Blob,
-        "arg": Blob,
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-
-UNINSTALL_CODE_ARGS = Types.Record(
-    {"canister_id": Types.Principal, "sender_canister_version": Types.Opt(Types.Nat64)}
-)
-
-TAKE_SNAPSHOT_ARGS = Types.Record(
-    {
-        "canister_id": Types.Principal,
-        "replace_snapshot": Types.Opt(Blob),
-        "uninstall_code": Types.Opt(Types.Bool),
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-LOAD_SNAPSHOT_ARGS = Types.Record(
-    {
-        "canister_id": Types.Principal,
-        "snapshot_id": Blob,
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-SNAPSHOT_ID_ARGS = Types.Record({"canister_id": Types.Principal, "snapshot_id": Blob})
-
-_GLOBAL = Types.Variant(
-    {
-        "i32": Types.Int32,
-        "i64": Types.Int64,
-        "f32": Types.Float32,
-        "f64": Types.Float64,
-        "v128": Types.Nat,
-    }
-)
-_GLOBAL_TIMER = Types.Variant({"inactive": Types.Null, "active": Types.Nat64})
-_HOOK_STATUS = Types.Variant(
-    {"condition_not_satisfied": Types.Null, "ready": Types.Null, "executed": Types.Null}
-)
-_SLICE = Types.Record({"offset": Types.Nat64, "size": Types.Nat64})
-READ_SNAPSHOT_DATA_ARGS = Types.Record(
-    {
-        "canister_id": Types.Principal,
-        "snapshot_id": Blob,
-        "kind": Types.Variant(
-            {
-                "wasm_module": _SLICE,
-                "wasm_memory": _SLICE,
-                "stable_memory": _SLICE,
-                "wasm_chunk": Types.Record({"hash": Blob}),
-            }
-        ),
-    }
-)
-
-UPLOAD_SNAPSHOT_METADATA_ARGS = Types.Record(
-    {
-        "canister_id": Types.Principal,
-        "replace_snapshot": Types.Opt(Blob),
-        "wasm_module_size": Types.Nat64,
-        "globals": Types.Vec(_GLOBAL),
-        "wasm_memory_size": Types.Nat64,
-        "stable_memory_size": Types.Nat64,
-        "certified_data": Blob,
-        "global_timer": Types.Opt(_GLOBAL_TIMER),
-        "on_low_wasm_memory_hook_status": Types.Opt(_HOOK_STATUS),
-    }
-)
-_OFFSET = Types.Record({"offset": Types.Nat64})
-UPLOAD_SNAPSHOT_DATA_ARGS = Types.Record(
-    {
-        "canister_id": Types.Principal,
-        "snapshot_id": Blob,
-        "kind": Types.Variant(
-            {
-                "wasm_module": _OFFSET,
-                "wasm_memory": _OFFSET,
-                "stable_memory": _OFFSET,
-                "wasm_chunk": Types.Null,
-            }
-        ),
-        "chunk": Blob,
-    }
-)
 
 # ------------------------------------------------------------------- settings
 

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from canister_iface import certificate as cert_mod
 from canister_iface.certificate import Certificate, LookupStatus
-from canister_iface.errors import CertificateError
+from canister_iface.errors import CertificateError, StaleCertificate
 from canister_iface.principal import Principal
 from canister_iface.rihash import Value, hash_of_map
 
@@ -70,10 +70,13 @@ def subnet_from_certificate(cert: Certificate, canister_id: bytes, root_key: byt
     if not subnet.hosts(canister_id):
         raise CertificateError(
             f"canister {Principal(canister_id)} is outside the certified canister ranges of "
-            f"subnet {Principal(subnet_id)}"
+            f"subnet {Principal(subnet_id)}",
+            reason="not_hosted",
         )
     if not subnet.node_keys:
-        raise CertificateError(f"the certificate lists no nodes of subnet {Principal(subnet_id)}")
+        raise CertificateError(
+            f"the certificate lists no nodes of subnet {Principal(subnet_id)}", reason="incomplete"
+        )
     return subnet
 
 
@@ -86,7 +89,7 @@ def _root_subnet_id(cert: Certificate, canister_id: bytes, root_key: bytes) -> b
     """
     subnets = cert_mod.lookup_subtree(cert.tree, [b"subnet"])
     if isinstance(subnets, LookupStatus):
-        raise CertificateError("the certificate does not reveal /subnet")
+        raise CertificateError("the certificate does not reveal /subnet", reason="incomplete")
     ids = [label for label, _ in cert_mod.labeled_children(subnets)]
     nns = Principal.self_authenticating(root_key).raw
     if nns in ids:
@@ -96,7 +99,8 @@ def _root_subnet_id(cert: Certificate, canister_id: bytes, root_key: bytes) -> b
             return subnet_id
     raise CertificateError(
         f"no subnet in the certificate hosts canister {Principal(canister_id)} "
-        f"(subnets: {', '.join(str(Principal(i)) for i in ids) or 'none'})"
+        f"(subnets: {', '.join(str(Principal(i)) for i in ids) or 'none'})",
+        reason="not_hosted",
     )
 
 
@@ -115,7 +119,8 @@ def _ranges(
                 ranges += cert_mod.decode_canister_ranges(shard[1])
     if not ranges and not missing_ok:
         raise CertificateError(
-            f"the certificate reveals no canister ranges of subnet {Principal(subnet_id)}"
+            f"the certificate reveals no canister ranges of subnet {Principal(subnet_id)}",
+            reason="incomplete",
         )
     return ranges
 
@@ -141,7 +146,9 @@ def signed_fields(response: Mapping[str, Any]) -> dict[str, Value | None]:
     if status == "replied":
         reply = response.get("reply")
         if not isinstance(reply, Mapping) or not isinstance(reply.get("arg"), bytes):
-            raise CertificateError("a replied query response needs reply.arg (a blob)")
+            raise CertificateError(
+                "a replied query response needs reply.arg (a blob)", reason="malformed"
+            )
         return {"status": "replied", "reply": _value(reply)}
     if status == "rejected":
         return {
@@ -150,7 +157,9 @@ def signed_fields(response: Mapping[str, Any]) -> dict[str, Value | None]:
             "reject_message": response.get("reject_message"),
             "error_code": response.get("error_code"),
         }
-    raise CertificateError(f"query response status {status!r} cannot be verified")
+    raise CertificateError(
+        f"query response status {status!r} cannot be verified", reason="malformed"
+    )
 
 
 def _value(raw: Any) -> Value:
@@ -161,7 +170,9 @@ def _value(raw: Any) -> Value:
         return {str(key): _value(item) for key, item in raw.items()}
     if isinstance(raw, Sequence):
         return [_value(item) for item in raw]
-    raise CertificateError(f"query response holds a {type(raw).__name__}, which is not signable")
+    raise CertificateError(
+        f"query response holds a {type(raw).__name__}, which is not signable", reason="malformed"
+    )
 
 
 @dataclass(frozen=True)
@@ -176,12 +187,13 @@ def node_signatures(response: Mapping[str, Any]) -> list[NodeSignature]:
     if not isinstance(raw, Sequence) or isinstance(raw, bytes | str) or not raw:
         raise CertificateError(
             "the query response carries no node signatures; the node may be too old or the "
-            "answer was stripped on the way"
+            "answer was stripped on the way",
+            reason="signature",
         )
     out = []
     for item in raw:
         if not isinstance(item, Mapping):
-            raise CertificateError("a query response signature is not a map")
+            raise CertificateError("a query response signature is not a map", reason="malformed")
         timestamp, signature, identity = (
             item.get("timestamp"),
             item.get("signature"),
@@ -192,7 +204,9 @@ def node_signatures(response: Mapping[str, Any]) -> list[NodeSignature]:
             and isinstance(signature, bytes)
             and isinstance(identity, bytes)
         ):
-            raise CertificateError("a query response signature lacks timestamp/signature/identity")
+            raise CertificateError(
+                "a query response signature lacks timestamp/signature/identity", reason="malformed"
+            )
         out.append(NodeSignature(timestamp, signature, identity))
     return out
 
@@ -206,7 +220,8 @@ def verify_node_signature(
     """Raise :class:`CertificateError` unless ``signature`` signs ``fields`` for ``request_id``."""
     if len(node_key_der) != 44 or not node_key_der.startswith(ED25519_DER_PREFIX):
         raise CertificateError(
-            f"node {Principal(signature.node_id)} has a key that is not DER Ed25519"
+            f"node {Principal(signature.node_id)} has a key that is not DER Ed25519",
+            reason="malformed",
         )
     key = Ed25519PublicKey.from_public_bytes(node_key_der[len(ED25519_DER_PREFIX) :])
     signed = {**fields, "timestamp": signature.timestamp_ns, "request_id": request_id}
@@ -215,15 +230,19 @@ def verify_node_signature(
     except InvalidSignature:
         raise CertificateError(
             f"the query response signature of node {Principal(signature.node_id)} does not "
-            "verify: the answer was altered or the node is not who it claims"
+            "verify: the answer was altered or the node is not who it claims",
+            reason="signature",
         ) from None
 
 
 def check_timestamp(signature: NodeSignature, now_ns: int, max_age_ns: int) -> None:
+    """Refuse a node signature whose timestamp is too far from ``now_ns`` (transient)."""
     skew = signature.timestamp_ns - now_ns
     if abs(skew) > max_age_ns:
         direction = "in the future" if skew > 0 else "old"
-        raise CertificateError(
+        raise StaleCertificate(
             f"the query response was signed {abs(skew) / 1e9:.1f} s {direction} (tolerance "
-            f"{max_age_ns / 1e9:.0f} s): a replayed answer or a badly skewed clock"
+            f"{max_age_ns / 1e9:.0f} s): a replayed answer, a node that is behind or this "
+            "machine's clock is off; retry, and check the clock (NTP) if it persists",
+            skew_seconds=skew / 1e9,
         )

@@ -357,6 +357,14 @@ class Fabric:
     def waiting_ingress(self) -> int:
         return sum(len(pool) for pool in self._ingress.values())
 
+    def idle(self) -> bool:
+        """Nothing waits for a block, travels between canisters or sits in a queue."""
+        return (
+            not self.in_flight()
+            and not self.waiting_ingress()
+            and not any(r.has_work() for r in self.replicas)
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             "subnets": [

@@ -535,4 +535,4 @@ _HANDLERS: dict[str, Handler] = {
     "upload_canister_snapshot_metadata": snapshots.upload_canister_snapshot_metadata,
     "upload_canister_snapshot_data": snapshots.upload_canister_snapshot_data,
 }
-assert set(_HANDLERS) == set(SIGNATURES), "every typed method needs a handler"
+assert set(_HANDLERS) <= set(SIGNATURES), "every handler needs its method in ic_did/ic.did"

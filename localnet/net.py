@@ -18,8 +18,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from icp_candid import Types, decode, encode
-
 from localnet import ids, persist
 from localnet.certification import NodeSigner, RootKey
 from localnet.clock import Clock
@@ -30,6 +28,7 @@ from localnet.faults import Faults
 from localnet.http import HttpServer
 from localnet.limits import Limits
 from localnet.management import effective_canister_id, handle_management_call
+from localnet.mgmt_types import decode_result, encode_args, principal_bytes
 from localnet.node import Node
 from localnet.replica import Replica
 from localnet.sandbox import WasmEngine
@@ -39,6 +38,7 @@ log = logging.getLogger("localnet")
 
 DEFAULT_CYCLES = 100_000_000_000_000  # 100 T, what PocketIC gives a new canister
 _MANAGEMENT_ROUNDS = 1000  # a management call waiting for rounds gives up after these
+_STOP_ROUNDS = 100  # a clean stop with a model runs at most these to empty the queues
 
 
 class LocalNet:
@@ -61,10 +61,6 @@ class LocalNet:
         None (the default) runs every message at once."""
         check_subnet_count(subnets)
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        if self.state_dir is not None and subnets > 1:
-            raise persist.StateDirError(
-                "--state-dir keeps one subnet only; run several subnets without --state-dir"
-            )
         self.clock = clock or Clock()
         self.faults = Faults(seed=seed)
         self.engine = WasmEngine()
@@ -80,20 +76,22 @@ class LocalNet:
             for _ in range(subnets)
         ]
         self.replica = replicas[0]  # the root subnet's, as before there were several
-        keys = self._load_state()
-        root = Subnet(
-            0,
-            replicas[0],
-            RootKey.from_bytes(keys["root"]) if keys else RootKey.generate(),
-            NodeSigner.from_bytes(keys["node"]) if keys else NodeSigner.generate(),
-        )
+        folders = persist.subnet_dirs(self.state_dir, subnets) if self.state_dir else []
+        root = Subnet(0, replicas[0], *_load_subnet(replicas[0], folders[:1]))
         others = [
-            Subnet(i, replica, RootKey.generate(), NodeSigner.generate(), root=root)
-            for i, replica in enumerate(replicas[1:], start=1)
+            Subnet(i, replicas[i], *_load_subnet(replicas[i], folders[i : i + 1]), root=root)
+            for i in range(1, subnets)
         ]
         self.topology = Topology([root, *others])
         self.fabric = Fabric(self.topology, subnet_model)
         self.node = Node(self.fabric)
+        # Crash consistency: each subnet's drain is a commit point, journaled
+        # before its replies leave (the fabric drains subnet by subnet).
+        self._journals = [
+            persist.Journal(subnet.replica, folder, _subnet_keys(subnet))
+            for subnet, folder in zip(self.subnets[: len(folders)], folders, strict=True)
+        ]
+        self._journal = self._journals[0] if self._journals else None  # the root subnet's
         self._server = HttpServer.for_node(
             self.node,
             self.faults,
@@ -123,8 +121,9 @@ class LocalNet:
         """Stop serving, drain queued messages and save the state (with --state-dir)."""
         await self._server.stop()
         await self.node.executor.run(self._drain_everything)
-        if self.state_dir is not None:
-            await self.node.executor.run(self._save_state)
+        for journal in self._journals:
+            await self.node.executor.run(journal.checkpoint)
+            journal.close()
         await self.node.close()
 
     @property
@@ -168,17 +167,13 @@ class LocalNet:
         if not 0 <= subnet < len(self.topology):
             raise ValueError(f"subnet must be 0 to {len(self.topology) - 1}, got {subnet}")
         settings = {"controllers": [list(controllers or [ids.ANONYMOUS])]}
-        arg = encode(
-            [
-                {
-                    "type": _PROVISIONAL_CREATE_ARG,
-                    "value": {
-                        "amount": [cycles],
-                        "settings": [settings],
-                        "specified_id": [] if specified_id is None else [specified_id],
-                    },
-                }
-            ]
+        arg = encode_args(
+            "provisional_create_canister_with_cycles",
+            {
+                "amount": [cycles],
+                "settings": [settings],
+                "specified_id": [] if specified_id is None else [specified_id],
+            },
         )
         caller = (controllers or [ids.ANONYMOUS])[0]
         target = self.topology.subnets[subnet]
@@ -206,19 +201,15 @@ class LocalNet:
             }
         else:
             mode_value = {mode: None}
-        payload = encode(
-            [
-                {
-                    "type": _INSTALL_CODE_ARG,
-                    "value": {
-                        "mode": mode_value,
-                        "canister_id": canister_id,
-                        "wasm_module": wasm,
-                        "arg": arg,
-                        "sender_canister_version": [],
-                    },
-                }
-            ]
+        payload = encode_args(
+            "install_code",
+            {
+                "mode": mode_value,
+                "canister_id": canister_id,
+                "wasm_module": wasm,
+                "arg": arg,
+                "sender_canister_version": [],
+            },
         )
         await self.management("install_code", payload, caller=caller or ids.ANONYMOUS)
 
@@ -294,69 +285,32 @@ class LocalNet:
         self.fabric.drain()
 
     def _drain_everything(self) -> None:
-        """Before stopping: without rounds, run what is queued; with them, nothing waits."""
-        self.fabric.drain()
-
-    # --- state-dir ------------------------------------------------------------------------
-
-    def _load_state(self) -> dict[str, bytes] | None:
-        if self.state_dir is None:
-            return None
-        return persist.load(self.replica, self.state_dir)
-
-    def _save_state(self) -> None:
-        assert self.state_dir is not None
-        root = self.topology.root
-        persist.save(
-            self.replica,
-            {"root": root.key.to_bytes(), "node": root.signer.to_bytes()},
-            self.state_dir,
-        )
+        """Before stopping, run what is queued (a clean stop keeps its effects):
+        without a model at once, with one round after round, unpaced."""
+        if self.subnet_model is None:
+            self.fabric.drain()
+            return
+        for _ in range(_STOP_ROUNDS):
+            if self.fabric.idle():
+                return
+            self.fabric.run_round()
+        log.warning("localnet stopped with messages still in flight after %d rounds", _STOP_ROUNDS)
 
 
-_CANISTER_SETTINGS = Types.Record(
-    {
-        "controllers": Types.Opt(Types.Vec(Types.Principal)),
-    }
-)
-_PROVISIONAL_CREATE_ARG = Types.Record(
-    {
-        "amount": Types.Opt(Types.Nat),
-        "settings": Types.Opt(_CANISTER_SETTINGS),
-        "specified_id": Types.Opt(Types.Principal),
-    }
-)
-_INSTALL_CODE_ARG = Types.Record(
-    {
-        "mode": Types.Variant(
-            {
-                "install": Types.Null,
-                "reinstall": Types.Null,
-                "upgrade": Types.Opt(
-                    Types.Record(
-                        {
-                            "skip_pre_upgrade": Types.Opt(Types.Bool),
-                            "wasm_memory_persistence": Types.Opt(
-                                Types.Variant(
-                                    {
-                                        "keep": Types.Null,
-                                        "replace": Types.Null,
-                                    }
-                                )
-                            ),
-                        }
-                    )
-                ),
-            }
-        ),
-        "canister_id": Types.Principal,
-        "wasm_module": Types.Vec(Types.Nat8),
-        "arg": Types.Vec(Types.Nat8),
-        "sender_canister_version": Types.Opt(Types.Nat64),
-    }
-)
-_CREATE_RESULT = Types.Record({"canister_id": Types.Principal})
+def _load_subnet(replica: Replica, folder: list[Path]) -> tuple[RootKey, NodeSigner]:
+    """Restore ``replica`` from its state folder (if any); its subnet key and node key."""
+    keys = persist.load(replica, folder[0]) if folder else None
+    if keys is None:
+        return RootKey.generate(), NodeSigner.generate()
+    return RootKey.from_bytes(keys["root"]), NodeSigner.from_bytes(keys["node"])
+
+
+def _subnet_keys(subnet: Subnet) -> dict[str, bytes]:
+    # "root": subnet 0's key is the root key; the name is what one-subnet state dirs hold.
+    return {"root": subnet.key.to_bytes(), "node": subnet.signer.to_bytes()}
 
 
 def _decode_canister_id(reply: bytes) -> bytes:
-    return bytes(decode(reply, [_CREATE_RESULT])[0]["value"]["canister_id"].bytes)
+    return principal_bytes(
+        decode_result("provisional_create_canister_with_cycles", reply)["canister_id"]
+    )

@@ -1,25 +1,58 @@
-"""``--state-dir``: canisters, memories, snapshots, cycles and keys survive a restart.
+"""``--state-dir``: canisters, memories, snapshots, cycles and keys survive a restart, and a crash.
 
-Layout (one directory per canister, raw memories as files so a 1 GiB heap is
-not pushed through CBOR)::
+Layout: a checkpoint (one directory per canister, raw memories as files so a
+1 GiB heap is not pushed through CBOR) and a journal of what changed since::
 
     state-dir/
       localnet.cbor                 format version, keys, next canister index
       canisters/<canister id>/
-        state.cbor                  settings, cycles, status, version, timer, ...
+        state.cbor                  settings, cycles, status, certified data, timer, ...
         module.wasm heap.bin stable.bin globals.cbor
         chunks/<sha256 hex>
         snapshots/<snapshot id hex>/{meta.cbor,module.wasm,heap.bin,stable.bin}
+      journal.log                   one record per commit point since the checkpoint
 
-The state is written to ``state-dir.tmp`` and swapped in with renames, so a
-crash while saving leaves the previous state intact. Messages still queued or
-calls still open at shutdown are not saved: a clean stop drains them first.
+Crash consistency, like a replica's checkpoints plus its log:
+
+* **Commit points** are message boundaries: the end of every drain of the
+  replica's queue (:meth:`Journal.commit` wraps ``run_until_idle``). The
+  record holds, for every canister that changed, its small state (settings,
+  cycles, certified data, ...) and only the heap and stable memory pages
+  written since the last commit: dirty-page tracking (``localnet.dirty``)
+  lists them, so a 100 MiB heap costs what a message wrote, not 100 MiB.
+  The record is appended and fsynced *before* the replies of that drain are
+  released to their waiting HTTP calls: an answered update is on disk.
+* A record is ``MAGIC | length | BLAKE2b-128 | CBOR``; after a crash the
+  journal is replayed up to the last complete record and a torn tail is cut
+  off, so a half-written record is never loaded. The certified data and the
+  memories of a canister travel in the same record, so they always agree.
+* **Checkpoints** (at a clean stop, and when the journal exceeds
+  :data:`JOURNAL_LIMIT`) are written to ``state-dir.tmp`` with every file and
+  directory fsynced, then swapped in by renames (``state-dir`` →
+  ``state-dir.old``, ``.tmp`` → ``state-dir``); a crash between the renames is
+  repaired at the next start from ``state-dir.old``.
+
+Several subnets (``LocalNet(subnets=N)``): each subnet keeps the layout
+above in ``state-dir/subnet-<i>/`` with a journal of its own, and every
+drain of one subnet's queue is a commit point of that subnet (the fabric
+drains subnet after subnet); ``state-dir/subnets.cbor`` says how many there
+are, so a restart with another ``--subnets`` is refused instead of losing
+one. Messages between subnets that are in flight at a crash are lost like
+any queued message.
+
+Not kept: messages still queued or calls still open at a commit point (a
+clean stop drains them first), and request statuses (``read_state`` of an
+answered request id forgets it after a restart, as after its expiry).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
-from dataclasses import asdict
+import struct
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +60,64 @@ import cbor2
 
 from localnet import ids
 from localnet.replica import Replica
-from localnet.sandbox import CanisterSandbox
+from localnet.sandbox import CanisterSandbox, MemoryDelta
 from localnet.state import CanisterState, CanisterStatus, Settings, Snapshot
 
 FORMAT_VERSION = 1
+JOURNAL = "journal.log"
+SUBNETS = "subnets.cbor"
+JOURNAL_LIMIT = 256 * 1024 * 1024  # bytes of journal that trigger a checkpoint
+_MAGIC = b"LNJ1"
+_HEADER = struct.Struct("<4sQ16s")  # magic, payload length, BLAKE2b-128 of the payload
 
 
 class StateDirError(Exception):
     """The state directory cannot be used; the message says why and what to do."""
 
 
+def subnet_dirs(state_dir: Path, count: int) -> list[Path]:
+    """The folder of each subnet's checkpoint and journal (see the module doc)."""
+    marker = state_dir / SUBNETS
+    if count == 1:
+        if marker.exists():
+            held = _read_cbor(marker).get("subnets")
+            raise StateDirError(
+                f"{state_dir} holds a localnet of {held} subnets; start it with "
+                f"--subnets {held}, or use another --state-dir"
+            )
+        return [state_dir]
+    if (state_dir / "localnet.cbor").exists():
+        raise StateDirError(
+            f"{state_dir} holds a localnet of one subnet; start it without --subnets, "
+            "or use another --state-dir"
+        )
+    if marker.exists():
+        held = _read_cbor(marker).get("subnets")
+        if held != count:
+            raise StateDirError(
+                f"{state_dir} holds a localnet of {held} subnets, not {count}; start it "
+                f"with --subnets {held}, or use another --state-dir"
+            )
+    else:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        _write_cbor(marker, {"format": FORMAT_VERSION, "subnets": count})
+        _fsync_dir(state_dir)
+    return [state_dir / f"subnet-{index}" for index in range(count)]
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
 def save(replica: Replica, keys: dict[str, bytes], state_dir: Path) -> None:
+    """Write a full checkpoint (with an empty journal) and swap it in atomically."""
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "canisters").mkdir(parents=True)
+    for canister in replica.canisters.values():
+        _save_canister(canister, tmp / "canisters" / ids.to_text(canister.canister_id))
+    _fsync_dir(tmp / "canisters")
+    # Written last: a checkpoint without it is incomplete and never loaded.
     _write_cbor(
         tmp / "localnet.cbor",
         {
@@ -50,20 +126,21 @@ def save(replica: Replica, keys: dict[str, bytes], state_dir: Path) -> None:
             "next_canister_index": replica.next_canister_index,
         },
     )
-    for canister in replica.canisters.values():
-        _save_canister(canister, tmp / "canisters" / ids.to_text(canister.canister_id))
+    _fsync_dir(tmp)
     old = state_dir.with_name(state_dir.name + ".old")
     if old.exists():
         shutil.rmtree(old)
     if state_dir.exists():
         state_dir.rename(old)
     tmp.rename(state_dir)
+    _fsync_dir(state_dir.parent)
     if old.exists():
         shutil.rmtree(old)
 
 
 def load(replica: Replica, state_dir: Path) -> dict[str, bytes] | None:
-    """Restore ``replica`` from ``state_dir``; returns the saved keys (None: fresh dir)."""
+    """Restore ``replica`` from the checkpoint and journal; returns the keys (None: fresh)."""
+    _repair_swap(state_dir)
     meta_path = state_dir / "localnet.cbor"
     if not meta_path.exists():
         return None
@@ -74,90 +151,429 @@ def load(replica: Replica, state_dir: Path) -> dict[str, bytes] | None:
             f"{meta.get('format')!r}, expected {FORMAT_VERSION}); use another --state-dir "
             "or delete it"
         )
-    replica.next_canister_index = meta["next_canister_index"]
-    for folder in sorted((state_dir / "canisters").iterdir()):
-        canister = _load_canister(replica, folder)
+    images = {
+        image.state["canister_id"]: image
+        for image in (_load_image(folder) for folder in sorted((state_dir / "canisters").iterdir()))
+    }
+    next_index = meta["next_canister_index"]
+    for record in _replay(state_dir / JOURNAL):
+        next_index = _apply(images, record)
+    replica.next_canister_index = next_index
+    for image in images.values():
+        canister = image.build(replica)
         replica.canisters[canister.canister_id] = canister
     return dict(meta["keys"])
 
 
-def _save_canister(canister: CanisterState, folder: Path) -> None:
-    folder.mkdir(parents=True)
+def _repair_swap(state_dir: Path) -> None:
+    """Finish or undo a checkpoint swap that a crash interrupted."""
+    tmp = state_dir.with_name(state_dir.name + ".tmp")
+    old = state_dir.with_name(state_dir.name + ".old")
+    if not state_dir.exists() and old.exists():
+        old.rename(state_dir)  # crashed between the two renames: the old one is complete
+        _fsync_dir(state_dir.parent)
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+
+
+# --- the journal ------------------------------------------------------------------------
+
+
+@dataclass
+class _Persisted:
+    """What the checkpoint and journal hold for one canister, to diff against."""
+
+    state: dict[str, Any]
+    fingerprint: tuple[Any, ...]  # cheap to compare: state is rebuilt only when it moves
+    module_hash: bytes | None
+    sandbox: CanisterSandbox | None
+    chunks: frozenset[bytes]
+    snapshots: frozenset[bytes]
+    # The heap as persisted, kept only where the rollback mode cannot list
+    # written pages (full-copy mode): commits then compare pages against it.
+    heap: bytes | None = None
+
+
+class Journal:
+    """Makes every commit point durable before its replies leave (see the module doc).
+
+    Installs itself around ``replica.run_until_idle`` (the commit point) and
+    ``replica.on_request_done`` (replies are held until their commit is on
+    disk). ``checkpoint`` writes a full checkpoint and starts a new journal.
+    """
+
+    def __init__(self, replica: Replica, state_dir: Path, keys: dict[str, bytes]) -> None:
+        self.replica = replica
+        self.state_dir = state_dir
+        self.keys = keys
+        self.records = 0  # appended since the process started (a statistic)
+        self.bytes_written = 0
+        self._held: list[bytes] = []
+        self._draining = False
+        self._release: Callable[[bytes], None] | None = replica.on_request_done
+        self._run = replica.run_until_idle
+        replica.on_request_done = self._hold
+        replica.run_until_idle = self._run_and_commit  # type: ignore[method-assign]
+        self._persisted: dict[bytes, _Persisted] = {}
+        self._next_index = replica.next_canister_index
+        if not (state_dir / "localnet.cbor").exists():
+            self.checkpoint()  # the journal needs a base
+        else:
+            self._baseline()
+            self._fd = self._open_journal()
+
+    def _open_journal(self) -> int:
+        fd = os.open(self.state_dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        _fsync_dir(self.state_dir)
+        self._size = os.fstat(fd).st_size
+        return fd
+
+    def _baseline(self) -> None:
+        """The replica now equals the disk: remember it and reset the dirty tracking."""
+        self._persisted = {}
+        for canister in self.replica.canisters.values():
+            persisted = self._persisted[canister.canister_id] = _snapshot_of(canister)
+            if canister.sandbox is not None:
+                canister.sandbox.take_delta()
+                persisted.heap = _heap_copy(canister.sandbox)
+        self._next_index = self.replica.next_canister_index
+
+    # --- commit points ------------------------------------------------------------------
+
+    def _run_and_commit(self, max_messages: int = 1_000_000) -> int:
+        self._draining = True
+        try:
+            done = self._run(max_messages)
+        finally:
+            self._draining = False
+        self.commit()
+        return done
+
+    def _hold(self, request_id: bytes) -> None:
+        self._held.append(request_id)
+        if not self._draining:  # completed outside a drain: commit right away
+            self.commit()
+
+    def commit(self) -> None:
+        """Append what changed since the last commit, fsync, then release held replies."""
+        record = self._record()
+        if record is not None:
+            payload = cbor2.dumps(record)
+            header = _HEADER.pack(_MAGIC, len(payload), _digest(payload))
+            os.write(self._fd, header + payload)
+            os.fsync(self._fd)
+            self._size += len(header) + len(payload)
+            self.records += 1
+            self.bytes_written += len(header) + len(payload)
+        held, self._held = self._held, []
+        if self._size > JOURNAL_LIMIT:
+            self.checkpoint()
+        if self._release is not None:
+            for request_id in held:
+                self._release(request_id)
+
+    def checkpoint(self) -> None:
+        """A full checkpoint; the journal starts empty."""
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+        save(self.replica, self.keys, self.state_dir)
+        self._baseline()
+        self._fd = self._open_journal()
+
+    def close(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None  # type: ignore[assignment]
+
+    def _record(self) -> dict[str, Any] | None:
+        changed = []
+        for canister in self.replica.canisters.values():
+            entry = self._canister_changes(canister)
+            if entry is not None:
+                changed.append(entry)
+        deleted = [c for c in self._persisted if c not in self.replica.canisters]
+        for canister_id in deleted:
+            del self._persisted[canister_id]
+        index = self.replica.next_canister_index
+        if not changed and not deleted and index == self._next_index:
+            return None
+        self._next_index = index
+        return {"next_canister_index": index, "deleted": deleted, "canisters": changed}
+
+    def _canister_changes(self, canister: CanisterState) -> dict[str, Any] | None:
+        before = self._persisted.get(canister.canister_id)
+        entry: dict[str, Any] = {"canister_id": canister.canister_id}
+        moved = before is None or _fingerprint(canister) != before.fingerprint
+        now = _snapshot_of(canister, None if moved or before is None else before.state)
+        if before is None or now.state != before.state:
+            entry["state"] = now.state
+        if before is None or now.module_hash != before.module_hash:
+            entry["module"] = canister.wasm_module
+        sandbox = canister.sandbox
+        if before is None or sandbox is not before.sandbox:
+            # Installed, reinstalled, upgraded or uninstalled: all of it.
+            entry["memory"] = None if sandbox is None else _full_memory(sandbox)
+            now.heap = None if sandbox is None else _heap_copy(sandbox)
+        elif sandbox is not None:
+            delta = sandbox.take_delta()
+            now.heap = before.heap
+            if delta.heap is None:
+                # Full-copy mode: find the changed pages where anything ran
+                # (every execution charges cycles, so the fingerprint moved).
+                delta.heap = []
+                if moved or delta.stable:
+                    now.heap = sandbox.capture().heap
+                    delta.heap = _changed_pages(before.heap or b"", now.heap)
+            if not delta.empty:
+                entry["memory"] = _memory_delta(sandbox, delta)
+        if before is None or now.chunks != before.chunks:
+            entry["chunks"] = dict(canister.chunk_store)
+        if before is None or now.snapshots != before.snapshots:
+            entry["snapshots"] = [_snapshot_meta(s) for s in canister.snapshots.values()]
+        self._persisted[canister.canister_id] = now
+        return entry if len(entry) > 1 else None
+
+
+def _fingerprint(canister: CanisterState) -> tuple[Any, ...]:
+    return (
+        canister.cycles,
+        canister.cycles_burned,
+        canister.status,
+        canister.open_call_contexts,
+        canister.canister_version,
+        canister.certified_data,
+        canister.global_timer,
+        canister.next_snapshot_index,
+        len(canister.history),
+        canister.settings,
+    )
+
+
+def _snapshot_of(canister: CanisterState, state: dict[str, Any] | None = None) -> _Persisted:
+    return _Persisted(
+        state=_state_dict(canister) if state is None else state,
+        fingerprint=_fingerprint(canister),
+        module_hash=canister.module_hash,
+        sandbox=canister.sandbox,
+        chunks=frozenset(canister.chunk_store),
+        snapshots=frozenset(canister.snapshots),
+    )
+
+
+def _heap_copy(sandbox: CanisterSandbox) -> bytes | None:
+    return sandbox.capture().heap if sandbox.rollback_mode == "copy" else None
+
+
+def _changed_pages(old: bytes, new: bytes, page: int = 4096) -> list[tuple[int, bytes]]:
+    """The pages of ``new`` that differ from ``old`` (O(heap) reads, few writes)."""
+    a, b = memoryview(old), memoryview(new)
+    return [
+        (start, bytes(b[start : start + page]))
+        for start in range(0, len(new), page)
+        if a[start : start + page] != b[start : start + page]
+    ]
+
+
+def _full_memory(sandbox: CanisterSandbox) -> dict[str, Any]:
+    sandbox.take_delta()  # what follows is relative to this image
+    image = sandbox.capture()
+    return {
+        "heap_size": len(image.heap),
+        "heap": [(0, image.heap)],
+        "stable_size": len(image.stable),
+        "stable": [(0, image.stable)],
+        "globals": image.globals,
+    }
+
+
+def _memory_delta(sandbox: CanisterSandbox, delta: MemoryDelta) -> dict[str, Any]:
+    stable = delta.stable
+    if stable is None:
+        stable = [(0, sandbox.capture().stable)]
+    return {
+        "heap_size": delta.heap_size,
+        "heap": delta.heap,
+        "stable_size": delta.stable_size,
+        "stable": stable,
+        "globals": delta.globals,
+    }
+
+
+def _replay(path: Path) -> list[dict[str, Any]]:
+    """The complete records of the journal; a torn or damaged tail is cut off."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records, pos = [], 0
+    while pos + _HEADER.size <= len(data):
+        magic, length, digest = _HEADER.unpack_from(data, pos)
+        payload = data[pos + _HEADER.size : pos + _HEADER.size + length]
+        if magic != _MAGIC or len(payload) != length or _digest(payload) != digest:
+            break
+        records.append(cbor2.loads(payload))
+        pos += _HEADER.size + length
+    if pos < len(data):
+        with path.open("r+b") as f:
+            f.truncate(pos)
+            os.fsync(f.fileno())
+    return records
+
+
+# --- canister images: the checkpoint plus the journal, before instantiation -------------
+
+
+@dataclass
+class _Image:
+    state: dict[str, Any]
+    module: bytes | None = None
+    heap: bytearray | None = None
+    stable: bytearray = field(default_factory=bytearray)
+    globals: list[int | float] = field(default_factory=list)
+    chunks: dict[bytes, bytes] = field(default_factory=dict)
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+    def build(self, replica: Replica) -> CanisterState:
+        s = self.state
+        canister = CanisterState(
+            canister_id=s["canister_id"],
+            settings=Settings(**s["settings"]),
+            cycles=s["cycles"],
+            status=CanisterStatus(s["status"]),
+            canister_version=s["canister_version"],
+            certified_data=s["certified_data"],
+            global_timer=s["global_timer"],
+            next_snapshot_index=s["next_snapshot_index"],
+            cycles_burned=s["cycles_burned"],
+            history=s["history"],
+        )
+        canister.wasm_module = self.module
+        if self.module is not None and self.heap is not None:
+            canister.sandbox = CanisterSandbox.load(
+                replica.engine,
+                self.module,
+                heap=bytes(self.heap),
+                stable=bytes(self.stable),
+                globals=self.globals,
+                rollback=replica.rollback,
+            )
+        canister.chunk_store.update(self.chunks)
+        for snapshot in self.snapshots:
+            canister.snapshots[snapshot.snapshot_id] = snapshot
+        return canister
+
+
+def _apply(images: dict[bytes, _Image], record: dict[str, Any]) -> int:
+    for canister_id in record["deleted"]:
+        images.pop(canister_id, None)
+    for entry in record["canisters"]:
+        image = images.get(entry["canister_id"])
+        if image is None:
+            image = images[entry["canister_id"]] = _Image(state=entry["state"])
+        if "state" in entry:
+            image.state = entry["state"]
+        if "module" in entry:
+            image.module = entry["module"]
+        if "memory" in entry:
+            _apply_memory(image, entry["memory"])
+        if "chunks" in entry:
+            image.chunks = dict(entry["chunks"])
+        if "snapshots" in entry:
+            image.snapshots = [Snapshot(**meta) for meta in entry["snapshots"]]
+    return int(record["next_canister_index"])
+
+
+def _apply_memory(image: _Image, memory: dict[str, Any] | None) -> None:
+    if memory is None:
+        image.heap, image.stable, image.globals = None, bytearray(), []
+        return
+    image.heap = _patched(image.heap or bytearray(), memory["heap_size"], memory["heap"])
+    image.stable = _patched(image.stable, memory["stable_size"], memory["stable"])
+    image.globals = list(memory["globals"])
+
+
+def _patched(buf: bytearray, size: int, pieces: list[tuple[int, bytes]]) -> bytearray:
+    if len(buf) > size:
+        del buf[size:]
+    else:
+        buf.extend(bytes(size - len(buf)))
+    for offset, data in pieces:
+        buf[offset : offset + len(data)] = data
+    return buf
+
+
+# --- files of a checkpoint --------------------------------------------------------------
+
+
+def _state_dict(canister: CanisterState) -> dict[str, Any]:
     status = canister.status
     if status == CanisterStatus.STOPPING and canister.open_call_contexts == 0:
         status = CanisterStatus.STOPPED
-    _write_cbor(
-        folder / "state.cbor",
-        {
-            "canister_id": canister.canister_id,
-            "settings": asdict(canister.settings),
-            "cycles": canister.cycles,
-            "status": int(status),
-            "canister_version": canister.canister_version,
-            "certified_data": canister.certified_data,
-            "global_timer": canister.global_timer,
-            "next_snapshot_index": canister.next_snapshot_index,
-            "cycles_burned": canister.cycles_burned,
-            "history": canister.history,
-        },
-    )
+    return {
+        "canister_id": canister.canister_id,
+        "settings": asdict(canister.settings),
+        "cycles": canister.cycles,
+        "status": int(status),
+        "canister_version": canister.canister_version,
+        "certified_data": canister.certified_data,
+        "global_timer": canister.global_timer,
+        "next_snapshot_index": canister.next_snapshot_index,
+        "cycles_burned": canister.cycles_burned,
+        "history": canister.history,
+    }
+
+
+def _save_canister(canister: CanisterState, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    _write_cbor(folder / "state.cbor", _state_dict(canister))
     if canister.wasm_module is not None:
-        (folder / "module.wasm").write_bytes(canister.wasm_module)
+        _write(folder / "module.wasm", canister.wasm_module)
     if canister.sandbox is not None:
         image = canister.sandbox.capture()
-        (folder / "heap.bin").write_bytes(image.heap)
-        (folder / "stable.bin").write_bytes(image.stable)
+        _write(folder / "heap.bin", image.heap)
+        _write(folder / "stable.bin", image.stable)
         _write_cbor(folder / "globals.cbor", image.globals)
     chunks = folder / "chunks"
     chunks.mkdir()
     for digest, chunk in canister.chunk_store.items():
-        (chunks / digest.hex()).write_bytes(chunk)
-    for snapshot in canister.snapshots.values():
-        _save_snapshot(snapshot, folder / "snapshots" / snapshot.snapshot_id.hex())
+        _write(chunks / digest.hex(), chunk)
+    _fsync_dir(chunks)
+    if canister.snapshots:
+        (folder / "snapshots").mkdir()
+        for snapshot in canister.snapshots.values():
+            _save_snapshot(snapshot, folder / "snapshots" / snapshot.snapshot_id.hex())
+        _fsync_dir(folder / "snapshots")
+    _fsync_dir(folder)
 
 
-def _load_canister(replica: Replica, folder: Path) -> CanisterState:
-    state = _read_cbor(folder / "state.cbor")
-    canister = CanisterState(
-        canister_id=state["canister_id"],
-        settings=Settings(**state["settings"]),
-        cycles=state["cycles"],
-        status=CanisterStatus(state["status"]),
-        canister_version=state["canister_version"],
-        certified_data=state["certified_data"],
-        global_timer=state["global_timer"],
-        next_snapshot_index=state["next_snapshot_index"],
-        cycles_burned=state["cycles_burned"],
-        history=state["history"],
-    )
+def _load_image(folder: Path) -> _Image:
+    image = _Image(state=_read_cbor(folder / "state.cbor"))
     module = folder / "module.wasm"
     if module.exists():
-        canister.wasm_module = module.read_bytes()
+        image.module = module.read_bytes()
         if (folder / "heap.bin").exists():
-            canister.sandbox = CanisterSandbox.load(
-                replica.engine,
-                canister.wasm_module,
-                heap=(folder / "heap.bin").read_bytes(),
-                stable=(folder / "stable.bin").read_bytes(),
-                globals=_read_cbor(folder / "globals.cbor"),
-                rollback=replica.rollback,
-            )
+            image.heap = bytearray((folder / "heap.bin").read_bytes())
+            image.stable = bytearray((folder / "stable.bin").read_bytes())
+            image.globals = _read_cbor(folder / "globals.cbor")
     for chunk in sorted((folder / "chunks").iterdir()):
-        canister.chunk_store[bytes.fromhex(chunk.name)] = chunk.read_bytes()
+        image.chunks[bytes.fromhex(chunk.name)] = chunk.read_bytes()
     snapshots = folder / "snapshots"
     if snapshots.exists():
-        for snap_dir in sorted(snapshots.iterdir()):
-            snapshot = _load_snapshot(snap_dir)
-            canister.snapshots[snapshot.snapshot_id] = snapshot
-    return canister
+        image.snapshots = [_load_snapshot(d) for d in sorted(snapshots.iterdir())]
+    return image
+
+
+def _snapshot_meta(snapshot: Snapshot) -> dict[str, Any]:
+    return asdict(snapshot)
 
 
 def _save_snapshot(snapshot: Snapshot, folder: Path) -> None:
     folder.mkdir(parents=True)
-    meta = asdict(snapshot)
+    meta = _snapshot_meta(snapshot)
     for blob in ("wasm_module", "heap", "stable"):
-        (folder / f"{blob}.bin").write_bytes(meta.pop(blob))
+        _write(folder / f"{blob}.bin", meta.pop(blob))
     _write_cbor(folder / "meta.cbor", meta)
+    _fsync_dir(folder)
 
 
 def _load_snapshot(folder: Path) -> Snapshot:
@@ -167,8 +583,15 @@ def _load_snapshot(folder: Path) -> Snapshot:
     return Snapshot(**meta)
 
 
+def _write(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _write_cbor(path: Path, value: Any) -> None:
-    path.write_bytes(cbor2.dumps(value))
+    _write(path, cbor2.dumps(value))
 
 
 def _read_cbor(path: Path) -> Any:
@@ -176,3 +599,15 @@ def _read_cbor(path: Path) -> Any:
         return cbor2.loads(path.read_bytes())
     except (OSError, cbor2.CBORDecodeError) as exc:
         raise StateDirError(f"cannot read {path}: {exc}; the state directory is damaged") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()

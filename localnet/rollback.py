@@ -70,6 +70,10 @@ class CopyRollback:
     def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
         return [(0, ctypes.string_at(base, physical))]
 
+    def take_committed(self) -> list[tuple[int, int]] | None:
+        """What commits changed since the last call: unknown here (None: all of it)."""
+        return None
+
     def close(self) -> None:
         self._buf = bytearray()
         self._saved = 0
@@ -85,6 +89,9 @@ class DirtyRollback:
         self._tracker: dirty.WriteTracker | None = None
         self._shadow: dirty.AnonMemory | None = None
         self.copied = 0  # heap bytes copied for the last execution (a statistic)
+        # Byte ranges committed since take_committed last ran (None: all of
+        # the heap, as after adopting or rebuilding one): --state-dir's journal.
+        self._committed: list[tuple[int, int]] | None = None
 
     def _ensure_shadow(self, size: int) -> dirty.AnonMemory:
         if self._shadow is None or self._shadow.size < size:
@@ -110,6 +117,7 @@ class DirtyRollback:
         shadow = self._ensure_shadow(size)
         ctypes.memmove(shadow.address, base, size)
         self._track(base, size)
+        self._committed = None
 
     def begin(self, base: int, size: int) -> None:
         self.copied = 0  # the pages are armed since the last commit or rollback
@@ -122,6 +130,8 @@ class DirtyRollback:
             if r.present:  # an unpopulated page is zero, as the shadow is there
                 ctypes.memmove(shadow.address + r.start, base + r.start, r.end - r.start)
                 self.copied += r.end - r.start
+                if self._committed is not None:
+                    self._committed.append((r.start, r.end))
 
     def rollback(self, base: int, physical: int, committed: int) -> None:
         assert self._tracker is not None
@@ -144,6 +154,7 @@ class DirtyRollback:
         assert self._shadow is not None
         ctypes.memmove(base, self._shadow.address, committed)
         self._track(base, committed)
+        self._committed = None
 
     def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
         assert self._tracker is not None
@@ -152,6 +163,11 @@ class DirtyRollback:
             for r in self._tracker.scan(physical, rearm=False)
             if r.present
         ]
+
+    def take_committed(self) -> list[tuple[int, int]] | None:
+        """The byte ranges commits changed since the last call (None: all)."""
+        ranges, self._committed = self._committed, []
+        return ranges
 
     def close(self) -> None:
         if self._tracker is not None:

@@ -132,6 +132,26 @@ class MemoryImage:
     globals: list[int | float]
 
 
+@dataclass
+class MemoryDelta:
+    """What commits changed since the last :meth:`CanisterSandbox.take_delta`.
+
+    ``heap`` / ``stable`` list (offset, current bytes) pieces, or are None
+    when everything must be taken (after loading, a rebuild, or in the
+    full-copy rollback mode, which does not know what was written).
+    """
+
+    heap_size: int
+    heap: list[tuple[int, bytes]] | None
+    stable_size: int
+    stable: list[tuple[int, bytes]] | None
+    globals: list[int | float]
+
+    @property
+    def empty(self) -> bool:
+        return self.heap == [] and self.stable == []
+
+
 @dataclass(frozen=True)
 class _Compiled:
     module: wasmtime.Module
@@ -485,6 +505,22 @@ class CanisterSandbox:
             globals=list(self._committed_globals),
         )
 
+    def take_delta(self) -> MemoryDelta:
+        """The committed changes since the last call (for --state-dir's journal)."""
+        base = self._mem.base
+        ranges = self._rollback.take_committed()
+        heap = None
+        if ranges is not None:
+            heap = [(a, ctypes.string_at(base + a, min(b, self._committed) - a))
+                    for a, b in _merged(ranges) if a < self._committed]  # fmt: skip
+        return MemoryDelta(
+            heap_size=self._committed,
+            heap=heap,
+            stable_size=len(self._stable.data),
+            stable=self._stable.take_written(),
+            globals=list(self._committed_globals),
+        )
+
     def close(self) -> None:
         if self._closed:
             return
@@ -661,6 +697,16 @@ class CanisterSandbox:
         for offset, data in qs.stable:
             self._stable.write(offset, data)
         self._set_globals(qs.globals)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _classify(trap: wasmtime.Trap, limit: int) -> tuple[str, str]:

@@ -165,6 +165,10 @@ class StableMemory:
         self._undo: dict[int, bytes] | None = None
         self._saved: bytes | None = None
         self._old_len = len(self.data)
+        # Pages written since take_written last ran, and the size then (None:
+        # all of it): --state-dir's journal. Rolled-back writes stay listed.
+        self._touched: set[int] | None = None
+        self._taken_len = 0
 
     @property
     def pages(self) -> int:
@@ -192,6 +196,9 @@ class StableMemory:
         self.check(offset, len(data))
         if self._undo is not None and data:
             self._save_pages(offset, offset + len(data))
+        if self._touched is not None and data:
+            last = (offset + len(data) - 1) // self.TRACK
+            self._touched.update(range(offset // self.TRACK, last + 1))
         self.data[offset : offset + len(data)] = data
 
     def _save_pages(self, start: int, end: int) -> None:
@@ -223,6 +230,19 @@ class StableMemory:
             for page, old in (self._undo or {}).items():
                 self.data[page * self.TRACK : page * self.TRACK + len(old)] = old
         self.commit()
+
+    def take_written(self) -> list[tuple[int, bytes]] | None:
+        """Pages (current content) written or grown since the last call; None: all."""
+        touched, self._touched = self._touched, set()
+        taken, self._taken_len = self._taken_len, len(self.data)
+        if touched is None:
+            return None
+        view = memoryview(self.data)
+        out = [(p * self.TRACK, bytes(view[p * self.TRACK : (p + 1) * self.TRACK]))
+               for p in sorted(touched) if p * self.TRACK < min(taken, len(self.data))]  # fmt: skip
+        if len(self.data) > taken:
+            out.append((taken, bytes(view[taken:])))
+        return out
 
     def written(self) -> list[tuple[int, bytes]]:
         """The pages written since :meth:`begin` (current content), and growth."""

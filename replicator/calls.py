@@ -19,9 +19,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
-from canister_iface import errors as ic
-from canister_iface import icrp_errors as ie
-from replicator.errors import IntegrityError, JobFailed, ReplicatorError, job_error
 from replicator.limits import Caller, CallSpec, estimate_cycles
 from replicator.metrics import Metrics
 from replicator.retry import RetryObserver, RetryPolicy, call_with_retries
@@ -56,13 +53,16 @@ class CallRunner:
         nbytes: int = 0,
         what: str | None = None,
         policy: RetryPolicy | None = None,
+        spends: int = 0,
     ) -> T:
         """``await perform()`` as one logical call of ``method`` on ``canister_id``.
 
         ``cost`` and ``nbytes`` tell the limits what the call moves and costs
-        (``nbytes``: payload bytes sent or asked for).
+        (``nbytes``: payload bytes sent or asked for); ``spends`` are cycles the
+        call pays beyond its message fees (a canister's initial cycles, a
+        top-up), charged to the cycles budget like the fees.
         """
-        cycles = estimate_cycles(cost, nbytes)
+        cycles = estimate_cycles(cost, nbytes) + spends
         spec = CallSpec(canister_id, method, bytes=nbytes, cycles=cycles)
 
         async def timed() -> T:
@@ -84,25 +84,3 @@ class CallRunner:
         self.metrics.record_retry(reason, wait_seconds)
         if self._on_retry is not None:
             self._on_retry(reason, wait_seconds)
-
-
-def job_level_error(exc: BaseException) -> ReplicatorError:
-    """The job-level error a failure ends a job with (message + exit code)."""
-    if isinstance(exc, ReplicatorError):
-        return exc
-    inner = exc.inner if isinstance(exc, ie.TargetError) else exc
-    if isinstance(inner, ie.DigestMismatch | ie.Conflict):
-        return IntegrityError(f"{exc}; nothing was committed")
-    if isinstance(exc, ic.CanisterNotFound) or _outside_every_subnet(exc):
-        return JobFailed(f"{exc}; check the canister id and the network (--network)")
-    if isinstance(exc, ic.IcError):
-        return job_error(exc)
-    if isinstance(exc, OSError):
-        return JobFailed(f"{exc}; check the path and its permissions")
-    return JobFailed(f"unexpected error: {exc!r}; this is a bug, please report it")
-
-
-def _outside_every_subnet(exc: BaseException) -> bool:
-    # A canister id no subnet's range contains cannot be verified; for the
-    # user that is a wrong id (or network), not an integrity problem.
-    return isinstance(exc, ic.CertificateError) and "hosts canister" in exc.reason

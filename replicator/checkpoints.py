@@ -1,58 +1,73 @@
 """Durable checkpoints: one row per job, one row per acknowledged chunk.
 
-The pump records a job's state after every transition (:meth:`Store.save`)
+The engine records a job's state after every transition (:meth:`Store.save`)
 and every chunk once the *target* acknowledged it (:meth:`Store.ack_chunks`);
 a resumed job loads both (:meth:`Store.load`) and continues.  Re-running the
 same command finds the unfinished job by its fingerprint
-(:meth:`Store.find_resumable`).
+(:meth:`Store.find_resumable`).  The store also keeps the registry of
+canisters the orchestrator created (:attr:`Store.registry`,
+:mod:`replicator.registry`).
 
-:class:`Store` is the protocol; :class:`SqliteStore` the embedded default
-(stdlib ``sqlite3``).  PostgreSQL, for several orchestrators sharing a
-fleet, implements the same protocol later.  The API is synchronous and
-thread-safe: from asyncio, call it through ``asyncio.to_thread`` where a
-commit's fsync must not stall the loop.
+:class:`Store` is the protocol, asynchronous: a commit's fsync never stalls
+the event loop.  :class:`SqliteStore` is the embedded default (stdlib
+``sqlite3``): every operation runs on the store's own worker thread, one at
+a time.  A store for several orchestrators sharing a fleet implements the
+same protocol.
 
 SQLite details:
 
 - WAL journal with ``synchronous=FULL``: a commit returns only after the WAL
   is fsynced, so an acknowledged checkpoint survives a power cut; readers
-  (``replicator status`` in another process) never block the writer.
+  (``replicator jobs`` in another process) never block the writer.
 - Writes take ``BEGIN IMMEDIATE`` and wait up to ``timeout`` seconds for
   another writer.
 - Job states are msgpack (:meth:`JobState.to_payload`); chunk digests are
   plain BLOB columns.
 - The schema version is ``PRAGMA user_version``; a newer version than this
-  code knows is refused rather than misread.
+  code knows is refused rather than misread, an older one is migrated.
 
-Schema (version 1)::
+Schema (version 2)::
 
     jobs(id TEXT PK, kind, fingerprint, phase, created_at REAL, updated_at REAL,
          state BLOB /* msgpack */)
     chunk_acks(job_id → jobs ON DELETE CASCADE, chunk INTEGER, digest BLOB,
                acked_at REAL, PK (job_id, chunk))
+    canister_registry(network, source, role, canister, state, request_ns,
+                      updated_at, PK (network, source, role))
+
+Version 1 kept the image kinds' fields at the top of the job state; version
+2 keeps every kind's own fields in ``detail`` (:class:`~replicator.job.JobState`
+reads both) and the registry table in the schema (version 1 files created it
+beside the schema).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 from replicator import codec
 from replicator.errors import CheckpointError, IntegrityError
 from replicator.integrity import DIGEST_SIZE
-from replicator.jobs import Job, JobState, Phase, new_state
+from replicator.job import Job, JobState, Phase, new_state
+from replicator.registry import REGISTRY_TABLE, Entry, Registry, SqliteRegistryTable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+P = ParamSpec("P")
+R = TypeVar("R")
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE jobs (
     id          TEXT PRIMARY KEY,
     kind        TEXT NOT NULL,
@@ -71,6 +86,8 @@ CREATE TABLE chunk_acks (
     PRIMARY KEY (job_id, chunk)
 ) WITHOUT ROWID;
 """
+    + REGISTRY_TABLE
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +105,7 @@ class JobSummary:
 
     id: str
     kind: str
-    phase: Phase
+    phase: str
     source: str
     target: str | None
     created_at: float
@@ -101,15 +118,20 @@ class JobSummary:
 class Store(Protocol):
     """Where checkpoints live.  Every method commits durably before returning."""
 
-    def create_job(self, job: Job) -> JobState:
+    @property
+    def registry(self) -> Registry:
+        """The canisters the orchestrator created, in the same store."""
+        ...
+
+    async def create_job(self, job: Job) -> JobState:
         """Record a new job; returns its pending state."""
         ...
 
-    def save(self, state: JobState) -> float:
+    async def save(self, state: JobState) -> float:
         """Record a job's new state; returns the commit time (Unix seconds)."""
         ...
 
-    def ack_chunks(self, job_id: str, acks: Sequence[tuple[int, bytes]]) -> float:
+    async def ack_chunks(self, job_id: str, acks: Sequence[tuple[int, bytes]]) -> float:
         """Record chunks the target acknowledged, ``(index, sha256)``; returns the commit time.
 
         Re-acknowledging a chunk with the same digest is a no-op; with another
@@ -117,31 +139,31 @@ class Store(Protocol):
         """
         ...
 
-    def reset_chunks(self, job_id: str) -> None:
+    async def reset_chunks(self, job_id: str) -> None:
         """Forget every acknowledged chunk of a job (its image changed)."""
         ...
 
-    def load(self, job_id: str) -> Checkpoint:
+    async def load(self, job_id: str) -> Checkpoint:
         """The job's state and acknowledged chunks, read consistently."""
         ...
 
-    def list_jobs(self, phases: Iterable[Phase] | None = None) -> list[JobSummary]:
+    async def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
         """Jobs, oldest first, optionally only those in ``phases``."""
         ...
 
-    def find_resumable(self, fingerprint: str) -> str | None:
+    async def find_resumable(self, fingerprint: str) -> str | None:
         """The newest unfinished job with this fingerprint (see ``Job.fingerprint``)."""
         ...
 
-    def delete_job(self, job_id: str) -> None:
+    async def delete_job(self, job_id: str) -> None:
         """Forget a job and its chunks."""
         ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
-class SqliteStore:
-    """The embedded :class:`Store` in one SQLite file (created if missing)."""
+class _SqliteFile:
+    """The checkpoint file, synchronously; :class:`SqliteStore` runs it on its thread."""
 
     def __init__(
         self,
@@ -166,17 +188,6 @@ class SqliteStore:
             self._db.close()
             raise
 
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -193,9 +204,9 @@ class SqliteStore:
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         job.id,
-                        job.kind.value,
+                        job.kind,
                         job.fingerprint,
-                        state.phase.value,
+                        str(state.phase),
                         now,
                         now,
                         codec.pack(state.to_payload()),
@@ -212,7 +223,7 @@ class SqliteStore:
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET phase = ?, updated_at = ?, state = ? WHERE id = ?",
-                (state.phase.value, now, codec.pack(state.to_payload()), state.job.id),
+                (str(state.phase), now, codec.pack(state.to_payload()), state.job.id),
             )
             if cursor.rowcount == 0:
                 raise self._unknown(state.job.id)
@@ -263,8 +274,8 @@ class SqliteStore:
             updated_at=float(row[1]),
         )
 
-    def list_jobs(self, phases: Iterable[Phase] | None = None) -> list[JobSummary]:
-        wanted = None if phases is None else {Phase(p) for p in phases}
+    def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
+        wanted = None if phases is None else {str(p) for p in phases}
         with self._read() as db:
             rows = db.execute(
                 "SELECT j.id, j.state, j.created_at, j.updated_at,"
@@ -282,6 +293,24 @@ class SqliteStore:
                 (fingerprint, Phase.DONE.value),
             ).fetchone()
         return None if row is None else str(row[0])
+
+    # -- the registry table
+
+    def registry_get(self, network: str, source: str, role: str) -> Entry | None:
+        with self._read() as db:
+            return SqliteRegistryTable.get(db, network, source, role)
+
+    def registry_put(self, entry: Entry) -> Entry:
+        with self._write() as tx:
+            return SqliteRegistryTable.put(tx.connection, entry, self._clock())
+
+    def registry_forget(self, network: str, source: str, role: str) -> None:
+        with self._write() as tx:
+            SqliteRegistryTable.forget(tx.connection, network, source, role)
+
+    def registry_entries(self) -> list[Entry]:
+        with self._read() as db:
+            return SqliteRegistryTable.entries(db)
 
     # -- internals
 
@@ -307,6 +336,9 @@ class SqliteStore:
             with self._write() as tx:
                 if int(tx.execute("PRAGMA user_version").fetchone()[0]) == 0:
                     tx.executescript_in_tx(_SCHEMA, SCHEMA_VERSION)
+        elif version == 1:
+            with self._write() as tx:  # 2 adds the registry table (IF NOT EXISTS)
+                tx.executescript_in_tx(REGISTRY_TABLE, SCHEMA_VERSION)
         elif version > SCHEMA_VERSION:
             raise CheckpointError(
                 f"{self.path} was written by a newer replicator (schema {version}, this one "
@@ -354,11 +386,109 @@ class SqliteStore:
             ) from exc
 
 
+class SqliteStore:
+    """The embedded :class:`Store` in one SQLite file (created if missing).
+
+    Opening reads and, if needed, creates or migrates the schema (quick, and
+    synchronous: open it before the event loop is busy, or with
+    :meth:`open`).  Every operation then runs on the store's own worker
+    thread, one at a time, so fsyncs never stall the event loop.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._file = _SqliteFile(path, timeout=timeout, clock=clock)
+        self.path = self._file.path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
+        self._registry = _SqliteRegistry(self)
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> SqliteStore:
+        """Open without blocking the event loop."""
+        return await asyncio.to_thread(cls, path)
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    async def create_job(self, job: Job) -> JobState:
+        return await self._run(self._file.create_job, job)
+
+    async def save(self, state: JobState) -> float:
+        return await self._run(self._file.save, state)
+
+    async def ack_chunks(self, job_id: str, acks: Sequence[tuple[int, bytes]]) -> float:
+        return await self._run(self._file.ack_chunks, job_id, list(acks))
+
+    async def reset_chunks(self, job_id: str) -> None:
+        await self._run(self._file.reset_chunks, job_id)
+
+    async def load(self, job_id: str) -> Checkpoint:
+        return await self._run(self._file.load, job_id)
+
+    async def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
+        wanted = None if phases is None else list(phases)
+        return await self._run(self._file.list_jobs, wanted)
+
+    async def find_resumable(self, fingerprint: str) -> str | None:
+        return await self._run(self._file.find_resumable, fingerprint)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._run(self._file.delete_job, job_id)
+
+    async def close(self) -> None:
+        await self._run(self._file.close)
+        self._thread.shutdown(wait=False)
+
+    async def _run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+
+class _SqliteRegistry:
+    """The registry table of a :class:`SqliteStore`, on the store's thread."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def get(self, network: str, source: str, role: str = "backup") -> Entry | None:
+        return await self._store._run(self._store._file.registry_get, network, source, role)
+
+    async def put(self, entry: Entry) -> Entry:
+        return await self._store._run(self._store._file.registry_put, entry)
+
+    async def forget(self, network: str, source: str, role: str = "backup") -> None:
+        await self._store._run(self._store._file.registry_forget, network, source, role)
+
+    async def entries(self) -> list[Entry]:
+        return await self._store._run(self._store._file.registry_entries)
+
+
 class _Tx:
     """The connection inside a write transaction."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._db
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
@@ -387,13 +517,19 @@ def _summary(state: JobState, created_at: float, updated_at: float, acked: int) 
     job = state.job
     return JobSummary(
         id=job.id,
-        kind=job.kind.value,
+        kind=job.kind,
         phase=state.phase,
         source=str(job.source),
         target=None if job.target is None else str(job.target),
         created_at=float(created_at),
         updated_at=float(updated_at),
         chunks_acked=int(acked),
-        chunks_total=None if state.image is None else state.image.chunk_count,
+        chunks_total=_chunks_total(state),
         error=state.error,
     )
+
+
+def _chunks_total(state: JobState) -> int | None:
+    # Kinds that copy chunks keep their count in ``detail["chunks_total"]``.
+    total = state.detail.get("chunks_total")
+    return total if isinstance(total, int) else None

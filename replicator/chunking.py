@@ -55,11 +55,6 @@ REPLY_OVERHEAD = 16 * KiB
 DEFAULT_FLOOR = 4 * KiB
 DEFAULT_GRANULARITY = 4 * KiB
 
-# The IC's wording when a reply, call argument or snapshot slice exceeds a size
-# limit ("application payload size (X) cannot be larger than Y", "Requested
-# slice too large"): the size is the culprit, so shrink.
-_SIZE_WORDS = ("cannot be larger than", "too large", "exceeds the maximum")
-
 ShrinkReason = Literal["too_large", "instruction_limit"]
 
 
@@ -88,22 +83,16 @@ def ceiling_for(path: Path) -> int:
 def shrink_reason(exc: BaseException) -> ShrinkReason | None:
     """Why ``exc`` means "send less per call", or ``None`` if it does not.
 
-    HTTP 413, the instruction limit (``IC0522``), and rejects whose text says
-    a payload or slice is too large: the IC's contract violation for an
-    oversized reply or call argument, a management canister refusing a
-    snapshot slice, or an ICRP push whose inter-canister call failed for its
-    size (``CallFailed.reason``).
+    The instruction limit (``IC0522``), or a message over a size limit, which
+    the agent classified as :class:`~canister_iface.errors.PayloadTooLarge`:
+    HTTP 413, an oversized reply or inter-canister request (``IC0504``), a
+    snapshot slice over the limit (``IC0408``), an ICRP push whose call
+    failed for its size.
     """
     if isinstance(exc, ic.PayloadTooLarge):
         return "too_large"
-    if not isinstance(exc, ic.IcError):
-        return None
-    if exc.error_code == ic.CANISTER_INSTRUCTION_LIMIT_EXCEEDED:
+    if isinstance(exc, ic.IcError) and exc.error_code == ic.CANISTER_INSTRUCTION_LIMIT_EXCEEDED:
         return "instruction_limit"
-    reason = getattr(exc, "reason", None)
-    texts = (exc.reject_message or "", reason if isinstance(reason, str) else "")
-    if any(word in text.lower() for text in texts for word in _SIZE_WORDS):
-        return "too_large"
     return None
 
 

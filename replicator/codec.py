@@ -1,9 +1,12 @@
-"""msgpack with types: the one place the orchestrator encodes payloads.
+"""msgpack with types: the one binary codec of the orchestrator.
 
-Checkpoints and archive frames are msgpack maps of plain values (str, int,
-float, bool, None, bytes, lists, maps).  ``msgpack`` ships no type
-information, so this module gives mypy a typed surface and fixes the options
-once: ``bin`` for bytes, ``str`` for text, no ext types, string map keys only.
+Checkpoints (job states), job identities and archive frames are msgpack maps
+of plain values (str, int, float, bool, None, bytes, lists, maps).
+``msgpack`` ships no type information, so this module gives mypy a typed
+surface and fixes the options once: ``bin`` for bytes, ``str`` for text, no
+ext types, string map keys only.  Archive files keep these options for good
+(``tests/vectors/archive-v1.icra``).  CBOR is not an alternative here but
+the IC's wire format, spoken by ``canister_iface`` alone.
 """
 
 from __future__ import annotations

@@ -31,6 +31,14 @@ Everything has a default, so no file is needed to talk to ``local`` or
     max_chunk_size = "1 MiB"     # caps the adaptive transfer size
     min_chunk_size = "4 KiB"
 
+    [cycles]                     # keeping created backup canisters from freezing
+    top_up = "auto"              # auto | provisional | ledger | off (auto: like creation)
+    top_up_below_days = 30       # top up when fewer days of idle burn are left above the
+                                 # freezing limit ...
+    top_up_to_days = 90          # ... to this many
+    reserve = "0.5T"             # plus cycles for its own work (at least the next copy's
+                                 # cost); a top-up adds one more reserve
+
     [retry]
     max_attempts = 8
     max_seconds = 300
@@ -69,17 +77,18 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from canister_iface.principal import Principal
-from replicator.errors import ConfigError, UsageError
-from replicator.jobs import ArchiveRef, CanisterRef, Endpoint, Job, JobKind, Scalar
+from replicator.errors import ConfigError
+from replicator.job import ArchiveRef, CanisterRef, Endpoint, JobRequest, Scalar
 from replicator.limits import LimitSettings, Window
 from replicator.retry import RetryPolicy
 from replicator.schedule import JobSchedule, parse_duration, parse_trigger
+from replicator.topup import SOURCES, TopUpPolicy
 
 LOCAL, IC = "local", "ic"
 DEFAULT_URLS = {LOCAL: "http://127.0.0.1:4943", IC: "https://icp-api.io"}
@@ -104,7 +113,9 @@ _TOP_KEYS = {
     "metrics",
     "canisters",
     "jobs",
+    "cycles",
 }
+_CYCLES_KEYS = {"top_up", "top_up_below_days", "top_up_to_days", "reserve"}
 _LIMIT_KEYS = {
     "calls_per_second",
     "bytes_per_second",
@@ -147,7 +158,7 @@ class JobTemplate:
     """A named job from ``[jobs.<name>]``, endpoints still as written."""
 
     name: str
-    kind: JobKind
+    kind: str
     source: str
     target: str | None
     network: str | None
@@ -169,6 +180,7 @@ class Config:
     checkpoints: Path
     canisters: Mapping[str, Mapping[str, str]]  # name → network → id ("*": every network)
     jobs: Mapping[str, JobTemplate]
+    top_up: TopUpPolicy = field(default_factory=TopUpPolicy)  # [cycles]
 
     def network_named(self, name: str | None = None) -> Network:
         wanted = name or self.network
@@ -225,8 +237,8 @@ class Config:
             return ArchiveRef(text[len(FILE_PREFIX) :])
         return self.canister(text, network, where=where)
 
-    def job(self, name: str) -> Job:
-        """A fresh :class:`Job` from ``[jobs.<name>]``."""
+    def request(self, name: str) -> JobRequest:
+        """What ``[jobs.<name>]`` asks for, its canisters resolved (a fresh job id each time)."""
         template = self.jobs.get(name)
         key = f"jobs.{name}"
         if template is None:
@@ -237,10 +249,7 @@ class Config:
         target = None
         if template.target is not None:
             target = self.endpoint(template.target, net, where=(self.source, f"{key}.target"))
-        try:
-            return Job(template.kind, source, target, options=dict(template.options))
-        except UsageError as exc:
-            raise ConfigError(self.source, key, f"a runnable job ({exc})") from None
+        return JobRequest(template.kind, source, target, options=dict(template.options))
 
 
 def default_config() -> Config:
@@ -253,10 +262,13 @@ def load_config(
     *,
     overrides: Mapping[str, object] | None = None,
     canister_ids: list[str | Path] | None = None,
+    kinds: Collection[str] | None = None,
 ) -> Config:
     """Read and validate ``path`` (``None``: defaults only), then apply ``overrides``.
 
-    ``canister_ids`` adds dfx files given on the command line.
+    ``canister_ids`` adds dfx files given on the command line; ``kinds`` are
+    the job kinds a ``[jobs.<name>]`` may name (``None``: not checked here;
+    running the job checks it).
     """
     raw: dict[str, Any] = {}
     origin = "defaults"
@@ -269,7 +281,7 @@ def load_config(
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
         touched.add(key)
-    parser = _Parser(origin, base, touched)
+    parser = _Parser(origin, base, touched, kinds)
     config = parser.config(raw)
     extra = [Path(p).expanduser() for p in (canister_ids or [])]
     if extra:
@@ -289,10 +301,13 @@ def read_canister_ids(path: str | Path) -> dict[str, dict[str, str]]:
 class _Parser:
     """Validates the raw TOML tables; knows where each key came from."""
 
-    def __init__(self, origin: str, base: Path, overridden: set[str]) -> None:
+    def __init__(
+        self, origin: str, base: Path, overridden: set[str], kinds: Collection[str] | None
+    ) -> None:
         self.origin = origin
         self.base = base
         self.overridden = overridden
+        self.kinds = kinds
 
     def error(self, key: str, expected: str, got: object = None) -> ConfigError:
         from_flag = any(key == o or key.startswith(o + ".") for o in self.overridden)
@@ -321,6 +336,7 @@ class _Parser:
             checkpoints=self.path(raw.get("checkpoints", DEFAULT_CHECKPOINTS), "checkpoints"),
             canisters={**from_files, **canisters},
             jobs=self.jobs(self.table(raw, "jobs"), networks),
+            top_up=self.top_up(self.table(raw, "cycles")),
         )
 
     # -- sections
@@ -420,6 +436,33 @@ class _Parser:
         addr = self.string(raw, "addr", "metrics.addr", default="127.0.0.1")
         return MetricsSettings(port, addr or "127.0.0.1")
 
+    def top_up(self, raw: Mapping[str, Any]) -> TopUpPolicy:
+        self.known_keys(raw, "cycles", _CYCLES_KEYS)
+        policy = TopUpPolicy()
+        source = self.string(raw, "top_up", "cycles.top_up", default=policy.source)
+        if source not in SOURCES:
+            raise self.error("cycles.top_up", f"one of {', '.join(SOURCES)}", source)
+        below, to = policy.below_days, policy.to_days
+        if "top_up_below_days" in raw:
+            below = self.days(raw["top_up_below_days"], "cycles.top_up_below_days")
+        if "top_up_to_days" in raw:
+            to = self.days(raw["top_up_to_days"], "cycles.top_up_to_days")
+        if to < below:
+            raise self.error(
+                "cycles.top_up_to_days", f"at least cycles.top_up_below_days ({below})", to
+            )
+        reserve = policy.reserve
+        if "reserve" in raw:
+            reserve = self.cycles(raw["reserve"], "cycles.reserve")
+        return TopUpPolicy(source or "auto", below, to, reserve)
+
+    def days(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, "a number of days (0 or more)", value)
+        if not (value >= 0 and math.isfinite(value)):
+            raise self.error(key, "a number of days (0 or more)", value)
+        return float(value)
+
     def identity(self, raw: Mapping[str, Any]) -> Path | None:
         self.known_keys(raw, "identity", {"pem"})
         return None if "pem" not in raw else self.path(raw["pem"], "identity.pem")
@@ -455,12 +498,10 @@ class _Parser:
     ) -> JobTemplate:
         key = f"jobs.{name}"
         self.known_keys(raw, key, _JOB_KEYS)
-        kinds = ", ".join(k.value for k in JobKind)
-        kind_text = self.string(raw, "kind", f"{key}.kind")
-        try:
-            kind = JobKind(kind_text or "")
-        except ValueError:
-            raise self.error(f"{key}.kind", f"one of {kinds}", kind_text) from None
+        kind = self.string(raw, "kind", f"{key}.kind")
+        if kind is None or (self.kinds is not None and kind not in self.kinds):
+            known = ", ".join(sorted(self.kinds or ())) or "a job kind"
+            raise self.error(f"{key}.kind", f"one of {known}", kind)
         source = self.string(raw, "source", f"{key}.source")
         if source is None:
             raise self.error(f"{key}.source", "a canister name or id, or file:<path>")

@@ -1,61 +1,46 @@
-"""The engine: runs jobs — drives the state machine, performs its effects, checkpoints.
+"""The engine: runs jobs of any kind — drives their state machines, performs effects, checkpoints.
 
 API (what the command line, the service, the demo and the benchmarks build on)::
 
-    from replicator.engine import Engine, EngineSettings, JobOutcome
-    from replicator.checkpoints import SqliteStore
-    from replicator.metrics import Metrics
+    from replicator.engine import Engine
+    import replicator.flows.builtin                # registers the built-in kinds
+    from replicator.flows import backup
 
-    engine = Engine.from_config(config, SqliteStore(config.checkpoints), Metrics(),
-                                progress, identity=identity, via="relay", ...)
+    engine = Engine.from_config(config, store, metrics, progress, identity=identity, via="relay")
     # or: Engine(EngineSettings(...), store, metrics, progress, agents={"local": agent})
-    async with engine:                                     # closes the agents it created
-        outcome = await engine.backup(app)                 # into its (new) backup canister
-        outcome = await engine.backup(app, target, via="relay", keep=3)
-        outcome = await engine.restore(backup, target=None, snapshot=None, via=None,
-                                       new_canister=False, wasm=None)
-        outcome = await engine.archive_export(app, "app.icra")
-        outcome = await engine.archive_import("app.icra", target)
-        outcome = await engine.verify(app, backup)         # endpoints: CanisterRef | ArchiveRef
-        outcome = await engine.run(job)                    # any Job; resumes its unfinished twin
+    async with engine:                            # closes the agents it created
+        outcome = await engine.submit(backup.request(app))   # plan, then run
+        outcome = await engine.run(job)           # any Job; resumes its unfinished twin
         outcome = await engine.resume(job_id)
     sys.exit(outcome.exit_code)
 
-``EngineSettings`` (keyword overrides of ``from_config``): ``limits``,
-``network_limits``, ``retry``, ``transfer`` (:class:`Transfer`: max/min
-bytes per call), ``concurrency`` (runs in flight per job), ``via``
-(``"direct"`` or ``"relay"`` between canisters), ``controllers`` (of created
-canisters, text principals; default: the identity), ``initial_cycles``,
-``create_with`` (``"auto"``, ``"provisional"``, ``"ledger"``),
-``cycles_ledger``, ``backup_keep``, ``max_restarts``.  Progress goes to a
-:class:`~replicator.progress.Progress`; metrics to
-:class:`~replicator.metrics.Metrics`.
+The engine knows no kind by name: it looks ``job.kind`` up in
+:mod:`replicator.kinds` and uses the kind's planner, state machine and
+performer (:mod:`replicator.flow`).  ``EngineSettings``
+(:mod:`replicator.settings`) says how jobs run: limits per network, retries,
+transfer sizes, concurrency, the default route, how canisters are created.
 
+- ``submit(request)`` lets the kind's planner turn the request into a job
+  (notes it makes are shown when the job starts, for this request only),
+  then runs it.
 - ``run(job)`` first looks for an unfinished job with the same fingerprint
   (kind, source, target) in the checkpoint store and continues it (its id,
-  this call's options); otherwise it records ``job`` and starts it.
-- The outcome (:class:`JobOutcome`) carries the final state, the documented
-  exit code, the error message, bytes and chunks copied in this run, the
-  digests, and notes.  A job that fails is *returned*, not raised; errors
-  raised before a job exists (a bad canister given to ``backup`` when a
-  backup canister would have to be created) are
+  this call's options); otherwise it records ``job`` and starts it.  One
+  engine never runs the same job twice at once.
+- The outcome (:class:`~replicator.job.JobOutcome`) carries the final
+  state, the documented exit code, the error message, what the run moved
+  and notes.  A job that fails is *returned*, not raised; errors raised
+  before a job exists (a planner that cannot plan) are
   :class:`~replicator.errors.ReplicatorError` s with their exit code.
 - Cancellation (``asyncio.CancelledError``, ``KeyboardInterrupt``) is never
   swallowed: the job is recorded as ``cancelled`` at its last checkpoint
   and the exception propagates.  Re-running the same command resumes.
 
-How a job runs: every new state is saved *before* its effects are
-performed; each effect's outcome is fed back as the next event
-(:func:`replicator.jobs.advance`).  Copies go through the pump
-(:mod:`replicator.pump`), every call through the limits and retries
-(:mod:`replicator.calls`).  A chunk is recorded as done only after the
-target acknowledged it; a resumed copy first asks the target which chunks
-it holds (``icrp_import_status``, or the archive file's intact frames) and
-reconciles the checkpoint with that, so nothing acknowledged is copied
-twice and nothing the target lost is skipped.  If the source replaces the
-snapshot under a running copy (``StaleSnapshot``), the job starts over from
-a fresh image, at most ``max_restarts`` times; pages of two images are
-never mixed.
+How a job runs: every new state is saved — in a worker thread, the event
+loop keeps serving other jobs — *before* its effects are performed; each
+effect's outcome is fed back as the next event.  Every call goes through
+the network's limits and retries (:mod:`replicator.calls`), shared by every
+job this engine runs.
 """
 
 from __future__ import annotations
@@ -65,179 +50,41 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path as FsPath
+from dataclasses import replace
 from types import TracebackType
 
 from canister_iface import errors as ic
-from canister_iface import icrp_errors as ie
 from canister_iface.agent import Agent
 from canister_iface.identity import Identity
 from canister_iface.principal import Principal
-from replicator.calls import CallRunner, job_level_error
+from replicator import kinds
+from replicator.calls import CallRunner
 from replicator.checkpoints import Store
 from replicator.chunking import Path, TransferSize
+from replicator.classify import job_level_error
 from replicator.config import Config
-from replicator.errors import (
-    EXIT_OK,
-    AccessDeniedError,
-    JobFailed,
-    ReplicatorError,
-    UsageError,
+from replicator.errors import ReplicatorError, UsageError
+from replicator.flow import (
+    Calls,
+    Consent,
+    Kind,
+    Performer,
+    PlanContext,
+    Planned,
+    Restart,
+    RunContext,
+    consent_given,
 )
-from replicator.flows import archive as archive_sides
-from replicator.flows import canister as canister_sides
-from replicator.flows.sides import Context, SourceSide, TargetSide, Transfer
-from replicator.jobs import (
-    TERMINAL_PHASES,
-    AbortImport,
-    ArchiveRef,
-    Cancel,
-    CanisterRef,
-    CheckChunks,
-    ChunkBook,
-    ChunksDone,
-    Commit,
-    Committed,
-    CopyChunks,
-    DiscardProgress,
-    Effect,
-    Event,
-    Fail,
-    ImageInfo,
-    Job,
-    JobKind,
-    JobState,
-    Phase,
-    PrepareSource,
-    PrepareTarget,
-    ReleaseSource,
-    SourceReady,
-    Start,
-    TargetReady,
-    Verified,
-    VerifyTarget,
-    advance,
-)
-from replicator.limits import Limited, LimitSettings, build_caller
+from replicator.job import TERMINAL_PHASES, Job, JobOutcome, JobRequest, JobState, new_job_id
+from replicator.limits import Limited, build_caller
+from replicator.machine import Cancel, Fail, Start
 from replicator.metrics import Metrics
 from replicator.progress import NullProgress, Progress
 from replicator.provision import Provisioner, ProvisionSettings
-from replicator.pump import DEFAULT_CONCURRENCY, DirectMover, Mover, Pump, RelayMover, Sizer
-from replicator.registry import Registry
-from replicator.retry import RetryPolicy
+from replicator.pump import Sizer
+from replicator.settings import EngineSettings
 
 log = logging.getLogger(__name__)
-
-DIRECT, RELAY = "direct", "relay"
-ROUTES = (DIRECT, RELAY)
-T = 10**12
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How the engine runs jobs; :meth:`from_config` fills it from a configuration."""
-
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    network_limits: Mapping[str, LimitSettings] = field(default_factory=dict)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    transfer: Transfer = field(default_factory=Transfer)
-    concurrency: int = DEFAULT_CONCURRENCY  # runs in flight per job
-    via: str = DIRECT  # default path between two canisters
-    controllers: tuple[str, ...] = ()  # of created canisters; () = the identity alone
-    initial_cycles: int = 2 * T  # cycles a created canister starts with
-    create_with: str = "auto"  # "provisional" (local), "ledger" (mainnet), "auto": by network
-    cycles_ledger: str | None = None  # the cycles ledger's id (None: mainnet's)
-    backup_keep: int | None = None  # images a created backup canister keeps (None: its default)
-    max_restarts: int = 2  # fresh images after StaleSnapshot within one run
-
-    def __post_init__(self) -> None:
-        if self.via not in ROUTES:
-            raise UsageError(f"via must be one of {', '.join(ROUTES)}, got {self.via!r}")
-        if self.concurrency < 1:
-            raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.create_with not in ("auto", "provisional", "ledger"):
-            raise UsageError(
-                f"create_with must be auto, provisional or ledger, got {self.create_with!r}"
-            )
-
-    def limits_for(self, network: str) -> LimitSettings:
-        return self.network_limits.get(network, self.limits)
-
-    @classmethod
-    def from_config(cls, config: Config, **changes: object) -> EngineSettings:
-        settings = cls(
-            limits=config.limits_for(None),
-            network_limits={name: n.limits for name, n in config.networks.items()},
-            retry=config.retry,
-            transfer=Transfer(config.chunks.max_size, config.chunks.min_size),
-        )
-        return replace(settings, **changes)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """How a run of a job ended."""
-
-    job: Job
-    state: JobState
-    resumed: bool = False
-    route: str | None = None  # "direct" / "relay" when chunks were copied
-    bytes_copied: int = 0  # in this run, acknowledged by the target
-    chunks_copied: int = 0
-    chunks_skipped: int = 0  # acknowledged before this run (resume) or already held
-    elapsed: float = 0.0
-    source_digest: bytes | None = None
-    target_digest: bytes | None = None
-    notes: tuple[str, ...] = ()
-
-    @property
-    def phase(self) -> Phase:
-        return self.state.phase
-
-    @property
-    def ok(self) -> bool:
-        return self.state.phase is Phase.DONE
-
-    @property
-    def exit_code(self) -> int:
-        if self.ok:
-            return EXIT_OK
-        return self.state.exit_code if self.state.exit_code is not None else 1
-
-    @property
-    def error(self) -> str | None:
-        return self.state.error
-
-    @property
-    def digest(self) -> bytes | None:
-        """The image digest the job copied or checked."""
-        return None if self.state.image is None else self.state.image.digest
-
-    def to_json(self) -> dict[str, object]:
-        image = self.state.image
-        return {
-            "job_id": self.job.id,
-            "kind": self.job.kind.value,
-            "source": str(self.job.source),
-            "target": None if self.job.target is None else str(self.job.target),
-            "phase": self.phase.value,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "resumed": self.resumed,
-            "route": self.route,
-            "snapshot_id": None if image is None else image.snapshot_id,
-            "size": None if image is None else image.size,
-            "digest": None if self.digest is None else self.digest.hex(),
-            "source_digest": None if self.source_digest is None else self.source_digest.hex(),
-            "target_digest": None if self.target_digest is None else self.target_digest.hex(),
-            "bytes_copied": self.bytes_copied,
-            "chunks_copied": self.chunks_copied,
-            "chunks_skipped": self.chunks_skipped,
-            "elapsed_seconds": round(self.elapsed, 3),
-            "notes": list(self.notes),
-        }
-
 
 AgentSource = Callable[[str], Agent]
 
@@ -245,11 +92,11 @@ AgentSource = Callable[[str], Agent]
 # ``replicator_jobs``, so engines sharing one ``Metrics`` (a process running
 # several commands) count a resumed job once.  Finished jobs are dropped, so a
 # long-running service does not keep one entry per run it ever made.
-_COUNTED: weakref.WeakKeyDictionary[Metrics, dict[str, Phase]] = weakref.WeakKeyDictionary()
+_COUNTED: weakref.WeakKeyDictionary[Metrics, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
 class Engine:
-    """Runs jobs against canisters and archive files (see the module docstring)."""
+    """Runs jobs against canisters and files (see the module docstring)."""
 
     def __init__(
         self,
@@ -259,7 +106,6 @@ class Engine:
         progress: Progress | None = None,
         *,
         agents: AgentSource | Mapping[str, Agent],
-        registry: Registry | None = None,
         owned_agents: bool = False,
     ) -> None:
         self.settings = settings
@@ -270,10 +116,11 @@ class Engine:
         self._owned: dict[str, Agent] = {}
         self._owns_agents = owned_agents
         self._limited: dict[str, Limited] = {}
-        self._owns_registry = registry is None
-        self._planning_notes: list[str] = []
         self._running: set[str] = set()  # ids of the jobs this engine is running now
-        self.registry = registry if registry is not None else Registry.beside(store)
+        for kind in kinds.registered():  # known label values start at 0
+            metrics.add_kind(kind.name, kind.phases)
+            if kind.metrics is not None:
+                metrics.extension(kind.metrics)
 
     @classmethod
     def from_config(
@@ -317,10 +164,8 @@ class Engine:
         owned, self._owned = self._owned, {}
         for agent in owned.values():
             await agent.aclose()
-        if self._owns_registry:
-            self.registry.close()
 
-    # -------------------------------------------------------------- plumbing
+    # -------------------------------------------------------------- services
 
     def agent(self, network: str) -> Agent:
         """The agent for ``network``."""
@@ -361,23 +206,6 @@ class Engine:
             self.limited(network), self.settings.retry, self.metrics, on_retry=on_retry
         )
 
-    def track(self, job: Job, phase: Phase) -> None:
-        """Count ``job``'s move to ``phase`` (see :meth:`Metrics.job_moved`).
-
-        An unfinished job is in the gauge once, whatever its runs.  A job that
-        ends is forgotten: a later run starts from its stored terminal phase,
-        which counts nowhere, and counts as finished again only when it ends.
-        """
-        phases = _COUNTED.setdefault(self.metrics, {})
-        old = phases.get(job.id)
-        if old is phase:
-            return
-        self.metrics.job_moved(job.kind, old, phase)
-        if phase in TERMINAL_PHASES:
-            phases.pop(job.id, None)
-        else:
-            phases[job.id] = phase
-
     def sizer(self, path: Path, limit: int | None) -> Sizer:
         transfer = self.settings.transfer
         bounds = [b for b in (limit, transfer.max_size) if b is not None]
@@ -386,36 +214,25 @@ class Engine:
         )
         return Sizer(size, path, self.metrics.set_chunk_size)
 
-    def context(self, job: Job | None = None, note: Callable[[str], None] | None = None) -> Context:
-        """What sides need, for ``job`` (or for work before a job exists)."""
-
-        def default_note(text: str) -> None:
-            log.info("%s", text)
-            if job is not None:
-                self.progress.note(job, text)
-            else:  # planning (e.g. creating a backup canister): told once the job starts
-                self._planning_notes.append(text)
-
-        return Context(
-            runner_for=lambda network: self.runner(network, job),
+    def calls(self, note: Callable[[str], None], job: Job | None = None) -> Calls:
+        """Calls for ``job`` (or for planning one), telling ``note`` what is worth a line."""
+        return Calls(
             agent_for=self.agent,
+            runner_for=lambda network: self.runner(network, job),
             sizer_for=self.sizer,
-            note=note or default_note,
+            note=note,
         )
 
-    def provisioner(self, network: str, note: Callable[[str], None] | None = None) -> Provisioner:
+    def provisioner(self, network: str, note: Callable[[str], None]) -> Provisioner:
         """Creates canisters on ``network`` with the configured controllers and cycles."""
         agent = self.agent(network)
-        note = note or self.context().note
         settings = self.settings
         controllers = tuple(Principal.from_text(c) for c in settings.controllers)
-        method = settings.create_with
-        if method == "auto":
-            method = "provisional" if network == "local" else "ledger"
+        method = settings.create_method(network)
         return Provisioner(
             agent,
             self.runner(network),
-            self.registry,
+            self.store.registry,
             self.metrics,
             network=network,
             settings=ProvisionSettings(
@@ -427,414 +244,260 @@ class Engine:
             note=note,
         )
 
-    # ------------------------------------------------------------ job kinds
-
-    async def backup(
+    def planning(
         self,
-        source: CanisterRef,
-        target: CanisterRef | None = None,
+        note: Callable[[str], None],
         *,
-        via: str | None = None,
-        keep: int | None = None,
-    ) -> JobOutcome:
-        """Back ``source`` up into ``target``, or into its registered or a new backup canister."""
-        from replicator.flows.backup import plan_backup
-
-        job = await plan_backup(self, source, target, via=via, keep=keep)
-        return await self.run(job)
-
-    async def restore(
-        self,
-        backup: CanisterRef,
-        target: CanisterRef | None = None,
-        *,
-        snapshot: int | None = None,
-        via: str | None = None,
-        new_canister: bool = False,
-        wasm: str | FsPath | None = None,
-    ) -> JobOutcome:
-        """Restore an image of ``backup`` (newest, or ``snapshot``) into ``target``.
-
-        Without ``target`` the image goes back into the canister it came from;
-        with ``new_canister`` into a canister created for it, running ``wasm``
-        (a path; default: the module the original canister runs).
-        """
-        from replicator.flows.restore import plan_restore
-
-        job = await plan_restore(
-            self, backup, target, snapshot=snapshot, via=via, new_canister=new_canister, wasm=wasm
+        consent: Consent = consent_given,
+        dry_run: bool = False,
+    ) -> PlanContext:
+        """What a planner gets; its notes go to ``note``."""
+        return PlanContext(
+            settings=self.settings,
+            calls=self.calls(note),
+            store=self.store,
+            provisioner_for=lambda network: self.provisioner(network, note),
+            consent=consent,
+            dry_run=dry_run,
         )
-        return await self.run(job)
 
-    async def archive_export(self, source: CanisterRef, path: str | FsPath) -> JobOutcome:
-        """Write ``source``'s image to the archive file ``path`` (resuming a partial file)."""
-        return await self.run(Job(JobKind.ARCHIVE_EXPORT, source, ArchiveRef(str(path))))
+    def track(self, job: Job, phase: str) -> None:
+        """Count ``job``'s move to ``phase`` (see :meth:`Metrics.job_moved`).
 
-    async def archive_import(
-        self, path: str | FsPath, target: CanisterRef, *, via: str | None = None
-    ) -> JobOutcome:
-        """Import the archive file ``path`` into ``target`` (the file is verified first)."""
-        del via  # an archive's bytes are local: always the relay path
-        return await self.run(Job(JobKind.ARCHIVE_IMPORT, ArchiveRef(str(path)), target))
-
-    async def verify(
-        self, source: CanisterRef | ArchiveRef, target: CanisterRef | ArchiveRef | None = None
-    ) -> JobOutcome:
-        """Read ``source``'s image chunk by chunk against its digests; compare ``target``'s."""
-        return await self.run(Job(JobKind.VERIFY, source, target))
+        An unfinished job is in the gauge once, whatever its runs.  A job that
+        ends is forgotten: a later run starts from its stored terminal phase,
+        which counts nowhere, and counts as finished again only when it ends.
+        """
+        phases = _COUNTED.setdefault(self.metrics, {})
+        old = phases.get(job.id)
+        if old == phase:
+            return
+        self.metrics.job_moved(job.kind, old, phase)
+        if phase in TERMINAL_PHASES:
+            phases.pop(job.id, None)
+        else:
+            phases[job.id] = phase
 
     # ------------------------------------------------------------------ runs
 
-    async def run(self, job: Job) -> JobOutcome:
-        """Run ``job``, or continue its unfinished twin (same fingerprint)."""
-        existing = await asyncio.to_thread(self.store.find_resumable, job.fingerprint)
+    async def plan(
+        self, request: JobRequest, *, consent: Consent = consent_given, dry_run: bool = False
+    ) -> Planned:
+        """The job ``request`` asks for, from its kind's planner (checked).
+
+        ``consent`` is asked before actions that cost or destroy; with
+        ``dry_run`` nothing is changed and the plan says what would be done.
+        """
+        kind = kinds.get(request.kind)
+        kind.check(request)
+        if not request.id:
+            request = replace(request, id=new_job_id(request.kind))
+        notes: list[str] = []
+
+        def note(text: str) -> None:
+            log.info("%s", text)
+            notes.append(text)
+
+        ctx = self.planning(note, consent=consent, dry_run=dry_run)
+        try:
+            job = await kind.plan(ctx, request)
+        except ic.IcError as exc:
+            raise job_level_error(exc) from exc
+        kind.check(job)
+        return Planned(job, tuple(ctx.actions), tuple(notes), dry_run)
+
+    async def submit(self, request: JobRequest, *, consent: Consent = consent_given) -> JobOutcome:
+        """Plan ``request`` with its kind's planner, then run the job."""
+        planned = await self.plan(request, consent=consent)
+        return await self.run(planned.job, notes=planned.notes)
+
+    async def dry_run(self, request: JobRequest) -> Planned:
+        """What ``request`` would do; nothing is created, spent, written or recorded."""
+        return await self.plan(request, dry_run=True)
+
+    async def run(self, job: Job, *, notes: Sequence[str] = ()) -> JobOutcome:
+        """Run ``job``, or continue its unfinished twin (same fingerprint).
+
+        ``notes`` (from planning) are reported once the job has started.
+        """
+        kind = kinds.get(job.kind)
+        kind.check(job)
+        existing = await self.store.find_resumable(job.fingerprint)
         if existing is None:
-            state = await asyncio.to_thread(self.store.create_job, job)
-            return await self._run(state, {}, resumed=False)
-        checkpoint = await asyncio.to_thread(self.store.load, existing)
+            state = await self.store.create_job(job)
+            return await self._run(kind, state, {}, resumed=False, notes=notes)
+        checkpoint = await self.store.load(existing)
         state = replace(checkpoint.state, job=replace(checkpoint.state.job, options=job.options))
-        return await self._run(state, checkpoint.acked, resumed=True)
+        return await self._run(kind, state, checkpoint.acked, resumed=True, notes=notes)
 
     async def resume(self, job_id: str) -> JobOutcome:
         """Continue the job ``job_id`` from its checkpoint."""
-        checkpoint = await asyncio.to_thread(self.store.load, job_id)
+        checkpoint = await self.store.load(job_id)
         state = checkpoint.state
-        if state.phase is Phase.DONE:
+        if state.finished:
             return JobOutcome(state.job, state, resumed=True, notes=("the job is already done",))
-        return await self._run(state, checkpoint.acked, resumed=True)
+        kind = kinds.get(state.job.kind)
+        return await self._run(kind, state, checkpoint.acked, resumed=True)
 
-    async def _run(self, state: JobState, acked: dict[int, bytes], *, resumed: bool) -> JobOutcome:
-        job_id = state.job.id
-        if job_id in self._running:
+    async def _run(
+        self,
+        kind: Kind,
+        state: JobState,
+        acked: dict[int, bytes],
+        *,
+        resumed: bool,
+        notes: Sequence[str] = (),
+    ) -> JobOutcome:
+        job = state.job
+        if job.id in self._running:
             raise UsageError(
-                f"job {job_id} ({state.job.kind} of {state.job.source}) is already running in "
+                f"job {job.id} ({job.kind} of {job.source}) is already running in "
                 "this process; wait for it to finish"
             )
-        self._running.add(job_id)
+        self._running.add(job.id)
         try:
-            return await self._run_once(state, acked, resumed=resumed)
+            run = _JobRun(self, kind, state, acked, resumed)
+            self.track(job, state.phase)
+            self.progress.started(job, resumed)
+            for text in notes:
+                run.note(text)
+            return await run.execute()
         finally:
-            self._running.discard(job_id)
-
-    async def _run_once(
-        self, state: JobState, acked: dict[int, bytes], *, resumed: bool
-    ) -> JobOutcome:
-        run = _JobRun(self, state, acked, resumed)
-        self.track(state.job, state.phase)
-        self.progress.started(state.job, resumed)
-        planned, self._planning_notes = self._planning_notes, []
-        for text in planned:
-            run.note(text)
-        try:
-            await run.drive()
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            run.stop(Cancel())
-            self.progress.finished(state.job, run.outcome())
-            raise
-        finally:
-            await run.close()
-        outcome = run.outcome()
-        self.progress.finished(state.job, outcome)
-        return outcome
+            self._running.discard(job.id)
 
 
 # ---------------------------------------------------------------- one run
 
 
 class _JobRun:
-    """One run of one job: its sides, book, counters and the drive loop."""
+    """One run of one job: its context, performer and the drive loop."""
 
     def __init__(
-        self, engine: Engine, state: JobState, acked: dict[int, bytes], resumed: bool
+        self,
+        engine: Engine,
+        kind: Kind,
+        state: JobState,
+        acked: dict[int, bytes],
+        resumed: bool,
     ) -> None:
         self.engine = engine
+        self.kind = kind
         self.state = state
         self.job = state.job
-        self.acked = dict(acked)
         self.resumed = resumed
         self.started = time.monotonic()
         self.notes: list[str] = []
-        self.route: str | None = None
-        self.bytes_copied = 0
-        self.chunks_copied = 0
-        self.chunks_skipped = 0
-        self.target_digest: bytes | None = None
         self.restarts = 0
-        self.ctx = engine.context(self.job, self.note)
-        self._source: SourceSide | None = None
-        self._target_side: TargetSide | None = None
-
-    def _sides(self) -> tuple[SourceSide, TargetSide | None]:
-        # Made on first use, inside the run: a bad option fails the job, as it should.
-        if self._source is None:
-            self._source = _source_side(self.job, self.ctx)
-            self._target_side = _target_side(self.job, self.ctx)
-        return self._source, self._target_side
-
-    @property
-    def source(self) -> SourceSide:
-        return self._sides()[0]
+        self.ctx = RunContext(
+            job=self.job,
+            settings=engine.settings,
+            calls=engine.calls(self.note, self.job),
+            store=engine.store,
+            metrics=engine.metrics,
+            progress=engine.progress,
+            provisioner_for=lambda network: engine.provisioner(network, self.note),
+            acked=dict(acked),
+            resumed=resumed,
+        )
+        self._performer: Performer | None = None
 
     def note(self, text: str) -> None:
         log.info("job %s: %s", self.job.id, text)
         self.notes.append(text)
         self.engine.progress.note(self.job, text)
 
-    # -- the loop
+    async def execute(self) -> JobOutcome:
+        progress = self.engine.progress
+        try:
+            await self._drive()
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            await asyncio.shield(self._stop(Cancel()))
+            progress.finished(self.job, self.outcome())
+            raise
+        finally:
+            if self._performer is not None:
+                await self._performer.close()
+        outcome = self.outcome()
+        progress.finished(self.job, outcome)
+        return outcome
 
-    async def drive(self) -> None:
+    async def _drive(self) -> None:
         while True:
             try:
                 await self._steps()
                 return
-            except ie.StaleSnapshot as exc:
+            except Restart as restart:
                 if self.restarts >= self.engine.settings.max_restarts:
-                    self._fail(exc)
+                    await self._fail(restart.cause or restart)
                     return
                 self.restarts += 1
-                self.note(f"the source replaced its snapshot ({exc}); starting from a new image")
-                self._apply(Fail.of(exc))
+                self.note(restart.reason)
+                await self._apply(Fail(restart.reason, 1))
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # every failure ends the job with its exit code
-                self._fail(exc)
+                await self._fail(exc)
                 return
 
     async def _steps(self) -> None:
-        queue: list[Effect] = list(self._apply(Start()))
+        performer = self._perform_with()
+        queue: list[object] = list(await self._apply(Start()))
         while queue:
-            event = await self._perform(queue.pop(0))
+            event = await performer.perform(queue.pop(0))
             if event is not None:
-                queue.extend(self._apply(event))
+                queue.extend(await self._apply(event))
 
-    def _apply(self, event: Event) -> tuple[Effect, ...]:
-        step = advance(self.state, event)
+    def _perform_with(self) -> Performer:
+        # Made on first use, inside the run: a bad option fails the job, as it should.
+        if self._performer is None:
+            self._performer = self.kind.performer(self.ctx)
+        return self._performer
+
+    async def _apply(self, event: object) -> tuple[object, ...]:
+        step = self.kind.advance(self.state, event)
         old = self.state.phase
         self.state = step.state
-        when = self.engine.store.save(self.state)  # before any effect of the new state
+        when = await self.engine.store.save(self.state)  # before any effect of the new state
         self.engine.metrics.record_checkpoint(when)
-        if self.state.phase is not old:
+        if self.state.phase != old:
             self.engine.track(self.job, self.state.phase)
             self.engine.progress.phase(self.job, self.state.phase)
         return step.effects
 
-    def stop(self, event: Cancel) -> None:
+    async def _stop(self, event: Cancel) -> None:
         if self.state.phase not in TERMINAL_PHASES:
-            self._apply(event)
+            await self._apply(event)
 
-    def _fail(self, exc: BaseException) -> None:
+    async def _fail(self, exc: BaseException) -> None:
         error = job_level_error(exc)
         if not isinstance(exc, ReplicatorError | ic.IcError):
             log.error("job %s failed unexpectedly", self.job.id, exc_info=exc)
-        if self.state.phase in (Phase.DONE, Phase.FAILED, Phase.CANCELLED):
+        if self.state.phase in TERMINAL_PHASES:
             return
-        self._apply(Fail(str(error) or type(error).__name__, error.exit_code))
-
-    # -- effects
-
-    async def _perform(self, effect: Effect) -> Event | None:
-        match effect:
-            case PrepareSource(resume=resume):
-                return SourceReady(await self.source.prepare(resume))
-            case PrepareTarget(image=image, resume_import_id=resume_id):
-                digests = await self.source.chunk_digests(image)
-                prepared = await self._target().prepare(
-                    image, self.source.origin, self.source.journal_seq, digests, resume_id
-                )
-                if prepared.committed:  # nothing to copy: the target holds the image
-                    self.engine.progress.total(self.job, image.size, image.size)
-                return TargetReady(prepared.import_id, prepared.committed)
-            case DiscardProgress(reason=reason):
-                self.note(f"starting the copy over: {reason}")
-                await asyncio.to_thread(self.engine.store.reset_chunks, self.job.id)
-                self.acked = {}
-                await self._target().discard()
-                return None
-            case AbortImport(import_id=import_id):
-                await self._target().abort(import_id)
-                return None
-            case CopyChunks(image=image, import_id=import_id):
-                return ChunksDone(await self._copy(image, import_id))
-            case CheckChunks(image=image):
-                return ChunksDone(await self._check(image))
-            case Commit(import_id=import_id):
-                await self._target().commit(self._image(), import_id)
-                return Committed()
-            case VerifyTarget(image=image):
-                self.target_digest = await self._target().digest(image, self.state.import_id)
-                return Verified(self.target_digest)
-            case ReleaseSource():
-                await self.source.release(self._image())
-                return None
-        raise TypeError(f"not an effect: {effect!r}")
-
-    async def _copy(self, image: ImageInfo, import_id: int | None) -> bytes:
-        target = self._target()
-        digests = await self.source.chunk_digests(image)
-        held = await target.held(image, import_id)
-        book = await self._book(image, digests, held)
-        mover = await self._mover(image, import_id, digests)
-        self.route = mover.route
-        return await self._pump(image, book, mover)
-
-    async def _check(self, image: ImageInfo) -> bytes:
-        digests = await self.source.chunk_digests(image)
-        held = {i for i, d in self.acked.items() if i < len(digests) and d == digests[i]}
-        book = await self._book(image, digests, held)
-        mover = RelayMover(self.source.reader(image), None, image, digests, describe=_named(self))
-        return await self._pump(image, book, mover, copying=False)
-
-    async def _book(self, image: ImageInfo, digests: Sequence[bytes], held: set[int]) -> ChunkBook:
-        """Reconcile the checkpoint with what the target holds (its word wins)."""
-        acked = {i: digests[i] for i in held}
-        stale = [i for i, d in self.acked.items() if acked.get(i) != d]
-        store = self.engine.store
-        if stale:
-            await asyncio.to_thread(store.reset_chunks, self.job.id)
-            self.acked = {}
-        missing = sorted(i for i in acked if i not in self.acked)
-        if missing:
-            await asyncio.to_thread(store.ack_chunks, self.job.id, [(i, acked[i]) for i in missing])
-        self.acked = acked
-        self.chunks_skipped = len(acked)
-        book = ChunkBook.for_image(image, acked)
-        done = book.acked_bytes(image.size, image.chunk_size)
-        self.engine.progress.total(self.job, image.size, done)
-        return book
-
-    async def _mover(
-        self, image: ImageInfo, import_id: int | None, digests: Sequence[bytes]
-    ) -> Mover:
-        source, target = self.source, self._target()
-        if await self._direct(source, target) and import_id is not None:
-            assert isinstance(source, canister_sides.CanisterSource)
-            assert isinstance(target, canister_sides.CanisterTarget)
-            if await self._push_allowed(source, target):
-                pusher = source.pusher(target.principal, image, import_id)
-                return DirectMover(pusher, source.sizer(Path.PUSH), digests)
-        writer = target.writer(image, import_id)
-        return RelayMover(source.reader(image), writer, image, digests, describe=_named(self))
-
-    async def _push_allowed(
-        self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget
-    ) -> bool:
-        """Grant what the direct path needs; without the rights, relay — unless asked for."""
-        try:
-            await canister_sides.allow_push(source, target)
-        except AccessDeniedError as exc:
-            if self.job.options.get("via") == DIRECT:
-                raise
-            self.note(f"using the relay path: {exc}")
-            return False
-        return True
-
-    async def _direct(self, source: SourceSide, target: TargetSide) -> bool:
-        if not isinstance(source, canister_sides.CanisterSource):
-            return False
-        if not isinstance(target, canister_sides.CanisterTarget):
-            return False
-        via = str(self.job.options.get("via") or self.engine.settings.via)
-        if via not in ROUTES:
-            raise UsageError(f"via must be one of {', '.join(ROUTES)}, got {via!r}")
-        if via == RELAY:
-            return False
-        if source.endpoint.network != target.endpoint.network:
-            self.note("source and target are on different networks: using the relay path")
-            return False
-        info = await source.info()
-        if not info.can("push"):
-            self.note(f"{source.endpoint} cannot push (no 'push' capability): using the relay")
-            return False
-        return True
-
-    async def _pump(
-        self, image: ImageInfo, book: ChunkBook, mover: Mover, *, copying: bool = True
-    ) -> bytes:
-        engine, job = self.engine, self.job
-
-        async def ack(acks: Sequence[tuple[int, bytes]]) -> None:
-            when = await asyncio.to_thread(engine.store.ack_chunks, job.id, acks)
-            engine.metrics.record_checkpoint(when)
-            self.acked.update(acks)
-
-        def advanced(nbytes: int, nchunks: int) -> None:
-            self.bytes_copied += nbytes
-            self.chunks_copied += nchunks
-            if copying:
-                engine.metrics.record_copied(job.kind, mover.route, nbytes, nchunks)
-            engine.progress.advanced(job, nbytes)
-
-        pump = Pump(
-            image,
-            book,
-            mover,
-            ack=ack,
-            advanced=advanced,
-            concurrency=engine.settings.concurrency,
-        )
-        return await pump.run()
-
-    # -- helpers
-
-    def _target(self) -> TargetSide:
-        target = self._sides()[1]
-        if target is None:
-            raise UsageError(f"job {self.job.id} has no target")
-        return target
-
-    def _image(self) -> ImageInfo:
-        if self.state.image is None:
-            raise JobFailed(f"job {self.job.id} has no image yet")
-        return self.state.image
-
-    async def close(self) -> None:
-        if self._source is not None:
-            await self._source.close()
-        if self._target_side is not None:
-            await self._target_side.close()
+        await self._apply(Fail(str(error) or type(error).__name__, error.exit_code))
 
     def outcome(self) -> JobOutcome:
-        image = self.state.image
-        return JobOutcome(
+        report = self._performer.report(self.state) if self._performer is not None else None
+        outcome = JobOutcome(
             job=self.job,
             state=self.state,
             resumed=self.resumed,
-            route=self.route,
-            bytes_copied=self.bytes_copied,
-            chunks_copied=self.chunks_copied,
-            chunks_skipped=self.chunks_skipped,
             elapsed=time.monotonic() - self.started,
-            source_digest=None if image is None else image.digest,
-            target_digest=self.target_digest,
             notes=tuple(self.notes),
+        )
+        if report is None:
+            return outcome
+        return replace(
+            outcome,
+            route=report.route,
+            bytes_copied=report.bytes_copied,
+            chunks_copied=report.chunks_copied,
+            chunks_skipped=report.chunks_skipped,
+            digest=report.digest,
+            source_digest=report.source_digest,
+            target_digest=report.target_digest,
+            details=report.details,
         )
 
 
-def _source_side(job: Job, ctx: Context) -> SourceSide:
-    if isinstance(job.source, CanisterRef):
-        return canister_sides.CanisterSource(job.source, ctx, snapshot=_int_option(job, "snapshot"))
-    return archive_sides.ArchiveSource(job.source, ctx)
-
-
-def _target_side(job: Job, ctx: Context) -> TargetSide | None:
-    if job.target is None:
-        return None
-    if isinstance(job.target, CanisterRef):
-        return canister_sides.CanisterTarget(job.target, ctx)
-    return archive_sides.ArchiveTarget(job.target, ctx)
-
-
-def _int_option(job: Job, name: str) -> int | None:
-    value = job.options.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"option {name} must be an integer, got {value!r}")
-    return value
-
-
-def _named(run: _JobRun) -> str:
-    return str(run.job.source)
-
-
-__all__ = ["DIRECT", "RELAY", "Engine", "EngineSettings", "JobOutcome", "Transfer"]
+__all__ = ["Engine", "EngineSettings"]

@@ -40,16 +40,12 @@ Hierarchy::
     ├── InvalidTransition  (1)      an event the job's current phase does not accept
     └── CheckpointError    (1)      the checkpoint store cannot be used
 
-:func:`exit_code_for` maps *any* exception (including cancellation and
-``canister_iface`` errors) to its exit code; :func:`job_error` turns a call
-error into the job-level error a job stops with.
+This module imports nothing that does I/O, so the pure job state machines can
+use it.  How a call error (``canister_iface``) or any other exception becomes
+one of these is decided once, at the boundary: :mod:`replicator.classify`.
 """
 
 from __future__ import annotations
-
-import asyncio
-
-from canister_iface import errors as ic
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -60,10 +56,6 @@ EXIT_INTEGRITY = 5
 EXIT_BUDGET = 6
 EXIT_TEMPORARY = 75
 EXIT_INTERRUPTED = 130
-
-# The replication protocol's method prefix: a missing ``icrp_*`` method means
-# the canister does not speak ICRP, not that the job asked for a typo.
-ICRP_METHOD_PREFIX = "icrp_"
 
 
 class ReplicatorError(Exception):
@@ -149,40 +141,3 @@ class InvalidTransition(ReplicatorError):
 
 class CheckpointError(ReplicatorError):
     """The checkpoint store is unusable (newer schema, corrupt, missing job)."""
-
-
-def job_error(exc: ic.IcError) -> ReplicatorError:
-    """The job-level error for a call error that ends a job.
-
-    Transient errors only end a job once retries gave up, which the retry
-    policy reports itself (:class:`RetriesExhausted`); here they become a plain
-    :class:`JobFailed` so that nothing is lost if a caller passes one anyway.
-    """
-    text = str(exc)
-    if isinstance(exc, ic.AccessDenied):
-        return AccessDeniedError(text)
-    if isinstance(exc, ic.MethodNotFound) and _is_icrp_call(exc):
-        return NotIcrpError(
-            f"{text}; the canister does not implement the replication protocol: install a "
-            "canister built with the ICRP library, or use a snapshot-based job instead"
-        )
-    if isinstance(exc, ic.CertificateError):
-        return IntegrityError(text)
-    return JobFailed(text)
-
-
-def exit_code_for(exc: BaseException) -> int:
-    """The documented exit code for ``exc`` (see the module docstring)."""
-    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, ReplicatorError):
-        return exc.exit_code
-    if isinstance(exc, ic.TransientError):
-        return EXIT_TEMPORARY
-    if isinstance(exc, ic.IcError):
-        return job_error(exc).exit_code
-    return EXIT_FAILED
-
-
-def _is_icrp_call(exc: ic.IcError) -> bool:
-    return exc.call is not None and exc.call.method.startswith(ICRP_METHOD_PREFIX)

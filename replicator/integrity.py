@@ -11,7 +11,9 @@ An empty image has no chunks; its digest is ``sha256(b"")``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 DIGEST_SIZE = 32
 
@@ -59,3 +61,43 @@ def _check_geometry(size: int, chunk_size: int) -> None:
         raise ValueError(f"chunk size must be positive, got {chunk_size}")
     if size < 0:
         raise ValueError(f"image size must not be negative, got {size}")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One consistent image of a source: what ``icrp_begin_export`` returns."""
+
+    snapshot_id: int
+    size: int
+    chunk_size: int
+    digest: bytes | None = None  # known once the export is ready
+
+    def __post_init__(self) -> None:
+        chunk_count(self.size, self.chunk_size)  # validates the geometry
+        if self.digest is not None and len(self.digest) != DIGEST_SIZE:
+            raise ValueError(f"an image digest is {DIGEST_SIZE} bytes, got {len(self.digest)}")
+
+    @property
+    def chunk_count(self) -> int:
+        return chunk_count(self.size, self.chunk_size)
+
+    def same_geometry(self, other: ImageInfo) -> bool:
+        return (self.size, self.chunk_size) == (other.size, other.chunk_size)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "snapshot_id": self.snapshot_id,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> ImageInfo:
+        digest = data["digest"]
+        return cls(
+            snapshot_id=int(data["snapshot_id"]),
+            size=int(data["size"]),
+            chunk_size=int(data["chunk_size"]),
+            digest=None if digest is None else bytes(digest),
+        )

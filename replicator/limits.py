@@ -21,16 +21,20 @@ then calls the wrapper inside it — the shape of restic's backend wrappers.
   ``in_flight_per_canister`` per canister.  Taken before the rate permits so
   that a permit is used as soon as it is granted (calls never bunch up
   behind a semaphore and exceed the rate).
-- :class:`CallRate`: calls per second, with ``asyncio-throttle`` (a sliding
-  window: at most *n* calls in any window of *n / rate* seconds).
-- :class:`ByteRate`: bytes per second, a token bucket with weighted permits.
-  A permit larger than the bucket (a 2 MiB chunk with a 1 MiB/s bucket) waits
-  for a full bucket and leaves it in debt, so the long-run rate holds and a
-  large request is never starved.  ``aiolimiter`` rejects such weights.
+- :class:`CallRate`: calls per second, a :class:`TokenBucket` of permits of
+  weight 1 whose burst is a tenth of a second's calls (at least one).
+- :class:`ByteRate`: bytes per second, a :class:`TokenBucket` with weighted
+  permits.  A permit larger than the bucket (a 2 MiB chunk with a 1 MiB/s
+  bucket) waits for a full bucket and leaves it in debt, so the long-run rate
+  holds and a large request is never starved.
 
-Each wrapper reports the time a call waited for it to a ``WaitObserver``
-``(limit_name, seconds)`` — the metrics module's ``record_wait``.  Clocks and
-sleeps are injectable so tests can use a fake clock.
+Both rates are one token bucket (FIFO, cancellation takes nothing) rather
+than ``aiolimiter`` (refuses a permit above the capacity) or
+``asyncio-throttle`` (unmaintained, polls, real time only).  Each wrapper
+reports the time a call waited for it to a ``WaitObserver``
+``(limit_name, seconds)`` — the metrics module's ``record_wait``.  Every
+limit that waits takes its clock and sleep as arguments, so tests run on a
+fake clock and never wait on real time.
 
 The defaults (:class:`LimitSettings`) are polite for mainnet: 10 calls/s,
 2 MiB/s (about one full ingress message per second; a subnet's inbound
@@ -50,8 +54,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
-from asyncio_throttle.throttler import Throttler
-
 from replicator.errors import BudgetExceeded
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,13 @@ INGRESS_RECEPTION_FEE = 1_200_000
 INGRESS_BYTE_FEE = 2_000
 XNET_CALL_FEE = 260_000
 XNET_BYTE_FEE = 1_000
+
+# CallRate's default burst, in seconds of its rate (see CallRate).
+CALL_BURST_SECONDS = 0.1
+# A permit this close to its time is granted: float rounding can leave a
+# shortfall whose sleep is too short to move a clock reading of thousands
+# of seconds, and a fake clock would then never get there.
+_BUCKET_TOLERANCE_SECONDS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -125,36 +134,7 @@ class _Wrapper:
             self._observe(self.name, waited)
 
 
-# ------------------------------------------------------------------ call rate
-
-
-class CallRate(_Wrapper):
-    """At most ``per_second`` calls per second (``asyncio-throttle``, real time)."""
-
-    name = "calls_per_second"
-
-    def __init__(
-        self, inner: Caller, per_second: float, *, observer: WaitObserver | None = None
-    ) -> None:
-        super().__init__(inner, observer, time.monotonic)
-        if not per_second > 0:
-            raise ValueError(f"calls per second must be positive, got {per_second}")
-        # asyncio-throttle counts whole calls per period: n calls per n/rate seconds.
-        count = max(1, round(per_second))
-        period = count / per_second
-        poll = max(0.001, min(0.05, period / (4 * count)))
-        self._throttler = Throttler(rate_limit=count, period=period, retry_interval=poll)
-        self.per_second = per_second
-
-    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
-        since = self._clock()
-        acquire: Callable[[], Awaitable[None]] = self._throttler.acquire
-        await acquire()
-        self._waited(since)
-        return await self.inner.call(spec, perform)
-
-
-# ------------------------------------------------------------------ byte rate
+# --------------------------------------------------------------- token bucket
 
 
 class TokenBucket:
@@ -196,9 +176,10 @@ class TokenBucket:
             need = min(weight, self.capacity)
             while True:
                 self._refill()
-                if self._tokens >= need:
+                shortfall = need - self._tokens
+                if shortfall <= self.rate * _BUCKET_TOLERANCE_SECONDS:
                     break
-                await self._sleep((need - self._tokens) / self.rate)
+                await self._sleep(shortfall / self.rate)
             self._tokens -= weight
 
     def _refill(self) -> None:
@@ -206,6 +187,50 @@ class TokenBucket:
         elapsed = max(0.0, now - self._stamp)
         self._stamp = now
         self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
+
+
+# ------------------------------------------------------------------ call rate
+
+
+class CallRate(_Wrapper):
+    """At most ``per_second`` calls per second: a token bucket of weight-1 permits.
+
+    Over any ``T`` seconds at most ``burst + per_second * T`` calls start.
+    The default burst, a tenth of a second's calls (at least one), keeps
+    calls evenly spread yet absorbs an event loop that wakes a waiter late:
+    with a burst of one, every late wake-up would be rate lost for good, and
+    at thousands of calls per second the loop's sleeps are too coarse to
+    keep up at all.
+    """
+
+    name = "calls_per_second"
+
+    def __init__(
+        self,
+        inner: Caller,
+        per_second: float,
+        *,
+        burst: float | None = None,
+        observer: WaitObserver | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(inner, observer, clock)
+        if not per_second > 0:
+            raise ValueError(f"calls per second must be positive, got {per_second}")
+        if burst is None:
+            burst = max(1.0, per_second * CALL_BURST_SECONDS)
+        self.per_second = per_second
+        self.bucket = TokenBucket(per_second, burst, clock=clock, sleep=sleep)
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        since = self._clock()
+        await self.bucket.acquire(1)
+        self._waited(since)
+        return await self.inner.call(spec, perform)
+
+
+# ------------------------------------------------------------------ byte rate
 
 
 class ByteRate(_Wrapper):
@@ -487,7 +512,9 @@ def build_caller(
             sleep=sleep,
         )
     if settings.calls_per_second is not None:
-        caller = CallRate(caller, settings.calls_per_second, observer=observer)
+        caller = CallRate(
+            caller, settings.calls_per_second, observer=observer, clock=clock, sleep=sleep
+        )
     in_flight = InFlight(
         caller, settings.in_flight, settings.in_flight_per_canister, observer=observer, clock=clock
     )

@@ -71,11 +71,13 @@ signatures the limits and the retry policy call back with.
 from __future__ import annotations
 
 import asyncio
+import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar, cast
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -92,9 +94,11 @@ from prometheus_client import (
 from canister_iface import errors as ic
 from replicator import errors
 from replicator.chunking import Path
-from replicator.jobs import TERMINAL_PHASES, JobKind, Phase
+from replicator.job import TERMINAL_PHASES, Phase
 from replicator.retry import REASONS
+from replicator.routes import Route
 
+E = TypeVar("E")
 RUN_OUTCOMES = ("done", "failed", "cancelled")
 # A failed run's exit code → the ``reason`` label (a small fixed set).
 FAILURE_REASONS = {
@@ -107,7 +111,7 @@ FAILURE_REASONS = {
     errors.EXIT_TEMPORARY: "temporary",
 }
 LIMIT_NAMES = ("time_window", "cycles_budget", "in_flight", "calls_per_second", "bytes_per_second")
-ROUTES = ("relay", "direct", "snapshot")
+ROUTES = tuple(Route)
 OUTCOMES = ("ok", "transient", "permanent", "cancelled", "error")
 
 # IC calls take from tens of milliseconds (queries) to seconds (updates, 2 MiB
@@ -208,6 +212,7 @@ class Metrics:
             "Unix time of the last durable checkpoint.",
             registry=r,
         )
+        self._extensions: dict[Callable[[CollectorRegistry], object], object] = {}
         self._initialise_series()
 
     def _initialise_series(self) -> None:
@@ -216,12 +221,25 @@ class Metrics:
             self.retries.labels(reason)
         for limit in LIMIT_NAMES:
             self.throttle_wait.labels(limit)
-        for kind in JobKind:
-            for phase in Phase:
-                if phase in TERMINAL_PHASES:
-                    self.jobs_finished.labels(kind.value, phase.value)
-                else:
-                    self.jobs.labels(kind.value, phase.value)
+
+    def extension(self, factory: Callable[[CollectorRegistry], E]) -> E:
+        """The metrics a job kind adds (``factory(registry)``), made once per registry.
+
+        A kind's flow module keeps its own metrics class (names ``replicator_*``,
+        the same conventions); the engine creates it when it starts, so its
+        series exist from the first scrape.
+        """
+        made = self._extensions.get(factory)
+        if made is None:
+            made = self._extensions[factory] = factory(self.registry)
+        return cast(E, made)
+
+    def add_kind(self, kind: str, phases: Iterable[str]) -> None:
+        """Start a job kind's series at 0: its unfinished ``phases`` and every outcome."""
+        for phase in (Phase.PENDING, *phases):
+            self.jobs.labels(kind, phase)
+        for outcome in TERMINAL_PHASES:
+            self.jobs_finished.labels(kind, outcome)
 
     # -- callbacks of limits and retries
 
@@ -254,14 +272,14 @@ class Metrics:
 
     # -- progress
 
-    def record_copied(self, kind: JobKind, route: str, nbytes: int, chunks: int) -> None:
-        self.bytes_copied.labels(kind.value, route).inc(nbytes)
-        self.chunks_copied.labels(kind.value, route).inc(chunks)
+    def record_copied(self, kind: str, route: str, nbytes: int, chunks: int) -> None:
+        self.bytes_copied.labels(kind, route).inc(nbytes)
+        self.chunks_copied.labels(kind, route).inc(chunks)
 
     def set_chunk_size(self, path: Path, size: int) -> None:
         self.chunk_size.labels(path.value).set(size)
 
-    def job_moved(self, kind: JobKind, old: Phase | None, new: Phase) -> None:
+    def job_moved(self, kind: str, old: str | None, new: str) -> None:
         """A job entered ``new`` from ``old`` (``None``: newly known in this process).
 
         The gauge holds unfinished phases only.  A job that ends here (an
@@ -270,11 +288,11 @@ class Metrics:
         to be resumed — did not end here and counts in neither.
         """
         if old is not None and old not in TERMINAL_PHASES:
-            self.jobs.labels(kind.value, old.value).dec()
+            self.jobs.labels(kind, old).dec()
             if new in TERMINAL_PHASES:
-                self.jobs_finished.labels(kind.value, new.value).inc()
+                self.jobs_finished.labels(kind, new).inc()
         if new not in TERMINAL_PHASES:
-            self.jobs.labels(kind.value, new.value).inc()
+            self.jobs.labels(kind, new).inc()
 
     def record_checkpoint(self, timestamp: float) -> None:
         self.last_checkpoint.set(timestamp)
@@ -325,7 +343,9 @@ class ServiceMetrics:
     so every series exists from the first scrape.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, version: str) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, version: str, kinds: Iterable[str] = ()
+    ) -> None:
         r = self.registry = registry
         build = Info("replicator_build", "The running replicator's version.", registry=r)
         build.info({"version": version, "python": platform.python_version()})
@@ -388,15 +408,19 @@ class ServiceMetrics:
             ["network"],
             registry=r,
         )
-        for kind in JobKind:
-            for outcome in RUN_OUTCOMES:
-                self.job_runs.labels(kind.value, outcome)
-            for reason in FAILURE_REASONS.values():
-                self.job_failures.labels(kind.value, reason)
+        for kind in kinds:
+            self.add_kind(kind)
 
-    def add_job(self, name: str, kind: JobKind, *, max_gap: float, since: float) -> None:
+    def add_kind(self, kind: str) -> None:
+        """Start a job kind's run and failure series at 0."""
+        for outcome in RUN_OUTCOMES:
+            self.job_runs.labels(kind, outcome)
+        for reason in FAILURE_REASONS.values():
+            self.job_failures.labels(kind, reason)
+
+    def add_job(self, name: str, kind: str, *, max_gap: float, since: float) -> None:
         """A scheduled job is known: ``since`` is its last success (or the start time)."""
-        labels = (name, kind.value)
+        labels = (name, kind)
         self.max_gap.labels(*labels).set(max_gap)
         self.last_success.labels(*labels).set(since)
         self.last_progress.labels(*labels).set(since)
@@ -404,31 +428,137 @@ class ServiceMetrics:
         self.running.labels(*labels).set(0)
         self.next_run.labels(*labels)
 
-    def scheduled(self, name: str, kind: JobKind, at: float) -> None:
-        self.next_run.labels(name, kind.value).set(at)
+    def scheduled(self, name: str, kind: str, at: float) -> None:
+        self.next_run.labels(name, kind).set(at)
 
-    def run_started(self, name: str, kind: JobKind, at: float) -> None:
-        self.running.labels(name, kind.value).set(1)
+    def run_started(self, name: str, kind: str, at: float) -> None:
+        self.running.labels(name, kind).set(1)
         self.progressed(name, kind, at)
 
-    def progressed(self, name: str, kind: JobKind, at: float) -> None:
-        self.last_progress.labels(name, kind.value).set(at)
+    def progressed(self, name: str, kind: str, at: float) -> None:
+        self.last_progress.labels(name, kind).set(at)
 
     def run_finished(
-        self, name: str, kind: JobKind, outcome: str, exit_code: int | None, at: float
+        self, name: str, kind: str, outcome: str, exit_code: int | None, at: float
     ) -> None:
         """A run ended: ``outcome`` is one of :data:`RUN_OUTCOMES`."""
-        labels = (name, kind.value)
+        labels = (name, kind)
         self.running.labels(*labels).set(0)
-        self.job_runs.labels(kind.value, outcome).inc()
+        self.job_runs.labels(kind, outcome).inc()
         if outcome == "done":
             self.last_success.labels(*labels).set(at)
             self.consecutive_failures.labels(*labels).set(0)
         elif outcome == "failed":
-            self.job_failures.labels(kind.value, failure_reason(exit_code)).inc()
+            self.job_failures.labels(kind, failure_reason(exit_code)).inc()
             self.consecutive_failures.labels(*labels).inc()
 
     def watch_budget(self, network: str, budget: int, remaining: Callable[[], float]) -> None:
         """Export a network's cycles budget; ``remaining`` is read at every scrape."""
         self.cycles_budget.labels(network).set(budget)
         self.cycles_budget_remaining.labels(network).set_function(remaining)
+
+
+class CyclesMetrics:
+    """The cycles of the backup canisters the orchestrator created and watches.
+
+    Made once per registry (``Metrics.extension(CyclesMetrics)``) by the
+    kinds that watch them (backup, restore), so the series exist from the
+    first scrape.  No canister id is a label: the gauges summarise every
+    watched canister of this process (its latest reading of each), and the
+    days are projected to the time of the scrape, so they fall even when no
+    job runs — an alert fires before a canister could freeze.
+
+    ===============================================================  =======  =======
+    metric                                                           type     labels
+    ===============================================================  =======  =======
+    ``replicator_backup_canisters_watched``                          gauge    —
+    ``replicator_backup_canister_freeze_days_min``                   gauge    —
+    ``replicator_backup_canister_cycles_min``                        gauge    —
+    ``replicator_backup_canisters_low``                              gauge    —
+    ``replicator_backup_canister_checks_total``                      counter  outcome
+    ``replicator_backup_canister_top_ups_total``                     counter  outcome
+    ``replicator_backup_canister_top_up_cycles_total``               counter  —
+    ===============================================================  =======  =======
+
+    ``checks`` outcome: ``ok``, ``unreadable`` (the identity may not read the
+    status: nothing watches that canister); ``top_ups`` outcome: ``ok``,
+    ``failed``, ``off`` (one was needed but top-ups are off).  With no
+    canister watched the minimum days are +Inf.
+    """
+
+    CHECK_OUTCOMES = ("ok", "unreadable")
+    TOP_UP_OUTCOMES = ("ok", "failed", "off")
+
+    def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        # canister → (days left, balance, below the floor, when read)
+        self._latest: dict[str, tuple[float, int, bool, float]] = {}
+        r = registry
+        Gauge(
+            "replicator_backup_canisters_watched",
+            "Created backup canisters whose cycles this process has read.",
+            registry=r,
+        ).set_function(lambda: len(self._latest))
+        Gauge(
+            "replicator_backup_canister_freeze_days_min",
+            "The fewest days any watched backup canister has before it freezes at its idle "
+            "burn, projected to now from its latest reading (+Inf: none watched).",
+            registry=r,
+        ).set_function(self._days_min)
+        Gauge(
+            "replicator_backup_canister_cycles_min",
+            "The lowest cycles balance of the watched backup canisters at their latest reading "
+            "(+Inf: none watched).",
+            registry=r,
+        ).set_function(self._cycles_min)
+        Gauge(
+            "replicator_backup_canisters_low",
+            "Watched backup canisters below their top-up floor at their latest reading (a "
+            "top-up was needed and did not happen).",
+            registry=r,
+        ).set_function(lambda: sum(1 for v in self._latest.values() if v[2]))
+        self.checks = Counter(
+            "replicator_backup_canister_checks",
+            "Readings of a created backup canister's cycles by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.top_ups = Counter(
+            "replicator_backup_canister_top_ups",
+            "Top-ups of created backup canisters by outcome (ok, failed, off).",
+            ["outcome"],
+            registry=r,
+        )
+        self.top_up_cycles = Counter(
+            "replicator_backup_canister_top_up_cycles",
+            "Cycles sent to created backup canisters.",
+            registry=r,
+        )
+        for outcome in self.CHECK_OUTCOMES:
+            self.checks.labels(outcome)
+        for outcome in self.TOP_UP_OUTCOMES:
+            self.top_ups.labels(outcome)
+
+    def observed(self, canister: str, *, days_left: float, cycles: int, low: bool) -> None:
+        """A reading of ``canister`` (after any top-up)."""
+        self.checks.labels("ok").inc()
+        self._latest[canister] = (days_left, cycles, low, self._clock())
+
+    def unreadable(self) -> None:
+        self.checks.labels("unreadable").inc()
+
+    def topped_up(self, cycles: int) -> None:
+        self.top_ups.labels("ok").inc()
+        self.top_up_cycles.inc(cycles)
+
+    def top_up_missed(self, outcome: str) -> None:
+        """A top-up was needed and not made: ``failed`` or ``off``."""
+        self.top_ups.labels(outcome).inc()
+
+    def _days_min(self) -> float:
+        now = self._clock()
+        days = [d - (now - at) / 86_400 for d, _, _, at in self._latest.values()]
+        return max(0.0, min(days)) if days else math.inf
+
+    def _cycles_min(self) -> float:
+        return float(min((c for _, c, _, _ in self._latest.values()), default=math.inf))

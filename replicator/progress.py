@@ -29,12 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from replicator.jobs import Job, Phase
-
-if TYPE_CHECKING:  # the engine imports this module; only the type is needed here
-    from replicator.engine import JobOutcome
+from replicator.job import Job, JobOutcome
 
 
 class Progress(Protocol):
@@ -42,7 +39,7 @@ class Progress(Protocol):
 
     def started(self, job: Job, resumed: bool) -> None: ...
 
-    def phase(self, job: Job, phase: Phase) -> None: ...
+    def phase(self, job: Job, phase: str) -> None: ...
 
     def total(self, job: Job, total_bytes: int, done_bytes: int) -> None: ...
 
@@ -61,7 +58,7 @@ class NullProgress:
     def started(self, job: Job, resumed: bool) -> None:
         del job, resumed
 
-    def phase(self, job: Job, phase: Phase) -> None:
+    def phase(self, job: Job, phase: str) -> None:
         del job, phase
 
     def total(self, job: Job, total_bytes: int, done_bytes: int) -> None:
@@ -98,7 +95,7 @@ class RecordingProgress:
     def started(self, job: Job, resumed: bool) -> None:
         self._add("started", job, resumed)
 
-    def phase(self, job: Job, phase: Phase) -> None:
+    def phase(self, job: Job, phase: str) -> None:
         self._add("phase", job, phase)
 
     def total(self, job: Job, total_bytes: int, done_bytes: int) -> None:
@@ -119,8 +116,8 @@ class RecordingProgress:
     def named(self, name: str) -> list[ProgressEvent]:
         return [e for e in self.events if e.name == name]
 
-    def phases(self) -> Sequence[Phase]:
-        return [p for e in self.named("phase") for p in e.args if isinstance(p, Phase)]
+    def phases(self) -> Sequence[str]:
+        return [p for e in self.named("phase") for p in e.args if isinstance(p, str)]
 
     def bytes_advanced(self) -> int:
         return sum(int(e.args[0]) for e in self.named("advanced") if isinstance(e.args[0], int))

@@ -17,7 +17,14 @@ one the registry (:mod:`replicator.registry`) names, or one created now:
    becomes ``ready``.
 
 Each step is repeatable, so re-running after a crash continues where it
-stopped instead of creating a second canister.  The orchestrator creates the
+stopped instead of creating a second canister.
+
+Created backup canisters are kept alive (:mod:`replicator.topup` says how
+many cycles they need): :meth:`Provisioner.balance` reads one's cycles with
+``canister_status`` (as a controller), :meth:`Provisioner.top_up` sends it
+cycles from the same source as creation — ``provisional_top_up_canister``
+on local networks, the cycles ledger's ``withdraw`` (paid from the
+identity's ledger account) on mainnet — charged to the cycles budget.  The orchestrator creates the
 canister with itself as an extra controller only for as long as it installs
 code; when the configured set does not include it, it keeps access through
 ICRP's peer list (controllers only decide who may *change* the canister).
@@ -38,9 +45,10 @@ from typing import Literal, TypeVar
 
 from icp_candid import Types
 
+from canister_iface import errors as ic
 from canister_iface.agent import Agent
 from canister_iface.candid_value import encode_value
-from canister_iface.cycles_ledger import CyclesLedgerClient
+from canister_iface.cycles_ledger import CYCLES_LEDGER_FEE, CyclesLedgerClient
 from canister_iface.icrp import IcrpClient
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
@@ -49,6 +57,7 @@ from replicator.calls import CallCost, CallRunner
 from replicator.errors import JobFailed, UsageError
 from replicator.metrics import Metrics
 from replicator.registry import Entry, Registry
+from replicator.topup import Balance
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,13 +121,25 @@ class Provisioner:
         self._note = note or (lambda text: log.info("%s", text))
         self.me = agent.identity.principal
 
+    @property
+    def paid(self) -> bool:
+        """Does creating a canister here cost real cycles (the cycles ledger)?"""
+        return self.settings.method == "ledger"
+
+    async def existing(self, key_source: str, key: str = BACKUP_ROLE) -> Principal | None:
+        """The canister recorded for (``key_source``, ``key``), if one was created."""
+        entry = await self.registry.get(self.network, key_source, key)
+        return (
+            None if entry is None or entry.canister is None else Principal.from_text(entry.canister)
+        )
+
     # -------------------------------------------------------------- backups
 
     async def backup_canister_for(
         self, source: Principal, *, keep: int | None = None, key: str = BACKUP_ROLE
     ) -> Principal:
         """The registered backup canister of ``source``, created and installed if needed."""
-        entry = self.registry.get(self.network, source.to_text(), key)
+        entry = await self.registry.get(self.network, source.to_text(), key)
         if entry is not None and entry.state == "ready" and entry.canister is not None:
             return Principal.from_text(entry.canister)
         canister = await self._created(entry, source.to_text(), key)
@@ -130,9 +151,67 @@ class Provisioner:
         }
         await self._installed(canister, shipped_wasm("backup"), encode_value(BACKUP_INIT, init))
         await self._settle_controllers(canister)
-        self._record(source.to_text(), key, canister, "ready")
+        await self._record(source.to_text(), key, canister, "ready")
         self._note(f"backup canister {canister} is ready for {source}")
         return canister
+
+    async def created_backup(self, canister: str) -> bool:
+        """Is ``canister`` a backup canister the orchestrator created on this network?"""
+        return any(
+            e.network == self.network and e.role == BACKUP_ROLE and e.canister == canister
+            for e in await self.registry.entries()
+        )
+
+    # ----------------------------------------------------------------- cycles
+
+    async def balance(self, canister: Principal) -> Balance | None:
+        """``canister``'s cycles (``None``: this identity may not read its status)."""
+        try:
+            status = await self._call(
+                canister, "canister_status", lambda: self.mgmt.canister_status(canister)
+            )
+        except ic.AccessDenied:
+            return None
+        return Balance(
+            cycles=status.cycles,
+            idle_per_day=status.idle_cycles_burned_per_day,
+            freezing_threshold=status.settings.freezing_threshold,
+            reserved=status.reserved_cycles or 0,
+        )
+
+    async def top_up(self, canister: Principal, amount: int, *, source: str = "auto") -> None:
+        """Send ``amount`` cycles to ``canister``; ``source``: :data:`replicator.topup.SOURCES`.
+
+        One ledger transaction per call: its retries repeat ``created_at_time``,
+        so the ledger sends the cycles once.
+        """
+        if amount <= 0:
+            return
+        method = self.settings.method if source == "auto" else source
+        if method == "provisional":
+            await self._call(
+                "aaaaa-aa",
+                "provisional_top_up_canister",
+                lambda: self.mgmt.provisional_top_up_canister(canister, amount),
+                spends=amount,
+            )
+            return
+        ledger = self._ledger()
+        at = time.time_ns()
+        await self._call(
+            ledger.ledger_id.to_text(),
+            "withdraw",
+            lambda: ledger.withdraw(amount, canister, created_at_time=at),
+            spends=amount + CYCLES_LEDGER_FEE,
+        )
+
+    def _ledger(self) -> CyclesLedgerClient:
+        ledger_id = self.settings.ledger
+        return (
+            CyclesLedgerClient(self.agent)
+            if ledger_id is None
+            else CyclesLedgerClient(self.agent, ledger_id)
+        )
 
     # ----------------------------------------------------------- app canisters
 
@@ -140,7 +219,7 @@ class Provisioner:
         self, key_source: str, key: str, wasm: bytes, *, arg: bytes = EMPTY_ARG
     ) -> Principal:
         """A new canister running ``wasm`` (recorded under ``key``), e.g. to restore into."""
-        entry = self.registry.get(self.network, key_source, key)
+        entry = await self.registry.get(self.network, key_source, key)
         if entry is not None and entry.state == "ready" and entry.canister is not None:
             return Principal.from_text(entry.canister)
         canister = await self._created(entry, key_source, key)
@@ -150,7 +229,7 @@ class Provisioner:
             client = IcrpClient(self.agent, canister)
             await self._call(canister, "icrp_set_peers", lambda: client.set_peers([self.me]))
         await self._settle_controllers(canister)
-        self._record(key_source, key, canister, "ready")
+        await self._record(key_source, key, canister, "ready")
         return canister
 
     # -------------------------------------------------------------- the steps
@@ -160,12 +239,11 @@ class Provisioner:
             return Principal.from_text(entry.canister)
         request_ns = entry.request_ns if entry is not None else time.time_ns()
         if entry is None:
-            self.registry.put(Entry(self.network, source, key, None, "requested", request_ns))
+            await self.registry.put(Entry(self.network, source, key, None, "requested", request_ns))
         self._note(f"creating a {key} canister for {source} on {self.network}")
         canister = await self._create(request_ns)
-        self._record(source, key, canister, "created", request_ns)
+        await self._record(source, key, canister, "created", request_ns)
         self.metrics.record_canister_created(self.network)
-        self.metrics.record_cycles_spent(self.settings.initial_cycles)
         return canister
 
     async def _create(self, request_ns: int) -> Principal:
@@ -180,17 +258,14 @@ class Provisioner:
                 lambda: self.mgmt.provisional_create_canister_with_cycles(
                     amount=amount, settings=settings
                 ),
+                spends=amount,
             )
-        ledger_id = self.settings.ledger
-        ledger = (
-            CyclesLedgerClient(self.agent)
-            if ledger_id is None
-            else CyclesLedgerClient(self.agent, ledger_id)
-        )
+        ledger = self._ledger()
         created = await self._call(
             ledger.ledger_id.to_text(),
             "create_canister",
             lambda: ledger.create_canister(amount, settings=settings, created_at_time=request_ns),
+            spends=amount,
         )
         return created.canister_id
 
@@ -234,11 +309,13 @@ class Provisioner:
         perform: Callable[[], Awaitable[T]],
         *,
         cost: CallCost = "update",
+        spends: int = 0,
     ) -> T:
         cid = canister if isinstance(canister, str) else canister.to_text()
-        return await self.runner.call(cid, method, perform, cost=cost, what=f"{method} for {cid}")
+        what = f"{method} for {cid}"
+        return await self.runner.call(cid, method, perform, cost=cost, what=what, spends=spends)
 
-    def _record(
+    async def _record(
         self,
         source: str,
         key: str,
@@ -247,9 +324,11 @@ class Provisioner:
         request_ns: int | None = None,
     ) -> None:
         if request_ns is None:  # keep the deduplication time of the recorded intent
-            current = self.registry.get(self.network, source, key)
+            current = await self.registry.get(self.network, source, key)
             request_ns = current.request_ns if current is not None else 0
-        self.registry.put(Entry(self.network, source, key, canister.to_text(), state, request_ns))
+        await self.registry.put(
+            Entry(self.network, source, key, canister.to_text(), state, request_ns)
+        )
 
 
 def _unique(principals: Sequence[Principal]) -> tuple[Principal, ...]:

@@ -4,7 +4,7 @@ One copy is::
 
     plan runs of chunks → (per run) permit → call → verify → ack → checkpoint
 
-- **Plan**: the :class:`~replicator.jobs.ChunkBook` hands out runs of
+- **Plan**: the :class:`~replicator.chunkbook.ChunkBook` hands out runs of
   contiguous chunks that are not yet acknowledged, lowest first, as many
   per run as fit the current transfer size (at least one; a chunk larger
   than the transfer size is moved in several pieces).
@@ -47,10 +47,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from canister_iface import errors as ic
+from replicator.chunkbook import ChunkBook
 from replicator.chunking import Path, TransferSize, shrink_reason, split_evenly
 from replicator.errors import IntegrityError, JobFailed
-from replicator.integrity import chunk_digest, chunk_span
-from replicator.jobs import ChunkBook, ImageInfo
+from replicator.integrity import ImageInfo, chunk_digest, chunk_span
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 :func:`call_with_retries` runs a call and retries it only when it raised a
 :class:`canister_iface.errors.TransientError` (HTTP 408/429/5xx, reject code
-2, canister stopping/stopped, timeouts, network errors):
+2, canister stopping/stopped, timeouts, network errors, certificates too far
+from the local clock):
 
 - waits grow exponentially with jitter: attempt *n* waits a random time in
   ``[b/2, b]`` with ``b = min(max_wait, initial_wait · multiplierⁿ⁻¹)``
@@ -53,6 +54,7 @@ REASONS = (
     "canister_stopped",  # IC0508 / IC0509
     "outcome_unknown",  # reject code 6, or no final status before the ingress expiry
     "network",  # connection errors, read timeouts
+    "clock",  # a certificate or query signature too far from the local clock
 )
 
 
@@ -83,6 +85,8 @@ class RetryPolicy:
 
 def retry_reason(exc: ic.TransientError) -> str:
     """The reason label of a transient error (one of :data:`REASONS`)."""
+    if isinstance(exc, ic.StaleCertificate):
+        return "clock"
     if isinstance(exc, ic.CallTimeout) or exc.reject_code == ic.SYS_UNKNOWN:
         return "outcome_unknown"
     if exc.error_code in (ic.CANISTER_STOPPED, ic.CANISTER_STOPPING):

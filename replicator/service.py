@@ -50,8 +50,9 @@ from typing import Literal
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, exit_code_for
-from replicator.jobs import Job, JobKind, Phase
+from replicator.classify import exit_code_for
+from replicator.errors import EXIT_INTERRUPTED, EXIT_OK
+from replicator.job import Job, Phase
 from replicator.metrics import ServiceMetrics
 from replicator.schedule import JobSchedule
 
@@ -104,7 +105,7 @@ class ScheduledJob:
     """
 
     name: str
-    kind: JobKind
+    kind: str
     schedule: JobSchedule
     run: Callable[[], Awaitable[RunResult]]
 
@@ -113,13 +114,13 @@ class ScheduledJob:
 class Resume:
     """What the checkpoint store says about a scheduled job at start."""
 
-    unfinished: Phase | None = None  # phase of its newest unfinished run, if any
+    unfinished: str | None = None  # phase of its newest unfinished run, if any
     last_success: float | None = None  # Unix time of its last successful run, if any
 
     @property
     def now(self) -> bool:
         """Run at once: an interrupted run (not a failed one, which waits for its turn)."""
-        return self.unfinished is not None and self.unfinished is not Phase.FAILED
+        return self.unfinished is not None and self.unfinished != Phase.FAILED
 
 
 # ------------------------------------------------------------------ progress
@@ -148,7 +149,7 @@ class ServiceProgress:
         log.info("job %s: %s %s (%s → %s)", self._label(job), how, job.id, job.source, job.target)
         self._progressed(job)
 
-    def phase(self, job: Job, phase: Phase) -> None:
+    def phase(self, job: Job, phase: str) -> None:
         log.info("job %s: %s", self._label(job), phase)
         self._progressed(job)
 

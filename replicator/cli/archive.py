@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import run_job_command
-from replicator.engine import Engine, JobOutcome
+from replicator.cli.jobrun import run_request
+from replicator.flows import archive
 
 
 def register(commands: Any) -> None:
@@ -43,17 +43,11 @@ async def _export(ctx: Context) -> int:
     source = ctx.config.canister(ctx.args.canister)
     path: Path = ctx.args.file
 
-    async def action(engine: Engine) -> JobOutcome:
-        return await engine.archive_export(source, path)
-
-    return await run_job_command(ctx, action)
+    return await run_request(ctx, archive.export_request(source, path))
 
 
 async def _import(ctx: Context) -> int:
     target = ctx.config.canister(ctx.args.canister)
     path: Path = ctx.args.file
 
-    async def action(engine: Engine) -> JobOutcome:
-        return await engine.archive_import(path, target, via=ctx.via)
-
-    return await run_job_command(ctx, action)
+    return await run_request(ctx, archive.import_request(path, target))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import run_job_command
-from replicator.engine import Engine, JobOutcome
+from replicator.cli.jobrun import run_request
+from replicator.flows import backup
 
 
 def register(commands: Any) -> None:
@@ -36,7 +36,4 @@ async def _backup(ctx: Context) -> int:
     source = config.canister(args.canister)
     target = None if args.backup is None else config.canister(args.backup)
 
-    async def action(engine: Engine) -> JobOutcome:
-        return await engine.backup(source, target, via=ctx.via, keep=args.keep)
-
-    return await run_job_command(ctx, action)
+    return await run_request(ctx, backup.request(source, target, via=ctx.via, keep=args.keep))

@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from canister_iface import errors as ic
 from canister_iface.agent import Agent
 from canister_iface.errors import IdentityError
 from canister_iface.identity import Identity
+from replicator import kinds
+from replicator.classify import exit_code_for, job_error
 from replicator.cli.render import Renderer, make_renderer
 from replicator.config import COMMAND_LINE, Config, Network, load_config
 from replicator.errors import (
@@ -39,14 +42,13 @@ from replicator.errors import (
     ReplicatorError,
     RetriesExhausted,
     UsageError,
-    exit_code_for,
-    job_error,
 )
+from replicator.flow import Action
 from replicator.metrics import Metrics, MetricsServer, serve_metrics
+from replicator.routes import VIA
 
 log = logging.getLogger(__name__)
 
-VIA_CHOICES = ("direct", "relay")
 
 # configuration key → the flag that overrides it (limits: of the chosen network).
 _FLAGS = {
@@ -106,7 +108,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     group.add_argument(
         "--via",
-        choices=VIA_CHOICES,
+        choices=VIA,
         default=default(None),
         help="canister to canister (direct, default) or through this machine (relay)",
     )
@@ -124,6 +126,19 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         help="print JSON lines (events and a final summary) on stdout instead of text",
     )
     group.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        default=default(False),
+        help="go ahead with actions that cost cycles or replace state without asking",
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=default(False),
+        help="print what the command would create, spend, overwrite and move; change nothing",
+    )
+    group.add_argument(
         "--state",
         dest="state",
         metavar="PATH",
@@ -139,13 +154,16 @@ def load_settings(args: argparse.Namespace) -> Config:
     """The configuration file (or defaults) with the global flags applied."""
     overrides = _plain_overrides(args)
     ids = list(args.canister_ids or [])
+    known = kinds.names()
     try:
-        config = load_config(args.config, overrides=overrides, canister_ids=ids)
+        config = load_config(args.config, overrides=overrides, canister_ids=ids, kinds=known)
         limits = _limit_overrides(args)
         if limits:
             prefix = f"networks.{config.network}.limits"
             scoped = {f"{prefix}.{k}": v for k, v in limits.items()}
-            config = load_config(args.config, overrides={**overrides, **scoped}, canister_ids=ids)
+            config = load_config(
+                args.config, overrides={**overrides, **scoped}, canister_ids=ids, kinds=known
+            )
     except ConfigError as exc:
         raise _as_flag_error(exc, args) from None
     return config
@@ -273,6 +291,20 @@ class Context:
         async with open_agent(self.network, who) as agent:
             yield agent
 
+    async def consent(self, actions: Sequence[Action]) -> None:
+        """Go ahead with ``actions`` that cost or destroy: ``--yes``, or a terminal's yes."""
+        if self.args.yes:
+            return
+        listed = "; ".join(str(a) for a in actions)
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise UsageError(
+                f"this would {listed}. Re-run with --yes to go ahead, or --dry-run to see the "
+                "whole plan; nothing was changed"
+            )
+        answer = await asyncio.to_thread(_ask, f"This will {listed}.\nProceed? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise UsageError("not confirmed; nothing was changed")
+
     @contextlib.contextmanager
     def serving_metrics(self) -> Iterator[None]:
         """Serve ``/metrics`` while the body runs, if a port is configured."""
@@ -294,6 +326,12 @@ class Context:
             yield
         finally:
             server.close()
+
+
+def _ask(prompt: str) -> str:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return sys.stdin.readline()
 
 
 Body = Callable[[Context], Awaitable[int]]

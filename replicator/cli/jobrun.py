@@ -19,9 +19,9 @@ from typing import Any
 from replicator.checkpoints import SqliteStore
 from replicator.cli.common import Context, resolve_identity
 from replicator.cli.render import Renderer
-from replicator.engine import Engine, JobOutcome
+from replicator.engine import Engine
 from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY, UsageError
-from replicator.jobs import Job, Phase
+from replicator.job import Job, JobOutcome, JobRequest, Phase
 
 JobAction = Callable[[Engine], Awaitable[JobOutcome]]
 
@@ -39,12 +39,12 @@ class RenderedProgress:
     def started(self, job: Job, resumed: bool) -> None:
         self.last_job = job
         target = None if job.target is None else str(job.target)
-        self.renderer.start(job.id, job.kind.value, str(job.source), target)
+        self.renderer.start(job.id, job.kind, str(job.source), target)
         if resumed:
             self.renderer.note(f"{job.id}: resuming from its checkpoint", job=job.id)
 
-    def phase(self, job: Job, phase: Phase) -> None:
-        self.renderer.phase(job.id, phase.value)
+    def phase(self, job: Job, phase: str) -> None:
+        self.renderer.phase(job.id, str(phase))
 
     def total(self, job: Job, total_bytes: int, done_bytes: int) -> None:
         self._done[job.id] = done_bytes
@@ -86,7 +86,7 @@ async def open_engine(ctx: Context, progress: RenderedProgress) -> AsyncIterator
         async with engine:
             yield engine
     finally:
-        store.close()
+        await store.close()
 
 
 def open_store(path: Path) -> SqliteStore:
@@ -109,7 +109,7 @@ def job_summary(outcome: JobOutcome, retries: int, metrics_url: str | None) -> d
     fields["bytes_per_second"] = None if rate is None else round(rate)
     fields["retries"] = retries
     fields["metrics_url"] = metrics_url
-    if outcome.phase is Phase.CANCELLED or outcome.exit_code == EXIT_TEMPORARY:
+    if outcome.phase == Phase.CANCELLED or outcome.exit_code == EXIT_TEMPORARY:
         fields["resume"] = f"replicator resume {outcome.job.id}"
     return fields
 
@@ -141,6 +141,51 @@ def human_summary(fields: dict[str, Any]) -> dict[str, Any]:
 
 def render_summary(ctx: Context, fields: dict[str, Any]) -> None:
     ctx.renderer.summary(fields if ctx.args.json else human_summary(fields))
+
+
+async def run_request(ctx: Context, request: JobRequest) -> int:
+    """Plan and run what ``request`` asks for (``--dry-run``: only print the plan).
+
+    Actions that cost cycles or replace state ask first (:meth:`Context.consent`).
+    """
+    if ctx.args.dry_run:
+        return await _dry_run(ctx, request)
+
+    async def action(engine: Engine) -> JobOutcome:
+        return await engine.submit(request, consent=ctx.consent)
+
+    return await run_job_command(ctx, action)
+
+
+async def _dry_run(ctx: Context, request: JobRequest) -> int:
+    progress = RenderedProgress(ctx.renderer)
+    async with open_engine(ctx, progress) as engine:
+        planned = await engine.dry_run(request)
+    job = planned.job
+    for action in planned.actions:
+        ctx.renderer.note(f"would {action}", action=action.verb.value, what=action.what)
+    fields: dict[str, Any] = {
+        "ok": True,
+        "exit_code": EXIT_OK,
+        "dry_run": True,
+        "kind": job.kind,
+        "source": str(job.source),
+        "target": None if job.target is None else str(job.target),
+        "actions": [
+            {"verb": a.verb.value, "what": a.what, "cycles": a.cycles, "bytes": a.nbytes}
+            for a in planned.actions
+        ],
+        "cycles": sum(a.cycles for a in planned.actions),
+        "notes": list(planned.notes),
+    }
+    if ctx.args.json:
+        ctx.renderer.summary(fields)
+    else:
+        ctx.renderer.summary(
+            {k: fields[k] for k in ("kind", "source", "target", "cycles") if fields[k]}
+            | {"dry_run": "nothing was changed"}
+        )
+    return EXIT_OK
 
 
 async def run_job_command(ctx: Context, action: JobAction) -> int:

@@ -6,10 +6,11 @@ import argparse
 import time
 from typing import Any
 
+from replicator import kinds
 from replicator.checkpoints import JobSummary, SqliteStore
 from replicator.cli.common import Context, add_command
 from replicator.errors import UsageError
-from replicator.jobs import RESUMABLE_PHASES, Phase
+from replicator.job import TERMINAL_PHASES, Phase, resumable
 
 
 def register(commands: Any) -> None:
@@ -27,7 +28,7 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--phase",
         action="append",
-        choices=[p.value for p in Phase],
+        choices=_known_phases(),
         help="only jobs in this phase (repeatable)",
     )
 
@@ -38,8 +39,10 @@ async def _jobs(ctx: Context) -> int:
     if not path.exists():
         jobs: list[JobSummary] = []
     else:
-        with SqliteStore(path) as store:
-            jobs = store.list_jobs(phases)
+        async with await SqliteStore.open(path) as store:
+            jobs = await store.list_jobs(phases)
+    if ctx.args.unfinished:
+        jobs = [j for j in jobs if resumable(j.phase)]
     if ctx.args.json:
         for job in jobs:
             ctx.renderer.note("job", **_fields(job))
@@ -49,13 +52,18 @@ async def _jobs(ctx: Context) -> int:
     return 0
 
 
-def _phases(args: argparse.Namespace) -> set[Phase] | None:
+def _known_phases() -> list[str]:
+    phases = {Phase.PENDING, *TERMINAL_PHASES}
+    for kind in kinds.registered():
+        phases.update(kind.phases)
+    return sorted(phases)
+
+
+def _phases(args: argparse.Namespace) -> set[str] | None:
     if args.unfinished and args.phase:
         raise UsageError("--unfinished and --phase exclude each other: give one")
-    if args.unfinished:
-        return set(RESUMABLE_PHASES)
     if args.phase:
-        return {Phase(p) for p in args.phase}
+        return set(args.phase)
     return None
 
 
@@ -63,7 +71,7 @@ def _fields(job: JobSummary) -> dict[str, object]:
     return {
         "id": job.id,
         "kind": job.kind,
-        "phase": job.phase.value,
+        "phase": job.phase,
         "source": job.source,
         "target": job.target,
         "chunks_acked": job.chunks_acked,
@@ -83,7 +91,7 @@ def _print_table(jobs: list[JobSummary], path: str) -> None:
         total = "?" if job.chunks_total is None else str(job.chunks_total)
         updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.updated_at))
         route = f"{job.source} → {job.target or '-'}"
-        rows.append((job.id, job.phase.value, f"{job.chunks_acked}/{total}", updated, route))
+        rows.append((job.id, job.phase, f"{job.chunks_acked}/{total}", updated, route))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])

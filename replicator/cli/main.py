@@ -19,6 +19,7 @@ from replicator.cli import (
     backup,
     check_canister,
     demo,
+    images,
     jobs,
     localnet,
     restore,
@@ -28,6 +29,11 @@ from replicator.cli import (
 )
 from replicator.cli.common import add_global_options
 from replicator.errors import EXIT_INTERRUPTED, EXIT_USAGE
+from replicator.flows.builtin import BUILTIN
+
+# Every built-in job kind is registered before a command runs (resume, run, serve
+# meet jobs of any kind).
+KINDS = BUILTIN
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         archive,
         verify,
         jobs,
+        images,
         resume,
         check_canister,
         demo,

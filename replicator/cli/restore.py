@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import run_job_command
-from replicator.engine import Engine, JobOutcome
+from replicator.cli.jobrun import run_request
 from replicator.errors import UsageError
+from replicator.flows import restore
 
 
 def register(commands: Any) -> None:
@@ -45,14 +45,12 @@ async def _restore(ctx: Context) -> int:
     backup = config.canister(args.backup)
     target = None if args.canister is None else config.canister(args.canister)
 
-    async def action(engine: Engine) -> JobOutcome:
-        return await engine.restore(
-            backup,
-            target,
-            snapshot=args.snapshot,
-            via=ctx.via,
-            new_canister=args.new_canister,
-            wasm=args.wasm,
-        )
-
-    return await run_job_command(ctx, action)
+    request = restore.request(
+        backup,
+        target,
+        snapshot=args.snapshot,
+        via=ctx.via,
+        new_canister=args.new_canister,
+        wasm=args.wasm,
+    )
+    return await run_request(ctx, request)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from replicator import kinds
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import run_job_command
-from replicator.engine import Engine, JobOutcome
+from replicator.cli.jobrun import run_job_command, run_request
+from replicator.engine import Engine
+from replicator.job import JobOutcome
 
 
 def register(commands: Any) -> None:
@@ -40,9 +42,6 @@ async def _resume(ctx: Context) -> int:
 
 
 async def _run(ctx: Context) -> int:
-    job = ctx.config.job(ctx.args.name)
+    request = kinds.configured(ctx.config, ctx.args.name)
 
-    async def action(engine: Engine) -> JobOutcome:
-        return await engine.run(job)
-
-    return await run_job_command(ctx, action)
+    return await run_request(ctx, request)

@@ -24,16 +24,16 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from replicator import __version__
+from replicator import __version__, kinds
 from replicator.checkpoints import JobSummary, SqliteStore, Store
 from replicator.cli.common import Context, add_command, resolve_identity
 from replicator.config import Config, JobTemplate
-from replicator.engine import Engine, JobOutcome
+from replicator.engine import Engine
 from replicator.errors import UsageError
-from replicator.flows.backup import backup_target
-from replicator.jobs import CanisterRef, Job, JobKind, Phase
+from replicator.job import JobOutcome, JobRequest, Phase
 from replicator.limits import CyclesBudget
 from replicator.metrics import Metrics, ServiceMetrics
+from replicator.schedule import JobSchedule
 from replicator.service import (
     DEFAULT_GRACE,
     Check,
@@ -85,16 +85,16 @@ async def _serve(ctx: Context) -> int:
     identity = resolve_identity(ctx.args, config)
     registry = CollectorRegistry()
     metrics = Metrics(registry, process_metrics=True)
-    service_metrics = ServiceMetrics(registry, version=__version__)
+    service_metrics = ServiceMetrics(registry, version=__version__, kinds=kinds.names())
     for network in config.networks:  # known label values start at 0
         metrics.canisters_created.labels(network)
-    store = await asyncio.to_thread(SqliteStore, config.checkpoints)
+    store = await SqliteStore.open(config.checkpoints)
     try:
         progress = ServiceProgress(service_metrics)
         via: dict[str, object] = {} if ctx.via is None else {"via": ctx.via}
         engine = Engine.from_config(config, store, metrics, progress, identity=identity, **via)
         async with engine:
-            summaries = await asyncio.to_thread(store.list_jobs)
+            summaries = await store.list_jobs()
             service = Service(
                 [p.scheduled(engine) for p in plans],
                 service_metrics,
@@ -107,7 +107,7 @@ async def _serve(ctx: Context) -> int:
                 with _stop_on_signals(service):
                     return await service.run()
     finally:
-        await asyncio.to_thread(store.close)
+        await store.close()
 
 
 # --------------------------------------------------------------------- plans
@@ -115,45 +115,38 @@ async def _serve(ctx: Context) -> int:
 
 @dataclass(frozen=True)
 class JobPlan:
-    """A scheduled job of the config, resolved: what one run of it does."""
+    """A scheduled job of the config, resolved and checked: what one run of it asks for.
+
+    A request without a target (a backup into the source's own backup
+    canister) is planned at every run by the kind's planner, which finds or
+    creates the target.
+    """
 
     name: str
-    template: JobTemplate
-    config: Config
-    network: str
-    source: CanisterRef | None  # set for a backup into the source's own backup canister
-    job: Job | None  # set for every other job
+    schedule: JobSchedule
+    request: JobRequest
+    network: str  # where its canisters are (readiness checks, budgets)
 
     def scheduled(self, engine: Engine) -> ScheduledJob:
-        assert self.template.schedule is not None
-
         async def run() -> RunResult:
             return _result(await self.run(engine))
 
-        return ScheduledJob(self.name, self.template.kind, self.template.schedule, run)
+        return ScheduledJob(self.name, self.request.kind, self.schedule, run)
 
     async def run(self, engine: Engine) -> JobOutcome:
-        if self.source is not None:
-            keep = self.template.options.get("keep")
-            target = await backup_target(
-                engine, self.source, keep=keep if isinstance(keep, int) else None
-            )
-            job = Job(JobKind.BACKUP, self.source, target, options=dict(self.template.options))
-        else:
-            job = self.config.job(self.name)  # a fresh id; the engine resumes its twin
-        return await engine.run(job)
+        return await engine.submit(self.request)  # a fresh id; the engine resumes its twin
 
     def matches(self, summary: JobSummary) -> bool:
         """Is ``summary`` a run of this job?"""
-        if self.job is not None:
-            wanted = (self.job.kind.value, str(self.job.source), _text(self.job.target))
-            return (summary.kind, summary.source, summary.target) == wanted
-        return summary.kind == JobKind.BACKUP.value and summary.source == str(self.source)
+        request = self.request
+        if (summary.kind, summary.source) != (request.kind, str(request.source)):
+            return False
+        return request.target is None or summary.target == str(request.target)
 
     def resume(self, summaries: Iterable[JobSummary]) -> Resume:
         """What the checkpoints say: an unfinished newest run, and the last success."""
         runs = [s for s in summaries if self.matches(s)]  # oldest first
-        done = [s.updated_at for s in runs if s.phase is Phase.DONE]
+        done = [s.updated_at for s in runs if s.phase == Phase.DONE]
         newest = runs[-1].phase if runs else None
         unfinished = None if newest in (None, Phase.DONE) else newest
         return Resume(unfinished=unfinished, last_success=max(done) if done else None)
@@ -161,7 +154,11 @@ class JobPlan:
 
 def plan_jobs(config: Config) -> list[JobPlan]:
     """Every scheduled job of ``config``, checked; a usage error if there is none."""
-    plans = [_plan(config, t) for t in config.jobs.values() if t.schedule is not None]
+    plans = [
+        JobPlan(name, t.schedule, kinds.configured(config, name), _network(config, t))
+        for name, t in config.jobs.items()
+        if t.schedule is not None
+    ]
     if not plans:
         raise UsageError(
             f"{config.source}: no job has a schedule, so there is nothing to serve: add "
@@ -171,25 +168,16 @@ def plan_jobs(config: Config) -> list[JobPlan]:
     return plans
 
 
-def _plan(config: Config, template: JobTemplate) -> JobPlan:
-    network = config.network_named(template.network).name
-    key = f"jobs.{template.name}"
-    if template.kind is JobKind.BACKUP and template.target is None:
-        source = config.canister(template.source, network, where=(config.source, f"{key}.source"))
-        return JobPlan(template.name, template, config, network, source, None)
-    return JobPlan(template.name, template, config, network, None, config.job(template.name))
+def _network(config: Config, template: JobTemplate) -> str:
+    return config.network_named(template.network).name
 
 
 def _check_distinct(plans: Sequence[JobPlan]) -> None:
     # Two jobs doing the same thing would resume each other's runs.
     seen: dict[tuple[str, str, str], str] = {}
     for plan in plans:
-        job = plan.job
-        what = (
-            (job.kind.value, str(job.source), _text(job.target))
-            if job is not None
-            else (JobKind.BACKUP.value, str(plan.source), "")
-        )
+        request = plan.request
+        what = (request.kind, str(request.source), _text(request.target))
         if what in seen:
             raise UsageError(
                 f"jobs {seen[what]!r} and {plan.name!r} copy the same source into the same "
@@ -203,9 +191,9 @@ def _text(endpoint: object | None) -> str:
 
 
 def _result(outcome: JobOutcome) -> RunResult:
-    if outcome.phase is Phase.DONE:
+    if outcome.phase == Phase.DONE:
         return RunResult("done")
-    if outcome.phase is Phase.CANCELLED:
+    if outcome.phase == Phase.CANCELLED:
         return RunResult("cancelled", outcome.exit_code, outcome.error)
     return RunResult("failed", outcome.exit_code, outcome.error)
 
@@ -215,7 +203,7 @@ def _result(outcome: JobOutcome) -> RunResult:
 
 def _checks(store: Store, engine: Engine, networks: Sequence[str]) -> Mapping[str, Check]:
     async def store_answers() -> None:
-        await asyncio.to_thread(store.find_resumable, "readyz")
+        await store.find_resumable("readyz")
 
     def network_answers(network: str) -> Check:
         async def check() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import run_job_command
+from replicator.cli.jobrun import run_request
 from replicator.config import FILE_PREFIX
-from replicator.engine import Engine, JobOutcome
-from replicator.jobs import ArchiveRef, CanisterRef
+from replicator.flows import verify
+from replicator.job import ArchiveRef, CanisterRef
 
 
 def register(commands: Any) -> None:
@@ -42,7 +42,4 @@ async def _verify(ctx: Context) -> int:
     source = _endpoint(ctx, ctx.args.source)
     copy = None if ctx.args.copy is None else _endpoint(ctx, ctx.args.copy)
 
-    async def action(engine: Engine) -> JobOutcome:
-        return await engine.verify(source, copy)
-
-    return await run_job_command(ctx, action)
+    return await run_request(ctx, verify.request(source, copy))

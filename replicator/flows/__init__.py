@@ -1,21 +1,17 @@
-"""The two ends of a job: where the image comes from and where it goes.
+"""The job kinds, one flow module each; :mod:`replicator.flows.builtin` registers them all.
 
-The engine drives the state machine of :mod:`replicator.jobs`; its effects
-name endpoints (a canister or an archive file).  This package turns each
-endpoint into a *side* that performs them:
+=====================  ======================================================
+module                 kinds
+=====================  ======================================================
+:mod:`.backup`         ``backup`` — a canister's image into its backup canister
+:mod:`.restore`        ``restore`` — an image from a backup canister into a canister
+:mod:`.archive`        ``archive-export``, ``archive-import`` — images as files
+:mod:`.verify`         ``verify`` — an image checked chunk by chunk
+=====================  ======================================================
 
-- :class:`~replicator.flows.sides.SourceSide`: freeze or open the image
-  (``PrepareSource``), publish its chunk digests, read it (relay), push it
-  (direct), release it;
-- :class:`~replicator.flows.sides.TargetSide`: open or resume an import
-  (``PrepareTarget``), report what it already holds (resume), write
-  (relay), commit, report the digest it holds (``VerifyTarget``), abort.
+The image kinds share :mod:`replicator.flows.image` (machine, sides,
+performer).  ``docs/architecture.md`` says how a kind is added.
 
-Canisters speak ICRP (:mod:`replicator.flows.canister`); archive files use
-:mod:`replicator.archive` (:mod:`replicator.flows.archive`).  What differs
-between job kinds *before* a job can run — finding or creating the backup
-canister, picking the image to restore, creating a canister to restore
-into — lives in one module per kind: :mod:`replicator.flows.backup`,
-:mod:`replicator.flows.restore`, :mod:`replicator.flows.archive_jobs` and
-:mod:`replicator.flows.verify`.
+This package's ``__init__`` imports nothing, so that importing a pure part
+(a state machine) does not pull in the performers and their I/O.
 """

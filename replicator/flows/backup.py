@@ -1,6 +1,6 @@
 """Backup jobs: a canister's image into its backup canister.
 
-``plan_backup`` turns "back up this canister" into a :class:`~replicator.jobs.Job`:
+``plan_backup`` turns "back up this canister" into a :class:`~replicator.job.Job`:
 
 - with a target, the job copies into it (a backup canister whose source is
   this canister, or any canister that imports images);
@@ -9,72 +9,127 @@
   can be backed up (it speaks ICRP, exports images and trusts our identity),
   so a wrong canister id or a missing right creates nothing.
 
-The job itself (engine): freeze an image on the source (``icrp_begin_export``,
-continued while it is preparing), open the import on the backup canister with
-size, chunk size, digest and chunk digests, copy every chunk (direct by
-default: the source pushes to the backup canister), commit, and check that
-the backup canister now serves an image with the same digest.
+A backup canister the orchestrator created is checked before every backup
+into it (:mod:`replicator.flows.image.cycles`): its cycles are read and
+topped up when the policy says so, so that it never freezes.
+
+The job itself (:mod:`replicator.flows.image`): freeze an image on the
+source (``icrp_begin_export``, continued while it is preparing), open the
+import on the backup canister with size, chunk size, digest and chunk
+digests, copy every chunk (direct by default: the source pushes to the
+backup canister), commit, and check that the backup canister now serves an
+image with the same digest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 from canister_iface import errors as ic
+from canister_iface.icrp_types import Info
 from canister_iface.principal import Principal
-from replicator.calls import job_level_error
+from replicator import kinds
 from replicator.errors import ReplicatorError, UsageError
-from replicator.flows.canister import CanisterSource
-from replicator.jobs import CanisterRef, Job, JobKind, Scalar
+from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
+from replicator.flows.image.canister import CanisterSource
+from replicator.flows.image.cycles import keep_alive
+from replicator.flows.image.machine import advance_copy
+from replicator.flows.image.performer import ImagePerformer
+from replicator.job import CanisterRef, Job, JobRequest
+from replicator.metrics import CyclesMetrics
+from replicator.routes import check_via
+from replicator.topup import copy_cost
 
-if TYPE_CHECKING:
-    from replicator.engine import Engine
-
-ROUTES = ("direct", "relay")
+KIND = "backup"
 
 
-async def plan_backup(
-    engine: Engine,
+def request(
     source: CanisterRef,
-    target: CanisterRef | None,
+    target: CanisterRef | None = None,
     *,
     via: str | None = None,
     keep: int | None = None,
-) -> Job:
-    """The backup job of ``source`` (creating its backup canister when there is none)."""
-    options: dict[str, Scalar] = {}
+    job_id: str = "",
+) -> JobRequest:
+    """Back ``source`` up into ``target``, or into its registered or a new backup canister.
+
+    ``keep``: how many images a backup canister created now keeps.
+    """
+    return JobRequest(KIND, source, target, {"via": via, "keep": keep}, id=job_id)
+
+
+async def plan_backup(ctx: PlanContext, req: JobRequest) -> Job:
+    """The backup job of ``req.source`` (creating its backup canister when there is none)."""
+    via = req.options.get("via")
     if via is not None:
-        options["via"] = check_route(via)
+        check_via(via, "--via")
+    target = req.target
     if target is None:
-        target = await backup_target(engine, source, keep=keep)
-    return Job(JobKind.BACKUP, source, target, options=options)
+        if not isinstance(req.source, CanisterRef):
+            raise UsageError(f"a backup reads from a canister, not {req.source}")
+        target = await backup_target(ctx, req.source, keep=_keep(req))
+    source = req.source
+    if isinstance(target, CanisterRef) and isinstance(source, CanisterRef):
+        await keep_alive(ctx, target, work=lambda: _copy_cost(ctx, source))
+    return req.job(target)
 
 
-async def backup_target(engine: Engine, source: CanisterRef, *, keep: int | None) -> CanisterRef:
-    """The registered backup canister of ``source``, or a new one; checks the source first."""
-    if keep is not None and keep < 1:
-        raise UsageError(f"a backup canister keeps at least 1 image, got keep={keep}")
-    side = CanisterSource(source, engine.context())
+async def _copy_cost(ctx: PlanContext, source: CanisterRef) -> int:
+    """What copying the source's image costs the backup canister (its last size; 0: unknown)."""
     try:
-        await side.require("image", "export an image")
-        provisioner = engine.provisioner(source.network)
-        # Creating and installing a canister takes several update calls; the
-        # source freezes its image meanwhile, and the job's own begin_export
-        # then gets that ready image in one call instead of waiting for it.
-        warm = asyncio.create_task(_freeze_image(side))
-        try:
-            canister = await provisioner.backup_canister_for(
-                Principal.from_text(source.canister_id), keep=keep or engine.settings.backup_keep
-            )
-        except BaseException:
-            warm.cancel()
-            raise
-        await warm
-    except ic.IcError as exc:
-        raise job_level_error(exc) from exc
+        info = await CanisterSource(source, ctx.calls).info()
+    except (ic.IcError, ReplicatorError):  # the job itself reports what stands in the way
+        return 0
+    return 0 if info.image is None else copy_cost(info.image.size, pushes=False)
+
+
+def _keep(req: JobRequest) -> int | None:
+    keep = req.options.get("keep")
+    if keep is None:
+        return None
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise UsageError(f"a backup canister keeps at least 1 image, got keep={keep!r}")
+    return keep
+
+
+async def backup_target(ctx: PlanContext, source: CanisterRef, *, keep: int | None) -> CanisterRef:
+    """The registered backup canister of ``source``, or a new one; checks the source first."""
+    side = CanisterSource(source, ctx.calls)
+    info = await side.require("image", "export an image")
+    provisioner = ctx.provisioner_for(source.network)
+    if await provisioner.existing(source.canister_id) is None:
+        cycles = ctx.settings.initial_cycles
+        create = Action(
+            Verb.CREATE,
+            f"a backup canister for {source} with {cycles:,} cycles"
+            + (" bought through the cycles ledger" if provisioner.paid else ""),
+            cycles=cycles,
+            consent=provisioner.paid,
+        )
+        if not await ctx.intend(create, _move(source, info)):
+            return to_be_created("a new backup canister", source.network)
+    # Creating and installing a canister takes several update calls; the
+    # source freezes its image meanwhile, and the job's own begin_export
+    # then gets that ready image in one call instead of waiting for it.
+    warm = asyncio.create_task(_freeze_image(side))
+    try:
+        canister = await provisioner.backup_canister_for(
+            Principal.from_text(source.canister_id), keep=keep or ctx.settings.backup_keep
+        )
+    except BaseException:
+        warm.cancel()
+        raise
+    await warm
     return CanisterRef(canister.to_text(), source.network)
+
+
+def _move(source: CanisterRef, info: Info) -> Action:
+    if info.image is None:
+        return Action(Verb.MOVE, f"a fresh image of {source}", consent=False)
+    size = info.image.size
+    what = f"a fresh image of {source} (its last one had {size:,} bytes)"
+    return Action(Verb.MOVE, what, nbytes=size, consent=False)
 
 
 async def _freeze_image(side: CanisterSource) -> None:
@@ -83,7 +138,14 @@ async def _freeze_image(side: CanisterSource) -> None:
         await side.prepare(None)
 
 
-def check_route(via: str) -> str:
-    if via not in ROUTES:
-        raise UsageError(f"--via must be one of {', '.join(ROUTES)}, got {via!r}")
-    return via
+BACKUP = kinds.register(
+    Kind(
+        name=KIND,
+        summary="a canister's image into its backup canister (created on demand)",
+        advance=advance_copy,
+        performer=ImagePerformer,
+        plan=plan_backup,
+        target_optional=True,
+        metrics=CyclesMetrics,
+    )
+)

@@ -117,6 +117,7 @@ class FakeIcrpCanister:
     journal_max_entries: int = 100
     kv: dict[bytes, bytes] = field(default_factory=dict)
     peers: set[bytes] = field(default_factory=set)
+    peers_version: int = 1
     key_range: dict[str, Any] | None = None
     journal: list[dict[str, Any]] = field(default_factory=list)
     head: int = 0
@@ -476,6 +477,23 @@ class FakeIcrpCanister:
     def icrp_set_peers(self, caller: bytes, peers: list[Any]) -> None:
         self.require_controller(caller)
         self.peers = {bytes(p.bytes) for p in peers}
+        self.peers_version += 1
+
+    def icrp_peers(self, caller: bytes) -> dict[str, Any]:
+        self.require_trusted(caller)
+        return {"peers": sorted(self.peers), "version": self.peers_version}
+
+    def icrp_update_peers(
+        self, caller: bytes, add: list[Any], remove: list[Any], expected: list[int]
+    ) -> dict[str, Any]:
+        self.require_controller(caller)
+        if expected and expected[0] != self.peers_version:
+            return {"conflict": self.icrp_peers(caller)}
+        if add or remove:
+            self.peers -= {bytes(p.bytes) for p in remove}
+            self.peers |= {bytes(p.bytes) for p in add}
+            self.peers_version += 1
+        return {"updated": self.icrp_peers(caller)}
 
     def icrp_set_key_range(self, caller: bytes, rng: list[dict[str, Any]]) -> None:
         self.require_controller(caller)

@@ -1,4 +1,4 @@
-"""canister_iface.candid: typed round trips, mismatches, and 2 MiB blob speed."""
+"""canister_iface.candid_value (typed side): typed round trips, mismatches, and 2 MiB blob speed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from icp_candid import Types, encode
 
-from canister_iface import candid
+from canister_iface import candid_value as candid
 from canister_iface.errors import ProtocolError
 from canister_iface.principal import Principal
 

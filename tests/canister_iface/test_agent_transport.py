@@ -33,6 +33,7 @@ from canister_iface.errors import (
     MethodNotFound,
     PayloadTooLarge,
     PermanentError,
+    StaleCertificate,
     TransientError,
 )
 from canister_iface.identity import Identity
@@ -426,12 +427,18 @@ async def test_trusting_another_root_key_refuses_everything(fake: tuple[FakeIc, 
             await agent.controllers(CANISTER)
 
 
-async def test_stale_certificate_is_refused(fake: tuple[FakeIc, str]) -> None:
+async def test_stale_certificate_is_refused_as_a_clock_problem(fake: tuple[FakeIc, str]) -> None:
     ic, url = fake
     ic.cert_time_offset_ns = -600 * 10**9
     async with _agent(url, ic) as agent:
-        with pytest.raises(CertificateError, match="old"):
+        with pytest.raises(StaleCertificate, match="old") as caught:
             await agent.update(CANISTER, "inc")
+        with pytest.raises(StaleCertificate):
+            await agent.controllers(CANISTER)
+    assert isinstance(caught.value, TransientError)
+    assert caught.value.call is not None
+    assert caught.value.call.method == "inc"
+    assert caught.value.skew_seconds == pytest.approx(-600, abs=5)
 
 
 async def test_tampered_query_reply_is_refused(fake: tuple[FakeIc, str]) -> None:
@@ -447,16 +454,26 @@ async def test_query_signed_by_a_stranger_is_refused(fake: tuple[FakeIc, str]) -
     async with _agent(url, ic) as agent:
         await agent.query(CANISTER, "get")  # caches the real node's key
         ic.query_signer = NodeSigner.generate()
-        with pytest.raises(CertificateError, match="not a node of subnet"):
+        with pytest.raises(CertificateError, match="not a node of subnet") as caught:
             await agent.query(CANISTER, "get")
+        assert caught.value.reason == "signature"
     assert ic.hits["read_state"] == 2  # the unknown node made the agent re-read the subnet
+
+
+async def test_a_canister_outside_every_subnet_is_not_hosted(fake: tuple[FakeIc, str]) -> None:
+    ic, url = fake
+    nowhere = ids.canister_id(0x10000)  # past the fake subnet's ranges
+    async with _agent(url, ic) as agent:
+        with pytest.raises(CertificateError, match="no subnet in the certificate hosts") as caught:
+            await agent.query(nowhere, "get")
+    assert caught.value.reason == "not_hosted"  # a wrong id or network, told by its reason
 
 
 async def test_stale_or_unsigned_query_is_refused(fake: tuple[FakeIc, str]) -> None:
     ic, url = fake
     async with _agent(url, ic) as agent:
         ic.query_time_offset_ns = -600 * 10**9
-        with pytest.raises(CertificateError, match="replayed answer"):
+        with pytest.raises(StaleCertificate, match="replayed answer"):
             await agent.query(CANISTER, "get")
         ic.query_time_offset_ns, ic.unsigned_query = 0, True
         with pytest.raises(CertificateError, match="no node signatures"):

@@ -13,7 +13,6 @@ from py_arkworks_bls12381 import G2Point
 from canister_iface.certificate import (
     MAINNET_ROOT_KEY,
     Certificate,
-    CertificateError,
     LookupStatus,
     bls_public_key,
     decode_certificate,
@@ -21,6 +20,7 @@ from canister_iface.certificate import (
     request_status,
     verify_certificate,
 )
+from canister_iface.errors import CertificateError, StaleCertificate, TransientError
 from localnet import hashtree
 from localnet.certification import (
     CanisterView,
@@ -131,8 +131,9 @@ def test_tampered_tree_and_signature_are_rejected() -> None:
     ],
 )
 def test_malformed_certificates_say_what_is_wrong(data: bytes, reason: str) -> None:
-    with pytest.raises(CertificateError, match=reason):
+    with pytest.raises(CertificateError, match=reason) as caught:
         verify_certificate(data, ROOT.public_key_der, max_age_ns=None)
+    assert caught.value.reason == "malformed"
 
 
 # ---------------------------------------------------------------- freshness
@@ -141,14 +142,19 @@ def test_malformed_certificates_say_what_is_wrong(data: bytes, reason: str) -> N
 @pytest.mark.parametrize(("offset_s", "word"), [(-301, "old"), (301, "future")])
 def test_stale_or_future_certificates_are_rejected(offset_s: int, word: str) -> None:
     cert = _cert(time_ns=NOW + offset_s * 1_000_000_000)
-    with pytest.raises(CertificateError, match=word):
+    with pytest.raises(StaleCertificate, match=word) as caught:
         verify_certificate(cert, ROOT.public_key_der, now_ns=NOW)
+    # A clock problem (ours or the node's), not a forgery: retried, never exit 5.
+    assert isinstance(caught.value, TransientError)
+    assert not isinstance(caught.value, CertificateError)
+    assert caught.value.skew_seconds == offset_s
+    assert "clock" in str(caught.value)
     verify_certificate(cert, ROOT.public_key_der, now_ns=NOW, max_age_ns=400 * 10**9)
     verify_certificate(cert, ROOT.public_key_der, max_age_ns=None)
 
 
 def test_freshness_defaults_to_the_system_clock() -> None:
-    with pytest.raises(CertificateError, match="old"):
+    with pytest.raises(StaleCertificate, match="old"):
         verify_certificate(_cert(time_ns=1), ROOT.public_key_der)
 
 
@@ -167,23 +173,27 @@ def test_delegated_certificate_is_accepted_for_a_canister_in_range() -> None:
 
 def test_delegation_scope_and_signer_are_enforced() -> None:
     cert = _cert(_delegated(ranges=[(canister_id(10), canister_id(20))]))
-    with pytest.raises(CertificateError, match="outside the canister ranges"):
+    with pytest.raises(CertificateError, match="outside the canister ranges") as caught:
         verify_certificate(cert, ROOT.public_key_der, canister_id=CANISTER, now_ns=NOW)
-    with pytest.raises(CertificateError, match="subnet"):
+    assert caught.value.reason == "delegation"
+    with pytest.raises(CertificateError, match="subnet") as caught:
         verify_certificate(cert, ROOT.public_key_der, subnet_id=b"\x01", now_ns=NOW)
+    assert caught.value.reason == "delegation"
     with pytest.raises(CertificateError, match="pass the canister_id"):
         verify_certificate(cert, ROOT.public_key_der, now_ns=NOW)
     foreign = _cert(_delegated(root=RootKey.generate()))
-    with pytest.raises(CertificateError, match="delegation certificate signature"):
+    with pytest.raises(CertificateError, match="delegation certificate signature") as caught:
         verify_certificate(foreign, ROOT.public_key_der, canister_id=CANISTER, now_ns=NOW)
+    assert caught.value.reason == "signature"
 
 
 def test_subnet_key_must_sign_the_outer_certificate() -> None:
     delegation = _delegated().delegation
     assert delegation is not None
     impostor = Certifier(RootKey.generate(), delegation)  # valid delegation, wrong signer
-    with pytest.raises(CertificateError, match="delegated subnet key"):
+    with pytest.raises(CertificateError, match="delegated subnet key") as caught:
         verify_certificate(_cert(impostor), ROOT.public_key_der, canister_id=CANISTER, now_ns=NOW)
+    assert caught.value.reason == "signature"
 
 
 def test_nested_delegation_is_rejected() -> None:
@@ -231,7 +241,7 @@ def test_real_replica_certificate_with_delegation_verifies() -> None:
     ii = bytes.fromhex("00000000001000000101")  # 5v3p4-iyaaa-aaaaa-qaaaa-cai
     cert = verify_certificate(data, root, canister_id=ii, max_age_ns=None)
     assert cert.value("canister", ii, "certified_data") == bytes.fromhex(VECTOR["certified_data"])
-    with pytest.raises(CertificateError, match="old"):
+    with pytest.raises(StaleCertificate, match="old"):
         verify_certificate(data, root, canister_id=ii)  # minted years ago
     with pytest.raises(CertificateError, match="outside"):
         verify_certificate(data, root, canister_id=canister_id(1), max_age_ns=None)
@@ -316,5 +326,6 @@ def test_request_status_refuses_a_certificate_that_does_not_reveal_it() -> None:
     tree = state_tree(view, [[b"request_status", REQUEST]])
     cert = verify_certificate(Certifier(ROOT).certificate(tree), ROOT.public_key_der, now_ns=NOW)
     assert request_status(cert, REQUEST) is not None
-    with pytest.raises(CertificateError, match="unknown"):
+    with pytest.raises(CertificateError, match="unknown") as caught:
         request_status(cert, b"\x02" * 32)  # exists, but pruned: this certificate cannot tell
+    assert caught.value.reason == "incomplete"

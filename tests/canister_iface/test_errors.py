@@ -23,13 +23,33 @@ from canister_iface.errors import (
     PermanentError,
     ProtocolError,
     Rejection,
+    StaleCertificate,
+    TextSignal,
     TransientError,
     classify,
     map_errors,
     parse_retry_after,
+    text_signal,
 )
 
 CALL = CallInfo("rrkah-fqaaa-aaaaa-aaaaq-cai", "icrp_write", "update", "2vxsx-fae")
+
+# The replica's wording (ic's system API, canister manager and execution errors).
+FROM = "Error from Canister rrkah-fqaaa-aaaaa-aaaaq-cai:"
+REPLY_TOO_LARGE = (
+    "ic0.msg_reply_data_append: application payload size (3200000) cannot be larger than 3145728."
+)
+REQUEST_TOO_LARGE = (
+    "RequestInPrep: size of message 2097300 destined to another subnet cannot exceed 2097152"
+)
+REPLIED_TWICE = "ic0.msg_reply: the call is already replied"
+INSTRUCTION_LIMIT = (
+    "Canister exceeded the limit of 40000000000 instructions for single message execution."
+)
+
+
+def trap(message: str) -> str:
+    return f"Canister called `ic0.trap` with message: '{message}'"
 
 
 @pytest.mark.parametrize(
@@ -67,6 +87,35 @@ CALL = CallInfo("rrkah-fqaaa-aaaaa-aaaaq-cai", "icrp_write", "update", "2vxsx-fa
         (Rejection(5, "Canister x is stopping", "IC0509"), TransientError),
         (Rejection(5, "Canister x is stopped", "IC0508"), TransientError),
         (Rejection(6, "deadline expired", "IC0601"), TransientError),
+        # the IC's error codes whose wording decides (text_signal), in the IC's words
+        (
+            Rejection(5, f"{FROM} Canister violated contract: {REPLY_TOO_LARGE}", "IC0504"),
+            PayloadTooLarge,
+        ),
+        (
+            Rejection(5, f"{FROM} Canister violated contract: {REQUEST_TOO_LARGE}", "IC0504"),
+            PayloadTooLarge,
+        ),
+        (
+            Rejection(5, f"{FROM} Canister violated contract: {REPLIED_TWICE}", "IC0504"),
+            CanisterReject,
+        ),
+        (
+            Rejection(5, f"{FROM} Canister violated contract: not a controller", "IC0504"),
+            CanisterReject,
+        ),
+        (Rejection(4, "Requested slice too large: 3000000 > 2000000", "IC0408"), PayloadTooLarge),
+        (Rejection(4, "Error decoding candid: too large a nat", "IC0408"), CanisterReject),
+        (Rejection(5, f"{FROM} {INSTRUCTION_LIMIT}", "IC0522"), CanisterReject),
+        (
+            Rejection(5, f"{FROM} {trap('Unauthorized: caller is not a controller')}", "IC0503"),
+            AccessDenied,
+        ),
+        (Rejection(5, f"{FROM} {trap('value too large')}", "IC0503"), CanisterReject),
+        (Rejection(4, "not authorized: only the owner may write", "IC0406"), AccessDenied),
+        (Rejection(5, f"{FROM} Canister trapped: heap out of bounds", "IC0502"), CanisterReject),
+        (Rejection(5, "the payload is too large"), PayloadTooLarge),  # relayed: no error code
+        (HttpFailure(404, "Canister rrkah-fqaaa-aaaaa-aaaaq-cai not found"), CanisterNotFound),
         # exceptions
         (httpx.ConnectError("refused"), TransientError),
         (httpx.ReadTimeout("slow"), TransientError),
@@ -76,6 +125,7 @@ CALL = CallInfo("rrkah-fqaaa-aaaaa-aaaaq-cai", "icrp_write", "update", "2vxsx-fa
         (ConnectionResetError("reset"), TransientError),
         (ValueError("garbage"), ProtocolError),
         (CertificateError("bad signature"), CertificateError),
+        (StaleCertificate("too old", skew_seconds=-400.0), StaleCertificate),
     ],
 )
 def test_classification_table(failure: Failure, expected: type[IcError]) -> None:
@@ -85,6 +135,66 @@ def test_classification_table(failure: Failure, expected: type[IcError]) -> None
     assert str(CALL) in str(error)
     transient = isinstance(error, TransientError)
     assert transient != isinstance(error, PermanentError)
+
+
+@pytest.mark.parametrize(
+    ("text", "codes", "signal"),
+    [
+        (REPLY_TOO_LARGE, {"error_code": "IC0504", "reject_code": 5}, "too_large"),
+        (REQUEST_TOO_LARGE, {"error_code": "IC0504", "reject_code": 5}, "too_large"),
+        (
+            "RequestInPrep: current_size 10485800 exceeded the allowed limit local-subnet "
+            "10485760 remote-subnet 2097152",
+            {"error_code": "IC0504", "reject_code": 5},
+            "too_large",
+        ),
+        (REPLIED_TWICE, {"error_code": "IC0504", "reject_code": 5}, None),
+        ("Requested slice too large: 3000000 > 2000000", {"error_code": "IC0408"}, "too_large"),
+        ("Requested slice too large: 3000000 > 2000000", {"error_code": "IC0503"}, None),
+        (INSTRUCTION_LIMIT, {"error_code": "IC0522", "reject_code": 5}, None),  # a code of its own
+        ("argument exceeds the maximum of 2097152 bytes", {"reject_code": 5}, "too_large"),
+        (trap("not authorized"), {"error_code": "IC0503", "reject_code": 5}, "access_denied"),
+        (
+            "Only the controllers may call this",
+            {"error_code": "IC0406", "reject_code": 4},
+            "access_denied",
+        ),
+        ("caller is not a controller", {"reject_code": 4}, "access_denied"),
+        ("caller is not a controller", {"error_code": "IC0504", "reject_code": 5}, None),
+        ("caller is not a controller", {"error_code": "IC0201", "reject_code": 2}, None),
+        ("Unauthorized", {"error_code": "IC0502", "reject_code": 5}, None),
+        ("error: canister_not_found", {"http_status": 400}, "canister_not_found"),
+        (
+            "Canister rrkah-fqaaa-aaaaa-aaaaq-cai not found",
+            {"http_status": 404},
+            "canister_not_found",
+        ),
+        ("Endpoint not found", {"http_status": 404}, None),
+        ("canister not found", {"http_status": 503}, None),
+    ],
+)
+def test_the_ics_wording_is_read_only_where_its_codes_say_too_little(
+    text: str, codes: dict[str, object], signal: TextSignal | None
+) -> None:
+    assert text_signal(text, **codes) == signal  # type: ignore[arg-type]
+
+
+def test_size_rejects_keep_their_codes_and_say_what_to_do() -> None:
+    error = classify(Rejection(5, REPLY_TOO_LARGE, "IC0504"), CALL)
+    assert isinstance(error, PayloadTooLarge)
+    assert (error.reject_code, error.error_code) == (5, "IC0504")
+    assert "move less per call" in str(error)
+
+
+def test_certificate_errors_carry_a_reason_and_stale_ones_are_transient() -> None:
+    error = CertificateError("no subnet hosts it", reason="not_hosted")
+    assert (error.reason, error.detail) == ("not_hosted", "no subnet hosts it")
+    assert str(error) == "untrusted answer: no subnet hosts it"
+    assert CertificateError("bad").reason == "signature"
+    stale = StaleCertificate("certificate 400 s old", skew_seconds=-400.0)
+    assert isinstance(stale, TransientError)
+    assert not isinstance(stale, PermanentError | CertificateError)
+    assert (stale.reason, stale.skew_seconds) == ("stale", -400.0)
 
 
 def test_reject_fields_are_kept() -> None:

@@ -377,6 +377,28 @@ async def test_peers_and_access(canister: FakeIcrpCanister) -> None:
         await stranger.set_peers([])
 
 
+async def test_update_peers_is_a_compare_and_set(canister: FakeIcrpCanister) -> None:
+    icrp = _client(canister)
+    before = await icrp.peers()
+    assert before.peers == ()
+    stale = await icrp.update_peers([PEER], (), before.version + 1)
+    assert not stale.updated
+    assert stale.peers == before
+    added = await icrp.update_peers([PEER], (), before.version)
+    assert added.updated
+    assert Principal(PEER) in added.peers
+    assert added.peers.version > before.version
+    regranted = await icrp.update_peers([PEER])  # no version: applied as it is
+    assert regranted.updated
+    assert regranted.peers.version > added.peers.version
+    assert regranted.peers.peers == (Principal(PEER),)
+    removed = await icrp.update_peers(remove=[PEER], expected_version=regranted.peers.version)
+    assert removed.updated
+    assert removed.peers.peers == ()
+    with pytest.raises(AccessDenied):  # controllers only
+        await _client(canister, STRANGER).update_peers([STRANGER])
+
+
 # ------------------------------------------------------------- every error case
 
 

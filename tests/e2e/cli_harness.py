@@ -192,6 +192,15 @@ class Cli:
 
         return asyncio.run(deploy())
 
+    def peers(self, *canisters: Principal) -> dict[Principal, frozenset[Principal]]:
+        """Whom each canister trusts (``icrp_peers``)."""
+
+        async def peers() -> dict[Principal, frozenset[Principal]]:
+            async with self.agent() as agent:
+                return {c: frozenset((await IcrpClient(agent, c).peers()).peers) for c in canisters}
+
+        return asyncio.run(peers())
+
     def stats(self, canister: Principal) -> Stats:
         async def stats() -> Stats:
             async with self.agent() as agent:

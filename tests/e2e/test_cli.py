@@ -66,12 +66,25 @@ def test_jobs_on_an_empty_store(cli: Cli) -> None:
 
 def test_check_canister_passes_the_demo_app(cli: Cli) -> None:
     app = cli.deploy_demo(mib=1)
-    result = cli.run("check-canister", str(app), "--allow-commit")
+    # It aborts imports in flight and (here) commits: consent first, like any destructive action.
+    unasked = cli.run("check-canister", str(app), "--allow-commit")
+    assert unasked.returncode == 2, unasked.stdout + unasked.stderr
+    assert "Re-run with --yes" in unasked.stderr
+    assert "delete: the current export and any unfinished import" in unasked.stderr
+    assert "overwrite: the state of" in unasked.stderr
+    assert "conformant" not in unasked.stdout  # nothing ran
+    plan = cli.run("--json", "check-canister", str(app), "--dry-run")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = json_lines(plan.stdout)[-1]
+    assert planned["dry_run"] is True
+    assert [a["verb"] for a in planned["actions"]] == ["delete"]
+
+    result = cli.run("check-canister", str(app), "--allow-commit", "--yes")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "conformant" in result.stdout
     assert "NOT conformant" not in result.stdout
 
-    as_json = cli.run("--json", "check-canister", str(app))
+    as_json = cli.run("--json", "check-canister", str(app), "--yes")
     summary = json_lines(as_json.stdout)[-1]
     assert summary["event"] == "summary"
     assert summary["conformant"] is True
@@ -89,9 +102,23 @@ def test_check_canister_fails_a_canister_without_icrp(cli: Cli) -> None:
             return str(canister)
 
     counter = asyncio.run(deploy())
-    result = cli.run("check-canister", counter)
+    result = cli.run("check-canister", counter)  # nothing it could abort: no consent needed
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT conformant" in result.stdout
+
+
+def test_check_canister_of_a_canister_without_code_exits_3(cli: Cli) -> None:
+    async def create() -> str:
+        async with cli.agent() as agent:
+            canister = await ManagementClient(agent).provisional_create_canister_with_cycles(
+                amount=10**13, settings=CanisterSettings(controllers=(cli.identity().principal,))
+            )
+            return str(canister)
+
+    empty = asyncio.run(create())
+    result = cli.run("check-canister", empty, "--yes")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"{empty} has no code installed" in result.stderr
 
 
 def test_an_unreachable_network_is_temporary(cli: Cli, tmp_path: Path) -> None:

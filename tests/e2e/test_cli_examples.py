@@ -11,6 +11,7 @@ from cli_harness import ROOT
 
 from canister_iface.agent import Agent
 from canister_iface.identity import Identity
+from replicator import kinds
 from replicator.cli.common import open_agent
 from replicator.config import load_config
 
@@ -26,10 +27,9 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 async def test_an_example_loads_and_resolves(path: Path) -> None:
-    config = load_config(path)
+    config = load_config(path, kinds=kinds.names())
     for name in config.jobs:
-        job = config.job(name)
-        assert job.kind.value
+        assert kinds.configured(config, name).kind
     for name in config.canisters:
         for network in config.canisters[name]:
             if network != "*":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 from cli_harness import ROOT, Cli, json_lines, write_pem
 
+from canister_iface.management import ManagementClient
+from canister_iface.management_types import CanisterSettings
 from replicator.cli.demo.app import DEMO_APP_WASM
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +47,18 @@ def test_backup_wipe_restore_round_trip(cli: Cli) -> None:
 
     cli.wipe(app)
     assert cli.stats(app).users == 0
-    restore = cli.run("restore", target)  # back into the canister the image came from
+    # Replacing a canister's state needs consent: without a terminal, --yes.
+    unasked = cli.run("restore", target)
+    assert unasked.returncode == 2, unasked.stdout + unasked.stderr
+    assert "Re-run with --yes" in unasked.stderr
+    assert f"overwrite: the state of {app}@local" in unasked.stderr
+    plan = cli.run("--json", "restore", target, "--dry-run")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = _summary(plan)
+    assert planned["dry_run"] is True
+    assert [a["verb"] for a in planned["actions"]] == ["overwrite"]  # type: ignore[index]
+    assert cli.stats(app).users == 0  # neither changed anything
+    restore = cli.run("restore", target, "--yes")  # back into the canister the image came from
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert "phase:" in restore.stdout
     assert cli.stats(app).fingerprint == before.fingerprint
@@ -71,7 +85,7 @@ def test_archive_export_import_and_a_damaged_file(cli: Cli, tmp_path: Path) -> N
     assert cli.run("verify", str(archive)).returncode == 0
 
     fresh = cli.deploy_wasm(DEMO_APP_WASM)
-    imported = cli.run("--json", "archive", "import", str(archive), str(fresh))
+    imported = cli.run("--json", "archive", "import", str(archive), str(fresh), "--yes")
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert cli.stats(fresh).fingerprint == before.fingerprint
 
@@ -82,7 +96,7 @@ def test_archive_export_import_and_a_damaged_file(cli: Cli, tmp_path: Path) -> N
     bad = cli.run("verify", f"file:{damaged}")
     assert bad.returncode == 5, bad.stdout + bad.stderr
     other = cli.deploy_wasm(DEMO_APP_WASM)
-    refused = cli.run("archive", "import", str(damaged), str(other))
+    refused = cli.run("archive", "import", str(damaged), str(other), "--yes")
     assert refused.returncode == 5, refused.stdout + refused.stderr
     assert str(damaged) in refused.stderr
     assert cli.stats(other).records == 0  # nothing reached the canister
@@ -163,3 +177,48 @@ def test_sigterm_stops_at_a_checkpoint_like_ctrl_c(cli: Cli) -> None:
     final = _summary(resumed)
     assert final["resumed"] is True
     assert int(str(final["chunks_skipped"])) > 0  # what the first run copied is not copied again
+
+
+def test_images_lists_what_a_backup_canister_holds(cli: Cli) -> None:
+    app = cli.deploy_demo(mib=1)
+    first = _summary(cli.run("--json", "backup", str(app)))
+    target = str(first["target"]).split("@")[0]
+    cli.wipe(app)  # a second, different image
+    second = _summary(cli.run("--json", "backup", str(app)))
+    assert first["digest"] != second["digest"]
+
+    listed = cli.run("--json", "images", target)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    events = json_lines(listed.stdout)
+    images = [e for e in events if e["event"] == "note" and e["message"] == "image"]
+    assert [i["digest"] for i in images] == [first["digest"], second["digest"]]  # oldest first
+    assert [i["snapshot_id"] for i in images] == [first["snapshot_id"], second["snapshot_id"]]
+    assert {i["origin"] for i in images} == {str(app)}
+    assert images[0]["size"] == first["size"]
+    assert images[0]["time"].endswith("Z")
+    assert events[-1]["images"] == 2
+
+    table = cli.run("images", target)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["ID", "TIME", "(UTC)", "SIZE", "ORIGIN", "DIGEST"]
+    assert [r.split()[0] for r in rows] == [str(first["snapshot_id"]), str(second["snapshot_id"])]
+    assert rows[1].endswith(str(second["digest"]))
+    assert str(app) in rows[0]
+
+    app_images = cli.run("images", str(app))
+    assert app_images.returncode == 0, app_images.stderr  # an app lists its current export
+    empty = cli.run("images", _empty_canister(cli))
+    assert empty.returncode == 3, empty.stdout + empty.stderr
+    assert "has no code installed" in empty.stderr
+
+
+def _empty_canister(cli: Cli) -> str:
+    async def create() -> str:
+        async with cli.agent() as agent:
+            canister = await ManagementClient(agent).provisional_create_canister_with_cycles(
+                amount=10**13, settings=CanisterSettings(controllers=(cli.identity().principal,))
+            )
+            return str(canister)
+
+    return asyncio.run(create())

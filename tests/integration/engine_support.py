@@ -27,12 +27,15 @@ from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
 from localnet import LocalNet
+from replicator import flows
 from replicator.checkpoints import SqliteStore
-from replicator.engine import Engine, EngineSettings
+from replicator.engine import Engine
+from replicator.job import ArchiveRef, CanisterRef, JobOutcome
 from replicator.limits import LimitSettings
 from replicator.metrics import Metrics
 from replicator.progress import RecordingProgress
 from replicator.retry import RetryPolicy
+from replicator.settings import EngineSettings
 
 ROOT = Path(__file__).parents[2]
 DEMO_WASM = (ROOT / "canister_iface" / "wasm" / "demo_app.wasm").read_bytes()
@@ -153,9 +156,9 @@ class World:
         arg = encode_values([(Types.Text, name), (Types.Text, "added by a test")])
         await self.ok(canister, "create_user", arg)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for store in self.stores:
-            store.close()
+            await store.close()
 
 
 @asynccontextmanager
@@ -171,13 +174,40 @@ async def world(tmp: Path) -> AsyncIterator[World]:
             try:
                 yield w
             finally:
-                w.close()
+                await w.close()
 
 
-def ref(canister: Principal) -> Any:
-    from replicator.jobs import CanisterRef
-
+def ref(canister: Principal) -> CanisterRef:
     return CanisterRef(canister.to_text(), NETWORK)
+
+
+# The built-in kinds through the engine, as the command line runs them.
+
+
+async def run_backup(
+    engine: Engine, source: CanisterRef, target: CanisterRef | None = None, **options: Any
+) -> JobOutcome:
+    return await engine.submit(flows.backup.request(source, target, **options))
+
+
+async def run_restore(
+    engine: Engine, source: CanisterRef, target: CanisterRef | None = None, **options: Any
+) -> JobOutcome:
+    return await engine.submit(flows.restore.request(source, target, **options))
+
+
+async def run_archive_export(engine: Engine, source: CanisterRef, path: str | Path) -> JobOutcome:
+    return await engine.submit(flows.archive.export_request(source, path))
+
+
+async def run_archive_import(engine: Engine, path: str | Path, target: CanisterRef) -> JobOutcome:
+    return await engine.submit(flows.archive.import_request(path, target))
+
+
+async def run_verify(
+    engine: Engine, source: CanisterRef | ArchiveRef, target: CanisterRef | ArchiveRef | None = None
+) -> JobOutcome:
+    return await engine.submit(flows.verify.request(source, target))
 
 
 def counter(metrics: Metrics, name: str, **labels: str) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from canister_iface import candid
+from canister_iface import candid_value as candid
 from canister_iface.agent import Agent
 from canister_iface.errors import (
     CanisterReject,

@@ -191,6 +191,7 @@ async def test_the_backup_canister_conforms(env: Env) -> None:
         "import.digest_mismatch",
         "access.reads_refused",
         "access.writes_refused",
+        "peers.compare_and_set",
     ):
         assert summary[check] == "passed", report.render()
     assert {"journal.changes", "apply.gap", "key_range.export"} <= _skipped(report)

@@ -7,13 +7,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from engine_support import World, ref, world
+from engine_support import (
+    World,
+    ref,
+    run_archive_export,
+    run_archive_import,
+    run_backup,
+    run_restore,
+    run_verify,
+    world,
+)
 
 from replicator.archive import ArchiveReader
 from replicator.errors import EXIT_INTEGRITY
-from replicator.flows.sides import Transfer
-from replicator.jobs import ArchiveRef, Job, Phase
+from replicator.job import ArchiveRef, Job, Phase
 from replicator.progress import RecordingProgress
+from replicator.settings import Transfer
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +54,7 @@ async def test_an_interrupted_export_resumes_the_partial_file(w: World, tmp_path
     small = Transfer(max_size=128 * 1024)
     w.net.faults.set(latency_s={"query": 0.02})
     engine = w.engine(concurrency=1, transfer=small)
-    task = asyncio.create_task(engine.archive_export(ref(demo), path))
+    task = asyncio.create_task(run_archive_export(engine, ref(demo), path))
     await after.reached.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -54,7 +63,7 @@ async def test_an_interrupted_export_resumes_the_partial_file(w: World, tmp_path
     partial = path.stat().st_size
     assert partial > 0
     async with w.engine(transfer=small) as again:
-        outcome = await again.archive_export(ref(demo), path)
+        outcome = await run_archive_export(again, ref(demo), path)
     assert outcome.ok, outcome.error
     assert outcome.resumed
     assert outcome.chunks_skipped > 0
@@ -71,14 +80,14 @@ async def test_a_damaged_archive_is_refused_before_the_target_is_touched(
     target = await w.demo(mib=1, seed=9)
     before = await w.fingerprint(target)
     async with w.engine() as engine:
-        exported = await engine.archive_export(ref(demo), path)
+        exported = await run_archive_export(engine, ref(demo), path)
         assert exported.ok, exported.error
         raw = bytearray(path.read_bytes())
         raw[len(raw) // 2] ^= 0x01
         path.write_bytes(bytes(raw))
-        imported = await engine.archive_import(path, ref(target))
-        checked = await engine.verify(ArchiveRef(str(path)))
-    assert imported.phase is Phase.FAILED
+        imported = await run_archive_import(engine, path, ref(target))
+        checked = await run_verify(engine, ArchiveRef(str(path)))
+    assert imported.phase == Phase.FAILED
     assert imported.exit_code == EXIT_INTEGRITY
     assert "damaged" in (imported.error or "")
     assert checked.exit_code == EXIT_INTEGRITY
@@ -90,13 +99,13 @@ async def test_verify_compares_source_backup_and_archive(w: World, tmp_path: Pat
     backup = await w.backup_canister(demo)
     path = tmp_path / "demo.icra"
     async with w.engine() as engine:
-        backed = await engine.backup(ref(demo), ref(backup))
-        exported = await engine.archive_export(ref(demo), path)
-        alone = await engine.verify(ref(demo))
-        with_backup = await engine.verify(ref(demo), ref(backup))
-        backup_and_file = await engine.verify(ref(backup), ArchiveRef(str(path)))
+        backed = await run_backup(engine, ref(demo), ref(backup))
+        exported = await run_archive_export(engine, ref(demo), path)
+        alone = await run_verify(engine, ref(demo))
+        with_backup = await run_verify(engine, ref(demo), ref(backup))
+        backup_and_file = await run_verify(engine, ref(backup), ArchiveRef(str(path)))
         await w.add_user(demo, "carol")  # the source moves on: the backup is stale now
-        stale = await engine.verify(ref(demo), ref(backup))
+        stale = await run_verify(engine, ref(demo), ref(backup))
     digest = backed.digest
     assert exported.digest == digest
     for outcome in (alone, with_backup, backup_and_file):
@@ -118,17 +127,17 @@ async def test_an_archive_of_a_backup_restores_through_another_backup_canister(
     first, second = await w.backup_canister(demo), await w.backup_canister(demo)
     path = tmp_path / "backup.icra"
     async with w.engine() as engine:
-        assert (await engine.backup(ref(demo), ref(first))).ok
-        exported = await engine.archive_export(ref(first), path)
+        assert (await run_backup(engine, ref(demo), ref(first))).ok
+        exported = await run_archive_export(engine, ref(first), path)
         assert exported.ok, exported.error
         with ArchiveReader(path) as reader:
             assert reader.header.source == demo.to_text()  # the image's origin, not the copy
-        imported = await engine.archive_import(path, ref(second))
+        imported = await run_archive_import(engine, path, ref(second))
         assert imported.ok, imported.error
-        copied = await engine.backup(ref(second), ref(first))  # backup to backup, direct
+        copied = await run_backup(engine, ref(second), ref(first))  # backup to backup, direct
         assert copied.ok, copied.error
         await w.add_user(demo, "dave")
-        restored = await engine.restore(ref(second))
+        restored = await run_restore(engine, ref(second))
     assert restored.ok, restored.error
     assert restored.job.target == ref(demo)
     assert await w.fingerprint(demo) == before

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from engine_support import LEDGER_WASM, T, World, counter, ref, world
+from engine_support import LEDGER_WASM, T, World, counter, ref, run_backup, world
 from icp_candid import Types
 
 from canister_iface.candid_value import encode_values
@@ -16,8 +16,9 @@ from canister_iface.icrp import IcrpClient
 from canister_iface.identity import Identity
 from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
-from replicator.jobs import Phase
-from replicator.registry import Entry, Registry
+from replicator.checkpoints import SqliteStore
+from replicator.job import Phase
+from replicator.registry import Entry
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
     demo = await w.demo(mib=2)
     backup = await w.backup_canister(demo)
     async with w.engine() as engine:
-        outcome = await engine.backup(ref(demo), ref(backup), via=via)
+        outcome = await run_backup(engine, ref(demo), ref(backup), via=via)
     assert outcome.ok, outcome.error
     assert outcome.exit_code == 0
     assert outcome.route == via
@@ -47,7 +48,7 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
     assert counter(w.metrics, "replicator_copied_bytes_total", kind="backup", route=via) == (
         images[0].size
     )
-    assert w.progress.phases()[-1] is Phase.DONE
+    assert w.progress.phases()[-1] == Phase.DONE
 
 
 async def test_backup_without_target_creates_registers_and_reuses_a_backup_canister(
@@ -56,23 +57,23 @@ async def test_backup_without_target_creates_registers_and_reuses_a_backup_canis
     demo = await w.demo(mib=1)
     operator = Identity.generate_ed25519().principal
     async with w.engine(controllers=(w.me.principal.to_text(), operator.to_text())) as engine:
-        first = await engine.backup(ref(demo))
+        first = await run_backup(engine, ref(demo))
         assert first.ok, first.error
         assert any("creating a backup canister" in note for note in first.notes)
         assert first.job.target is not None
         backup = Principal.from_text(first.job.target.canister_id)  # type: ignore[union-attr]
         assert set(await w.agent.controllers(backup)) == {w.me.principal, operator}
-        entry = engine.registry.get("local", demo.to_text())
+        entry = await engine.store.registry.get("local", demo.to_text())
         assert entry is not None
         assert entry.state == "ready"
         assert entry.canister == backup.to_text()
-        unchanged = await engine.backup(ref(demo))  # nothing changed: nothing to copy
+        unchanged = await run_backup(engine, ref(demo))  # nothing changed: nothing to copy
         assert unchanged.ok, unchanged.error
         assert unchanged.job.id != first.job.id
         assert unchanged.bytes_copied == 0
         assert any("already holds this image" in note for note in unchanged.notes)
         await w.add_user(demo, "bob")
-        second = await engine.backup(ref(demo))
+        second = await run_backup(engine, ref(demo))
     assert second.ok, second.error
     assert second.job.target == first.job.target  # the registered canister, not a new one
     images = await IcrpClient(w.agent, backup).list_images()
@@ -84,7 +85,7 @@ async def test_a_created_backup_canister_may_exclude_the_orchestrator(w: World) 
     demo = await w.demo(mib=1)
     operator = Identity.generate_ed25519().principal
     async with w.engine(controllers=(operator.to_text(),)) as engine:
-        outcome = await engine.backup(ref(demo))
+        outcome = await run_backup(engine, ref(demo))
     assert outcome.ok, outcome.error
     backup = Principal.from_text(outcome.job.target.canister_id)  # type: ignore[union-attr]
     assert await w.agent.controllers(backup) == [operator]  # exactly the configured set
@@ -104,17 +105,17 @@ async def test_a_backup_canister_paid_through_the_cycles_ledger_is_created_once(
     # A run that paid the ledger and crashed before recording the canister:
     # the registry holds the intent and its deduplication time.
     when = time.time_ns()
-    registry_path = w.tmp / "checkpoints.sqlite3"
     intent = Entry("local", demo.to_text(), "backup", None, "requested", when)
-    Registry(registry_path).put(intent)
+    async with SqliteStore(w.tmp / "checkpoints.sqlite3") as store:
+        await store.registry.put(intent)
     settings = CanisterSettings(controllers=(w.me.principal,))
     paid = await client.create_canister(3 * T, settings=settings, created_at_time=when)
     balance = await client.balance_of(account)
 
     paying = {"create_with": "ledger", "cycles_ledger": ledger.to_text(), "initial_cycles": 3 * T}
     async with w.engine(**paying) as engine:
-        outcome = await engine.backup(ref(demo))
-        entry = engine.registry.get("local", demo.to_text())
+        outcome = await run_backup(engine, ref(demo))
+        entry = await engine.store.registry.get("local", demo.to_text())
     assert outcome.ok, outcome.error
     assert outcome.job.target == ref(paid.canister_id)  # the ledger's duplicate, not a second one
     assert await client.balance_of(account) == balance

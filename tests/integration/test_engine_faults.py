@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from engine_support import COUNTER_WASM, World, counter, ref, world
+from engine_support import COUNTER_WASM, World, counter, ref, run_backup, run_restore, world
 
 from canister_iface.icrp import IcrpClient
+from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
 from replicator.errors import EXIT_ACCESS_DENIED, EXIT_FAILED, EXIT_NOT_ICRP, JobFailed
-from replicator.flows.sides import Transfer
-from replicator.jobs import CanisterRef, Job, Phase
+from replicator.flows.image.machine import image_of
+from replicator.job import CanisterRef, Job, Phase
 from replicator.progress import RecordingProgress
+from replicator.settings import Transfer
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +44,7 @@ async def test_backup_completes_through_429_503_rejects_and_latency(w: World, vi
         latency_s={"query": 0.02, "call": 0.05},
     )
     async with w.engine(transfer=Transfer(max_size=256 * 1024)) as engine:
-        outcome = await engine.backup(ref(demo), ref(backup), via=via)
+        outcome = await run_backup(engine, ref(demo), ref(backup), via=via)
     w.net.faults.reset()
     assert outcome.ok, outcome.error
     assert outcome.target_digest == outcome.digest
@@ -63,7 +65,7 @@ async def test_the_transfer_size_shrinks_to_a_payload_cap(w: World) -> None:
     backup = await w.backup_canister(demo)
     w.net.faults.set(payload_cap=300_000)
     async with w.engine() as engine:
-        outcome = await engine.backup(ref(demo), ref(backup), via="relay")
+        outcome = await run_backup(engine, ref(demo), ref(backup), via="relay")
     w.net.faults.reset()
     assert outcome.ok, outcome.error
     # Writes too large for the cap failed (permanently, for their size) and
@@ -85,10 +87,12 @@ async def test_a_wrong_canister_id_fails_clearly_and_creates_nothing(w: World) -
         for wrong in ("lxzze-o7777-77777-aaaaa-cai", unused.to_text()):  # outside any subnet
             nowhere = CanisterRef(wrong, "local")
             with pytest.raises(JobFailed, match="check the canister id") as caught:
-                await engine.backup(nowhere)  # a backup canister would be created: checked first
+                await run_backup(
+                    engine, nowhere
+                )  # a backup canister would be created: checked first
             assert caught.value.exit_code == EXIT_FAILED
-        outcome = await engine.backup(ref(demo), nowhere)
-        assert engine.registry.entries() == []
+        outcome = await run_backup(engine, ref(demo), nowhere)
+        assert await engine.store.registry.entries() == []
     assert not outcome.ok
     assert outcome.exit_code == EXIT_FAILED
     assert "check the canister id" in (outcome.error or "")
@@ -100,12 +104,29 @@ async def test_a_canister_without_icrp_fails_with_exit_code_3(w: World) -> None:
     before = await w.fingerprint(demo)
     plain = await w.create(COUNTER_WASM)
     async with w.engine() as engine:
-        as_target = await engine.backup(ref(demo), ref(plain))
-        as_source = await engine.backup(ref(plain), ref(demo))
+        as_target = await run_backup(engine, ref(demo), ref(plain))
+        as_source = await run_backup(engine, ref(plain), ref(demo))
     for outcome in (as_target, as_source):
-        assert outcome.phase is Phase.FAILED
+        assert outcome.phase == Phase.FAILED
         assert outcome.exit_code == EXIT_NOT_ICRP
         assert "does not implement the replication protocol" in (outcome.error or "")
+    assert await w.fingerprint(demo) == before
+
+
+async def test_a_canister_without_code_fails_with_exit_code_3(w: World) -> None:
+    demo = await w.demo(mib=1)
+    before = await w.fingerprint(demo)
+    empty = await w.mgmt.provisional_create_canister_with_cycles(
+        amount=10**13, settings=CanisterSettings(controllers=(w.me.principal,))
+    )
+    async with w.engine() as engine:
+        as_target = await run_backup(engine, ref(demo), ref(empty))
+        as_source = await run_restore(engine, ref(empty), ref(demo))
+    for outcome in (as_target, as_source):
+        assert outcome.phase == Phase.FAILED
+        assert outcome.exit_code == EXIT_NOT_ICRP, outcome.error
+        assert f"{empty} has no code installed" in (outcome.error or "")
+    assert as_source.job.target == ref(demo)
     assert await w.fingerprint(demo) == before
 
 
@@ -116,8 +137,8 @@ async def test_a_caller_without_rights_fails_with_exit_code_4_and_changes_nothin
     before = await w.fingerprint(demo)
     backup = await w.backup_canister(demo)
     async with w.engine(agent=w.stranger) as engine:
-        outcome = await engine.backup(ref(demo), ref(backup))
-        restore = await engine.restore(ref(backup), ref(demo))
+        outcome = await run_backup(engine, ref(demo), ref(backup))
+        restore = await run_restore(engine, ref(backup), ref(demo))
     assert outcome.exit_code == EXIT_ACCESS_DENIED
     assert "does not trust" in (outcome.error or "")
     assert restore.exit_code == EXIT_ACCESS_DENIED
@@ -134,29 +155,30 @@ async def test_cancelled_mid_copy_then_resumed_rewrites_no_acknowledged_chunk(
     w.net.faults.set(latency_s={"call": 0.05, "query": 0.01})
     w.progress = halfway = _Halfway(512 * 1024)
     engine = w.engine(concurrency=2, transfer=Transfer(max_size=256 * 1024))
-    task = asyncio.create_task(engine.backup(ref(demo), ref(backup), via=via))
+    task = asyncio.create_task(run_backup(engine, ref(demo), ref(backup), via=via))
     await halfway.reached.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     w.net.faults.reset()
-    first = engine.store.list_jobs()[0]
-    assert first.phase is Phase.CANCELLED
-    acked_before = engine.store.load(first.id).acked
+    first = (await engine.store.list_jobs())[0]
+    assert first.phase == Phase.CANCELLED
+    acked_before = (await engine.store.load(first.id)).acked
     assert acked_before
     moved = w.progress.bytes_advanced()
 
     async with w.engine(concurrency=2, transfer=Transfer(max_size=256 * 1024)) as again:
-        outcome = await again.backup(ref(demo), ref(backup), via=via)
+        outcome = await run_backup(again, ref(demo), ref(backup), via=via)
     assert outcome.ok, outcome.error
     assert outcome.resumed
     assert outcome.job.id == first.id
     # Copied are exactly the chunks the target did not hold, and it held at
     # least every chunk acknowledged before the cancellation.
-    assert outcome.state.image is not None
+    image = image_of(outcome.state)
+    assert image is not None
     assert outcome.chunks_skipped >= len(acked_before)
-    assert outcome.chunks_copied + outcome.chunks_skipped == outcome.state.image.chunk_count
-    assert moved < outcome.state.image.size
+    assert outcome.chunks_copied + outcome.chunks_skipped == image.chunk_count
+    assert moved < image.size
     # The cancelled run and the run that finished the job each ended once;
     # the finished job is no longer in the gauge.
     finished = "replicator_jobs_finished_total"
@@ -189,8 +211,8 @@ async def test_a_trusted_peer_backs_up_through_the_relay_when_it_may_not_grant_p
     await IcrpClient(w.agent, demo).set_peers([peer])  # read rights, no controller rights
     backup = await w.backup_canister(demo, peers=(peer,))
     async with w.engine(agent=w.stranger) as engine:
-        insisted = await engine.backup(ref(demo), ref(backup), via="direct")
-        outcome = await engine.backup(ref(demo), ref(backup))  # the default path: direct
+        insisted = await run_backup(engine, ref(demo), ref(backup), via="direct")
+        outcome = await run_backup(engine, ref(demo), ref(backup))  # the default path: direct
     assert insisted.exit_code == EXIT_ACCESS_DENIED
     assert "--via relay" in (insisted.error or "")
     assert outcome.ok, outcome.error

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from icp_candid import Types
 
-from canister_iface import candid
+from canister_iface import candid_value as candid
 from canister_iface.agent import Agent
 from canister_iface.candid_value import encode_values
 from canister_iface.cycles_ledger import (

@@ -7,7 +7,7 @@ their own test files.
 from __future__ import annotations
 
 import pytest
-from icp_candid import Types, decode, encode
+from icp_candid import Types, encode
 from mgmt_util import (
     CONTROLLER,
     STRANGER,
@@ -23,7 +23,7 @@ from mgmt_util import (
 from localnet import cycles, ids
 from localnet.errors import ErrorCode, Reject
 from localnet.management import check_ingress, effective_canister_id, management_query
-from localnet.mgmt_types import CreateCanisterResult, decode_args
+from localnet.mgmt_types import decode_args, decode_result
 from localnet.sandbox import WasmEngine
 from localnet.state import CanisterStatus
 
@@ -107,7 +107,7 @@ def test_create_canister_is_paid_with_attached_cycles(host: FakeHost) -> None:
     )
     assert answers[0].ok
     assert answers[0].refund == 0
-    child = principal(decode(answers[0].reply(), [CreateCanisterResult])[0]["value"]["canister_id"])
+    child = principal(decode_result("create_canister", answers[0].reply())["canister_id"])
     assert host.canisters[child].cycles == cycles.CANISTER_CREATION_FEE
     assert host.canisters[child].controllers == [parent]
 

@@ -8,27 +8,25 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from replicator.checkpoints import SCHEMA_VERSION, SqliteStore, Store
 from replicator.errors import CheckpointError, IntegrityError
-from replicator.jobs import (
-    ArchiveRef,
-    CanisterRef,
+from replicator.flows.image.machine import (
     ChunksDone,
     Committed,
-    ImageInfo,
-    Job,
-    JobKind,
-    Phase,
     SourceReady,
-    Start,
     TargetReady,
     Verified,
-    advance,
+    advance_copy,
 )
+from replicator.integrity import ImageInfo
+from replicator.job import ArchiveRef, CanisterRef, Job, JobState, Phase, new_job_id
+from replicator.machine import Start, Step
 
 APP = CanisterRef("bkyz2-fmaaa-aaaaa-qaaaq-cai", "local")
 BACKUP = CanisterRef("bd3sg-teaaa-aaaaa-qaaba-cai", "local")
@@ -40,104 +38,109 @@ def _d(i: int) -> bytes:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    with SqliteStore(tmp_path / "state" / "checkpoints.sqlite3", clock=lambda: 1000.0) as s:
-        yield s  # type: ignore[misc]
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(tmp_path / "state" / "checkpoints.sqlite3", clock=lambda: 1000.0) as s:
+        yield s
 
 
 def _job() -> Job:
-    return Job(JobKind.BACKUP, APP, BACKUP, options={"route": "direct"})
+    return Job("backup", APP, BACKUP, options={"route": "direct"}, id=new_job_id("backup"))
 
 
-def test_sqlite_store_implements_the_protocol(store: SqliteStore) -> None:
+def advance(state: JobState, event: object) -> Step:
+    return advance_copy(state, event)
+
+
+async def test_sqlite_store_implements_the_protocol(store: SqliteStore) -> None:
     checker: Store = store
     assert checker is store
 
 
-def test_create_save_load_round_trip(store: SqliteStore) -> None:
+async def test_create_save_load_round_trip(store: SqliteStore) -> None:
     job = _job()
-    state = store.create_job(job)
-    assert state.phase is Phase.PENDING
+    state = await store.create_job(job)
+    assert state.phase == Phase.PENDING
     for event in (Start(), SourceReady(IMAGE), TargetReady(9)):
         state = advance(state, event).state
-        assert store.save(state) == 1000.0
-    loaded = store.load(job.id)
+        assert await store.save(state) == 1000.0
+    loaded = await store.load(job.id)
     assert loaded.state == state
     assert loaded.acked == {}
     assert loaded.updated_at == 1000.0
     with pytest.raises(CheckpointError, match="already exists"):
-        store.create_job(job)
+        await store.create_job(job)
 
 
-def test_chunk_acks_are_idempotent_and_refuse_a_changed_digest(store: SqliteStore) -> None:
+async def test_chunk_acks_are_idempotent_and_refuse_a_changed_digest(store: SqliteStore) -> None:
     job = _job()
-    store.create_job(job)
-    store.ack_chunks(job.id, [(0, _d(0)), (1, _d(1))])
-    store.ack_chunks(job.id, [(1, _d(1)), (2, _d(2))])  # 1 again: fine
+    await store.create_job(job)
+    await store.ack_chunks(job.id, [(0, _d(0)), (1, _d(1))])
+    await store.ack_chunks(job.id, [(1, _d(1)), (2, _d(2))])  # 1 again: fine
     with pytest.raises(IntegrityError, match="chunk 2"):
-        store.ack_chunks(job.id, [(3, _d(3)), (2, _d(99))])
+        await store.ack_chunks(job.id, [(3, _d(3)), (2, _d(99))])
     # the failing batch recorded nothing, not even chunk 3
-    assert store.load(job.id).acked == {0: _d(0), 1: _d(1), 2: _d(2)}
-    store.reset_chunks(job.id)
-    assert store.load(job.id).acked == {}
+    assert (await store.load(job.id)).acked == {0: _d(0), 1: _d(1), 2: _d(2)}
+    await store.reset_chunks(job.id)
+    assert (await store.load(job.id)).acked == {}
 
 
-def test_unknown_jobs_and_bad_acks_are_errors(store: SqliteStore) -> None:
+async def test_unknown_jobs_and_bad_acks_are_errors(store: SqliteStore) -> None:
     with pytest.raises(CheckpointError, match="no job 'nope'"):
-        store.load("nope")
+        await store.load("nope")
     with pytest.raises(CheckpointError, match="no job"):
-        store.ack_chunks("nope", [(0, _d(0))])
+        await store.ack_chunks("nope", [(0, _d(0))])
     with pytest.raises(CheckpointError, match="no job"):
-        store.delete_job("nope")
+        await store.delete_job("nope")
     job = _job()
-    store.create_job(job)
+    await store.create_job(job)
     with pytest.raises(ValueError, match="bad chunk ack"):
-        store.ack_chunks(job.id, [(0, b"short")])
+        await store.ack_chunks(job.id, [(0, b"short")])
 
 
-def test_list_and_find_resumable(store: SqliteStore) -> None:
+async def test_list_and_find_resumable(store: SqliteStore) -> None:
     first, second = _job(), _job()
-    other = Job(JobKind.ARCHIVE_EXPORT, APP, ArchiveRef("/x.icra"))
+    other = Job("archive-export", APP, ArchiveRef("/x.icra"), id="export-1")
     for job in (first, second, other):
-        store.create_job(job)
-    state = advance(advance(store.load(second.id).state, Start()).state, SourceReady(IMAGE)).state
-    store.save(state)
-    store.ack_chunks(second.id, [(0, _d(0)), (4, _d(4))])
-    summaries = {s.id: s for s in store.list_jobs()}
-    assert summaries[second.id].phase is Phase.PREPARING
+        await store.create_job(job)
+    loaded = (await store.load(second.id)).state
+    state = advance(advance(loaded, Start()).state, SourceReady(IMAGE)).state
+    await store.save(state)
+    await store.ack_chunks(second.id, [(0, _d(0)), (4, _d(4))])
+    summaries = {s.id: s for s in await store.list_jobs()}
+    assert summaries[second.id].phase == Phase.PREPARING
     assert summaries[second.id].chunks_acked == 2
     assert summaries[second.id].chunks_total == 5
     assert summaries[first.id].chunks_total is None
     assert summaries[other.id].target == "file:/x.icra"
-    assert [s.id for s in store.list_jobs([Phase.PREPARING])] == [second.id]
+    assert [s.id for s in await store.list_jobs([Phase.PREPARING])] == [second.id]
     # both backup jobs share a fingerprint; either is resumable, the store picks one
-    assert store.find_resumable(first.fingerprint) in {first.id, second.id}
-    assert store.find_resumable(other.fingerprint) == other.id
-    store.delete_job(first.id)
-    assert store.find_resumable(first.fingerprint) == second.id
+    assert await store.find_resumable(first.fingerprint) in {first.id, second.id}
+    assert await store.find_resumable(other.fingerprint) == other.id
+    await store.delete_job(first.id)
+    assert await store.find_resumable(first.fingerprint) == second.id
     done = advance(state, TargetReady(1)).state
     for event in (ChunksDone(b"\x07" * 32), Committed(), Verified(b"\x07" * 32)):
         done = advance(done, event).state
-    store.save(done)
-    assert store.find_resumable(first.fingerprint) is None
+    await store.save(done)
+    assert await store.find_resumable(first.fingerprint) is None
 
 
-def test_delete_removes_chunk_rows(store: SqliteStore, tmp_path: Path) -> None:
+async def test_delete_removes_chunk_rows(store: SqliteStore, tmp_path: Path) -> None:
     job = _job()
-    store.create_job(job)
-    store.ack_chunks(job.id, [(i, _d(i)) for i in range(5)])
-    store.delete_job(job.id)
+    await store.create_job(job)
+    await store.ack_chunks(job.id, [(i, _d(i)) for i in range(5)])
+    await store.delete_job(job.id)
     raw = sqlite3.connect(store.path)
     assert raw.execute("SELECT COUNT(*) FROM chunk_acks").fetchone() == (0,)
     raw.close()
 
 
-def test_wal_mode_lets_readers_in_while_a_writer_holds_a_transaction(tmp_path: Path) -> None:
+async def test_wal_mode_lets_readers_in_while_a_writer_holds_a_transaction(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
-    with SqliteStore(path) as writer_store:
+    async with SqliteStore(path) as writer_store:
         job = _job()
-        writer_store.create_job(job)
-        writer_store.ack_chunks(job.id, [(0, _d(0))])
+        await writer_store.create_job(job)
+        await writer_store.ack_chunks(job.id, [(0, _d(0))])
     raw = sqlite3.connect(path, isolation_level=None)
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     raw.execute("BEGIN IMMEDIATE")
@@ -145,48 +148,52 @@ def test_wal_mode_lets_readers_in_while_a_writer_holds_a_transaction(tmp_path: P
         "INSERT INTO chunk_acks (job_id, chunk, digest, acked_at) VALUES (?, 1, ?, 0)",
         (job.id, _d(1)),
     )
-    with SqliteStore(path, timeout=0.5) as reader:
-        assert reader.load(job.id).acked == {0: _d(0)}  # not blocked, sees only committed rows
-        assert len(reader.list_jobs()) == 1
+    async with SqliteStore(path, timeout=0.5) as reader:
+        assert (await reader.load(job.id)).acked == {
+            0: _d(0)
+        }  # not blocked, sees only committed rows
+        assert len(await reader.list_jobs()) == 1
     raw.execute("COMMIT")
     raw.close()
 
 
-def test_commits_are_durable_without_a_clean_close(tmp_path: Path) -> None:
+async def test_commits_are_durable_without_a_clean_close(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     script = textwrap.dedent(
         f"""
-        import hashlib, os
+        import asyncio, hashlib, os
         from replicator.checkpoints import SqliteStore
-        from replicator.jobs import CanisterRef, Job, JobKind
-        store = SqliteStore({str(path)!r})
-        job = Job(JobKind.BACKUP, CanisterRef({APP.canister_id!r}, "local"),
-                  CanisterRef({BACKUP.canister_id!r}, "local"), id="crashy")
-        store.create_job(job)
-        store.ack_chunks("crashy", [(7, hashlib.sha256(b"7").digest())])
-        os._exit(0)  # no close, no atexit: only what was committed survives
+        from replicator.job import CanisterRef, Job
+        async def main():
+            store = SqliteStore({str(path)!r})
+            job = Job("backup", CanisterRef({APP.canister_id!r}, "local"),
+                      CanisterRef({BACKUP.canister_id!r}, "local"), id="crashy")
+            await store.create_job(job)
+            await store.ack_chunks("crashy", [(7, hashlib.sha256(b"7").digest())])
+            os._exit(0)  # no close, no atexit: only what was committed survives
+        asyncio.run(main())
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-    with SqliteStore(path) as store:
-        assert store.load("crashy").acked == {7: hashlib.sha256(b"7").digest()}
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], check=True, timeout=60)
+    async with SqliteStore(path) as store:
+        assert (await store.load("crashy")).acked == {7: hashlib.sha256(b"7").digest()}
 
 
-async def test_safe_to_use_from_worker_threads(store: SqliteStore) -> None:
+async def test_concurrent_writers_are_serialised(store: SqliteStore) -> None:
     job = _job()
-    store.create_job(job)
+    await store.create_job(job)
 
     async def ack_range(start: int) -> None:
         for i in range(start, start + 25):
-            await asyncio.to_thread(store.ack_chunks, job.id, [(i, _d(i))])
+            await store.ack_chunks(job.id, [(i, _d(i))])
 
     await asyncio.gather(*(ack_range(k * 25) for k in range(4)))
-    assert len(store.load(job.id).acked) == 100
+    assert len((await store.load(job.id)).acked) == 100
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
-    SqliteStore(path).close()
+    await SqliteStore(path).close()
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
@@ -196,19 +203,46 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         SqliteStore(path)
 
 
-def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(CheckpointError, match="not a usable checkpoint store"):
         SqliteStore(path)
 
 
-def test_an_unreadable_state_names_the_job(store: SqliteStore) -> None:
+async def test_an_unreadable_state_names_the_job(store: SqliteStore) -> None:
     job = _job()
-    store.create_job(job)
+    await store.create_job(job)
     raw = sqlite3.connect(store.path)
     raw.execute("UPDATE jobs SET state = ? WHERE id = ?", (b"\xc1garbage", job.id))
     raw.commit()
     raw.close()
     with pytest.raises(CheckpointError, match=f"checkpoint of job {job.id}"):
-        store.load(job.id)
+        await store.load(job.id)
+
+
+async def test_a_slow_commit_does_not_stall_the_event_loop(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync-heavy writes run on the store's thread: a ticker on the loop keeps its pace."""
+    job = _job()
+    state = await store.create_job(job)
+    file = store._file
+    original = file.save
+
+    def slow_save(state: JobState) -> float:
+        time.sleep(0.5)  # a disk that takes half a second to fsync
+        return original(state)
+
+    monkeypatch.setattr(file, "save", slow_save)
+    delays: list[float] = []
+
+    async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(20):
+            before = loop.time()
+            await asyncio.sleep(0.02)
+            delays.append(loop.time() - before - 0.02)
+
+    await asyncio.gather(ticker(), store.save(state))
+    assert max(delays) < 0.2, f"the loop stalled for {max(delays):.3f} s"

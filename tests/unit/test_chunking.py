@@ -7,6 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from canister_iface import errors as ic
+from canister_iface.candid_value import decode_single, encode_value
+from canister_iface.icrp_errors import error_from_candid
+from canister_iface.icrp_types import ICRP
 from replicator.chunking import (
     INGRESS_LIMIT,
     QUERY_REPLY_LIMIT,
@@ -130,14 +133,24 @@ def test_errors_that_are_not_about_size_do_not_shrink() -> None:
     assert shrink_reason(ValueError("too large")) is None
 
 
-def test_push_failures_are_read_from_their_reason() -> None:
-    class CallFailed(ic.PermanentError):  # the shape of canister_iface.icrp_errors.CallFailed
-        def __init__(self, reason: str) -> None:
-            super().__init__(f"push failed: {reason}")
-            self.reason = reason
+def test_push_failures_too_large_for_their_call_shrink() -> None:
+    def call_failed(code: int, message: str) -> ic.IcError:
+        # As the agent reads it off the wire: icrp.did's Error, decoded untyped.
+        value = {"CallFailed": {"code": code, "message": message}}
+        wire = encode_value(ICRP.type("Error"), value)
+        return error_from_candid(decode_single(wire, "icrp_push"))
 
-    assert shrink_reason(CallFailed("argument exceeds the maximum of 2097152 bytes")) == "too_large"
-    assert shrink_reason(CallFailed("target is stopped")) is None
+    assert shrink_reason(call_failed(5, "argument exceeds the maximum of 2097152 bytes")) == (
+        "too_large"
+    )
+    assert shrink_reason(call_failed(5, "target is stopped")) is None
+    assert shrink_reason(call_failed(2, "queue full: too large a backlog")) is None  # transient
+
+
+def test_a_canisters_own_words_about_size_do_not_shrink() -> None:
+    # Only the IC's size limits shrink transfers, not a canister trapping "too large".
+    trap = "Canister called `ic0.trap` with message: 'chunk too large'"
+    assert shrink_reason(_reject(5, trap, "IC0503")) is None
 
 
 def test_split_evenly() -> None:

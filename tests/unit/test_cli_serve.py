@@ -11,7 +11,7 @@ from replicator.cli.main import main
 from replicator.cli.serve import plan_jobs
 from replicator.config import load_config
 from replicator.errors import EXIT_USAGE, ConfigError, UsageError
-from replicator.jobs import CanisterRef, Phase
+from replicator.job import CanisterRef, Phase
 
 APP = "ryjl3-tyaaa-aaaaa-aaaba-cai"
 BACKUP = "rrkah-fqaaa-aaaaa-aaaaq-cai"
@@ -64,12 +64,11 @@ def test_only_scheduled_jobs_are_served(tmp_path: Path) -> None:
     plans = {p.name: p for p in plan_jobs(load_config(_config(tmp_path)))}
     assert set(plans) == {"nightly", "own"}
     nightly, own = plans["nightly"], plans["own"]
-    assert nightly.job is not None
-    assert nightly.job.target == CanisterRef(BACKUP, "local")
+    assert nightly.request.target == CanisterRef(BACKUP, "local")
     assert nightly.network == "local"
     # No target: a backup into the source's own backup canister, planned at each run.
-    assert own.job is None
-    assert own.source == CanisterRef(OTHER, "local")
+    assert own.request.target is None
+    assert own.request.source == CanisterRef(OTHER, "local")
 
 
 def test_resume_reads_the_newest_run_and_the_last_success(tmp_path: Path) -> None:
@@ -84,11 +83,11 @@ def test_resume_reads_the_newest_run_and_the_last_success(tmp_path: Path) -> Non
         _summary("backup", other, f"{APP}@local", Phase.FAILED, 600.0),  # own, created target
     ]
     nightly = plans["nightly"].resume(summaries)
-    assert nightly.unfinished is Phase.CANCELLED
+    assert nightly.unfinished == Phase.CANCELLED
     assert nightly.last_success == 200.0
     assert nightly.now
     own = plans["own"].resume(summaries)
-    assert own.unfinished is Phase.FAILED  # waits for its next run
+    assert own.unfinished == Phase.FAILED  # waits for its next run
     assert not own.now
     assert own.last_success == 500.0  # any backup of the source counts (it has no fixed target)
     fresh = plans["nightly"].resume([])

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from replicator import kinds
 from replicator.config import default_config, load_config, read_canister_ids
 from replicator.errors import EXIT_USAGE, ConfigError
-from replicator.jobs import ArchiveRef, CanisterRef, JobKind
+from replicator.job import ArchiveRef, CanisterRef
 from replicator.limits import LimitSettings
+from replicator.settings import EngineSettings
+from replicator.topup import TopUpPolicy
 
 APP_IC = "ryjl3-tyaaa-aaaaa-aaaba-cai"
 APP_LOCAL = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
@@ -142,17 +145,18 @@ def test_canisters_by_name_from_the_file_and_canister_ids_json(tmp_path: Path) -
 
 def test_named_jobs(tmp_path: Path) -> None:
     config = load_config(_files(tmp_path))
-    nightly = config.job("nightly")
-    assert nightly.kind is JobKind.BACKUP
+    nightly = config.request("nightly").job()
+    assert nightly.kind == "backup"
     assert nightly.source == CanisterRef(APP_LOCAL, "local")
     assert nightly.target == CanisterRef(BACKUP_LOCAL, "local")
     assert dict(nightly.options) == {"verify": True, "route": "direct"}
-    offsite = config.job("offsite")
+    offsite = config.request("offsite")
     assert offsite.target == ArchiveRef(str(tmp_path / "archives" / "app.icra"))
-    assert config.job("nightly").id != nightly.id  # a fresh job each time…
-    assert config.job("nightly").fingerprint == nightly.fingerprint  # …for the same command
+    again = config.request("nightly").job()
+    assert again.id != nightly.id  # a fresh job each time…
+    assert again.fingerprint == nightly.fingerprint  # …for the same command
     with pytest.raises(ConfigError, match="known: nightly, offsite"):
-        config.job("weekly")
+        config.request("weekly")
 
 
 def test_named_jobs_that_cannot_run_name_their_key(tmp_path: Path) -> None:
@@ -170,9 +174,21 @@ target = "file:x.icra"
     with pytest.raises(
         ConfigError, match=r"replicator.toml: jobs\.typo\.source: expected a canister"
     ):
-        config.job("typo")
+        config.request("typo")
     with pytest.raises(ConfigError, match=r"jobs\.shape: expected a runnable job .*cannot write"):
-        config.job("shape")
+        kinds.configured(config, "shape")
+
+
+def test_job_kinds_are_checked_when_the_caller_knows_them(tmp_path: Path) -> None:
+    toml = """
+[jobs.odd]
+kind = "teleport"
+source = "app"
+"""
+    path = _files(tmp_path, toml)
+    assert load_config(path).jobs["odd"].kind == "teleport"  # not checked without kinds
+    with pytest.raises(ConfigError, match=r"jobs\.odd\.kind: expected one of archive-export.*"):
+        load_config(path, kinds=kinds.names())
 
 
 def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
@@ -218,7 +234,7 @@ def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
             "canisters.app.mars",
             "network",
         ),
-        ("[jobs.x]\nkind = 'copy'\nsource = 'a'", "jobs.x.kind", "one of backup, restore"),
+        ("[jobs.x]\nkind = 'copy'\nsource = 'a'", "jobs.x.kind", "one of archive-export, .*backup"),
         ("[jobs.x]\nkind = 'backup'", "jobs.x.source", "a canister name"),
         (
             "[jobs.x]\nkind = 'backup'\nsource = 'a'\noptions = { a = [1] }",
@@ -232,6 +248,11 @@ def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
             "at least",
         ),
         ("limits = 3", "limits", "a table"),
+        ("[cycles]\ntop_up = 'wallet'", "cycles.top_up", "one of auto, provisional, ledger, off"),
+        ("[cycles]\ntop_up_below_days = -1", "cycles.top_up_below_days", "a number of days"),
+        ("[cycles]\ntop_up_to_days = 10", "cycles.top_up_to_days", "at least .*below_days"),
+        ("[cycles]\nreserve = 'lots'", "cycles.reserve", "cycles"),
+        ("[cycles]\nreserv = '1T'", "cycles.reserv", "a typo"),
     ],
 )
 def test_bad_values_name_file_key_and_expectation(
@@ -239,8 +260,20 @@ def test_bad_values_name_file_key_and_expectation(
 ) -> None:
     path = _files(tmp_path, toml)
     with pytest.raises(ConfigError, match=rf"^{path}: {key}: expected .*{expected}") as info:
-        load_config(path)
+        load_config(path, kinds=kinds.names())
     assert info.value.exit_code == EXIT_USAGE
+
+
+def test_the_cycles_section_sets_the_top_up_policy(tmp_path: Path) -> None:
+    assert default_config().top_up == TopUpPolicy()
+    path = _files(
+        tmp_path,
+        "[cycles]\ntop_up = 'ledger'\ntop_up_below_days = 14\ntop_up_to_days = 60.5\n"
+        "reserve = '1.5T'\n",
+    )
+    config = load_config(path)
+    assert config.top_up == TopUpPolicy("ledger", 14.0, 60.5, 1_500_000_000_000)
+    assert EngineSettings.from_config(config).top_up == config.top_up
 
 
 def test_unreadable_files(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from replicator import kinds
 from replicator.config import load_config
 from replicator.metrics import Metrics, ServiceMetrics
 from replicator.service import DEFAULT_GRACE
@@ -32,6 +33,8 @@ ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+ALERT_FILES = sorted((DEPLOY / "alerts").glob("*.yml"))  # what prometheus.yml loads
+ALERT_TESTS = sorted((DEPLOY / "alerts" / "tests").glob("*_test.yml"))
 DATASOURCE_UID = "replicator-prometheus"
 
 # Metrics Prometheus itself adds to every target.
@@ -65,28 +68,32 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_promtool_check_config() -> None:
     out = _promtool("check", "config", "prometheus.yml").stdout
-    assert "SUCCESS: 1 rule files found" in out
+    assert f"SUCCESS: {len(ALERT_FILES)} rule files found" in out
 
 
-def test_promtool_check_rules() -> None:
-    out = _promtool("check", "rules", "alerts.yml").stdout
-    assert "SUCCESS: 6 rules found" in out
+@pytest.mark.parametrize("path", ALERT_FILES, ids=lambda p: p.name)
+def test_promtool_check_rules(path: Path) -> None:
+    out = _promtool("check", "rules", str(path.relative_to(DEPLOY))).stdout
+    assert "SUCCESS" in out
 
 
-def test_promtool_test_rules() -> None:
-    _promtool("test", "rules", "alerts_test.yml")
+@pytest.mark.parametrize("path", ALERT_TESTS, ids=lambda p: p.name)
+def test_promtool_test_rules(path: Path) -> None:
+    _promtool("test", "rules", str(path.relative_to(DEPLOY)))
 
 
 def test_every_alert_has_a_unit_test() -> None:
+    assert {p.name for p in ALERT_FILES} >= {"replicator.yml"}
     rules = {r["alert"] for r in _alert_rules()}
-    tests = yaml.safe_load((DEPLOY / "alerts_test.yml").read_text())
     tested = {
         case["alertname"]
-        for test in tests["tests"]
+        for path in ALERT_TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
         for case in test.get("alert_rule_test", [])
         if case.get("exp_alerts")
     }
     assert rules == tested
+    assert len(rules) >= 6
 
 
 def test_prometheus_scrapes_the_port_the_service_serves() -> None:
@@ -104,8 +111,11 @@ def test_prometheus_scrapes_the_port_the_service_serves() -> None:
 def exported_names() -> set[str]:
     """Every sample name the service's registry can export."""
     registry = CollectorRegistry()
-    Metrics(registry, process_metrics=True)
+    metrics = Metrics(registry, process_metrics=True)
     ServiceMetrics(registry, version="0")
+    for kind in kinds.registered():  # what an engine adds when it starts
+        if kind.metrics is not None:
+            metrics.extension(kind.metrics)
     suffixes = {
         "counter": ("_total", "_created"),
         "histogram": ("_bucket", "_count", "_sum", "_created"),
@@ -152,8 +162,8 @@ def _panel_queries() -> Iterator[tuple[str, str]]:
 
 
 def _alert_rules() -> list[dict[str, Any]]:
-    rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())
-    return [r for group in rules["groups"] for r in group["rules"]]
+    files = [yaml.safe_load(path.read_text()) for path in ALERT_FILES]
+    return [r for rules in files for group in rules["groups"] for r in group["rules"]]
 
 
 def test_dashboards_and_alerts_use_only_exported_metrics() -> None:
@@ -220,6 +230,8 @@ def test_overview_covers_the_issue() -> None:
         "replicator_cycles_spent_total",
         "replicator_canisters_created_total",
         "replicator_build_info",
+        "replicator_backup_canister_freeze_days_min",
+        "replicator_backup_canister_top_ups_total",
     ):
         assert metric in exprs, metric
 
@@ -282,7 +294,7 @@ def test_compose_wires_the_config_prometheus_and_grafana() -> None:
     assert grace > DEFAULT_GRACE
     prometheus = services["prometheus"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
-    assert "./alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+    assert "./alerts:/etc/prometheus/alerts:ro" in prometheus["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
 
 
@@ -307,7 +319,7 @@ def test_the_example_config_is_valid_and_scheduled() -> None:
     assert config.jobs
     for name, template in config.jobs.items():
         assert template.schedule is not None, name
-        config.job(name)  # its canisters resolve
+        kinds.configured(config, name)  # its kind knows it, its canisters resolve
 
 
 # ------------------------------------------------------------------- systemd
@@ -348,3 +360,10 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     problems = [line for line in result.stderr.splitlines() if "replicator.service" in line]
     assert result.returncode == 0, result.stderr
     assert not problems, result.stderr
+
+
+def test_every_dashboard_has_its_queries_run_against_a_real_prometheus() -> None:
+    """Each dashboard is named by an end-to-end test that runs its panels (prometheus_harness)."""
+    e2e = "\n".join(p.read_text() for p in (ROOT / "tests" / "e2e").glob("test_*.py"))
+    unchecked = [p.name for p in DASHBOARDS if f'"{p.name}"' not in e2e]
+    assert not unchecked, f"dashboards no end-to-end test runs: {unchecked}"

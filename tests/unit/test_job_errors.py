@@ -8,6 +8,7 @@ import pytest
 
 from canister_iface import errors as ic
 from replicator import errors
+from replicator.classify import exit_code_for, job_error, job_level_error
 from replicator.errors import (
     EXIT_ACCESS_DENIED,
     EXIT_BUDGET,
@@ -17,8 +18,6 @@ from replicator.errors import (
     EXIT_NOT_ICRP,
     EXIT_TEMPORARY,
     EXIT_USAGE,
-    exit_code_for,
-    job_error,
 )
 
 
@@ -44,6 +43,7 @@ def _reject(code: int, message: str, error_code: str | None, method: str) -> ic.
         (_reject(3, "no method", "IC0302", "icrp_info"), EXIT_NOT_ICRP),
         (_reject(3, "no method", "IC0302", "greet"), EXIT_FAILED),
         (ic.CertificateError("bad signature"), EXIT_INTEGRITY),
+        (ic.StaleCertificate("certificate 400 s old", skew_seconds=-400.0), EXIT_TEMPORARY),
         (_reject(5, "trapped", "IC0502", "icrp_write"), EXIT_FAILED),
         (RuntimeError("bug"), EXIT_FAILED),
     ],
@@ -59,6 +59,17 @@ def test_job_errors_keep_the_message_and_say_what_to_do() -> None:
     denied = job_error(_reject(5, "not a controller", "IC0512", "icrp_write"))
     assert isinstance(denied, errors.AccessDeniedError)
     assert "controller" in str(denied)
+
+
+def test_certificates_fail_jobs_by_their_reason_not_their_wording() -> None:
+    not_hosted = ic.CertificateError("no subnet in the certificate hosts it", reason="not_hosted")
+    wrong_id = job_level_error(not_hosted)
+    assert type(wrong_id) is errors.JobFailed
+    assert "check the canister id" in str(wrong_id)
+    forged = job_level_error(ic.CertificateError("hosts canister x?", reason="signature"))
+    assert forged.exit_code == EXIT_INTEGRITY
+    stale = job_level_error(ic.StaleCertificate("certificate 400 s old", skew_seconds=-400.0))
+    assert stale.exit_code != EXIT_INTEGRITY
 
 
 def test_config_error_message_names_source_key_and_expectation() -> None:

@@ -9,8 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from canister_iface import errors as ic
+from replicator import kinds
 from replicator.chunking import Path
-from replicator.jobs import JobKind, Phase
+from replicator.job import Phase
 from replicator.limits import CallSpec, Direct, InFlight, LimitSettings, build_caller
 from replicator.metrics import Metrics, outcome_of, serve_metrics
 from replicator.retry import RetryPolicy, call_with_retries
@@ -18,7 +19,11 @@ from replicator.retry import RetryPolicy, call_with_retries
 
 @pytest.fixture
 def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
+    """Metrics with the built-in kinds' series started, as an engine starts them."""
+    metrics = Metrics(CollectorRegistry())
+    for kind in kinds.registered():
+        metrics.add_kind(kind.name, kind.phases)
+    return metrics
 
 
 def _value(m: Metrics, name: str, **labels: str) -> float | None:
@@ -59,17 +64,20 @@ def test_known_series_exist_from_the_start(metrics: Metrics) -> None:
     assert _value(metrics, "replicator_jobs_finished_total", kind="verify", outcome="failed") == 0
     # Finished jobs are not "jobs by state": the gauge has no terminal series.
     assert _value(metrics, "replicator_jobs", kind="archive-export", state="failed") is None
+    # A kind has series for its own phases only.
+    assert _value(metrics, "replicator_jobs", kind="verify", state="verifying") == 0
+    assert _value(metrics, "replicator_jobs", kind="verify", state="copying") is None
 
 
 def test_progress_and_jobs(metrics: Metrics) -> None:
-    metrics.record_copied(JobKind.BACKUP, "direct", 3_000_000, 3)
-    metrics.record_copied(JobKind.BACKUP, "direct", 1_000, 1)
+    metrics.record_copied("backup", "direct", 3_000_000, 3)
+    metrics.record_copied("backup", "direct", 1_000, 1)
     assert (
         _value(metrics, "replicator_copied_bytes_total", kind="backup", route="direct") == 3_001_000
     )
     assert _value(metrics, "replicator_copied_chunks_total", kind="backup", route="direct") == 4
-    metrics.job_moved(JobKind.BACKUP, None, Phase.PENDING)
-    metrics.job_moved(JobKind.BACKUP, Phase.PENDING, Phase.PREPARING)
+    metrics.job_moved("backup", None, Phase.PENDING)
+    metrics.job_moved("backup", Phase.PENDING, Phase.PREPARING)
     assert _value(metrics, "replicator_jobs", kind="backup", state="pending") == 0
     assert _value(metrics, "replicator_jobs", kind="backup", state="preparing") == 1
     metrics.set_chunk_size(Path.WRITE, 1_048_576)
@@ -141,7 +149,7 @@ async def test_limits_and_retries_report_into_the_metrics(metrics: Metrics) -> N
 
 def test_serve_metrics_on_a_free_port() -> None:
     metrics = Metrics(CollectorRegistry(), process_metrics=True)
-    metrics.record_copied(JobKind.RESTORE, "relay", 10, 1)
+    metrics.record_copied("restore", "relay", 10, 1)
     server = serve_metrics(0, metrics.registry)
     try:
         assert server.port > 0
@@ -172,10 +180,10 @@ def test_a_job_that_ends_leaves_the_gauge_and_counts_once_as_finished(
     path = [Phase.PENDING, Phase.PREPARING, Phase.COPYING, Phase.COMMITTING, Phase.VERIFYING]
     old: Phase | None = None
     for phase in path:
-        metrics.job_moved(JobKind.RESTORE, old, phase)
+        metrics.job_moved("restore", old, phase)
         assert _jobs_now(metrics, "restore")[phase.value] == 1
         old = phase
-    metrics.job_moved(JobKind.RESTORE, old, end)
+    metrics.job_moved("restore", old, end)
     # 0 in every unfinished phase; no series at all for the terminal ones.
     assert _jobs_now(metrics, "restore") == {p.value: 0 if p in path else None for p in Phase}
     finished = {"done": 0.0, "failed": 0.0, "cancelled": 0.0, end.value: 1.0}
@@ -185,10 +193,10 @@ def test_a_job_that_ends_leaves_the_gauge_and_counts_once_as_finished(
 
 def test_a_job_first_seen_finished_counts_nowhere_until_it_ends_again(metrics: Metrics) -> None:
     # A failed job loaded to be resumed did not fail in this process.
-    metrics.job_moved(JobKind.BACKUP, None, Phase.FAILED)
+    metrics.job_moved("backup", None, Phase.FAILED)
     assert _finished(metrics, "backup") == {"done": 0, "failed": 0, "cancelled": 0}
-    metrics.job_moved(JobKind.BACKUP, Phase.FAILED, Phase.PREPARING)
+    metrics.job_moved("backup", Phase.FAILED, Phase.PREPARING)
     assert _jobs_now(metrics, "backup")["preparing"] == 1
-    metrics.job_moved(JobKind.BACKUP, Phase.PREPARING, Phase.DONE)
+    metrics.job_moved("backup", Phase.PREPARING, Phase.DONE)
     assert _jobs_now(metrics, "backup")["preparing"] == 0
     assert _finished(metrics, "backup") == {"done": 1, "failed": 0, "cancelled": 0}

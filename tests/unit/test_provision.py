@@ -33,6 +33,7 @@ def test_the_wheel_ships_the_canister_wasm(tmp_path: Path) -> None:
     )
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"canister_iface/wasm/backup.wasm", "canister_iface/wasm/demo_app.wasm"} <= names
+    assert {"ic_did/ic.did", "canister_iface/icrp.did"} <= names  # the Candid types load from them
 
 
 def test_a_created_canister_needs_controllers_and_cycles() -> None:

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import pytest
 
 from canister_iface import errors as ic
+from replicator.chunkbook import ChunkBook
 from replicator.chunking import Path, SizePolicy, TransferSize
 from replicator.errors import IntegrityError
-from replicator.integrity import chunk_digest, image_digest_of
-from replicator.jobs import ChunkBook, ImageInfo
+from replicator.integrity import ImageInfo, chunk_digest, image_digest_of
 from replicator.pump import (
     DirectMover,
     Pump,

@@ -1,4 +1,4 @@
-"""The canister registry: durable, beside the checkpoints, schema untouched."""
+"""The canister registry: durable, in the checkpoint store, migrated from schema 1 files."""
 
 from __future__ import annotations
 
@@ -6,49 +6,59 @@ import sqlite3
 from pathlib import Path
 
 from replicator.checkpoints import SCHEMA_VERSION, SqliteStore
-from replicator.registry import Entry, Registry
+from replicator.codec import pack
+from replicator.registry import REGISTRY_TABLE, Entry
 
 
-def test_entries_survive_a_reopen_and_update_in_place(tmp_path: Path) -> None:
+async def test_entries_survive_a_reopen_and_update_in_place(tmp_path: Path) -> None:
     path = tmp_path / "checkpoints.sqlite3"
-    registry = Registry(path)
-    registry.put(Entry("local", "src", "backup", None, "requested", 42))
-    registry.put(Entry("local", "src", "backup", "bkyz2-fmaaa-aaaaa-qaaaq-cai", "created", 42))
-    registry.close()
-    again = Registry(path)
-    entry = again.get("local", "src")
-    assert entry is not None
-    assert (entry.canister, entry.state, entry.request_ns) == (
-        "bkyz2-fmaaa-aaaaa-qaaaq-cai",
-        "created",
-        42,
-    )
-    assert entry.updated_at > 0
-    assert again.get("ic", "src") is None
-    assert again.get("local", "src", "restore-1") is None
-    again.forget("local", "src")
-    assert again.entries() == []
-    again.close()
+    async with SqliteStore(path) as store:
+        await store.registry.put(Entry("local", "src", "backup", None, "requested", 42))
+        cid = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
+        await store.registry.put(Entry("local", "src", "backup", cid, "created", 42))
+    async with SqliteStore(path) as again:
+        entry = await again.registry.get("local", "src")
+        assert entry is not None
+        assert (entry.canister, entry.state, entry.request_ns) == (cid, "created", 42)
+        assert entry.updated_at > 0
+        assert await again.registry.get("ic", "src") is None
+        assert await again.registry.get("local", "src", "restore-1") is None
+        await again.registry.forget("local", "src")
+        assert await again.registry.entries() == []
 
 
-def test_the_registry_lives_beside_the_checkpoints_without_touching_their_schema(
-    tmp_path: Path,
-) -> None:
+async def test_a_schema_1_file_is_migrated_keeping_jobs_and_registry(tmp_path: Path) -> None:
+    """A file written by the previous release: its registry table and job payloads survive."""
     path = tmp_path / "checkpoints.sqlite3"
-    store = SqliteStore(path)
-    registry = Registry.beside(store)
-    registry.put(Entry("ic", "a", "backup", "b", "ready", 1))
-    registry.close()
-    store.close()
+    await SqliteStore(path).close()
+    old_state = {
+        "job": {
+            "id": "backup-old",
+            "kind": "backup",
+            "source": {"canister": "aaaaa-aa", "network": "local"},
+            "target": {"canister": "bkyz2-fmaaa-aaaaa-qaaaq-cai", "network": "local"},
+            "options": {},
+        },
+        "phase": "copying",
+        "image": {"snapshot_id": 3, "size": 5000, "chunk_size": 1000, "digest": b"\x07" * 32},
+        "import_id": 9,
+        "error": None,
+        "exit_code": None,
+        "starts": 1,
+    }
+    with sqlite3.connect(path) as db:  # shape it like a schema 1 file
+        db.execute("DROP TABLE canister_registry")
+        db.execute(REGISTRY_TABLE)
+        db.execute("INSERT INTO canister_registry VALUES ('ic', 'a', 'backup', 'b', 'ready', 1, 0)")
+        db.execute(
+            "INSERT INTO jobs VALUES ('backup-old', 'backup', 'f', 'copying', 0, 0, ?)",
+            (pack(old_state),),
+        )
+        db.execute("PRAGMA user_version = 1")
+    async with SqliteStore(path) as store:
+        assert (await store.registry.get("ic", "a")) is not None
+        state = (await store.load("backup-old")).state
+        assert state.detail["import_id"] == 9
+        assert [s.chunks_total for s in await store.list_jobs()] == [5]
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    reopened = SqliteStore(path)  # still a valid store
-    assert reopened.list_jobs() == []
-    reopened.close()
-    assert Registry(path).get("ic", "a") is not None
-
-
-def test_an_in_memory_registry_for_other_stores() -> None:
-    registry = Registry(None)
-    registry.put(Entry("local", "s", "backup", "c", "ready", 0))
-    assert [e.canister for e in registry.entries()] == ["c"]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

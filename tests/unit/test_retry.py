@@ -143,6 +143,12 @@ async def test_unknown_outcomes_are_retried_only_for_idempotent_calls() -> None:
     assert len(calls) == 1
 
 
+async def test_a_stale_certificate_is_retried_as_a_clock_problem() -> None:
+    stale = ic.StaleCertificate("certificate 400 s old", skew_seconds=-400.0)
+    assert retry_reason(stale) == "clock"
+    assert is_retryable(stale, RetryPolicy(retry_unknown_outcome=False))
+
+
 def test_every_reason_is_from_the_fixed_set() -> None:
     errors = [
         _http(429),
@@ -155,9 +161,10 @@ def test_every_reason_is_from_the_fixed_set() -> None:
         _reject(6),
         ic.CallTimeout("t"),
         ic.classify(OSError("connection refused")),
+        ic.StaleCertificate("certificate 400 s old", skew_seconds=-400.0),
     ]
     reasons = {retry_reason(e) for e in errors if isinstance(e, ic.TransientError)}
-    assert len(errors) == 10
+    assert len(errors) == 11
     assert reasons == set(REASONS)
 
 

@@ -16,8 +16,9 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from replicator import kinds
 from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, NotIcrpError
-from replicator.jobs import CanisterRef, Job, JobKind, Phase
+from replicator.job import CanisterRef, Job, Phase
 from replicator.limits import Window
 from replicator.metrics import Metrics, ServiceMetrics
 from replicator.schedule import Every, JobSchedule
@@ -49,9 +50,10 @@ class ScaledClock:
 
 
 JOB = Job(
-    JobKind.BACKUP,
+    "backup",
     CanisterRef("ryjl3-tyaaa-aaaaa-aaaba-cai", "local"),
     CanisterRef("rrkah-fqaaa-aaaaa-aaaaq-cai", "local"),
+    id="backup-1",
 )
 
 
@@ -75,7 +77,7 @@ class FakeRunner:
             return await self.run(name)
 
         schedule = JobSchedule(Every(every), **kw)  # type: ignore[arg-type]
-        return ScheduledJob(name, JobKind.BACKUP, schedule, run)
+        return ScheduledJob(name, "backup", schedule, run)
 
     async def run(self, name: str) -> RunResult:
         assert current_job.get() == name
@@ -105,7 +107,7 @@ class FakeRunner:
 def _metrics() -> tuple[CollectorRegistry, ServiceMetrics]:
     registry = CollectorRegistry()
     Metrics(registry)
-    return registry, ServiceMetrics(registry, version="9.9.9")
+    return registry, ServiceMetrics(registry, version="9.9.9", kinds=kinds.names())
 
 
 def _value(registry: CollectorRegistry, metric: str, **labels: str) -> float:

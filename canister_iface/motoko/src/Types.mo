@@ -144,6 +144,14 @@ module {
     journal_max_bytes : Nat64;
   };
 
+  /// The trusted peers and the version of that set (icrp_peers,
+  /// icrp_update_peers): every change of the set increases the version.
+  public type Peers = { peers : [Principal]; version : Nat64 };
+
+  /// icrp_update_peers: applied (the set and version now), or refused
+  /// because the version was not the expected one (the current ones).
+  public type PeersUpdate = { #updated : Peers; #conflict : Peers };
+
   public type Error = {
     #NotAuthorized : { caller : Principal };
     #StaleSnapshot : { requested : SnapshotId; current : ?SnapshotId };

@@ -69,6 +69,8 @@ module {
   public type DeleteProgress = Types.DeleteProgress;
   public type PushAck = Types.PushAck;
   public type Config = Types.Config;
+  public type Peers = Types.Peers;
+  public type PeersUpdate = Types.PeersUpdate;
   public type Op = Types.Op;
   public type Error = Types.Error;
   public type Result<T> = Types.Result<T>;
@@ -158,6 +160,7 @@ module {
 
     var building : ?Building = null;
     var restoring : ?Restoring = null;
+    let peersVersion = Access.Version();
 
     // ---- app-facing ---------------------------------------------------------
 
@@ -627,7 +630,18 @@ module {
     public func setPeers(caller : Principal, peers : [Principal]) : Types.Result<()> {
       switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
       Access.setPeers(state.access, peers);
+      peersVersion.bump();
       #ok;
+    };
+
+    public func peers(caller : Principal) : Types.Result<Types.Peers> {
+      switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
+      #ok(Access.versioned(state.access, peersVersion));
+    };
+
+    public func updatePeers(caller : Principal, add : [Principal], remove : [Principal], expected : ?Nat64) : Types.Result<Types.PeersUpdate> {
+      switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+      #ok(Access.update(state.access, peersVersion, add, remove, expected));
     };
 
     public func setKeyRange(caller : Principal, range : ?Types.KeyRange) : Types.Result<()> {

@@ -1,11 +1,24 @@
-"""Generates the unrolled SHA-256 compression function of ``src/Sha256.mo``.
+"""Generates the SHA-256 compression loops of ``src/Sha256.mo``.
 
-Motoko compiles loop counters and array indices to bignum-checked code, which
-made a looped compression cost ~730 Wasm instructions per byte. Unrolling the
-64 rounds with the words in locals, renaming the working variables instead of
-shifting them, and inlining the round constants brings it to a fraction of
-that. ``python3 gen_sha256_compress.py`` rewrites the code between the
-GENERATED markers of ``src/Sha256.mo`` in place.
+``python3 gen_sha256_compress.py`` rewrites the code between the GENERATED
+markers of ``src/Sha256.mo`` in place. Every choice below is about the Wasm
+instructions moc emits, which is what a canister pays for (see the costs in
+``canister_iface/motoko/README.md``):
+
+- The words live in ``Nat64`` locals. moc keeps ``Nat64`` locals unboxed and
+  compiles shifts by literals to one ``i64.shr_u``; ``Nat32`` is stored in
+  the upper half of an i64, so each of its rotations costs ~16 instructions
+  (the amount is decoded at run time) against 3 here.
+- A value that is rotated is kept *doubled*: ``x * 0x1_0000_0001`` holds x in
+  both halves, so ``(X >> k)`` has ``rotr32(x, k)`` in its low 32 bits. Other
+  values may carry garbage above bit 31: additions and bitwise operations
+  never move it down, and the doubling masks it off first.
+- The 64 rounds, the message schedule and the block loop are unrolled into
+  one function per input kind, so nothing is boxed or called per block
+  except the word loads themselves. The state rotates by renaming the eight
+  registers instead of moving them.
+- Statements are ordered so that a value is read right after it is written
+  (moc turns that into ``local.tee``).
 """
 
 from pathlib import Path
@@ -81,79 +94,156 @@ K = [
     0xC67178F2,
 ]
 
+LOW = "0xffff_ffff"
+DOUBLE = "0x1_0000_0001"
+PAIRS = "0x00ff_00ff_00ff_00ff"  # the low byte of every 16-bit unit
 
-def _sigma(x: str, r1: int, r2: int, r3: int, shift: bool) -> str:
+
+def _big_sigma(x: str, r1: int, r2: int, r3: int) -> str:
+    # x is doubled, so a right shift is a 32-bit rotation in the low half.
     # Motoko binds bitwise operators tighter than arithmetic and XOR tighter
     # than AND, so every sub-expression is parenthesised explicitly.
-    last = f"({x} >> {r3})" if shift else f"({x} <>> {r3})"
-    return f"(({x} <>> {r1}) ^ ({x} <>> {r2}) ^ {last})"
+    return f"(({x} >> {r1}) ^ ({x} >> {r2}) ^ ({x} >> {r3}))"
+
+
+def _small_sigma(x: str, r1: int, r2: int, shift: int) -> str:
+    # x is doubled: the upper copy shifted down by 32 + shift is the plain
+    # shift of the word, already clean (no mask needed).
+    return f"(({x} >> {r1}) ^ ({x} >> {r2}) ^ ({x} >> {32 + shift}))"
+
+
+def _double(x: str) -> str:
+    return f"(({x}) & {LOW}) *% {DOUBLE}"
+
+
+def _schedule(t: int) -> str:
+    """W[t] from W[t-16], W[t-15], W[t-7] and W[t-2] (in w[t mod 16]), doubled.
+
+    The last two words are only added, never rotated, so they skip the doubling.
+    """
+    w16, w15, w7, w2 = (f"w{(t - k) % 16}" for k in (16, 15, 7, 2))
+    total = f"{w16} +% {_small_sigma(w15, 7, 18, 3)} +% {w7} +% {_small_sigma(w2, 17, 19, 10)}"
+    return f"{w16} := {_double(total) if t < 62 else total};"
 
 
 def _round(t: int) -> list[str]:
-    # Working variable i of round t lives in register (i - t) mod 8, so the
-    # eight-way shift of a..h becomes a renaming and costs nothing.
+    """Round t. Working variable i lives in register (i - t) mod 8, so the
+    eight-way shift of a..h is a renaming. a and e are doubled (they are
+    rotated); the new a and e of the last round are only added, not doubled."""
     a, b, c, d, e, f, g, h = (f"r{(i - t) % 8}" for i in range(8))
     lines = []
     if t >= 16:
-        w15, w2, w16, w7 = (f"w{(t - k) % 16}" for k in (15, 2, 16, 7))
-        lines.append(
-            f"{w16} := {w16} +% {_sigma(w15, 7, 18, 3, True)} +% {w7}"
-            f" +% {_sigma(w2, 17, 19, 10, True)};"
-        )
-    w = f"w{t % 16}"
-    ch = f"(({e} & {f}) ^ ((^{e}) & {g}))"
-    maj = f"(({a} & {b}) ^ ({a} & {c}) ^ ({b} & {c}))"
-    lines.append(f"t1 := {h} +% {_sigma(e, 6, 11, 25, False)} +% {ch} +% 0x{K[t]:08x} +% {w};")
-    lines.append(f"{d} +%= t1;")
-    lines.append(f"{h} := t1 +% {_sigma(a, 2, 13, 22, False)} +% {maj};")
+        lines.append(_schedule(t))
+    word, k = f"w{t % 16}", f"0x{K[t]:08x}"
+    sigma, choose = _big_sigma(e, 6, 11, 25), f"({g} ^ ({e} & ({f} ^ {g})))"
+    # Begin with the value the previous statement wrote (moc emits a tee):
+    # the word just scheduled, or else e.
+    terms = [word, k, h, sigma, choose] if t >= 16 else [sigma, choose, word, k, h]
+    lines.append(f"t1 := {' +% '.join(terms)};")
+    new_a = f"t1 +% {_big_sigma(a, 2, 13, 22)} +% (({a} & {b}) | ({c} & ({a} | {b})))"
+    new_e = f"{d} +% t1"
+    last = t == 63
+    lines.append(f"{h} := {new_a if last else _double(new_a)};")
+    lines.append(f"{d} := {new_e if last else _double(new_e)};")
     return lines
 
 
-def _words(prefix: str, n: int) -> str:
-    return ", ".join(f"{prefix}{i}" for i in range(n))
+def _body(indent: str) -> list[str]:
+    """The 64 rounds on r0..r7 (a..h) and w0..w15, then the state update."""
+    out = [f"{indent}var r{i} = {_double(f'h{i}') if i in (0, 4) else f'h{i}'};" for i in range(8)]
+    out.append(f"{indent}var t1 : Nat64 = 0;")
+    for t in range(64):
+        out += [indent + line for line in _round(t)]
+    # The state may carry garbage above bit 31 until it is stored.
+    out += [f"{indent}h{i} +%= r{i};" for i in range(8)]
+    return out
 
 
-def _typed(prefix: str, n: int) -> str:
-    return ", ".join(f"{prefix}{i} : Nat32" for i in range(n))
+def _region_loads(indent: str) -> list[str]:
+    # One little-endian 8-byte load gives two big-endian words: swap the
+    # bytes of each 16-bit unit, then the two halves of each word, which a
+    # rotation of the doubled word does for free.
+    out = []
+    for k in range(8):
+        out += [
+            f"{indent}let y{k} = Region.loadNat64(region, off +% {8 * k});",
+            f"{indent}let z{k} = ((y{k} >> 8) & {PAIRS}) | ((y{k} & {PAIRS}) << 8);",
+            f"{indent}var w{2 * k} = ((z{k} & {LOW}) *% {DOUBLE}) <>> 16;",
+            f"{indent}var w{2 * k + 1} = ((z{k} >> 32) *% {DOUBLE}) <>> 16;",
+        ]
+    return out
 
 
-def _function() -> str:
-    # moc's code generator overflows the JavaScript stack beyond ~40 unrolled
-    # rounds in one function, so the rounds are split in two halves. Words
-    # travel as parameters and multi-value results, never through arrays:
-    # every array access costs a bounds check and a tag check.
-    eight = ", ".join(["Nat32"] * 8)
-    out = [
-        "  /// One compression: the chaining value `h0..h7` and the block `p0..p15`",
-        "  /// (big-endian words) give the next chaining value.",
-        f"  func compress({_typed('h', 8)}, {_typed('p', 16)}) : ({eight}) {{",
+def _byte(x: str) -> str:
+    # Widening by primitives that moc inlines (no wrapper call, no boxing).
+    return f"Nat32.toNat64(Nat16.toNat32(Nat8.toNat16({x})))"
+
+
+def _blob_loads(indent: str) -> list[str]:
+    out = []
+    for k in range(16):
+        parts = [f"({_byte(f'data[i + {4 * k + j}]')} << {24 - 8 * j})" for j in range(4)]
+        out.append(f"{indent}var w{k} = ({' | '.join(parts)}) *% {DOUBLE};")
+    return out
+
+
+def _state_in(indent: str) -> list[str]:
+    return [f"{indent}var h{i} = Nat32.toNat64(s[{i}]);" for i in range(8)]
+
+
+def _state_out(indent: str) -> list[str]:
+    return [f"{indent}s[{i}] := Nat32.fromNat64(h{i} & {LOW});" for i in range(8)]
+
+
+def _region_function() -> list[str]:
+    i1, i2 = "    ", "      "
+    return [
+        "  /// Compresses `blocks` 64-byte blocks of `region` from `offset` into the",
+        "  /// chaining value `s`.",
+        "  func compressRegion(s : [var Nat32], region : Region.Region, offset : Nat64, "
+        "blocks : Nat64) {",
+        f"{i1}var off = offset;",
+        f"{i1}let end = offset +% blocks *% 64;",
+        *_state_in(i1),
+        f"{i1}while (off < end) {{",
+        *_region_loads(i2),
+        *_body(i2),
+        f"{i2}off +%= 64;",
+        f"{i1}}};",
+        *_state_out(i1),
+        "  };",
     ]
-    out += [f"    var w{i} = p{i};" for i in range(16)]
-    out += [f"    var r{i} = h{i};" for i in range(8)]
-    out.append("    var t1 : Nat32 = 0;")
-    for t in range(32):
-        out += ["    " + line for line in _round(t)]
-    out.append(f"    let ({_words('a', 8)}) = compressRest({_words('w', 16)}, {_words('r', 8)});")
-    out.append("    (" + ", ".join(f"h{i} +% a{i}" for i in range(8)) + ");")
-    out.append("  };")
-    out.append("")
-    out.append("  /// Rounds 32..63 of `compress`.")
-    out.append(f"  func compressRest({_typed('p', 16)}, {_typed('q', 8)}) : ({eight}) {{")
-    out += [f"    var w{i} = p{i};" for i in range(16)]
-    out += [f"    var r{i} = q{i};" for i in range(8)]
-    out.append("    var t1 : Nat32 = 0;")
-    for t in range(32, 64):
-        out += ["    " + line for line in _round(t)]
-    out.append(f"    ({_words('r', 8)});")
-    out.append("  };")
-    return "\n".join(out) + "\n"
+
+
+def _blob_function() -> list[str]:
+    i1, i2 = "    ", "      "
+    return [
+        "  /// Compresses `blocks` 64-byte blocks of `data` from byte `offset` into",
+        "  /// the chaining value `s`. Bytes are read one by one: a Blob has no",
+        "  /// wider loads (see `writeBlobWith` for the fast way).",
+        "  func compressBlob(s : [var Nat32], data : Blob, offset : Nat, blocks : Nat) {",
+        f"{i1}var i = offset;",
+        f"{i1}let end = offset + blocks * 64;",
+        *_state_in(i1),
+        f"{i1}while (i < end) {{",
+        *_blob_loads(i2),
+        *_body(i2),
+        f"{i2}i += 64;",
+        f"{i1}}};",
+        *_state_out(i1),
+        "  };",
+    ]
+
+
+def generated() -> str:
+    return "\n".join([*_region_function(), "", *_blob_function()]) + "\n"
 
 
 def main() -> None:
     text = TARGET.read_text()
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
-    TARGET.write_text(head + BEGIN + _function() + END + tail)
+    TARGET.write_text(head + BEGIN + generated() + END + tail)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,13 @@ from canister_iface.identity import Identity
 from replicator.cli.common import Context, open_agent
 from replicator.cli.demo.app import DemoApp, Stats
 from replicator.cli.jobrun import RenderedProgress, open_store
+from replicator.cli.localnet import require_localnet
 from replicator.cli.render import Renderer
 from replicator.config import LOCAL, Config, load_config
-from replicator.engine import Engine, JobOutcome
+from replicator.engine import Engine
 from replicator.errors import EXIT_OK, IntegrityError, JobFailed
-from replicator.jobs import CanisterRef
+from replicator.flows import backup, restore, verify
+from replicator.job import CanisterRef, JobOutcome
 
 MiB = 1024 * 1024
 DEFAULT_MIB = 64
@@ -138,11 +140,13 @@ def _state_file(given: str | None) -> Iterator[Path]:
 
 async def run_demo(ctx: Context) -> int:
     """The whole tour; its exit code."""
+    # Only the demo starts a local IC: without the localnet extra it stops here (exit 2).
+    require_localnet("demo")
+    from localnet.process import LocalNetProcess
+
     args = ctx.args
     renderer = ctx.renderer
     report = DemoReport(mib=args.mib)
-    # Imported here: only the demo starts a local IC (and loads wasmtime).
-    from localnet.process import LocalNetProcess
 
     identity = Identity.generate_ed25519()
     renderer.note(f"starting a local IC (localnet) in a child process; you are {identity}")
@@ -178,7 +182,7 @@ async def _tour(
             async with engine:
                 await _round_trip(engine, app, renderer, report)
         finally:
-            store.close()
+            await store.close()
         after = await app.stats()
         report.fingerprint_after = after.fingerprint
         if after.fingerprint != before.fingerprint:
@@ -213,14 +217,15 @@ async def _deploy(
 async def _round_trip(engine: Engine, app: DemoApp, renderer: Renderer, report: DemoReport) -> None:
     source = CanisterRef(str(app.canister_id), LOCAL)
     renderer.note("backing the app up into a backup canister created for it")
-    backup = _checked("backup", await engine.backup(source), report)
-    target = backup.job.target
+    copied = _checked("backup", await engine.submit(backup.request(source)), report)
+    target = copied.job.target
     if not isinstance(target, CanisterRef):
         raise JobFailed(f"the backup job wrote to {target}, not to a canister")
     report.backup = target.canister_id
-    report.image_bytes = backup.state.image.size if backup.state.image else 0
-    report.digest = backup.digest.hex() if backup.digest else ""
-    _checked("verify-backup", await engine.verify(target, source), report)
+    size = copied.details.get("size")
+    report.image_bytes = size if isinstance(size, int) else 0
+    report.digest = copied.digest.hex() if copied.digest else ""
+    _checked("verify-backup", await engine.submit(verify.request(target, source)), report)
     renderer.note(f"the backup holds the app's image (digest {report.digest[:16]}…)")
 
     renderer.note("wiping the app's state")
@@ -231,8 +236,8 @@ async def _round_trip(engine: Engine, app: DemoApp, renderer: Renderer, report: 
         raise JobFailed("wiping the app left its fingerprint unchanged: nothing to restore")
 
     renderer.note("restoring the app from its backup")
-    _checked("restore", await engine.restore(target, source), report)
-    _checked("verify-restore", await engine.verify(target, source), report)
+    _checked("restore", await engine.submit(restore.request(target, source)), report)
+    _checked("verify-restore", await engine.submit(verify.request(target, source)), report)
 
 
 def _checked(name: str, outcome: JobOutcome, report: DemoReport) -> JobOutcome:

@@ -51,6 +51,7 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
   let source = init.source;
   var keep = Nat.max(1, Option.get(init.keep, DEFAULT_KEEP));
   let access = Access.new(init.peers);
+  transient let peersVersion = Access.Version();
   let images = List.empty<Stored>(); // oldest first
   let freeRegions = List.empty<Region.Region>();
   var staging : ?Image.Staging = null;
@@ -334,7 +335,18 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
   public shared ({ caller }) func icrp_set_peers(peers : [Principal]) : async Result<()> {
     switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
     Access.setPeers(access, peers);
+    peersVersion.bump();
     #ok;
+  };
+
+  public shared query ({ caller }) func icrp_peers() : async Result<Types.Peers> {
+    switch (trusted(caller)) { case (#err e) return #err e; case (#ok) {} };
+    #ok(Access.versioned(access, peersVersion));
+  };
+
+  public shared ({ caller }) func icrp_update_peers(add : [Principal], remove : [Principal], expected_version : ?Nat64) : async Result<Types.PeersUpdate> {
+    switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+    #ok(Access.update(access, peersVersion, add, remove, expected_version));
   };
 
   public shared query ({ caller }) func icrp_config() : async Result<Types.Config> {

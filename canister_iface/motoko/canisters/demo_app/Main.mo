@@ -147,6 +147,12 @@ persistent actor DemoApp {
   public shared query ({ caller }) func icrp_config() : async Result<Types.Config> {
     icrp.config(caller);
   };
+  public shared query ({ caller }) func icrp_peers() : async Result<Types.Peers> {
+    icrp.peers(caller);
+  };
+  public shared ({ caller }) func icrp_update_peers(add : [Principal], remove : [Principal], expected_version : ?Nat64) : async Result<Types.PeersUpdate> {
+    icrp.updatePeers(caller, add, remove, expected_version);
+  };
 
   /// Tunes replication (controllers only): e.g. small steps to exercise
   /// stepwise export in tests.

@@ -1,35 +1,28 @@
-"""The protocols of a job's source and target, and what they share with the engine."""
+"""The two ends of an image job: where the image comes from and where it goes.
+
+The machine's effects name endpoints (a canister or an archive file); the
+performer turns each endpoint into a *side* that performs them:
+
+- :class:`SourceSide`: freeze or open the image (``PrepareSource``),
+  publish its chunk digests, read it (relay), push it (direct), release it;
+- :class:`TargetSide`: open or resume an import (``PrepareTarget``), report
+  what it already holds (resume), write (relay), commit, report the digest
+  it holds (``VerifyTarget``), abort.
+
+Canisters speak ICRP (:mod:`replicator.flows.image.canister`); archive files
+use :mod:`replicator.archive` (:mod:`replicator.flows.image.archive`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from canister_iface.agent import Agent
 from canister_iface.principal import Principal
-from replicator.calls import CallRunner
-from replicator.chunking import Path
-from replicator.jobs import Endpoint, ImageInfo
-from replicator.pump import ChunkReader, ChunkWriter, Sizer
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """Bounds of the adaptive transfer size (``limits.max/min_chunk_size``)."""
-
-    max_size: int | None = None
-    min_size: int = 4 * 1024
-
-
-@dataclass
-class Context:
-    """What sides need from the engine for one job run."""
-
-    runner_for: Callable[[str], CallRunner]  # network → calls through its limits
-    agent_for: Callable[[str], Agent]  # network → the agent of that network
-    sizer_for: Callable[[Path, int | None], Sizer]  # path, canister limit → adaptive size
-    note: Callable[[str], None]  # a line for the progress display
+from replicator.integrity import ImageInfo
+from replicator.job import Endpoint
+from replicator.pump import ChunkReader, ChunkWriter
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ so a resumed job continues its import.  The spec carries the chunk digests
 completes.  ``held`` reads ``icrp_import_status``: the target's word on
 which chunks it holds is what a resumed job reconciles its checkpoint with.
 
-The direct path needs two grants, which :func:`allow_push` makes (as a
-controller) when they are missing: the source may push only to its peers,
-and the target accepts writes only from controllers and peers.
+The direct path needs two grants (the source may push only to its peers,
+and the target accepts writes only from controllers and peers): the
+performer makes and revokes them (:mod:`replicator.flows.image.grants`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ from canister_iface.principal import Principal
 from replicator.calls import CallCost, CallRunner
 from replicator.chunking import Path
 from replicator.errors import AccessDeniedError, IntegrityError, JobFailed, UsageError
-from replicator.flows.sides import Context, Prepared
-from replicator.integrity import image_digest
-from replicator.jobs import CanisterRef, ImageInfo
+from replicator.flow import Calls
+from replicator.flows.image.sides import Prepared
+from replicator.integrity import ImageInfo, image_digest
+from replicator.job import CanisterRef
 from replicator.pump import Run, Sizer
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ _MAX_STEPS = 100_000
 class _Canister:
     """Calls to one canister's ICRP methods, through the runner."""
 
-    def __init__(self, ref: CanisterRef, ctx: Context) -> None:
+    def __init__(self, ref: CanisterRef, ctx: Calls) -> None:
         self.endpoint = ref
         self.ctx = ctx
         self.agent = ctx.agent_for(ref.network)
@@ -124,7 +125,7 @@ class _Canister:
 class CanisterSource(_Canister):
     """A canister whose image a job copies (app, shard or backup canister)."""
 
-    def __init__(self, ref: CanisterRef, ctx: Context, *, snapshot: int | None = None) -> None:
+    def __init__(self, ref: CanisterRef, ctx: Calls, *, snapshot: int | None = None) -> None:
         super().__init__(ref, ctx)
         self.snapshot = snapshot
         self.ticket: ExportTicket | None = None
@@ -302,7 +303,7 @@ class CanisterPusher:
 class CanisterTarget(_Canister):
     """A canister receiving an image: a backup canister, or an app being restored."""
 
-    def __init__(self, ref: CanisterRef, ctx: Context) -> None:
+    def __init__(self, ref: CanisterRef, ctx: Calls) -> None:
         super().__init__(ref, ctx)
         self._journal_seq: int | None = None  # of the image being imported
 
@@ -491,37 +492,6 @@ class CanisterWriter:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-async def allow_push(source: CanisterSource, target: _Canister) -> None:
-    """Make ``target`` a peer of ``source`` and ``source`` a peer of ``target`` if needed.
-
-    ``icrp_push`` goes only to the source's peers, and the target accepts the
-    source's ``icrp_write`` only if it trusts the source.  Setting peers needs
-    a controller; without one the message says how to grant them by hand.
-    """
-    await _add_peer(source, target.principal, "push to")
-    if (await target.info()).role == "backup" and source.origin == source.principal:
-        # A backup canister trusts the one source it accepts images from, and
-        # it opened this import only because the spec named that source.
-        return
-    await _add_peer(target, source.principal, "accept writes from")
-
-
-async def _add_peer(side: _Canister, peer: Principal, why: str) -> None:
-    try:
-        config = await side.call("icrp_config", side.client.config, cost="query")
-        if peer in config.peers:
-            return
-        peers = [*config.peers, peer]
-        await side.call("icrp_set_peers", lambda: side.client.set_peers(peers))
-    except ic.AccessDenied as exc:
-        raise AccessDeniedError(
-            f"{side.endpoint} must trust {peer} to {why} it (direct path), and only a "
-            f"controller can grant that: {exc}. Run as a controller, have one call "
-            f"icrp_set_peers, or use the relay path (--via relay)"
-        ) from exc
-    side.ctx.note(f"{side.endpoint} now trusts {peer} (direct path)")
 
 
 def _same(status: ImportStatus, image: ImageInfo, origin: Principal) -> bool:

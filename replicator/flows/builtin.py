@@ -1,0 +1,5 @@
+"""The built-in job kinds: importing this module registers every one of them."""
+
+from replicator.flows import archive, backup, restore, verify
+
+BUILTIN = (backup, restore, archive, verify)

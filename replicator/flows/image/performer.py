@@ -1,0 +1,319 @@
+"""Performs the effects of the image kinds' machine (:mod:`replicator.flows.image.machine`).
+
+Each endpoint becomes a *side* (:mod:`replicator.flows.image.sides`): a
+canister speaking ICRP or an archive file.  Copies go through the pump
+(:mod:`replicator.pump`).  A chunk is recorded as done only after the
+target acknowledged it; a resumed copy first asks the target which chunks
+it holds (``icrp_import_status``, or the archive file's intact frames) and
+reconciles the checkpoint with that, so nothing acknowledged is copied
+twice and nothing the target lost is skipped.  If the source replaces the
+snapshot under a running copy (``StaleSnapshot``), the run starts over from
+a fresh image (:class:`~replicator.flow.Restart`); pages of two images are
+never mixed.
+
+The direct path (the source pushes to the target) is the default between
+two canisters on one network; the relay path (read here, write there) is
+used when asked for (``via = "relay"``), between networks, when the source
+cannot push, or when the identity may not grant the push (unless the
+direct path was asked for explicitly, which then fails with exit code 4).
+The grants the direct path needs are recorded before they are made and
+revoked when the copy ends (:mod:`replicator.flows.image.grants`): a
+finished copy when the machine releases them, a run that fails or is
+cancelled when it closes (best effort), a run that died by the job's next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from canister_iface import icrp_errors as ie
+from replicator.chunkbook import ChunkBook
+from replicator.chunking import Path
+from replicator.errors import AccessDeniedError, UsageError
+from replicator.flow import Restart, RunContext, RunReport
+from replicator.flows.image import archive as archive_sides
+from replicator.flows.image import canister as canister_sides
+from replicator.flows.image.grants import Grants
+from replicator.flows.image.machine import (
+    AbortImport,
+    CheckChunks,
+    ChunksDone,
+    Commit,
+    Committed,
+    CopyChunks,
+    DiscardProgress,
+    Grant,
+    GrantsNeeded,
+    GrantsReleased,
+    PrepareSource,
+    PrepareTarget,
+    ReleaseGrants,
+    ReleaseSource,
+    SourceReady,
+    TargetReady,
+    Verified,
+    VerifyTarget,
+    image_of,
+)
+from replicator.flows.image.sides import SourceSide, TargetSide
+from replicator.integrity import ImageInfo
+from replicator.job import CanisterRef, Job, JobState
+from replicator.pump import DirectMover, Mover, Pump, RelayMover
+from replicator.routes import Route, check_via
+
+
+class ImagePerformer:
+    """One run of an image job: its sides, counters, and the effects."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.job = ctx.job
+        self.route: str | None = None
+        self.bytes_copied = 0
+        self.chunks_copied = 0
+        self.chunks_skipped = 0
+        self.target_digest: bytes | None = None
+        self.source = _source_side(self.job, ctx)
+        self._target = _target_side(self.job, ctx)
+        self.grants = Grants(ctx.calls, ctx.store, self.job.id)
+        # Grants this run may have made and not released: revoked when the run
+        # ends without releasing them (failed, cancelled).
+        self._unreleased: set[Grant] = set()
+
+    async def perform(self, effect: object) -> object | None:
+        try:
+            return await self._perform(effect)
+        except ie.StaleSnapshot as exc:
+            raise Restart(
+                f"the source replaced its snapshot ({exc}); starting from a new image", exc
+            ) from exc
+
+    async def _perform(self, effect: object) -> object | None:
+        match effect:
+            case PrepareSource(resume=resume):
+                return SourceReady(await self.source.prepare(resume))
+            case PrepareTarget(image=image, resume_import_id=resume_id):
+                digests = await self.source.chunk_digests(image)
+                prepared = await self.target.prepare(
+                    image, self.source.origin, self.source.journal_seq, digests, resume_id
+                )
+                if prepared.committed:  # nothing to copy: the target holds the image
+                    self.ctx.total(image.size, image.size)
+                return TargetReady(prepared.import_id, prepared.committed)
+            case DiscardProgress(reason=reason):
+                self.ctx.note(f"starting the copy over: {reason}")
+                await self.ctx.reset_chunks()
+                await self.target.discard()
+                return None
+            case AbortImport(import_id=import_id):
+                await self.target.abort(import_id)
+                return None
+            case CopyChunks(image=image, import_id=import_id, grants=grants):
+                self._unreleased.update(grants)
+                return await self._copy(image, import_id, grants)
+            case ReleaseGrants(grants=grants):
+                await self.grants.revoke(grants)
+                self._unreleased.difference_update(grants)
+                return GrantsReleased(grants)
+            case CheckChunks(image=image):
+                return ChunksDone(await self._check(image))
+            case Commit(image=image, import_id=import_id):
+                await self.target.commit(image, import_id)
+                return Committed()
+            case VerifyTarget(image=image, import_id=import_id):
+                self.target_digest = await self.target.digest(image, import_id)
+                return Verified(self.target_digest)
+            case ReleaseSource(image=image):
+                await self.source.release(image)
+                return None
+        raise TypeError(f"not an effect of the image kinds: {effect!r}")
+
+    @property
+    def target(self) -> TargetSide:
+        if self._target is None:
+            raise UsageError(f"job {self.job.id} has no target")
+        return self._target
+
+    # -- copies
+
+    async def _copy(
+        self, image: ImageInfo, import_id: int | None, grants: tuple[Grant, ...]
+    ) -> ChunksDone | GrantsNeeded:
+        digests = await self.source.chunk_digests(image)
+        held = await self.target.held(image, import_id)
+        book = await self._book(image, digests, held)
+        mover = await self._mover(image, import_id, digests, grants, nothing_left=book.done)
+        if isinstance(mover, GrantsNeeded):
+            return mover  # recorded first, then granted by the next CopyChunks
+        self.route = None if book.done else mover.route  # nothing to move: no route taken
+        return ChunksDone(await self._pump(image, book, mover))
+
+    async def _check(self, image: ImageInfo) -> bytes:
+        digests = await self.source.chunk_digests(image)
+        held = {i for i, d in self.ctx.acked.items() if i < len(digests) and d == digests[i]}
+        book = await self._book(image, digests, held)
+        reader = self.source.reader(image)
+        mover = RelayMover(reader, None, image, digests, describe=str(self.job.source))
+        return await self._pump(image, book, mover, copying=False)
+
+    async def _book(self, image: ImageInfo, digests: Sequence[bytes], held: set[int]) -> ChunkBook:
+        """Reconcile the checkpoint with what the target holds (its word wins)."""
+        acked = {i: digests[i] for i in held}
+        if any(acked.get(i) != d for i, d in self.ctx.acked.items()):
+            await self.ctx.reset_chunks()
+        missing = sorted(i for i in acked if i not in self.ctx.acked)
+        if missing:
+            await self.ctx.ack([(i, acked[i]) for i in missing])
+        self.chunks_skipped = len(acked)
+        book = ChunkBook.for_image(image, acked)
+        self.ctx.total(image.size, book.acked_bytes(image.size, image.chunk_size))
+        return book
+
+    async def _mover(
+        self,
+        image: ImageInfo,
+        import_id: int | None,
+        digests: Sequence[bytes],
+        recorded: tuple[Grant, ...],
+        *,
+        nothing_left: bool,
+    ) -> Mover | GrantsNeeded:
+        source, target = self.source, self.target
+        if (
+            import_id is not None
+            and not nothing_left  # no push to make: no grant either
+            and isinstance(source, canister_sides.CanisterSource)
+            and isinstance(target, canister_sides.CanisterTarget)
+            and await self._direct(source, target)
+        ):
+            allowed = await self._push_allowed(source, target, recorded)
+            if isinstance(allowed, GrantsNeeded):
+                return allowed
+            if allowed:
+                pusher = source.pusher(target.principal, image, import_id)
+                return DirectMover(pusher, source.sizer(Path.PUSH), digests)
+        writer = target.writer(image, import_id)
+        describe = str(self.job.source)
+        return RelayMover(source.reader(image), writer, image, digests, describe=describe)
+
+    async def _direct(
+        self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget
+    ) -> bool:
+        via = check_via(self.job.options.get("via") or self.ctx.settings.via)
+        if via == Route.RELAY:
+            return False
+        if source.endpoint.network != target.endpoint.network:
+            self.ctx.note("source and target are on different networks: using the relay path")
+            return False
+        info = await source.info()
+        if not info.can("push"):
+            self.ctx.note(f"{source.endpoint} cannot push (no 'push' capability): using the relay")
+            return False
+        return True
+
+    async def _push_allowed(
+        self,
+        source: canister_sides.CanisterSource,
+        target: canister_sides.CanisterTarget,
+        recorded: tuple[Grant, ...],
+    ) -> bool | GrantsNeeded:
+        """Grant what the direct path needs; without the rights, relay — unless asked for.
+
+        Grants not recorded yet are asked for first (``GrantsNeeded``): the
+        machine records them before this copy may make them.
+        """
+        needed = await self._needed_grants(source, target)
+        try:
+            unrecorded = await self.grants.to_record(needed, recorded)
+            if unrecorded:
+                return GrantsNeeded(tuple(unrecorded))
+            await self.grants.grant(g for g in needed if g in recorded)
+        except AccessDeniedError as exc:
+            if self.job.options.get("via") == Route.DIRECT:
+                raise
+            self.ctx.note(f"using the relay path: {exc}")
+            return False
+        return True
+
+    async def _needed_grants(
+        self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget
+    ) -> list[Grant]:
+        """``icrp_push`` goes only to the source's peers, and the target accepts the
+        source's ``icrp_write`` only if it trusts the source — except a backup
+        canister, which trusts the one source it accepts images from."""
+        network = source.endpoint.network
+        grants = [Grant(network, source.endpoint.canister_id, target.endpoint.canister_id)]
+        backup = (await target.info()).role == "backup"
+        if not (backup and source.origin == source.principal):
+            grants.append(Grant(network, target.endpoint.canister_id, source.endpoint.canister_id))
+        return grants
+
+    async def _pump(
+        self, image: ImageInfo, book: ChunkBook, mover: Mover, *, copying: bool = True
+    ) -> bytes:
+        ctx, job = self.ctx, self.job
+
+        def advanced(nbytes: int, nchunks: int) -> None:
+            self.bytes_copied += nbytes
+            self.chunks_copied += nchunks
+            if copying:
+                ctx.metrics.record_copied(job.kind, mover.route, nbytes, nchunks)
+            ctx.advanced(nbytes)
+
+        pump = Pump(
+            image, book, mover, ack=ctx.ack, advanced=advanced, concurrency=ctx.settings.concurrency
+        )
+        return await pump.run()
+
+    # -- the end
+
+    def report(self, state: JobState) -> RunReport:
+        image = image_of(state)
+        return RunReport(
+            route=self.route,
+            bytes_copied=self.bytes_copied,
+            chunks_copied=self.chunks_copied,
+            chunks_skipped=self.chunks_skipped,
+            digest=None if image is None else image.digest,
+            source_digest=None if image is None else image.digest,
+            target_digest=self.target_digest,
+            details={
+                "snapshot_id": None if image is None else image.snapshot_id,
+                "size": None if image is None else image.size,
+            },
+        )
+
+    async def close(self) -> None:
+        if self._unreleased:  # best effort: the job's next run revokes what stays
+            await self.grants.revoke_quietly(sorted(self._unreleased))
+            self._unreleased.clear()
+        await self.source.close()
+        if self._target is not None:
+            await self._target.close()
+
+
+def _source_side(job: Job, ctx: RunContext) -> SourceSide:
+    if isinstance(job.source, CanisterRef):
+        snapshot = _int_option(job, "snapshot")
+        return canister_sides.CanisterSource(job.source, ctx.calls, snapshot=snapshot)
+    return archive_sides.ArchiveSource(job.source, ctx.calls)
+
+
+def _target_side(job: Job, ctx: RunContext) -> TargetSide | None:
+    if job.target is None:
+        return None
+    if isinstance(job.target, CanisterRef):
+        return canister_sides.CanisterTarget(job.target, ctx.calls)
+    return archive_sides.ArchiveTarget(job.target, ctx.calls)
+
+
+def _int_option(job: Job, name: str) -> int | None:
+    value = job.options.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"option {name} must be an integer, got {value!r}")
+    return value
+
+
+__all__ = ["ImagePerformer"]
