@@ -18,12 +18,15 @@ default). :class:`Fabric` takes over when there are several subnets or a
   inducted messages run. Same-subnet requests and responses reach their
   canister ``local_delay_rounds`` later (0: within the round, as the IC's
   inner rounds usually manage), cross-subnet ones ``xnet_delay_rounds`` later.
-- **Queue bounds** (with a model): at most ``queue_capacity`` (500, the IC's
-  ``DEFAULT_QUEUE_CAPACITY``) requests from one canister to another may be in
-  flight; beyond that ``ic0.call_perform`` fails with SYS_TRANSIENT, as on the
-  IC. An ingress message to a canister with ``queue_capacity`` messages
-  already waiting for a block is refused with reject code 2 and IC0201
-  (CanisterQueueFull).
+- **Queue bounds** (with a model), as the IC's canister queues: a request
+  reserves a slot for its response in the caller's input queue from the
+  callee, held until the response reaches the caller; with ``queue_capacity``
+  (500, the IC's ``DEFAULT_QUEUE_CAPACITY``) slots of a (caller, callee) pair
+  taken, ``ic0.call_perform`` fails with SYS_TRANSIENT (2) and the call is not
+  made. The IC bounds no canister's ingress queue; it bounds the ingress pool,
+  and so does the model: an ingress message beyond ``ingress_pool_messages``
+  or ``ingress_pool_bytes`` waiting for a block is refused with HTTP 503
+  "Service is overloaded, try again later.", as the replica's call endpoint does.
 
 Everything here runs on the execution thread (``localnet.executor``).
 """
@@ -34,13 +37,13 @@ import heapq
 import itertools
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from localnet import ids
-from localnet.errors import ErrorCode, Reject, RejectCode
+from localnet.errors import RejectCode
 from localnet.execution import RejectResponse, Reply
-from localnet.limits import MiB
+from localnet.node_api import Overloaded
 from localnet.replica import (
     CallMessage,
     CanisterOrigin,
@@ -49,72 +52,10 @@ from localnet.replica import (
     Replica,
     ResponseMessage,
 )
+from localnet.subnet_model import MAX_XNET_PAYLOAD, SubnetModel
 from localnet.subnets import Subnet, Topology
 
-MAX_XNET_PAYLOAD = 2 * MiB  # the IC's MAX_INTER_CANISTER_PAYLOAD_IN_BYTES across subnets
-
-
-@dataclass(frozen=True)
-class SubnetModel:
-    """How a modelled subnet executes. Defaults: an IC application subnet (2026).
-
-    Sources: interface spec 0.66 and the IC's resource limits page (block of
-    at most 4 MiB and 1000 ingress messages, 500 messages per canister queue,
-    2 MiB cross-subnet payloads); block rate about one per second on
-    application subnets.
-    """
-
-    rounds_per_second: float = 1.0  # 0: rounds run only when asked (LocalNet.run_rounds)
-    block_bytes: int = 4 * MiB  # ingress and XNet payload of one block
-    block_ingress_messages: int = 1000
-    local_delay_rounds: int = 1  # same-subnet request/response: next round
-    xnet_delay_rounds: int = 2  # certified in round r, inducted by the other subnet at r + 2
-    max_xnet_payload: int = MAX_XNET_PAYLOAD
-    queue_capacity: int = 500
-
-    def __post_init__(self) -> None:
-        rate = self.rounds_per_second
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1000:
-            raise ValueError(
-                f"rounds_per_second must be a number from 0 (manual rounds) to 1000, got {rate!r}"
-            )
-        for name, low in (
-            ("block_bytes", 1),
-            ("block_ingress_messages", 1),
-            ("local_delay_rounds", 0),
-            ("xnet_delay_rounds", 1),
-            ("max_xnet_payload", 1),
-            ("queue_capacity", 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
-
-    @property
-    def round_seconds(self) -> float:
-        return 1.0 / self.rounds_per_second if self.rounds_per_second else 0.0
-
-    @classmethod
-    def parse(cls, text: str) -> SubnetModel:
-        """``"rounds_per_second=20,xnet_delay_rounds=3"`` (the CLI's ``--subnet-model``)."""
-        changes: dict[str, Any] = {}
-        known = {f.name: f.type for f in fields(cls)}
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            name, sep, raw = item.partition("=")
-            name = name.strip()
-            if not sep or name not in known:
-                raise ValueError(
-                    f"--subnet-model takes NAME=VALUE pairs separated by commas; {item!r} is "
-                    f"not one (names: {', '.join(known)})"
-                )
-            try:
-                changes[name] = float(raw) if name == "rounds_per_second" else int(raw)
-            except ValueError as exc:
-                raise ValueError(f"--subnet-model {name}: {raw!r} is not a number") from exc
-        return replace(cls(), **changes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+__all__ = ["Fabric", "RoundStats", "SubnetModel"]
 
 
 @dataclass
@@ -127,6 +68,7 @@ class RoundStats:
     xnet_messages: int = 0
     xnet_bytes: int = 0
     ingress_expired: int = 0
+    ingress_refused: int = 0  # HTTP 503: the ingress pool was full
     full_blocks: int = 0  # rounds that left ingress waiting for the next block
     busy_seconds: float = 0.0  # time spent executing rounds
     started_at: float = field(default_factory=time.monotonic)
@@ -141,6 +83,7 @@ class RoundStats:
             "xnet_messages": self.xnet_messages,
             "xnet_bytes": self.xnet_bytes,
             "ingress_expired": self.ingress_expired,
+            "ingress_refused": self.ingress_refused,
             "full_blocks": self.full_blocks,
             "busy_seconds": self.busy_seconds,
         }
@@ -153,7 +96,8 @@ class _InFlight:
     message: Message = field(compare=False)
     size: int = field(compare=False)
     xnet: bool = field(compare=False)
-    pair: tuple[bytes, bytes] | None = field(compare=False)
+    # A response frees its call's queue slot when it reaches the caller.
+    slot: tuple[bytes, int] | None = field(compare=False)
 
 
 @dataclass
@@ -173,8 +117,11 @@ class Fabric:
         self._by_replica = {id(s.replica): s for s in topology}
         self._in_flight: dict[int, list[_InFlight]] = {s.index: [] for s in topology}
         self._ingress: dict[int, deque[_Ingress]] = {s.index: deque() for s in topology}
+        self._ingress_bytes: Counter[int] = Counter()
+        # Queue slots: requests per (caller, callee) whose response has not reached
+        # the caller yet, and which pair each (caller, callback id) holds.
         self._pairs: Counter[tuple[bytes, bytes]] = Counter()
-        self._waiting_ingress: Counter[bytes] = Counter()
+        self._slots: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
         self._seq = itertools.count()
         if model is not None or len(topology) > 1:
             for subnet in topology:
@@ -191,47 +138,62 @@ class Fabric:
         target = self.topology.hosting(destination) or origin
         xnet = target is not origin
         size = _payload_size(message)
+        if self.model is not None:
+            self._take_slot(message)
         if xnet and size > self._max_xnet_payload and isinstance(message, CallMessage):
             self._bounce(origin, message, size)
             return
-        pair = _pair(message)
-        if self.model is None:
-            target.replica.enqueue(message)
+        slot = None
+        if isinstance(message, ResponseMessage):
+            slot = (destination, message.callback_id)
+        delay = 0
+        if self.model is not None:
+            delay = self.model.xnet_delay_rounds if xnet else self.model.local_delay_rounds
+        if delay == 0:  # no model, or an inner round: it runs in this round
+            self._deliver(target, message, slot)
             return
-        delay = self.model.xnet_delay_rounds if xnet else self.model.local_delay_rounds
-        if delay == 0:
-            target.replica.enqueue(message)  # an inner round: it runs in this round
-            return
-        if pair is not None:
-            self._pairs[pair] += 1
-        entry = _InFlight(self.round + delay, next(self._seq), message, size, xnet, pair)
+        entry = _InFlight(self.round + delay, next(self._seq), message, size, xnet, slot)
         heapq.heappush(self._in_flight[target.index], entry)
+
+    def admit_ingress(self, replica: Replica, size: int) -> None:
+        """Refuse an ingress message while the subnet's ingress pool is full (HTTP 503)."""
+        if self.model is None:
+            return
+        index = self._by_replica[id(replica)].index
+        waiting = len(self._ingress[index])
+        if (
+            waiting >= self.model.ingress_pool_messages
+            or self._ingress_bytes[index] + size > self.model.ingress_pool_bytes
+        ):
+            self.stats.ingress_refused += 1
+            raise Overloaded("Service is overloaded, try again later.")
 
     def accept_ingress(self, replica: Replica, message: CallMessage, size: int) -> None:
         if self.model is None:
             replica.enqueue(message)
             return
-        subnet = self._by_replica[id(replica)]
-        self._ingress[subnet.index].append(_Ingress(message, size))
-        self._waiting_ingress[message.callee] += 1
-
-    def check_ingress(self, replica: Replica, callee: bytes) -> None:
-        """Refuse an ingress message to a canister whose queue is full (IC0201)."""
-        if self.model is None:
-            return
-        capacity = self.model.queue_capacity
-        if self._waiting_ingress[callee] >= capacity:
-            raise Reject(
-                RejectCode.SYS_TRANSIENT,
-                f"Canister {ids.to_text(callee)} has {capacity} ingress messages waiting for "
-                f"a block: maximum queue capacity {capacity} reached. Retry later.",
-                ErrorCode.CANISTER_QUEUE_FULL,
-            )
+        index = self._by_replica[id(replica)].index
+        self._ingress[index].append(_Ingress(message, size))
+        self._ingress_bytes[index] += size
 
     def call_room(self, replica: Replica, caller: bytes, callee: bytes) -> int | None:
         if self.model is None:
             return None
         return max(0, self.model.queue_capacity - self._pairs[(caller, callee)])
+
+    def _take_slot(self, message: Message) -> None:
+        """A request from a canister reserves a slot for its response (DEFAULT_QUEUE_CAPACITY)."""
+        if isinstance(message, CallMessage) and isinstance(message.origin, CanisterOrigin):
+            pair = (message.sender, message.callee)
+            self._pairs[pair] += 1
+            self._slots[(message.sender, message.origin.callback_id)] = pair
+
+    def _deliver(self, target: Subnet, message: Message, slot: tuple[bytes, int] | None) -> None:
+        if slot is not None and (pair := self._slots.pop(slot, None)) is not None:
+            self._pairs[pair] -= 1
+            if not self._pairs[pair]:
+                del self._pairs[pair]
+        target.replica.enqueue(message)
 
     @property
     def _max_xnet_payload(self) -> int:
@@ -307,9 +269,7 @@ class Fabric:
                 budget -= entry.size
                 self.stats.xnet_messages += 1
                 self.stats.xnet_bytes += entry.size
-            if entry.pair is not None:
-                self._pairs[entry.pair] -= 1
-            subnet.replica.enqueue(entry.message)
+            self._deliver(subnet, entry.message, entry.slot)
         for entry in held:
             heapq.heappush(heap, entry)
         return budget
@@ -327,14 +287,14 @@ class Fabric:
             record = replica.requests.get(origin.request_id)
             if record is not None and record.expiry_ns < now:
                 pool.popleft()
-                self._waiting_ingress[item.message.callee] -= 1
+                self._ingress_bytes[subnet.index] -= item.size
                 replica.forget_request(origin.request_id)
                 self.stats.ingress_expired += 1
                 continue
             if item.size > budget:
                 break
             pool.popleft()
-            self._waiting_ingress[item.message.callee] -= 1
+            self._ingress_bytes[subnet.index] -= item.size
             budget -= item.size
             taken += 1
             self.stats.ingress_messages += 1

@@ -17,8 +17,9 @@ A call the node refuses before execution (``Reject`` from ``submit_call``) is
 with the bare reject fields on v2, as on the replica.  Client errors are 400
 (malformed or unauthenticated envelope), 403 (forbidden read_state path),
 404 (unknown route or read_state path), 405, 413 (body over the request limit
-or call over the ingress limit).  Injected faults add latency and answer 429 /
-503 (with ``Retry-After`` when configured) before a request is looked at.
+or call over the ingress limit), 503 when the subnet model's ingress pool is
+full.  Injected faults add latency and answer 429 / 503 (with ``Retry-After``
+when configured) before a request is looked at.
 Error bodies are ``text/plain``.
 """
 
@@ -45,7 +46,7 @@ from localnet.envelope import (
 from localnet.errors import Reject
 from localnet.faults import EndpointKind, FaultConfig, Faults
 from localnet.limits import Limits, MiB
-from localnet.node_api import Forbidden, NodeApi, NotFound, Request, RequestType
+from localnet.node_api import Forbidden, NodeApi, NotFound, Overloaded, Request, RequestType
 
 IC_API_VERSION = "0.18.0"
 IMPL_VERSION = "localnet-0.1.0"
@@ -238,6 +239,8 @@ async def _plain_text_errors(request: web.Request, handler: Handler) -> web.Stre
         return _text(403, str(exc) or "Forbidden.")
     except NotFound as exc:
         return _text(404, str(exc) or "Not found.")
+    except Overloaded as exc:
+        return _text(503, str(exc) or "Service is overloaded, try again later.")
     except web.HTTPNotFound:
         return _text(404, f"Endpoint not found: {request.method} {request.path}")
     except web.HTTPMethodNotAllowed as exc:

@@ -23,7 +23,7 @@ from localnet.certification import NodeSigner, RootKey
 from localnet.clock import Clock
 from localnet.errors import Reject, RejectCode
 from localnet.execution import Reply, Response
-from localnet.fabric import Fabric, SubnetModel
+from localnet.fabric import Fabric
 from localnet.faults import Faults
 from localnet.http import HttpServer
 from localnet.limits import Limits
@@ -32,6 +32,7 @@ from localnet.mgmt_types import decode_result, encode_args, principal_bytes
 from localnet.node import Node
 from localnet.replica import Replica
 from localnet.sandbox import WasmEngine
+from localnet.subnet_model import SubnetModel
 from localnet.subnets import Subnet, Topology, check_subnet_count
 
 log = logging.getLogger("localnet")

@@ -68,8 +68,8 @@ class Router(Protocol):
         management call is about) or a response (``destination``: the caller)."""
         ...
 
-    def check_ingress(self, replica: Replica, callee: bytes) -> None:
-        """Raise ``Reject`` if ``callee``'s ingress queue is full."""
+    def admit_ingress(self, replica: Replica, size: int) -> None:
+        """Raise ``localnet.node_api.Overloaded`` while the ingress pool is full."""
         ...
 
     def accept_ingress(self, replica: Replica, message: CallMessage, size: int) -> None:
@@ -336,8 +336,9 @@ class Replica:
         """Induct an update call, or raise :class:`Reject` if the replica refuses it."""
         if request.request_id in self.requests:
             return  # duplicate submission: the first one counts
+        size = len(request.arg) + len(request.method_name)
         if self.router is not None:
-            self.router.check_ingress(self, request.canister_id)
+            self.router.admit_ingress(self, size)
         self._check_ingress(request)
         self.requests[request.request_id] = RequestRecord(
             request_id=request.request_id,
@@ -357,7 +358,6 @@ class Replica:
         if self.router is None:
             self._queue.append(message)
         else:
-            size = len(request.arg) + len(request.method_name)
             self.router.accept_ingress(self, message, size)
 
     def forget_request(self, request_id: bytes) -> None:

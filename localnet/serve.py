@@ -15,12 +15,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from localnet import ids
-
-if TYPE_CHECKING:
-    from localnet.fabric import SubnetModel
+from localnet.subnet_model import SubnetModel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from localnet.fabric import SubnetModel  # no wasmtime here
-
     try:
         model = None if args.subnet_model is None else SubnetModel.parse(args.subnet_model)
     except ValueError as exc:

@@ -5,12 +5,16 @@
 - certificates from subnet B carry a delegation from the root subnet and
   verify through it; a B certificate cannot vouch for a canister of A;
 - queries to B are signed by B's node, whose key the agent reads from a
-  certified ``/subnet`` through the delegation.
+  certified ``/subnet`` through the delegation;
+- a client picks the subnet of a new canister by the effective canister id,
+  as on PocketIC; a full ingress pool answers 503; a state dir keeps both
+  subnets, their keys and ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,10 +24,13 @@ from icp_candid import Types, encode
 
 from canister_iface.agent import Agent
 from canister_iface.certificate import CertificateError, verify_certificate
+from canister_iface.errors import TransientError
 from canister_iface.identity import Identity
+from canister_iface.management import ManagementClient
 from canister_iface.principal import Principal
-from localnet import LocalNet, ids
-from localnet.fabric import SubnetModel
+from localnet import LocalNet, SubnetModel, ids
+from localnet.persist import StateDirError
+from localnet.subnets import RANGE_SIZE
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +60,23 @@ async def deploy(net: LocalNet, wasm: bytes, subnet: int = 0) -> bytes:
 
 async def answered_in_round(net: LocalNet, call: asyncio.Task[bytes]) -> int:
     """Run rounds by hand until ``call`` completes; the round that answered it."""
+    await reached_the_pool(net, call)
     deadline = time.monotonic() + 30
-    while net.fabric.waiting_ingress() == 0:  # the call reached the ingress pool
-        assert time.monotonic() < deadline
-        assert not call.done()
-        await asyncio.sleep(0.005)
     while not call.done():
         assert time.monotonic() < deadline, "the call did not complete"
         await net.run_rounds(1)
         await asyncio.sleep(0.02)  # let the HTTP answer reach the agent
     await call
     return net.round
+
+
+async def reached_the_pool(net: LocalNet, call: asyncio.Task[bytes]) -> None:
+    """Wait until ``call`` waits in the ingress pool for a block."""
+    deadline = time.monotonic() + 30
+    while net.fabric.waiting_ingress() == 0:
+        assert time.monotonic() < deadline
+        assert not call.done()
+        await asyncio.sleep(0.005)
 
 
 def _principal(canister: bytes) -> bytes:
@@ -127,3 +140,73 @@ async def test_root_subnet_certificates_have_no_delegation(net: LocalNet, agent:
     other = net.subnets[1].subnet_id
     cert = await agent.read_state(Principal(home), [["subnet", other, "canister_ranges"]])
     assert cert.lookup("subnet", other, "canister_ranges").value is not None
+
+
+async def test_a_client_creates_a_canister_on_the_subnet_it_chooses() -> None:
+    """As on PocketIC: the effective canister id of the creation picks the subnet."""
+    async with (
+        LocalNet(subnets=2) as net,
+        Agent(net.url, Identity.generate_ed25519(), root_key=net.root_key) as agent,
+    ):
+        await _create_on_each_subnet(net, ManagementClient(agent))
+
+
+async def _create_on_each_subnet(net: LocalNet, management: ManagementClient) -> None:
+    for subnet in net.subnets:
+        lo, hi = subnet.canister_ranges[0]
+        created = await management.provisional_create_canister_with_cycles(
+            effective_canister_id=Principal(lo)
+        )
+        assert lo <= created.raw <= hi
+        assert net.subnet_of(created.raw) is subnet
+    chosen = ids.canister_id(RANGE_SIZE + 7)  # an id of subnet 1's range
+    created = await management.provisional_create_canister_with_cycles(
+        specified_id=Principal(chosen)
+    )
+    assert created.raw == chosen
+    assert net.subnet_of(chosen).index == 1
+
+
+async def test_a_full_ingress_pool_answers_503_as_the_replica_does() -> None:
+    model = SubnetModel(rounds_per_second=0, ingress_pool_messages=1)
+    async with (
+        LocalNet(subnet_model=model) as net,
+        Agent(net.url, Identity.generate_ed25519(), root_key=net.root_key) as agent,
+    ):
+        counter = await deploy(net, COUNTER)
+        waiting = asyncio.create_task(agent.update(Principal(counter), "inc"))
+        await reached_the_pool(net, waiting)
+        with pytest.raises(TransientError) as shed:
+            await agent.update(Principal(counter), "inc")
+        assert shed.value.http_status == 503
+        assert "Service is overloaded, try again later." in str(shed.value)
+        await net.run_rounds(1)
+        assert await waiting == NAT_ONE
+
+
+async def test_two_subnets_keep_their_canisters_and_ids_in_a_state_dir(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    async with LocalNet(subnets=2, state_dir=state_dir) as net:
+        ids_before = [s.subnet_id for s in net.subnets]
+        counters = [await deploy(net, COUNTER, subnet=i) for i in range(2)]
+        async with Agent(net.url, Identity.generate_ed25519(), root_key=net.root_key) as agent:
+            for counter in counters:
+                await agent.update(Principal(counter), "inc")
+        # A crash instead of a clean stop: what the journals hold at this point.
+        shutil.copytree(state_dir, tmp_path / "crashed")
+    assert sorted(p.name for p in state_dir.iterdir()) == [
+        "subnet-0",
+        "subnet-1",
+        "subnets.cbor",
+    ]
+    for folder in (state_dir, tmp_path / "crashed"):
+        async with (
+            LocalNet(subnets=2, state_dir=folder) as net,
+            Agent(net.url, Identity.generate_ed25519(), root_key=net.root_key) as agent,
+        ):
+            assert [s.subnet_id for s in net.subnets] == ids_before
+            for index, counter in enumerate(counters):
+                assert net.subnet_of(counter).index == index
+                assert await agent.query(Principal(counter), "get") == NAT_ONE
+    with pytest.raises(StateDirError, match="--subnets 2"):
+        LocalNet(state_dir=state_dir)

@@ -16,11 +16,11 @@ import pytest
 from icp_candid import Types, decode, encode
 
 from localnet import LocalNet, ids
-from localnet.errors import ErrorCode, Reject, RejectCode
+from localnet.errors import RejectCode
 from localnet.execution import RejectResponse
 from localnet.fabric import SubnetModel
 from localnet.limits import MiB
-from localnet.node_api import Request
+from localnet.node_api import Overloaded, Request
 from localnet.replica import CallMessage, CanisterOrigin, ResponseMessage
 from localnet.subnets import RANGE_SIZE, canister_range
 
@@ -175,18 +175,45 @@ async def test_expired_ingress_is_dropped_before_a_block_carries_it(net: LocalNe
 # --- queue bounds --------------------------------------------------------------------
 
 
-async def test_a_full_ingress_queue_refuses_with_canister_queue_full() -> None:
-    async with LocalNet(subnet_model=SubnetModel(rounds_per_second=0, queue_capacity=4)) as net:
+async def test_a_full_ingress_pool_sheds_load_with_503() -> None:
+    # The IC bounds no canister's ingress queue, only the node's ingress pool.
+    model = SubnetModel(rounds_per_second=0, ingress_pool_messages=3, ingress_pool_bytes=400)
+    async with LocalNet(subnet_model=model) as net:
         counter = await deploy(net, COUNTER)
-        for _ in range(4):
+        for _ in range(3):
             await submit(net, counter, "inc")
-        with pytest.raises(Reject) as refused:
+        with pytest.raises(Overloaded, match=r"^Service is overloaded, try again later\.$"):
             await submit(net, counter, "inc")
-        assert refused.value.code == RejectCode.SYS_TRANSIENT
-        assert refused.value.error_code == ErrorCode.CANISTER_QUEUE_FULL
-        assert "maximum queue capacity 4 reached" in refused.value.message
+        await net.run_rounds(1)  # the block empties the pool
+        await submit(net, counter, "inc")
+        with pytest.raises(Overloaded):  # 9 bytes waiting + about 400 > 400
+            await submit(net, counter, "store_size", blob_arg(380))
+        assert net.fabric.stats.ingress_refused == 2
+
+
+async def test_a_call_holds_its_queue_slot_until_the_response_is_back() -> None:
+    async with LocalNet(subnet_model=SubnetModel(rounds_per_second=0, queue_capacity=3)) as net:
+        caller, counter = await deploy(net, CALLER), await deploy(net, COUNTER)
+        first = await submit(net, caller, "send_many", _two(counter, 3))
+        await net.run_rounds(1)  # round 1: three requests leave, each reserving a slot
+        assert net.fabric.call_room(net.replica, caller, counter) == 0
+        second = await submit(net, caller, "send_many", _two(counter, 1))
+        # Round 2: the counter runs the three requests; their responses are still
+        # on the way back, so the slots are taken and the fourth call is not made.
         await net.run_rounds(1)
-        await submit(net, counter, "inc")  # the block emptied the queue
+        assert status(net, second) == "rejected"
+        assert status(net, first) == "processing"
+        await net.run_rounds(1)  # round 3: the responses are back, the slots free
+        assert status(net, first) == "replied"
+        assert net.fabric.call_room(net.replica, caller, counter) == 3
+        third = await submit(net, caller, "send_many", _two(counter, 3))
+        await rounds_until_done(net, third)
+        assert status(net, third) == "replied"
+        assert await _query(net, counter, "log") == [0, 1, 2, 0, 1, 2]
+
+
+def blob_arg(size: int) -> bytes:
+    return encode([{"type": Types.Vec(Types.Nat8), "value": b"x" * size}])
 
 
 async def test_a_full_canister_queue_fails_call_perform_with_sys_transient() -> None:
