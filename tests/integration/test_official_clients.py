@@ -2,8 +2,10 @@
 
 - ``@dfinity/agent`` (the JS agent of every frontend; ``clients/agent_js.mjs``):
   update calls, queries with node-signature verification on, ``CanisterStatus``
-  paths (time, controllers, module_hash, subnet), management canister calls as
-  controller and as a stranger, an inter-canister call.
+  paths (time, controllers, module_hash, subnet), ``fetchSubnetKeys``,
+  management canister calls as controller and as a stranger, creating a
+  canister on a chosen subnet (by the effective canister id, as on PocketIC),
+  an inter-canister call.
 - ``icp`` (icp-cli, a Rust binary on agent-rs): canister status, stop / start,
   ``canister call``, snapshots create / list / download / restore, and upload
   into another canister followed by restore.
@@ -140,6 +142,7 @@ async def test_agent_js(deployment: Deployment, tmp_path: Path) -> None:
                 "id": ids.to_text(canister),
                 "subnet_id": ids.to_text(net.subnet_of(canister).subnet_id),
                 "module_hash": hashlib.sha256(COUNTER).hexdigest(),
+                "range": [ids.to_text(i) for i in net.subnet_of(canister).canister_ranges[0]],
             }
             for canister in deployment.counters
         ],

@@ -4,7 +4,8 @@
 //   node agent_js.mjs CONFIG.json
 //
 // CONFIG: {"url", "seed_hex" (Ed25519 seed of a controller), "stranger_seed_hex",
-// "canisters": [{"id", "subnet_id", "module_hash"}], "caller" (optional: a caller
+// "canisters": [{"id", "subnet_id", "module_hash", "range": [first, last] (the subnet's
+// canister range)}], "caller" (optional: a caller
 // canister on the first canister's subnet)}. Every check prints one line; the last
 // line is "N passed, N failed"; the exit code is 1 if any check failed.
 //
@@ -83,6 +84,17 @@ const managementIdl = ({ IDL }) => {
       [],
     ),
     list_canister_snapshots: IDL.Func([canisterId], [IDL.Vec(snapshot)], []),
+    provisional_create_canister_with_cycles: IDL.Func(
+      [
+        IDL.Record({
+          amount: IDL.Opt(IDL.Nat),
+          settings: IDL.Opt(IDL.Record({ controllers: IDL.Opt(IDL.Vec(IDL.Principal)) })),
+          specified_id: IDL.Opt(IDL.Principal),
+        }),
+      ],
+      [canisterId],
+      [],
+    ),
     take_canister_snapshot: IDL.Func(
       [
         IDL.Record({
@@ -180,6 +192,20 @@ for (const [index, entry] of config.canisters.entries()) {
       `snapshot ${toHex(taken.id)} not listed`,
     );
     return `${listed.length} snapshot(s)`;
+  });
+  await check(`${label}: create a canister on this subnet (effective canister id)`, async () => {
+    // As on PocketIC: the effective canister id of the creation chooses the subnet.
+    const [first, last] = entry.range.map((text) => Principal.fromText(text));
+    const ic = management(controller, first);
+    const { canister_id: created } = await ic.provisional_create_canister_with_cycles({
+      amount: [],
+      settings: [{ controllers: [[me]] }],
+      specified_id: [],
+    });
+    expect(created.gtEq(first) && created.ltEq(last), `${created.toText()} outside ${entry.range}`);
+    const status = await management(controller, created).canister_status({ canister_id: created });
+    expect(status.module_hash.length === 0, "a new canister has no module");
+    return `created ${created.toText()}`;
   });
   await check(`${label}: management canister_status as a stranger is refused`, async () =>
     expectReject(
