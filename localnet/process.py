@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from localnet.subnet_model import SubnetModel
+
 _STARTUP_SECONDS = 60
 
 
@@ -23,10 +25,13 @@ class LocalNetProcess:
         seed: int = 0,
         port: int = 0,
         subnets: int = 1,
-        subnet_model: str | None = None,
+        subnet_model: SubnetModel | str | None = None,
     ) -> None:
-        """``subnet_model``: None (no rounds), "" (the defaults) or ``--subnet-model``'s
-        ``NAME=VALUE,...``."""
+        """``subnets``: as ``--subnets``; ``subnet_model``: None (no rounds), a
+        :class:`SubnetModel`, or ``--subnet-model``'s text (``""``: the defaults,
+        ``"rounds_per_second=20,..."``)."""
+        if isinstance(subnet_model, SubnetModel):
+            subnet_model = subnet_model.to_arg()
         self._args = [sys.executable, "-m", "localnet", "--port", str(port), "--seed", str(seed)]
         self._args += ["--subnets", str(subnets)]
         if state_dir is not None:

@@ -84,5 +84,9 @@ class SubnetModel:
                 raise ValueError(f"--subnet-model {name}: {raw!r} is not a number") from exc
         return replace(cls(), **changes)
 
+    def to_arg(self) -> str:
+        """The ``--subnet-model`` text that :meth:`parse` turns back into this model."""
+        return ",".join(f"{name}={value}" for name, value in self.to_json().items())
+
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
