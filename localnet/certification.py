@@ -336,7 +336,26 @@ def _request_status_subtree(status: RequestStatus) -> dict[Label, LabeledValue]:
 
 
 def full_state_tree(view: StateView) -> HashTree:
-    """The whole certified state as a hash tree (nothing pruned)."""
+    """The whole certified state as a hash tree (nothing pruned).
+
+    The topology part, and who reads it (client versions as tested,
+    ``tests/integration/test_official_clients.py``):
+
+    - ``/subnet/<id>/public_key`` for every subnet: agent-js 3.4.3 and agent-rs
+      0.49.1 (inside icp-cli 1.5.0) take a delegated subnet's key from the delegation's
+      copy; ``canister_iface.certificate`` likewise.
+    - ``/subnet/<id>/canister_ranges`` (one CBOR list): agent-js 3.4.3
+      (``check_canister_ranges``, in the delegation and, for ``CanisterStatus``
+      ``subnet``, in the certificate itself); agent-rs's fallback.
+    - ``/canister_ranges/<id>/<lower bound>`` (sharded, one range per shard):
+      agent-rs 0.49 ``check_delegation`` and ``fetch_subnet_by_id`` prefer it.
+    - ``/subnet/<own id>/node/<node id>/public_key`` (Ed25519, 44-byte DER),
+      the own subnet's nodes only, as on the IC: both agents verify query
+      signatures with these keys (agent-js ``fetchNodeKeys``, agent-rs
+      ``lookup_incomplete_subnet``).
+    - ``/subnet/<id>/type``: agent-rs 0.49 reads it when present
+      (certification version 25 on).
+    """
     own = SubnetInfo(
         view.subnet_id, view.subnet_public_key_der, view.canister_ranges, view.subnet_type
     )
