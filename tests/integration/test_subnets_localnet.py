@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from icp_candid import Types, encode
 
@@ -30,7 +32,8 @@ from canister_iface.management import ManagementClient
 from canister_iface.principal import Principal
 from localnet import LocalNet, SubnetModel, ids
 from localnet.persist import StateDirError
-from localnet.subnets import RANGE_SIZE
+from localnet.process import LocalNetProcess
+from localnet.subnets import RANGE_SIZE, canister_range
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +213,64 @@ async def test_two_subnets_keep_their_canisters_and_ids_in_a_state_dir(tmp_path:
                 assert await agent.query(Principal(counter), "get") == NAT_ONE
     with pytest.raises(StateDirError, match="--subnets 2"):
         LocalNet(state_dir=state_dir)
+
+
+async def test_the_cli_runs_two_modelled_subnets_in_a_child_process() -> None:
+    model = SubnetModel(rounds_per_second=20)
+    async with (
+        LocalNetProcess(subnets=2, subnet_model=model) as proc,
+        Agent(proc.url, Identity.generate_ed25519(), root_key=proc.root_key) as agent,
+        httpx.AsyncClient(base_url=proc.url) as http,
+    ):
+        described = (await http.get("/_/subnets")).json()
+        assert [s["subnet_id"] for s in described["subnets"]] == proc.subnet_ids
+        assert described["model"] == model.to_json()
+        management = ManagementClient(agent)
+        canisters = []
+        for first in (canister_range(0)[0], canister_range(1)[0]):
+            created = await management.provisional_create_canister_with_cycles(
+                effective_canister_id=Principal(first)
+            )
+            await management.install_code(created.raw, COUNTER)
+            canisters.append(created)
+        remote = canisters[1]
+        assert await agent.update(remote, "inc") == NAT_ONE
+        stats = (await http.get("/_/subnets")).json()["stats"]
+        assert stats["rounds"] > 0
+        assert stats["ingress_messages"] >= 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--subnet-model=rounds_per_second"], "NAME=VALUE"),
+        (["--subnet-model=queue_capacity=0"], "queue_capacity must be a whole number >= 1"),
+        (["--subnets", "9"], "subnets must be a whole number from 1 to 8"),
+    ],
+)
+async def test_the_cli_refuses_a_bad_subnet_setup_with_exit_2(
+    args: list[str], message: str
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "localnet", "--port", "0", *args, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert message in err.decode()
+
+
+async def test_injected_latency_comes_before_the_ingress_pool_and_rounds_after(
+    net: LocalNet, agent: Agent
+) -> None:
+    """The fault injector's latency and the model's rounds add up."""
+    counter = await deploy(net, COUNTER)
+    net.faults.set(latency_s={"call": 0.3})
+    started = time.monotonic()
+    call = asyncio.create_task(agent.update(Principal(counter), "inc"))
+    await reached_the_pool(net, call)
+    assert time.monotonic() - started >= 0.3  # the latency delayed the submission
+    await asyncio.sleep(0.1)
+    assert not call.done()  # and now it waits for a block
+    first_round = net.round + 1
+    assert await answered_in_round(net, call) == first_round  # the next block carries it
+    assert call.result() == NAT_ONE
