@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -37,7 +38,6 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
-from icp_candid import encode
 
 from localnet import LocalNet, ids
 from localnet.certification import self_authenticating_id
@@ -247,13 +247,7 @@ async def _icp_round_trip(deployment: Deployment, icp: Icp, canister: bytes, wor
 
 def _snapshot_id(created: str, listed: str) -> str:
     """The hex snapshot id the command printed that the list also shows."""
-    import re
-
     for candidate in re.findall(r"\b[0-9a-f]{20,}\b", created):
         if candidate in listed:
             return candidate
     raise AssertionError(f"no snapshot id in:\n{created}\nthat the list shows:\n{listed}")
-
-
-def _encode_nat(value: int) -> bytes:
-    return encode([{"type": "nat", "value": value}])

@@ -187,9 +187,14 @@ async def test_a_full_ingress_pool_answers_503_as_the_replica_does() -> None:
         assert await waiting == NAT_ONE
 
 
-async def test_two_subnets_keep_their_canisters_and_ids_in_a_state_dir(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "model", [None, SubnetModel(rounds_per_second=50)], ids=["at-once", "in-rounds"]
+)
+async def test_two_subnets_keep_their_canisters_and_ids_in_a_state_dir(
+    tmp_path: Path, model: SubnetModel | None
+) -> None:
     state_dir = tmp_path / "state"
-    async with LocalNet(subnets=2, state_dir=state_dir) as net:
+    async with LocalNet(subnets=2, state_dir=state_dir, subnet_model=model) as net:
         ids_before = [s.subnet_id for s in net.subnets]
         counters = [await deploy(net, COUNTER, subnet=i) for i in range(2)]
         async with Agent(net.url, Identity.generate_ed25519(), root_key=net.root_key) as agent:
@@ -204,7 +209,7 @@ async def test_two_subnets_keep_their_canisters_and_ids_in_a_state_dir(tmp_path:
     ]
     for folder in (state_dir, tmp_path / "crashed"):
         async with (
-            LocalNet(subnets=2, state_dir=folder) as net,
+            LocalNet(subnets=2, state_dir=folder, subnet_model=model) as net,
             Agent(net.url, Identity.generate_ed25519(), root_key=net.root_key) as agent,
         ):
             assert [s.subnet_id for s in net.subnets] == ids_before
