@@ -214,19 +214,21 @@ class Fabric:
     # --- driving (the execution thread) ------------------------------------------------
 
     def drain(self) -> int:
-        """Without a model: fire timers and run every subnet until all are idle."""
+        """Without a model: fire due timers once, then run every subnet until all are idle.
+
+        Timers fire once per drain, not per pass: a canister that re-arms its
+        timer for "now" (work in steps) gets one step per drain, and the
+        execution thread stays free for the HTTP side in between.
+        """
         if self.model is not None:
             return 0
+        for replica in self.replicas:
+            replica.fire_due_timers()
+            replica.expire_deadlines()
         total = 0
-        while True:
-            ran = 0
-            for replica in self.replicas:
-                replica.fire_due_timers()
-                replica.expire_deadlines()
-                ran += replica.run_until_idle()
+        while ran := sum(replica.run_until_idle() for replica in self.replicas):
             total += ran
-            if not ran:
-                return total
+        return total
 
     def next_deadline_ns(self) -> int | None:
         """When ``drain`` has timer work next (None with a model: rounds fire timers)."""
