@@ -17,6 +17,7 @@ BENCHMARKS = [
     "backup_bench",
     "sha256_bench",
     "persist_bench",
+    "icrp_bench",
     "subnet_bench",
 ]
 
