@@ -354,9 +354,3 @@ def _payload_size(message: Message) -> int:
         response = message.response
         return len(response.data) if isinstance(response, Reply) else len(response.message)
     return 0
-
-
-def _pair(message: Message) -> tuple[bytes, bytes] | None:
-    if isinstance(message, CallMessage) and isinstance(message.origin, CanisterOrigin):
-        return message.sender, message.callee
-    return None

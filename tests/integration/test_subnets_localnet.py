@@ -20,12 +20,20 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import cbor2
 import httpx
 import pytest
+from icp_agent.agent import sign_request
 from icp_candid import Types, encode
+from icp_identity import Identity as IcpIdentity
 
 from canister_iface.agent import Agent
-from canister_iface.certificate import CertificateError, verify_certificate
+from canister_iface.certificate import (
+    CertificateError,
+    LookupStatus,
+    decode_canister_ranges,
+    verify_certificate,
+)
 from canister_iface.errors import TransientError
 from canister_iface.identity import Identity
 from canister_iface.management import ManagementClient
@@ -143,6 +151,52 @@ async def test_root_subnet_certificates_have_no_delegation(net: LocalNet, agent:
     other = net.subnets[1].subnet_id
     cert = await agent.read_state(Principal(home), [["subnet", other, "canister_ranges"]])
     assert cert.lookup("subnet", other, "canister_ranges").value is not None
+
+
+async def test_the_state_tree_shows_the_topology_as_the_agents_expect(net: LocalNet) -> None:
+    """What agent-js and agent-rs read, in a certified subnet read_state of subnet B.
+
+    Every subnet's ``/subnet/<id>/{public_key,canister_ranges}`` (the routing
+    table), B's sharded ``/canister_ranges/<B>/<lower bound>``, and the node
+    keys of B only (a replica shows no other subnet's nodes).
+    """
+    subnet_a, subnet_b = net.subnets
+    identity = IcpIdentity()
+    body = {
+        "request_type": "read_state",
+        "sender": identity.sender().bytes,
+        "ingress_expiry": time.time_ns() + 120 * 1_000_000_000,
+        "paths": [[b"canister_ranges", subnet_b.subnet_id], [b"subnet"]],
+    }
+    _, data = sign_request(body, identity)
+    async with httpx.AsyncClient(base_url=net.url) as http:
+        response = await http.post(
+            f"/api/v3/subnet/{ids.to_text(subnet_b.subnet_id)}/read_state",
+            content=data,
+            headers={"Content-Type": "application/cbor"},
+        )
+    assert response.status_code == 200, response.text
+    raw = cbor2.loads(response.content)["certificate"]
+    cert = verify_certificate(raw, net.root_key, subnet_id=subnet_b.subnet_id)
+    assert cert.delegation is not None
+    assert cert.delegation.subnet_id == subnet_b.subnet_id
+
+    for subnet in (subnet_a, subnet_b):
+        assert cert.value("subnet", subnet.subnet_id, "public_key") == subnet.key.public_key_der
+        ranges = cert.value("subnet", subnet.subnet_id, "canister_ranges")
+        assert ranges is not None
+        assert decode_canister_ranges(ranges) == subnet.canister_ranges
+    lo, hi = subnet_b.canister_ranges[0]
+    shard = cert.value("canister_ranges", subnet_b.subnet_id, lo)
+    assert shard is not None
+    assert decode_canister_ranges(shard) == [(lo, hi)]
+    node_key = cert.value(
+        "subnet", subnet_b.subnet_id, "node", subnet_b.signer.node_id, "public_key"
+    )
+    assert node_key == subnet_b.signer.public_key_der
+    assert len(node_key) == 44
+    assert cert.lookup("subnet", subnet_a.subnet_id, "node").status is LookupStatus.ABSENT
+    assert subnet_a.key.public_key_der == net.root_key
 
 
 async def test_a_client_creates_a_canister_on_the_subnet_it_chooses() -> None:
