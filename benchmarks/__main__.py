@@ -19,6 +19,7 @@ BENCHMARKS = [
     "persist_bench",
     "icrp_bench",
     "subnet_bench",
+    "localnet_scale_bench",
 ]
 
 

@@ -173,6 +173,7 @@ def _rss_mib(pid: int) -> float:
 async def _memory(subnets: int) -> float:
     async with LocalNetProcess(subnets=subnets, subnet_model=SubnetModel()) as net:
         await asyncio.sleep(1.0)  # a round or so on every subnet
+        assert net.pid is not None
         return _rss_mib(net.pid)
 
 

@@ -81,6 +81,8 @@ class ExecutionThread:
 
     def _drain_if_timer_due(self) -> None:
         # Runs on the execution thread: the canister table is only read there.
+        # Idle canisters sleep even when all is quiet (the subnets share one engine).
+        self.fabric.topology.root.replica.engine.residency.evict_idle()
         deadline = self.fabric.next_deadline_ns()
         if deadline is not None and deadline <= self.fabric.topology.root.replica.clock.peek_ns():
             self._drain()

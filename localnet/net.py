@@ -31,6 +31,7 @@ from localnet.management import effective_canister_id, handle_management_call
 from localnet.mgmt_types import decode_result, encode_args, principal_bytes
 from localnet.node import Node
 from localnet.replica import Replica
+from localnet.residency import ResidencyLimits
 from localnet.sandbox import WasmEngine
 from localnet.subnet_model import SubnetModel
 from localnet.subnets import Subnet, Topology, check_subnet_count
@@ -54,17 +55,20 @@ class LocalNet:
         rollback: str = "auto",
         clock: Clock | None = None,
         sync_call_timeout: float = 10.0,
+        residency: ResidencyLimits | None = None,
         subnets: int = 1,
         subnet_model: SubnetModel | None = None,
     ) -> None:
-        """``subnets``: how many subnets (the first is the root subnet);
+        """``residency``: how many canisters stay live (``localnet.residency``);
+        ``subnets``: how many subnets (the first is the root subnet);
         ``subnet_model``: execute in rounds with block limits (``localnet.fabric``);
         None (the default) runs every message at once."""
         check_subnet_count(subnets)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.clock = clock or Clock()
         self.faults = Faults(seed=seed)
-        self.engine = WasmEngine()
+        # How many canisters stay live; one engine, so one policy, for all subnets.
+        self.engine = WasmEngine(residency=residency)
         self.subnet_model = subnet_model
         replicas = [
             Replica(

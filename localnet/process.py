@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from localnet.subnet_model import SubnetModel
@@ -26,10 +27,11 @@ class LocalNetProcess:
         port: int = 0,
         subnets: int = 1,
         subnet_model: SubnetModel | str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """``subnets``: as ``--subnets``; ``subnet_model``: None (no rounds), a
         :class:`SubnetModel`, or ``--subnet-model``'s text (``""``: the defaults,
-        ``"rounds_per_second=20,..."``)."""
+        ``"rounds_per_second=20,..."``); ``extra_args``: more CLI flags."""
         if isinstance(subnet_model, SubnetModel):
             subnet_model = subnet_model.to_arg()
         self._args = [sys.executable, "-m", "localnet", "--port", str(port), "--seed", str(seed)]
@@ -38,12 +40,17 @@ class LocalNetProcess:
             self._args += ["--state-dir", str(state_dir)]
         if subnet_model is not None:
             self._args += [f"--subnet-model={subnet_model}"]
+        self._args += list(extra_args)  # e.g. ["--max-live-canisters", "10"]
         self._proc: asyncio.subprocess.Process | None = None
         self.url = ""
         self.root_key = b""
         # Subnet ids (textual) in subnet order, from the banner.
         self.subnet_ids: list[str] = []
-        self.pid = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (its RSS is in /proc/<pid>/status)."""
+        return self._proc.pid if self._proc is not None else None
 
     async def __aenter__(self) -> LocalNetProcess:
         await self.start()
@@ -61,7 +68,6 @@ class LocalNetProcess:
     async def _read_banner(self) -> None:
         assert self._proc is not None
         assert self._proc.stdout is not None
-        self.pid = self._proc.pid
         expected = int(self._args[self._args.index("--subnets") + 1])
         while not (self.url and self.root_key and len(self.subnet_ids) == expected):
             line = (await self._proc.stdout.readline()).decode()

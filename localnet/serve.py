@@ -15,9 +15,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from localnet import ids
 from localnet.subnet_model import SubnetModel
+
+if TYPE_CHECKING:
+    from localnet.residency import ResidencyLimits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,15 +52,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "round per second); override e.g. rounds_per_second=20,xnet_delay_rounds=3 "
         "(see docs/localnet.md)",
     )
+    parser.add_argument(
+        "--max-live-canisters",
+        type=_positive_or_all,
+        default=256,
+        metavar="N|all",
+        help="canisters kept instantiated; the least recently used others sleep on disk "
+        "and wake on their next message (default 256)",
+    )
+    parser.add_argument(
+        "--sleep-after",
+        type=_seconds_or_never,
+        default=60.0,
+        metavar="SECONDS|never",
+        help="a canister idle this long sleeps on disk (default 60)",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        type=Path,
+        default=None,
+        help="where sleeping canisters' memories go (an unlinked file; default: the "
+        "system's temporary directory)",
+    )
+
+
+def _positive_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of canisters >= 1 or 'all', not {text!r}"
+        )
+    return value
+
+
+def _seconds_or_never(text: str) -> float | None:
+    if text == "never":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'never', not {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
+    from localnet.residency import ResidencyLimits
+
     try:
         model = None if args.subnet_model is None else SubnetModel.parse(args.subnet_model)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(args.host, args.port, args.state_dir, args.seed, args.subnets, model))
+    residency = ResidencyLimits(
+        max_resident=args.max_live_canisters,
+        idle_seconds=args.sleep_after,
+        spill_dir=args.spill_dir,
+    )
+    return asyncio.run(
+        _serve(args.host, args.port, args.state_dir, args.seed, residency, args.subnets, model)
+    )
 
 
 async def _serve(
@@ -64,6 +125,7 @@ async def _serve(
     port: int,
     state_dir: Path | None,
     seed: int,
+    residency: ResidencyLimits | None = None,
     subnets: int = 1,
     model: SubnetModel | None = None,
 ) -> int:
@@ -77,6 +139,7 @@ async def _serve(
             port=port,
             state_dir=state_dir,
             seed=seed,
+            residency=residency,
             subnets=subnets,
             subnet_model=model,
         )
