@@ -41,6 +41,14 @@ Crash consistency, like a replica's checkpoints plus its log:
   ``state-dir.old``, ``.tmp`` → ``state-dir``); a crash between the renames is
   repaired at the next start from ``state-dir.old``.
 
+Several subnets (``LocalNet(subnets=N)``): each subnet keeps the layout
+above in ``state-dir/subnet-<i>/`` with a journal of its own, and every
+drain of one subnet's queue is a commit point of that subnet (the fabric
+drains subnet after subnet); ``state-dir/subnets.cbor`` says how many there
+are, so a restart with another ``--subnets`` is refused instead of losing
+one. Messages between subnets that are in flight at a crash are lost like
+any queued message.
+
 Not kept: messages still queued or calls still open at a commit point (a
 clean stop drains them first), and request statuses (``read_state`` of an
 answered request id forgets it after a restart, as after its expiry).
@@ -69,6 +77,7 @@ from localnet.state import CanisterState, CanisterStatus, Settings, Snapshot, wa
 FORMAT_VERSION = 2
 _READABLE = {1, 2}
 JOURNAL = "journal.log"
+SUBNETS = "subnets.cbor"
 JOURNAL_LIMIT = 256 * 1024 * 1024  # bytes of journal that trigger a checkpoint
 _MAGIC = b"LNJ1"
 _HEADER = struct.Struct("<4sQ16s")  # magic, payload length, BLAKE2b-128 of the payload
@@ -76,6 +85,36 @@ _HEADER = struct.Struct("<4sQ16s")  # magic, payload length, BLAKE2b-128 of the 
 
 class StateDirError(Exception):
     """The state directory cannot be used; the message says why and what to do."""
+
+
+def subnet_dirs(state_dir: Path, count: int) -> list[Path]:
+    """The folder of each subnet's checkpoint and journal (see the module doc)."""
+    marker = state_dir / SUBNETS
+    if count == 1:
+        if marker.exists():
+            held = _read_cbor(marker).get("subnets")
+            raise StateDirError(
+                f"{state_dir} holds a localnet of {held} subnets; start it with "
+                f"--subnets {held}, or use another --state-dir"
+            )
+        return [state_dir]
+    if (state_dir / "localnet.cbor").exists():
+        raise StateDirError(
+            f"{state_dir} holds a localnet of one subnet; start it without --subnets, "
+            "or use another --state-dir"
+        )
+    if marker.exists():
+        held = _read_cbor(marker).get("subnets")
+        if held != count:
+            raise StateDirError(
+                f"{state_dir} holds a localnet of {held} subnets, not {count}; start it "
+                f"with --subnets {held}, or use another --state-dir"
+            )
+    else:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        _write_cbor(marker, {"format": FORMAT_VERSION, "subnets": count})
+        _fsync_dir(state_dir)
+    return [state_dir / f"subnet-{index}" for index in range(count)]
 
 
 # --- checkpoints ------------------------------------------------------------------------

@@ -888,10 +888,21 @@ class SystemApi:
         fee = s.cost_per_call + s.cost_per_byte * (method_bytes + payload_bytes)
         return fee * s.subnet_size // REFERENCE_SUBNET_SIZE
 
+    def _queue_full(self, callee: bytes) -> bool:
+        room = self.x.system.call_queue_room
+        if room is None:
+            return False
+        queued_now = sum(1 for call in self.x.effects.calls if call.callee == callee)
+        return queued_now >= room(callee)
+
     def _ic0_call_perform(self) -> int:
         x = self.x
         pending = self._pending("call_perform")
         x.pending = None
+        if self._queue_full(pending.callee):
+            # The IC's "Request queue full": call_perform fails synchronously
+            # with SYS_TRANSIENT and the call is never sent.
+            return 2
         fee = self._call_fee(len(pending.method.encode()), len(pending.arg))
         if self._liquid() < fee:
             return 2  # SYS_FATAL-like: not enough cycles above the freezing limit
