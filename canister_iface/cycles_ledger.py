@@ -1,4 +1,4 @@
-"""Creating canisters on mainnet: the cycles ledger's ``create_canister``.
+"""Creating and topping up canisters on mainnet: the cycles ledger.
 
 An ingress message cannot attach cycles, so a user (or the orchestrator)
 cannot call the management canister's ``create_canister`` directly.  The
@@ -12,6 +12,11 @@ transaction with the same caller, subaccount, ``created_at_time`` and amount
 within 24 h and answers ``Duplicate`` with the canister it created the first
 time, which :meth:`CyclesLedgerClient.create_canister` returns as success.
 Generate the time once per intended canister and pass it on every attempt.
+
+``withdraw`` sends cycles from the caller's account to a canister (a top-up:
+the ledger calls the management canister's ``deposit_cycles``), for
+``amount`` plus the fee; it deduplicates the same way (same receiver too),
+and :meth:`CyclesLedgerClient.withdraw` returns a ``Duplicate`` as success.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from canister_iface.management_types import CanisterRef, CanisterSettings
 from canister_iface.principal import Principal
 
 CYCLES_LEDGER_ID = Principal.from_text("um5iw-rqaaa-aaaaq-qaaba-cai")
+# What the ledger charges per transaction (create_canister, withdraw) on top of the amount.
+CYCLES_LEDGER_FEE = 100_000_000
 # The settings the ledger forwards (its CanisterSettings type); set the others
 # with update_settings once the canister exists.
 LEDGER_SETTINGS = (
@@ -75,6 +82,34 @@ CREATE_CANISTER_ARGS = Types.Record(
             )
         ),
     }
+)
+WITHDRAW_ARGS = Types.Record(
+    {
+        "amount": Types.Nat,
+        "from_subaccount": Types.Opt(_BLOB),
+        "to": Types.Principal,
+        "created_at_time": Types.Opt(Types.Nat64),
+    }
+)
+_WITHDRAW_ERRORS = (
+    "GenericError",
+    "TemporarilyUnavailable",
+    "Duplicate",
+    "BadFee",
+    "InvalidReceiver",
+    "CreatedInFuture",
+    "TooOld",
+    "InsufficientFunds",
+    "FailedToWithdraw",
+)
+_REJECTION_CODES = (
+    "NoError",
+    "SysFatal",
+    "SysTransient",
+    "DestinationInvalid",
+    "CanisterReject",
+    "CanisterError",
+    "Unknown",
 )
 _ERRORS = (
     "InsufficientFunds",
@@ -116,6 +151,15 @@ class CreationFailed(CyclesLedgerError):
 
 class CyclesLedgerUnavailable(TransientError):
     """Try again later: the ledger is busy, or its clock is behind ``created_at_time``."""
+
+
+class WithdrawFailed(CyclesLedgerError):
+    """The ledger could not deliver the cycles; it kept its fee and refunded the amount."""
+
+    def __init__(self, message: str, *, rejection_code: str, fee_block: int | None) -> None:
+        super().__init__(message)
+        self.rejection_code = rejection_code
+        self.fee_block = fee_block
 
 
 # ------------------------------------------------------------------------ types
@@ -220,6 +264,36 @@ class CyclesLedgerClient:
         )
         return _create_result(decode_single(reply, "create_canister"), amount)
 
+    async def withdraw(
+        self,
+        amount: int,
+        to: CanisterRef,
+        *,
+        from_subaccount: bytes | None = None,
+        created_at_time: int | None = None,
+    ) -> Withdrawal:
+        """Send ``amount`` cycles to the canister ``to``, paid (plus the fee) from the caller.
+
+        ``created_at_time`` (ns) defaults to now; pass the same value on every
+        retry of one top-up so that the ledger deduplicates (module docstring).
+        """
+        arg = {
+            "amount": amount,
+            "from_subaccount": [] if from_subaccount is None else [from_subaccount],
+            "to": Principal.of(to).raw,
+            "created_at_time": [time.time_ns() if created_at_time is None else created_at_time],
+        }
+        reply = await self.agent.update(
+            self.ledger_id.raw, "withdraw", encode_value(WITHDRAW_ARGS, arg)
+        )
+        return _withdraw_result(decode_single(reply, "withdraw"), amount, Principal.of(to))
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    block_index: int  # the ledger block that paid for it
+    duplicate: bool = False  # True: an earlier attempt of the same transaction did it
+
 
 def _subnet_selection(subnet: CanisterRef | None, subnet_type: str | None) -> list[object]:
     if subnet is not None:
@@ -283,5 +357,59 @@ def _create_error(error: str, rec: Rec | None, amount: int) -> Exception:
         )
     return CyclesLedgerError(
         f"the cycles ledger refused the transaction: {rec.text('message')} "
+        f"(error code {rec.nat('error_code')})"
+    )
+
+
+def _withdraw_result(value: object, amount: int, to: Principal) -> Withdrawal:
+    what = "withdraw"
+    tag, payload = as_variant(value, ("Ok", "Err"), what)
+    if tag == "Ok":
+        return Withdrawal(as_nat(payload, f"{what}.Ok"))
+    error, detail = as_variant(payload, _WITHDRAW_ERRORS, f"{what}.Err")
+    rec = as_rec(detail, f"{what}.Err.{error}") if isinstance(detail, dict) else None
+    if error == "Duplicate" and rec is not None:
+        return Withdrawal(rec.nat("duplicate_of"), duplicate=True)
+    raise _withdraw_error(error, rec, amount, to)
+
+
+def _withdraw_error(error: str, rec: Rec | None, amount: int, to: Principal) -> Exception:
+    if rec is None:
+        if error == "TemporarilyUnavailable":
+            return CyclesLedgerUnavailable("the cycles ledger is temporarily unavailable: retry")
+        if error == "TooOld":
+            return CyclesLedgerError(
+                "the cycles ledger refused the withdrawal as too old (created_at_time more than "
+                "24 h ago): check the canister's balance, then retry with a new created_at_time"
+            )
+        return CyclesLedgerError(f"the cycles ledger refused the withdrawal: {error}")
+    if error == "InsufficientFunds":
+        balance = rec.nat("balance")
+        return InsufficientFunds(
+            f"the account holds {balance:,} cycles, less than the {amount:,} to send to {to} plus "
+            "the ledger's fee: top up the account (e.g. dfx cycles convert)",
+            balance=balance,
+        )
+    if error == "CreatedInFuture":
+        return CyclesLedgerUnavailable(
+            f"the cycles ledger's time ({rec.nat('ledger_time')} ns) is behind created_at_time: "
+            "check the local clock, retry shortly"
+        )
+    if error == "InvalidReceiver":
+        return CyclesLedgerError(f"the cycles ledger cannot send cycles to {to}: not a canister")
+    if error == "BadFee":
+        return CyclesLedgerError(
+            f"the cycles ledger expects a fee of {rec.nat('expected_fee'):,} cycles"
+        )
+    if error == "FailedToWithdraw":
+        code, _ = as_variant(rec.get("rejection_code"), _REJECTION_CODES, "rejection_code")
+        return WithdrawFailed(
+            f"the cycles ledger could not send the cycles to {to} ({code}: "
+            f"{rec.text('rejection_reason')}); it kept its fee and refunded the amount",
+            rejection_code=code,
+            fee_block=rec.opt_nat("fee_block"),
+        )
+    return CyclesLedgerError(
+        f"the cycles ledger refused the withdrawal: {rec.text('message')} "
         f"(error code {rec.nat('error_code')})"
     )

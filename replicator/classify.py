@@ -41,6 +41,13 @@ def job_error(exc: ic.IcError) -> ReplicatorError:
     text = str(exc)
     if isinstance(exc, ic.AccessDenied):
         return AccessDeniedError(text)
+    if exc.error_code == ic.CANISTER_WASM_MODULE_NOT_FOUND:
+        canister = exc.call.canister_id if exc.call is not None else "the canister"
+        return NotIcrpError(
+            f"{canister} has no code installed (no Wasm module), so it cannot take part in "
+            "replication: install the app's ICRP canister (or the backup canister) into it, "
+            f"or check the canister id; {text}"
+        )
     if isinstance(exc, ic.MethodNotFound) and _is_icrp_call(exc):
         return NotIcrpError(
             f"{text}; the canister does not implement the replication protocol: install a "

@@ -71,6 +71,7 @@ signatures the limits and the retry policy call back with.
 from __future__ import annotations
 
 import asyncio
+import math
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -397,13 +398,14 @@ class ServiceMetrics:
         )
         self.cycles_budget = Gauge(
             "replicator_cycles_budget",
-            "The cycles budget of a network's limits (only networks with one).",
+            "The cycles budget of a network's limits per period (only networks with one).",
             ["network"],
             registry=r,
         )
         self.cycles_budget_remaining = Gauge(
             "replicator_cycles_budget_remaining",
-            "Cycles left in a network's budget.",
+            "Cycles left in a network's budget for the current period, counting what every "
+            "process using the same checkpoint store spent.",
             ["network"],
             registry=r,
         )
@@ -455,3 +457,109 @@ class ServiceMetrics:
         """Export a network's cycles budget; ``remaining`` is read at every scrape."""
         self.cycles_budget.labels(network).set(budget)
         self.cycles_budget_remaining.labels(network).set_function(remaining)
+
+
+class CyclesMetrics:
+    """The cycles of the backup canisters the orchestrator created and watches.
+
+    Made once per registry (``Metrics.extension(CyclesMetrics)``) by the
+    kinds that watch them (backup, restore), so the series exist from the
+    first scrape.  No canister id is a label: the gauges summarise every
+    watched canister of this process (its latest reading of each), and the
+    days are projected to the time of the scrape, so they fall even when no
+    job runs — an alert fires before a canister could freeze.
+
+    ===============================================================  =======  =======
+    metric                                                           type     labels
+    ===============================================================  =======  =======
+    ``replicator_backup_canisters_watched``                          gauge    —
+    ``replicator_backup_canister_freeze_days_min``                   gauge    —
+    ``replicator_backup_canister_cycles_min``                        gauge    —
+    ``replicator_backup_canisters_low``                              gauge    —
+    ``replicator_backup_canister_checks_total``                      counter  outcome
+    ``replicator_backup_canister_top_ups_total``                     counter  outcome
+    ``replicator_backup_canister_top_up_cycles_total``               counter  —
+    ===============================================================  =======  =======
+
+    ``checks`` outcome: ``ok``, ``unreadable`` (the identity may not read the
+    status: nothing watches that canister); ``top_ups`` outcome: ``ok``,
+    ``failed``, ``off`` (one was needed but top-ups are off).  With no
+    canister watched the minimum days are +Inf.
+    """
+
+    CHECK_OUTCOMES = ("ok", "unreadable")
+    TOP_UP_OUTCOMES = ("ok", "failed", "off")
+
+    def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        # canister → (days left, balance, below the floor, when read)
+        self._latest: dict[str, tuple[float, int, bool, float]] = {}
+        r = registry
+        Gauge(
+            "replicator_backup_canisters_watched",
+            "Created backup canisters whose cycles this process has read.",
+            registry=r,
+        ).set_function(lambda: len(self._latest))
+        Gauge(
+            "replicator_backup_canister_freeze_days_min",
+            "The fewest days any watched backup canister has before it freezes at its idle "
+            "burn, projected to now from its latest reading (+Inf: none watched).",
+            registry=r,
+        ).set_function(self._days_min)
+        Gauge(
+            "replicator_backup_canister_cycles_min",
+            "The lowest cycles balance of the watched backup canisters at their latest reading "
+            "(+Inf: none watched).",
+            registry=r,
+        ).set_function(self._cycles_min)
+        Gauge(
+            "replicator_backup_canisters_low",
+            "Watched backup canisters below their top-up floor at their latest reading (a "
+            "top-up was needed and did not happen).",
+            registry=r,
+        ).set_function(lambda: sum(1 for v in self._latest.values() if v[2]))
+        self.checks = Counter(
+            "replicator_backup_canister_checks",
+            "Readings of a created backup canister's cycles by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.top_ups = Counter(
+            "replicator_backup_canister_top_ups",
+            "Top-ups of created backup canisters by outcome (ok, failed, off).",
+            ["outcome"],
+            registry=r,
+        )
+        self.top_up_cycles = Counter(
+            "replicator_backup_canister_top_up_cycles",
+            "Cycles sent to created backup canisters.",
+            registry=r,
+        )
+        for outcome in self.CHECK_OUTCOMES:
+            self.checks.labels(outcome)
+        for outcome in self.TOP_UP_OUTCOMES:
+            self.top_ups.labels(outcome)
+
+    def observed(self, canister: str, *, days_left: float, cycles: int, low: bool) -> None:
+        """A reading of ``canister`` (after any top-up)."""
+        self.checks.labels("ok").inc()
+        self._latest[canister] = (days_left, cycles, low, self._clock())
+
+    def unreadable(self) -> None:
+        self.checks.labels("unreadable").inc()
+
+    def topped_up(self, cycles: int) -> None:
+        self.top_ups.labels("ok").inc()
+        self.top_up_cycles.inc(cycles)
+
+    def top_up_missed(self, outcome: str) -> None:
+        """A top-up was needed and not made: ``failed`` or ``off``."""
+        self.top_ups.labels(outcome).inc()
+
+    def _days_min(self) -> float:
+        now = self._clock()
+        days = [d - (now - at) / 86_400 for d, _, _, at in self._latest.values()]
+        return max(0.0, min(days)) if days else math.inf
+
+    def _cycles_min(self) -> float:
+        return float(min((c for _, c, _, _ in self._latest.values()), default=math.inf))

@@ -17,7 +17,14 @@ one the registry (:mod:`replicator.registry`) names, or one created now:
    becomes ``ready``.
 
 Each step is repeatable, so re-running after a crash continues where it
-stopped instead of creating a second canister.  The orchestrator creates the
+stopped instead of creating a second canister.
+
+Created backup canisters are kept alive (:mod:`replicator.topup` says how
+many cycles they need): :meth:`Provisioner.balance` reads one's cycles with
+``canister_status`` (as a controller), :meth:`Provisioner.top_up` sends it
+cycles from the same source as creation — ``provisional_top_up_canister``
+on local networks, the cycles ledger's ``withdraw`` (paid from the
+identity's ledger account) on mainnet — charged to the cycles budget.  The orchestrator creates the
 canister with itself as an extra controller only for as long as it installs
 code; when the configured set does not include it, it keeps access through
 ICRP's peer list (controllers only decide who may *change* the canister).
@@ -38,9 +45,10 @@ from typing import Literal, TypeVar
 
 from icp_candid import Types
 
+from canister_iface import errors as ic
 from canister_iface.agent import Agent
 from canister_iface.candid_value import encode_value
-from canister_iface.cycles_ledger import CyclesLedgerClient
+from canister_iface.cycles_ledger import CYCLES_LEDGER_FEE, CyclesLedgerClient
 from canister_iface.icrp import IcrpClient
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
@@ -49,6 +57,7 @@ from replicator.calls import CallCost, CallRunner
 from replicator.errors import JobFailed, UsageError
 from replicator.metrics import Metrics
 from replicator.registry import Entry, Registry
+from replicator.topup import Balance
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,6 +155,64 @@ class Provisioner:
         self._note(f"backup canister {canister} is ready for {source}")
         return canister
 
+    async def created_backup(self, canister: str) -> bool:
+        """Is ``canister`` a backup canister the orchestrator created on this network?"""
+        return any(
+            e.network == self.network and e.role == BACKUP_ROLE and e.canister == canister
+            for e in await self.registry.entries()
+        )
+
+    # ----------------------------------------------------------------- cycles
+
+    async def balance(self, canister: Principal) -> Balance | None:
+        """``canister``'s cycles (``None``: this identity may not read its status)."""
+        try:
+            status = await self._call(
+                canister, "canister_status", lambda: self.mgmt.canister_status(canister)
+            )
+        except ic.AccessDenied:
+            return None
+        return Balance(
+            cycles=status.cycles,
+            idle_per_day=status.idle_cycles_burned_per_day,
+            freezing_threshold=status.settings.freezing_threshold,
+            reserved=status.reserved_cycles or 0,
+        )
+
+    async def top_up(self, canister: Principal, amount: int, *, source: str = "auto") -> None:
+        """Send ``amount`` cycles to ``canister``; ``source``: :data:`replicator.topup.SOURCES`.
+
+        One ledger transaction per call: its retries repeat ``created_at_time``,
+        so the ledger sends the cycles once.
+        """
+        if amount <= 0:
+            return
+        method = self.settings.method if source == "auto" else source
+        if method == "provisional":
+            await self._call(
+                "aaaaa-aa",
+                "provisional_top_up_canister",
+                lambda: self.mgmt.provisional_top_up_canister(canister, amount),
+                spends=amount,
+            )
+            return
+        ledger = self._ledger()
+        at = time.time_ns()
+        await self._call(
+            ledger.ledger_id.to_text(),
+            "withdraw",
+            lambda: ledger.withdraw(amount, canister, created_at_time=at),
+            spends=amount + CYCLES_LEDGER_FEE,
+        )
+
+    def _ledger(self) -> CyclesLedgerClient:
+        ledger_id = self.settings.ledger
+        return (
+            CyclesLedgerClient(self.agent)
+            if ledger_id is None
+            else CyclesLedgerClient(self.agent, ledger_id)
+        )
+
     # ----------------------------------------------------------- app canisters
 
     async def app_canister(
@@ -193,12 +260,7 @@ class Provisioner:
                 ),
                 spends=amount,
             )
-        ledger_id = self.settings.ledger
-        ledger = (
-            CyclesLedgerClient(self.agent)
-            if ledger_id is None
-            else CyclesLedgerClient(self.agent, ledger_id)
-        )
+        ledger = self._ledger()
         created = await self._call(
             ledger.ledger_id.to_text(),
             "create_canister",

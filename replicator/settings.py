@@ -11,6 +11,7 @@ from replicator.limits import LimitSettings
 from replicator.pump import DEFAULT_CONCURRENCY
 from replicator.retry import RetryPolicy
 from replicator.routes import Route, check_via
+from replicator.topup import TopUpPolicy
 
 T = 10**12
 
@@ -42,6 +43,7 @@ class EngineSettings:
     cycles_ledger: str | None = None  # the cycles ledger's id (None: mainnet's)
     backup_keep: int | None = None  # images a created backup canister keeps (None: its default)
     max_restarts: int = 2  # fresh starts after a Restart (e.g. StaleSnapshot) within one run
+    top_up: TopUpPolicy = field(default_factory=TopUpPolicy)  # keeps created backups alive
 
     def __post_init__(self) -> None:
         check_via(self.via)
@@ -68,5 +70,6 @@ class EngineSettings:
             network_limits={name: n.limits for name, n in config.networks.items()},
             retry=config.retry,
             transfer=Transfer(config.chunks.max_size, config.chunks.min_size),
+            top_up=config.top_up,
         )
         return replace(settings, **changes)  # type: ignore[arg-type]

@@ -9,6 +9,10 @@
   can be backed up (it speaks ICRP, exports images and trusts our identity),
   so a wrong canister id or a missing right creates nothing.
 
+A backup canister the orchestrator created is checked before every backup
+into it (:mod:`replicator.flows.image.cycles`): its cycles are read and
+topped up when the policy says so, so that it never freezes.
+
 The job itself (:mod:`replicator.flows.image`): freeze an image on the
 source (``icrp_begin_export``, continued while it is preparing), open the
 import on the backup canister with size, chunk size, digest and chunk
@@ -29,10 +33,13 @@ from replicator import kinds
 from replicator.errors import ReplicatorError, UsageError
 from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
 from replicator.flows.image.canister import CanisterSource
+from replicator.flows.image.cycles import keep_alive
 from replicator.flows.image.machine import advance_copy
 from replicator.flows.image.performer import ImagePerformer
 from replicator.job import CanisterRef, Job, JobRequest
+from replicator.metrics import CyclesMetrics
 from replicator.routes import check_via
+from replicator.topup import copy_cost
 
 KIND = "backup"
 
@@ -62,7 +69,19 @@ async def plan_backup(ctx: PlanContext, req: JobRequest) -> Job:
         if not isinstance(req.source, CanisterRef):
             raise UsageError(f"a backup reads from a canister, not {req.source}")
         target = await backup_target(ctx, req.source, keep=_keep(req))
+    source = req.source
+    if isinstance(target, CanisterRef) and isinstance(source, CanisterRef):
+        await keep_alive(ctx, target, work=lambda: _copy_cost(ctx, source))
     return req.job(target)
+
+
+async def _copy_cost(ctx: PlanContext, source: CanisterRef) -> int:
+    """What copying the source's image costs the backup canister (its last size; 0: unknown)."""
+    try:
+        info = await CanisterSource(source, ctx.calls).info()
+    except (ic.IcError, ReplicatorError):  # the job itself reports what stands in the way
+        return 0
+    return 0 if info.image is None else copy_cost(info.image.size, pushes=False)
 
 
 def _keep(req: JobRequest) -> int | None:
@@ -127,5 +146,6 @@ BACKUP = kinds.register(
         performer=ImagePerformer,
         plan=plan_backup,
         target_optional=True,
+        metrics=CyclesMetrics,
     )
 )

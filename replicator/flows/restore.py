@@ -18,6 +18,10 @@ the snapshot; needs controller rights on the original).  The module is
 installed with an empty init argument: an app whose init needs arguments
 must be installed by hand and given as the target.
 
+A backup canister the orchestrator created is checked before every
+restore out of it (:mod:`replicator.flows.image.cycles`): pushing an image
+costs it cycles, and it must not freeze meanwhile.
+
 The job itself (:mod:`replicator.flows.image`): the backup canister pushes the image into the
 target (direct) or the orchestrator relays it; the target stages it and
 its previous state stays current until ``icrp_commit_import`` has checked
@@ -38,10 +42,13 @@ from replicator import kinds
 from replicator.errors import ReplicatorError, UsageError
 from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
 from replicator.flows.image.canister import CanisterSource
+from replicator.flows.image.cycles import keep_alive
 from replicator.flows.image.machine import advance_copy
 from replicator.flows.image.performer import ImagePerformer
 from replicator.job import CanisterRef, Endpoint, Job, JobRequest, Scalar
+from replicator.metrics import CyclesMetrics
 from replicator.routes import check_via
+from replicator.topup import copy_cost
 
 KIND = "restore"
 _WASM_MAGIC = b"\x00asm"
@@ -86,6 +93,8 @@ async def plan_restore(ctx: PlanContext, req: JobRequest) -> Job:
     if via is not None:
         check_via(via, "--via")
     snapshot = _snapshot_option(req)
+    # First: a frozen backup canister answers nothing, not even which images it holds.
+    await keep_alive(ctx, backup, work=lambda: _push_cost(ctx, backup, snapshot))
     options = {k: v for k, v in req.options.items() if k not in _PLANNING and v is not None}
     if target is None:
         ticket = await chosen_image(ctx, backup, snapshot)
@@ -97,6 +106,15 @@ async def plan_restore(ctx: PlanContext, req: JobRequest) -> Job:
     else:
         await ctx.intend(await _overwrite_given(ctx, target, backup, snapshot))
     return Job(KIND, backup, target, options=options, id=req.id)
+
+
+async def _push_cost(ctx: PlanContext, backup: CanisterRef, snapshot: int | None) -> int:
+    """What pushing the chosen image costs the backup canister (0: unknown)."""
+    try:
+        ticket = await chosen_image(ctx, backup, snapshot)
+    except (ReplicatorError, ic.IcError):  # the job itself reports what stands in the way
+        return 0
+    return copy_cost(ticket.size, pushes=True)
 
 
 def _overwrite(target: Endpoint, backup: CanisterRef, ticket: ExportTicket) -> Action:
@@ -230,5 +248,6 @@ RESTORE = kinds.register(
         performer=ImagePerformer,
         plan=plan_restore,
         target_optional=True,
+        metrics=CyclesMetrics,
     )
 )

@@ -23,6 +23,7 @@ from canister_iface.cycles_ledger import (
     CyclesLedgerError,
     CyclesLedgerUnavailable,
     InsufficientFunds,
+    WithdrawFailed,
 )
 from canister_iface.errors import PermanentError, TransientError
 from canister_iface.management_types import CanisterSettings
@@ -161,3 +162,59 @@ async def test_balance_and_fee_are_queries() -> None:
 def test_subaccounts_have_32_bytes() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         Account(ALICE, b"short")
+
+
+# ------------------------------------------------------------------ withdraw
+
+
+async def test_withdraw_sends_the_ledger_types_and_returns_the_block() -> None:
+    fake = FakeLedger(answer=lambda m, a: {"Ok": 9})
+    done = await CyclesLedgerClient(fake).withdraw(5 * 10**11, NEW, created_at_time=77)
+    assert (done.block_index, done.duplicate) == (9, False)
+    ((method, (arg,)),) = fake.calls
+    assert method == "withdraw"
+    assert arg["amount"] == 5 * 10**11
+    assert bytes(arg["to"].bytes) == NEW.raw
+    assert arg["created_at_time"] == [77]
+    assert arg["from_subaccount"] == []
+
+
+async def test_a_repeated_withdrawal_is_the_earlier_success() -> None:
+    fake = FakeLedger(answer=lambda m, a: {"Err": {"Duplicate": {"duplicate_of": 4}}})
+    done = await CyclesLedgerClient(fake).withdraw(10**12, NEW, created_at_time=5)
+    assert (done.block_index, done.duplicate) == (4, True)
+
+
+@pytest.mark.parametrize(
+    ("err", "kind", "words"),
+    [
+        ({"InsufficientFunds": {"balance": 5}}, InsufficientFunds, "holds 5 cycles"),
+        ({"TooOld": None}, CyclesLedgerError, "too old"),
+        ({"CreatedInFuture": {"ledger_time": 9}}, CyclesLedgerUnavailable, "check the local"),
+        ({"TemporarilyUnavailable": None}, CyclesLedgerUnavailable, "temporarily"),
+        ({"InvalidReceiver": {"receiver": NEW.raw}}, CyclesLedgerError, "not a canister"),
+        ({"BadFee": {"expected_fee": 7}}, CyclesLedgerError, "fee of 7"),
+        (
+            {
+                "FailedToWithdraw": {
+                    "fee_block": [1],
+                    "rejection_code": {"DestinationInvalid": None},
+                    "rejection_reason": "no such canister",
+                }
+            },
+            WithdrawFailed,
+            "no such canister",
+        ),
+        ({"GenericError": {"message": "nope", "error_code": 17}}, CyclesLedgerError, "code 17"),
+    ],
+)
+async def test_withdraw_errors_become_exceptions(
+    err: dict[str, Any], kind: type[Exception], words: str
+) -> None:
+    fake = FakeLedger(answer=lambda m, a: {"Err": err})
+    with pytest.raises(kind, match=words) as caught:
+        await CyclesLedgerClient(fake).withdraw(10**12, NEW)
+    transient = kind is CyclesLedgerUnavailable
+    assert isinstance(caught.value, TransientError) is transient
+    if isinstance(caught.value, WithdrawFailed):
+        assert (caught.value.rejection_code, caught.value.fee_block) == ("DestinationInvalid", 1)

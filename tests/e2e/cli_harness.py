@@ -135,6 +135,16 @@ class Cli:
 
         return asyncio.run(deploy())
 
+    def trust_each_other(self, a: Principal, b: Principal) -> None:
+        """Make two ICRP canisters peers of each other (what a push needs)."""
+
+        async def trust() -> None:
+            async with self.agent() as agent:
+                await IcrpClient(agent, a).set_peers([b])
+                await IcrpClient(agent, b).set_peers([a])
+
+        asyncio.run(trust())
+
     def create_backup(self, source: Principal) -> Principal:
         """A backup canister for ``source``, installed by hand (as a user with dfx would)."""
 
@@ -191,6 +201,15 @@ class Cli:
                 return canister
 
         return asyncio.run(deploy())
+
+    def peers(self, *canisters: Principal) -> dict[Principal, frozenset[Principal]]:
+        """Whom each canister trusts (``icrp_peers``)."""
+
+        async def peers() -> dict[Principal, frozenset[Principal]]:
+            async with self.agent() as agent:
+                return {c: frozenset((await IcrpClient(agent, c).peers()).peers) for c in canisters}
+
+        return asyncio.run(peers())
 
     def stats(self, canister: Principal) -> Stats:
         async def stats() -> Stats:

@@ -13,7 +13,7 @@ from canister_iface.management_types import CanisterSettings
 
 pytestmark = pytest.mark.e2e
 
-SOME_ID = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+SOME_ID = "xmf3k-3iaaa-fake5-aaaaa-cai"  # made up
 COUNTER_WASM = ROOT / "tests" / "canisters" / "wasm" / "counter.wasm"
 
 
@@ -66,16 +66,39 @@ def test_jobs_on_an_empty_store(cli: Cli) -> None:
 
 def test_check_canister_passes_the_demo_app(cli: Cli) -> None:
     app = cli.deploy_demo(mib=1)
-    result = cli.run("check-canister", str(app), "--allow-commit")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "conformant" in result.stdout
-    assert "NOT conformant" not in result.stdout
+    # It aborts imports in flight and (here) commits: consent first, like any destructive action.
+    unasked = cli.run("check-canister", str(app), "--allow-commit")
+    assert unasked.returncode == 2, unasked.stdout + unasked.stderr
+    assert "Re-run with --yes" in unasked.stderr
+    assert "delete: the current export and any unfinished import" in unasked.stderr
+    assert "overwrite: the state of" in unasked.stderr
+    assert "conformant" not in unasked.stdout  # nothing ran
+    plan = cli.run("--json", "check-canister", str(app), "--dry-run")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = json_lines(plan.stdout)[-1]
+    assert planned["dry_run"] is True
+    assert [a["verb"] for a in planned["actions"]] == ["delete"]
 
-    as_json = cli.run("--json", "check-canister", str(app))
-    summary = json_lines(as_json.stdout)[-1]
+    # Without a push target the push checks apply but cannot run: no verdict of
+    # "conformant" for what was never tried.
+    partial = cli.run("--json", "check-canister", str(app), "--yes")
+    assert partial.returncode == 1, partial.stdout + partial.stderr
+    summary = json_lines(partial.stdout)[-1]
     assert summary["event"] == "summary"
-    assert summary["conformant"] is True
-    assert summary["exit_code"] == 0
+    assert summary["conformant"] is False
+    assert summary["verdict"].startswith("not conformant: ")
+    assert summary["counts"]["failed"] == 0
+    not_run = {c["id"] for c in summary["checks"] if c["status"] == "not_run"}
+    assert {"push.write", "import.commit_roundtrip"} <= not_run
+
+    target = cli.deploy_demo(mib=1, seed=2)
+    cli.trust_each_other(app, target)
+    result = cli.run(
+        "check-canister", str(app), "--allow-commit", "--push-target", str(target), "--yes"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith(": conformant")
+    assert " 0 not run" in result.stdout
 
 
 def test_check_canister_fails_a_canister_without_icrp(cli: Cli) -> None:
@@ -89,9 +112,23 @@ def test_check_canister_fails_a_canister_without_icrp(cli: Cli) -> None:
             return str(canister)
 
     counter = asyncio.run(deploy())
-    result = cli.run("check-canister", counter)
+    result = cli.run("check-canister", counter)  # nothing it could abort: no consent needed
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT conformant" in result.stdout
+
+
+def test_check_canister_of_a_canister_without_code_exits_3(cli: Cli) -> None:
+    async def create() -> str:
+        async with cli.agent() as agent:
+            canister = await ManagementClient(agent).provisional_create_canister_with_cycles(
+                amount=10**13, settings=CanisterSettings(controllers=(cli.identity().principal,))
+            )
+            return str(canister)
+
+    empty = asyncio.run(create())
+    result = cli.run("check-canister", empty, "--yes")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"{empty} has no code installed" in result.stderr
 
 
 def test_an_unreachable_network_is_temporary(cli: Cli, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 from cli_harness import ROOT, Cli, json_lines, write_pem
 
+from canister_iface.management import ManagementClient
+from canister_iface.management_types import CanisterSettings
 from replicator.cli.demo.app import DEMO_APP_WASM
 
 pytestmark = pytest.mark.e2e
@@ -174,3 +177,48 @@ def test_sigterm_stops_at_a_checkpoint_like_ctrl_c(cli: Cli) -> None:
     final = _summary(resumed)
     assert final["resumed"] is True
     assert int(str(final["chunks_skipped"])) > 0  # what the first run copied is not copied again
+
+
+def test_images_lists_what_a_backup_canister_holds(cli: Cli) -> None:
+    app = cli.deploy_demo(mib=1)
+    first = _summary(cli.run("--json", "backup", str(app)))
+    target = str(first["target"]).split("@")[0]
+    cli.wipe(app)  # a second, different image
+    second = _summary(cli.run("--json", "backup", str(app)))
+    assert first["digest"] != second["digest"]
+
+    listed = cli.run("--json", "images", target)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    events = json_lines(listed.stdout)
+    images = [e for e in events if e["event"] == "note" and e["message"] == "image"]
+    assert [i["digest"] for i in images] == [first["digest"], second["digest"]]  # oldest first
+    assert [i["snapshot_id"] for i in images] == [first["snapshot_id"], second["snapshot_id"]]
+    assert {i["origin"] for i in images} == {str(app)}
+    assert images[0]["size"] == first["size"]
+    assert images[0]["time"].endswith("Z")
+    assert events[-1]["images"] == 2
+
+    table = cli.run("images", target)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["ID", "TIME", "(UTC)", "SIZE", "ORIGIN", "DIGEST"]
+    assert [r.split()[0] for r in rows] == [str(first["snapshot_id"]), str(second["snapshot_id"])]
+    assert rows[1].endswith(str(second["digest"]))
+    assert str(app) in rows[0]
+
+    app_images = cli.run("images", str(app))
+    assert app_images.returncode == 0, app_images.stderr  # an app lists its current export
+    empty = cli.run("images", _empty_canister(cli))
+    assert empty.returncode == 3, empty.stdout + empty.stderr
+    assert "has no code installed" in empty.stderr
+
+
+def _empty_canister(cli: Cli) -> str:
+    async def create() -> str:
+        async with cli.agent() as agent:
+            canister = await ManagementClient(agent).provisional_create_canister_with_cycles(
+                amount=10**13, settings=CanisterSettings(controllers=(cli.identity().principal,))
+            )
+            return str(canister)
+
+    return asyncio.run(create())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import time
@@ -47,7 +48,7 @@ def prometheus_tools() -> tuple[str, str]:
     return tool("prometheus"), tool("promtool")
 
 
-MISSING = "ryjl3-tyaaa-aaaaa-aaaba-cai"  # the ledger's id: no such canister on localnet
+MISSING = "xmf3k-3iaaa-fake5-aaaaa-cai"  # made up: no such canister on localnet
 EVERY = "every 3s"
 
 
@@ -130,6 +131,10 @@ def test_every_dashboard_query_has_data(
         assert prom.value('replicator_canisters_created_total{network="local"}') == 1
         assert prom.value('sum(replicator_job_failures_total{reason="failed"})') >= 2
         assert prom.value("replicator_build_info") == 1
+        # The backup canister it created is watched: read on every run, far from freezing.
+        assert prom.value("replicator_backup_canisters_watched") == 1
+        assert 30 < prom.value("replicator_backup_canister_freeze_days_min") < math.inf
+        assert prom.value('replicator_backup_canister_checks_total{outcome="ok"}') >= 2
         # Every successful run's job ended once (the failing runs fail while
         # planning, before a job exists: they count only in job runs).
         finished = 'sum(replicator_jobs_finished_total{kind="backup", outcome="%s"})'

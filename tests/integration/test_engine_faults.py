@@ -10,6 +10,7 @@ import pytest
 from engine_support import COUNTER_WASM, World, counter, ref, run_backup, run_restore, world
 
 from canister_iface.icrp import IcrpClient
+from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
 from replicator.errors import EXIT_ACCESS_DENIED, EXIT_FAILED, EXIT_NOT_ICRP, JobFailed
 from replicator.flows.image.machine import image_of
@@ -109,6 +110,23 @@ async def test_a_canister_without_icrp_fails_with_exit_code_3(w: World) -> None:
         assert outcome.phase == Phase.FAILED
         assert outcome.exit_code == EXIT_NOT_ICRP
         assert "does not implement the replication protocol" in (outcome.error or "")
+    assert await w.fingerprint(demo) == before
+
+
+async def test_a_canister_without_code_fails_with_exit_code_3(w: World) -> None:
+    demo = await w.demo(mib=1)
+    before = await w.fingerprint(demo)
+    empty = await w.mgmt.provisional_create_canister_with_cycles(
+        amount=10**13, settings=CanisterSettings(controllers=(w.me.principal,))
+    )
+    async with w.engine() as engine:
+        as_target = await run_backup(engine, ref(demo), ref(empty))
+        as_source = await run_restore(engine, ref(empty), ref(demo))
+    for outcome in (as_target, as_source):
+        assert outcome.phase == Phase.FAILED
+        assert outcome.exit_code == EXIT_NOT_ICRP, outcome.error
+        assert f"{empty} has no code installed" in (outcome.error or "")
+    assert as_source.job.target == ref(demo)
     assert await w.fingerprint(demo) == before
 
 

@@ -28,8 +28,13 @@ def _modules(package: str) -> dict[str, Path]:
     return found
 
 
-def _imports(module: str, path: Path) -> Iterator[str]:
-    """Every module ``module`` imports (``from a import b`` counts as ``a.b`` if that exists)."""
+def _imports(module: str, path: Path, known: set[str]) -> Iterator[str]:
+    """Every module ``module`` imports.
+
+    ``from a import b`` counts as ``a.b`` when that is a module (the parent
+    package's ``__init__`` runs for every import of a submodule, so it is not an
+    edge of its own), else as ``a``.
+    """
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -39,14 +44,16 @@ def _imports(module: str, path: Path) -> Iterator[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                yield sub if sub in known else base
 
 
 def _graph(package: str) -> dict[str, set[str]]:
     known = {m: p for pkg in PACKAGES for m, p in _modules(pkg).items()}
     ours = _modules(package)
-    return {m: {i for i in _imports(m, p) if i in known and i != m} for m, p in ours.items()}
+    names = set(known)
+    return {m: {i for i in _imports(m, p, names) if i in known and i != m} for m, p in ours.items()}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

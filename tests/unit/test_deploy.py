@@ -230,6 +230,8 @@ def test_overview_covers_the_issue() -> None:
         "replicator_cycles_spent_total",
         "replicator_canisters_created_total",
         "replicator_build_info",
+        "replicator_backup_canister_freeze_days_min",
+        "replicator_backup_canister_top_ups_total",
     ):
         assert metric in exprs, metric
 

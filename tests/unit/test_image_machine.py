@@ -22,9 +22,13 @@ from replicator.flows.image.machine import (
     Committed,
     CopyChunks,
     DiscardProgress,
+    Grant,
+    GrantsNeeded,
+    GrantsReleased,
     ImageDetail,
     PrepareSource,
     PrepareTarget,
+    ReleaseGrants,
     ReleaseSource,
     SourceReady,
     TargetReady,
@@ -32,6 +36,7 @@ from replicator.flows.image.machine import (
     VerifyTarget,
     advance_copy,
     advance_verify,
+    grants_of,
     image_of,
 )
 from replicator.integrity import ImageInfo, image_digest
@@ -312,6 +317,76 @@ def test_interrupted_after_commit_resumes_straight_to_verification() -> None:
     state, effects = _run(state, Start(), SourceReady(IMAGE), TargetReady(1, committed=True))
     assert state.phase == Phase.VERIFYING
     assert effects[-1] == VerifyTarget(BACKUP, IMAGE, 1)
+
+
+# ----------------------------------------------------------- peer grants
+
+PUSH_TO = Grant("local", APP.canister_id, BACKUP.canister_id)
+WRITES_FROM = Grant("local", BACKUP.canister_id, APP.canister_id)
+
+
+def test_grants_are_recorded_before_the_copy_makes_them_and_released_before_the_commit() -> None:
+    state, _ = _run(new_state(_backup_job()), Start(), SourceReady(IMAGE), TargetReady(42))
+    step = advance(state, GrantsNeeded((PUSH_TO,)))
+    assert step.state.phase == Phase.COPYING
+    assert grants_of(step.state.detail) == (PUSH_TO,)  # saved before the copy runs again
+    assert step.effects == (CopyChunks(APP, BACKUP, IMAGE, 42, (PUSH_TO,)),)
+    step = advance(step.state, GrantsNeeded((WRITES_FROM, PUSH_TO)))
+    assert grants_of(step.state.detail) == tuple(sorted((PUSH_TO, WRITES_FROM)))
+    step = advance(step.state, ChunksDone(IMAGE.digest or b""))
+    assert step.state.phase == Phase.COMMITTING
+    held = tuple(sorted((PUSH_TO, WRITES_FROM)))
+    assert step.effects == (ReleaseGrants(held), Commit(BACKUP, IMAGE, 42))
+    assert grants_of(step.state.detail) == held  # until they are released
+    step = advance(step.state, GrantsReleased(held))
+    assert grants_of(step.state.detail) == ()
+    assert step.effects == ()
+
+
+def test_grants_survive_failure_and_resumption_until_released() -> None:
+    state, _ = _run(
+        new_state(_backup_job()),
+        Start(),
+        SourceReady(IMAGE),
+        TargetReady(42),
+        GrantsNeeded((PUSH_TO,)),
+        Fail("the network went away", 75),
+    )
+    assert state.phase == Phase.FAILED
+    assert grants_of(state.detail) == (PUSH_TO,)  # the next run revokes them
+    payload = codec.unpack_map(codec.pack(state.to_payload()), "state")
+    assert grants_of(JobState.from_payload(payload).detail) == (PUSH_TO,)
+    state, effects = _run(state, Start(), SourceReady(IMAGE), TargetReady(42))
+    assert effects[-1] == CopyChunks(APP, BACKUP, IMAGE, 42, (PUSH_TO,))
+    # A new snapshot discards the progress, not the grants.
+    other = ImageInfo(8, IMAGE.size, IMAGE.chunk_size, IMAGE.digest)
+    state, _ = _run(state, Fail("stale", 1), Start(), SourceReady(other))
+    assert grants_of(state.detail) == (PUSH_TO,)
+
+
+def test_a_target_that_already_holds_the_image_releases_the_grants_first() -> None:
+    state, _ = _run(
+        new_state(_backup_job()),
+        Start(),
+        SourceReady(IMAGE),
+        TargetReady(42),
+        GrantsNeeded((PUSH_TO,)),
+        Cancel(),
+        Start(),
+        SourceReady(IMAGE),
+    )
+    step = advance(state, TargetReady(42, committed=True))
+    assert step.state.phase == Phase.VERIFYING
+    assert step.effects == (ReleaseGrants((PUSH_TO,)), VerifyTarget(BACKUP, IMAGE, 42))
+    state, _ = _run(step.state, GrantsReleased((PUSH_TO,)), Verified(IMAGE.digest or b""))
+    assert state.phase == Phase.DONE
+    assert grants_of(state.detail) == ()
+
+
+def test_grants_are_needed_only_while_copying() -> None:
+    state, _ = _run(new_state(_backup_job()), Start(), SourceReady(IMAGE))
+    with pytest.raises(InvalidTransition):
+        advance(state, GrantsNeeded((PUSH_TO,)))
 
 
 def test_fail_records_its_exit_code() -> None:

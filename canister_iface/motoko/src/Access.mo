@@ -7,8 +7,10 @@
 /// are kept in stable state and changed by controllers only.
 
 import Iter "mo:core/Iter";
+import Nat64 "mo:core/Nat64";
 import Principal "mo:core/Principal";
 import Set "mo:core/pure/Set";
+import Time "mo:core/Time";
 import Types "Types";
 
 module {
@@ -38,6 +40,45 @@ module {
 
   public func isPeer(self : State, p : Principal) : Bool {
     Set.contains(self.peers, Principal.compare, p);
+  };
+
+  /// The version of the peer set, for compare-and-set (`icrp_update_peers`).
+  ///
+  /// It lives in transient memory, so the stable state keeps its type, and
+  /// starts at the time the code was loaded (nanoseconds): after an upgrade
+  /// it is still larger than any version handed out before, unless the set
+  /// changed more than once per nanosecond. Every change of the set
+  /// (`setPeers` through `icrp_set_peers` too) must `bump` it.
+  public class Version() {
+    var value : Nat64 = Nat64.fromIntWrap(Time.now());
+    public func get() : Nat64 = value;
+    public func bump() { value += 1 };
+  };
+
+  public func versioned(self : State, version : Version) : Types.Peers {
+    { peers = peers(self); version = version.get() };
+  };
+
+  /// Removes `remove`, then adds `add` (the anonymous principal is dropped)
+  /// — unless `expected` names another version than the current one: then
+  /// nothing changes (#conflict). A call that adds or removes anything
+  /// bumps the version even when the set stays the same (adding a present
+  /// peer), so a caller that re-grants a peer makes a concurrent
+  /// compare-and-set of the same peer fail; empty lists only compare.
+  public func update(self : State, version : Version, add : [Principal], remove : [Principal], expected : ?Nat64) : Types.PeersUpdate {
+    switch expected {
+      case (?v) if (v != version.get()) return #conflict(versioned(self, version));
+      case null {};
+    };
+    if (add.size() == 0 and remove.size() == 0) return #updated(versioned(self, version));
+    var set = self.peers;
+    for (p in remove.vals()) set := Set.remove(set, Principal.compare, p);
+    for (p in add.vals()) {
+      if (not Principal.isAnonymous(p)) set := Set.add(set, Principal.compare, p);
+    };
+    self.peers := set;
+    version.bump();
+    #updated(versioned(self, version));
   };
 
   /// Controllers and peers.

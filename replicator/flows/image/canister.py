@@ -22,9 +22,9 @@ so a resumed job continues its import.  The spec carries the chunk digests
 completes.  ``held`` reads ``icrp_import_status``: the target's word on
 which chunks it holds is what a resumed job reconciles its checkpoint with.
 
-The direct path needs two grants, which :func:`allow_push` makes (as a
-controller) when they are missing: the source may push only to its peers,
-and the target accepts writes only from controllers and peers.
+The direct path needs two grants (the source may push only to its peers,
+and the target accepts writes only from controllers and peers): the
+performer makes and revokes them (:mod:`replicator.flows.image.grants`).
 """
 
 from __future__ import annotations
@@ -519,37 +519,6 @@ class CanisterWriter:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-async def allow_push(source: CanisterSource, target: _Canister) -> None:
-    """Make ``target`` a peer of ``source`` and ``source`` a peer of ``target`` if needed.
-
-    ``icrp_push`` goes only to the source's peers, and the target accepts the
-    source's ``icrp_write`` only if it trusts the source.  Setting peers needs
-    a controller; without one the message says how to grant them by hand.
-    """
-    await _add_peer(source, target.principal, "push to")
-    if (await target.info()).role == "backup" and source.origin == source.principal:
-        # A backup canister trusts the one source it accepts images from, and
-        # it opened this import only because the spec named that source.
-        return
-    await _add_peer(target, source.principal, "accept writes from")
-
-
-async def _add_peer(side: _Canister, peer: Principal, why: str) -> None:
-    try:
-        config = await side.call("icrp_config", side.client.config, cost="query")
-        if peer in config.peers:
-            return
-        peers = [*config.peers, peer]
-        await side.call("icrp_set_peers", lambda: side.client.set_peers(peers))
-    except ic.AccessDenied as exc:
-        raise AccessDeniedError(
-            f"{side.endpoint} must trust {peer} to {why} it (direct path), and only a "
-            f"controller can grant that: {exc}. Run as a controller, have one call "
-            f"icrp_set_peers, or use the relay path (--via relay)"
-        ) from exc
-    side.ctx.note(f"{side.endpoint} now trusts {peer} (direct path)")
 
 
 def _bad_chunk(target: _Canister, exc: ie.DigestMismatch) -> IntegrityError:

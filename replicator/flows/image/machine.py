@@ -26,11 +26,20 @@ or the target another import, the progress made so far is discarded
 (``DiscardProgress``) and the copy starts over; and a snapshot id that comes
 back with a different size or digest fails the job as an integrity error.
 ``done`` is final.
+
+Peer grants (the direct path, :mod:`replicator.flows.image.grants`): the
+copy may need canisters to trust each other.  The performer names the
+grants it must make before making them (``GrantsNeeded``); the machine
+records them in ``detail`` and asks for the copy again, so a run that dies
+leaves the record behind and a later run revokes them.  Once the copy no
+longer needs them (every chunk acknowledged, or the target already held the
+image) the machine asks to release them (``ReleaseGrants``) before it goes
+on; ``GrantsReleased`` forgets them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,12 +51,43 @@ from replicator.machine import Cancel, Fail, Start, Step, expect, failed, starte
 # ------------------------------------------------------------------- detail
 
 
+@dataclass(frozen=True, order=True)
+class Grant:
+    """``canister`` trusts ``peer`` (ids on ``network``) because a job needs it."""
+
+    network: str
+    canister: str
+    peer: str
+
+    def to_payload(self) -> list[str]:
+        return [self.network, self.canister, self.peer]
+
+    @classmethod
+    def from_payload(cls, data: Sequence[Any]) -> Grant:
+        network, canister, peer = data
+        return cls(str(network), str(canister), str(peer))
+
+    def __str__(self) -> str:
+        return f"{self.canister}@{self.network} trusts {self.peer}"
+
+
+# Where a job's detail records its grants; any kind that grants peers keeps them
+# there, so a job holding a grant is found without knowing its kind.
+GRANTS_KEY = "grants"
+
+
+def grants_of(detail: Mapping[str, Any]) -> tuple[Grant, ...]:
+    """The grants a job's ``detail`` records."""
+    return tuple(Grant.from_payload(g) for g in detail.get(GRANTS_KEY) or ())
+
+
 @dataclass(frozen=True)
 class ImageDetail:
     """What the machine remembers between runs (``JobState.detail``)."""
 
     image: ImageInfo | None = None
     import_id: int | None = None
+    grants: tuple[Grant, ...] = ()  # peer grants made (or about to be made) for the copy
 
     @classmethod
     def of(cls, state: JobState) -> ImageDetail:
@@ -60,6 +100,7 @@ class ImageDetail:
         return cls(
             image=None if image is None else ImageInfo.from_payload(image),
             import_id=None if import_id is None else int(import_id),
+            grants=grants_of(data),
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -68,6 +109,7 @@ class ImageDetail:
             "import_id": self.import_id,
             # read by `replicator jobs` without knowing this kind (see checkpoints)
             "chunks_total": None if self.image is None else self.image.chunk_count,
+            GRANTS_KEY: [g.to_payload() for g in self.grants],
         }
 
 
@@ -121,6 +163,20 @@ class Verified:
     digest: bytes
 
 
+@dataclass(frozen=True)
+class GrantsNeeded:
+    """The copy needs peer grants not recorded yet: record them, then copy again."""
+
+    grants: tuple[Grant, ...]
+
+
+@dataclass(frozen=True)
+class GrantsReleased:
+    """These grants were revoked (or are still needed by other jobs): forget them."""
+
+    grants: tuple[Grant, ...]
+
+
 # ------------------------------------------------------------------- effects
 
 
@@ -167,12 +223,24 @@ class AbortImport:
 
 @dataclass(frozen=True)
 class CopyChunks:
-    """Pump every chunk not yet acknowledged from source to target → ``ChunksDone``."""
+    """Pump every chunk not yet acknowledged from source to target → ``ChunksDone``.
+
+    ``grants``: the peer grants recorded for this copy, which it may make;
+    one it needs but that is not recorded → ``GrantsNeeded`` (nothing copied).
+    """
 
     source: Endpoint
     target: Endpoint
     image: ImageInfo
     import_id: int | None
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReleaseGrants:
+    """Revoke ``grants`` unless another unfinished job holds them too → ``GrantsReleased``."""
+
+    grants: tuple[Grant, ...]
 
 
 @dataclass(frozen=True)
@@ -245,6 +313,10 @@ def advance(state: JobState, event: object, *, verify: bool) -> Step:
             return _committed(state)
         case Verified():
             return _verified(state, event)
+        case GrantsNeeded():
+            return _grants_needed(state, event)
+        case GrantsReleased():
+            return _grants_released(state, event)
         case Fail() | Cancel():
             return stopped(state, event)
     raise TypeError(f"not an event of the image kinds: {event!r}")
@@ -275,7 +347,7 @@ def _source_ready(state: JobState, event: SourceReady, verify: bool) -> Step:
         import_id = None
     elif old is not None and old.digest is not None:
         new = replace(new, digest=old.digest) if new.digest is None else new
-    nxt = _with(state, ImageDetail(new, import_id))
+    nxt = _with(state, replace(detail, image=new, import_id=import_id))
     if verify:
         return Step(
             replace(nxt, phase=Phase.VERIFYING), (*effects, CheckChunks(state.job.source, new))
@@ -294,12 +366,34 @@ def _target_ready(state: JobState, event: TargetReady) -> Step:
             DiscardProgress(f"the target started import {event.import_id}, not {detail.import_id}")
         )
     target = _target(state)
+    detail = replace(detail, image=image, import_id=event.import_id)
     if event.committed:
-        nxt = _with(state, ImageDetail(image, event.import_id), phase=Phase.VERIFYING)
-        return Step(nxt, (*effects, VerifyTarget(target, image, event.import_id)))
-    nxt = _with(state, ImageDetail(image, event.import_id), phase=Phase.COPYING)
-    copy = CopyChunks(state.job.source, target, image, event.import_id)
+        nxt = _with(state, detail, phase=Phase.VERIFYING)
+        verify = VerifyTarget(target, image, event.import_id)
+        return Step(nxt, (*effects, *_release_grants(detail), verify))
+    nxt = _with(state, detail, phase=Phase.COPYING)
+    copy = CopyChunks(state.job.source, target, image, event.import_id, detail.grants)
     return Step(nxt, (*effects, copy))
+
+
+def _grants_needed(state: JobState, event: GrantsNeeded) -> Step:
+    expect(state, event, {Phase.COPYING})
+    detail = ImageDetail.of(state)
+    image = _image(state, detail, event)
+    detail = replace(detail, grants=tuple(sorted({*detail.grants, *event.grants})))
+    copy = CopyChunks(state.job.source, _target(state), image, detail.import_id, detail.grants)
+    return Step(_with(state, detail), (copy,))
+
+
+def _grants_released(state: JobState, event: GrantsReleased) -> Step:
+    expect(state, event, {Phase.COPYING, Phase.COMMITTING, Phase.VERIFYING})
+    detail = ImageDetail.of(state)
+    kept = tuple(g for g in detail.grants if g not in event.grants)
+    return Step(_with(state, replace(detail, grants=kept)))
+
+
+def _release_grants(detail: ImageDetail) -> tuple[object, ...]:
+    return (ReleaseGrants(detail.grants),) if detail.grants else ()
 
 
 def _chunks_done(state: JobState, event: ChunksDone, verify: bool) -> Step:
@@ -322,7 +416,7 @@ def _chunks_done(state: JobState, event: ChunksDone, verify: bool) -> Step:
     if verify:
         return Step(nxt, (VerifyTarget(_target(state), image, detail.import_id),))
     commit = Commit(_target(state), image, detail.import_id)
-    return Step(replace(nxt, phase=Phase.COMMITTING), (commit,))
+    return Step(replace(nxt, phase=Phase.COMMITTING), (*_release_grants(detail), commit))
 
 
 def _committed(state: JobState) -> Step:

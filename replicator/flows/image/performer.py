@@ -16,6 +16,10 @@ two canisters on one network; the relay path (read here, write there) is
 used when asked for (``via = "relay"``), between networks, when the source
 cannot push, or when the identity may not grant the push (unless the
 direct path was asked for explicitly, which then fails with exit code 4).
+The grants the direct path needs are recorded before they are made and
+revoked when the copy ends (:mod:`replicator.flows.image.grants`): a
+finished copy when the machine releases them, a run that fails or is
+cancelled when it closes (best effort), a run that died by the job's next run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from replicator.errors import AccessDeniedError, UsageError
 from replicator.flow import Restart, RunContext, RunReport
 from replicator.flows.image import archive as archive_sides
 from replicator.flows.image import canister as canister_sides
+from replicator.flows.image.grants import Grants
 from replicator.flows.image.machine import (
     AbortImport,
     CheckChunks,
@@ -37,8 +42,12 @@ from replicator.flows.image.machine import (
     Committed,
     CopyChunks,
     DiscardProgress,
+    Grant,
+    GrantsNeeded,
+    GrantsReleased,
     PrepareSource,
     PrepareTarget,
+    ReleaseGrants,
     ReleaseSource,
     SourceReady,
     TargetReady,
@@ -66,6 +75,10 @@ class ImagePerformer:
         self.target_digest: bytes | None = None
         self.source = _source_side(self.job, ctx)
         self._target = _target_side(self.job, ctx)
+        self.grants = Grants(ctx.calls, ctx.store, self.job.id)
+        # Grants this run may have made and not released: revoked when the run
+        # ends without releasing them (failed, cancelled).
+        self._unreleased: set[Grant] = set()
 
     async def perform(self, effect: object) -> object | None:
         try:
@@ -95,8 +108,13 @@ class ImagePerformer:
             case AbortImport(import_id=import_id):
                 await self.target.abort(import_id)
                 return None
-            case CopyChunks(image=image, import_id=import_id):
-                return ChunksDone(await self._copy(image, import_id))
+            case CopyChunks(image=image, import_id=import_id, grants=grants):
+                self._unreleased.update(grants)
+                return await self._copy(image, import_id, grants)
+            case ReleaseGrants(grants=grants):
+                await self.grants.revoke(grants)
+                self._unreleased.difference_update(grants)
+                return GrantsReleased(grants)
             case CheckChunks(image=image):
                 return ChunksDone(await self._check(image))
             case Commit(image=image, import_id=import_id):
@@ -118,13 +136,17 @@ class ImagePerformer:
 
     # -- copies
 
-    async def _copy(self, image: ImageInfo, import_id: int | None) -> bytes:
+    async def _copy(
+        self, image: ImageInfo, import_id: int | None, grants: tuple[Grant, ...]
+    ) -> ChunksDone | GrantsNeeded:
         digests = await self.source.chunk_digests(image)
         held = await self.target.held(image, import_id)
         book = await self._book(image, digests, held)
-        mover = await self._mover(image, import_id, digests)
-        self.route = mover.route
-        return await self._pump(image, book, mover)
+        mover = await self._mover(image, import_id, digests, grants, nothing_left=book.done)
+        if isinstance(mover, GrantsNeeded):
+            return mover  # recorded first, then granted by the next CopyChunks
+        self.route = None if book.done else mover.route  # nothing to move: no route taken
+        return ChunksDone(await self._pump(image, book, mover))
 
     async def _check(self, image: ImageInfo) -> bytes:
         digests = await self.source.chunk_digests(image)
@@ -148,18 +170,28 @@ class ImagePerformer:
         return book
 
     async def _mover(
-        self, image: ImageInfo, import_id: int | None, digests: Sequence[bytes]
-    ) -> Mover:
+        self,
+        image: ImageInfo,
+        import_id: int | None,
+        digests: Sequence[bytes],
+        recorded: tuple[Grant, ...],
+        *,
+        nothing_left: bool,
+    ) -> Mover | GrantsNeeded:
         source, target = self.source, self.target
         if (
             import_id is not None
+            and not nothing_left  # no push to make: no grant either
             and isinstance(source, canister_sides.CanisterSource)
             and isinstance(target, canister_sides.CanisterTarget)
             and await self._direct(source, target)
-            and await self._push_allowed(source, target)
         ):
-            pusher = source.pusher(target.principal, image, import_id)
-            return DirectMover(pusher, source.sizer(Path.PUSH), digests)
+            allowed = await self._push_allowed(source, target, recorded)
+            if isinstance(allowed, GrantsNeeded):
+                return allowed
+            if allowed:
+                pusher = source.pusher(target.principal, image, import_id)
+                return DirectMover(pusher, source.sizer(Path.PUSH), digests)
         writer = target.writer(image, import_id)
         reader = source.reader(image, charged=not writer.charges_bytes)
         describe = str(self.job.source)
@@ -181,17 +213,41 @@ class ImagePerformer:
         return True
 
     async def _push_allowed(
-        self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget
-    ) -> bool:
-        """Grant what the direct path needs; without the rights, relay — unless asked for."""
+        self,
+        source: canister_sides.CanisterSource,
+        target: canister_sides.CanisterTarget,
+        recorded: tuple[Grant, ...],
+    ) -> bool | GrantsNeeded:
+        """Grant what the direct path needs; without the rights, relay — unless asked for.
+
+        Grants not recorded yet are asked for first (``GrantsNeeded``): the
+        machine records them before this copy may make them.
+        """
+        needed = await self._needed_grants(source, target)
         try:
-            await canister_sides.allow_push(source, target)
+            unrecorded = await self.grants.to_record(needed, recorded)
+            if unrecorded:
+                return GrantsNeeded(tuple(unrecorded))
+            await self.grants.grant(g for g in needed if g in recorded)
         except AccessDeniedError as exc:
             if self.job.options.get("via") == Route.DIRECT:
                 raise
             self.ctx.note(f"using the relay path: {exc}")
             return False
         return True
+
+    async def _needed_grants(
+        self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget
+    ) -> list[Grant]:
+        """``icrp_push`` goes only to the source's peers, and the target accepts the
+        source's ``icrp_write`` only if it trusts the source — except a backup
+        canister, which trusts the one source it accepts images from."""
+        network = source.endpoint.network
+        grants = [Grant(network, source.endpoint.canister_id, target.endpoint.canister_id)]
+        backup = (await target.info()).role == "backup"
+        if not (backup and source.origin == source.principal):
+            grants.append(Grant(network, target.endpoint.canister_id, source.endpoint.canister_id))
+        return grants
 
     async def _pump(
         self, image: ImageInfo, book: ChunkBook, mover: Mover, *, copying: bool = True
@@ -229,6 +285,9 @@ class ImagePerformer:
         )
 
     async def close(self) -> None:
+        if self._unreleased:  # best effort: the job's next run revokes what stays
+            await self.grants.revoke_quietly(sorted(self._unreleased))
+            self._unreleased.clear()
         await self.source.close()
         if self._target is not None:
             await self._target.close()

@@ -1,9 +1,10 @@
 // A local stand-in for the cycles ledger (um5iw-rqaaa-aaaaq-qaaba-cai) with the
-// part of its interface the orchestrator uses to create canisters on mainnet:
-// `create_canister`, `icrc1_balance_of`, `icrc1_fee` and `deposit`, with the
-// real ledger's Candid types, fee, deduplication and error variants.
-// `create_canister` calls the management canister's `create_canister` with the
-// requested cycles attached, as the real ledger does through the CMC.
+// part of its interface the orchestrator uses on mainnet: `create_canister`,
+// `withdraw` (cycles to a canister: top-ups), `icrc1_balance_of`, `icrc1_fee`
+// and `deposit`, with the real ledger's Candid types, fee, deduplication and
+// error variants. `create_canister` calls the management canister's
+// `create_canister` with the requested cycles attached, as the real ledger does
+// through the CMC; `withdraw` calls its `deposit_cycles`.
 //
 // Localnet has no CMC to mint cycles from ICP, so `test_fund` (controllers
 // only) credits an account out of the cycles this canister holds and has not
@@ -55,6 +56,32 @@ persistent actor CyclesLedger {
     #FailedToCreate : { fee_block : ?BlockIndex; refund_block : ?BlockIndex; error : Text };
     #GenericError : { message : Text; error_code : Nat };
   };
+  type RejectionCode = {
+    #NoError;
+    #SysFatal;
+    #SysTransient;
+    #DestinationInvalid;
+    #CanisterReject;
+    #CanisterError;
+    #Unknown;
+  };
+  type WithdrawArgs = {
+    amount : Nat;
+    from_subaccount : ?Blob;
+    to : Principal;
+    created_at_time : ?Nat64;
+  };
+  type WithdrawError = {
+    #GenericError : { message : Text; error_code : Nat };
+    #TemporarilyUnavailable;
+    #Duplicate : { duplicate_of : Nat };
+    #BadFee : { expected_fee : Nat };
+    #InvalidReceiver : { receiver : Principal };
+    #CreatedInFuture : { ledger_time : Nat64 };
+    #TooOld;
+    #InsufficientFunds : { balance : Nat };
+    #FailedToWithdraw : { fee_block : ?Nat; rejection_code : RejectionCode; rejection_reason : Text };
+  };
   type DepositArgs = { to : Account; memo : ?Blob };
   type DepositResult = { balance : Nat; block_index : BlockIndex };
 
@@ -63,6 +90,7 @@ persistent actor CyclesLedger {
       settings : ?CanisterSettings;
       sender_canister_version : ?Nat64;
     }) -> async { canister_id : Principal };
+    deposit_cycles : ({ canister_id : Principal }) -> async ();
   };
 
   // The real ledger's constants (cycles-ledger/src/config.rs).
@@ -77,6 +105,8 @@ persistent actor CyclesLedger {
   let balances = Map.empty<Key, Nat>();
   // created transactions by (caller, subaccount, created_at_time, amount)
   let seen = Map.empty<Text, (BlockIndex, ?Principal)>();
+  // withdrawals by (caller, subaccount, to, created_at_time, amount)
+  let withdrawn = Map.empty<Text, BlockIndex>();
   var nextBlock : Nat = 0;
   var credited : Nat = 0; // sum of all balances
 
@@ -193,6 +223,58 @@ persistent actor CyclesLedger {
       // As the real ledger: the fee is kept, the amount is refunded.
       let refund = credit(from, args.amount);
       #Err(#FailedToCreate({ fee_block = ?burn; refund_block = ?refund; error = Error.message(e) }));
+    };
+  };
+
+  public shared ({ caller }) func withdraw(args : WithdrawArgs) : async {
+    #Ok : BlockIndex;
+    #Err : WithdrawError;
+  } {
+    switch (checkTime(args.created_at_time)) {
+      case (?#TooOld) return #Err(#TooOld);
+      case (?#CreatedInFuture t) return #Err(#CreatedInFuture t);
+      case _ {};
+    };
+    let dedup = switch (args.created_at_time) {
+      case null null;
+      case (?t) ?debug_show ((caller, args.from_subaccount, args.to, t, args.amount));
+    };
+    switch dedup {
+      case (?d) switch (Map.get(withdrawn, Text.compare, d)) {
+        case (?blockId) return #Err(#Duplicate({ duplicate_of = blockId }));
+        case null {};
+      };
+      case null {};
+    };
+    let from = key(caller, args.from_subaccount);
+    let balance = balanceOf(from);
+    if (balance < args.amount + FEE) return #Err(#InsufficientFunds({ balance }));
+    // Debit before the await: a concurrent call must not spend the same cycles.
+    let burn = debit(from, args.amount + FEE);
+    try {
+      await (with cycles = args.amount) ic.deposit_cycles({ canister_id = args.to });
+      switch dedup {
+        case (?d) Map.add(withdrawn, Text.compare, d, burn);
+        case null {};
+      };
+      #Ok(burn);
+    } catch (e) {
+      // As the real ledger: the fee is kept, the amount is refunded.
+      ignore credit(from, args.amount);
+      #Err(#FailedToWithdraw({ fee_block = ?burn; rejection_code = rejection(e); rejection_reason = Error.message(e) }));
+    };
+  };
+
+  func rejection(e : Error.Error) : RejectionCode {
+    switch (Error.code(e)) {
+      case (#system_fatal) #SysFatal;
+      case (#system_transient) #SysTransient;
+      case (#destination_invalid) #DestinationInvalid;
+      case (#canister_reject) #CanisterReject;
+      case (#canister_error) #CanisterError;
+      case (#system_unknown) #Unknown;
+      case (#future _) #Unknown;
+      case (#call_error _) #Unknown;
     };
   };
 
