@@ -321,8 +321,7 @@ class _Cursor:
 def _decode_ok(cursor: _Cursor) -> memoryview | int | None:
     if bytes(cursor.view[:4]) != b"DIDL":
         return None
-    cursor.pos = 4
-    table = [_type_entry(cursor) for _ in range(cursor.uleb())]
+    table = _type_table(cursor)
     count = cursor.uleb()
     if count < 1:
         return None
@@ -353,6 +352,26 @@ def _decode_ok(cursor: _Cursor) -> memoryview | int | None:
 
 
 Entry = tuple[int, object]
+# Type tables seen before, as their bytes: a method's replies all start with
+# the same table (icrp_read's: 19 entries, most of them its error type), and
+# comparing those bytes costs far less than parsing them again.
+_TABLES: list[tuple[bytes, list[Entry | None]]] = []
+_MAX_TABLES = 16
+
+
+def _type_table(cursor: _Cursor) -> list[Entry | None]:
+    view = cursor.view
+    for raw, table in _TABLES:
+        end = 4 + len(raw)
+        if view[4:end] == raw:
+            cursor.pos = end
+            return table
+    cursor.pos = 4
+    table = [_type_entry(cursor) for _ in range(cursor.uleb())]
+    if len(_TABLES) >= _MAX_TABLES:
+        _TABLES.pop(0)
+    _TABLES.append((bytes(view[4 : cursor.pos]), table))
+    return table
 
 
 def _entry(table: list[Entry | None], index: int) -> Entry | None:

@@ -73,3 +73,14 @@ def test_a_truncated_reply_is_not_read() -> None:
     reply = encode_value(BLOB_RESULT, {"ok": b"x" * 1000})
     for cut in (3, 8, 12, len(reply) - 1):
         assert decode_ok(reply[:cut]) is None
+
+
+def test_a_type_table_seen_before_is_reused_and_only_for_the_same_table() -> None:
+    first = encode_value(BLOB_RESULT, {"ok": b"a" * 10})
+    second = encode_value(BLOB_RESULT, {"ok": b"b" * 300})
+    other = encode_value(Variant({"ok": Blob, "err": Text}), {"ok": b"c"})
+    for _ in range(2):
+        assert bytes(decode_ok(first) or b"") == b"a" * 10  # type: ignore[arg-type]
+        assert bytes(decode_ok(second) or b"") == b"b" * 300  # type: ignore[arg-type]
+        assert bytes(decode_ok(other) or b"") == b"c"  # type: ignore[arg-type]
+        assert decode_ok(encode_value(BLOB_RESULT, {"err": {"code": 2, "message": ""}})) is None
