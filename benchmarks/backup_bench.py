@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import os
 import pstats
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -150,14 +151,17 @@ class CopyClock:
     nbytes: int = 0
     first_bytes: int = 0  # acknowledged with the first ack
     retries: int = 0
+    marks: list[tuple[str, float]] = field(default_factory=list)  # (what began, when)
 
     def started(self, job: Job, resumed: bool) -> None:
         del job, resumed
         self.copy_started = self.first_ack = self.last_ack = None
         self.nbytes = self.first_bytes = 0
+        self.marks.append(("run", time.monotonic()))
 
     def phase(self, job: Job, phase: str) -> None:
         del job
+        self.marks.append((phase, time.monotonic()))
         if phase == Phase.COPYING:
             self.copy_started = time.monotonic()
 
@@ -180,6 +184,17 @@ class CopyClock:
 
     def finished(self, job: Job, outcome: JobOutcome) -> None:
         del job, outcome
+        self.marks.append(("end", time.monotonic()))
+
+    def steps(self, submitted: float) -> str:
+        """Where the time went: planning (creating a backup canister), then each phase."""
+        marks = [("plan", submitted), *self.marks]
+        spans = [
+            f"{name} {end - start:.1f} s"
+            for (name, start), (_next, end) in itertools.pairwise(marks)
+            if end - start >= 0.05
+        ]
+        return ", ".join(spans)
 
     @property
     def copy_seconds(self) -> float:
@@ -201,6 +216,7 @@ class Run:
     wall: float
     cpu: float
     clock: CopyClock
+    submitted: float
 
     @property
     def route(self) -> str:
@@ -291,7 +307,7 @@ class Bench:
             raise RuntimeError(
                 f"backup ({config.label}, via {via or 'auto'}) failed: {outcome.error}"
             )
-        return Run(outcome, wall, cpu, clock)
+        return Run(outcome, wall, cpu, clock, started)
 
 
 def _mibs(nbytes: float, seconds: float) -> float:
@@ -326,8 +342,9 @@ async def _pager_seconds_per_mib(bench: Bench, app: DemoApp, mib: int) -> float:
 
 async def _ratios(bench: Bench, sizes: Sequence[int], baseline_mib: int) -> list[Figure]:
     figures: list[Figure] = []
+    smallest = await bench.app(min(sizes))  # filled without latency
     await bench.latency(True)
-    per_mib = await _pager_seconds_per_mib(bench, await bench.app(min(sizes)), baseline_mib)
+    per_mib = await _pager_seconds_per_mib(bench, smallest, baseline_mib)
     for mib in sizes:
         app = await bench.app(mib)
         await bench.latency(True)
@@ -339,7 +356,7 @@ async def _ratios(bench: Bench, sizes: Sequence[int], baseline_mib: int) -> list
                 f"{mib} MiB, {config.label}, route {run.route} (asked: {via or 'engine default'}):"
                 f" {run.size / MiB:.1f} MiB in {run.wall:.1f} s end to end (copy phase "
                 f"{run.clock.copy_seconds:.1f} s, retries {run.clock.retries}); serial pager "
-                f"{pager:.0f} s: {ratio:.1f}x",
+                f"{pager:.0f} s: {ratio:.1f}x\n  steps: {run.clock.steps(run.submitted)}",
                 flush=True,
             )
             target = RATIO_TARGET if config is TUNED and run.route == "direct" else None
@@ -457,8 +474,10 @@ async def _cpu(bench: Bench, mib: int) -> list[Figure]:
         flush=True,
     )
     profile.dump_stats(f"{tempfile.gettempdir()}/relay-{os.getpid()}.prof")
-    for part, seconds in _breakdown(profile, gib):
-        print(f"  {seconds:6.2f} CPU s/GiB  {part}", flush=True)
+    parts = _breakdown(profile, gib)
+    total = sum(seconds for _part, seconds in parts) or 1.0
+    for part, seconds in parts:
+        print(f"  {seconds:6.2f} CPU s/GiB profiled ({seconds / total:4.0%})  {part}", flush=True)
     return [
         Figure(
             f"relay orchestrator CPU ({mib} MiB)",
