@@ -28,6 +28,8 @@ BENCHMARKS = [
     "persist_bench",
     "icrp_bench",
     "repository_bench",
+    "subnet_bench",
+    "localnet_scale_bench",
 ]
 QUICK = ["backup_bench", "sha256_bench", "repository_bench"]
 
