@@ -2,7 +2,10 @@
 
 localnet runs in a child process (its CPU is not ours) with a latency model
 set through its admin endpoint (``PUT /_/faults``): 150 ms per query, 1.5 s
-per update call, about what a client sees on mainnet.  For each ``--sizes``
+per update call, about what a client sees on mainnet.  With
+``--subnet-model`` localnet executes in rounds (1 round/s, 4 MiB blocks:
+``docs/localnet.md``) and an update gets 0.1 s of network latency, the
+rounds supplying the rest.  For each ``--sizes``
 MiB a demo app is deployed and filled, and measured in one run:
 
 1. **end to end vs the serial pager**: ``Engine.submit(backup.request(app))``
@@ -71,7 +74,8 @@ from replicator.settings import EngineSettings
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 LATENCY = {"query": 0.15, "call": 1.5}
-LATENCY_TEXT = f"latency {LATENCY['query']} s/query, {LATENCY['call']} s/update"
+# With the subnet model the rounds supply an update's consensus delay.
+MODEL_LATENCY = {"query": 0.15, "call": 0.1}
 TUNED_IN_FLIGHT = 32
 RATIO_TARGET = 10.0
 RATIO_FROM_MIB = 64
@@ -98,6 +102,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--cpu-mib", type=int, default=256, help="relay CPU image, MiB")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument(
+        "--subnet-model",
+        action="store_true",
+        help="localnet executes in rounds (1/s, 4 MiB blocks); updates then get 0.1 s of "
+        "network latency and the rounds supply the rest",
+    )
     return parser.parse_args(list(argv))
 
 
@@ -237,7 +247,21 @@ class Bench:
     agent: Agent
     state_dir: Path
     apps: dict[int, DemoApp]
+    model: bool = False
     runs: int = 0
+
+    @property
+    def latency_model(self) -> dict[str, float]:
+        return MODEL_LATENCY if self.model else LATENCY
+
+    @property
+    def network(self) -> str:
+        """The network conditions a figure states."""
+        lat = self.latency_model
+        text = f"latency {lat['query']} s/query, {lat['call']} s/update"
+        if self.model:
+            return text + ", localnet subnet model on (1 round/s, 4 MiB blocks)"
+        return text + ", no subnet model"
 
     async def app(self, mib: int) -> DemoApp:
         if mib not in self.apps:
@@ -250,7 +274,7 @@ class Bench:
         return self.apps[mib]
 
     async def latency(self, on: bool) -> None:
-        body = {"latency_s": LATENCY if on else {}}
+        body = {"latency_s": self.latency_model if on else {}}
         async with httpx.AsyncClient(base_url=self.net.url, timeout=30) as http:
             reply = await http.put("/_/faults", json=body)
             reply.raise_for_status()
@@ -333,7 +357,7 @@ async def _pager_seconds_per_mib(bench: Bench, app: DemoApp, mib: int) -> float:
     await src.end_export(ticket.snapshot_id)
     per_mib = seconds / (limit / MiB)
     print(
-        f"serial pager (1 MiB read then 1 MiB write, one at a time; {LATENCY_TEXT}): "
+        f"serial pager (1 MiB read then 1 MiB write, one at a time; {bench.network}): "
         f"{limit / MiB:.0f} MiB in {seconds:.1f} s = {1 / per_mib:.2f} MiB/s",
         flush=True,
     )
@@ -363,7 +387,7 @@ async def _ratios(bench: Bench, sizes: Sequence[int], baseline_mib: int) -> list
             figures.append(
                 Figure(
                     f"backup {mib} MiB end to end vs serial pager, route {run.route}",
-                    f"{config.text}; {LATENCY_TEXT}; creating the backup canister included",
+                    f"{config.text}; {bench.network}; creating the backup canister included",
                     ratio,
                     "x",
                     target=target if mib >= RATIO_FROM_MIB else None,
@@ -389,7 +413,7 @@ async def _budget(bench: Bench, mib: int) -> list[Figure]:
         figures.append(
             Figure(
                 f"budget share, route {run.route} ({mib} MiB)",
-                f"{DEFAULTS.text}; {LATENCY_TEXT}; first ack to last",
+                f"{DEFAULTS.text}; {bench.network}; first ack to last",
                 100 * rate / budget,
                 "%",
                 target=BUDGET_TARGET,
@@ -481,7 +505,8 @@ async def _cpu(bench: Bench, mib: int) -> list[Figure]:
     return [
         Figure(
             f"relay orchestrator CPU ({mib} MiB)",
-            f"{TUNED.text}; relay; no latency; process CPU of the orchestrator",
+            f"{TUNED.text}; relay; no injected latency, subnet model "
+            f"{'on' if bench.model else 'off'}; process CPU of the orchestrator",
             per_gib,
             "CPU s/GiB",
             target=CPU_TARGET,
@@ -496,10 +521,11 @@ async def run(argv: Sequence[str] = ()) -> list[Figure]:
     figures: list[Figure] = []
     print(f"configurations:\n  {DEFAULTS.text}\n  {TUNED.text}", flush=True)
     with tempfile.TemporaryDirectory(prefix="backup-bench-") as tmp:
-        async with LocalNetProcess() as net:
+        model = "" if args.subnet_model else None  # "": the model's defaults
+        async with LocalNetProcess(subnet_model=model) as net:
             agent = Agent(net.url, identity, network="local", root_key=net.root_key)
             async with agent:
-                bench = Bench(net, identity, agent, Path(tmp), {})
+                bench = Bench(net, identity, agent, Path(tmp), {}, model=args.subnet_model)
                 if "ratio" in args.phases:
                     figures += await _ratios(bench, args.sizes, args.baseline_mib)
                 if "budget" in args.phases:
