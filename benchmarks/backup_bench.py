@@ -19,11 +19,13 @@ MiB a demo app is deployed and filled, and measured in one run:
    does: serial 1 MiB pages through the orchestrator, ``icrp_read`` then
    ``icrp_write``, one call at a time, timed on ``--baseline-mib`` MiB and
    extrapolated (serial is linear); only its page loop is counted, which is
-   generous to it.  Target: tuned direct >= 10x on images of 64 MiB and up.
+   generous to it.  Target: tuned direct >= 10x on images of 256 MiB and up
+   (smaller ones are reported: their fixed steps dominate).
 2. **budget**: the shipped defaults (2 MiB/s, default burst of one second)
-   on the direct and the relay route: the copy's sustained rate (first ack
-   to last) must reach >= 90 % of the budget, which counts bytes moved from
-   source to target (the relay's read and write of a byte count once).
+   on the direct and the relay route: the copy phase's rate (its setup calls
+   included, the bucket starting empty) must reach >= 90 % of the budget,
+   which counts bytes moved from source to target (the relay's read and
+   write of a byte count once).
 3. **relay CPU**: a relay backup of ``--cpu-mib`` MiB without latency, tuned:
    orchestrator CPU seconds per GiB (``time.process_time()`` of this process,
    localnet's CPU excluded), target <= 3.  Then the same backup under
@@ -78,7 +80,7 @@ LATENCY = {"query": 0.15, "call": 1.5}
 MODEL_LATENCY = {"query": 0.15, "call": 0.1}
 TUNED_IN_FLIGHT = 32
 RATIO_TARGET = 10.0
-RATIO_FROM_MIB = 64
+RATIO_FROM_MIB = 256  # the seed thread's comparison: smaller images are reported, not judged
 BUDGET_TARGET = 90.0
 CPU_TARGET = 3.0
 PHASES = ("ratio", "budget", "cpu")
@@ -213,11 +215,15 @@ class CopyClock:
         return self.last_ack - self.copy_started
 
     @property
-    def sustained_rate(self) -> float:
-        """Bytes per second from the first ack to the last (the pipeline full)."""
-        if self.first_ack is None or self.last_ack is None or self.last_ack <= self.first_ack:
-            return float("nan")
-        return (self.nbytes - self.first_bytes) / (self.last_ack - self.first_ack)
+    def copy_rate(self) -> float:
+        """Bytes per second over the copy phase, its setup calls included.
+
+        The byte bucket starts empty, so no burst flatters this; acks come
+        per run, which may be a quarter of a small image, so a rate between
+        the first and the last ack would measure little.
+        """
+        seconds = self.copy_seconds
+        return self.nbytes / seconds if seconds > 0 else float("nan")
 
 
 @dataclass
@@ -404,16 +410,17 @@ async def _budget(bench: Bench, mib: int) -> list[Figure]:
     assert budget is not None
     for via in ("direct", "relay"):
         run = await bench.backup(app, DEFAULTS, via=via, fresh_target=True)
-        rate = run.clock.sustained_rate
+        rate = run.clock.copy_rate
         print(
             f"budget {budget / MiB:g} MiB/s, route {run.route}: {run.clock.nbytes / MiB:.0f} MiB, "
-            f"sustained {rate / MiB:.2f} MiB/s = {rate / budget:.1%} of the budget",
+            f"in {run.clock.copy_seconds:.1f} s of copy phase = {rate / MiB:.2f} MiB/s = "
+            f"{rate / budget:.1%} of the budget",
             flush=True,
         )
         figures.append(
             Figure(
                 f"budget share, route {run.route} ({mib} MiB)",
-                f"{DEFAULTS.text}; {bench.network}; first ack to last",
+                f"{DEFAULTS.text}; {bench.network}; over the copy phase",
                 100 * rate / budget,
                 "%",
                 target=BUDGET_TARGET,
