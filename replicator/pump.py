@@ -6,12 +6,11 @@ One copy is::
 
 - **Plan**: the :class:`~replicator.chunkbook.ChunkBook` hands out runs of
   contiguous chunks that are not yet acknowledged, lowest first: as many
-  per run as the mover wants (:attr:`Mover.run_bytes`, e.g.
+  per run as the mover wants (:attr:`Mover.run_bytes`:
   :data:`PIECES_PER_RUN` transfers), but no more than an even share of
   what is left per worker, so that a small image still keeps every worker
   busy.  A run is moved in *pieces* of the current transfer size, which
-  need not line up with chunks: 15 chunks of 1 MiB go as 8 pieces of
-  1.875 MiB rather than 15 calls of 1 MiB.
+  need not line up with chunks.
 - **Move**: a :class:`Mover` moves one run.  :class:`DirectMover` asks the
   source canister to ``icrp_push`` each piece into the target (the bytes
   never leave the IC); :class:`RelayMover` reads the run from a
@@ -64,9 +63,12 @@ from replicator.integrity import ImageInfo, chunk_digest, chunk_span
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 4
-# Transfers per run where pieces may cut across chunks (see the module doc):
-# runs of about 15 MiB at the full transfer size.
-PIECES_PER_RUN = 8
+# Transfers per run.  A run is acknowledged, and so checkpointed, only when
+# all of it is; under a binding byte budget the runs in flight advance
+# together and finish together, so long runs (8 transfers were tried) made
+# progress come in bursts and a kill lose up to concurrency x run bytes: a
+# run is one transfer, as many whole chunks as fit it.
+PIECES_PER_RUN = 1
 
 Buffer = bytes | bytearray | memoryview
 

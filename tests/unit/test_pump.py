@@ -240,11 +240,11 @@ async def test_a_bad_chunk_is_refused_by_a_checking_target_and_not_acknowledged(
     assert 6 not in {i for i, _ in rec.acks}
 
 
-async def test_runs_are_long_but_shared_out_so_every_worker_has_one() -> None:
+async def test_runs_are_shared_out_so_every_worker_has_one() -> None:
     target, rec = FakeTarget(), Recorder()
     book = ChunkBook.for_image(IMAGE)  # 13 chunks
-    mover = DirectMover(target, sizer(ceiling=CHUNK), DIGESTS)
-    assert mover.run_bytes == 8 * CHUNK  # 8 pieces per run
+    mover = DirectMover(target, sizer(ceiling=8 * CHUNK), DIGESTS)
+    assert mover.run_bytes == 8 * CHUNK  # one transfer: 8 chunks
     await pump(book, mover, rec, n=4).run()
     assert max(n for _, n in rec.advanced) <= 4  # ceil(13 / 4): no worker left idle
     assert 1 < target.peak <= 4
