@@ -30,6 +30,7 @@ BENCHMARKS = [
     "repository_bench",
     "subnet_bench",
     "localnet_scale_bench",
+    "fleet_bench",
 ]
 QUICK = ["backup_bench", "sha256_bench", "repository_bench"]
 
