@@ -188,7 +188,7 @@ def test_import_then_export_gives_the_same_directory(tmp_path: Path, repo: Repos
     assert m.metadata == EXPECTED
     assert m.canister == CANISTER
     assert m.tags == ("icp-cli",)
-    assert len(m.wasm_memory.chunks) == -(-5_000_000 // DEFAULT_CHUNK_SIZE)  # 64 KiB chunks
+    assert len(m.wasm_memory.chunks) == -(-5_000_000 // DEFAULT_CHUNK_SIZE)  # 62,500-byte chunks
     assert repo.verify(stored.id).ok
     out = export_icp_cli_dir(repo, stored, tmp_path / "out")
     written = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}

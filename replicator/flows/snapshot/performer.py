@@ -172,8 +172,11 @@ class SnapshotPerformer:
 
     async def _inspect_source(self, facts: Facts, resumed: str | None) -> dict[str, Any]:
         side = _need(self.source)
-        controller = side.me in await side.controllers()
-        on_chain = await self._snapshots_or_refuse(side)
+        # Three calls at once: under mainnet latency each costs a second or two.
+        controllers, on_chain, status = await _together(
+            side.controllers(), self._snapshots_or_refuse(side), _status_or_none(side)
+        )
+        controller = side.me in controllers
         ids = {hex_id(s.id): s for s in on_chain}
         learnt = self._earlier_snapshot(facts, ids, resumed)
         facts = merged(facts, learnt)
@@ -182,7 +185,7 @@ class SnapshotPerformer:
         if not controller:
             return learnt | self._as_viewer(side, facts, on_chain)
         if facts.get("ic_snapshot") is None or facts.get("source_stopped"):
-            learnt |= await self._source_status(side, facts, resumed)
+            learnt |= self._source_status(side, _status(side, status), facts, resumed)
         if facts.get("ic_snapshot") is None:
             learnt |= self._slot(side, on_chain, facts)
         return learnt
@@ -206,9 +209,7 @@ class SnapshotPerformer:
         if current is not None and current not in ids:
             if facts.get("manifest") or facts.get("loaded"):
                 return {"ic_snapshot_gone": True}  # no longer needed: nothing to clean up
-            self.note(
-                f"the IC snapshot {current} an earlier run took is gone: taking a new one"
-            )
+            self.note(f"the IC snapshot {current} an earlier run took is gone: taking a new one")
             return _forget_snapshot()
         before = facts.get("before")
         if current is None and resumed == "take" and before is not None:
@@ -265,10 +266,9 @@ class SnapshotPerformer:
             "taken_at": newest.taken_at_timestamp,
         }
 
-    async def _source_status(
-        self, side: SnapshotCanister, facts: Facts, resumed: str | None
+    def _source_status(
+        self, side: SnapshotCanister, status: CanisterStatus, facts: Facts, resumed: str | None
     ) -> dict[str, Any]:
-        status = await side.status()
         stopped = status.status == "stopped"
         learnt: dict[str, Any] = {}
         # We stopped it if a run recorded so (or was stopping it) and it still is.
@@ -512,8 +512,13 @@ class SnapshotPerformer:
         )
         acked = await self._still_stored(layout)
         self.ctx.total(layout.memory_bytes, _acked_bytes(layout, acked))
-        for memory in SNAPSHOT_MEMORIES:
-            await self._store_memory(side, sid, memory, layout, builder, acked)
+        # The memories at once: no worker idles while the last runs of one finish.
+        await _together(
+            *(
+                self._store_memory(side, sid, memory, layout, builder, acked)
+                for memory in SNAPSHOT_MEMORIES
+            )
+        )
         for chunk_hash in metadata.wasm_chunk_store:
             data = await side.read_wasm_chunk(sid, chunk_hash)
             builder.add_wasm_chunk(await asyncio.to_thread(repo.put_chunk, data))
@@ -613,16 +618,14 @@ class SnapshotPerformer:
         layout = Layout.of(metadata, chunk_size)
         acked = {i: d for i, d in self.ctx.acked.items() if i < layout.wasm_base}
         self.ctx.total(layout.memory_bytes, _acked_bytes(layout, acked))
+        uploads = []
         for memory in SNAPSHOT_MEMORIES:
             local = layout.local(acked, memory)
             self.chunks_skipped += len(local)
             writer = SliceWriter(side, usid, memory, self._sizer())
-            await self._pump(
-                layout,
-                memory,
-                local,
-                StreamMover(self._reader(facts, memory, layout), writer, chunk_size),
-            )
+            mover = StreamMover(self._reader(facts, memory, layout), writer, chunk_size)
+            uploads.append(self._pump(layout, memory, local, mover))
+        await _together(*uploads)
         for data in await self._wasm_chunks(facts, metadata):
             await side.upload_wasm_chunk(usid, data)
         return {"uploaded": True, "chunk_size": chunk_size, "chunks_total": layout.total_chunks}
@@ -879,6 +882,41 @@ class SnapshotPerformer:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+async def _together(*work: Awaitable[Any]) -> list[Any]:
+    """Await every one at once; the first failure cancels the rest and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_run(w)) for w in work]
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    return [t.result() for t in tasks]
+
+
+async def _run(work: Awaitable[Any]) -> Any:
+    return await work
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        inner = _first(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if not isinstance(inner, asyncio.CancelledError):
+            return inner
+    return group.exceptions[0]
+
+
+async def _status_or_none(side: SnapshotCanister) -> CanisterStatus | None:
+    try:
+        return await side.status()
+    except ic.AccessDenied:
+        return None  # not a controller: the snapshots tell what it may do
+
+
+def _status(side: SnapshotCanister, status: CanisterStatus | None) -> CanisterStatus:
+    if status is None:
+        raise AccessDeniedError(f"{side.me} may not read the status of {side}")
+    return status
 
 
 def _side(ctx: RunContext, endpoint: CanisterRef | ArchiveRef | None) -> SnapshotCanister | None:
