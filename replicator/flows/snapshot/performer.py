@@ -26,6 +26,7 @@ snapshot as it is); a restore or copy needs a controller of the target.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -124,6 +125,8 @@ class SnapshotPerformer:
         self.chunks_copied = 0
         self.chunks_skipped = 0
         self.moved = False
+        # The new snapshot's metadata, read while the source is being started again.
+        self._metadata: dict[bytes, asyncio.Task[SnapshotMetadata]] = {}
 
     # ------------------------------------------------------------ dispatch
 
@@ -434,6 +437,7 @@ class SnapshotPerformer:
                 f"{side} refused a new snapshot: {exc.message}; delete one you no longer need, "
                 "then re-run"
             ) from exc
+        self._prefetch(side, snap.id)
         self.metrics.on_chain.labels("taken").inc()
         if replace is not None:
             self.metrics.on_chain.labels("replaced").inc()
@@ -457,6 +461,16 @@ class SnapshotPerformer:
         if downtime is not None:
             self.note(f"started {side} again: it was stopped for {downtime:.2f} s")
         return {"source_stopped": None, "downtime": downtime}
+
+    def _prefetch(self, side: SnapshotCanister, snapshot_id: bytes) -> None:
+        if snapshot_id not in self._metadata:
+            self._metadata[snapshot_id] = asyncio.create_task(side.metadata(snapshot_id))
+
+    async def _snapshot_metadata(
+        self, side: SnapshotCanister, snapshot_id: bytes
+    ) -> SnapshotMetadata:
+        self._prefetch(side, snapshot_id)
+        return await self._metadata[snapshot_id]
 
     async def _stop(self, side: SnapshotCanister) -> float:
         at = time.time()
@@ -496,7 +510,7 @@ class SnapshotPerformer:
         repo = self.repo
         side = _need(self.source)
         sid = bytes.fromhex(facts["ic_snapshot"])
-        metadata = await side.metadata(sid)
+        metadata = await self._snapshot_metadata(side, sid)
         chunk_size = repo.chunk_size
         if facts.get("chunk_size") not in (None, chunk_size):
             await self.ctx.reset_chunks()  # another chunk size: the acks do not fit
@@ -592,7 +606,7 @@ class SnapshotPerformer:
 
     async def _source_metadata(self, facts: Facts) -> SnapshotMetadata:
         side = _need(self.source)
-        return await side.metadata(bytes.fromhex(facts["ic_snapshot"]))
+        return await self._snapshot_metadata(side, bytes.fromhex(facts["ic_snapshot"]))
 
     async def _open_upload(self, effect: Perform) -> dict[str, Any]:
         facts = effect.facts
@@ -868,6 +882,10 @@ class SnapshotPerformer:
 
     async def close(self) -> None:
         """Start every canister this run stopped and did not start (failed, cancelled)."""
+        for task in self._metadata.values():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         for side, at in list(self._stopped.values()):
             try:
                 await asyncio.shield(self._start(side, at or None))
