@@ -75,7 +75,7 @@ MiB = 1024 * 1024
 PAGE = 4096
 LATENCY = {"query": 0.15, "call": 1.5}
 ROOT = Path(__file__).parents[1]
-PLAIN_WASM = ROOT / "tests" / "canisters" / "wasm" / "plain_kv.wasm"
+PLAIN_WASM = ROOT / "canister_iface" / "wasm" / "plain_kv.wasm"
 T = TypeVar("T")
 
 

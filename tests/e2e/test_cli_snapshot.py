@@ -17,7 +17,7 @@ from replicator.repository import Repository
 
 pytestmark = pytest.mark.e2e
 
-PLAIN_WASM = ROOT / "tests" / "canisters" / "wasm" / "plain_kv.wasm"
+PLAIN_WASM = ROOT / "canister_iface" / "wasm" / "plain_kv.wasm"
 
 
 def _app(cli: Cli, stable: int = 1_048_576) -> Principal:

@@ -43,7 +43,7 @@ from replicator.repository import Repository
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-PLAIN_WASM = ROOT / "tests" / "canisters" / "wasm" / "plain_kv.wasm"
+PLAIN_WASM = ROOT / "canister_iface" / "wasm" / "plain_kv.wasm"
 KILLS = 10
 STABLE_MIB = 8
 RATE = "1 MiB"  # bytes per second: each run reads a slice or two before it is killed

@@ -21,7 +21,7 @@ from replicator.engine import Engine
 from replicator.flows.snapshot import jobs
 from replicator.job import CanisterRef, JobOutcome
 
-PLAIN_WASM = (ROOT / "tests" / "canisters" / "wasm" / "plain_kv.wasm").read_bytes()
+PLAIN_WASM = (ROOT / "canister_iface" / "wasm" / "plain_kv.wasm").read_bytes()
 ENTRIES = Types.Vec(Types.Tuple(Types.Nat, Types.Vec(Types.Nat8)))
 BLOB = Types.Vec(Types.Nat8)
 NAT64 = Types.Nat64
