@@ -27,6 +27,9 @@ big-endian; maps are msgpack with string keys; ``bin`` values are raw bytes::
   PNG's, so text-mode transfers and truncation are caught at once.  The
   CRC catches torn and damaged frames; the SHA-256s catch everything else.
 
+Files are created with mode 0600 whatever the umask: an archive holds a
+canister's private state.
+
 Writing (:class:`ArchiveWriter`) appends frames.  Opening an existing file
 for the same image resumes it: frames are checked from the start, and the
 file is truncated at the first frame that is torn (a crash in the middle of
@@ -115,6 +118,11 @@ class ArchiveHeader:
     def same_image(self, other: ArchiveHeader) -> bool:
         """Same source, snapshot, geometry and digest (creation time and tool aside)."""
         keys = ("source", "snapshot_id", "size", "chunk_size", "digest")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+    def same_content(self, other: ArchiveHeader) -> bool:
+        """The same bytes of the same source, whatever snapshot id they were exported as."""
+        keys = ("source", "size", "chunk_size", "digest")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     def to_payload(self) -> dict[str, Any]:
@@ -336,7 +344,7 @@ class ArchiveWriter:
     @classmethod
     def _create(cls, path: Path, header: ArchiveHeader) -> ArchiveWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(path, "w+b")  # noqa: SIM115 - owned by the writer, closed by close()
+        f = open_private(path)
         writer = cls(path, header, f)
         f.write(_PREAMBLE.pack(MAGIC, VERSION))
         f.write(_encode_frame(HEADER, header.to_payload()))
@@ -479,6 +487,45 @@ class ArchiveWriter:
         )
         self._f.truncate(exc.offset)
         self.sync()
+
+
+FILE_MODE = 0o600
+
+
+def open_private(path: Path) -> BinaryIO:
+    """``path`` created (or truncated) for writing with mode 0600, whatever the umask."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode on open: make it private
+        return os.fdopen(fd, "w+b")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_header(path: str | os.PathLike[str]) -> ArchiveHeader | None:
+    """The header of the archive at ``path``; ``None`` if there is no file.
+
+    Raises :class:`ArchiveError` for a file that is not an archive (or whose
+    header is damaged or torn).
+    """
+    path = Path(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with f:
+        _read_preamble(f, path)
+        try:
+            header, _ = _read_header(f, path)
+        except _Damaged as exc:
+            raise ArchiveError(f"{path}: {exc.reason}") from exc
+    return header
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a new or renamed directory entry durable."""
+    _fsync_dir(directory)
 
 
 def _fsync_dir(directory: Path) -> None:

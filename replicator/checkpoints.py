@@ -14,8 +14,21 @@ the event loop.  :class:`SqliteStore` is the embedded default (stdlib
 a time.  A store for several orchestrators sharing a fleet implements the
 same protocol.
 
+The store also keeps what the cycles budgets spent (:attr:`Store.spending`,
+per network and period, see :class:`~replicator.limits.CyclesBudget`) and a
+lock per job (:mod:`replicator.joblock`), so that every process using one
+store shares its budgets and no two run the same job.  Writes to a job whose
+lock another live process holds are refused (:class:`JobLocked`).
+
 SQLite details:
 
+- The file, and SQLite's ``-wal`` and ``-shm`` files beside it, have mode
+  0600 whatever the umask (they hold canister state); a directory the store
+  creates has mode 0700.  An existing file with looser permissions is
+  tightened when opened.
+- Problems are reported with the path and the fix: a read-only file or
+  directory (:class:`~replicator.errors.UsageError`, exit 2), a damaged file
+  (:class:`~replicator.errors.CheckpointError`, exit 1).
 - WAL journal with ``synchronous=FULL``: a commit returns only after the WAL
   is fsynced, so an acknowledged checkpoint survives a power cut; readers
   (``replicator jobs`` in another process) never block the writer.
@@ -26,7 +39,7 @@ SQLite details:
 - The schema version is ``PRAGMA user_version``; a newer version than this
   code knows is refused rather than misread, an older one is migrated.
 
-Schema (version 2)::
+Schema (version 3)::
 
     jobs(id TEXT PK, kind, fingerprint, phase, created_at REAL, updated_at REAL,
          state BLOB /* msgpack */)
@@ -34,35 +47,54 @@ Schema (version 2)::
                acked_at REAL, PK (job_id, chunk))
     canister_registry(network, source, role, canister, state, request_ns,
                       updated_at, PK (network, source, role))
+    cycles_spent(scope /* network */, period INTEGER /* Unix start */, cycles INTEGER,
+                 updated_at REAL, PK (scope, period))
+    job_locks(fingerprint PK, token, pid, host, since REAL, lease_until REAL, what)
 
 Version 1 kept the image kinds' fields at the top of the job state; version
 2 keeps every kind's own fields in ``detail`` (:class:`~replicator.job.JobState`
 reads both) and the registry table in the schema (version 1 files created it
-beside the schema).
+beside the schema); version 3 adds ``cycles_spent`` and ``job_locks``.
+
+Finished jobs are pruned (:meth:`Store.prune`): a job that is done, or that
+a newer run of the same command (same fingerprint) superseded, once it is
+older than the retention (``job_retention``, 30 days by default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import ParamSpec, Protocol, TypeVar
 
 from replicator import codec
-from replicator.errors import CheckpointError, IntegrityError
+from replicator.errors import CheckpointError, IntegrityError, ReplicatorError, UsageError
 from replicator.integrity import DIGEST_SIZE
 from replicator.job import Job, JobState, Phase, new_state
+from replicator.joblock import LOCK_TABLE, Holder, JobLocked, SqliteLockTable
+from replicator.limits import Spending
 from replicator.registry import REGISTRY_TABLE, Entry, Registry, SqliteRegistryTable
 
-SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
+FILE_MODE = 0o600  # the store holds which canisters exist and how far their copies got
+DIR_MODE = 0o700
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+# Spending of periods that ended this long ago is dropped when pruning.
+_KEEP_SPENDING = 90 * 86400.0
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -87,7 +119,23 @@ CREATE TABLE chunk_acks (
 ) WITHOUT ROWID;
 """
     + REGISTRY_TABLE
+    + LOCK_TABLE
 )
+# Version 3 adds the budgets' spending and the job locks (both IF NOT EXISTS).
+CYCLES_TABLE = """
+CREATE TABLE IF NOT EXISTS cycles_spent (
+    scope      TEXT NOT NULL,
+    period     INTEGER NOT NULL,
+    cycles     INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (scope, period)
+) WITHOUT ROWID;
+"""
+_SCHEMA += CYCLES_TABLE
+_MIGRATIONS = {  # from version → the script that brings it to SCHEMA_VERSION
+    1: REGISTRY_TABLE + LOCK_TABLE + CYCLES_TABLE,
+    2: LOCK_TABLE + CYCLES_TABLE,
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +161,9 @@ class JobSummary:
     chunks_acked: int
     chunks_total: int | None  # unknown until the source offered an image
     error: str | None
+    fingerprint: str = ""
+    holder: Holder | None = None  # the live process running it now, if any
+    superseded: bool = False  # a newer run of the same command exists: nothing to resume
 
 
 class Store(Protocol):
@@ -121,6 +172,11 @@ class Store(Protocol):
     @property
     def registry(self) -> Registry:
         """The canisters the orchestrator created, in the same store."""
+        ...
+
+    @property
+    def spending(self) -> Spending:
+        """What the cycles budgets spent, per network and period, in the same store."""
         ...
 
     async def create_job(self, job: Job) -> JobState:
@@ -159,6 +215,21 @@ class Store(Protocol):
         """Forget a job and its chunks."""
         ...
 
+    async def prune(self, older_than: float) -> list[str]:
+        """Forget finished jobs (done or superseded) not updated for ``older_than`` seconds.
+
+        Returns their ids.  A job whose lock a live process holds is kept.
+        """
+        ...
+
+    async def lock_job(self, fingerprint: str, me: Holder) -> tuple[bool, Holder | None]:
+        """Take a job's lock (see :mod:`replicator.joblock`)."""
+        ...
+
+    async def renew_lock(self, fingerprint: str, token: str, until: float) -> bool: ...
+
+    async def unlock_job(self, fingerprint: str, token: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -171,19 +242,33 @@ class _SqliteFile:
         *,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
+        self._timeout = timeout
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tokens: set[str] = set()  # job locks this store's process holds
+        if not read_only:
+            _prepare_file(self.path)
+        target: str | Path = self.path
+        if read_only:  # listing needs no write access to the file
+            target = f"{self.path.absolute().as_uri()}?mode=ro"
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+                target,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=read_only,
             )
         except sqlite3.Error as exc:
-            raise CheckpointError(f"cannot open checkpoint store {self.path}: {exc}") from exc
+            raise self._problem(exc) from exc
         try:
-            self._setup(timeout)
+            if read_only:
+                self._check_readable()
+            else:
+                self._setup(timeout)
         except BaseException:
             self._db.close()
             raise
@@ -198,6 +283,7 @@ class _SqliteFile:
         state = new_state(job)
         now = self._clock()
         with self._write() as db:
+            self._fence(db, job.fingerprint, now)
             try:
                 db.execute(
                     "INSERT INTO jobs (id, kind, fingerprint, phase, created_at, updated_at, state)"
@@ -221,6 +307,7 @@ class _SqliteFile:
     def save(self, state: JobState) -> float:
         now = self._clock()
         with self._write() as db:
+            self._fence(db, state.job.fingerprint, now)
             cursor = db.execute(
                 "UPDATE jobs SET phase = ?, updated_at = ?, state = ? WHERE id = ?",
                 (str(state.phase), now, codec.pack(state.to_payload()), state.job.id),
@@ -256,6 +343,24 @@ class _SqliteFile:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                 raise self._unknown(job_id)
 
+    def prune(self, older_than: float) -> list[str]:
+        now = self._clock()
+        cutoff = now - older_than
+        with self._write() as db:
+            locked = SqliteLockTable.live(db.connection, now)
+            rows = db.execute(
+                "SELECT j.id, j.fingerprint FROM jobs j WHERE j.updated_at < ? AND (j.phase = ?"
+                " OR EXISTS (SELECT 1 FROM jobs n WHERE n.fingerprint = j.fingerprint"
+                " AND (n.created_at > j.created_at"
+                " OR (n.created_at = j.created_at AND n.id > j.id))))",
+                (cutoff, Phase.DONE.value),
+            ).fetchall()
+            pruned = [str(r[0]) for r in rows if str(r[1]) not in locked]
+            for job_id in pruned:
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM cycles_spent WHERE period < ?", (now - _KEEP_SPENDING,))
+        return pruned
+
     # -- reads
 
     def load(self, job_id: str) -> Checkpoint:
@@ -279,10 +384,25 @@ class _SqliteFile:
         with self._read() as db:
             rows = db.execute(
                 "SELECT j.id, j.state, j.created_at, j.updated_at,"
-                " (SELECT COUNT(*) FROM chunk_acks c WHERE c.job_id = j.id)"
+                " (SELECT COUNT(*) FROM chunk_acks c WHERE c.job_id = j.id), j.fingerprint"
                 " FROM jobs j ORDER BY j.created_at, j.id"
             ).fetchall()
-        summaries = [_summary(self._decode(r[0], r[1]), r[2], r[3], r[4]) for r in rows]
+            locked = SqliteLockTable.live(db, self._clock())
+        summaries = []
+        newest: dict[str, str] = {}  # fingerprint → id of its newest job (rows are oldest first)
+        for r in rows:
+            newest[str(r[5])] = str(r[0])
+        for r in rows:
+            fingerprint = str(r[5])
+            summary = _summary(self._decode(r[0], r[1]), r[2], r[3], r[4])
+            summaries.append(
+                replace(
+                    summary,
+                    fingerprint=fingerprint,
+                    holder=locked.get(fingerprint) if newest[fingerprint] == r[0] else None,
+                    superseded=newest[fingerprint] != r[0],
+                )
+            )
         return [s for s in summaries if wanted is None or s.phase in wanted]
 
     def find_resumable(self, fingerprint: str) -> str | None:
@@ -312,6 +432,50 @@ class _SqliteFile:
         with self._read() as db:
             return SqliteRegistryTable.entries(db)
 
+    # -- the budgets' spending
+
+    def spend(self, scope: str, period: int, cycles: int, budget: int) -> tuple[bool, int]:
+        with self._write() as db:
+            total = self._spent(db.connection, scope, period)
+            if total + cycles > budget:
+                return False, total
+            db.execute(
+                "INSERT INTO cycles_spent (scope, period, cycles, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (scope, period) DO UPDATE SET cycles = cycles + excluded.cycles,"
+                " updated_at = excluded.updated_at",
+                (scope, period, cycles, self._clock()),
+            )
+            return True, total + cycles
+
+    def spent(self, scope: str, period: int) -> int:
+        with self._read() as db:
+            return self._spent(db, scope, period)
+
+    @staticmethod
+    def _spent(db: sqlite3.Connection, scope: str, period: int) -> int:
+        row = db.execute(
+            "SELECT cycles FROM cycles_spent WHERE scope = ? AND period = ?", (scope, period)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- job locks
+
+    def lock_job(self, fingerprint: str, me: Holder) -> tuple[bool, Holder | None]:
+        with self._write() as db:
+            taken, other = SqliteLockTable.take(db.connection, fingerprint, me, self._clock())
+        if taken:
+            self._tokens.add(me.token)
+        return taken, other
+
+    def renew_lock(self, fingerprint: str, token: str, until: float) -> bool:
+        with self._write() as db:
+            return SqliteLockTable.renew(db.connection, fingerprint, token, until)
+
+    def unlock_job(self, fingerprint: str, token: str) -> None:
+        with self._write() as db:
+            SqliteLockTable.release(db.connection, fingerprint, token)
+        self._tokens.discard(token)
+
     # -- internals
 
     def _setup(self, timeout: float) -> None:
@@ -322,11 +486,8 @@ class _SqliteFile:
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
-            raise CheckpointError(
-                f"{self.path} is not a usable checkpoint store ({exc}); use another file "
-                "(--state PATH, or `checkpoints` in the config file)"
-            ) from exc
+        except sqlite3.Error as exc:
+            raise self._problem(exc) from exc
         if mode.lower() != "wal":
             raise CheckpointError(
                 f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the checkpoint "
@@ -336,40 +497,77 @@ class _SqliteFile:
             with self._write() as tx:
                 if int(tx.execute("PRAGMA user_version").fetchone()[0]) == 0:
                     tx.executescript_in_tx(_SCHEMA, SCHEMA_VERSION)
-        elif version == 1:
-            with self._write() as tx:  # 2 adds the registry table (IF NOT EXISTS)
-                tx.executescript_in_tx(REGISTRY_TABLE, SCHEMA_VERSION)
+        elif version in _MIGRATIONS:
+            with self._write() as tx:
+                if int(tx.execute("PRAGMA user_version").fetchone()[0]) == version:
+                    tx.executescript_in_tx(_MIGRATIONS[version], SCHEMA_VERSION)
         elif version > SCHEMA_VERSION:
             raise CheckpointError(
                 f"{self.path} was written by a newer replicator (schema {version}, this one "
                 f"knows {SCHEMA_VERSION}); upgrade replicator or use another checkpoint file"
             )
+        _tighten_side_files(self.path)
+
+    def _check_readable(self) -> None:
+        try:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._problem(exc) from exc
+        if version != SCHEMA_VERSION:
+            raise CheckpointError(
+                f"{self.path} has schema {version}, this replicator reads {SCHEMA_VERSION}: "
+                "run a command that writes to it (e.g. `replicator jobs --prune`) with write "
+                "access once, to migrate it"
+            )
 
     @contextmanager
     def _write(self) -> Iterator[_Tx]:
-        with self._lock:
+        with self._lock, self._translated():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield _Tx(self._db)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         # One read transaction: the job row and its chunk rows come from one snapshot.
-        with self._lock:
+        with self._lock, self._translated():
             self._db.execute("BEGIN")
             try:
                 yield self._db
             finally:
-                self._db.execute("COMMIT")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("COMMIT")
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """SQLite's errors as the user's: the path, what is wrong, what to do."""
+        try:
+            yield
+        except ReplicatorError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._problem(exc) from exc
+
+    def _problem(self, exc: sqlite3.Error) -> ReplicatorError:
+        return store_problem(self.path, exc, self._timeout)
+
+    def _fence(self, db: _Tx, fingerprint: str, now: float) -> None:
+        # Only the run holding a job's lock records its state; a run that lost it stops.
+        holder = SqliteLockTable.foreign_holder(db.connection, fingerprint, self._tokens, now)
+        if holder is not None:
+            raise JobLocked(holder.what or "this job", holder)
 
     def _touch(self, db: _Tx, job_id: str, now: float) -> None:
-        cursor = db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
-        if cursor.rowcount == 0:
+        row = db.execute("SELECT fingerprint FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
             raise self._unknown(job_id)
+        self._fence(db, str(row[0]), now)
+        db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
 
     def _unknown(self, job_id: str) -> CheckpointError:
         return CheckpointError(
@@ -384,6 +582,109 @@ class _SqliteFile:
                 f"the checkpoint of job {job_id} in {self.path} is unreadable ({exc!r}); "
                 "delete the job and start it again"
             ) from exc
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the directory (0700) and the file (0600), or tighten an existing file.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file,
+    whatever the umask, so a private database file keeps them private too.
+    """
+    _check_directory(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    except PermissionError:
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UsageError(
+                f"the checkpoint store {path} is read-only for this user; make it writable "
+                f"(chmod u+w {path}, or fix its owner) or choose another file (--state PATH, "
+                "or checkpoints = ... in the config file)"
+            ) from None
+        raise
+    except IsADirectoryError:
+        raise UsageError(
+            f"the checkpoint store {path} is a directory; give a file path (--state PATH, "
+            "or checkpoints = ... in the config file)"
+        ) from None
+    try:
+        _private(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _check_directory(path: Path) -> None:
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite creates its write-ahead log and shared-memory files beside the store.
+        raise UsageError(
+            f"the directory {directory} of the checkpoint store is read-only for this user; "
+            f"SQLite keeps its -wal and -shm files next to {path.name} there. Make the "
+            f"directory writable (chmod u+w {directory}) or choose another --state (or "
+            "checkpoints = ... in the config file)"
+        )
+
+
+def _private(fd: int, path: Path) -> None:
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if mode == FILE_MODE:
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except PermissionError:
+        log.warning("%s has mode %o, readable by others; could not change it to 0600", path, mode)
+        return
+    if mode & 0o077:
+        log.info("%s had mode %o; made it private (0600)", path, mode)
+
+
+def _tighten_side_files(path: Path) -> None:
+    # -wal/-shm left by an older replicator (or made under a loose umask) get 0600 too.
+    for suffix in _SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        with contextlib.suppress(OSError):
+            if stat.S_IMODE(side.stat().st_mode) & 0o077:
+                side.chmod(FILE_MODE)
+
+
+def store_problem(path: Path, exc: sqlite3.Error, timeout: float = 30.0) -> ReplicatorError:
+    """The user-facing error for SQLite's ``exc`` on the store at ``path``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    where = "(--state PATH, or checkpoints = ... in the config file)"
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return UsageError(
+            f"the checkpoint store {path} cannot be written ({text}): make the file and its "
+            f"directory {path.parent} writable for this user, or choose another file {where}"
+        )
+    if name.startswith("SQLITE_NOTADB") or "not a database" in text:
+        return CheckpointError(
+            f"{path} is not a usable checkpoint store ({text}): it is not an SQLite file. "
+            f"Check that it is the file you meant, and choose another one {where}"
+        )
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return CheckpointError(
+            f"the checkpoint store {path} is damaged ({text}). Move it away "
+            f"(mv {path} {path}.damaged) and re-run: a new store starts empty, so unfinished "
+            "jobs start over and created canisters are no longer known by name; or try to "
+            f"salvage it first: sqlite3 {path}.damaged .recover | sqlite3 {path}"
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return CheckpointError(
+            f"the checkpoint store {path} stayed locked by another process for {timeout:g} s "
+            f"({text}); wait for it, or use another file {where}"
+        )
+    if name.startswith("SQLITE_FULL") or "full" in text:
+        return CheckpointError(
+            f"the disk holding the checkpoint store {path} is full ({text}); free some space "
+            "and re-run the same command"
+        )
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return UsageError(
+            f"cannot open the checkpoint store {path} ({text}); check the path {where}"
+        )
+    return CheckpointError(f"the checkpoint store {path} failed: {text}; check the file {where}")
 
 
 class SqliteStore:
@@ -401,11 +702,13 @@ class SqliteStore:
         *,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
-        self._file = _SqliteFile(path, timeout=timeout, clock=clock)
+        self._file = _SqliteFile(path, timeout=timeout, clock=clock, read_only=read_only)
         self.path = self._file.path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
         self._registry = _SqliteRegistry(self)
+        self._spending = _SqliteSpending(self)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> SqliteStore:
@@ -426,6 +729,10 @@ class SqliteStore:
     @property
     def registry(self) -> Registry:
         return self._registry
+
+    @property
+    def spending(self) -> Spending:
+        return self._spending
 
     async def create_job(self, job: Job) -> JobState:
         return await self._run(self._file.create_job, job)
@@ -451,6 +758,18 @@ class SqliteStore:
 
     async def delete_job(self, job_id: str) -> None:
         await self._run(self._file.delete_job, job_id)
+
+    async def prune(self, older_than: float) -> list[str]:
+        return await self._run(self._file.prune, older_than)
+
+    async def lock_job(self, fingerprint: str, me: Holder) -> tuple[bool, Holder | None]:
+        return await self._run(self._file.lock_job, fingerprint, me)
+
+    async def renew_lock(self, fingerprint: str, token: str, until: float) -> bool:
+        return await self._run(self._file.renew_lock, fingerprint, token, until)
+
+    async def unlock_job(self, fingerprint: str, token: str) -> None:
+        await self._run(self._file.unlock_job, fingerprint, token)
 
     async def close(self) -> None:
         await self._run(self._file.close)
@@ -478,6 +797,19 @@ class _SqliteRegistry:
 
     async def entries(self) -> list[Entry]:
         return await self._store._run(self._store._file.registry_entries)
+
+
+class _SqliteSpending:
+    """The budgets' spending in a :class:`SqliteStore`, on the store's thread."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def spend(self, scope: str, period: int, cycles: int, budget: int) -> tuple[bool, int]:
+        return await self._store._run(self._store._file.spend, scope, period, cycles, budget)
+
+    async def spent(self, scope: str, period: int) -> int:
+        return await self._store._run(self._store._file.spent, scope, period)
 
 
 class _Tx:

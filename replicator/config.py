@@ -5,17 +5,26 @@ Everything has a default, so no file is needed to talk to ``local`` or
 
     network = "ic"                       # default network for names and jobs
     canister_ids = ["canister_ids.json"] # dfx files: {"name": {"ic": "<id>", "local": "<id>"}}
-    checkpoints = "~/.local/state/replicator/checkpoints.sqlite3"
+    checkpoints = "~/.local/state/replicator/checkpoints.sqlite3"   # created with mode 0600
+    job_retention = "30d"    # finished jobs older than this are pruned; "forever" keeps them
 
     [networks.local]
     url = "http://127.0.0.1:4943"
-    root_key = "fetch"       # "fetch" (local only), "builtin" (ic only) or the DER key in hex
+    # "fetch": trust the key the node publishes; only for "local" at a loopback URL
+    # (127.0.0.0/8, ::1, localhost). "fetch-insecure": the same for a "local" at
+    # any URL, which anyone on the way can impersonate. "builtin" (ic only), or the
+    # DER key in hex (133 bytes, as `replicator localnet start` prints it).
+    root_key = "fetch"
     [networks.local.limits]  # per-network overrides of [limits]
     calls_per_second = 200
 
     [networks.ic]
     url = "https://icp-api.io"
     root_key = "builtin"
+
+    [networks.staging]       # any other network needs its root key (hex), or a loopback URL
+    url = "https://staging.example.org"
+    root_key = "308182301d06…"
 
     [identity]
     pem = "~/.config/dfx/identity/default/identity.pem"
@@ -27,7 +36,10 @@ Everything has a default, so no file is needed to talk to ``local`` or
     in_flight = 16
     in_flight_per_canister = 4
     windows = ["01:00-05:00"]    # UTC; calls start only inside a window
-    cycles_budget = "5T"         # or a number of cycles
+    cycles_budget = "5T"         # or a number of cycles; spent cycles are kept in the
+                                 # checkpoint store, shared by every process using it
+    cycles_budget_period = "1d"  # the budget renews every period: windows aligned to
+                                 # the Unix epoch (1d: 00:00 UTC; 1h: on the hour)
     max_chunk_size = "1 MiB"     # caps the adaptive transfer size
     min_chunk_size = "4 KiB"
 
@@ -50,8 +62,8 @@ Everything has a default, so no file is needed to talk to ``local`` or
     addr = "127.0.0.1"
 
     [canisters]
-    app = { ic = "ryjl3-tyaaa-aaaaa-aaaba-cai", local = "bkyz2-fmaaa-aaaaa-qaaaq-cai" }
-    shared = "ryjl3-tyaaa-aaaaa-aaaba-cai"   # a string: the same id on every network
+    app = { ic = "sppxf-mqaaa-fake2-aaaaa-cai", local = "kipf3-nqaaa-fake3-aaaaa-cai" }
+    shared = "plfju-2iaaa-fake4-aaaaa-cai"   # a string: the same id on every network
 
     [jobs.nightly]
     kind = "backup"          # backup | restore | archive-export | archive-import | verify
@@ -64,7 +76,9 @@ Everything has a default, so no file is needed to talk to ``local`` or
     windows = ["01:00-05:00"]  # UTC; the job starts only inside a window
 
 Relative paths are relative to the configuration file; ``~`` is expanded.
-Entries of ``[canisters]`` win over ``canister_ids.json``.  Command-line flags
+Entries of ``[canisters]`` win over ``canister_ids.json``.  Canister ids are
+accepted in any case and kept in canonical lower case; the management
+canister ``aaaaa-aa`` is never a source or target.  The file must be UTF-8.  Command-line flags
 are applied as ``overrides`` (dotted keys such as ``"limits.in_flight"``)
 before validation, so a bad flag is reported like a bad key.  Every problem
 raises :class:`~replicator.errors.ConfigError` naming the file (or
@@ -73,15 +87,19 @@ raises :class:`~replicator.errors.ConfigError` naming the file (or
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import math
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from canister_iface.certificate import BLS_KEY_DER_PREFIX
 from canister_iface.principal import Principal
 from replicator.errors import ConfigError
 from replicator.job import ArchiveRef, CanisterRef, Endpoint, JobRequest, Scalar
@@ -90,9 +108,16 @@ from replicator.retry import RetryPolicy
 from replicator.schedule import JobSchedule, parse_duration, parse_trigger
 from replicator.topup import SOURCES, TopUpPolicy
 
+log = logging.getLogger(__name__)
+
 LOCAL, IC = "local", "ic"
 DEFAULT_URLS = {LOCAL: "http://127.0.0.1:4943", IC: "https://icp-api.io"}
 DEFAULT_CHECKPOINTS = "~/.local/state/replicator/checkpoints.sqlite3"
+DEFAULT_JOB_RETENTION = 30 * 86400.0  # seconds a finished job stays in the checkpoint store
+FOREVER = "forever"
+FETCH, FETCH_INSECURE, BUILTIN = "fetch", "fetch-insecure", "builtin"
+ROOT_KEY_SIZE = len(BLS_KEY_DER_PREFIX) + 96  # DER: the IC's BLS OIDs and a G2 point
+MANAGEMENT_CANISTER = "aaaaa-aa"
 COMMAND_LINE = "command line"
 FILE_PREFIX = "file:"
 
@@ -106,6 +131,7 @@ _TOP_KEYS = {
     "network",
     "canister_ids",
     "checkpoints",
+    "job_retention",
     "networks",
     "identity",
     "limits",
@@ -124,6 +150,7 @@ _LIMIT_KEYS = {
     "in_flight_per_canister",
     "windows",
     "cycles_budget",
+    "cycles_budget_period",
     "max_chunk_size",
     "min_chunk_size",
 }
@@ -137,7 +164,7 @@ class Network:
     name: str
     url: str
     root_key: bytes | None = None  # explicit key (DER); None: built in or fetched
-    fetch_root_key: bool = False  # only ever for "local"
+    fetch_root_key: bool = False  # only ever for "local": at a loopback URL, or insecurely
     limits: LimitSettings = field(default_factory=LimitSettings)
 
 
@@ -181,6 +208,7 @@ class Config:
     canisters: Mapping[str, Mapping[str, str]]  # name → network → id ("*": every network)
     jobs: Mapping[str, JobTemplate]
     top_up: TopUpPolicy = field(default_factory=TopUpPolicy)  # [cycles]
+    job_retention: float | None = DEFAULT_JOB_RETENTION  # seconds; None: keep forever
 
     def network_named(self, name: str | None = None) -> Network:
         wanted = name or self.network
@@ -216,8 +244,11 @@ class Config:
                     f"an id for network {net!r} (it has: {', '.join(sorted(ids))})",
                 )
             return CanisterRef(found, net)
-        if _is_principal(name_or_id):
-            return CanisterRef(name_or_id, net)
+        canonical = canonical_principal(name_or_id)
+        if canonical == MANAGEMENT_CANISTER:
+            raise ConfigError(*where, _NOT_MANAGEMENT, name_or_id)
+        if canonical is not None:
+            return CanisterRef(canonical, net)
         known = ", ".join(sorted(self.canisters)) or "none configured"
         raise ConfigError(
             *where,
@@ -337,6 +368,7 @@ class _Parser:
             canisters={**from_files, **canisters},
             jobs=self.jobs(self.table(raw, "jobs"), networks),
             top_up=self.top_up(self.table(raw, "cycles")),
+            job_retention=self.retention(raw.get("job_retention"), "job_retention"),
         )
 
     # -- sections
@@ -356,30 +388,70 @@ class _Parser:
         if name == IC and not url.startswith("https://"):
             raise self.error(f"{key}.url", "an https:// URL for mainnet", url)
         policy = self.string(raw, "root_key", f"{key}.root_key", default=_default_root_key(name))
-        root_key, fetch = self.root_key(name, policy, f"{key}.root_key")
+        root_key, fetch = self.root_key(name, url, policy, f"{key}.root_key")
         own_limits = self.limits(
             self.table(raw, "limits", f"{key}.limits"), f"{key}.limits", limits
         )
         return Network(name, url.rstrip("/"), root_key, fetch, own_limits)
 
-    def root_key(self, network: str, policy: str | None, key: str) -> tuple[bytes | None, bool]:
-        if policy == "fetch":
+    def root_key(
+        self, network: str, url: str, policy: str | None, key: str
+    ) -> tuple[bytes | None, bool]:
+        """``(pinned key, fetch it)``; fetching is only for a local replica on this machine."""
+        if policy in (FETCH, FETCH_INSECURE):
             if network != LOCAL:
                 raise self.error(
                     key,
-                    "'fetch' only for the network 'local' (a key fetched from the network it "
-                    "should authenticate proves nothing); give the DER root key in hex",
+                    f"{policy!r} only for the network 'local' (a key fetched from the network "
+                    "it should authenticate proves nothing); give the DER root key in hex",
                     policy,
                 )
+            if policy == FETCH and not is_loopback_url(url):
+                raise self.error(
+                    key,
+                    f"'fetch' only for a replica on this machine (a loopback URL such as "
+                    f"http://127.0.0.1:4943), not {url}: anyone between here and there could "
+                    "hand out their own key and forge every answer. Give the DER root key in "
+                    "hex (`replicator localnet start` and `dfx ping` print it), or "
+                    "'fetch-insecure' if you accept that risk",
+                    policy,
+                )
+            if policy == FETCH_INSECURE:
+                log.warning(
+                    "INSECURE: %s = 'fetch-insecure': trusting whatever root key %s publishes; "
+                    "anyone between here and there can forge its answers",
+                    key,
+                    url,
+                )
             return None, True
-        if policy == "builtin":
+        if policy == BUILTIN:
             if network != IC:
                 raise self.error(key, "'builtin' only for 'ic'; use 'fetch' (local) or hex", policy)
             return None, False
+        if policy is None:
+            raise self.error(
+                key,
+                "the network's DER root key in hex (133 bytes, as `replicator localnet start` "
+                "prints it): only 'ic' has a built-in key and only 'local' may fetch one",
+            )
+        return self.der_root_key(policy, key), False
+
+    def der_root_key(self, text: str, key: str) -> bytes:
+        expected = (
+            f"'fetch', 'builtin' or the DER root key in hex: {ROOT_KEY_SIZE} bytes starting "
+            f"with {BLS_KEY_DER_PREFIX[:8].hex()}… (as `replicator localnet start` prints it)"
+        )
         try:
-            return bytes.fromhex(policy or ""), False
+            der = bytes.fromhex(text)
         except ValueError:
-            raise self.error(key, "'fetch', 'builtin' or the DER root key in hex", policy) from None
+            raise self.error(key, expected, text) from None
+        if len(der) != ROOT_KEY_SIZE:
+            raise self.error(key, f"{expected}; this one has {len(der)} bytes")
+        if not der.startswith(BLS_KEY_DER_PREFIX):
+            raise self.error(
+                key, f"{expected}; this one starts with {der[:8].hex()}…, not an IC BLS key"
+            )
+        return der
 
     def limits(self, raw: Mapping[str, Any], key: str, base: LimitSettings) -> LimitSettings:
         self.known_keys(raw, key, _LIMIT_KEYS)
@@ -397,6 +469,10 @@ class _Parser:
             changes["windows"] = self.windows(raw["windows"], f"{key}.windows")
         if "cycles_budget" in raw:
             changes["cycles_budget"] = self.cycles(raw["cycles_budget"], f"{key}.cycles_budget")
+        if "cycles_budget_period" in raw:
+            changes["cycles_budget_period"] = self.period(
+                raw["cycles_budget_period"], f"{key}.cycles_budget_period"
+            )
         return replace(base, **changes)
 
     def chunks(self, raw: Mapping[str, Any]) -> ChunkSettings:
@@ -608,6 +684,26 @@ class _Parser:
             raise self.error(key, expected, value)
         return int(float(match.group(1)) * _CYCLE_UNITS[match.group(2) or ""])
 
+    def period(self, value: object, key: str) -> float:
+        expected = "a duration of at least a minute, like '1d', '12h' or '7d'"
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, f"{expected} ({exc})") from None
+        if seconds < 60:
+            raise self.error(key, expected, value)
+        return seconds
+
+    def retention(self, value: object, key: str) -> float | None:
+        if value is None:
+            return DEFAULT_JOB_RETENTION
+        if value == FOREVER:
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, f"a duration like '30d', or 'forever' ({exc})") from None
+
     def windows(self, value: object, key: str) -> tuple[Window, ...]:
         if isinstance(value, str):
             value = [value]
@@ -624,9 +720,12 @@ class _Parser:
         return tuple(result)
 
     def principal(self, value: object, key: str) -> str:
-        if not isinstance(value, str) or not _is_principal(value):
-            raise self.error(key, "a canister id like 'ryjl3-tyaaa-aaaaa-aaaba-cai'", value)
-        return value
+        canonical = canonical_principal(value) if isinstance(value, str) else None
+        if canonical is None:
+            raise self.error(key, f"a canister id like {EXAMPLE_ID!r}", value)
+        if canonical == MANAGEMENT_CANISTER:
+            raise self.error(key, _NOT_MANAGEMENT, value)
+        return canonical
 
     def path(self, value: object, key: str) -> Path:
         if not isinstance(value, str) or not value:
@@ -651,18 +750,43 @@ def _default_root_key(network: str) -> str | None:
     return {LOCAL: "fetch", IC: "builtin"}.get(network)
 
 
-def _is_principal(text: str) -> bool:
+EXAMPLE_ID = "sppxf-mqaaa-fake2-aaaaa-cai"  # an obviously made-up canister id
+_NOT_MANAGEMENT = (
+    "the id of a canister holding state: aaaaa-aa is the management canister (the IC's "
+    "own interface), which is never a source or target"
+)
+
+
+def canonical_principal(text: str) -> str | None:
+    """``text`` as a principal in canonical form (any case accepted), or ``None``."""
     try:
-        Principal.from_text(text)
+        return Principal.from_text(text.strip().lower()).to_text()
+    except ValueError:
+        return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """Does ``url`` name this machine (127.0.0.0/8, ::1, ``localhost``)?"""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-    return True
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path),
+            "",
+            f"a UTF-8 text file (byte {exc.start} is 0x{exc.object[exc.start]:02x}, which is "
+            "not UTF-8): save it as UTF-8",
+        ) from None
     except FileNotFoundError:
         raise ConfigError(
             str(path), "", "an existing configuration file (it does not exist)"
@@ -689,10 +813,14 @@ def _read_canister_ids(path: Path) -> dict[str, dict[str, str]]:
     for name, ids in data.items():
         if not isinstance(ids, dict) or not ids:
             raise ConfigError(str(path), name, '{"<network>": "<canister id>"}', ids)
+        result[name] = {}
         for network, cid in ids.items():
-            if not isinstance(cid, str) or not _is_principal(cid):
+            canonical = canonical_principal(cid) if isinstance(cid, str) else None
+            if canonical is None:
                 raise ConfigError(str(path), f"{name}.{network}", "a canister id", cid)
-        result[name] = dict(ids)
+            if canonical == MANAGEMENT_CANISTER:
+                raise ConfigError(str(path), f"{name}.{network}", _NOT_MANAGEMENT, cid)
+            result[name][network] = canonical
     return result
 
 

@@ -25,8 +25,10 @@ transfer sizes, concurrency, the default route, how canisters are created.
   then runs it.
 - ``run(job)`` first looks for an unfinished job with the same fingerprint
   (kind, source, target) in the checkpoint store and continues it (its id,
-  this call's options); otherwise it records ``job`` and starts it.  One
-  engine never runs the same job twice at once.
+  this call's options); otherwise it records ``job`` and starts it.  No two
+  runs of a job overlap, in this process or in another using the same
+  store: a run holds the job's lock in the store (:mod:`replicator.joblock`)
+  and a second one fails with ``JobLocked`` (exit code 75) naming the holder.
 - The outcome (:class:`~replicator.job.JobOutcome`) carries the final
   state, the documented exit code, the error message, what the run moved
   and notes.  A job that fails is *returned*, not raised; errors raised
@@ -76,6 +78,7 @@ from replicator.flow import (
     consent_given,
 )
 from replicator.job import TERMINAL_PHASES, Job, JobOutcome, JobRequest, JobState, new_job_id
+from replicator.joblock import Taken, holding
 from replicator.limits import Limited, build_caller
 from replicator.machine import Cancel, Fail, Start
 from replicator.metrics import Metrics
@@ -189,7 +192,10 @@ class Engine:
         """The limits of ``network``, shared by every job this engine runs."""
         if network not in self._limited:
             self._limited[network] = build_caller(
-                self.settings.limits_for(network), observer=self.metrics.record_wait
+                self.settings.limits_for(network),
+                observer=self.metrics.record_wait,
+                spending=self.store.spending,  # one budget for every process using the store
+                scope=network,
             )
         return self._limited[network]
 
@@ -322,22 +328,30 @@ class Engine:
         """
         kind = kinds.get(job.kind)
         kind.check(job)
-        existing = await self.store.find_resumable(job.fingerprint)
-        if existing is None:
-            state = await self.store.create_job(job)
-            return await self._run(kind, state, {}, resumed=False, notes=notes)
-        checkpoint = await self.store.load(existing)
-        state = replace(checkpoint.state, job=replace(checkpoint.state.job, options=job.options))
-        return await self._run(kind, state, checkpoint.acked, resumed=True, notes=notes)
+        async with holding(self.store, job.fingerprint, what=_describe(job)) as taken:
+            notes = (*notes, *_takeover(taken))
+            existing = await self.store.find_resumable(job.fingerprint)
+            if existing is None:
+                state = await self.store.create_job(job)
+                return await self._run(kind, state, {}, resumed=False, notes=notes)
+            checkpoint = await self.store.load(existing)
+            job = replace(checkpoint.state.job, options=job.options)
+            state = replace(checkpoint.state, job=job)
+            return await self._run(kind, state, checkpoint.acked, resumed=True, notes=notes)
 
     async def resume(self, job_id: str) -> JobOutcome:
         """Continue the job ``job_id`` from its checkpoint."""
-        checkpoint = await self.store.load(job_id)
-        state = checkpoint.state
-        if state.finished:
-            return JobOutcome(state.job, state, resumed=True, notes=("the job is already done",))
-        kind = kinds.get(state.job.kind)
-        return await self._run(kind, state, checkpoint.acked, resumed=True)
+        job = (await self.store.load(job_id)).state.job
+        async with holding(self.store, job.fingerprint, what=_describe(job)) as taken:
+            checkpoint = await self.store.load(job_id)  # as the last holder left it
+            state = checkpoint.state
+            if state.finished:
+                notes = ("the job is already done",)
+                return JobOutcome(state.job, state, resumed=True, notes=notes)
+            kind = kinds.get(state.job.kind)
+            return await self._run(
+                kind, state, checkpoint.acked, resumed=True, notes=_takeover(taken)
+            )
 
     async def _run(
         self,
@@ -364,6 +378,15 @@ class Engine:
             return await run.execute()
         finally:
             self._running.discard(job.id)
+
+
+def _describe(job: Job) -> str:
+    target = "" if job.target is None else f" → {job.target}"
+    return f"the {job.kind} job {job.source}{target}"
+
+
+def _takeover(taken: Taken) -> tuple[str, ...]:
+    return () if taken.note is None else (taken.note,)
 
 
 # ---------------------------------------------------------------- one run

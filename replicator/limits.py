@@ -16,7 +16,9 @@ then calls the wrapper inside it — the shape of restic's backend wrappers.
   running finish.
 - :class:`CyclesBudget`: reserves the call's estimated cycles and raises
   :class:`~replicator.errors.BudgetExceeded` *before* a call that would
-  exceed the budget.
+  exceed the budget of the current period (a day by default).  What was
+  spent is kept by a :class:`Spending` — the checkpoint store's, so every
+  process using the store shares one budget and a restart does not renew it.
 - :class:`InFlight`: at most ``in_flight`` calls at once, and at most
   ``in_flight_per_canister`` per canister.  Taken before the rate permits so
   that a permit is used as soon as it is granted (calls never bunch up
@@ -27,6 +29,8 @@ then calls the wrapper inside it — the shape of restic's backend wrappers.
   permits.  A permit larger than the bucket (a 2 MiB chunk with a 1 MiB/s
   bucket) waits for a full bucket and leaves it in debt, so the long-run rate
   holds and a large request is never starved.
+  :func:`build_caller` starts the byte bucket empty: a process that restarts
+  (a crash loop, a re-run) does not get a fresh burst above the rate.
 
 Both rates are one token bucket (FIFO, cancellation takes nothing) rather
 than ``aiolimiter`` (refuses a permit above the capacity) or
@@ -152,6 +156,7 @@ class TokenBucket:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        initial: float | None = None,
     ) -> None:
         if not rate > 0 or not capacity > 0:
             raise ValueError(f"need rate > 0 and capacity > 0, got {rate} and {capacity}")
@@ -159,7 +164,7 @@ class TokenBucket:
         self.capacity = capacity
         self._clock = clock
         self._sleep = sleep
-        self._tokens = capacity
+        self._tokens = capacity if initial is None else min(capacity, initial)
         self._stamp = clock()
         self._lock = asyncio.Lock()
 
@@ -247,10 +252,15 @@ class ByteRate(_Wrapper):
         observer: WaitObserver | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        start_full: bool = True,
     ) -> None:
         super().__init__(inner, observer, clock)
         self.bucket = TokenBucket(
-            per_second, burst if burst is not None else per_second, clock=clock, sleep=sleep
+            per_second,
+            burst if burst is not None else per_second,
+            clock=clock,
+            sleep=sleep,
+            initial=None if start_full else 0.0,
         )
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
@@ -417,36 +427,137 @@ class TimeWindows(_Wrapper):
 # --------------------------------------------------------------- cycles budget
 
 
-class CyclesBudget(_Wrapper):
-    """Stops before a call whose estimated cycles would exceed ``budget``.
+DAY = 86400.0
 
-    Cycles are reserved before the call and stay spent whatever its outcome
-    (a rejected call still costs its fees): the count errs on the safe side.
+
+class Spending(Protocol):
+    """Where a cycles budget's spending is kept, per scope (a network) and period.
+
+    ``period`` is the Unix time (seconds) its window starts.  The checkpoint
+    store keeps it durably (:attr:`replicator.checkpoints.Store.spending`),
+    shared by every process using the store; :class:`MemorySpending` keeps it
+    for one process.
+    """
+
+    async def spend(self, scope: str, period: int, cycles: int, budget: int) -> tuple[bool, int]:
+        """Add ``cycles`` if the period's total stays within ``budget``, atomically.
+
+        Returns ``(added, total spent in the period)``.
+        """
+        ...
+
+    async def spent(self, scope: str, period: int) -> int:
+        """Cycles spent in the period so far."""
+        ...
+
+
+class MemorySpending:
+    """:class:`Spending` in memory: one process, gone when it ends."""
+
+    def __init__(self) -> None:
+        self._spent: dict[tuple[str, int], int] = {}
+
+    async def spend(self, scope: str, period: int, cycles: int, budget: int) -> tuple[bool, int]:
+        total = self._spent.get((scope, period), 0)
+        if total + cycles > budget:
+            return False, total
+        self._spent[(scope, period)] = total + cycles
+        return True, total + cycles
+
+    async def spent(self, scope: str, period: int) -> int:
+        return self._spent.get((scope, period), 0)
+
+
+class CyclesBudget(_Wrapper):
+    """Stops before a call whose estimated cycles would exceed ``budget`` in this period.
+
+    Periods are windows of ``period`` seconds aligned to the Unix epoch, in
+    UTC: a day runs from 00:00 to 24:00 UTC, an hour from the full hour (a
+    7-day period starts on Thursdays, the epoch's weekday).  Cycles are
+    reserved in ``spending`` before the call and stay spent whatever its
+    outcome (a rejected call still costs its fees): the count errs on the
+    safe side.  Calls that cost nothing (queries) are not recorded.
     """
 
     name = "cycles_budget"
 
-    def __init__(self, inner: Caller, budget: int, *, spent: int = 0) -> None:
+    def __init__(
+        self,
+        inner: Caller,
+        budget: int,
+        *,
+        period: float = DAY,
+        spending: Spending | None = None,
+        scope: str = "",
+        wall: Clock = time.time,
+    ) -> None:
         super().__init__(inner, None, time.monotonic)
         if budget < 0:
             raise ValueError(f"a cycles budget must not be negative, got {budget}")
+        if not period > 0:
+            raise ValueError(f"a budget period must be positive, got {period}")
         self.budget = budget
-        self.spent = spent
+        self.period = period
+        self.scope = scope
+        self._spending: Spending = spending if spending is not None else MemorySpending()
+        self._wall = wall
+        self._known: tuple[int, int] = (self.period_start(), 0)  # (period, spent), last seen
+
+    def period_start(self, now: float | None = None) -> int:
+        """Unix time the current period began."""
+        t = self._wall() if now is None else now
+        return int(math.floor(t / self.period) * self.period)
+
+    def resets_at(self, now: float | None = None) -> float:
+        """Unix time the current period ends and the budget renews."""
+        return self.period_start(now) + self.period
+
+    @property
+    def spent(self) -> int:
+        """Cycles spent in the current period, as last seen (:meth:`refresh` reads anew)."""
+        period, spent = self._known
+        return spent if period == self.period_start() else 0
 
     @property
     def remaining(self) -> int:
-        return self.budget - self.spent
+        return max(0, self.budget - self.spent)
+
+    async def refresh(self) -> int:
+        """Read what every process spent in the current period; returns what is left."""
+        period = self.period_start()
+        self._known = (period, await self._spending.spent(self.scope, period))
+        return self.remaining
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
-        if self.spent + spec.cycles > self.budget:
-            raise BudgetExceeded(
-                f"the next call ({spec.method} on {spec.canister_id}, about {spec.cycles:,} "
-                f"cycles) would exceed the cycles budget: {self.spent:,} of {self.budget:,} "
-                "spent. Raise limits.cycles_budget (or --cycles-budget) and re-run the same "
-                "command: the job resumes from its checkpoint"
-            )
-        self.spent += spec.cycles
+        if spec.cycles > 0:
+            period = self.period_start()
+            added, total = await self._spending.spend(self.scope, period, spec.cycles, self.budget)
+            self._known = (period, total)
+            if not added:
+                raise BudgetExceeded(self._exceeded(spec, total))
         return await self.inner.call(spec, perform)
+
+    def _exceeded(self, spec: CallSpec, spent: int) -> str:
+        where = f" of network {self.scope}" if self.scope else ""
+        renews = _utc_text(self.resets_at())
+        return (
+            f"the next call ({spec.method} on {spec.canister_id}, about {spec.cycles:,} "
+            f"cycles) would exceed the cycles budget{where}: {spent:,} of {self.budget:,} "
+            f"cycles spent in the current period of {_period_text(self.period)}, which renews "
+            f"at {renews}. Re-run the same command after that, or raise limits.cycles_budget "
+            "(or --cycles-budget) now: the job resumes from its checkpoint"
+        )
+
+
+def _utc_text(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _period_text(seconds: float) -> str:
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 # ------------------------------------------------------------------- settings
@@ -463,6 +574,7 @@ class LimitSettings:
     in_flight_per_canister: int = 4
     windows: tuple[Window, ...] = ()
     cycles_budget: int | None = None
+    cycles_budget_period: float = DAY  # seconds; windows aligned to the Unix epoch (UTC)
 
     def __post_init__(self) -> None:
         for name in ("calls_per_second", "bytes_per_second", "byte_burst"):
@@ -473,6 +585,10 @@ class LimitSettings:
             raise ValueError("in_flight and in_flight_per_canister must be at least 1")
         if self.cycles_budget is not None and self.cycles_budget < 0:
             raise ValueError(f"cycles_budget must not be negative, got {self.cycles_budget}")
+        if not (self.cycles_budget_period > 0 and math.isfinite(self.cycles_budget_period)):
+            raise ValueError(
+                f"cycles_budget_period must be positive, got {self.cycles_budget_period}"
+            )
 
 
 @dataclass(frozen=True)
@@ -492,14 +608,19 @@ def build_caller(
     *,
     observer: WaitObserver | None = None,
     inner: Caller | None = None,
-    cycles_spent: int = 0,
+    spending: Spending | None = None,
+    scope: str = "",
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     now: Callable[[], dt.datetime] = _utcnow,
+    wall: Clock = time.time,
 ) -> Limited:
     """Stack the limits of ``settings`` around ``inner`` (default :class:`Direct`).
 
-    ``cycles_spent`` carries a resumed job's spending into the budget.
+    ``spending`` keeps the cycles budget's spending for ``scope`` (the
+    network): pass the checkpoint store's so that every process using it
+    shares the budget (default: this process only).  The byte-rate bucket
+    starts empty, so a restarted process cannot burst above the rate.
     """
     caller: Caller = inner or Direct()
     if settings.bytes_per_second is not None:
@@ -510,6 +631,7 @@ def build_caller(
             observer=observer,
             clock=clock,
             sleep=sleep,
+            start_full=False,
         )
     if settings.calls_per_second is not None:
         caller = CallRate(
@@ -521,7 +643,14 @@ def build_caller(
     caller = in_flight
     budget = None
     if settings.cycles_budget is not None:
-        caller = budget = CyclesBudget(caller, settings.cycles_budget, spent=cycles_spent)
+        caller = budget = CyclesBudget(
+            caller,
+            settings.cycles_budget,
+            period=settings.cycles_budget_period,
+            spending=spending,
+            scope=scope,
+            wall=wall,
+        )
     if settings.windows:
         caller = TimeWindows(
             caller, settings.windows, observer=observer, now=now, clock=clock, sleep=sleep

@@ -398,13 +398,14 @@ class ServiceMetrics:
         )
         self.cycles_budget = Gauge(
             "replicator_cycles_budget",
-            "The cycles budget of a network's limits (only networks with one).",
+            "The cycles budget of a network's limits per period (only networks with one).",
             ["network"],
             registry=r,
         )
         self.cycles_budget_remaining = Gauge(
             "replicator_cycles_budget_remaining",
-            "Cycles left in a network's budget.",
+            "Cycles left in a network's budget for the current period, counting what every "
+            "process using the same checkpoint store spent.",
             ["network"],
             registry=r,
         )

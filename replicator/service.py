@@ -30,7 +30,10 @@ engine — knows which scheduled job an event belongs to.
 :class:`HttpEndpoints` serves ``/metrics`` (Prometheus text format),
 ``/healthz`` (the process answers) and ``/readyz`` (the checkpoint store and
 the networks of the scheduled jobs answer; ``503`` with the failing checks
-otherwise) with aiohttp.
+otherwise) with aiohttp.  Before each scrape it runs ``refresh`` (the
+service re-reads the cycles budgets from the checkpoint store, so
+``replicator_cycles_budget_remaining`` counts what every process sharing
+the store spent in the current period).
 
 The clock and the sleep are injectable, so tests run schedules in fake time.
 """
@@ -332,10 +335,12 @@ class HttpEndpoints:
         checks: Mapping[str, Check],
         *,
         ready_timeout: float = _READY_TIMEOUT,
+        refresh: Check | None = None,
     ) -> None:
         self.registry = registry
         self.checks = dict(checks)
         self.ready_timeout = ready_timeout
+        self.refresh = refresh
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -367,6 +372,10 @@ class HttpEndpoints:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         del request
+        if self.refresh is not None:
+            failed = await self._check(self.refresh)
+            if failed is not None:  # serve what is known; the next scrape tries again
+                log.warning("could not refresh metrics before a scrape: %s", failed)
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 

@@ -55,6 +55,7 @@ _FLAGS = {
     "calls_per_second": "--calls-per-second",
     "bytes_per_second": "--bytes-per-second",
     "in_flight": "--in-flight",
+    "cycles_budget": "--cycles-budget",
     "network": "--network",
     "identity.pem": "--identity",
     "checkpoints": "--state",
@@ -105,6 +106,12 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     group.add_argument(
         "--in-flight", type=int, metavar="N", default=default(None), help="concurrent calls"
+    )
+    group.add_argument(
+        "--cycles-budget",
+        metavar="CYCLES",
+        default=default(None),
+        help='cycles all runs may spend per budget period (default a day), e.g. "5T"',
     )
     group.add_argument(
         "--via",
@@ -184,6 +191,7 @@ def _limit_overrides(args: argparse.Namespace) -> dict[str, object]:
         "calls_per_second": args.calls_per_second,
         "bytes_per_second": _size_flag(args.bytes_per_second),
         "in_flight": args.in_flight,
+        "cycles_budget": args.cycles_budget,
     }
     return {k: v for k, v in values.items() if v is not None}
 

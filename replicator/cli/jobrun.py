@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from replicator.checkpoints import SqliteStore
+from replicator.checkpoints import SqliteStore, Store
 from replicator.cli.common import Context, resolve_identity
 from replicator.cli.render import Renderer
 from replicator.engine import Engine
 from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY, UsageError
 from replicator.job import Job, JobOutcome, JobRequest, Phase
+
+log = logging.getLogger(__name__)
 
 JobAction = Callable[[Engine], Awaitable[JobOutcome]]
 
@@ -48,7 +51,7 @@ class RenderedProgress:
 
     def total(self, job: Job, total_bytes: int, done_bytes: int) -> None:
         self._done[job.id] = done_bytes
-        self.renderer.total(job.id, total_bytes)
+        self.renderer.total(job.id, total_bytes, done_bytes)  # the rate: this run's bytes only
         self.renderer.progress(job.id, done_bytes)
 
     def advanced(self, job: Job, nbytes: int) -> None:
@@ -80,6 +83,7 @@ async def open_engine(ctx: Context, progress: RenderedProgress) -> AsyncIterator
         changes["concurrency"] = ctx.args.in_flight
     store = await asyncio.to_thread(open_store, config.checkpoints)
     try:
+        await prune_finished(store, config.job_retention)
         engine = Engine.from_config(
             config, store, ctx.metrics, progress, identity=identity, **changes
         )
@@ -89,10 +93,19 @@ async def open_engine(ctx: Context, progress: RenderedProgress) -> AsyncIterator
         await store.close()
 
 
-def open_store(path: Path) -> SqliteStore:
+async def prune_finished(store: Store, retention: float | None) -> None:
+    """Forget finished jobs older than ``retention`` (``job_retention``): the store stays small."""
+    if retention is None:
+        return
+    pruned = await store.prune(retention)
+    if pruned:
+        log.info("pruned %d finished jobs older than the retention", len(pruned))
+
+
+def open_store(path: Path, *, read_only: bool = False) -> SqliteStore:
     """The checkpoint store at ``path``; a path that cannot hold it is a usage error."""
     try:
-        return SqliteStore(path)
+        return SqliteStore(path, read_only=read_only)
     except OSError as exc:
         raise UsageError(
             f"cannot use {path} for checkpoints: {exc.strerror or exc}; choose another --state "

@@ -91,8 +91,15 @@ class Meter:
         self.done = 0
         self._samples: deque[tuple[float, int]] = deque([(self.started, 0)])
 
-    def set_total(self, total: int) -> None:
+    def set_total(self, total: int, done: int = 0) -> None:
+        """The size is known; ``done`` bytes were copied by earlier runs.
+
+        The rate counts only what moves from now on: bytes a resumed job
+        already had are not a burst of this run.
+        """
         self.total = total
+        self.done = done
+        self._samples = deque([(self._clock(), done)])
 
     def update(self, done: int) -> None:
         now = self._clock()
@@ -139,8 +146,8 @@ class Renderer:
     def start(self, job_id: str, kind: str, source: str, target: str | None) -> None:
         """A job starts (or resumes)."""
 
-    def total(self, job_id: str, total_bytes: int) -> None:
-        """The job's size became known."""
+    def total(self, job_id: str, total_bytes: int, done_bytes: int = 0) -> None:
+        """The job's size became known; ``done_bytes`` were copied by earlier runs."""
 
     def phase(self, job_id: str, phase: str) -> None:
         """The job entered ``phase``."""
@@ -219,8 +226,8 @@ class JsonRenderer(Renderer):
         self._meters[job_id] = Meter(self._clock)
         self.emit("start", job=job_id, kind=kind, source=source, target=target)
 
-    def total(self, job_id: str, total_bytes: int) -> None:
-        self._meter(job_id).set_total(total_bytes)
+    def total(self, job_id: str, total_bytes: int, done_bytes: int = 0) -> None:
+        self._meter(job_id).set_total(total_bytes, done_bytes)
         self.emit("total", job=job_id, total_bytes=total_bytes)
 
     def phase(self, job_id: str, phase: str) -> None:
@@ -357,8 +364,8 @@ class LineRenderer(_HumanRenderer):
         arrow = f" → {target}" if target is not None else ""
         self._line(f"{job_id}: {kind} {source}{arrow}")
 
-    def total(self, job_id: str, total_bytes: int) -> None:
-        self._job(job_id).meter.set_total(total_bytes)
+    def total(self, job_id: str, total_bytes: int, done_bytes: int = 0) -> None:
+        self._job(job_id).meter.set_total(total_bytes, done_bytes)
 
     def phase(self, job_id: str, phase: str) -> None:
         view = self._job(job_id)

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from replicator import __version__, kinds
-from replicator.checkpoints import JobSummary, SqliteStore, Store
+from replicator.checkpoints import JobSummary, Store
 from replicator.cli.common import Context, add_command, resolve_identity
+from replicator.cli.jobrun import open_store, prune_finished
 from replicator.config import Config, JobTemplate
 from replicator.engine import Engine
 from replicator.errors import UsageError
@@ -48,6 +49,7 @@ from replicator.service import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9464  # the replicator's port in deploy/ (prometheus.yml, compose)
+_PRUNE_EVERY = 6 * 3600.0  # seconds between prunings of finished jobs
 
 
 def register(commands: object) -> None:
@@ -88,7 +90,8 @@ async def _serve(ctx: Context) -> int:
     service_metrics = ServiceMetrics(registry, version=__version__, kinds=kinds.names())
     for network in config.networks:  # known label values start at 0
         metrics.canisters_created.labels(network)
-    store = await SqliteStore.open(config.checkpoints)
+    store = await asyncio.to_thread(open_store, config.checkpoints)
+    pruning = asyncio.create_task(_prune_every(store, config.job_retention, _PRUNE_EVERY))
     try:
         progress = ServiceProgress(service_metrics)
         via: dict[str, object] = {} if ctx.via is None else {"via": ctx.via}
@@ -102,12 +105,26 @@ async def _serve(ctx: Context) -> int:
                 grace=ctx.args.grace,
             )
             networks = sorted({p.network for p in plans})
-            _watch_budgets(engine, networks, service_metrics)
-            async with _listening(ctx, registry, _checks(store, engine, networks)):
+            refresh = await _watch_budgets(engine, networks, service_metrics)
+            checks = _checks(store, engine, networks)
+            async with _listening(ctx, registry, checks, refresh):
                 with _stop_on_signals(service):
                     return await service.run()
     finally:
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await store.close()
+
+
+async def _prune_every(store: Store, retention: float | None, every: float) -> None:
+    """Keep the store small: forget finished jobs older than ``job_retention``, now and then."""
+    while True:
+        try:
+            await prune_finished(store, retention)
+        except Exception as exc:  # pruning is housekeeping: never the service's end
+            log.warning("could not prune finished jobs: %s", exc)
+        await asyncio.sleep(every)
 
 
 # --------------------------------------------------------------------- plans
@@ -214,11 +231,22 @@ def _checks(store: Store, engine: Engine, networks: Sequence[str]) -> Mapping[st
     return {"store": store_answers, **{f"network:{n}": network_answers(n) for n in networks}}
 
 
-def _watch_budgets(engine: Engine, networks: Sequence[str], metrics: ServiceMetrics) -> None:
-    for network in networks:
-        budget = engine.limited(network).budget
-        if budget is not None:
-            metrics.watch_budget(network, budget.budget, _remaining(budget))
+async def _watch_budgets(engine: Engine, networks: Sequence[str], metrics: ServiceMetrics) -> Check:
+    """Export each network's budget; the check returned re-reads them from the store.
+
+    The store counts what every process using it spent in the current period,
+    so the gauge is read anew before each scrape rather than kept in memory.
+    """
+    budgets = [b for n in networks if (b := engine.limited(n).budget) is not None]
+
+    async def refresh() -> None:
+        for budget in budgets:
+            await budget.refresh()
+
+    await refresh()
+    for budget in budgets:
+        metrics.watch_budget(budget.scope, budget.budget, _remaining(budget))
+    return refresh
 
 
 def _remaining(budget: CyclesBudget) -> Callable[[], float]:
@@ -227,12 +255,12 @@ def _remaining(budget: CyclesBudget) -> Callable[[], float]:
 
 @contextlib.asynccontextmanager
 async def _listening(
-    ctx: Context, registry: CollectorRegistry, checks: Mapping[str, Check]
+    ctx: Context, registry: CollectorRegistry, checks: Mapping[str, Check], refresh: Check
 ) -> AsyncIterator[None]:
     settings = ctx.config.metrics
     addr = ctx.args.metrics_addr or settings.addr
     port = DEFAULT_PORT if settings.port is None else settings.port
-    endpoints = HttpEndpoints(registry, checks)
+    endpoints = HttpEndpoints(registry, checks, refresh=refresh)
     try:
         await endpoints.start(addr, port)
     except OSError as exc:

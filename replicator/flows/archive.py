@@ -1,7 +1,10 @@
 """Archive jobs: a canister's image into an off-chain file, and a file back into a canister.
 
 ``archive-export`` writes the image of a canister to a file
-(``docs/archive-format.md``), resuming a partly written one; ``archive-import``
+(``docs/archive-format.md``), resuming a partly written one; re-running it
+is "nothing to do" while the source is unchanged and replaces the file once
+the source moved on, and ``{canister}``/``{snapshot}`` in the path name a
+file per image (:mod:`replicator.flows.image.archive`); ``archive-import``
 verifies the whole file before anything is written to the target, then
 copies it in (always through this machine: the bytes are local).  Both run
 on the image kinds' machine and performer (:mod:`replicator.flows.image`).
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from replicator import kinds
 from replicator.flow import Action, Kind, PlanContext, Verb
+from replicator.flows.image.archive import check_template
 from replicator.flows.image.machine import advance_copy
 from replicator.flows.image.performer import ImagePerformer
 from replicator.job import ArchiveRef, CanisterRef, Job, JobRequest
@@ -29,6 +33,14 @@ def export_request(source: CanisterRef, path: str | Path, *, job_id: str = "") -
 def import_request(path: str | Path, target: CanisterRef, *, job_id: str = "") -> JobRequest:
     """Import the archive file ``path`` into ``target`` (the file is verified first)."""
     return JobRequest(IMPORT, ArchiveRef(str(path)), target, id=job_id)
+
+
+async def plan_export(ctx: PlanContext, request: JobRequest) -> Job:
+    """The export job; a path template with unknown placeholders is refused before it runs."""
+    del ctx
+    if isinstance(request.target, ArchiveRef):
+        check_template(request.target.path)
+    return request.job()
 
 
 async def plan_import(ctx: PlanContext, request: JobRequest) -> Job:
@@ -50,6 +62,7 @@ ARCHIVE_EXPORT = kinds.register(
         performer=ImagePerformer,
         sources=(CanisterRef,),
         targets=(ArchiveRef,),
+        plan=plan_export,
     )
 )
 

@@ -14,7 +14,16 @@ CANISTER = bytes.fromhex("00000000000000010101")
 OWNER = b"\x01" * 29
 STRANGER = b"\x02" * 29
 
-ALWAYS_SKIPPED = {"push.write", "import.commit_roundtrip", "key_range.out_of_range"}
+ALWAYS_SKIPPED = {
+    "push.write",
+    "import.commit_roundtrip",
+    "key_range.out_of_range",
+    "journal.push_changes",  # no push target
+    "mode.fence",  # state-changing: allow_commit only
+    "mode.standby",
+    "journal.reset",
+    "fleet.members",  # the fake keeps no fleet unless told
+}
 
 
 def _canister(bugs: set[str] | None = None, **kwargs: object) -> FakeIcrpCanister:
@@ -57,6 +66,43 @@ async def test_the_commit_round_trip_runs_only_when_allowed() -> None:
     assert fake.kv == before
 
 
+async def test_state_changing_checks_run_when_allowed_and_leave_the_canister_as_it_was() -> None:
+    fake = _canister(journal_max_entries=50)
+    fake.fleet = {bytes([i, 1, 1]): i for i in range(250)}
+    before = dict(fake.kv)
+    report = await _check(fake, allow_commit=True)
+    assert report.ok, report.render()
+    for check in (
+        "mode.fence",
+        "mode.standby",
+        "export.at_seq",
+        "routing.public",
+        "fleet.members",
+        "journal.reset",
+    ):
+        assert report.result(check).status == "passed", report.render()
+    assert "waited for 301" in report.result("export.at_seq").detail
+    assert "icrp_apply, icrp_import_records, icrp_reset_journal, icrp_delete_range refused" in (
+        report.result("mode.fence").detail
+    )
+    assert "250 member(s) in 3 page(s)" in report.result("fleet.members").detail
+    assert fake.kv == before
+    assert fake.mode["mode"] == {"primary": None}
+    assert fake.fences == []
+    assert fake.routing["version"] == 1  # republished once
+
+
+async def test_a_capability_the_canister_does_not_claim_is_not_run() -> None:
+    fake = _canister()
+    fake.capabilities = ("image", "import", "journal", "apply", "key_range")
+    report = await _check(fake, allow_commit=True)
+    assert report.ok, report.render()
+    for check in ("journal.backlog", "export.at_seq", "mode.fence", "key_range.digest"):
+        result = report.result(check)
+        assert result.status == "skipped"
+        assert result.detail.startswith("not run: the canister does not claim")
+
+
 async def test_a_shard_refuses_keys_outside_its_range() -> None:
     fake = _canister()
     fake.key_range = {"lower": b"user/00100", "upper": [b"user/00200"]}
@@ -93,8 +139,15 @@ _VIOLATIONS = {
     "conflict_ok": {"import.conflict"},
     "commit_ignores_digest": {"import.digest_mismatch"},
     "abort_ignored": {"import.abort"},
-    "no_too_old": {"journal.too_old"},
+    "no_too_old": {"journal.too_old", "journal.backlog", "journal.reset"},
     "range_unordered": {"key_range.export"},
+    "fence_ignored": {"mode.fence", "mode.standby"},
+    "fence_no_owner": {"key_range.fences"},
+    "routing_private": {"routing.public"},
+    "range_digest_wrong": {"key_range.digest"},
+    "fleet_unsorted": {"fleet.members"},
+    "export_at_now": {"export.at_seq"},
+    "reset_ignored": {"journal.reset"},
 }
 
 
@@ -104,7 +157,9 @@ def test_every_bug_of_the_fake_is_covered() -> None:
 
 @pytest.mark.parametrize("bug", sorted(_VIOLATIONS))
 async def test_a_violation_fails_exactly_its_requirement(bug: str) -> None:
-    report = await _check(_canister({bug}, journal_max_entries=50), allow_commit=True)
+    fake = _canister({bug}, journal_max_entries=50)
+    fake.fleet = {bytes([i, 1, 1]): i for i in range(150)}
+    report = await _check(fake, allow_commit=True)
     failed = {r.id for r in report.results if r.status == "failed"}
     assert failed == _VIOLATIONS[bug], report.render()
     assert not report.ok

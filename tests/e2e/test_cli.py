@@ -13,7 +13,7 @@ from canister_iface.management_types import CanisterSettings
 
 pytestmark = pytest.mark.e2e
 
-SOME_ID = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+SOME_ID = "xmf3k-3iaaa-fake5-aaaaa-cai"  # made up
 COUNTER_WASM = ROOT / "tests" / "canisters" / "wasm" / "counter.wasm"
 
 

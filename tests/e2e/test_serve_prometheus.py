@@ -48,7 +48,7 @@ def prometheus_tools() -> tuple[str, str]:
     return tool("prometheus"), tool("promtool")
 
 
-MISSING = "ryjl3-tyaaa-aaaaa-aaaba-cai"  # the ledger's id: no such canister on localnet
+MISSING = "xmf3k-3iaaa-fake5-aaaaa-cai"  # made up: no such canister on localnet
 EVERY = "every 3s"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from engine_support import (
 )
 
 from replicator.archive import ArchiveReader
-from replicator.errors import EXIT_INTEGRITY
+from replicator.errors import EXIT_INTEGRITY, EXIT_USAGE, UsageError
 from replicator.job import ArchiveRef, Job, Phase
 from replicator.progress import RecordingProgress
 from replicator.settings import Transfer
@@ -60,8 +61,10 @@ async def test_an_interrupted_export_resumes_the_partial_file(w: World, tmp_path
     with pytest.raises(asyncio.CancelledError):
         await task
     w.net.faults.reset()
-    partial = path.stat().st_size
-    assert partial > 0
+    assert not path.exists()  # the archive's own name only ever holds a complete archive
+    partial = path.with_name("demo.icra.partial")
+    assert partial.stat().st_size > 0
+    assert stat.S_IMODE(partial.stat().st_mode) == 0o600
     async with w.engine(transfer=small) as again:
         outcome = await run_archive_export(again, ref(demo), path)
     assert outcome.ok, outcome.error
@@ -70,6 +73,69 @@ async def test_an_interrupted_export_resumes_the_partial_file(w: World, tmp_path
     assert any("resuming" in note for note in outcome.notes)
     with ArchiveReader(path) as reader:
         assert reader.verify() == outcome.digest
+    assert not partial.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_re_running_an_export_is_nothing_to_do_or_a_refresh(w: World, tmp_path: Path) -> None:
+    """The same file again: nothing to do while the source is unchanged, replaced once it moved."""
+    demo = await w.demo(mib=1)
+    path = tmp_path / "demo.icra"
+    async with w.engine() as engine:
+        first = await run_archive_export(engine, ref(demo), path)
+        assert first.ok, first.error
+        again = await run_archive_export(engine, ref(demo), path)
+        assert again.ok, again.error
+        assert again.bytes_copied == 0
+        assert any("nothing to write" in n for n in again.notes), again.notes
+        await w.add_user(demo, "erin")  # the source moves on
+        refreshed = await run_archive_export(engine, ref(demo), path)
+        assert refreshed.ok, refreshed.error
+    assert refreshed.digest != first.digest
+    with ArchiveReader(path) as reader:
+        assert reader.verify() == refreshed.digest
+    names = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.iterdir()))
+    assert [n for n in names if "demo" in n] == ["demo.icra"]
+
+
+async def test_an_export_template_names_a_file_per_image(w: World, tmp_path: Path) -> None:
+    demo = await w.demo(mib=1)
+    template = str(tmp_path / "{canister}-{snapshot}.icra")
+    async with w.engine() as engine:
+        first = await run_archive_export(engine, ref(demo), template)
+        await w.add_user(demo, "frank")
+        second = await run_archive_export(engine, ref(demo), template)
+        with pytest.raises(UsageError, match=r"\{canister\}, \{snapshot\}") as typo:
+            await run_archive_export(engine, ref(demo), str(tmp_path / "{canistr}.icra"))
+    assert first.ok, first.error
+    assert second.ok, second.error
+    files = await asyncio.to_thread(lambda: sorted(tmp_path.glob(f"{demo.to_text()}-*.icra")))
+    assert len(files) == 2
+    digests = set()
+    for file in files:
+        with ArchiveReader(file) as reader:
+            digests.add(reader.verify())
+    assert digests == {first.digest, second.digest}
+    assert "canistr" in str(typo.value)  # refused before anything ran
+    assert len(await engine.store.list_jobs()) == 2
+
+
+async def test_an_export_never_replaces_another_canisters_archive_or_a_foreign_file(
+    w: World, tmp_path: Path
+) -> None:
+    demo, other = await w.demo(mib=1), await w.demo(mib=1, seed=5)
+    path, foreign = tmp_path / "demo.icra", tmp_path / "notes.txt"
+    foreign.write_text("my notes")
+    async with w.engine() as engine:
+        assert (await run_archive_export(engine, ref(demo), path)).ok
+        before = path.read_bytes()
+        refused = await run_archive_export(engine, ref(other), path)
+        not_ours = await run_archive_export(engine, ref(demo), foreign)
+    assert refused.exit_code == EXIT_USAGE
+    assert f"holds an archive of canister {demo.to_text()}" in (refused.error or "")
+    assert path.read_bytes() == before
+    assert not_ours.exit_code == EXIT_USAGE
+    assert foreign.read_text() == "my notes"
 
 
 async def test_a_damaged_archive_is_refused_before_the_target_is_touched(

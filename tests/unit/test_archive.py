@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def _image(size: int, seed: int = 1) -> bytes:
 
 def _header(data: bytes, chunk_size: int = CHUNK_SIZE, snapshot_id: int = 4) -> ArchiveHeader:
     return ArchiveHeader(
-        source="bkyz2-fmaaa-aaaaa-qaaaq-cai",
+        source="sppxf-mqaaa-fake2-aaaaa-cai",  # a made-up id
         snapshot_id=snapshot_id,
         size=len(data),
         chunk_size=chunk_size,
@@ -352,3 +353,19 @@ def test_any_single_byte_change_or_truncation_is_detected(
     path.write_bytes(damaged)
     with pytest.raises(ArchiveError), ArchiveReader(path) as reader:
         reader.verify()
+
+
+def test_archives_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """An archive holds a canister's private state: 0600, even under umask 000."""
+    old = os.umask(0)
+    try:
+        fresh = tmp_path / "fresh.icra"
+        _write(fresh, _image(2500))
+        loose = tmp_path / "loose.icra"
+        loose.write_bytes(b"")
+        loose.chmod(0o666)  # an empty file left behind is created anew, privately
+        _write(loose, _image(2500))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o600

@@ -28,8 +28,8 @@ from replicator.integrity import ImageInfo
 from replicator.job import ArchiveRef, CanisterRef, Job, JobState, Phase, new_job_id
 from replicator.machine import Start, Step
 
-APP = CanisterRef("bkyz2-fmaaa-aaaaa-qaaaq-cai", "local")
-BACKUP = CanisterRef("bd3sg-teaaa-aaaaa-qaaba-cai", "local")
+APP = CanisterRef("plfju-2iaaa-fake4-aaaaa-cai", "local")
+BACKUP = CanisterRef("xmf3k-3iaaa-fake5-aaaaa-cai", "local")
 IMAGE = ImageInfo(snapshot_id=3, size=5000, chunk_size=1000, digest=b"\x07" * 32)
 
 

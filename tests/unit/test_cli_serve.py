@@ -13,9 +13,9 @@ from replicator.config import load_config
 from replicator.errors import EXIT_USAGE, ConfigError, UsageError
 from replicator.job import CanisterRef, Phase
 
-APP = "ryjl3-tyaaa-aaaaa-aaaba-cai"
-BACKUP = "rrkah-fqaaa-aaaaa-aaaaq-cai"
-OTHER = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
+APP = "sppxf-mqaaa-fake2-aaaaa-cai"
+BACKUP = "kipf3-nqaaa-fake3-aaaaa-cai"
+OTHER = "plfju-2iaaa-fake4-aaaaa-cai"
 
 CONFIG = f"""
 network = "local"

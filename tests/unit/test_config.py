@@ -8,18 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from canister_iface.certificate import BLS_KEY_DER_PREFIX
 from replicator import kinds
-from replicator.config import default_config, load_config, read_canister_ids
+from replicator.config import default_config, is_loopback_url, load_config, read_canister_ids
 from replicator.errors import EXIT_USAGE, ConfigError
 from replicator.job import ArchiveRef, CanisterRef
 from replicator.limits import LimitSettings
 from replicator.settings import EngineSettings
 from replicator.topup import TopUpPolicy
 
-APP_IC = "ryjl3-tyaaa-aaaaa-aaaba-cai"
-APP_LOCAL = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
-BACKUP_LOCAL = "bd3sg-teaaa-aaaaa-qaaba-cai"
-SHARED = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+# Made-up ids (never a real NNS canister's): "fake" in the middle says so.
+APP_IC = "sppxf-mqaaa-fake2-aaaaa-cai"
+APP_LOCAL = "kipf3-nqaaa-fake3-aaaaa-cai"
+BACKUP_LOCAL = "xmf3k-3iaaa-fake5-aaaaa-cai"
+SHARED = "plfju-2iaaa-fake4-aaaaa-cai"
+STAGING_KEY = (BLS_KEY_DER_PREFIX + bytes(range(96))).hex()
 
 FULL = f"""
 network = "ic"
@@ -39,7 +42,7 @@ root_key = "builtin"
 
 [networks.staging]
 url = "https://staging.example"
-root_key = "308182"
+root_key = "{STAGING_KEY}"
 
 [identity]
 pem = "keys/ops.pem"
@@ -107,7 +110,7 @@ def test_a_full_file(tmp_path: Path) -> None:
     config = load_config(_files(tmp_path))
     assert config.source == str(tmp_path / "replicator.toml")
     assert config.network_named("local").url == "http://127.0.0.1:8080"
-    assert config.network_named("staging").root_key == bytes.fromhex("308182")
+    assert config.network_named("staging").root_key == bytes.fromhex(STAGING_KEY)
     assert config.identity_pem == tmp_path / "keys" / "ops.pem"
     assert config.checkpoints == tmp_path / "state" / "checkpoints.sqlite3"
     limits = config.limits_for("ic")
@@ -230,7 +233,7 @@ def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
         ("network = 'mars'", "network", "one of the networks"),
         ("[canisters]\napp = 'not-a-principal'", "canisters.app", "a canister id"),
         (
-            "[canisters]\napp = { mars = 'ryjl3-tyaaa-aaaaa-aaaba-cai' }",
+            "[canisters]\napp = { mars = 'sppxf-mqaaa-fake2-aaaaa-cai' }",
             "canisters.app.mars",
             "network",
         ),
@@ -290,7 +293,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
     ("content", "match"),
     [
         ("[1, 2]", "canister_ids.json"),
-        ('{"app": "ryjl3-tyaaa-aaaaa-aaaba-cai"}', "app: expected"),
+        ('{"app": "sppxf-mqaaa-fake2-aaaaa-cai"}', "app: expected"),
         ('{"app": {"ic": "nope"}}', "app.ic: expected a canister id"),
         ("{not json", "canister_ids.json"),
     ],
@@ -306,3 +309,127 @@ def test_dfx_canister_ids(tmp_path: Path) -> None:
     path = tmp_path / "canister_ids.json"
     path.write_text(json.dumps({"app": {"ic": APP_IC, "local": APP_LOCAL}}))
     assert read_canister_ids(path) == {"app": {"ic": APP_IC, "local": APP_LOCAL}}
+
+
+# ------------------------------------------------------ root keys and ids
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:4943", "http://localhost:8080", "http://[::1]:4943", "http://127.8.0.2"],
+)
+def test_fetching_the_root_key_is_for_loopback_urls(url: str) -> None:
+    assert is_loopback_url(url)
+    local = load_config(None, overrides={"networks.local.url": url}).network_named("local")
+    assert local.fetch_root_key
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://192.168.1.20:4943", "https://ic0.app", "http://localnet:4943", "http://10.0.0.1"],
+)
+def test_a_local_network_elsewhere_must_pin_its_key(tmp_path: Path, url: str) -> None:
+    assert not is_loopback_url(url)
+    path = _files(tmp_path, f"[networks.local]\nurl = '{url}'\n")
+    with pytest.raises(ConfigError, match=r"networks\.local\.root_key: .*loopback URL") as info:
+        load_config(path)
+    assert url in str(info.value)
+    assert "fetch-insecure" in str(info.value)  # the override, named
+    pinned = _files(tmp_path, f"[networks.local]\nurl = '{url}'\nroot_key = '{STAGING_KEY}'\n")
+    assert load_config(pinned).network_named("local").root_key == bytes.fromhex(STAGING_KEY)
+
+
+def test_the_insecure_override_is_loud(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _files(
+        tmp_path, "[networks.local]\nurl = 'http://10.0.0.1'\nroot_key = 'fetch-insecure'"
+    )
+    assert load_config(path).network_named("local").fetch_root_key
+    assert "INSECURE" in caplog.text
+    assert "http://10.0.0.1" in caplog.text
+    other = _files(
+        tmp_path, "[networks.dev]\nurl = 'http://127.0.0.1'\nroot_key = 'fetch-insecure'"
+    )
+    with pytest.raises(ConfigError, match="only for the network 'local'"):
+        load_config(other)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("308182", "this one has 3 bytes"),
+        ((BLS_KEY_DER_PREFIX + bytes(97)).hex(), "this one has 134 bytes"),
+        ((bytes(len(BLS_KEY_DER_PREFIX)) + bytes(96)).hex(), "not an IC BLS key"),
+        ("xyz", "hex"),
+    ],
+)
+def test_a_pinned_root_key_is_checked_at_load(tmp_path: Path, key: str, expected: str) -> None:
+    path = _files(tmp_path, f"[networks.dev]\nurl = 'https://dev.example'\nroot_key = '{key}'\n")
+    with pytest.raises(ConfigError, match=rf"networks\.dev\.root_key: expected .*{expected}"):
+        load_config(path)
+
+
+def test_another_network_needs_its_root_key(tmp_path: Path) -> None:
+    path = _files(tmp_path, "[networks.dev]\nurl = 'https://dev.example'\n")
+    with pytest.raises(ConfigError, match=r"networks\.dev\.root_key: expected the network's DER"):
+        load_config(path)
+
+
+def test_canister_ids_are_normalised_to_lower_case(tmp_path: Path) -> None:
+    ids = tmp_path / "upper.json"
+    ids.write_text(json.dumps({"extra": {"ic": SHARED.upper()}}))
+    toml = f'[canisters]\nloud = "{APP_IC.upper()}"\n'
+    config = load_config(_files(tmp_path, toml), canister_ids=[ids])
+    assert config.canister("loud", "ic") == CanisterRef(APP_IC, "ic")
+    assert config.canister("extra", "ic") == CanisterRef(SHARED, "ic")
+    assert config.canister(f" {APP_LOCAL.upper()} ", "local") == CanisterRef(APP_LOCAL, "local")
+    assert config.endpoint(APP_LOCAL.upper(), "local") == CanisterRef(APP_LOCAL, "local")
+
+
+def test_the_management_canister_is_never_a_source_or_target(tmp_path: Path) -> None:
+    config = default_config()
+    for text in ("aaaaa-aa", "AAAAA-AA"):
+        with pytest.raises(ConfigError, match="management canister") as info:
+            config.canister(text)
+        assert info.value.exit_code == EXIT_USAGE
+    with pytest.raises(ConfigError, match=r"canisters\.mgmt: expected .*management canister"):
+        load_config(_files(tmp_path, '[canisters]\nmgmt = "aaaaa-aa"\n'))
+    path = tmp_path / "canister_ids.json"
+    path.write_text(json.dumps({"mgmt": {"ic": "aaaaa-aa"}}))
+    with pytest.raises(ConfigError, match=r"mgmt\.ic: expected .*management canister"):
+        read_canister_ids(path)
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('network = "ic"\n# Müller\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml: expected a UTF-8 text file") as info:
+        load_config(path)
+    assert "0xfc" in str(info.value)
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_budget_period_and_job_retention(tmp_path: Path) -> None:
+    assert default_config().limits_for().cycles_budget_period == 86400
+    assert default_config().job_retention == 30 * 86400
+    toml = """
+job_retention = "7d"
+[limits]
+cycles_budget = "5T"
+cycles_budget_period = "12h"
+[networks.local.limits]
+cycles_budget_period = "1h"
+"""
+    config = load_config(_files(tmp_path, toml))
+    assert config.job_retention == 7 * 86400
+    assert config.limits_for("ic").cycles_budget_period == 12 * 3600
+    assert config.limits_for("local").cycles_budget_period == 3600
+    assert config.limits_for("local").cycles_budget == 5 * 10**12  # inherited
+    forever = load_config(_files(tmp_path, 'job_retention = "forever"'))
+    assert forever.job_retention is None
+    for bad, key in (
+        ("[limits]\ncycles_budget_period = 'soon'", "limits.cycles_budget_period"),
+        ("[limits]\ncycles_budget_period = 5", "limits.cycles_budget_period"),
+        ("job_retention = 'a while'", "job_retention"),
+    ):
+        with pytest.raises(ConfigError, match=rf"{key}: expected"):
+            load_config(_files(tmp_path, bad))

@@ -12,8 +12,8 @@ from replicator.errors import ConfigError
 from replicator.limits import Window
 from replicator.schedule import Cron, Every, JobSchedule
 
-APP = "ryjl3-tyaaa-aaaaa-aaaba-cai"
-BACKUP = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+APP = "sppxf-mqaaa-fake2-aaaaa-cai"
+BACKUP = "kipf3-nqaaa-fake3-aaaaa-cai"
 JOB = f'[jobs.nightly]\nkind = "backup"\nsource = "{APP}"\ntarget = "{BACKUP}"\n'
 
 

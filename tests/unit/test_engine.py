@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,19 +20,21 @@ from replicator.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NOT_ICRP,
+    EXIT_TEMPORARY,
     EXIT_USAGE,
     CheckpointError,
     UsageError,
 )
 from replicator.flow import Kind, PlanContext, RunContext, RunReport
 from replicator.job import CanisterRef, Job, JobOutcome, JobRequest, JobState, Phase, new_job_id
+from replicator.joblock import JobLocked
 from replicator.machine import Cancel, Fail, Start, Step, started, stopped
 from replicator.metrics import Metrics
 from replicator.progress import RecordingProgress
 from replicator.settings import EngineSettings
 
-APP = CanisterRef("rwlgt-iiaaa-aaaaa-aaaaa-cai", "local")
-BACKUP = CanisterRef("rrkah-fqaaa-aaaaa-aaaaq-cai", "local")
+APP = CanisterRef("sppxf-mqaaa-fake2-aaaaa-cai", "local")  # made-up ids
+BACKUP = CanisterRef("kipf3-nqaaa-fake3-aaaaa-cai", "local")
 
 
 class FakeAgent:
@@ -160,8 +163,9 @@ async def test_the_same_job_cannot_run_twice_at_once(store: SqliteStore) -> None
     async with engine(store, agent) as e:
         first = asyncio.create_task(e.run(_job("backup", APP, BACKUP)))
         await agent.called.wait()
-        with pytest.raises(UsageError, match="already running"):
+        with pytest.raises(JobLocked, match=rf"already running: pid {os.getpid()} on host") as info:
             await e.run(_job("backup", APP, BACKUP))
+        assert info.value.exit_code == EXIT_TEMPORARY
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first

@@ -19,6 +19,7 @@ from replicator.limits import (
     Direct,
     InFlight,
     LimitSettings,
+    MemorySpending,
     TimeWindows,
     TokenBucket,
     Window,
@@ -406,11 +407,22 @@ async def test_build_caller_stacks_every_configured_limit() -> None:
         windows=(Window.parse("01:00-02:00"),),
         cycles_budget=5_000_000,
     )
+    spending = MemorySpending()
+    wall = lambda: clock.wall().timestamp()  # noqa: E731
+    day = int(wall() // 86400 * 86400)
+    assert await spending.spend("ic", day, 1, 5_000_000) == (True, 1)  # another process spent 1
     limited = build_caller(
-        settings, observer=waits, clock=clock, sleep=clock.sleep, now=clock.wall, cycles_spent=1
+        settings,
+        observer=waits,
+        clock=clock,
+        sleep=clock.sleep,
+        now=clock.wall,
+        wall=wall,
+        spending=spending,
+        scope="ic",
     )
     assert limited.budget is not None
-    assert limited.budget.spent == 1
+    assert await limited.budget.refresh() == 4_999_999
     assert await limited.call(_spec(nbytes=3000, cycles=3_000_000), _ok) == "ok"
     assert waits.seconds["time_window"] == 60
     assert await limited.call(_spec(nbytes=1000), _ok) == "ok"
@@ -425,3 +437,51 @@ def test_settings_are_validated() -> None:
         LimitSettings(bytes_per_second=0)
     with pytest.raises(ValueError, match="in_flight"):
         LimitSettings(in_flight=0)
+
+
+async def test_a_fresh_process_gets_no_burst_above_the_byte_rate() -> None:
+    """A restart (a crash loop, a re-run) must not start with a full bucket."""
+    clock = FakeClock()
+    settings = LimitSettings(calls_per_second=None, bytes_per_second=1000, in_flight=1)
+    for _ in range(3):  # three "processes" in a row, each moving 2000 bytes
+        limited = build_caller(settings, clock=clock, sleep=clock.sleep)
+        await limited.call(_spec(nbytes=1000), _ok)
+        await limited.call(_spec(nbytes=1000), _ok)
+    assert clock.now == pytest.approx(6.0)  # 6000 bytes at 1000 B/s: never faster
+
+
+# ------------------------------------------------------ budget periods
+
+
+async def test_the_budget_renews_each_period_and_names_when() -> None:
+    wall = [dt.datetime(2026, 3, 1, 23, 0, tzinfo=dt.UTC).timestamp()]
+    spending = MemorySpending()
+    budget = CyclesBudget(
+        Direct(), 10_000_000, period=86400, spending=spending, scope="ic", wall=lambda: wall[0]
+    )
+    await budget.call(_spec(cycles=6_000_000), _ok)
+    with pytest.raises(BudgetExceeded) as info:
+        await budget.call(_spec(cycles=6_000_000), _ok)
+    assert "renews at 2026-03-02 00:00:00 UTC" in str(info.value)
+    assert "of network ic" in str(info.value)
+    assert "6,000,000 of 10,000,000" in str(info.value)
+    # a second budget on the same spending (another process) sees what was spent
+    other = CyclesBudget(
+        Direct(), 10_000_000, period=86400, spending=spending, scope="ic", wall=lambda: wall[0]
+    )
+    assert await other.refresh() == 4_000_000
+    await budget.call(_spec(cycles=0), _ok)  # queries cost nothing and are always fine
+    wall[0] += 3600  # 00:00 UTC: a new day
+    assert budget.remaining == 10_000_000
+    await budget.call(_spec(cycles=6_000_000), _ok)
+    assert await other.refresh() == 4_000_000
+    assert await spending.spent("local", budget.period_start()) == 0  # per network
+
+
+def test_budget_periods_align_to_utc() -> None:
+    at = dt.datetime(2026, 3, 4, 13, 37, tzinfo=dt.UTC).timestamp()
+    hourly = CyclesBudget(Direct(), 1, period=3600, wall=lambda: at)
+    assert hourly.period_start() == dt.datetime(2026, 3, 4, 13, tzinfo=dt.UTC).timestamp()
+    assert hourly.resets_at() == dt.datetime(2026, 3, 4, 14, tzinfo=dt.UTC).timestamp()
+    daily = CyclesBudget(Direct(), 1, wall=lambda: at)
+    assert daily.resets_at() == dt.datetime(2026, 3, 5, tzinfo=dt.UTC).timestamp()

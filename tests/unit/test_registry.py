@@ -14,7 +14,7 @@ async def test_entries_survive_a_reopen_and_update_in_place(tmp_path: Path) -> N
     path = tmp_path / "checkpoints.sqlite3"
     async with SqliteStore(path) as store:
         await store.registry.put(Entry("local", "src", "backup", None, "requested", 42))
-        cid = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
+        cid = "plfju-2iaaa-fake4-aaaaa-cai"
         await store.registry.put(Entry("local", "src", "backup", cid, "created", 42))
     async with SqliteStore(path) as again:
         entry = await again.registry.get("local", "src")
@@ -36,7 +36,7 @@ async def test_a_schema_1_file_is_migrated_keeping_jobs_and_registry(tmp_path: P
             "id": "backup-old",
             "kind": "backup",
             "source": {"canister": "aaaaa-aa", "network": "local"},
-            "target": {"canister": "bkyz2-fmaaa-aaaaa-qaaaq-cai", "network": "local"},
+            "target": {"canister": "plfju-2iaaa-fake4-aaaaa-cai", "network": "local"},
             "options": {},
         },
         "phase": "copying",
@@ -61,4 +61,6 @@ async def test_a_schema_1_file_is_migrated_keeping_jobs_and_registry(tmp_path: P
         assert state.detail["import_id"] == 9
         assert [s.chunks_total for s in await store.list_jobs()] == [5]
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"cycles_spent", "job_locks"} <= tables

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from replicator.cli.jobrun import RenderedProgress
 from replicator.cli.render import (
     BarRenderer,
     JsonRenderer,
@@ -16,8 +17,10 @@ from replicator.cli.render import (
     format_duration,
     make_renderer,
 )
+from replicator.job import CanisterRef, Job
 
 MiB = 1024 * 1024
+APP = "sppxf-mqaaa-fake2-aaaaa-cai"  # made up
 
 
 class FakeClock:
@@ -157,3 +160,21 @@ def test_the_renderer_follows_the_terminal() -> None:
     assert type(make_renderer(json_output=False, stdout=out, stderr=err)) is LineRenderer
     bar = make_renderer(json_output=False, stdout=out, stderr=err, tty=True)
     assert isinstance(bar, BarRenderer)
+
+
+def test_a_resumed_job_reports_the_rate_of_this_run_only() -> None:
+    """60 MiB were copied before a restart; this run moves 1 MiB/s, and says so."""
+    clock = FakeClock()
+    out = io.StringIO()
+    renderer = JsonRenderer(out, clock=clock, interval=1.0)
+    progress = RenderedProgress(renderer)
+    job = Job("backup", CanisterRef(APP, "local"), None, id="backup-000000000001")
+    progress.started(job, resumed=True)
+    progress.total(job, 100 * MiB, 60 * MiB)
+    for _ in range(4):
+        clock.now += 1
+        progress.advanced(job, MiB)
+    events = [e for e in _events(out) if e["event"] == "progress"]
+    assert events[-1]["done_bytes"] == 64 * MiB
+    assert events[-1]["rate_bytes_per_second"] == pytest.approx(MiB, rel=0.01)
+    assert events[-1]["eta_seconds"] == pytest.approx(36, rel=0.05)

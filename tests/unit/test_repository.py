@@ -47,8 +47,8 @@ from replicator.repository import (
 from replicator.repository.chunks import codec_of
 from replicator.repository.store import FileType, Handle
 
-CANISTER = "rrkah-fqaaa-aaaaa-aaaaq-cai"
-OTHER = "ryjl3-tyaaa-aaaaa-aaaba-cai"
+CANISTER = "kipf3-nqaaa-fake3-aaaaa-cai"
+OTHER = "sppxf-mqaaa-fake2-aaaaa-cai"
 CHUNK = 100_000
 HOUR_NS = 3600 * 10**9
 T0 = 1_750_000_000 * 10**9

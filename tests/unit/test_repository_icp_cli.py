@@ -21,7 +21,7 @@ from replicator.repository.icp_cli_dir import (
 )
 from replicator.repository.store import FileType, Handle
 
-CANISTER = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+CANISTER = "kipf3-nqaaa-fake3-aaaaa-cai"
 CHUNK_A = b"first wasm chunk"
 CHUNK_B = b"second wasm chunk"
 HASH_A = hashlib.sha256(CHUNK_A).digest()

@@ -26,7 +26,7 @@ from replicator.repository.manifest import (
     ns_to_iso,
 )
 
-CANISTER = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+CANISTER = "kipf3-nqaaa-fake3-aaaaa-cai"
 CHUNK = 1000
 
 

@@ -51,8 +51,8 @@ class ScaledClock:
 
 JOB = Job(
     "backup",
-    CanisterRef("ryjl3-tyaaa-aaaaa-aaaba-cai", "local"),
-    CanisterRef("rrkah-fqaaa-aaaaa-aaaaq-cai", "local"),
+    CanisterRef("sppxf-mqaaa-fake2-aaaaa-cai", "local"),
+    CanisterRef("kipf3-nqaaa-fake3-aaaaa-cai", "local"),
     id="backup-1",
 )
 

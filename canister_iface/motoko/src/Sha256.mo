@@ -2,13 +2,12 @@
 ///
 /// The hasher is incremental: feed it Blobs or byte ranges of a Region, then
 /// call `sum`. Cost per byte hashed (Wasm instructions, measured by
-/// `benchmarks/sha256_bench.py`): ~103 from a Region, or from a Blob through
-/// a scratch region (`withScratch`); ~163 from a Blob without one, because
-/// Motoko reads a Blob only byte by byte while a Region gives 8 bytes per
-/// load. Of the ~103, ~14 are the Region loads (moc's runtime translates
-/// every load through the region's block table) and ~88 the rounds and the
-/// message schedule. See `tools/gen_sha256_compress.py` for how they are
-/// compiled.
+/// `benchmarks/sha256_bench.py`): ~163 from a Blob or a Region (read in
+/// 64 KiB slices), because Motoko reads a Blob only byte by byte; ~103 from
+/// a Blob through a scratch region (`withScratch`), which gives 8 bytes per
+/// load at the price of one System API call per word. Of the ~103, ~14 are
+/// the Region loads and ~88 the rounds and the message schedule. See
+/// `tools/gen_sha256_compress.py` for how they are compiled.
 ///
 /// ```motoko
 /// import Sha256 "mo:icrp/Sha256";
@@ -35,6 +34,9 @@ module {
 
   /// Bytes per input block.
   let BLOCK = 64;
+
+  /// Bytes `writeRegion` reads with one System API call.
+  let REGION_SLICE : Nat64 = 65_536;
 
   /// A Blob is copied into the scratch region from this many full blocks
   /// on: below, the copy costs more than reading the bytes one by one.
@@ -109,15 +111,21 @@ module {
   };
 
   /// Feeds `len` bytes of `region` starting at `offset` to the hasher.
+  ///
+  /// Read in slices of `REGION_SLICE` bytes, one System API call each, and
+  /// hashed from the Blob: 8-byte loads (`compressRegion`) cost fewer Wasm
+  /// instructions (~103 vs ~163 per byte) but make one System API call per
+  /// word, which an emulator such as localnet runs ~10x slower in wall time,
+  /// and on the IC the hash is no longer the dominant cost of a copy (the
+  /// message bytes are: see the README of the Motoko library).
   public func writeRegion(self : Hasher, region : Region.Region, offset : Nat64, len : Nat64) {
-    let head : Nat64 = if (self.pendingLen > 0) Nat64.min(len, Nat64.fromNat(BLOCK - self.pendingLen)) else 0;
-    appendRegion(self, region, offset, head);
-    let start = offset + head;
-    let blocks = (len - head) / 64;
-    compressRegion(self.state, region, start, blocks);
-    let tail = start + blocks * 64;
-    appendRegion(self, region, tail, offset + len - tail);
-    self.total +%= len;
+    var off = offset;
+    let end = offset + len;
+    while (off < end) {
+      let n = Nat64.min(end - off, REGION_SLICE);
+      writeBlob(self, Region.loadBlob(region, off, Nat64.toNat(n)));
+      off += n;
+    };
   };
 
   /// Finishes the computation and returns the 32-byte digest. The hasher
@@ -170,12 +178,6 @@ module {
     };
     if (self.pendingLen == BLOCK) compressPending(self);
     i;
-  };
-
-  /// `append` for `len` bytes of `region` (an empty load at the very end of
-  /// a region would trap).
-  func appendRegion(self : Hasher, region : Region.Region, offset : Nat64, len : Nat64) {
-    if (len > 0) ignore append(self, Region.loadBlob(region, offset, Nat64.toNat(len)), 0);
   };
 
   /// Compresses the full pending block and empties it.
