@@ -26,8 +26,8 @@ from replicator.flows.snapshot.machine import (
 from replicator.job import ArchiveRef, CanisterRef, Job, JobState, Phase, new_state
 from replicator.machine import Cancel, Fail, Start
 
-APP = CanisterRef("rrkah-fqaaa-aaaaa-aaaaq-cai", "local")
-OTHER = CanisterRef("ryjl3-tyaaa-aaaaa-aaaba-cai", "local")
+APP = CanisterRef("kipf3-nqaaa-fake3-aaaaa-cai", "local")
+OTHER = CanisterRef("xmf3k-3iaaa-fake5-aaaaa-cai", "local")
 REPO = ArchiveRef("/repo")
 
 # What a performer reports when each step succeeds (its completion facts).
