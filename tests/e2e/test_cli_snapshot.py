@@ -1,10 +1,16 @@
-"""``replicator snapshot …`` as a user runs it: jobs, the repository commands, exit codes."""
+"""``replicator snapshot …`` as a user runs it: jobs, the repository commands, exit codes.
+
+The icp-cli round trip runs the real ``icp`` (pinned in tools/clients,
+installed by tools/install-clients.sh; skipped without it, failed under CI).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -150,3 +156,104 @@ def test_copy_and_the_documented_exit_codes(cli: Cli, tmp_path: Path) -> None:
     refused = cli.run("snapshot", "backup", str(app), "--repo", str(busy))
     assert refused.returncode == 2
     assert "neither a snapshot repository nor empty" in refused.stderr
+
+
+# ------------------------------------------------------------------ icp-cli
+
+ICP = ROOT / "tools" / "clients" / "node_modules" / "@icp-sdk" / "icp-cli-linux-x64" / "bin" / "icp"
+
+
+class _Icp:
+    """icp-cli (pinned in tools/clients) with a throw-away home and the harness's identity."""
+
+    def __init__(self, cli: Cli, home: Path) -> None:
+        if not ICP.exists():
+            message = f"icp-cli is not installed ({ICP}); run tools/install-clients.sh"
+            if os.environ.get("CI"):
+                pytest.fail(f"{message}; CI must not skip this test")
+            pytest.skip(message)
+        home.mkdir()
+        self.cli = cli
+        self.env = {
+            **os.environ,
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local/share"),
+            "NO_COLOR": "1",
+        }
+        self("identity", "import", "me", "--from-pem", str(cli.pem), "--storage", "plaintext")
+        self("identity", "default", "me")
+
+    def __call__(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(ICP), *args], env=self.env, capture_output=True, text=True, timeout=240
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, f"icp {' '.join(args)} exited {done.returncode}:\n{output}"
+        return output
+
+    def canister(self, *args: str) -> str:
+        network = ["--network", self.cli.net.url, "--root-key", self.cli.net.root_key.hex()]
+        return self("canister", *args, *network)
+
+    def snapshot_id(self, printed: str, canister: str) -> str:
+        """The hex snapshot id the command printed that ``snapshot list`` also shows."""
+        listed = self.canister("snapshot", "list", canister)
+        for candidate in re.findall(r"\b[0-9a-f]{20,}\b", printed):
+            if candidate in listed:
+                return candidate
+        raise AssertionError(f"no snapshot id in:\n{printed}\nthat the list shows:\n{listed}")
+
+
+def test_icp_cli_uploads_what_export_dir_writes_and_import_dir_reads_its_downloads(
+    cli: Cli, tmp_path: Path
+) -> None:
+    icp = _Icp(cli, tmp_path / "icp-home")
+    app = _app(cli)
+    state = _fingerprint(cli, app)
+    repo = str(tmp_path / "repo")
+    backup = _summary(cli.run("--json", "snapshot", "backup", str(app), "--repo", repo))
+
+    # Ours → icp-cli: export-dir, then `icp canister snapshot upload` and restore.
+    exported = tmp_path / "exported"
+    done = cli.run("snapshot", "export-dir", str(backup["snapshot"]), str(exported), "--repo", repo)
+    assert done.returncode == 0, done.stderr
+    target = str(cli.deploy_wasm(PLAIN_WASM))
+    assert _fingerprint(cli, Principal.from_text(target)) != state  # empty until restored
+    icp.canister("stop", target)
+    uploaded = icp.canister("snapshot", "upload", target, "--input", str(exported))
+    icp.canister("snapshot", "restore", target, icp.snapshot_id(uploaded, target))
+    icp.canister("start", target)
+    assert _fingerprint(cli, Principal.from_text(target)) == state
+
+    # icp-cli → ours: `icp canister snapshot download`, import-dir, restore with replicator.
+    _change(cli, app, 5)
+    changed = _fingerprint(cli, app)
+    assert changed != state
+    icp.canister("stop", str(app))
+    created = icp.canister("snapshot", "create", str(app))
+    downloaded = tmp_path / "downloaded"
+    downloaded.mkdir()
+    snapshot = icp.snapshot_id(created, str(app))
+    icp.canister("snapshot", "download", str(app), snapshot, "--output", str(downloaded))
+    icp.canister("start", str(app))
+    other_repo = str(tmp_path / "other-repo")
+    imported = cli.run(
+        "--json", "snapshot", "import-dir", str(downloaded), str(app), "--repo", other_repo
+    )
+    assert imported.returncode == 0, imported.stderr
+    into = cli.deploy_wasm(PLAIN_WASM)
+    assert _fingerprint(cli, into) != changed
+    restored = cli.run(
+        "--json",
+        "snapshot",
+        "restore",
+        str(app),
+        "--into",
+        str(into),
+        "--repo",
+        other_repo,
+        "--yes",
+    )
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert _fingerprint(cli, into) == changed
