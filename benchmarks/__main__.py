@@ -31,6 +31,7 @@ BENCHMARKS = [
     "subnet_bench",
     "localnet_scale_bench",
     "fleet_bench",
+    "snapshot_bench",
 ]
 QUICK = ["backup_bench", "sha256_bench", "repository_bench"]
 

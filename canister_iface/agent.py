@@ -267,6 +267,16 @@ class Agent:
             )
         return _decode_principals(raw, call)
 
+    async def subnet_id(self, canister_id: CanisterRef) -> bytes:
+        """The id of the subnet hosting the canister, from a verified read_state of ``/subnet``.
+
+        Two canisters share a subnet when their ids are equal (a snapshot can be
+        loaded into another canister only on its own subnet).
+        """
+        canister = Principal.of(canister_id)
+        call = self._call_info(canister, "subnet", "read_state")
+        return (await self._subnet(canister, call)).subnet_id
+
     async def status(self) -> Status:
         """The node's ``/api/v2/status`` (unauthenticated: do not trust its root key)."""
         call = CallInfo("", "status", "status")

@@ -26,6 +26,7 @@ from replicator.cli import (
     restore,
     resume,
     serve,
+    snapshot,
     verify,
 )
 from replicator.cli.common import add_global_options
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         localnet,
         serve,
+        snapshot,
     ):
         module.register(commands)
     return parser

@@ -1,5 +1,6 @@
 """The built-in job kinds: importing this module registers every one of them."""
 
 from replicator.flows import archive, backup, fleet, restore, verify
+from replicator.flows.snapshot import jobs as snapshot
 
-BUILTIN = (backup, restore, archive, verify, fleet)
+BUILTIN = (backup, restore, archive, verify, fleet, snapshot)

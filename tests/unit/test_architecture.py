@@ -117,6 +117,7 @@ def test_no_type_checking_imports() -> None:
         "replicator.flows.image.machine",
         "replicator.flows.fleets.machine",
         "replicator.flows.fleets.timing",
+        "replicator.flows.snapshot.machine",
         "replicator.chunkbook",
     ],
 )
