@@ -12,7 +12,7 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ["localnet_bench", "backup_bench", "sha256_bench", "persist_bench"]
+BENCHMARKS = ["localnet_bench", "backup_bench", "sha256_bench", "persist_bench", "icrp_bench"]
 
 
 def main(argv: list[str]) -> int:

@@ -2,24 +2,36 @@
 
     report = await check_canister(agent, canister_id, identity_other=stranger_agent)
     print(report.render())          # or report.to_json()
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if report.conformant else 1)
 
 Each requirement is one check that ends ``passed``, ``failed`` (with what
-was observed) or ``skipped`` (with why: a capability the canister does not
-claim, a missing second identity, a check that would change state).
+was observed), ``not_run`` (it applies but could not be checked here, with
+why: a missing second identity or push target, a check that would change
+state without ``allow_commit``, a transient error that outlasted the
+retries) or ``skipped`` (it does not apply: a capability the canister does
+not claim, another role).  Only a canister with no failure and nothing left
+not run is conformant; a check that met a transient error is run again
+before it is given up.
 
 ``agent`` must be a controller (or trusted peer) of the canister;
 ``identity_other`` is an agent of an identity that is neither, for the
 access checks.  The suite is meant for a quiet canister: it ends the
 current export (``icrp_end_export``) and replaces an unfinished import with
-its own test imports, which it aborts.  It never makes a test image current
-and never deletes data, except that ``allow_commit=True`` adds a round trip
-that exports the canister's image and commits it back (state unchanged by
-construction; for test canisters).
+its own test imports, which it aborts.  It fences, for a moment, a key
+range no application uses (``icrp_set_fences``) and puts the fences back.
+It never makes a test image current and never deletes data.
+``allow_commit=True`` (for test canisters) adds the checks that change the
+canister for a moment or for good: a round trip that exports the image and
+commits it back (state unchanged by construction), the modes (the canister
+is fenced, then made a standby, then set back), an image asked for one
+sequence ahead (the journal head moves by one empty step), a routing
+table republished under the next version, and journal resets (the journal
+is emptied; the head moves by one more empty step).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -37,20 +49,37 @@ from canister_iface.icrp_types import (
     ROLES,
     ChangeBatch,
     ExportTicket,
+    Fence,
     ImportSpec,
     Info,
     JournalInfo,
+    KeyBucket,
     KeyRange,
+    ModeInfo,
+    RangeDigest,
     Record,
+    Route,
+    Routing,
 )
 from canister_iface.management_types import CanisterRef
 from canister_iface.principal import Principal
 
-Status = Literal["passed", "failed", "skipped"]
+# "skipped": the requirement does not apply to this canister (a capability it
+# does not claim, another role); "not_run": it applies but could not be checked
+# here (no push target, no allow_commit, a check it depends on failed, the
+# canister was not quiet, a transient error outlasted the retries). Only a
+# canister with neither failures nor checks left not run is conformant.
+Status = Literal["passed", "failed", "not_run", "skipped"]
+# Pauses before re-running a check that met a transient error (a busy or
+# restarting replica must not read as a protocol violation).
+_TRANSIENT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0)
 IC_MESSAGE_LIMIT = 2 * 1024 * 1024
 # Chunk sizes tried for test imports, smallest first (the reference accepts >= 4 KiB).
 _TEST_CHUNK_SIZES = (4096, 65536, 1024 * 1024)
 _WRONG_DIGEST = hashlib.sha256(b"icrp conformance: not the digest of this image").digest()
+# Appended to a key to make a key range no application uses: the fence check
+# fences it for a moment (inside a shard's own range).
+_TEST_SUFFIX = b"\xff" * 32 + b"icrp-conformance"
 # Trusted for a moment by peers.compare_and_set; an opaque id nobody holds a key for.
 _PROBE = Principal(hashlib.sha224(b"icrp conformance: peer probe").digest() + b"\x01")
 
@@ -73,8 +102,27 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """No check failed (skipped checks do not count against the canister)."""
+        """No check failed (checks not run or not applicable are no failures)."""
         return not any(r.status == "failed" for r in self.results)
+
+    @property
+    def conformant(self) -> bool:
+        """Every applicable requirement was checked and met.
+
+        A check left not run proves nothing: calling the canister conformant
+        then would be a claim the suite did not test.
+        """
+        return self.ok and self.count("not_run") == 0
+
+    @property
+    def verdict(self) -> str:
+        if not self.ok:
+            return "NOT conformant"
+        not_run = self.count("not_run")
+        if not_run:
+            checks = "check" if not_run == 1 else "checks"
+            return f"not conformant: {not_run} {checks} not run (see why above)"
+        return "conformant"
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -93,13 +141,16 @@ class Report:
         ]
         width = max((len(r.id) for r in self.results), default=0)
         for r in self.results:
-            mark = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[r.status]
+            mark = {"passed": "PASS", "failed": "FAIL", "not_run": "NRUN", "skipped": "N/A "}[
+                r.status
+            ]
             lines.append(f"  {mark}  {r.id:<{width}}  {r.requirement}")
             if r.detail:
                 lines.append(f"        {'':<{width}}  -> {r.detail}")
         lines.append(
             f"{self.count('passed')} passed, {self.count('failed')} failed, "
-            f"{self.count('skipped')} skipped: " + ("conformant" if self.ok else "NOT conformant")
+            f"{self.count('not_run')} not run, {self.count('skipped')} not applicable: "
+            + self.verdict
         )
         return "\n".join(lines)
 
@@ -108,8 +159,9 @@ class Report:
             "canister_id": self.canister_id,
             "role": self.role,
             "capabilities": list(self.capabilities),
-            "conformant": self.ok,
-            "counts": {s: self.count(s) for s in ("passed", "failed", "skipped")},
+            "conformant": self.conformant,
+            "verdict": self.verdict,
+            "counts": {s: self.count(s) for s in ("passed", "failed", "not_run", "skipped")},
             "checks": [asdict(r) for r in self.results],
         }
 
@@ -122,7 +174,11 @@ class Fail(Exception):
 
 
 class Skip(Exception):
-    """The requirement cannot be checked here (the message says why)."""
+    """The requirement applies but cannot be checked here (the message says why)."""
+
+
+class NotApplicable(Skip):
+    """The requirement does not apply to this canister (the message says why)."""
 
 
 async def check_canister(
@@ -134,6 +190,7 @@ async def check_canister(
     max_verify_bytes: int = 64 * 1024 * 1024,
     push_target: CanisterRef | None = None,
     import_source: CanisterRef | None = None,
+    retry_delays: tuple[float, ...] = _TRANSIENT_RETRY_DELAYS,
 ) -> Report:
     """Check ``canister_id`` against every ICRP requirement; see the module docstring.
 
@@ -148,6 +205,7 @@ async def check_canister(
     """
     suite = _Suite(agent, Principal.of(canister_id), identity_other, allow_commit)
     suite.max_verify_bytes = max_verify_bytes
+    suite.retry_delays = retry_delays
     suite.push_target = None if push_target is None else Principal.of(push_target)
     suite.import_source = None if import_source is None else Principal.of(import_source)
     return await suite.run()
@@ -166,6 +224,7 @@ class _Suite:
         self.other = None if other is None else IcrpClient(other, canister)
         self.allow_commit = allow_commit
         self.max_verify_bytes = 0
+        self.retry_delays = _TRANSIENT_RETRY_DELAYS
         self.push_target: Principal | None = None
         self.import_source: Principal | None = None
         self.info: Info | None = None
@@ -176,6 +235,8 @@ class _Suite:
         self.test_image = b""
         self.test_chunk_size = 4096
         self.test_spec: ImportSpec | None = None
+        self.records: list[Record] | None = None  # the first records of the key range, in order
+        self.records_range: KeyRange | None = None  # the range they are all of
         self.report = Report(canister.to_text())
 
     def checks(self) -> list[tuple[str, str, Check]]:
@@ -203,13 +264,33 @@ class _Suite:
             ("key_range.out_of_range", _REQ["key_range.out_of_range"], self.out_of_range),
             ("push.write", _REQ["push.write"], self.push),
             ("peers.compare_and_set", _REQ["peers.compare_and_set"], self.peers_cas),
+            *self.later_checks(),
+            # Last: committing an image restarts the journal the checks above read.
             ("import.commit_roundtrip", _REQ["import.commit_roundtrip"], self.commit_roundtrip),
+        ]
+
+    def later_checks(self) -> list[tuple[str, str, Check]]:
+        """The parts added to version 1 for standbys, splits and fleets."""
+        return [
+            ("journal.backlog", _REQ["journal.backlog"], self.backlog),
+            ("journal.range_filter", _REQ["journal.range_filter"], self.range_filter),
+            ("journal.push_changes", _REQ["journal.push_changes"], self.push_changes),
+            ("export.at_seq", _REQ["export.at_seq"], self.export_at_seq),
+            ("mode.fence", _REQ["mode.fence"], self.mode_fence),
+            ("mode.standby", _REQ["mode.standby"], self.mode_standby),
+            ("key_range.distribution", _REQ["key_range.distribution"], self.distribution),
+            ("key_range.digest", _REQ["key_range.digest"], self.range_digest),
+            ("key_range.fences", _REQ["key_range.fences"], self.fences),
+            ("routing.public", _REQ["routing.public"], self.routing),
+            ("fleet.members", _REQ["fleet.members"], self.fleet_members),
+            # Last of these: it empties the journal the checks above read.
+            ("journal.reset", _REQ["journal.reset"], self.journal_reset),
         ]
 
     async def run(self) -> Report:
         for check_id, requirement, check in self.checks():
             started = time.monotonic()
-            status, detail = await _outcome(check)
+            status, detail = await _outcome(check, self.retry_delays)
             seconds = round(time.monotonic() - started, 3)
             self.report.results.append(CheckResult(check_id, requirement, status, detail, seconds))
         if self.info is not None:
@@ -227,8 +308,19 @@ class _Suite:
     def need(self, capability: str) -> Info:
         info = self.need_info()
         if not info.can(capability):
-            raise Skip(f"the canister does not claim the {capability!r} capability")
+            raise NotApplicable(
+                f"not applicable: the canister does not claim the {capability!r} capability"
+            )
         return info
+
+    def need_commit(self, what: str) -> None:
+        if not self.allow_commit:
+            raise Skip(f"{what}; pass allow_commit=True (test canisters only)")
+
+    def need_records(self) -> tuple[list[Record], KeyRange]:
+        if self.records is None or self.records_range is None:
+            raise Skip("needs records of the key range (key_range.export did not pass)")
+        return self.records, self.records_range
 
     def need_other(self) -> IcrpClient:
         if self.other is None:
@@ -267,6 +359,8 @@ class _Suite:
                 "icrp_info says the checking identity is not trusted: run the check with a "
                 "controller's identity (every further check needs it)"
             )
+        if info.can("mode") and info.mode is None:
+            raise Fail("the canister claims 'mode' but icrp_info shows no mode")
         self.info = info
         unknown = sorted(set(info.capabilities) - set(CAPABILITIES))
         extra = f"; capabilities unknown to this suite: {', '.join(unknown)}" if unknown else ""
@@ -424,9 +518,26 @@ class _Suite:
             ("icrp_changes", lambda: other.changes(0, 1024)),
             ("icrp_export_range", lambda: other.export_range(KeyRange(), None, 1024)),
             ("icrp_config", other.config),
+            *self._later_reads(other),
             ("icrp_peers", other.peers),
         ]
         return await _all_refused(attempts)
+
+    def _later_reads(self, other: IcrpClient) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+        """Reads of the later capabilities the canister claims."""
+        info = self.need_info()
+        reads: list[tuple[str, str, Callable[[], Awaitable[object]]]] = [
+            ("backlog", "icrp_backlog", lambda: other.backlog(0)),
+            ("export_at", "icrp_begin_export_at", lambda: other.begin_export_at(0)),
+            (
+                "key_distribution",
+                "icrp_key_distribution",
+                lambda: other.key_distribution(KeyRange(), None, 4096),
+            ),
+            ("range_digest", "icrp_range_digest", lambda: other.range_digest(KeyRange(), None)),
+            ("fleet", "icrp_fleet_members", lambda: other.fleet_members(None, 10)),
+        ]
+        return [(method, call) for cap, method, call in reads if info.can(cap)]
 
     async def writes_refused(self) -> str:
         other, import_id = self.need_other(), self.need_import()
@@ -445,6 +556,7 @@ class _Suite:
             ("icrp_end_export", lambda: other.end_export(2**63)),
             ("icrp_set_peers", lambda: other.set_peers(config.peers)),
             ("icrp_set_key_range", lambda: other.set_key_range(config.key_range)),
+            *await self._later_writes(other),
             # Compares only: harmless even if it were accepted.
             ("icrp_update_peers", lambda: other.update_peers(expected_version=0)),
         ]
@@ -452,6 +564,31 @@ class _Suite:
             return await _all_refused(attempts)
         finally:
             await self._restore_test_import(import_id)
+
+    async def _later_writes(
+        self, other: IcrpClient
+    ) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+        """Configuration of the later capabilities, each as it is now: harmless if accepted."""
+        info, config = self.need_info(), await self.icrp.config()
+        writes: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if info.can("mode") and config.mode is not None:
+            mode = config.mode
+            writes.append(("icrp_set_mode", lambda: other.set_mode(mode.mode, mode.redirect)))
+        if info.can("fences"):
+            writes.append(("icrp_set_fences", lambda: other.set_fences(config.fences)))
+        if info.can("routing"):
+            routing = await self.icrp.routing()
+            writes.append(("icrp_set_routing", lambda: other.set_routing(routing)))
+        if info.can("push_changes") or info.can("journal_reset"):
+            head = (await self._journal()).head_seq
+        if info.can("push_changes"):
+            writes.append(
+                ("icrp_push_changes", lambda: other.push_changes(self.canister, head, 1024))
+            )
+        if info.can("journal_reset") and self.allow_commit:
+            # Not harmless if accepted (the journal is emptied): test canisters only.
+            writes.append(("icrp_reset_journal", lambda: other.reset_journal(head)))
+        return writes
 
     async def _restore_test_import(self, import_id: int) -> None:
         """Reopen the test import if a stranger's accepted call disturbed it.
@@ -649,7 +786,7 @@ class _Suite:
         self.need("journal")
         journal = await self._journal()
         if journal.oldest_seq == 0:
-            raise Skip("the journal still reaches back to the first change (oldest_seq 0)")
+            raise NotApplicable("the journal still reaches back to the first change (oldest_seq 0)")
         try:
             await self.icrp.changes(journal.oldest_seq - 1, 1024)
         except errs.TooOld as exc:
@@ -674,30 +811,36 @@ class _Suite:
     async def key_range_export(self) -> str:
         info = self.need("key_range")
         key_range = info.key_range or KeyRange()
-        keys: list[bytes] = []
+        records: list[Record] = []
         cursor: bytes | None = None
         for _ in range(50):
             batch = await self.icrp.export_range(key_range, cursor, 4096)
-            keys.extend(r.key for r in batch.records)
-            _check_cursor(batch.next_cursor, keys)
+            records.extend(batch.records)
+            _check_cursor(batch.next_cursor, [r.key for r in records])
             cursor = batch.next_cursor
             if cursor is None:
                 break
+        keys = [r.key for r in records]
         if keys != sorted(set(keys)):
             raise Fail("records are not in strictly increasing key order")
         outside = [k for k in keys if not key_range.contains(k)]
         if outside:
             raise Fail(f"records outside the range: {outside[0].hex()}")
+        # The records seen are exactly those of [lower, cursor): later checks use them.
+        self.records = records
+        self.records_range = KeyRange(
+            key_range.lower, key_range.upper if cursor is None else cursor
+        )
         more = "" if cursor is None else " (stopped after 50 pages)"
         return f"{len(keys)} record(s) in key order{more}"
 
     async def out_of_range(self) -> str:
         info = self.need("key_range")
         if info.key_range is None:
-            raise Skip("the canister owns no key range (not a shard)")
+            raise NotApplicable("the canister owns no key range (not a shard)")
         key = _key_outside(info.key_range)
         if key is None:
-            raise Skip("the shard owns every key")
+            raise NotApplicable("the shard owns every key")
         try:
             await self.icrp.import_records([Record(key, b"icrp conformance")])
         except errs.OutOfRange as exc:
@@ -762,7 +905,7 @@ class _Suite:
         if not self.allow_commit:
             raise Skip("commits change state; pass allow_commit=True (test canisters only)")
         if info.role == "backup":
-            raise Skip("a backup canister's images come from its source, not from itself")
+            raise NotApplicable("a backup canister's images come from its source, not from itself")
         ticket = await self.icrp.wait_ready(await self.icrp.begin_export())
         spec = ImportSpec.for_ticket(self.canister, ticket)
         import_id = await self.icrp.begin_import(spec)
@@ -776,21 +919,375 @@ class _Suite:
             raise Fail("committing the canister's own image changed its state")
         return f"{ticket.size:,} bytes exported, imported and committed; digest unchanged"
 
+    # ------------------------------------------------- standby, split and fleets
+
+    async def backlog(self) -> str:
+        self.need("backlog")
+        journal = await self._journal()
+        oldest = await self.icrp.backlog(journal.oldest_seq)
+        if oldest.head_seq != journal.head_seq:
+            raise Skip("the journal head moved during the check: the canister is not quiet")
+        if oldest.changes != journal.entries:
+            raise Fail(
+                f"the backlog from oldest_seq counts {oldest.changes} changes, the journal "
+                f"holds {journal.entries}"
+            )
+        times = (oldest.oldest_time, oldest.head_time)
+        if journal.entries and (None in times or (times[0] or 0) > (times[1] or 0)):
+            raise Fail(f"change times {times} are missing or not in order")
+        at_head = await self.icrp.backlog(journal.head_seq)
+        if (at_head.changes, at_head.bytes, at_head.oldest_time) != (0, 0, None):
+            raise Fail(f"a replica at the head has a backlog: {at_head}")
+        try:
+            await self.icrp.backlog(journal.head_seq + 1)
+        except errs.InvalidArgument:
+            pass
+        else:
+            raise Fail("a backlog from beyond the head was answered")
+        if journal.oldest_seq > 0:
+            try:
+                await self.icrp.backlog(journal.oldest_seq - 1)
+            except errs.TooOld:
+                pass
+            else:
+                raise Fail("a backlog from before oldest_seq was answered, not TooOld")
+        return f"{oldest.changes} change(s), {oldest.bytes:,} bytes behind from oldest_seq"
+
+    async def range_filter(self) -> str:
+        info = self.need("range_changes")
+        journal = await self._journal()
+        whole = await self.icrp.changes(journal.oldest_seq, info.max_transfer_bytes)
+        keyed = [c for c in whole.changes if c.op.kind != "app"]
+        if not keyed:
+            raise Skip("the journal holds no put or delete to filter")
+        key = keyed[0].op.key
+        only = KeyRange(key, key + b"\x00")
+        batch = await self.icrp.changes(journal.oldest_seq, info.max_transfer_bytes, only)
+        wrong = [c.seq for c in batch.changes if c.op.kind != "app" and c.op.key != key]
+        if wrong:
+            raise Fail(f"changes {wrong[:5]} of other keys came through the filter")
+        if batch.from_seq != journal.oldest_seq or batch.to_seq > batch.head_seq:
+            raise Fail(f"the filtered batch covers ({batch.from_seq}, {batch.to_seq}]")
+        expected = [c.seq for c in keyed if c.op.key == key and c.seq <= batch.to_seq]
+        got = [c.seq for c in batch.changes if c.op.kind != "app"]
+        if got != expected:
+            raise Fail(f"the filtered batch holds changes {got[:10]}, expected {expected[:10]}")
+        return f"{len(got)} change(s) of key {key.hex()[:32]} in ({batch.from_seq}, {batch.to_seq}]"
+
+    async def push_changes(self) -> str:
+        self.need("push_changes")
+        if self.push_target is None:
+            raise Skip("needs push_target, a second ICRP canister that trusts this one")
+        head = (await self._journal()).head_seq
+        try:
+            ack = await self.icrp.push_changes(self.push_target, head, 1024)
+        except errs.TargetError as exc:
+            if isinstance(exc.inner, errs.Gap):
+                return f"an empty batch from {head} reached the target, which is behind (Gap)"
+            raise Fail(f"the target refused the empty batch: {exc.inner.message}") from exc
+        if ack.changes != 0 or ack.to_seq != head:
+            raise Fail(f"pushing from the head sent {ack.changes} change(s) up to {ack.to_seq}")
+        return f"an empty batch from {head} was applied by the target (at {ack.applied_seq})"
+
+    async def export_at_seq(self) -> str:
+        self.need("export_at")
+        head = (await self._journal()).head_seq
+        ticket = await self.icrp.wait_ready(await self.icrp.begin_export_at(head))
+        if ticket.journal_seq != head:
+            raise Fail(f"an image asked for at {head} shows journal_seq {ticket.journal_seq}")
+        if head > 0:
+            try:
+                await self.icrp.begin_export_at(head - 1)
+            except errs.TooOld as exc:
+                if exc.oldest_seq < head:
+                    raise Fail(f"TooOld names {exc.oldest_seq}, below the head {head}") from exc
+            else:
+                raise Fail(f"an image at {head - 1}, behind the head, was offered")
+        detail = f"image {ticket.snapshot_id} at {head}"
+        if self.allow_commit and self.need_info().can("apply"):
+            detail += await self._export_ahead(ticket)
+        await self.icrp.end_export(self.ticket.snapshot_id if self.ticket else ticket.snapshot_id)
+        return detail
+
+    async def _export_ahead(self, at_head: ExportTicket) -> str:
+        """An image one step ahead waits for it; an empty step freezes the same state."""
+        head = at_head.journal_seq
+        waiting = await self.icrp.begin_export_at(head + 1)
+        if waiting.ready or waiting.journal_seq != head + 1 or waiting.done_bytes != 0:
+            raise Fail(f"an image ahead of the head is not waiting for it: {waiting}")
+        await self.icrp.apply(ChangeBatch(head, head + 1, head + 1))
+        ready = await self.icrp.wait_ready(await self.icrp.export_status(waiting.snapshot_id))
+        if ready.journal_seq != head + 1 or ready.digest != at_head.digest:
+            raise Fail("the image frozen one empty step later differs from the one at the head")
+        self.ticket = ready
+        return f"; image {ready.snapshot_id} waited for {head + 1} and shows the same state"
+
+    async def mode_fence(self) -> str:
+        self.need("mode")
+        self.need_commit("fencing refuses the canister's writes for a moment")
+        before = await self._mode()
+        head = (await self._journal()).head_seq
+        try:
+            fenced = await self.icrp.set_mode("read_only", self.canister)
+            if fenced.mode != "read_only" or fenced.redirect != self.canister:
+                raise Fail(f"icrp_set_mode(read_only) answered {fenced}")
+            if fenced.journal_seq < head:
+                raise Fail(f"the fence names journal_seq {fenced.journal_seq}, below {head}")
+            if await self.icrp.set_mode("read_only", self.canister) != fenced:
+                raise Fail("setting the same mode again changed the answer")
+            refused = await self._refused_while("read_only", head)
+        finally:
+            await self.icrp.set_mode(before.mode, before.redirect)
+        if (await self._mode()).mode != before.mode:
+            raise Fail("the mode could not be set back")
+        return f"fenced at {fenced.journal_seq}: {', '.join(refused)} refused; set back"
+
+    async def _refused_while(self, mode: str, head: int) -> list[str]:
+        """The state changes refused with NotWritable naming ``mode``."""
+        info = self.need_info()
+        attempts: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if mode == "read_only" and info.can("apply"):
+            attempts.append(("icrp_apply", lambda: self.icrp.apply(ChangeBatch(head, head, head))))
+        if mode == "read_only" and info.can("key_range"):
+            attempts.append(("icrp_import_records", lambda: self.icrp.import_records([])))
+        if mode == "read_only" and info.can("journal_reset"):
+            attempts.append(("icrp_reset_journal", lambda: self.icrp.reset_journal(head)))
+        if info.can("key_range") and await self._test_range_empty():
+            test = self._test_range()
+            attempts.append(("icrp_delete_range", lambda: self.icrp.delete_range(test, None, 1)))
+        refused = []
+        for method, attempt in attempts:
+            try:
+                await attempt()
+            except errs.NotWritable as exc:
+                if exc.mode != mode:
+                    raise Fail(f"{method} was refused naming mode {exc.mode}, not {mode}") from exc
+                refused.append(method)
+                continue
+            raise Fail(f"{method} was accepted while the canister is {mode}")
+        return refused
+
+    async def _mode(self) -> ModeInfo:
+        mode = (await self.icrp.config()).mode
+        if mode is None:
+            raise Fail("the canister claims 'mode' but icrp_config shows no mode")
+        return mode
+
+    def _test_range(self) -> KeyRange:
+        """A small key range of this canister's (a shard's own) that no application uses."""
+        key_range = self.need_info().key_range or KeyRange()
+        test = KeyRange(key_range.lower + _TEST_SUFFIX, key_range.lower + _TEST_SUFFIX + b"\xff")
+        if not key_range.contains(test.lower) or (
+            key_range.upper is not None and test.upper is not None and test.upper > key_range.upper
+        ):
+            raise Skip("the canister's key range is too narrow for the suite's test range")
+        return test
+
+    async def _test_range_empty(self) -> bool:
+        return not (await self.icrp.export_range(self._test_range(), None, 1024)).records
+
+    async def mode_standby(self) -> str:
+        info = self.need("mode")
+        self.need_commit("a standby refuses the canister's writes for a moment")
+        before = await self._mode()
+        head = (await self._journal()).head_seq
+        try:
+            standby = await self.icrp.set_mode("standby")
+            if standby.mode != "standby":
+                raise Fail(f"icrp_set_mode(standby) answered {standby}")
+            accepted = []
+            if info.can("apply"):
+                await self.icrp.apply(ChangeBatch(head, head, head))
+                accepted.append("icrp_apply")
+            if info.can("key_range"):
+                await self.icrp.import_records([])
+                accepted.append("icrp_import_records")
+            refused = await self._refused_while("standby", head)
+        finally:
+            await self.icrp.set_mode(before.mode, before.redirect)
+        took = ", ".join(accepted) or "nothing to try"
+        return f"a standby takes {took}; refuses {', '.join(refused) or 'nothing tried'}"
+
+    async def distribution(self) -> str:
+        self.need("key_distribution")
+        records, key_range = self.need_records()
+        bucket_bytes = max(1, sum(len(r.key) + len(r.value) for r in records) // 8)
+        buckets: list[KeyBucket] = []
+        cursor: bytes | None = None
+        for _ in range(1000):
+            page = await self.icrp.key_distribution(key_range, cursor, bucket_bytes)
+            buckets.extend(page.buckets)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        keys = [r.key for r in records]
+        firsts = [b.first_key for b in buckets]
+        if firsts != sorted(set(firsts)) or not set(firsts) <= set(keys):
+            raise Fail("bucket first keys are not record keys in increasing order")
+        if records and firsts[:1] != keys[:1]:
+            raise Fail("the first bucket does not start at the range's first record")
+        counted = (sum(b.records for b in buckets), sum(b.bytes for b in buckets))
+        expected = (len(records), sum(len(r.key) + len(r.value) for r in records))
+        if counted != expected:
+            raise Fail(f"buckets hold {counted} (records, bytes), the range holds {expected}")
+        return f"{len(buckets)} bucket(s) of about {bucket_bytes:,} bytes cover {len(records)}"
+
+    async def range_digest(self) -> str:
+        self.need("range_digest")
+        records, key_range = self.need_records()
+        before = (await self._journal()).head_seq if self.need_info().can("journal") else None
+        got = await self.icrp.whole_range_digest(key_range)
+        if before is not None and got.journal_seq != before:
+            raise Skip("the journal head moved during the check: the canister is not quiet")
+        expected = RangeDigest.of_records(records)
+        if not got.same_records(expected):
+            raise Fail(
+                f"the range digest says {got.records} records, {got.bytes} bytes, "
+                f"{got.digest.hex()}; the records exported give {expected.records}, "
+                f"{expected.bytes}, {expected.digest.hex()}"
+            )
+        return f"{got.records} record(s): the digest matches the exported records"
+
+    async def fences(self) -> str:
+        info = self.need("fences")
+        if not info.can("key_range"):
+            raise NotApplicable(
+                "not applicable: fences are checked through icrp_import_records ('key_range')"
+            )
+        if not await self._test_range_empty():
+            raise Skip("the canister holds records in the suite's test range")
+        before = (await self.icrp.config()).fences
+        owner, test = Principal.of("aaaaa-aa"), self._test_range()
+        try:
+            await self.icrp.set_fences([*before, Fence(test, owner)])
+        except errs.InvalidArgument as exc:
+            raise Skip(f"an existing fence overlaps the suite's test range: {exc}") from exc
+        try:
+            return await self._fenced_write_refused(test, owner, before)
+        finally:
+            await self.icrp.set_fences(before)
+
+    async def _fenced_write_refused(
+        self, test: KeyRange, owner: Principal, before: tuple[Fence, ...]
+    ) -> str:
+        key = test.lower + b"-key"
+        try:
+            await self.icrp.import_records([Record(key, b"icrp conformance")])
+        except errs.OutOfRange as exc:
+            if exc.owner != owner:
+                raise Fail(f"OutOfRange names owner {exc.owner}, the fence says {owner}") from exc
+        else:
+            await self.icrp.delete_range(KeyRange(key, key + b"\x00"), None, 1)
+            raise Fail("a record in a fenced range was stored")
+        try:
+            await self.icrp.set_fences([*before, Fence(test), Fence(test)])
+        except errs.InvalidArgument:
+            return "a fenced key is refused with OutOfRange naming the owner; overlaps refused"
+        raise Fail("overlapping fences were accepted")
+
+    async def routing(self) -> str:
+        self.need("routing")
+        current = await self.icrp.routing()
+        if self.other is not None and await self.other.routing() != current:
+            raise Fail("an untrusted caller reads a different routing table")
+        overlap = Route(KeyRange(b"a", b"c"), self.canister), Route(KeyRange(b"b"), self.canister)
+        try:
+            await self.icrp.set_routing(Routing(current.version + 1, overlap))
+        except errs.InvalidArgument:
+            pass
+        else:
+            raise Fail("a routing table with overlapping routes was accepted")
+        await self.icrp.set_routing(current)  # the same table again: accepted, no change
+        if await self.icrp.routing() != current:
+            raise Fail("setting the current table again changed it")
+        if current.version > 0:
+            try:
+                # A table that differs from the current one (an empty one may be current).
+                other = () if current.routes else (Route(KeyRange(b""), self.canister),)
+                await self.icrp.set_routing(Routing(current.version, other))
+            except errs.InvalidArgument:
+                pass
+            else:
+                raise Fail("another table under the current version was accepted")
+        public = "readable by anyone" if self.other is not None else "readable"
+        if not self.allow_commit:
+            return f"version {current.version}, {public}; invalid tables refused"
+        newer = Routing(current.version + 1, current.routes)
+        await self.icrp.set_routing(newer)
+        if await self.icrp.routing() != newer:
+            raise Fail("the published table is not the one served")
+        return f"version {current.version} republished as {newer.version}, {public}"
+
+    async def journal_reset(self) -> str:
+        self.need("journal_reset")
+        self.need_commit("icrp_reset_journal empties the journal (replicas need a new image)")
+        head = (await self._journal()).head_seq
+        await self.icrp.reset_journal(head)
+        after = await self._journal()
+        if (after.head_seq, after.oldest_seq, after.entries) != (head, head, 0):
+            raise Fail(
+                f"after icrp_reset_journal({head}) the journal is at {after.head_seq}, "
+                f"oldest {after.oldest_seq}, {after.entries} entries"
+            )
+        if head > 0:
+            try:
+                await self.icrp.changes(head - 1, 1024)
+            except errs.TooOld:
+                pass
+            else:
+                raise Fail("changes from before the reset are still served")
+        detail = f"the journal restarted at {head}"
+        if self.need_info().can("apply"):
+            # A shard continues a source's numbering: the next batch starts at the reset.
+            ahead = head + 1
+            await self.icrp.reset_journal(ahead)
+            applied = await self.icrp.apply(ChangeBatch(ahead, ahead + 1, ahead + 1))
+            if applied != ahead + 1:
+                raise Fail(f"after a reset to {ahead} icrp_apply answered {applied}")
+            detail += f"; reset to {ahead}, icrp_apply continued from there"
+        return detail
+
+    async def fleet_members(self) -> str:
+        self.need("fleet")
+        members: list[bytes] = []
+        cursor: Principal | None = None
+        pages = 0
+        while pages < 200:
+            page = await self.icrp.fleet_members(cursor, 100)
+            pages += 1
+            if page.members and cursor is not None and page.members[0].canister != cursor:
+                raise Fail(f"a page does not start at its cursor {cursor}")
+            members.extend(m.canister.raw for m in page.members)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        if members != sorted(set(members)):
+            raise Fail("members are not in strictly increasing principal order")
+        more = "" if cursor is None or pages < 200 else " (stopped after 200 pages)"
+        return f"{len(members)} member(s) in {pages} page(s){more}"
+
 
 # ------------------------------------------------------------------- outcome
 
 
-async def _outcome(check: Check) -> tuple[Status, str]:
-    try:
-        return "passed", await check()
-    except Skip as skip:
-        return "skipped", str(skip)
-    except Fail as fail:
-        return "failed", str(fail)
-    except TransientError as exc:
-        return "failed", f"could not complete: {exc} (transient: run the check again)"
-    except IcError as exc:
-        return "failed", f"unexpected error: {exc}"
+async def _outcome(check: Check, retry_delays: tuple[float, ...]) -> tuple[Status, str]:
+    for delay in (*retry_delays, None):
+        try:
+            return "passed", await check()
+        except NotApplicable as skip:
+            return "skipped", str(skip)
+        except Skip as skip:
+            return "not_run", str(skip)
+        except Fail as fail:
+            return "failed", str(fail)
+        except TransientError as exc:
+            if delay is None:
+                attempts = len(retry_delays) + 1
+                return "not_run", f"could not complete in {attempts} attempts: {exc}"
+            await asyncio.sleep(delay)
+        except IcError as exc:
+            return "failed", f"unexpected error: {exc}"
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 async def _all_refused(attempts: list[tuple[str, Callable[[], Awaitable[object]]]]) -> str:
@@ -915,4 +1412,26 @@ _REQ = {
     "nothing; an applied change or a re-grant increases the version (controllers only)",
     "import.commit_roundtrip": "the canister's own image, imported and committed, leaves its "
     "state unchanged",
+    "journal.backlog": "icrp_backlog counts the changes a replica lacks and the time of the "
+    "oldest; TooOld below oldest_seq, InvalidArgument beyond the head",
+    "journal.range_filter": "icrp_changes with a range returns only changes of keys in it, "
+    "and covers the interval it scanned",
+    "journal.push_changes": "icrp_push_changes has the target apply the source's changes",
+    "export.at_seq": "icrp_begin_export_at gives an image at exactly that sequence, TooOld "
+    "behind the head, and waits for a sequence ahead of it",
+    "mode.fence": "read_only refuses every change with NotWritable naming the mode, answers "
+    "the final sequence, and is reversible",
+    "mode.standby": "a standby takes replication (icrp_apply, icrp_import_records) and "
+    "refuses icrp_delete_range with NotWritable",
+    "key_range.distribution": "icrp_key_distribution buckets cover the range's records and "
+    "bytes in key order",
+    "key_range.digest": "icrp_range_digest pages add up to the digest of the records "
+    "icrp_export_range returns",
+    "key_range.fences": "a fenced range refuses writes with OutOfRange naming the owner; "
+    "overlapping fences are refused",
+    "routing.public": "icrp_routing is readable by anyone; tables must grow in version and "
+    "not overlap",
+    "fleet.members": "icrp_fleet_members pages through the members in principal order",
+    "journal.reset": "icrp_reset_journal empties the journal and numbers the next change "
+    "after the sequence given, so icrp_apply continues from there",
 }

@@ -36,21 +36,32 @@ from canister_iface.errors import CallInfo, ProtocolError
 from canister_iface.icrp_errors import IcrpError, error_from_candid
 from canister_iface.icrp_types import (
     METHODS,
+    Backlog,
     ChangeBatch,
     CommitState,
     Config,
     DeleteProgress,
     ExportTicket,
+    Fence,
+    FleetMember,
+    FleetPage,
     ImportSpec,
     ImportStatus,
     Info,
+    KeyDistribution,
     KeyRange,
+    Mode,
+    ModeInfo,
     Peers,
     PeersUpdate,
     PushAck,
+    PushChangesAck,
+    RangeDigest,
     Record,
     RecordBatch,
+    Routing,
     blobs,
+    mode_to_candid,
 )
 from canister_iface.management_types import CanisterRef
 from canister_iface.principal import Principal
@@ -68,6 +79,8 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 # icrp_chunk_digests answers at most this many digests per call.
 MAX_DIGESTS_PER_CALL = 50_000
+# icrp_fleet_members answers at most this many members per call.
+MAX_FLEET_PAGE = 5_000
 
 
 # ------------------------------------------------------------------- digests
@@ -151,6 +164,13 @@ class IcrpClient:
 
     async def begin_export(self) -> ExportTicket:
         return ExportTicket.from_rec(await self._rec("icrp_begin_export"))
+
+    async def begin_export_at(self, journal_seq: int) -> ExportTicket:
+        """An image at exactly ``journal_seq``; ``preparing`` until the head reaches it.
+
+        ``TooOld`` (``oldest_seq`` = the head) when the canister is past it.
+        """
+        return ExportTicket.from_rec(await self._rec("icrp_begin_export_at", journal_seq))
 
     async def export_status(self, snapshot_id: int) -> ExportTicket:
         return ExportTicket.from_rec(await self._rec("icrp_export_status", snapshot_id))
@@ -246,12 +266,31 @@ class IcrpClient:
 
     # -------------------------------------------------------------- incremental
 
-    async def changes(self, since_seq: int, max_bytes: int) -> ChangeBatch:
-        return ChangeBatch.from_rec(await self._rec("icrp_changes", since_seq, max_bytes))
+    async def changes(
+        self, since_seq: int, max_bytes: int, key_range: KeyRange | None = None
+    ) -> ChangeBatch:
+        """Changes after ``since_seq``; with ``key_range`` only those of its keys."""
+        rec = await self._rec("icrp_changes", since_seq, max_bytes, _range(key_range))
+        return ChangeBatch.from_rec(rec)
 
     async def apply(self, batch: ChangeBatch) -> int:
         """Apply a batch; returns the target's sequence number afterwards."""
         return await self._nat("icrp_apply", batch.to_candid())
+
+    async def push_changes(
+        self,
+        target: CanisterRef,
+        since_seq: int,
+        max_bytes: int,
+        key_range: KeyRange | None = None,
+    ) -> PushChangesAck:
+        """The source reads its changes after ``since_seq`` and has ``target`` apply them."""
+        args = (Principal.of(target).raw, since_seq, max_bytes, _range(key_range))
+        return PushChangesAck.from_rec(await self._rec("icrp_push_changes", *args))
+
+    async def backlog(self, since_seq: int) -> Backlog:
+        """How far a replica that applied up to ``since_seq`` is behind this canister."""
+        return Backlog.from_rec(await self._rec("icrp_backlog", since_seq))
 
     # --------------------------------------------------------------- key ranges
 
@@ -270,6 +309,65 @@ class IcrpClient:
         rec = await self._rec("icrp_delete_range", key_range.to_candid(), _opt(cursor), max_records)
         return DeleteProgress.from_rec(rec)
 
+    async def key_distribution(
+        self, key_range: KeyRange, cursor: bytes | None, bucket_bytes: int
+    ) -> KeyDistribution:
+        """One page of buckets of about ``bucket_bytes`` each, in key order."""
+        args = (key_range.to_candid(), _opt(cursor), bucket_bytes)
+        return KeyDistribution.from_rec(await self._rec("icrp_key_distribution", *args))
+
+    async def range_digest(self, key_range: KeyRange, cursor: bytes | None) -> RangeDigest:
+        """One page of the range's count, bytes and digest (add pages with ``+``)."""
+        args = (key_range.to_candid(), _opt(cursor))
+        return RangeDigest.from_rec(await self._rec("icrp_range_digest", *args))
+
+    async def whole_range_digest(
+        self, key_range: KeyRange, *, max_pages: int = 100_000
+    ) -> RangeDigest:
+        """Every page of ``range_digest`` added up (``journal_seq`` of the last page)."""
+        total, cursor = RangeDigest(), None
+        for _ in range(max_pages):
+            page = await self.range_digest(key_range, cursor)
+            total += page
+            if page.next_cursor is None:
+                return total
+            if cursor is not None and page.next_cursor <= cursor:
+                raise ProtocolError(
+                    f"icrp_range_digest: next_cursor {page.next_cursor.hex()} does not move past "
+                    f"{cursor.hex()}"
+                )
+            cursor = page.next_cursor
+        raise ProtocolError(f"icrp_range_digest: not done after {max_pages} pages")
+
+    # ------------------------------------------------------------------ fleets
+
+    async def fleet_members(self, cursor: CanisterRef | None, limit: int) -> FleetPage:
+        """One page of the canisters this canister created or knows, in principal order."""
+        start = [] if cursor is None else [Principal.of(cursor).raw]
+        return FleetPage.from_rec(await self._rec("icrp_fleet_members", start, limit))
+
+    async def all_fleet_members(self, *, page_size: int = MAX_FLEET_PAGE) -> list[FleetMember]:
+        """Every member, in as many pages as needed."""
+        members: list[FleetMember] = []
+        cursor: Principal | None = None
+        while True:
+            page = await self.fleet_members(cursor, page_size)
+            members.extend(page.members)
+            if page.next_cursor is None:
+                return members
+            if cursor is not None and page.next_cursor.raw <= cursor.raw:
+                raise ProtocolError(
+                    f"icrp_fleet_members: next_cursor {page.next_cursor} does not move past "
+                    f"{cursor}"
+                )
+            cursor = page.next_cursor
+
+    # ----------------------------------------------------------------- routing
+
+    async def routing(self) -> Routing:
+        """The routing table (public: any identity may read it)."""
+        return Routing.from_rec(await self._rec("icrp_routing"))
+
     # ------------------------------------------------------------ configuration
 
     async def set_peers(self, peers: Iterable[CanisterRef]) -> None:
@@ -277,6 +375,22 @@ class IcrpClient:
 
     async def set_key_range(self, key_range: KeyRange | None) -> None:
         await self._result("icrp_set_key_range", _opt(key_range and key_range.to_candid()))
+
+    async def reset_journal(self, journal_seq: int) -> None:
+        """Restart the journal at ``journal_seq`` of the source a shard was copied from."""
+        await self._result("icrp_reset_journal", journal_seq)
+
+    async def set_mode(self, mode: Mode, redirect: CanisterRef | None = None) -> ModeInfo:
+        """Make the canister primary, standby or read_only (fenced); returns the mode now."""
+        target = [] if redirect is None else [Principal.of(redirect).raw]
+        return ModeInfo.from_rec(await self._rec("icrp_set_mode", mode_to_candid(mode), target))
+
+    async def set_fences(self, fences: Sequence[Fence]) -> int:
+        """Replace the fenced ranges; returns the journal head when they took effect."""
+        return await self._nat("icrp_set_fences", [f.to_candid() for f in fences])
+
+    async def set_routing(self, routing: Routing) -> None:
+        await self._result("icrp_set_routing", routing.to_candid())
 
     async def config(self) -> Config:
         return Config.from_rec(await self._rec("icrp_config"))
@@ -304,3 +418,7 @@ class IcrpClient:
 
 def _opt(value: Any) -> list[Any]:
     return [] if value is None else [value]
+
+
+def _range(key_range: KeyRange | None) -> list[Any]:
+    return [] if key_range is None else [key_range.to_candid()]

@@ -5,7 +5,8 @@ the same name, and also a :class:`~canister_iface.errors.TransientError` or
 :class:`~canister_iface.errors.PermanentError`, so retry policies need not
 know ICRP: ``NotReady`` and ``Busy`` pass with time, a push that failed with
 a transient reject may be repeated, everything else needs a different
-request.  ``NotAuthorized`` is also an
+request (``NotWritable``: a controller changed the canister's mode;
+``OutOfRange``: another canister owns the key, ``owner`` says which).  ``NotAuthorized`` is also an
 :class:`~canister_iface.errors.AccessDenied`, like a reject of the IC for a
 non-controller.
 """
@@ -44,6 +45,7 @@ ERROR_CASES = (
     "Unsupported",
     "Target",
     "CallFailed",
+    "NotWritable",
 )
 
 
@@ -149,9 +151,35 @@ class Gap(IcrpError, PermanentError):
 class OutOfRange(IcrpError, PermanentError):
     case = "OutOfRange"
 
-    def __init__(self, message: str, *, key: bytes, call: CallInfo | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: bytes,
+        owner: Principal | None = None,
+        call: CallInfo | None = None,
+    ) -> None:
         super().__init__(message, call=call)
         self.key = key
+        self.owner = owner  # the canister that owns the key, if the refusing one knows
+
+
+class NotWritable(IcrpError, PermanentError):
+    """The canister's mode refuses the change: a standby, or fenced (read_only)."""
+
+    case = "NotWritable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        mode: str,
+        redirect: Principal | None,
+        call: CallInfo | None = None,
+    ) -> None:
+        super().__init__(message, call=call)
+        self.mode = mode
+        self.redirect = redirect
 
 
 class ImageFormat(IcrpError, PermanentError):
@@ -319,12 +347,17 @@ def _record_error(case: str, rec: Rec, call: CallInfo | None) -> IcrpError:
             call=call,
         )
     if case == "OutOfRange":
-        key = rec.blob("key")
+        key, owner = rec.blob("key"), rec.opt_principal("owner")
+        where = f": send it to {owner}" if owner is not None else ""
         return OutOfRange(
-            f"key {key.hex()} is outside the key range this shard owns",
+            f"key {key.hex()} is not this canister's (outside its key range, or moved away "
+            f"at a split){where}",
             key=key,
+            owner=owner,
             call=call,
         )
+    if case == "NotWritable":
+        return _not_writable(rec, call)
     if case == "OutOfMemory":
         requested = rec.nat("requested_bytes")
         return OutOfMemory(
@@ -334,6 +367,25 @@ def _record_error(case: str, rec: Rec, call: CallInfo | None) -> IcrpError:
             call=call,
         )
     return _call_failed(rec, call)
+
+
+_MODE_MEANING = {
+    "primary": "a primary",
+    "standby": "a standby: it takes changes only from replication",
+    "read_only": "read-only (fenced by a controller): it takes no change at all",
+}
+
+
+def _not_writable(rec: Rec, call: CallInfo | None) -> NotWritable:
+    mode, _ = rec.variant("mode", tuple(_MODE_MEANING))
+    redirect = rec.opt_principal("redirect")
+    then = f"send writes to {redirect}" if redirect is not None else "retry once it is a primary"
+    return NotWritable(
+        f"the canister is {_MODE_MEANING[mode]}; {then}",
+        mode=mode,
+        redirect=redirect,
+        call=call,
+    )
 
 
 def _digest_mismatch(rec: Rec, call: CallInfo | None) -> DigestMismatch:

@@ -12,7 +12,9 @@ own loader).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import builtins
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +51,40 @@ METHODS: dict[str, tuple[Literal["query", "update"], tuple[CandidType, ...]]] = 
 Role = Literal["app", "backup", "shard"]
 ROLES: tuple[Role, ...] = ("app", "backup", "shard")
 # The capabilities icrp.did defines.
-CAPABILITIES = ("image", "import", "push", "journal", "apply", "key_range", "multi_image")
+CAPABILITIES = (
+    "image",
+    "import",
+    "push",
+    "journal",
+    "apply",
+    "key_range",
+    "multi_image",
+    "mode",
+    "export_at",
+    "backlog",
+    "push_changes",
+    "range_changes",
+    "journal_reset",
+    "key_distribution",
+    "range_digest",
+    "fences",
+    "routing",
+    "fleet",
+)
+
+Mode = Literal["primary", "standby", "read_only"]
+MODES: tuple[Mode, ...] = ("primary", "standby", "read_only")
+
+
+def _mode(value: object, what: str) -> Mode:
+    tag, _ = as_variant(value, MODES, what)
+    return "standby" if tag == "standby" else "read_only" if tag == "read_only" else "primary"
+
+
+def mode_to_candid(mode: Mode) -> dict[str, None]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return {mode: None}
 
 
 def _role(value: object, what: str) -> Role:
@@ -102,6 +137,29 @@ class JournalInfo:
 
 
 @dataclass(frozen=True)
+class ModeInfo:
+    """How the canister accepts writes (``icrp_set_mode``).
+
+    ``journal_seq`` is the journal head when the mode was set: for
+    ``read_only`` the last sequence a standby must apply to be as new.
+    """
+
+    mode: Mode
+    redirect: Principal | None
+    changed_at: int
+    journal_seq: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> ModeInfo:
+        return cls(
+            mode=_mode(rec.get("mode"), f"{rec.what}.mode"),
+            redirect=rec.opt_principal("redirect"),
+            changed_at=rec.nat("changed_at"),
+            journal_seq=rec.nat("journal_seq"),
+        )
+
+
+@dataclass(frozen=True)
 class Info:
     protocol_version: int
     role: Role
@@ -111,6 +169,7 @@ class Info:
     image: ImageInfo | None
     journal: JournalInfo | None
     key_range: KeyRange | None
+    mode: ModeInfo | None = None  # with the "mode" capability, for trusted callers
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -120,6 +179,7 @@ class Info:
         image, journal, key_range = rec.opt_rec("image"), rec.opt_rec("journal"), None
         if (range_rec := rec.opt_rec("key_range")) is not None:
             key_range = KeyRange.from_rec(range_rec)
+        mode = rec.opt_rec("mode")
         at = f"{rec.what}.capabilities"
         return cls(
             protocol_version=rec.nat("protocol_version"),
@@ -130,6 +190,7 @@ class Info:
             image=None if image is None else ImageInfo.from_rec(image),
             journal=None if journal is None else JournalInfo.from_rec(journal),
             key_range=key_range,
+            mode=None if mode is None else ModeInfo.from_rec(mode),
         )
 
 
@@ -321,11 +382,21 @@ class Op:
         return cls("delete", rec.blob("key"))
 
 
+# Bytes a journal counts for a change besides its key and value (icrp.did,
+# "Journal capacity"): max_bytes, Backlog.bytes and journal_max_bytes use it.
+CHANGE_OVERHEAD = 48
+
+
 @dataclass(frozen=True)
 class Change:
     seq: int
-    time: int
+    time: int  # ns since the epoch, when the change was made in the canister it started in
     op: Op
+
+    @property
+    def size(self) -> int:
+        """The bytes the journal counts for this change."""
+        return CHANGE_OVERHEAD + len(self.op.key) + len(self.op.value)
 
     def to_candid(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time, "op": self.op.to_candid()}
@@ -364,6 +435,54 @@ class ChangeBatch:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """How far a replica that applied up to ``since_seq`` is behind."""
+
+    since_seq: int
+    head_seq: int
+    changes: int
+    bytes: int
+    oldest_time: int | None  # ns since the epoch of the first missing change
+    head_time: int | None
+
+    def lag_seconds(self, now_ns: int) -> float:
+        """Age of the oldest change not yet applied (0 when none is missing)."""
+        if self.oldest_time is None:
+            return 0.0
+        return max(0, now_ns - self.oldest_time) / 1e9
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Backlog:
+        return cls(
+            since_seq=rec.nat("since_seq"),
+            head_seq=rec.nat("head_seq"),
+            changes=rec.nat("changes"),
+            bytes=rec.nat("bytes"),
+            oldest_time=rec.opt_nat("oldest_time"),
+            head_time=rec.opt_nat("head_time"),
+        )
+
+
+@dataclass(frozen=True)
+class PushChangesAck:
+    to_seq: int
+    head_seq: int
+    changes: int
+    bytes: int
+    applied_seq: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> PushChangesAck:
+        return cls(
+            to_seq=rec.nat("to_seq"),
+            head_seq=rec.nat("head_seq"),
+            changes=rec.nat("changes"),
+            bytes=rec.nat("bytes"),
+            applied_seq=rec.nat("applied_seq"),
+        )
+
+
+@dataclass(frozen=True)
 class Record:
     key: bytes
     value: bytes
@@ -393,10 +512,185 @@ class RecordBatch:
 class DeleteProgress:
     deleted: int
     next_cursor: bytes | None
+    bytes: int | None = None  # freed by this call (None: an older canister does not say)
 
     @classmethod
     def from_rec(cls, rec: Rec) -> DeleteProgress:
-        return cls(rec.nat("deleted"), rec.opt_blob("next_cursor"))
+        return cls(rec.nat("deleted"), rec.opt_blob("next_cursor"), rec.newer_nat("bytes"))
+
+
+@dataclass(frozen=True)
+class KeyBucket:
+    """The records with ``first_key <= key <`` the next bucket's ``first_key``."""
+
+    first_key: bytes
+    records: int
+    bytes: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> KeyBucket:
+        return cls(rec.blob("first_key"), rec.nat("records"), rec.nat("bytes"))
+
+
+@dataclass(frozen=True)
+class KeyDistribution:
+    buckets: tuple[KeyBucket, ...]
+    next_cursor: bytes | None
+    journal_seq: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> KeyDistribution:
+        at = f"{rec.what}.buckets"
+        return cls(
+            buckets=tuple(KeyBucket.from_rec(as_rec(b, at)) for b in rec.vec("buckets")),
+            next_cursor=rec.opt_blob("next_cursor"),
+            journal_seq=rec.nat("journal_seq"),
+        )
+
+
+RANGE_DIGEST_MODULUS = 2**256
+
+
+def record_digest(key: bytes, value: bytes) -> int:
+    """SHA-256(be32(key length) ‖ key ‖ value) as a number, the term of a range digest."""
+    data = len(key).to_bytes(4, "big") + key + value
+    return int.from_bytes(hashlib.sha256(data).digest(), "big")
+
+
+@dataclass(frozen=True)
+class RangeDigest:
+    """Records, bytes and digest of a key range (or of one page of it).
+
+    Digests add up modulo 2^256, so pages combine with ``+`` whatever their
+    size (``icrp.did``, ``RangeDigest``).
+    """
+
+    records: int = 0
+    bytes: int = 0
+    # (``bytes`` the field shadows the type in this class body)
+    digest: builtins.bytes = b"\0" * 32
+    next_cursor: builtins.bytes | None = None
+    journal_seq: int = 0
+
+    def __add__(self, page: RangeDigest) -> RangeDigest:
+        total = (self.value + page.value) % RANGE_DIGEST_MODULUS
+        return RangeDigest(
+            records=self.records + page.records,
+            bytes=self.bytes + page.bytes,
+            digest=total.to_bytes(32, "big"),
+            next_cursor=page.next_cursor,
+            journal_seq=page.journal_seq,
+        )
+
+    @property
+    def value(self) -> int:
+        return int.from_bytes(self.digest, "big")
+
+    def same_records(self, other: RangeDigest) -> bool:
+        """Same count, bytes and digest (cursors and sequences aside)."""
+        return (self.records, self.bytes, self.digest) == (other.records, other.bytes, other.digest)
+
+    @classmethod
+    def of_records(cls, records: Iterable[Record]) -> RangeDigest:
+        """The digest a canister holding exactly ``records`` reports."""
+        count = size = total = 0
+        for r in records:
+            count += 1
+            size += len(r.key) + len(r.value)
+            total = (total + record_digest(r.key, r.value)) % RANGE_DIGEST_MODULUS
+        return cls(count, size, total.to_bytes(32, "big"))
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> RangeDigest:
+        digest = rec.blob("digest")
+        if len(digest) != 32:
+            raise ProtocolError(f"{rec.what}.digest: expected 32 bytes, got {len(digest)}")
+        return cls(
+            records=rec.nat("records"),
+            bytes=rec.nat("bytes"),
+            digest=digest,
+            next_cursor=rec.opt_blob("next_cursor"),
+            journal_seq=rec.nat("journal_seq"),
+        )
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A range the canister refuses writes to, and who owns it now."""
+
+    range: KeyRange
+    owner: Principal | None = None
+
+    def to_candid(self) -> dict[str, Any]:
+        owner = [] if self.owner is None else [self.owner.raw]
+        return {"range": self.range.to_candid(), "owner": owner}
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Fence:
+        return cls(KeyRange.from_rec(rec.rec("range")), rec.opt_principal("owner"))
+
+
+@dataclass(frozen=True)
+class Route:
+    range: KeyRange
+    canister: Principal
+
+    def to_candid(self) -> dict[str, Any]:
+        return {"range": self.range.to_candid(), "canister": self.canister.raw}
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Route:
+        return cls(KeyRange.from_rec(rec.rec("range")), rec.principal("canister"))
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which canister owns which keys; ``version`` grows with every change."""
+
+    version: int = 0
+    routes: tuple[Route, ...] = ()
+
+    def owner(self, key: bytes) -> Principal | None:
+        """The canister a route names for ``key`` (None: ask the table's canister)."""
+        for route in self.routes:
+            if route.range.contains(key):
+                return route.canister
+        return None
+
+    def to_candid(self) -> dict[str, Any]:
+        return {"version": self.version, "routes": [r.to_candid() for r in self.routes]}
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> Routing:
+        at = f"{rec.what}.routes"
+        return cls(
+            version=rec.nat("version"),
+            routes=tuple(Route.from_rec(as_rec(r, at)) for r in rec.vec("routes")),
+        )
+
+
+@dataclass(frozen=True)
+class FleetMember:
+    canister: Principal
+    added_at: int
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> FleetMember:
+        return cls(rec.principal("canister"), rec.nat("added_at"))
+
+
+@dataclass(frozen=True)
+class FleetPage:
+    members: tuple[FleetMember, ...]
+    next_cursor: Principal | None
+
+    @classmethod
+    def from_rec(cls, rec: Rec) -> FleetPage:
+        at = f"{rec.what}.members"
+        return cls(
+            members=tuple(FleetMember.from_rec(as_rec(m, at)) for m in rec.vec("members")),
+            next_cursor=rec.opt_principal("next_cursor"),
+        )
 
 
 @dataclass(frozen=True)
@@ -407,10 +701,13 @@ class Config:
     chunk_size: int
     journal_max_entries: int
     journal_max_bytes: int
+    fences: tuple[Fence, ...] = ()
+    mode: ModeInfo | None = None
 
     @classmethod
     def from_rec(cls, rec: Rec) -> Config:
-        key_range = rec.opt_rec("key_range")
+        key_range, mode = rec.opt_rec("key_range"), rec.opt_rec("mode")
+        fences = rec.vec("fences") if rec.has("fences") else []
         return cls(
             role=_role(rec.get("role"), f"{rec.what}.role"),
             peers=rec.principals("peers"),
@@ -418,6 +715,8 @@ class Config:
             chunk_size=rec.nat("chunk_size"),
             journal_max_entries=rec.nat("journal_max_entries"),
             journal_max_bytes=rec.nat("journal_max_bytes"),
+            fences=tuple(Fence.from_rec(as_rec(f, f"{rec.what}.fences")) for f in fences),
+            mode=None if mode is None else ModeInfo.from_rec(mode),
         )
 
 

@@ -5,7 +5,9 @@ replica.  Arguments are decoded and replies encoded with the types parsed
 from the ``.did`` file itself, so the client's Candid is checked against the
 authority on every call.  Semantics follow ``icrp.did`` (and the Motoko
 reference where the ``.did`` leaves a choice): a key-value state, one export
-image, one staged import, a bounded journal, key ranges.
+image (also at a chosen journal sequence), one staged import, a bounded
+journal (filtered by range, backlog), key ranges (distribution, digests,
+fences), modes, a routing table and a fleet.
 
 ``bugs`` switches single requirements off so tests can check that the
 conformance suite notices: see :data:`BUGS`.
@@ -14,6 +16,7 @@ conformance suite notices: see :data:`BUGS`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,13 @@ BUGS = {
     "no_too_old",  # icrp_changes serves since_seq below oldest_seq
     "leaky_info",  # icrp_info shows the image to untrusted callers
     "range_unordered",  # icrp_export_range returns records in reverse order
+    "fence_ignored",  # read_only mode still accepts icrp_apply and icrp_import_records
+    "fence_no_owner",  # OutOfRange for a fenced key does not name the owner
+    "routing_private",  # icrp_routing refuses untrusted callers
+    "range_digest_wrong",  # range digests leave the key length out
+    "fleet_unsorted",  # icrp_fleet_members pages come in reverse order
+    "export_at_now",  # icrp_begin_export_at freezes at the head, whatever it was asked
+    "reset_ignored",  # icrp_reset_journal keeps the journal and its numbering
 }
 
 
@@ -62,6 +72,11 @@ def _serialise(kv: dict[bytes, bytes]) -> bytes:
     return bytes(out)
 
 
+def _record_digest(key: bytes, value: bytes, *, buggy: bool = False) -> int:
+    prefix = b"" if buggy else len(key).to_bytes(4, "big")
+    return int.from_bytes(sha(prefix + key + value), "big")
+
+
 def _deserialise(image: bytes) -> dict[bytes, bytes]:
     kv, pos = {}, 0
     while pos < len(image):
@@ -81,10 +96,11 @@ class Export:
     journal_seq: int
     chunk_size: int
     steps_left: int  # > 0: still preparing
+    waiting: bool = False  # begin_export_at ahead of the head: not frozen yet
 
     @property
     def ready(self) -> bool:
-        return self.steps_left == 0
+        return self.steps_left == 0 and not self.waiting
 
 
 @dataclass
@@ -126,6 +142,33 @@ class FakeIcrpCanister:
     export: Export | None = None
     staging: Staging | None = None
     calls: list[tuple[bytes, str]] = field(default_factory=list)
+    mode: dict[str, Any] = field(
+        default_factory=lambda: {
+            "mode": {"primary": None},
+            "redirect": [],
+            "changed_at": 0,
+            "journal_seq": 0,
+        }
+    )
+    fences: list[dict[str, Any]] = field(default_factory=list)
+    routing: dict[str, Any] = field(default_factory=lambda: {"version": 0, "routes": []})
+    fleet: dict[bytes, int] | None = None  # member -> added_at; None: no fleet
+    capabilities: tuple[str, ...] = (
+        "image",
+        "import",
+        "journal",
+        "apply",
+        "key_range",
+        "mode",
+        "export_at",
+        "backlog",
+        "range_changes",
+        "journal_reset",
+        "key_distribution",
+        "range_digest",
+        "fences",
+        "routing",
+    )
 
     def __post_init__(self) -> None:
         assert self.bugs <= BUGS, self.bugs - BUGS
@@ -140,6 +183,13 @@ class FakeIcrpCanister:
         self.head += 1
         self.journal.append({"seq": self.head, "time": 1_000 + self.head, "op": op})
         del self.journal[: max(0, len(self.journal) - self.journal_max_entries)]
+        self._reached(self.head)
+
+    def _reached(self, seq: int) -> None:
+        """An image waiting for ``seq`` is frozen now."""
+        e = self.export
+        if e is not None and e.waiting and e.journal_seq <= seq:
+            e.waiting, e.image = False, _serialise(self.kv)
 
     def oldest_seq(self) -> int:
         return self.journal[0]["seq"] - 1 if self.journal else self.head
@@ -201,12 +251,13 @@ class FakeIcrpCanister:
         return {
             "protocol_version": 1,
             "role": {"shard": None} if self.key_range else {"app": None},
-            "capabilities": ["image", "import", "journal", "apply", "key_range"],
+            "capabilities": [*self.capabilities, *(["fleet"] if self.fleet is not None else [])],
             "trusted": trusted,
             "max_transfer_bytes": MAX_TRANSFER,
             "image": image,
             "journal": [journal] if shows else [],
             "key_range": [self.key_range] if shows and self.key_range else [],
+            "mode": [self.mode] if shows else [],
         }
 
     # ---- export ------------------------------------------------------------------------
@@ -230,6 +281,8 @@ class FakeIcrpCanister:
     def icrp_begin_export(self, caller: bytes) -> dict[str, Any]:
         self.require_trusted(caller)
         e = self.export
+        if e is not None and e.waiting:
+            e = self.export = None
         if e is not None and not e.ready:
             e.steps_left -= 1
             return self._ticket(e)
@@ -243,12 +296,27 @@ class FakeIcrpCanister:
         )
         return self._ticket(self.export)
 
+    def icrp_begin_export_at(self, caller: bytes, seq: int) -> dict[str, Any]:
+        self.require_trusted(caller)
+        if "export_at_now" in self.bugs:
+            seq = self.head
+        e = self.export
+        if e is not None and e.journal_seq == seq:
+            return self._ticket(e)
+        if seq < self.head:
+            raise Err("TooOld", {"oldest_seq": self.head})
+        self.last_snapshot += 1
+        waiting = seq > self.head
+        image = b"" if waiting else _serialise(self.kv)
+        self.export = Export(self.last_snapshot, image, seq, self.chunk_size, 0, waiting)
+        return self._ticket(self.export)
+
     def icrp_export_status(self, caller: bytes, snapshot_id: int) -> dict[str, Any]:
         self.require_trusted(caller)
         e = self.export
         if e is None or e.id != snapshot_id:
             raise self._stale(snapshot_id)
-        if not e.ready:
+        if not e.ready and not e.waiting:
             e.steps_left -= 1
         return self._ticket(e)
 
@@ -379,6 +447,7 @@ class FakeIcrpCanister:
         missing = [i for i in range(st.chunks()) if not st.chunk_done(i)]
         if missing:
             raise Err("Incomplete", {"missing_chunks": len(missing), "first_missing": missing[0]})
+        self._writable("commit")
         actual = sha(b"".join(_digests(bytes(st.data), st.spec["chunk_size"])))
         if actual != st.spec["digest"] and "commit_ignores_digest" not in self.bugs:
             st.state = {"aborted": {"reason": "image digest mismatch"}}
@@ -400,12 +469,23 @@ class FakeIcrpCanister:
 
     # ---- journal ---------------------------------------------------------------------------
 
-    def icrp_changes(self, caller: bytes, since_seq: int, max_bytes: int) -> dict[str, Any]:
-        self.require_trusted(caller)
+    def _since(self, since_seq: int) -> list[dict[str, Any]]:
+        if since_seq > self.head:
+            raise Err("InvalidArgument", f"since_seq {since_seq} is ahead of the head")
         if since_seq < self.oldest_seq() and "no_too_old" not in self.bugs:
             raise Err("TooOld", {"oldest_seq": self.oldest_seq()})
-        changes = [c for c in self.journal if c["seq"] > since_seq][: max(1, max_bytes // 64)]
-        to_seq = changes[-1]["seq"] if changes else max(since_seq, self.head)
+        return [c for c in self.journal if c["seq"] > since_seq]
+
+    def icrp_changes(
+        self, caller: bytes, since_seq: int, max_bytes: int, rng: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        self.require_trusted(caller)
+        held = self._since(since_seq)
+        wanted = [c for c in held if not rng or self._op_in(rng[0], c["op"])]
+        changes = wanted[: max(1, max_bytes // 64)]
+        to_seq = self.head
+        if len(changes) < len(wanted):
+            to_seq = wanted[len(changes)]["seq"] - 1
         return {
             "from_seq": since_seq,
             "to_seq": to_seq,
@@ -413,19 +493,122 @@ class FakeIcrpCanister:
             "changes": changes,
         }
 
+    def _op_in(self, rng: dict[str, Any], op: dict[str, Any]) -> bool:
+        if "app" in op:
+            return True
+        return self._in(rng, (op.get("put") or op["delete"])["key"])
+
+    def icrp_backlog(self, caller: bytes, since_seq: int) -> dict[str, Any]:
+        self.require_trusted(caller)
+        held = self._since(since_seq)
+        return {
+            "since_seq": since_seq,
+            "head_seq": self.head,
+            "changes": len(held),
+            "bytes": 64 * len(held),
+            "oldest_time": [held[0]["time"]] if held else [],
+            "head_time": [self.journal[-1]["time"]] if self.journal else [],
+        }
+
+    def icrp_push_changes(self, caller: bytes, *args: Any) -> dict[str, Any]:
+        self.require_trusted(caller)
+        raise Err("Unsupported", "this fake does not push")
+
     def icrp_apply(self, caller: bytes, batch: dict[str, Any]) -> int:
         self.require_trusted(caller)
+        self._writable("replication")
         if batch["from_seq"] > self.head:
             raise Err("Gap", {"applied_seq": self.head, "from_seq": batch["from_seq"]})
         for change in batch["changes"]:
+            op = change["op"]
+            if change["seq"] > self.head and "app" not in op:
+                self._check_key((op.get("put") or op["delete"])["key"])
+        for change in batch["changes"]:
             if change["seq"] > self.head:
+                self._reached(change["seq"] - 1)
                 op = change["op"]
                 if "put" in op:
                     self.kv[op["put"]["key"]] = op["put"]["value"]
                 elif "delete" in op:
                     self.kv.pop(op["delete"]["key"], None)
+                self.journal.append(change)
+                self.head = change["seq"]
         self.head = max(self.head, batch["to_seq"])
+        self._reached(self.head)
         return self.head
+
+    # ---- modes, fences, routing, fleet ------------------------------------------------------
+
+    def _writable(self, kind: str) -> None:
+        """NotWritable when the mode refuses a change of ``kind``."""
+        mode = next(iter(self.mode["mode"]))
+        refused = mode == "read_only" or (mode == "standby" and kind in ("app", "delete"))
+        if refused and "fence_ignored" not in self.bugs:
+            raise Err("NotWritable", {"mode": self.mode["mode"], "redirect": self.mode["redirect"]})
+
+    def _check_key(self, key: bytes) -> None:
+        if self.key_range and not self._in(self.key_range, key):
+            raise Err("OutOfRange", {"key": key, "owner": self._owner(key)})
+        for fence in self.fences:
+            if self._in(fence["range"], key):
+                owner = [] if "fence_no_owner" in self.bugs else fence["owner"] or self._owner(key)
+                raise Err("OutOfRange", {"key": key, "owner": owner})
+
+    def _owner(self, key: bytes) -> list[Any]:
+        for route in self.routing["routes"]:
+            if self._in(route["range"], key):
+                return [route["canister"]]
+        return []
+
+    def icrp_set_mode(self, caller: bytes, mode: dict[str, Any], redirect: list[Any]) -> Any:
+        self.require_controller(caller)
+        if (mode, redirect) != (self.mode["mode"], self.mode["redirect"]):
+            self.mode = {
+                "mode": mode,
+                "redirect": redirect,
+                "changed_at": 7,
+                "journal_seq": self.head,
+            }
+        return self.mode
+
+    def icrp_set_fences(self, caller: bytes, fences: list[dict[str, Any]]) -> int:
+        self.require_controller(caller)
+        ordered = sorted(fences, key=lambda f: f["range"]["lower"])
+        self._check_ordered([f["range"] for f in ordered])
+        self.fences = ordered
+        return self.head
+
+    def _check_ordered(self, ranges: list[dict[str, Any]]) -> None:
+        for before, after in itertools.pairwise(ranges):
+            if not before["upper"] or before["upper"][0] > after["lower"]:
+                raise Err("InvalidArgument", "ranges overlap or are not in key order")
+
+    def icrp_set_routing(self, caller: bytes, routing: dict[str, Any]) -> None:
+        self.require_controller(caller)
+        self._check_ordered([r["range"] for r in routing["routes"]])
+        if routing == self.routing:
+            return
+        if routing["version"] <= self.routing["version"]:
+            raise Err("InvalidArgument", "the routing version must grow")
+        self.routing = routing
+
+    def icrp_routing(self, caller: bytes) -> dict[str, Any]:
+        if "routing_private" in self.bugs:
+            self.require_trusted(caller)
+        return self.routing
+
+    def icrp_fleet_members(self, caller: bytes, cursor: list[Any], limit: int) -> dict[str, Any]:
+        self.require_trusted(caller)
+        if self.fleet is None:
+            raise Err("Unsupported", "no fleet")
+        start = bytes(cursor[0].bytes) if cursor else b""
+        ids = sorted(p for p in self.fleet if p >= start)
+        page = ids[: max(1, min(limit, 5000))]
+        rest = ids[len(page) :]
+        members = [{"canister": p, "added_at": self.fleet[p]} for p in page]
+        if "fleet_unsorted" in self.bugs:
+            members.reverse()
+        return {"members": members, "next_cursor": rest[:1]}
 
     # ---- key ranges -------------------------------------------------------------------------
 
@@ -455,9 +638,9 @@ class FakeIcrpCanister:
 
     def icrp_import_records(self, caller: bytes, records: list[dict[str, Any]]) -> int:
         self.require_trusted(caller)
+        self._writable("replication")
         for record in records:
-            if self.key_range and not self._in(self.key_range, record["key"]):
-                raise Err("OutOfRange", {"key": record["key"]})
+            self._check_key(record["key"])
         for record in records:
             self.put(record["key"], record["value"])
         return len(records)
@@ -466,11 +649,48 @@ class FakeIcrpCanister:
         self, caller: bytes, rng: dict[str, Any], cursor: list[bytes], max_records: int
     ) -> dict[str, Any]:
         self.require_trusted(caller)
+        self._writable("delete")
         keys = self._range_keys(rng, cursor)
+        freed = 0
         for key in keys[:max_records]:
-            del self.kv[key]
+            freed += len(key) + len(self.kv.pop(key))
             self._journal({"delete": {"key": key}})
-        return {"deleted": min(len(keys), max_records), "next_cursor": keys[max_records:][:1]}
+        return {
+            "deleted": min(len(keys), max_records),
+            "next_cursor": keys[max_records:][:1],
+            "bytes": freed,
+        }
+
+    def icrp_key_distribution(
+        self, caller: bytes, rng: dict[str, Any], cursor: list[bytes], bucket_bytes: int
+    ) -> dict[str, Any]:
+        self.require_trusted(caller)
+        buckets: list[dict[str, Any]] = []
+        for key in self._range_keys(rng, cursor):
+            size = len(key) + len(self.kv[key])
+            if not buckets or buckets[-1]["bytes"] >= bucket_bytes:
+                buckets.append({"first_key": key, "records": 0, "bytes": 0})
+            buckets[-1]["records"] += 1
+            buckets[-1]["bytes"] += size
+        return {"buckets": buckets, "next_cursor": [], "journal_seq": self.head}
+
+    def icrp_range_digest(
+        self, caller: bytes, rng: dict[str, Any], cursor: list[bytes]
+    ) -> dict[str, Any]:
+        self.require_trusted(caller)
+        keys = self._range_keys(rng, cursor)
+        page, rest = keys[:7], keys[7:]  # small pages, so callers must add them up
+        total = 0
+        for key in page:
+            digest = _record_digest(key, self.kv[key], buggy="range_digest_wrong" in self.bugs)
+            total = (total + digest) % 2**256
+        return {
+            "records": len(page),
+            "bytes": sum(len(k) + len(self.kv[k]) for k in page),
+            "digest": total.to_bytes(32, "big"),
+            "next_cursor": rest[:1],
+            "journal_seq": self.head,
+        }
 
     # ---- configuration ------------------------------------------------------------------------
 
@@ -495,6 +715,12 @@ class FakeIcrpCanister:
             self.peers_version += 1
         return {"updated": self.icrp_peers(caller)}
 
+    def icrp_reset_journal(self, caller: bytes, seq: int) -> None:
+        self.require_controller(caller)
+        self._writable("commit")
+        if "reset_ignored" not in self.bugs:
+            self.journal, self.head, self.export = [], seq, None
+
     def icrp_set_key_range(self, caller: bytes, rng: list[dict[str, Any]]) -> None:
         self.require_controller(caller)
         self.key_range = rng[0] if rng else None
@@ -508,6 +734,8 @@ class FakeIcrpCanister:
             "chunk_size": self.chunk_size,
             "journal_max_entries": self.journal_max_entries,
             "journal_max_bytes": 1 << 20,
+            "fences": self.fences,
+            "mode": [self.mode],
         }
 
 

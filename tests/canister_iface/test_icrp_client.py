@@ -25,6 +25,7 @@ from icp_candid.candid import (
 from icrp_fake import DID_METHODS, DID_PATH, FakeAgent, FakeIcrpCanister, sha
 
 from canister_iface import icrp_errors as errs
+from canister_iface.candid_value import Rec, candid_hash
 from canister_iface.errors import AccessDenied, PermanentError, ProtocolError, TransientError
 from canister_iface.icrp import (
     IcrpClient,
@@ -35,10 +36,20 @@ from canister_iface.icrp import (
 )
 from canister_iface.icrp_types import (
     METHODS,
+    Change,
     ChangeBatch,
+    Config,
+    DeleteProgress,
+    Fence,
     ImportSpec,
+    Info,
     KeyRange,
+    Op,
+    RangeDigest,
     Record,
+    Route,
+    Routing,
+    record_digest,
 )
 from canister_iface.principal import Principal
 
@@ -399,6 +410,182 @@ async def test_update_peers_is_a_compare_and_set(canister: FakeIcrpCanister) -> 
         await _client(canister, STRANGER).update_peers([STRANGER])
 
 
+# ----------------------------------------------- standby, split and fleet parts
+
+
+async def test_a_fenced_canister_refuses_every_change_until_it_is_primary_again(
+    canister: FakeIcrpCanister,
+) -> None:
+    icrp = _client(canister)
+    new_primary = Principal(PEER)
+    fenced = await icrp.set_mode("read_only", new_primary)
+    assert (fenced.mode, fenced.redirect, fenced.journal_seq) == ("read_only", new_primary, 500)
+    assert await icrp.set_mode("read_only", new_primary) == fenced  # a retry changes nothing
+    assert (await icrp.info()).mode == fenced
+    for attempt in (
+        icrp.apply(ChangeBatch(500, 500, 500)),
+        icrp.import_records([Record(b"new", b"v")]),
+        icrp.delete_range(KeyRange(b"key-0"), None, 1),
+    ):
+        with pytest.raises(errs.NotWritable) as caught:
+            await attempt
+        assert (caught.value.mode, caught.value.redirect) == ("read_only", new_primary)
+        assert str(new_primary) in caught.value.message
+    assert b"new" not in canister.kv
+    with pytest.raises(AccessDenied):
+        await _client(canister, STRANGER).set_mode("primary")
+    assert (await icrp.set_mode("primary")).mode == "primary"
+    assert await icrp.import_records([Record(b"new", b"v")]) == 1
+    with pytest.raises(ValueError, match="mode must be one of"):
+        await icrp.set_mode("fenced")  # type: ignore[arg-type]
+
+
+async def test_a_standby_takes_replication_but_no_deletes(canister: FakeIcrpCanister) -> None:
+    icrp = _client(canister)
+    await icrp.set_mode("standby")
+    batch = ChangeBatch(500, 501, 501, (Change(501, 9, Op("put", b"k", b"v")),))
+    assert await icrp.apply(batch) == 501
+    with pytest.raises(errs.NotWritable) as caught:
+        await icrp.delete_range(KeyRange(b"k"), None, 1)
+    assert caught.value.mode == "standby"
+
+
+async def test_an_image_at_a_journal_sequence_waits_for_it(canister: FakeIcrpCanister) -> None:
+    icrp = _client(canister)
+    waiting = await icrp.begin_export_at(502)
+    assert (waiting.ready, waiting.journal_seq, waiting.done_bytes) == (False, 502, 0)
+    with pytest.raises(errs.NotReady):
+        await icrp.read(waiting.snapshot_id, 0, 1)
+    canister.put(b"x", b"1")
+    assert not (await icrp.export_status(waiting.snapshot_id)).ready
+    canister.put(b"y", b"2")
+    canister.put(b"z", b"3")  # after the freeze: not in the image
+    ready = await icrp.wait_ready(await icrp.export_status(waiting.snapshot_id))
+    image = await icrp.read(ready.snapshot_id, 0, ready.size)
+    assert ready.journal_seq == 502
+    assert b"\x00\x00\x00\x01y" in image
+    assert b"\x00\x00\x00\x01z" not in image
+    assert (await icrp.begin_export_at(502)).snapshot_id == ready.snapshot_id
+    with pytest.raises(errs.TooOld) as caught:
+        await icrp.begin_export_at(501)
+    assert caught.value.oldest_seq == 503
+
+
+async def test_changes_filtered_by_range_and_the_backlog(canister: FakeIcrpCanister) -> None:
+    icrp = _client(canister)
+    key_range = KeyRange(b"key-0450", b"key-0460")
+    batch = await icrp.changes(440, 100_000, key_range)
+    assert [c.op.key for c in batch.changes] == [b"key-%04d" % i for i in range(450, 460)]
+    assert (batch.from_seq, batch.to_seq) == (440, 500)
+    backlog = await icrp.backlog(490)
+    assert (backlog.changes, backlog.head_seq) == (10, 500)
+    assert backlog.oldest_time == 1_000 + 491
+    assert backlog.lag_seconds(1_000 + 491 + 2 * 10**9) == 2.0
+    assert (await icrp.backlog(500)).lag_seconds(10**18) == 0.0
+    with pytest.raises(errs.TooOld):
+        await icrp.backlog(10)
+
+
+async def test_range_digests_add_up_over_pages(canister: FakeIcrpCanister) -> None:
+    icrp = _client(canister)
+    key_range = KeyRange(b"key-0100", b"key-0150")
+    page = await icrp.range_digest(key_range, None)
+    assert page.records == 7  # the fake pages in sevens
+    whole = await icrp.whole_range_digest(key_range)
+    expected = RangeDigest.of_records(
+        Record(k, v) for k, v in canister.kv.items() if key_range.contains(k)
+    )
+    assert whole.same_records(expected)
+    assert whole.records == 50
+    assert (
+        expected.value
+        == sum(record_digest(k, v) for k, v in canister.kv.items() if key_range.contains(k))
+        % 2**256
+    )
+    canister.kv[b"key-0120"] = b"changed"
+    assert not (await icrp.whole_range_digest(key_range)).same_records(expected)
+
+
+async def test_key_distribution_buckets_the_bytes(canister: FakeIcrpCanister) -> None:
+    icrp = _client(canister)
+    page = await icrp.key_distribution(KeyRange(b"key-0000", b"key-0100"), None, 500)
+    assert page.next_cursor is None
+    assert sum(b.records for b in page.buckets) == 100
+    assert page.buckets[0].first_key == b"key-0000"
+    assert all(b.bytes >= 500 for b in page.buckets[:-1])
+
+
+async def test_fences_name_the_owner_and_the_routing_table_is_public(
+    canister: FakeIcrpCanister,
+) -> None:
+    icrp = _client(canister)
+    shard = Principal(PEER)
+    moved = KeyRange(b"key-0300", b"key-0400")
+    assert await icrp.set_fences([Fence(moved, shard)]) == 500
+    assert (await icrp.config()).fences == (Fence(moved, shard),)
+    with pytest.raises(errs.OutOfRange) as caught:
+        await icrp.import_records([Record(b"key-0333", b"v")])
+    assert (caught.value.key, caught.value.owner) == (b"key-0333", shard)
+    assert str(shard) in caught.value.message
+
+    routing = Routing(
+        3, (Route(KeyRange(b"", b"key-0300"), Principal(CANISTER)), Route(moved, shard))
+    )
+    await icrp.set_routing(routing)
+    await icrp.set_routing(routing)  # the same table again: harmless
+    assert await _client(canister, STRANGER).routing() == routing
+    assert routing.owner(b"key-0350") == shard
+    assert routing.owner(b"zzz") is None
+    with pytest.raises(errs.InvalidArgument):
+        await icrp.set_routing(Routing(2, routing.routes[:1]))
+    with pytest.raises(AccessDenied):
+        await _client(canister, STRANGER).set_routing(Routing(4, ()))
+
+
+async def test_fleet_members_come_in_pages(canister: FakeIcrpCanister) -> None:
+    canister.fleet = {bytes([i, 1, 1]): 100 + i for i in range(30)}
+    icrp = _client(canister)
+    assert (await icrp.info()).can("fleet")
+    page = await icrp.fleet_members(None, 8)
+    assert [m.canister.raw for m in page.members] == [bytes([i, 1, 1]) for i in range(8)]
+    assert page.next_cursor == Principal(bytes([8, 1, 1]))
+    members = await icrp.all_fleet_members(page_size=7)
+    assert [m.added_at for m in members] == [100 + i for i in range(30)]
+    with pytest.raises(AccessDenied):
+        await _client(canister, STRANGER).fleet_members(None, 10)
+
+
+def test_replies_of_older_canisters_without_the_new_fields_still_read() -> None:
+    def rec(**fields: object) -> Rec:
+        return Rec({candid_hash(k): v for k, v in fields.items()}, "reply")
+
+    config = Config.from_rec(
+        rec(
+            role={candid_hash("app"): None},
+            peers=[],
+            key_range=[],
+            chunk_size=4096,
+            journal_max_entries=10,
+            journal_max_bytes=100,
+        )
+    )
+    assert (config.fences, config.mode) == ((), None)
+    assert DeleteProgress.from_rec(rec(deleted=3, next_cursor=[])).bytes is None
+    info = Info.from_rec(
+        rec(
+            protocol_version=1,
+            role={candid_hash("app"): None},
+            capabilities=["image"],
+            trusted=False,
+            max_transfer_bytes=10,
+            image=[],
+            journal=[],
+            key_range=[],
+        )
+    )
+    assert info.mode is None
+
+
 # ------------------------------------------------------------- every error case
 
 
@@ -435,7 +622,7 @@ _ERRORS: list[tuple[dict[str, Any], type[errs.IcrpError], bool]] = [
     ({"Incomplete": {"missing_chunks": 2, "first_missing": 1}}, errs.Incomplete, False),
     ({"TooOld": {"oldest_seq": 77}}, errs.TooOld, False),
     ({"Gap": {"applied_seq": 1, "from_seq": 5}}, errs.Gap, False),
-    ({"OutOfRange": {"key": b"k"}}, errs.OutOfRange, False),
+    ({"OutOfRange": {"key": b"k", "owner": []}}, errs.OutOfRange, False),
     ({"ImageFormat": "version 9"}, errs.ImageFormat, False),
     ({"Busy": "committing"}, errs.Busy, True),
     ({"OutOfMemory": {"requested_bytes": 10}}, errs.OutOfMemory, False),
@@ -445,6 +632,7 @@ _ERRORS: list[tuple[dict[str, Any], type[errs.IcrpError], bool]] = [
     ({"Target": {"Conflict": {"offset": 1}}}, errs.TargetErrorPermanent, False),
     ({"CallFailed": {"code": 2, "message": "queue full"}}, errs.CallFailedTransient, True),
     ({"CallFailed": {"code": 5, "message": "trapped"}}, errs.CallFailedPermanent, False),
+    ({"NotWritable": {"mode": {"standby": None}, "redirect": []}}, errs.NotWritable, False),
 ]
 
 

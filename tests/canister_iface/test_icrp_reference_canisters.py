@@ -1,23 +1,22 @@
 """The Motoko reference implementation of the ICRP, run in localnet's sandbox.
 
-The built canisters (``canister_iface/wasm/{demo_app,backup}.wasm`` and the
-library self-test ``tests/canisters/wasm/icrp_selftest.wasm``) are executed
-message by message with :class:`localnet.sandbox.CanisterSandbox`, without
-a replica: arguments are encoded with the types of ``icrp.did`` and replies
-decoded with them, so these tests also pin the canisters to the .did file.
+The built canisters (``canister_iface/wasm/{demo_app,backup,platform}.wasm``
+and the library self-test ``tests/canisters/wasm/icrp_selftest.wasm``) are
+executed message by message in localnet's sandbox (see ``icrp_sandbox``):
+arguments are encoded with the types of ``icrp.did`` and replies decoded
+with them, so these tests also pin the canisters to the .did file.
 Inter-canister pushes are checked by inspecting the outgoing call and
-feeding its reply back as the callback.
+feeding its reply back as the callback. The parts for standbys, splits and
+fleets are tested in ``test_icrp_replica_methods``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from icp_candid import DIDLoader
 from icp_candid.candid import (
     ConstructType,
     OptClass,
@@ -28,180 +27,35 @@ from icp_candid.candid import (
     VariantClass,
     VecClass,
     decode,
-    encode,
+)
+from icrp_sandbox import (
+    ANONYMOUS,
+    BACKUP,
+    CONTROLLER,
+    DEMO,
+    ICRP,
+    MAX_TRANSFER,
+    PLATFORM,
+    ROOT,
+    STRANGER,
+    WASM,
+    Canister,
+    backup,
+    backup_arg,
+    commit,
+    demo,
+    digests,
+    export,
+    generate,
+    pieces,
+    read_all,
+    relay,
+    spec_of,
+    stats,
 )
 
-from localnet import ids
-from localnet.execution import EntryKind, ExecResult, MessageContext, Reply, SystemState
+from localnet.execution import EntryKind, Reply
 from localnet.sandbox import CanisterSandbox, WasmEngine
-
-ROOT = Path(__file__).resolve().parents[2]
-WASM = ROOT / "canister_iface" / "wasm"
-ICRP = DIDLoader().load_did_source((ROOT / "canister_iface" / "icrp.did").read_text())["methods"]
-DEMO = DIDLoader().load_did_source((WASM / "demo_app.did").read_text())["methods"]
-BACKUP = DIDLoader().load_did_source((WASM / "backup.did").read_text())["methods"]
-
-CONTROLLER = bytes(range(1, 30))
-STRANGER = b"\x05" * 29
-ANONYMOUS = b"\x04"
-UPDATE_LIMIT = 40_000_000_000
-QUERY_LIMIT = 5_000_000_000
-MAX_TRANSFER = 2_000_000
-
-
-class Canister:
-    """One canister in a sandbox, called with Candid through icrp.did's types."""
-
-    def __init__(self, engine: WasmEngine, wasm: Path, index: int, init_arg: bytes) -> None:
-        self.id = ids.canister_id(index)
-        self.engine = engine
-        self.sandbox = CanisterSandbox.load(engine, wasm.read_bytes())
-        result = self.execute(EntryKind.INIT, "", init_arg, CONTROLLER)
-        assert not result.trapped, result.trap_message
-
-    def system(self) -> SystemState:
-        return SystemState(
-            canister_id=self.id,
-            controllers=[CONTROLLER],
-            cycles_balance=10**14,
-            status=1,
-            time_ns=1_700_000_000_000_000_000,
-            canister_version=1,
-        )
-
-    def execute(
-        self, kind: EntryKind, method: str, arg: bytes, caller: bytes, **ctx: Any
-    ) -> ExecResult:
-        limit = QUERY_LIMIT if kind is EntryKind.QUERY else UPDATE_LIMIT
-        context = MessageContext(kind, method, arg, caller=caller, **ctx)
-        return self.sandbox.execute(context, self.system(), limit)
-
-    def raw(self, method: str, *args: Any, caller: bytes = CONTROLLER) -> ExecResult:
-        func = ICRP.get(method) or DEMO.get(method) or BACKUP[method]
-        kind = EntryKind.QUERY if "query" in func.annotations else EntryKind.UPDATE
-        arg = bytes(
-            encode([{"type": t, "value": v} for t, v in zip(func.argTypes, args, strict=True)])
-        )
-        return self.execute(kind, method, arg, caller)
-
-    def call(self, method: str, *args: Any, caller: bytes = CONTROLLER) -> Any:
-        result = self.raw(method, *args, caller=caller)
-        assert not result.trapped, f"{method} trapped: {result.error_code} {result.trap_message}"
-        assert isinstance(result.response, Reply), result.response
-        func = ICRP.get(method) or DEMO.get(method) or BACKUP[method]
-        values = [v["value"] for v in decode(result.response.data, func.retTypes)]
-        return values[0] if len(values) == 1 else values
-
-    def ok(self, method: str, *args: Any, caller: bytes = CONTROLLER) -> Any:
-        reply = self.call(method, *args, caller=caller)
-        assert "ok" in reply, f"{method}: {reply}"
-        return reply["ok"]
-
-    def err(self, method: str, *args: Any, caller: bytes = CONTROLLER) -> dict[str, Any]:
-        reply = self.call(method, *args, caller=caller)
-        assert "err" in reply, f"{method} should fail: {reply}"
-        return dict(reply["err"])
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> WasmEngine:
-    return WasmEngine(cache_dir=tmp_path_factory.mktemp("icrp-wasm"))
-
-
-_next_index = iter(range(100, 10_000))
-
-
-def demo(engine: WasmEngine, mib: int = 0, seed: int = 1) -> Canister:
-    canister = Canister(engine, WASM / "demo_app.wasm", next(_next_index), b"DIDL\x00\x00")
-    if mib:
-        generate(canister, mib, seed)
-    return canister
-
-
-def generate(canister: Canister, mib: int, seed: int) -> None:
-    for _ in range(100):
-        if canister.ok("generate", mib, seed)["finished"]:
-            return
-    raise AssertionError("generate did not finish")
-
-
-BACKUP_INIT = Types.Record(
-    {"source": Types.Principal, "keep": Types.Opt(Types.Nat), "peers": Types.Vec(Types.Principal)}
-)
-
-
-def backup_arg(source: Canister, keep: int | None, peers: list[bytes]) -> bytes:
-    value = {"source": source.id, "keep": [] if keep is None else [keep], "peers": peers}
-    return bytes(encode([{"type": BACKUP_INIT, "value": value}]))
-
-
-def backup(engine: WasmEngine, source: Canister, keep: int | None, peers: list[bytes]) -> Canister:
-    arg = backup_arg(source, keep, peers)
-    return Canister(engine, WASM / "backup.wasm", next(_next_index), arg)
-
-
-def export(canister: Canister) -> dict[str, Any]:
-    """A ready export ticket (continuing a stepwise preparation)."""
-    ticket = canister.ok("icrp_begin_export")
-    for _ in range(1000):
-        if "ready" in ticket["state"]:
-            return dict(ticket)
-        ticket = canister.ok("icrp_export_status", ticket["snapshot_id"])
-    raise AssertionError("export did not become ready")
-
-
-def read_all(canister: Canister, ticket: dict[str, Any], piece: int = MAX_TRANSFER) -> bytes:
-    data = bytearray()
-    while len(data) < ticket["size"]:
-        chunk = bytes(canister.ok("icrp_read", ticket["snapshot_id"], len(data), piece))
-        assert chunk, "icrp_read returned nothing before the end of the image"
-        data += chunk
-    return bytes(data)
-
-
-def digests(canister: Canister, ticket: dict[str, Any]) -> list[bytes]:
-    return [bytes(d) for d in canister.ok("icrp_chunk_digests", ticket["snapshot_id"], 0, 50_000)]
-
-
-def spec_of(source: Canister, ticket: dict[str, Any], with_digests: bool = True) -> dict[str, Any]:
-    return {
-        "source": source.id,
-        "snapshot_id": ticket["snapshot_id"],
-        "size": ticket["size"],
-        "chunk_size": ticket["chunk_size"],
-        "digest": bytes(ticket["digest"][0]),
-        "chunk_digests": [digests(source, ticket)] if with_digests else [],
-        "journal_seq": ticket["journal_seq"],
-    }
-
-
-def pieces(size: int, step: int) -> Iterator[tuple[int, int]]:
-    for offset in range(0, size, step):
-        yield offset, min(step, size - offset)
-
-
-def relay(source: Canister, target: Canister, step: int = 1_500_000) -> tuple[Any, dict[str, Any]]:
-    """Copy the source's current image into the target (relay path, pieces
-    in reverse order) and commit; returns the commit state and the ticket."""
-    ticket = export(source)
-    data = read_all(source, ticket)
-    import_id = target.ok("icrp_begin_import", spec_of(source, ticket))
-    for offset, n in reversed(list(pieces(len(data), step))):
-        target.ok("icrp_write", import_id, offset, data[offset : offset + n])
-    return commit(target, import_id), ticket
-
-
-def commit(target: Canister, import_id: int) -> Any:
-    for _ in range(1000):
-        state = target.ok("icrp_commit_import", import_id)
-        if "committed" in state:
-            return state["committed"]
-    raise AssertionError("commit did not finish")
-
-
-def stats(canister: Canister) -> dict[str, Any]:
-    return dict(canister.call("stats"))
-
 
 # ------------------------------------------------------------------ the .did
 
@@ -235,7 +89,9 @@ def _difference(ours: Any, theirs: Any, path: str, seen: set[tuple[int, int]]) -
     return f"{path}: cannot compare {a.name}"
 
 
-@pytest.mark.parametrize("methods", [DEMO, BACKUP], ids=["demo_app", "backup"])
+@pytest.mark.parametrize(
+    "methods", [DEMO, BACKUP, PLATFORM], ids=["demo_app", "backup", "platform"]
+)
 def test_the_built_canisters_implement_exactly_icrp_did(methods: dict[str, Any]) -> None:
     assert set(ICRP) <= set(methods), f"missing: {sorted(set(ICRP) - set(methods))}"
     problems = []
@@ -289,7 +145,10 @@ def test_image_round_trip_restores_the_same_state(engine: WasmEngine) -> None:
     assert stats(target)["fingerprint"] == stats(source)["fingerprint"]
     assert stats(target)["records"] == stats(source)["records"] > 0
     # The standby continues from the image's journal position.
-    assert target.ok("icrp_changes", ticket["journal_seq"], 1000)["to_seq"] == ticket["journal_seq"]
+    assert (
+        target.ok("icrp_changes", ticket["journal_seq"], 1000, [])["to_seq"]
+        == ticket["journal_seq"]
+    )
 
 
 def test_begin_export_reuses_an_unchanged_image_and_stales_a_replaced_one(
@@ -319,6 +178,7 @@ def test_stepwise_export_gives_the_same_image(engine: WasmEngine) -> None:
         "journal_max_bytes": 64 << 20,
         "step_instructions": 20_000_000_000,
         "step_bytes": 200_000,
+        "query_instructions": [],
     }
     app.ok("set_replication_settings", small_steps)
     ticket = app.ok("icrp_begin_export")
@@ -342,7 +202,7 @@ def test_changes_keep_a_standby_in_sync(engine: WasmEngine) -> None:
     primary.ok("add_post", user, "hello", [b"\x89PNG" * 100], caller=STRANGER)
     batches = 0
     while True:
-        batch = primary.ok("icrp_changes", since, 300_000)
+        batch = primary.ok("icrp_changes", since, 300_000, [])
         applied = standby.ok("icrp_apply", batch)
         # Applying the same batch again changes nothing (idempotent by seq).
         assert standby.ok("icrp_apply", batch) == applied
@@ -364,12 +224,13 @@ def test_the_bounded_journal_says_too_old(engine: WasmEngine) -> None:
         "journal_max_bytes": 1 << 20,
         "step_instructions": 20_000_000_000,
         "step_bytes": 64 << 20,
+        "query_instructions": [],
     }
     app.ok("set_replication_settings", tight)
     for i in range(10):
         app.ok("create_user", f"u{i}", "", caller=STRANGER)
-    assert app.err("icrp_changes", 0, 1000) == {"TooOld": {"oldest_seq": 5}}
-    assert len(app.ok("icrp_changes", 5, 1_000_000)["changes"]) == 5
+    assert app.err("icrp_changes", 0, 1000, []) == {"TooOld": {"oldest_seq": 5}}
+    assert len(app.ok("icrp_changes", 5, 1_000_000, [])["changes"]) == 5
 
 
 def test_imports_are_verified_idempotent_and_resumable(engine: WasmEngine) -> None:
@@ -431,7 +292,7 @@ def test_state_is_private(engine: WasmEngine) -> None:
         ("icrp_begin_export", ()),
         ("icrp_read", (ticket["snapshot_id"], 0, 10)),
         ("icrp_chunk_digests", (ticket["snapshot_id"], 0, 1)),
-        ("icrp_changes", (0, 100)),
+        ("icrp_changes", (0, 100, [])),
         ("icrp_export_range", ({"lower": b"", "upper": []}, [], 1000)),
         ("icrp_begin_import", (spec_of(app, ticket),)),
         ("icrp_config", ()),
@@ -503,7 +364,9 @@ def test_key_ranges_move_and_free_records(engine: WasmEngine) -> None:
             break
         cursor = batch["next_cursor"]
     outside = {"key": b"\x00" * 8 + b"\x00", "value": b"x"}
-    assert shard.err("icrp_import_records", [outside]) == {"OutOfRange": {"key": outside["key"]}}
+    assert shard.err("icrp_import_records", [outside]) == {
+        "OutOfRange": {"key": outside["key"], "owner": []}
+    }
     before = stats(source)
     cursor = []
     deleted = 0
@@ -591,6 +454,7 @@ def test_an_export_interrupted_by_an_upgrade_starts_over_and_completes(
             "journal_max_bytes": 64 << 20,
             "step_instructions": 20_000_000_000,
             "step_bytes": 300_000,
+            "query_instructions": [],
         },
     )
     ticket = app.ok("icrp_begin_export")

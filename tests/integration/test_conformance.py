@@ -132,7 +132,10 @@ async def test_the_demo_app_conforms(env: Env) -> None:
         env.agent, demo, identity_other=env.stranger, allow_commit=True, push_target=target
     )
     assert report.ok, report.render()
-    assert _skipped(report) == {"key_range.out_of_range"}, report.render()
+    assert _skipped(report) == {"key_range.out_of_range", "fleet.members"}, report.render()
+    assert report.result("fleet.members").detail.startswith("not applicable: the canister does not")
+    assert "range_changes" in report.capabilities
+    assert _summary(report)["journal.range_filter"] == "passed", report.render()
     assert report.role == "app"
     assert await _fingerprint(env, demo) == before  # the suite changed no data
     assert "export.stale_snapshot" in report.render()

@@ -1,6 +1,8 @@
 /// A bounded journal of state changes for incremental sync (hot standby).
 ///
-/// Every change gets the next sequence number. The journal keeps the newest
+/// Every change gets the next sequence number and the time it was made
+/// (replicated changes keep their source's time, so a standby's journal
+/// says how old the state it holds is). The journal keeps the newest
 /// changes in a ring buffer bounded by a count and a byte budget; when it
 /// drops old changes, readers that are further behind get `TooOld` and must
 /// transfer a full image first.
@@ -12,8 +14,10 @@
 import List "mo:core/List";
 import Nat "mo:core/Nat";
 import Nat64 "mo:core/Nat64";
+import Option "mo:core/Option";
 import Runtime "mo:core/Runtime";
 import VarArray "mo:core/VarArray";
+import KeyRange "KeyRange";
 import Types "Types";
 
 module {
@@ -34,6 +38,10 @@ module {
 
   /// Room left in a response for the Candid envelope of a batch.
   let ENVELOPE = 65_536;
+
+  /// Changes a filtered read looks at per call at most: bounds its
+  /// instructions (a few hundred per change) whatever the filter matches.
+  public let MAX_SCAN = 100_000;
 
   public func new(maxEntries : Nat, maxBytes : Nat) : State {
     {
@@ -107,28 +115,46 @@ module {
     };
   };
 
-  /// The changes after `since`, about `maxBytes` of them (at least one if
-  /// any). See `icrp_changes`.
-  public func changes(self : State, since : Nat64, maxBytes : Nat64) : Types.Result<Types.ChangeBatch> {
-    if (since > self.head) {
-      return #err(#InvalidArgument("since_seq " # Nat64.toText(since) # " is ahead of the journal head " # Nat64.toText(self.head)));
+  /// Whether a change belongs to a range-filtered batch: puts and deletes
+  /// of keys in the range, and every application-defined change (it names
+  /// no key, so only the app can tell).
+  public func inRange(change : Types.Change, range : Types.KeyRange) : Bool {
+    switch (change.op) {
+      case (#put { key }) KeyRange.contains(range, key);
+      case (#delete { key }) KeyRange.contains(range, key);
+      case (#app _) true;
     };
-    if (since < self.base) return #err(#TooOld { oldest_seq = self.base });
+  };
+
+  /// The changes after `since`, about `maxBytes` of them (at least one if
+  /// any), only those in `range` if one is given. See `icrp_changes`.
+  public func changes(self : State, since : Nat64, maxBytes : Nat64, range : ?Types.KeyRange) : Types.Result<Types.ChangeBatch> {
+    switch (checkSince(self, since)) { case (?e) return #err e; case null {} };
     let limit = Nat.min(Nat64.toNat(maxBytes), Nat64.toNat(Types.MAX_TRANSFER) - ENVELOPE);
-    var i = firstAfter(self, since);
+    let first = firstAfter(self, since);
+    var i = first;
     var taken = 0;
     var toSeq = self.head;
     let out = List.empty<Types.Change>();
     label collect while (i < self.count) {
       let c = at(self, i);
-      let size = changeSize(c);
-      if (List.size(out) > 0 and taken + size > limit) {
-        // Something was left out: the batch covers up to its last change only.
-        toSeq := List.at(out, List.size(out) - 1).seq;
+      if (Option.isSome(range) and i - first >= MAX_SCAN) {
+        // Scanned enough for one call: cover what was looked at.
+        toSeq := at(self, i - 1).seq;
         break collect;
       };
-      List.add(out, c);
-      taken += size;
+      let wanted = switch range { case (?r) inRange(c, r); case null true };
+      if (wanted) {
+        let size = changeSize(c);
+        if (List.size(out) > 0 and taken + size > limit) {
+          // Something was left out: the batch covers up to the change
+          // before it (changes skipped by the filter included).
+          toSeq := c.seq - 1;
+          break collect;
+        };
+        List.add(out, c);
+        taken += size;
+      };
       i += 1;
     };
     #ok {
@@ -137,6 +163,34 @@ module {
       head_seq = self.head;
       changes = List.toArray(out);
     };
+  };
+
+  /// How far a replica at `since` is behind. See `icrp_backlog`.
+  public func backlog(self : State, since : Nat64) : Types.Result<Types.Backlog> {
+    switch (checkSince(self, since)) { case (?e) return #err e; case null {} };
+    let first = firstAfter(self, since);
+    var bytes = 0;
+    var i = first;
+    while (i < self.count) {
+      bytes += changeSize(at(self, i));
+      i += 1;
+    };
+    #ok {
+      since_seq = since;
+      head_seq = self.head;
+      changes = Nat64.fromNat(self.count - first);
+      bytes = Nat64.fromNat(bytes);
+      oldest_time = if (first < self.count) ?at(self, first).time else null;
+      head_time = if (self.count > 0) ?at(self, self.count - 1).time else null;
+    };
+  };
+
+  func checkSince(self : State, since : Nat64) : ?Types.Error {
+    if (since > self.head) {
+      return ?#InvalidArgument("since_seq " # Nat64.toText(since) # " is ahead of the journal head " # Nat64.toText(self.head));
+    };
+    if (since < self.base) return ?#TooOld { oldest_seq = self.base };
+    null;
   };
 
   // ---- ring buffer --------------------------------------------------------

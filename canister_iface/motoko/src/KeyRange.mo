@@ -38,7 +38,7 @@ module {
   };
 
   /// Where a scan of `range` starts: at the cursor if it lies past `lower`.
-  func startKey(range : Types.KeyRange, cursor : ?Blob) : Blob {
+  public func startKey(range : Types.KeyRange, cursor : ?Blob) : Blob {
     switch cursor {
       case (?c) if (c > range.lower) c else range.lower;
       case null range.lower;
@@ -66,20 +66,27 @@ module {
     { records = List.toArray(out); next = null };
   };
 
-  /// The keys of up to `maxRecords` records of `range` from `cursor` on, and
-  /// the key to continue at (null when none are left). Collected before
-  /// deleting, since deleting while iterating is not safe for every store.
+  /// The keys of up to `maxRecords` records of `range` from `cursor` on,
+  /// their sizes (key and value bytes), and the key to continue at (null
+  /// when none are left). Collected before deleting, since deleting while
+  /// iterating is not safe for every store.
   public func keysToDelete(store : Types.Store, range : Types.KeyRange, cursor : ?Blob, maxRecords : Nat) : {
     keys : [Blob];
+    sizes : [Nat];
     next : ?Blob;
   } {
-    let out = List.empty<Blob>();
-    for ((key, _) in store.entriesFrom(startKey(range, cursor))) {
-      if (not contains(range, key)) return { keys = List.toArray(out); next = null };
-      if (List.size(out) == maxRecords) return { keys = List.toArray(out); next = ?key };
-      List.add(out, key);
+    let keys = List.empty<Blob>();
+    let sizes = List.empty<Nat>();
+    func done(next : ?Blob) : { keys : [Blob]; sizes : [Nat]; next : ?Blob } {
+      { keys = List.toArray(keys); sizes = List.toArray(sizes); next };
     };
-    { keys = List.toArray(out); next = null };
+    for ((key, value) in store.entriesFrom(startKey(range, cursor))) {
+      if (not contains(range, key)) return done(null);
+      if (List.size(keys) == maxRecords) return done(?key);
+      List.add(keys, key);
+      List.add(sizes, key.size() + value.size());
+    };
+    done(null);
   };
 
 };

@@ -1,6 +1,7 @@
 /// The direct data path: the source canister writes a byte range of its
 /// image into the target's import with an inter-canister call to
-/// `icrp_write`, so the bytes never leave the IC and the orchestrator only
+/// `icrp_write` (or a batch of its journal into the target with
+/// `icrp_apply`), so the bytes never leave the IC and the orchestrator only
 /// paces and acknowledges.
 
 import Error "mo:core/Error";
@@ -13,6 +14,7 @@ module {
   /// The part of the ICRP service the direct path calls.
   public type Target = actor {
     icrp_write : shared (Types.ImportId, Nat64, Blob) -> async Types.Result<Nat64>;
+    icrp_apply : shared Types.ChangeBatch -> async Types.Result<Nat64>;
   };
 
   /// Calls `target.icrp_write(importId, offset, data)`. A target error is
@@ -23,6 +25,20 @@ module {
     try {
       switch (await callee.icrp_write(importId, offset, data)) {
         case (#ok committed) #ok { bytes = Nat64.fromNat(data.size()); committed_bytes = committed };
+        case (#err e) #err(#Target e);
+      };
+    } catch (e) {
+      #err(#CallFailed { code = rejectCode(Error.code(e)); message = Error.message(e) });
+    };
+  };
+
+  /// Calls `target.icrp_apply(batch)`; returns the target's sequence
+  /// number afterwards. Errors are wrapped as for `write`.
+  public func apply(target : Principal, batch : Types.ChangeBatch) : async* Types.Result<Nat64> {
+    let callee : Target = Principal.toActor(target);
+    try {
+      switch (await callee.icrp_apply(batch)) {
+        case (#ok applied) #ok applied;
         case (#err e) #err(#Target e);
       };
     } catch (e) {

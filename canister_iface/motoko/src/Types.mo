@@ -43,6 +43,15 @@ module {
     bytes : Nat64;
   };
 
+  public type Mode = { #primary; #standby; #read_only };
+
+  public type ModeInfo = {
+    mode : Mode;
+    redirect : ?Principal;
+    changed_at : Nat64;
+    journal_seq : Nat64;
+  };
+
   public type Info = {
     protocol_version : Nat32;
     role : Role;
@@ -52,6 +61,7 @@ module {
     image : ?ImageInfo;
     journal : ?JournalInfo;
     key_range : ?KeyRange;
+    mode : ?ModeInfo;
   };
 
   public type ExportState = { #preparing : { done_bytes : Nat64 }; #ready };
@@ -125,6 +135,23 @@ module {
     changes : [Change];
   };
 
+  public type Backlog = {
+    since_seq : Nat64;
+    head_seq : Nat64;
+    changes : Nat64;
+    bytes : Nat64;
+    oldest_time : ?Nat64;
+    head_time : ?Nat64;
+  };
+
+  public type PushChangesAck = {
+    to_seq : Nat64;
+    head_seq : Nat64;
+    changes : Nat64;
+    bytes : Nat64;
+    applied_seq : Nat64;
+  };
+
   public type Record = { key : Blob; value : Blob };
 
   public type RecordBatch = {
@@ -133,7 +160,33 @@ module {
     journal_seq : Nat64;
   };
 
-  public type DeleteProgress = { deleted : Nat64; next_cursor : ?Blob };
+  public type DeleteProgress = { deleted : Nat64; next_cursor : ?Blob; bytes : Nat64 };
+
+  public type KeyBucket = { first_key : Blob; records : Nat64; bytes : Nat64 };
+
+  public type KeyDistribution = {
+    buckets : [KeyBucket];
+    next_cursor : ?Blob;
+    journal_seq : Nat64;
+  };
+
+  public type RangeDigest = {
+    records : Nat64;
+    bytes : Nat64;
+    digest : Blob;
+    next_cursor : ?Blob;
+    journal_seq : Nat64;
+  };
+
+  public type Fence = { range : KeyRange; owner : ?Principal };
+
+  public type Route = { range : KeyRange; canister : Principal };
+
+  public type Routing = { version : Nat64; routes : [Route] };
+
+  public type FleetMember = { canister : Principal; added_at : Nat64 };
+
+  public type FleetPage = { members : [FleetMember]; next_cursor : ?Principal };
 
   public type Config = {
     role : Role;
@@ -142,6 +195,8 @@ module {
     chunk_size : Nat64;
     journal_max_entries : Nat64;
     journal_max_bytes : Nat64;
+    fences : [Fence];
+    mode : ?ModeInfo;
   };
 
   /// The trusted peers and the version of that set (icrp_peers,
@@ -162,7 +217,7 @@ module {
     #Incomplete : { missing_chunks : Nat64; first_missing : Nat64 };
     #TooOld : { oldest_seq : Nat64 };
     #Gap : { applied_seq : Nat64; from_seq : Nat64 };
-    #OutOfRange : { key : Blob };
+    #OutOfRange : { key : Blob; owner : ?Principal };
     #ImageFormat : Text;
     #Busy : Text;
     #OutOfMemory : { requested_bytes : Nat64 };
@@ -170,6 +225,7 @@ module {
     #Unsupported : Text;
     #Target : Error;
     #CallFailed : { code : Nat32; message : Text };
+    #NotWritable : { mode : Mode; redirect : ?Principal };
   };
 
   public type Result<T> = { #ok : T; #err : Error };

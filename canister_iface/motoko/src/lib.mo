@@ -28,6 +28,13 @@
 /// `record`: the journal feeds hot standbys, and `icrp_begin_export` reuses
 /// a ready image only while the journal head has not moved.
 ///
+/// Before an application write, ask `checkWrite(key)` (or
+/// `checkAppWrite()` for a change without a key): it refuses writes in the
+/// standby and read_only modes (`NotWritable`), to keys outside a shard's
+/// range and to fenced ranges (`OutOfRange`, naming the owner), and the
+/// app returns that error to its client. `put`, `delete` and `record` trap
+/// on a refused write, so a forgotten check cannot make replicas diverge.
+///
 /// Long work runs in steps bounded by `Config.stepInstructions` and
 /// `Config.stepBytes`: freezing an image (continued by
 /// `icrp_begin_export` / `icrp_export_status`) and rebuilding state from an
@@ -42,6 +49,7 @@
 
 import InternetComputer "mo:core/InternetComputer";
 import List "mo:core/List";
+import Nat32 "mo:core/Nat32";
 import Nat64 "mo:core/Nat64";
 import Option "mo:core/Option";
 import Principal "mo:core/Principal";
@@ -49,10 +57,13 @@ import Region "mo:core/Region";
 import Runtime "mo:core/Runtime";
 import Time "mo:core/Time";
 import Access "Access";
+import Fleet "Fleet";
 import Image "Image";
 import Journal "Journal";
 import KeyRange "KeyRange";
 import Push "Push";
+import RangeStats "RangeStats";
+import Routing "Routing";
 import Types "Types";
 
 module {
@@ -69,6 +80,8 @@ module {
   public type DeleteProgress = Types.DeleteProgress;
   public type PushAck = Types.PushAck;
   public type Config = Types.Config;
+  public type Mode = Types.Mode;
+  public type ModeInfo = Types.ModeInfo;
   public type Peers = Types.Peers;
   public type PeersUpdate = Types.PeersUpdate;
   public type Op = Types.Op;
@@ -83,6 +96,7 @@ module {
     journalMaxBytes : Nat;
     stepInstructions : Nat64; // instruction budget of one step of long work
     stepBytes : Nat64; // bytes serialised (or restored) per step at most
+    queryInstructions : Nat64; // instruction budget of one page of a range scan (a query)
   };
 
   public let defaultSettings : Settings = {
@@ -92,6 +106,8 @@ module {
     // Half of an update's 40 B limit: a record or chunk hash may overshoot.
     stepInstructions = 20_000_000_000;
     stepBytes = 67_108_864;
+    // Of a query's 5 B: hashing one large record may overshoot.
+    queryInstructions = 3_000_000_000;
   };
 
   /// The export in progress or ready.
@@ -100,6 +116,11 @@ module {
     var ready : Bool;
     var journalSeq : Nat64;
     var createdAt : Nat64;
+    // Asked for at one journal sequence (icrp_begin_export_at): it must
+    // not be re-frozen at another.
+    exact : Bool;
+    // Not frozen yet: the journal head has not reached journalSeq.
+    var waiting : Bool;
   };
 
   /// The stable part of a node.
@@ -108,6 +129,8 @@ module {
     journal : Journal.State;
     var settings : Settings;
     var keyRange : ?Types.KeyRange;
+    var mode : Types.ModeInfo;
+    routing : Routing.State; // routing table and fences
     var lastSnapshot : Types.SnapshotId;
     var lastImport : Types.ImportId;
     image : Image.Image; // the export image; its region is reused
@@ -122,6 +145,8 @@ module {
       journal = Journal.new(settings.journalMaxEntries, settings.journalMaxBytes);
       var settings = settings;
       var keyRange = null;
+      var mode = { mode = #primary; redirect = null; changed_at = 0; journal_seq = 0 };
+      routing = Routing.new();
       var lastSnapshot = 0;
       var lastImport = 0;
       image = Image.new(Region.new(), settings.chunkSize);
@@ -138,6 +163,14 @@ module {
   /// Largest batch of deletions per icrp_delete_range call.
   let MAX_DELETE_BATCH : Nat64 = 10_000;
 
+  /// What a change is, for the modes: which of them refuse it.
+  type WriteKind = {
+    #app; // the application's own write
+    #replication; // icrp_apply, icrp_import_records
+    #delete; // icrp_delete_range
+    #commit; // icrp_commit_import
+  };
+
   func now() : Nat64 = Nat64.fromIntWrap(Time.now());
 
   /// Limits one step of long work to the node's budget.
@@ -146,6 +179,11 @@ module {
     public func more() : Bool {
       InternetComputer.performanceCounter(0) < settings.stepInstructions and progress() - startBytes < settings.stepBytes;
     };
+  };
+
+  /// Whether a range scan (a query) may look at one more record.
+  func queryBudget(settings : Settings) : () -> Bool {
+    func() : Bool = InternetComputer.performanceCounter(0) < settings.queryInstructions;
   };
 
   /// A serialisation in progress (transient).
@@ -160,26 +198,51 @@ module {
 
     var building : ?Building = null;
     var restoring : ?Restoring = null;
+    var fleet : ?Fleet.Fleet = null;
     let peersVersion = Access.Version();
 
     // ---- app-facing ---------------------------------------------------------
 
-    /// Stores a record and journals it (requires a `store` hook).
-    public func put(key : Blob, value : Blob) {
-      requireStore().put(key, value);
-      ignore Journal.record(state.journal, #put { key; value }, now());
+    /// #ok when the application may write `key` now; otherwise the error to
+    /// return to its client: NotWritable (standby, read_only) or
+    /// OutOfRange (another canister owns the key; `owner` names it).
+    public func checkWrite(key : Blob) : Types.Result<()> {
+      switch (refusedIn(#app)) { case (?e) return #err e; case null {} };
+      switch (keyRefused(key)) { case (?e) #err e; case null #ok };
     };
 
-    /// Deletes a record and journals it (requires a `store` hook).
+    /// #ok when the application may make a change that names no key.
+    public func checkAppWrite() : Types.Result<()> {
+      switch (refusedIn(#app)) { case (?e) #err e; case null #ok };
+    };
+
+    /// Stores a record and journals it (requires a `store` hook). Traps
+    /// when `checkWrite(key)` refuses it.
+    public func put(key : Blob, value : Blob) {
+      allowed(checkWrite(key));
+      putJournaled(key, value);
+    };
+
+    /// Deletes a record and journals it (requires a `store` hook). Traps
+    /// when `checkWrite(key)` refuses it.
     public func delete(key : Blob) {
-      requireStore().delete(key);
-      ignore Journal.record(state.journal, #delete { key }, now());
+      allowed(checkWrite(key));
+      deleteJournaled(key);
     };
 
     /// Journals a change the app applied itself; returns its sequence
     /// number. Use #app for changes that are not plain puts and deletes.
+    /// Traps when the mode refuses application writes (check first with
+    /// `checkWrite` / `checkAppWrite`, before changing anything).
     public func record(op : Types.Op) : Nat64 {
-      Journal.record(state.journal, op, now());
+      allowed(checkAppWrite());
+      journal(op);
+    };
+
+    /// Makes `icrp_fleet_members` list `f` (an app that creates or indexes
+    /// canisters, see `Fleet.inStore`).
+    public func setFleet(f : Fleet.Fleet) {
+      fleet := ?f;
     };
 
     /// Whether this canister owns `key` (always, unless it is a shard).
@@ -187,6 +250,59 @@ module {
       switch (state.keyRange) {
         case (?range) KeyRange.contains(range, key);
         case null true;
+      };
+    };
+
+    /// The current mode (icrp_set_mode).
+    public func mode() : Types.ModeInfo = state.mode;
+
+    func allowed(check : Types.Result<()>) {
+      switch check {
+        case (#ok) {};
+        case (#err e) Runtime.trap("ICRP: write refused (" # describe(e) # "); call checkWrite before writing");
+      };
+    };
+
+    func putJournaled(key : Blob, value : Blob) {
+      let store = requireStore();
+      beforeChange(state.journal.head + 1);
+      store.put(key, value);
+      ignore journal(#put { key; value });
+    };
+
+    func deleteJournaled(key : Blob) {
+      let store = requireStore();
+      beforeChange(state.journal.head + 1);
+      store.delete(key);
+      ignore journal(#delete { key });
+    };
+
+    func journal(op : Types.Op) : Nat64 {
+      let seq = Journal.record(state.journal, op, now());
+      reached();
+      seq;
+    };
+
+    /// The error a change of this kind gets in the current mode, if any.
+    func refusedIn(kind : WriteKind) : ?Types.Error {
+      let refused = switch (state.mode.mode, kind) {
+        case (#primary, _) false;
+        case (#standby, #app or #delete) true;
+        case (#standby, #replication or #commit) false;
+        case (#read_only, _) true;
+      };
+      if (refused) ?#NotWritable { mode = state.mode.mode; redirect = state.mode.redirect } else null;
+    };
+
+    /// OutOfRange when `key` is outside a shard's range or fenced.
+    func keyRefused(key : Blob) : ?Types.Error {
+      if (not ownsKey(key)) return ?#OutOfRange { key; owner = Routing.ownerOf(state.routing, key) };
+      switch (Routing.fenceOf(state.routing, key)) {
+        case (?fence) {
+          let owner = switch (fence.owner) { case (?o) ?o; case null Routing.ownerOf(state.routing, key) };
+          ?#OutOfRange { key; owner };
+        };
+        case null null;
       };
     };
 
@@ -199,6 +315,7 @@ module {
       if (settings.chunkSize < Image.MIN_CHUNK_SIZE or settings.chunkSize > Image.MAX_CHUNK_SIZE) {
         return #err(#InvalidArgument("chunkSize must be between " # Nat64.toText(Image.MIN_CHUNK_SIZE) # " and " # Nat64.toText(Image.MAX_CHUNK_SIZE)));
       };
+      if (settings.queryInstructions == 0) return #err(#InvalidArgument("queryInstructions must be positive"));
       state.settings := settings;
       Journal.configure(state.journal, settings.journalMaxEntries, settings.journalMaxBytes);
       #ok;
@@ -224,6 +341,7 @@ module {
         image = if trusted imageInfo() else null;
         journal = if trusted ?Journal.info(state.journal) else null;
         key_range = if trusted state.keyRange else null;
+        mode = if trusted ?state.mode else null;
       };
     };
 
@@ -232,10 +350,23 @@ module {
     };
 
     func capabilities() : [Text] {
-      let caps = List.fromArray<Text>(["image", "import", "push"]);
-      if (state.settings.journalMaxEntries > 0) List.add(caps, "journal");
+      let caps = List.fromArray<Text>(["image", "import", "push", "mode", "export_at", "routing"]);
+      let journaled = state.settings.journalMaxEntries > 0;
+      if (journaled) {
+        List.add(caps, "journal");
+        List.add(caps, "backlog");
+        List.add(caps, "push_changes");
+        List.add(caps, "journal_reset");
+      };
       if (Option.isSome(hooks.store) or Option.isSome(hooks.applyApp)) List.add(caps, "apply");
-      if (Option.isSome(hooks.store)) List.add(caps, "key_range");
+      if (Option.isSome(hooks.store)) {
+        List.add(caps, "key_range");
+        if (journaled) List.add(caps, "range_changes");
+        List.add(caps, "key_distribution");
+        List.add(caps, "range_digest");
+        List.add(caps, "fences");
+      };
+      if (Option.isSome(fleet)) List.add(caps, "fleet");
       List.toArray(caps);
     };
 
@@ -244,9 +375,9 @@ module {
         case null null;
         case (?e) ?{
           snapshot_id = e.id;
-          size = state.image.size;
+          size = if (e.waiting) 0 else state.image.size;
           chunk_size = state.image.chunkSize;
-          digest = state.image.digest;
+          digest = if (e.waiting) null else state.image.digest;
         };
       };
     };
@@ -257,26 +388,72 @@ module {
       switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
       switch (state.export) {
         case (?e) {
-          if (not e.ready) return stepExport(e);
+          // An image waiting for a sequence is replaced by one of now.
+          if (not e.ready and not e.waiting) return stepExport(e);
           // Nothing changed since the ready image was frozen: hand it out
           // again rather than disturb readers of it.
-          if (e.journalSeq == state.journal.head) return #ok(ticket(e));
+          if (e.ready and e.journalSeq == state.journal.head) return #ok(ticket(e));
         };
         case null {};
       };
+      let e = newExport(false, state.journal.head);
+      freeze(e, state.journal.head);
+      stepExport(e);
+    };
+
+    public func beginExportAt(caller : Principal, seq : Nat64) : Types.Result<Types.ExportTicket> {
+      switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
+      switch (state.export) {
+        case (?e) if (e.journalSeq == seq) {
+          // The current image is the one at `seq` (waiting, preparing or ready).
+          return if (e.ready or e.waiting) #ok(ticket(e)) else stepExport(e);
+        };
+        case null {};
+      };
+      let head = state.journal.head;
+      if (seq < head) return #err(#TooOld { oldest_seq = head });
+      let e = newExport(true, seq);
+      if (seq > head) {
+        // Frozen by the change that brings the head to `seq`.
+        e.waiting := true;
+        building := null;
+        return #ok(ticket(e));
+      };
+      freeze(e, head);
+      stepExport(e);
+    };
+
+    func newExport(exact : Bool, seq : Nat64) : Export {
       let id = state.lastSnapshot + 1;
       state.lastSnapshot := id;
-      let e : Export = { id; var ready = false; var journalSeq = 0; var createdAt = 0 };
+      let e : Export = { id; var ready = false; var journalSeq = seq; var createdAt = 0; exact; var waiting = false };
       state.export := ?e;
-      freeze(e);
-      stepExport(e);
+      e;
+    };
+
+    /// Before a change with sequence `seq` is made: an image waiting for a
+    /// sequence below it is frozen now, while the state is still at it.
+    func beforeChange(seq : Nat64) {
+      switch (state.export) {
+        case (?e) if (e.waiting and e.journalSeq < seq) freeze(e, e.journalSeq);
+        case null {};
+      };
+    };
+
+    /// After the journal head moved: an image waiting for a sequence it
+    /// reached is frozen now (no change after that sequence was made yet).
+    func reached() {
+      switch (state.export) {
+        case (?e) if (e.waiting and e.journalSeq <= state.journal.head) freeze(e, e.journalSeq);
+        case null {};
+      };
     };
 
     public func exportStatus(caller : Principal, id : Types.SnapshotId) : Types.Result<Types.ExportTicket> {
       switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
       switch (state.export) {
         case (?e) if (e.id == id) {
-          return if (e.ready) #ok(ticket(e)) else stepExport(e);
+          return if (e.ready or e.waiting) #ok(ticket(e)) else stepExport(e);
         };
         case null {};
       };
@@ -324,11 +501,13 @@ module {
       #ok;
     };
 
-    /// Captures the state for export `e` and empties the image.
-    func freeze(e : Export) {
+    /// Captures the state, which corresponds to journal sequence `seq`,
+    /// for export `e` and empties the image.
+    func freeze(e : Export, seq : Nat64) {
       Image.reset(state.image, state.settings.chunkSize);
       e.ready := false;
-      e.journalSeq := state.journal.head;
+      e.waiting := false;
+      e.journalSeq := seq;
       e.createdAt := now();
       building := ?{ producer = hooks.freeze(); var produced = false };
     };
@@ -339,8 +518,14 @@ module {
         case (?b) b;
         case null {
           // The producer was lost in an upgrade: start over, from the
-          // state as it is now.
-          freeze(e);
+          // state as it is now, unless the image must show another
+          // sequence (then it is gone: the caller asks again).
+          let head = state.journal.head;
+          if (e.exact and e.journalSeq != head) {
+            state.export := null;
+            return #err(stale(e.id));
+          };
+          freeze(e, head);
           switch building { case (?b) b; case null Runtime.trap("ICRP: freeze did not start") };
         };
       };
@@ -377,13 +562,14 @@ module {
 
     func ticket(e : Export) : Types.ExportTicket {
       let image = state.image;
+      let size = if (e.waiting) 0 : Nat64 else image.size;
       {
         snapshot_id = e.id;
-        state = if (e.ready) #ready else #preparing { done_bytes = image.size };
-        size = image.size;
-        chunk_size = image.chunkSize;
+        state = if (e.ready) #ready else #preparing { done_bytes = size };
+        size;
+        chunk_size = if (e.waiting) state.settings.chunkSize else image.chunkSize;
         chunk_count = if (e.ready) Image.chunkCount(image.size, image.chunkSize) else 0;
-        digest = image.digest;
+        digest = if (e.waiting) null else image.digest;
         journal_seq = e.journalSeq;
         created_at = e.createdAt;
         origin = null;
@@ -395,7 +581,8 @@ module {
       switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
       switch (state.export) {
         case (?e) if (e.id == id) {
-          return if (e.ready) #ok else #err(#NotReady { snapshot_id = id; done_bytes = state.image.size });
+          if (e.ready) return #ok;
+          return #err(#NotReady { snapshot_id = id; done_bytes = if (e.waiting) 0 else state.image.size });
         };
         case null {};
       };
@@ -452,6 +639,12 @@ module {
 
     public func commitImport(caller : Principal, id : Types.ImportId) : Types.Result<Types.CommitState> {
       let st = switch (staged(caller, id)) { case (#ok st) st; case (#err e) return #err e };
+      switch (st.state) {
+        case (#receiving or #committing _) {
+          switch (refusedIn(#commit)) { case (?e) return #err e; case null {} };
+        };
+        case (#committed _ or #aborted _) {};
+      };
       switch (st.state) {
         case (#receiving) {
           switch (Image.verify(st)) {
@@ -536,13 +729,47 @@ module {
 
     // ---- incremental sync -----------------------------------------------------
 
-    public func changes(caller : Principal, since : Nat64, maxBytes : Nat64) : Types.Result<Types.ChangeBatch> {
+    public func changes(caller : Principal, since : Nat64, maxBytes : Nat64, range : ?Types.KeyRange) : Types.Result<Types.ChangeBatch> {
       switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
-      Journal.changes(state.journal, since, maxBytes);
+      readChanges(since, maxBytes, range);
+    };
+
+    func readChanges(since : Nat64, maxBytes : Nat64, range : ?Types.KeyRange) : Types.Result<Types.ChangeBatch> {
+      switch range {
+        case (?r) switch (KeyRange.validate(r)) { case (?msg) return #err(#InvalidArgument msg); case null {} };
+        case null {};
+      };
+      Journal.changes(state.journal, since, maxBytes, range);
+    };
+
+    public func backlog(caller : Principal, since : Nat64) : Types.Result<Types.Backlog> {
+      switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
+      Journal.backlog(state.journal, since);
+    };
+
+    /// The direct path of the journal: reads the changes after `since` and
+    /// has `target` apply them.
+    public func pushChanges(caller : Principal, target : Principal, since : Nat64, maxBytes : Nat64, range : ?Types.KeyRange) : async* Types.Result<Types.PushChangesAck> {
+      switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
+      if (not Access.isPeer(state.access, target)) return #err(notAPeer(target));
+      let batch = switch (readChanges(since, maxBytes, range)) { case (#ok b) b; case (#err e) return #err e };
+      var bytes = 0;
+      for (c in batch.changes.vals()) bytes += Journal.changeSize(c);
+      switch (await* Push.apply(target, batch)) {
+        case (#ok applied) #ok {
+          to_seq = batch.to_seq;
+          head_seq = batch.head_seq;
+          changes = Nat64.fromNat(batch.changes.size());
+          bytes = Nat64.fromNat(bytes);
+          applied_seq = applied;
+        };
+        case (#err e) #err e;
+      };
     };
 
     public func apply(caller : Principal, batch : Types.ChangeBatch) : Types.Result<Nat64> {
       switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
+      switch (refusedIn(#replication)) { case (?e) return #err e; case null {} };
       let applied = state.journal.head;
       if (batch.from_seq > applied) return #err(#Gap { applied_seq = applied; from_seq = batch.from_seq });
       if (batch.to_seq < batch.from_seq) return #err(#InvalidArgument("to_seq is below from_seq"));
@@ -559,6 +786,7 @@ module {
       };
       for (c in batch.changes.vals()) {
         if (c.seq > applied) {
+          beforeChange(c.seq);
           switch (replayOp(c.op)) {
             case (?e) return #err e;
             case null Journal.replay(state.journal, c);
@@ -566,6 +794,7 @@ module {
         };
       };
       Journal.advance(state.journal, batch.to_seq);
+      reached();
       #ok(state.journal.head);
     };
 
@@ -579,8 +808,7 @@ module {
 
     func checkKey(key : Blob) : ?Types.Error {
       if (Option.isNull(hooks.store)) return ?#Unsupported("this canister has no key-value store to replay puts and deletes");
-      if (not ownsKey(key)) return ?#OutOfRange { key };
-      null;
+      keyRefused(key);
     };
 
     func replayOp(op : Types.Op) : ?Types.Error {
@@ -605,16 +833,62 @@ module {
     public func importRecords(caller : Principal, records : [Types.Record]) : Types.Result<Nat64> {
       switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
       if (Option.isNull(hooks.store)) return #err(noStore());
-      for (r in records.vals()) if (not ownsKey(r.key)) return #err(#OutOfRange { key = r.key });
-      for (r in records.vals()) put(r.key, r.value);
+      switch (refusedIn(#replication)) { case (?e) return #err e; case null {} };
+      for (r in records.vals()) switch (keyRefused(r.key)) { case (?e) return #err e; case null {} };
+      for (r in records.vals()) putJournaled(r.key, r.value);
       #ok(Nat64.fromNat(records.size()));
     };
 
     public func deleteRange(caller : Principal, range : Types.KeyRange, cursor : ?Blob, maxRecords : Nat64) : Types.Result<Types.DeleteProgress> {
       let store = switch (rangeAccess(caller, range)) { case (#ok s) s; case (#err e) return #err e };
+      switch (refusedIn(#delete)) { case (?e) return #err e; case null {} };
       let batch = KeyRange.keysToDelete(store, range, cursor, Nat64.toNat(Nat64.min(maxRecords, MAX_DELETE_BATCH)));
-      for (key in batch.keys.vals()) delete(key);
-      #ok { deleted = Nat64.fromNat(batch.keys.size()); next_cursor = batch.next };
+      let budget = Budget(state.settings, func() : Nat64 = 0);
+      var deleted = 0;
+      var bytes = 0;
+      while (deleted < batch.keys.size()) {
+        // At least one record per call, so the caller always progresses.
+        if (deleted > 0 and not budget.more()) {
+          return #ok { deleted = Nat64.fromNat(deleted); next_cursor = ?batch.keys[deleted]; bytes = Nat64.fromNat(bytes) };
+        };
+        deleteJournaled(batch.keys[deleted]);
+        bytes += batch.sizes[deleted];
+        deleted += 1;
+      };
+      #ok { deleted = Nat64.fromNat(deleted); next_cursor = batch.next; bytes = Nat64.fromNat(bytes) };
+    };
+
+    public func keyDistribution(caller : Principal, range : Types.KeyRange, cursor : ?Blob, bucketBytes : Nat64) : Types.Result<Types.KeyDistribution> {
+      let store = switch (rangeAccess(caller, range)) { case (#ok s) s; case (#err e) return #err e };
+      let page = RangeStats.distribution(store, range, cursor, bucketBytes, queryBudget(state.settings));
+      #ok { buckets = page.buckets; next_cursor = page.next; journal_seq = state.journal.head };
+    };
+
+    public func rangeDigest(caller : Principal, range : Types.KeyRange, cursor : ?Blob) : Types.Result<Types.RangeDigest> {
+      let store = switch (rangeAccess(caller, range)) { case (#ok s) s; case (#err e) return #err e };
+      let page = RangeStats.digest(store, range, cursor, queryBudget(state.settings));
+      #ok {
+        records = page.records;
+        bytes = page.bytes;
+        digest = page.digest;
+        next_cursor = page.next;
+        journal_seq = state.journal.head;
+      };
+    };
+
+    // ---- fleets and routing -----------------------------------------------------
+
+    public func fleetMembers(caller : Principal, cursor : ?Principal, limit : Nat32) : Types.Result<Types.FleetPage> {
+      switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
+      switch fleet {
+        case (?f) #ok(f.page(cursor, Nat32.toNat(limit)));
+        case null #err(#Unsupported("this canister keeps no fleet of canisters"));
+      };
+    };
+
+    /// The routing table: public, clients need it to find a key's owner.
+    public func routing(_caller : Principal) : Types.Result<Types.Routing> {
+      #ok(state.routing.routing);
     };
 
     func rangeAccess(caller : Principal, range : Types.KeyRange) : Types.Result<Types.Store> {
@@ -632,6 +906,28 @@ module {
       Access.setPeers(state.access, peers);
       peersVersion.bump();
       #ok;
+    };
+
+    public func setMode(caller : Principal, mode : Types.Mode, redirect : ?Principal) : Types.Result<Types.ModeInfo> {
+      switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+      let current = state.mode;
+      if (current.mode == mode and current.redirect == redirect) return #ok current;
+      state.mode := { mode; redirect; changed_at = now(); journal_seq = state.journal.head };
+      #ok(state.mode);
+    };
+
+    public func setFences(caller : Principal, fences : [Types.Fence]) : Types.Result<Nat64> {
+      switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+      if (fences.size() > 0 and Option.isNull(hooks.store)) return #err(noStore());
+      switch (Routing.setFences(state.routing, fences)) {
+        case (#ok) #ok(state.journal.head);
+        case (#err e) #err e;
+      };
+    };
+
+    public func setRouting(caller : Principal, routing : Types.Routing) : Types.Result<()> {
+      switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+      Routing.setRouting(state.routing, routing);
     };
 
     public func peers(caller : Principal) : Types.Result<Types.Peers> {
@@ -655,6 +951,19 @@ module {
       #ok;
     };
 
+    /// Forgets the journal and numbers the next change `seq + 1`: the state
+    /// now corresponds to journal sequence `seq` of the canister it was
+    /// copied from by key range (see icrp_reset_journal).
+    public func resetJournal(caller : Principal, seq : Nat64) : Types.Result<()> {
+      switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+      switch (refusedIn(#commit)) { case (?e) return #err e; case null {} };
+      Journal.reset(state.journal, seq);
+      // An image names a sequence of the old numbering.
+      state.export := null;
+      building := null;
+      #ok;
+    };
+
     public func config(caller : Principal) : Types.Result<Types.Config> {
       switch (Access.requireTrusted(state.access, caller)) { case (#err e) return #err e; case (#ok) {} };
       #ok {
@@ -664,9 +973,31 @@ module {
         chunk_size = state.settings.chunkSize;
         journal_max_entries = Nat64.fromNat(state.settings.journalMaxEntries);
         journal_max_bytes = Nat64.fromNat(state.settings.journalMaxBytes);
+        fences = state.routing.fences;
+        mode = ?state.mode;
       };
     };
 
+  };
+
+  /// A short description of an error, for traps.
+  func describe(e : Types.Error) : Text {
+    switch e {
+      case (#NotWritable { mode }) "the canister is " # modeName(mode);
+      case (#OutOfRange { owner }) switch owner {
+        case (?o) "the key belongs to " # Principal.toText(o);
+        case null "the key is outside this canister's range";
+      };
+      case _ "refused";
+    };
+  };
+
+  public func modeName(mode : Types.Mode) : Text {
+    switch mode {
+      case (#primary) "primary";
+      case (#standby) "a standby";
+      case (#read_only) "read-only (fenced)";
+    };
   };
 
   func notAPeer(target : Principal) : Types.Error {

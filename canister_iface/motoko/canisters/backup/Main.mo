@@ -78,6 +78,7 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
       image = if ok Option.map<Stored, Types.ImageInfo>(newest(), imageInfo) else null;
       journal = null;
       key_range = null;
+      mode = null;
     };
   };
 
@@ -93,6 +94,12 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
       case (?s) #ok(ticket(s));
       case null #err(#NotFound("this backup canister holds no image yet"));
     };
+  };
+
+  /// A backup canister's images are the ones it received; it cannot make
+  /// one at a chosen journal sequence.
+  public shared ({ caller }) func icrp_begin_export_at(_seq : Nat64) : async Result<Types.ExportTicket> {
+    unsupported(caller, "a backup canister serves the images it received; it cannot freeze one at a journal sequence");
   };
 
   public shared ({ caller }) func icrp_export_status(id : Types.SnapshotId) : async Result<Types.ExportTicket> {
@@ -301,12 +308,20 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
 
   // ---- not supported by a backup canister --------------------------------------
 
-  public shared query ({ caller }) func icrp_changes(_since : Nat64, _maxBytes : Nat64) : async Result<Types.ChangeBatch> {
+  public shared query ({ caller }) func icrp_changes(_since : Nat64, _maxBytes : Nat64, _range : ?Types.KeyRange) : async Result<Types.ChangeBatch> {
     unsupported(caller, "a backup canister keeps images, not a change journal");
   };
 
   public shared ({ caller }) func icrp_apply(_batch : Types.ChangeBatch) : async Result<Nat64> {
     unsupported(caller, "a backup canister keeps images; it does not replay changes");
+  };
+
+  public shared ({ caller }) func icrp_push_changes(_target : Principal, _since : Nat64, _maxBytes : Nat64, _range : ?Types.KeyRange) : async Result<Types.PushChangesAck> {
+    unsupported(caller, "a backup canister keeps images, not a change journal");
+  };
+
+  public shared query ({ caller }) func icrp_backlog(_since : Nat64) : async Result<Types.Backlog> {
+    unsupported(caller, "a backup canister keeps images, not a change journal");
   };
 
   public shared query ({ caller }) func icrp_export_range(_range : Types.KeyRange, _cursor : ?Blob, _maxBytes : Nat64) : async Result<Types.RecordBatch> {
@@ -321,9 +336,46 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
     unsupported(caller, "a backup canister has no key-value state");
   };
 
+  public shared query ({ caller }) func icrp_key_distribution(_range : Types.KeyRange, _cursor : ?Blob, _bucketBytes : Nat64) : async Result<Types.KeyDistribution> {
+    unsupported(caller, "a backup canister has no key-value state");
+  };
+
+  public shared query ({ caller }) func icrp_range_digest(_range : Types.KeyRange, _cursor : ?Blob) : async Result<Types.RangeDigest> {
+    unsupported(caller, "a backup canister has no key-value state");
+  };
+
+  public shared query ({ caller }) func icrp_fleet_members(_cursor : ?Principal, _limit : Nat32) : async Result<Types.FleetPage> {
+    unsupported(caller, "a backup canister keeps no fleet of canisters");
+  };
+
+  /// Public, like every canister's routing table; a backup canister has none.
+  public shared query func icrp_routing() : async Result<Types.Routing> {
+    #err(#Unsupported("a backup canister routes no keys"));
+  };
+
+  public shared ({ caller }) func icrp_set_mode(_mode : Types.Mode, _redirect : ?Principal) : async Result<Types.ModeInfo> {
+    switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+    #err(#Unsupported("a backup canister has no application writes to refuse; it accepts images from its source only"));
+  };
+
+  public shared ({ caller }) func icrp_set_fences(_fences : [Types.Fence]) : async Result<Nat64> {
+    switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+    #err(#Unsupported("a backup canister has no key-value state"));
+  };
+
+  public shared ({ caller }) func icrp_set_routing(_routing : Types.Routing) : async Result<()> {
+    switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+    #err(#Unsupported("a backup canister routes no keys"));
+  };
+
   public shared ({ caller }) func icrp_set_key_range(_range : ?Types.KeyRange) : async Result<()> {
     switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
     #err(#Unsupported("a backup canister owns no key range"));
+  };
+
+  public shared ({ caller }) func icrp_reset_journal(_seq : Nat64) : async Result<()> {
+    switch (Access.requireController(caller)) { case (#err e) return #err e; case (#ok) {} };
+    #err(#Unsupported("a backup canister keeps images, not a change journal"));
   };
 
   func unsupported<T>(caller : Principal, why : Text) : Result<T> {
@@ -358,6 +410,8 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
       chunk_size = Types.DEFAULT_CHUNK_SIZE;
       journal_max_entries = 0;
       journal_max_bytes = 0;
+      fences = [];
+      mode = null;
     };
   };
 

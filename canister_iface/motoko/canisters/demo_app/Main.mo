@@ -14,8 +14,16 @@
 /// rebuilds the store from it.
 ///
 /// For the demo: `generate(mib, seed)` creates synthetic users, posts and
-/// pictures in steps, `stats()` reports counts, bytes and a fingerprint of
-/// the whole state (equal fingerprints = equal state), `wipe()` empties it.
+/// pictures in steps, `generate_keys(keys, seed)` many small records with
+/// skewed sizes (a few users with thousands of posts, most with a handful;
+/// rare pictures), `stats()` reports counts, bytes, memory and a
+/// fingerprint of the whole state (equal fingerprints = equal state),
+/// `wipe()` empties it.
+///
+/// Writes are refused with the ICRP error the node gives (`#refused`):
+/// `NotWritable` while the canister is a standby or fenced (read-only),
+/// `OutOfRange` naming the owning canister for a user this shard does not
+/// own or whose range was fenced at the cut-over of a split.
 
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
@@ -25,6 +33,7 @@ import Map "mo:core/pure/Map";
 import Nat "mo:core/Nat";
 import Nat8 "mo:core/Nat8";
 import Nat64 "mo:core/Nat64";
+import Prim "mo:⛔";
 import Principal "mo:core/Principal";
 import Result "mo:core/Result";
 import Text "mo:core/Text";
@@ -62,6 +71,25 @@ persistent actor DemoApp {
     state_bytes : Nat; // keys and values
     fingerprint : Nat64; // equal state ⇒ equal fingerprint
     journal_head : Nat64;
+    heap_bytes : Nat; // heap in use now: live data and garbage not yet collected
+    max_live_bytes : Nat; // the largest live heap a garbage collection found
+    memory_bytes : Nat; // Wasm memory the canister grew to (it never shrinks)
+  };
+
+  /// Why a write was refused.
+  public type WriteError = {
+    /// The replication protocol refuses it: NotWritable (standby, fenced)
+    /// or OutOfRange (another canister owns the user: send it there).
+    #refused : Types.Error;
+    /// The request itself is wrong (no such user, not its owner, ...).
+    #invalid : Text;
+  };
+
+  public type KeysProgress = {
+    target_keys : Nat;
+    done_keys : Nat;
+    bytes : Nat;
+    finished : Bool;
   };
 
   public type GenerateProgress = {
@@ -76,6 +104,7 @@ persistent actor DemoApp {
     journal_max_bytes : Nat;
     step_instructions : Nat64;
     step_bytes : Nat64;
+    query_instructions : ?Nat64; // a page of a range scan; null: the default
   };
 
   let kv = KvState.empty();
@@ -89,6 +118,9 @@ persistent actor DemoApp {
   };
   public shared ({ caller }) func icrp_begin_export() : async Result<Types.ExportTicket> {
     icrp.beginExport(caller);
+  };
+  public shared ({ caller }) func icrp_begin_export_at(seq : Nat64) : async Result<Types.ExportTicket> {
+    icrp.beginExportAt(caller, seq);
   };
   public shared ({ caller }) func icrp_export_status(id : Nat64) : async Result<Types.ExportTicket> {
     icrp.exportStatus(caller, id);
@@ -123,11 +155,17 @@ persistent actor DemoApp {
   public shared ({ caller }) func icrp_abort_import(id : Nat64) : async Result<()> {
     icrp.abortImport(caller, id);
   };
-  public shared query ({ caller }) func icrp_changes(since : Nat64, maxBytes : Nat64) : async Result<Types.ChangeBatch> {
-    icrp.changes(caller, since, maxBytes);
+  public shared query ({ caller }) func icrp_changes(since : Nat64, maxBytes : Nat64, range : ?Types.KeyRange) : async Result<Types.ChangeBatch> {
+    icrp.changes(caller, since, maxBytes, range);
   };
   public shared ({ caller }) func icrp_apply(batch : Types.ChangeBatch) : async Result<Nat64> {
     icrp.apply(caller, batch);
+  };
+  public shared ({ caller }) func icrp_push_changes(target : Principal, since : Nat64, maxBytes : Nat64, range : ?Types.KeyRange) : async Result<Types.PushChangesAck> {
+    await* icrp.pushChanges(caller, target, since, maxBytes, range);
+  };
+  public shared query ({ caller }) func icrp_backlog(since : Nat64) : async Result<Types.Backlog> {
+    icrp.backlog(caller, since);
   };
   public shared query ({ caller }) func icrp_export_range(range : Types.KeyRange, cursor : ?Blob, maxBytes : Nat64) : async Result<Types.RecordBatch> {
     icrp.exportRange(caller, range, cursor, maxBytes);
@@ -138,11 +176,35 @@ persistent actor DemoApp {
   public shared ({ caller }) func icrp_delete_range(range : Types.KeyRange, cursor : ?Blob, maxRecords : Nat64) : async Result<Types.DeleteProgress> {
     icrp.deleteRange(caller, range, cursor, maxRecords);
   };
+  public shared query ({ caller }) func icrp_key_distribution(range : Types.KeyRange, cursor : ?Blob, bucketBytes : Nat64) : async Result<Types.KeyDistribution> {
+    icrp.keyDistribution(caller, range, cursor, bucketBytes);
+  };
+  public shared query ({ caller }) func icrp_range_digest(range : Types.KeyRange, cursor : ?Blob) : async Result<Types.RangeDigest> {
+    icrp.rangeDigest(caller, range, cursor);
+  };
+  public shared query ({ caller }) func icrp_fleet_members(cursor : ?Principal, limit : Nat32) : async Result<Types.FleetPage> {
+    icrp.fleetMembers(caller, cursor, limit);
+  };
+  public shared query ({ caller }) func icrp_routing() : async Result<Types.Routing> {
+    icrp.routing(caller);
+  };
   public shared ({ caller }) func icrp_set_peers(peers : [Principal]) : async Result<()> {
     icrp.setPeers(caller, peers);
   };
   public shared ({ caller }) func icrp_set_key_range(range : ?Types.KeyRange) : async Result<()> {
     icrp.setKeyRange(caller, range);
+  };
+  public shared ({ caller }) func icrp_reset_journal(seq : Nat64) : async Result<()> {
+    icrp.resetJournal(caller, seq);
+  };
+  public shared ({ caller }) func icrp_set_mode(mode : Types.Mode, redirect : ?Principal) : async Result<Types.ModeInfo> {
+    icrp.setMode(caller, mode, redirect);
+  };
+  public shared ({ caller }) func icrp_set_fences(fences : [Types.Fence]) : async Result<Nat64> {
+    icrp.setFences(caller, fences);
+  };
+  public shared ({ caller }) func icrp_set_routing(routing : Types.Routing) : async Result<()> {
+    icrp.setRouting(caller, routing);
   };
   public shared query ({ caller }) func icrp_config() : async Result<Types.Config> {
     icrp.config(caller);
@@ -165,6 +227,10 @@ persistent actor DemoApp {
         journalMaxBytes = s.journal_max_bytes;
         stepInstructions = s.step_instructions;
         stepBytes = s.step_bytes;
+        queryInstructions = switch (s.query_instructions) {
+          case (?n) n;
+          case null ICRP.defaultSettings.queryInstructions;
+        };
       },
     );
   };
@@ -209,19 +275,29 @@ persistent actor DemoApp {
     icrp.put(userKey(user), to_candid (u));
   };
 
-  /// Keys must belong to this canister (shards own a range of user ids).
-  func owned(key : Blob) : Result.Result<(), Text> {
-    if (icrp.ownsKey(key)) #ok else #err("this shard does not own that user id");
+  /// The node must accept writes of every key (its mode, a shard's range,
+  /// fenced ranges); otherwise the ICRP error, for the client.
+  func writable(keys : [Blob]) : Result.Result<(), WriteError> {
+    for (key in keys.vals()) {
+      switch (icrp.checkWrite(key)) { case (#err e) return #err(#refused e); case (#ok) {} };
+    };
+    #ok;
   };
 
-  func newUser(owner : Principal, name : Text, bio : Text) : Result.Result<Nat64, Text> {
+  func newUser(owner : Principal, name : Text, bio : Text) : Result.Result<Nat64, WriteError> {
     let id : Nat64 = switch (Map.maxEntry(kv.map)) {
       case (?(key, _)) keyUser(key) + 1;
       case null 1;
     };
-    switch (owned(userKey(id))) { case (#err e) return #err e; case (#ok) {} };
+    switch (writable([userKey(id)])) { case (#err e) return #err e; case (#ok) {} };
     storeUser(id, { name; bio; owner; created = now(); next_post = 0; next_picture = 0 });
     #ok id;
+  };
+
+  /// Every key `newPost` writes.
+  func postKeys(user : Nat64, u : User, picture : Bool) : [Blob] {
+    let post = [userKey(user), itemKey(user, TAG_POST, u.next_post)];
+    if (picture) Array.concat(post, [itemKey(user, TAG_PICTURE, u.next_picture)]) else post;
   };
 
   func newPost(user : Nat64, u : User, text : Text, picture : ?Blob) : Nat64 {
@@ -240,16 +316,18 @@ persistent actor DemoApp {
 
   // ---- social network API ------------------------------------------------------
 
-  public shared ({ caller }) func create_user(name : Text, bio : Text) : async Result.Result<Nat64, Text> {
-    if (Principal.isAnonymous(caller)) return #err("sign in to create a user");
+  public shared ({ caller }) func create_user(name : Text, bio : Text) : async Result.Result<Nat64, WriteError> {
+    if (Principal.isAnonymous(caller)) return #err(#invalid "sign in to create a user");
     newUser(caller, name, bio);
   };
 
   /// Adds a post (with an optional picture) to `user`, which the caller owns.
-  public shared ({ caller }) func add_post(user : Nat64, text : Text, picture : ?Blob) : async Result.Result<Nat64, Text> {
-    switch (owned(userKey(user))) { case (#err e) return #err e; case (#ok) {} };
-    let u = switch (loadUser(user)) { case (?u) u; case null return #err("no such user") };
-    if (u.owner != caller) return #err("only the owner of a user can post as that user");
+  public shared ({ caller }) func add_post(user : Nat64, text : Text, picture : ?Blob) : async Result.Result<Nat64, WriteError> {
+    // A user another shard owns is named by the node before "no such user".
+    switch (writable([userKey(user)])) { case (#err e) return #err e; case (#ok) {} };
+    let u = switch (loadUser(user)) { case (?u) u; case null return #err(#invalid "no such user") };
+    if (u.owner != caller) return #err(#invalid "only the owner of a user can post as that user");
+    switch (writable(postKeys(user, u, picture != null))) { case (#err e) return #err e; case (#ok) {} };
     #ok(newPost(user, u, text, picture));
   };
 
@@ -295,9 +373,12 @@ persistent actor DemoApp {
 
   // ---- demo ----------------------------------------------------------------------
 
-  /// A generation job: deterministic in its seed.
+  /// A generation job: deterministic in its seed. `size` is MiB for
+  /// `generate`, keys for `generate_keys`; `done` counts the same unit
+  /// (bytes or keys).
   type Job = {
-    mib : Nat;
+    kind : { #bytes; #keys };
+    size : Nat;
     seed : Nat;
     var rng : Nat64;
     var done : Nat;
@@ -306,7 +387,10 @@ persistent actor DemoApp {
   var job : ?Job = null;
 
   /// Instruction budget of one generate/wipe call (of 40 B per update).
-  let STEP_INSTRUCTIONS : Nat64 = 10_000_000_000;
+  /// Small, because the garbage collector runs between messages: the
+  /// garbage one step leaves (about 0.5 GB per 10 B instructions of
+  /// `generate_keys`) would otherwise raise the Wasm memory for good.
+  let STEP_INSTRUCTIONS : Nat64 = 2_000_000_000;
 
   func moreWork() : Bool = InternetComputer.performanceCounter(0) < STEP_INSTRUCTIONS;
 
@@ -316,10 +400,8 @@ persistent actor DemoApp {
   /// another seed for more data. Controllers only.
   public shared ({ caller }) func generate(mib : Nat, seed : Nat) : async Result.Result<GenerateProgress, Text> {
     if (not Principal.isController(caller)) return #err("generate is for controllers only");
-    let j = switch job {
-      case (?j) if (j.mib == mib and j.seed == seed) j else startJob(mib, seed);
-      case null startJob(mib, seed);
-    };
+    switch (icrp.checkAppWrite()) { case (#err e) return #err(refusal(e)); case (#ok) {} };
+    let j = jobFor(#bytes, mib, seed);
     let target = mib * 1_048_576;
     while (j.done < target and moreWork()) {
       switch (generateUser(j)) {
@@ -330,10 +412,42 @@ persistent actor DemoApp {
     #ok { target_bytes = target; done_bytes = j.done; finished = j.done >= target };
   };
 
-  func startJob(mib : Nat, seed : Nat) : Job {
-    let j : Job = { mib; seed; var rng = Nat64.fromIntWrap(seed) ^ 0x5eed_5eed_5eed_5eed; var done = 0 };
+  /// Creates about `keys` records of skewed sizes, in steps like
+  /// `generate`: users whose post counts follow a power law (P(posts >= k)
+  /// ~ 2 / (k + 1), up to 2,000: most users have a handful, a few have
+  /// thousands), posts of 5-40 words, and a picture of 1-16 KiB with one
+  /// post in 25. Records average ~300 bytes, so a million keys fit the
+  /// heap. Controllers only.
+  public shared ({ caller }) func generate_keys(keys : Nat, seed : Nat) : async Result.Result<KeysProgress, Text> {
+    if (not Principal.isController(caller)) return #err("generate_keys is for controllers only");
+    switch (icrp.checkAppWrite()) { case (#err e) return #err(refusal(e)); case (#ok) {} };
+    let j = jobFor(#keys, keys, seed);
+    while (j.done < keys and moreWork()) {
+      switch (generateSkewedUser(j, keys - j.done)) {
+        case (#err e) return #err e;
+        case (#ok) {};
+      };
+    };
+    #ok { target_keys = keys; done_keys = j.done; bytes = kv.bytes; finished = j.done >= keys };
+  };
+
+  /// The job for these arguments: the current one, or a new one.
+  func jobFor(kind : { #bytes; #keys }, size : Nat, seed : Nat) : Job {
+    switch job {
+      case (?j) if (j.kind == kind and j.size == size and j.seed == seed) return j;
+      case null {};
+    };
+    let j : Job = { kind; size; seed; var rng = Nat64.fromIntWrap(seed) ^ 0x5eed_5eed_5eed_5eed; var done = 0 };
     job := ?j;
     j;
+  };
+
+  func refusal(e : Types.Error) : Text {
+    switch e {
+      case (#NotWritable { mode }) "the canister is " # ICRP.modeName(mode) # ": it takes no writes";
+      case (#OutOfRange _) "a key is owned by another canister";
+      case _ "the write was refused";
+    };
   };
 
   /// SplitMix64.
@@ -382,7 +496,8 @@ persistent actor DemoApp {
     let before = kv.bytes;
     let user = switch (newUser(Principal.fromActor(DemoApp), "user-" # Nat64.toText(random(j) % 1_000_000), sentence(j, 8 + below(j, 16)))) {
       case (#ok id) id;
-      case (#err e) return #err e;
+      case (#err(#refused e)) return #err(refusal(e));
+      case (#err(#invalid e)) return #err e;
     };
     let posts = 1 + below(j, 5);
     var p = 0;
@@ -394,6 +509,39 @@ persistent actor DemoApp {
     };
     // Overwritten user records keep their size, so the state only grows.
     j.done += kv.bytes - Nat.min(before, kv.bytes);
+    #ok;
+  };
+
+  /// Longest user of `generate_keys`.
+  let MAX_POSTS = 2_000;
+
+  /// One user of `generate_keys` with at most `room` keys: posts written
+  /// directly, the user record once at the end.
+  func generateSkewedUser(j : Job, room : Nat) : Result.Result<(), Text> {
+    let tail = 2 * 1_048_576 / (1 + below(j, 1_048_576)); // 2 .. 2^21, P(>= k) ~ 2 / k
+    let posts = Nat.max(1, Nat.min(Nat.min(tail - 1, MAX_POSTS), Nat.max(room, 2) - 1));
+    let user = switch (newUser(Principal.fromActor(DemoApp), "user-" # Nat64.toText(random(j) % 1_000_000), sentence(j, 3 + below(j, 8)))) {
+      case (#ok id) id;
+      case (#err(#refused e)) return #err(refusal(e));
+      case (#err(#invalid e)) return #err e;
+    };
+    var pictures : Nat64 = 0;
+    var p = 0;
+    while (p < posts) {
+      let picture : ?Nat64 = if (below(j, 25) == 0) {
+        icrp.put(itemKey(user, TAG_PICTURE, pictures), randomBytes(j, 1024 + below(j, 15 * 1024)));
+        pictures += 1;
+        ?(pictures - 1);
+      } else null;
+      let post : Post = { text = sentence(j, 5 + below(j, 36)); picture; created = now() };
+      icrp.put(itemKey(user, TAG_POST, Nat64.fromNat(p)), to_candid (post));
+      p += 1;
+    };
+    switch (loadUser(user)) {
+      case (?u) storeUser(user, { u with next_post = Nat64.fromNat(posts); next_picture = pictures });
+      case null return #err("generated user vanished");
+    };
+    j.done += 1 + posts + Nat64.toNat(pictures);
     #ok;
   };
 
@@ -419,6 +567,9 @@ persistent actor DemoApp {
       state_bytes = kv.bytes;
       fingerprint = kv.fingerprint;
       journal_head = icrpState.journal.head;
+      heap_bytes = Prim.rts_heap_size();
+      max_live_bytes = Prim.rts_max_live_size();
+      memory_bytes = Prim.rts_memory_size();
     };
   };
 
@@ -427,6 +578,7 @@ persistent actor DemoApp {
   /// only.
   public shared ({ caller }) func wipe() : async Result.Result<Nat, Text> {
     if (not Principal.isController(caller)) return #err("wipe is for controllers only");
+    switch (icrp.checkAppWrite()) { case (#err e) return #err(refusal(e)); case (#ok) {} };
     job := null;
     label deleting while (moreWork()) {
       switch (Map.minEntry(kv.map)) {

@@ -2,8 +2,9 @@
 /// run inside a canister: SHA-256 against the FIPS 180-4 test vectors,
 /// image chunking and digests against digests computed with Python's
 /// hashlib, staged imports (out-of-order, idempotent and conflicting
-/// writes, chunk verification), the journal, key ranges and the KvState
-/// image round trip.
+/// writes, chunk verification), the journal (filtered reads, backlog), key
+/// ranges, routing tables and fences, range digests and distributions,
+/// fleets and the KvState image round trip.
 ///
 /// `selftest()` returns the failures (empty = all passed); `measure()`
 /// reports instruction counts of the hot paths.
@@ -19,10 +20,14 @@ import Principal "mo:core/Principal";
 import Region "mo:core/Region";
 import Runtime "mo:core/Runtime";
 import Text "mo:core/Text";
+import VarArray "mo:core/VarArray";
+import Fleet "mo:icrp/Fleet";
 import Image "mo:icrp/Image";
 import Journal "mo:icrp/Journal";
 import KeyRange "mo:icrp/KeyRange";
 import KvState "mo:icrp/KvState";
+import RangeStats "mo:icrp/RangeStats";
+import Routing "mo:icrp/Routing";
 import Sha256 "mo:icrp/Sha256";
 import Types "mo:icrp/Types";
 
@@ -281,26 +286,26 @@ persistent actor {
     let j = Journal.new(4, 1_000_000);
     for (i in Nat.range(0, 3)) ignore Journal.record(j, put("k" # Nat.toText(i), "v"), 0);
     check("head after 3", j.head == 3 and j.base == 0);
-    switch (Journal.changes(j, 1, 1_000_000)) {
+    switch (Journal.changes(j, 1, 1_000_000, null)) {
       case (#ok b) check("changes since 1", b.changes.size() == 2 and b.changes[0].seq == 2 and b.to_seq == 3 and b.from_seq == 1);
       case (#err _) check("changes", false);
     };
     // A small byte budget still returns one change and covers only it.
-    switch (Journal.changes(j, 0, 1)) {
+    switch (Journal.changes(j, 0, 1, null)) {
       case (#ok b) check("byte budget", b.changes.size() == 1 and b.to_seq == 1);
       case (#err _) check("changes with budget", false);
     };
     for (i in Nat.range(3, 7)) ignore Journal.record(j, put("k" # Nat.toText(i), "v"), 0);
     check("bounded to 4", j.count == 4 and j.base == 3 and j.head == 7);
-    switch (Journal.changes(j, 2, 1_000_000)) {
+    switch (Journal.changes(j, 2, 1_000_000, null)) {
       case (#err(#TooOld { oldest_seq })) check("oldest seq", oldest_seq == 3);
       case _ check("too old", false);
     };
-    switch (Journal.changes(j, 7, 1_000_000)) {
+    switch (Journal.changes(j, 7, 1_000_000, null)) {
       case (#ok b) check("nothing new", b.changes.size() == 0 and b.to_seq == 7);
       case (#err _) check("changes at head", false);
     };
-    switch (Journal.changes(j, 8, 1_000_000)) {
+    switch (Journal.changes(j, 8, 1_000_000, null)) {
       case (#err(#InvalidArgument _)) {};
       case _ check("since ahead of head", false);
     };
@@ -309,7 +314,7 @@ persistent actor {
     Journal.reset(s, 10);
     Journal.replay(s, { seq = 12; time = 0; op = put("a", "1") });
     Journal.advance(s, 15);
-    switch (Journal.changes(s, 10, 1_000_000)) {
+    switch (Journal.changes(s, 10, 1_000_000, null)) {
       case (#ok b) check("replayed change", b.changes.size() == 1 and b.changes[0].seq == 12 and b.to_seq == 15);
       case (#err _) check("standby changes", false);
     };
@@ -321,6 +326,46 @@ persistent actor {
     let off = Journal.new(0, 0);
     ignore Journal.record(off, put("a", "b"), 0);
     check("disabled journal", off.count == 0 and off.head == 1 and off.base == 1);
+    testJournalFilterAndBacklog();
+  };
+
+  /// Filtered reads cover the interval they scanned; the backlog counts.
+  func testJournalFilterAndBacklog() {
+    let j = Journal.new(100, 1_000_000);
+    // seq 1..6: a0 b0 a1 b1 (app) a2, times 10, 20, ...
+    let ops : [Types.Op] = [put("a0", "x"), put("b0", "x"), put("a1", "x"), #delete { key = textBlob("b1") }, #app(textBlob("app")), put("a2", "x")];
+    var t : Nat64 = 10;
+    for (op in ops.vals()) { ignore Journal.record(j, op, t); t += 10 };
+    let aRange : Types.KeyRange = { lower = textBlob("a"); upper = ?textBlob("b") };
+    switch (Journal.changes(j, 0, 1_000_000, ?aRange)) {
+      case (#ok b) {
+        let seqs = Array.map<Types.Change, Nat64>(b.changes, func c = c.seq);
+        check("filtered: keys in range and app changes", seqs == [1, 3, 5, 6] and b.to_seq == 6 and b.head_seq == 6);
+      };
+      case (#err _) check("filtered changes", false);
+    };
+    // A byte budget for one change: the batch covers the skipped change 2.
+    switch (Journal.changes(j, 0, 1, ?aRange)) {
+      case (#ok b) check("filtered budget covers skipped changes", b.changes.size() == 1 and b.changes[0].seq == 1 and b.to_seq == 2);
+      case (#err _) check("filtered budget", false);
+    };
+    let bRange : Types.KeyRange = { lower = textBlob("b"); upper = ?textBlob("c") };
+    switch (Journal.changes(j, 4, 1_000_000, ?bRange)) {
+      case (#ok b) check("filtered tail", b.changes.size() == 1 and b.changes[0].seq == 5 and b.to_seq == 6);
+      case (#err _) check("filtered tail", false);
+    };
+    switch (Journal.backlog(j, 2)) {
+      case (#ok b) check("backlog", b.changes == 4 and b.oldest_time == ?30 and b.head_time == ?60 and b.head_seq == 6 and b.bytes > 4 * 48);
+      case (#err _) check("backlog", false);
+    };
+    switch (Journal.backlog(j, 6)) {
+      case (#ok b) check("no backlog at the head", b.changes == 0 and b.bytes == 0 and b.oldest_time == null);
+      case (#err _) check("backlog at head", false);
+    };
+    switch (Journal.backlog(j, 7)) {
+      case (#err(#InvalidArgument _)) {};
+      case _ check("backlog beyond the head", false);
+    };
   };
 
   // ---- key-value state and key ranges -------------------------------------------
@@ -443,6 +488,126 @@ persistent actor {
     check("nothing installed", KvState.size(broken) == 0);
   };
 
+  // ---- routing, fences, range statistics, fleets -----------------------------------
+
+  func principal(i : Nat) : Principal = Principal.fromBlob(Blob.fromArray([Nat8.fromNat(i), 1, 1]));
+
+  func testRouting() {
+    let r = Routing.new();
+    let routes : [Types.Route] = [
+      { range = { lower = ""; upper = ?key(100) }; canister = principal(1) },
+      { range = { lower = key(100); upper = null }; canister = principal(2) },
+    ];
+    check("routing set", Routing.setRouting(r, { version = 1; routes }) == #ok);
+    check("routing lookup low", Routing.ownerOf(r, key(5)) == ?principal(1));
+    check("routing lookup high", Routing.ownerOf(r, key(100)) == ?principal(2));
+    check("same table again is fine", Routing.setRouting(r, { version = 1; routes }) == #ok);
+    switch (Routing.setRouting(r, { version = 1; routes = [routes[0]] })) {
+      case (#err(#InvalidArgument _)) {};
+      case _ check("an older or equal version with other routes is refused", false);
+    };
+    switch (Routing.setRouting(r, { version = 2; routes = [routes[1], routes[0]] })) {
+      case (#err(#InvalidArgument _)) {};
+      case _ check("routes out of order are refused", false);
+    };
+    check("table unchanged by refusals", r.routing.version == 1);
+    // Fences: given in any order, found by binary search, no overlaps.
+    let fences : [Types.Fence] = [
+      { range = { lower = key(50); upper = ?key(60) }; owner = ?principal(3) },
+      { range = { lower = key(10); upper = ?key(20) }; owner = null },
+    ];
+    check("fences set", Routing.setFences(r, fences) == #ok);
+    check("fence found", Routing.fenceOf(r, key(55)) != null and Routing.fenceOf(r, key(10)) != null);
+    check("no fence between", Routing.fenceOf(r, key(20)) == null and Routing.fenceOf(r, key(49)) == null and Routing.fenceOf(r, key(9)) == null);
+    switch (Routing.setFences(r, [fences[0], { range = { lower = key(55); upper = null }; owner = null }])) {
+      case (#err(#InvalidArgument _)) {};
+      case _ check("overlapping fences are refused", false);
+    };
+    check("fences unchanged by a refusal", r.fences.size() == 2);
+  };
+
+  func testRangeStats() {
+    let one = KvState.empty();
+    KvState.put(one, key(1), pattern(1));
+    let all : Types.KeyRange = { lower = ""; upper = null };
+    let d1 = RangeStats.digest(KvState.store(one), all, null, func() : Bool = true);
+    checkHex("record digest", d1.digest, "6e9d411a4215f89090cac3c8d9aae51551bbbd77cddb10e604fbb49ac2b0547d");
+    KvState.put(one, key(2), pattern(2));
+    let d2 = RangeStats.digest(KvState.store(one), all, null, func() : Bool = true);
+    checkHex("digest sum", d2.digest, "d5a14c0175b65e839fa47339958fcf216f9d8fe94bf0cd5091743e31e9984d48");
+    check("digest counts", d2.records == 2 and d2.bytes == 7 and d2.next == null);
+    // Pages of any size add up to the whole.
+    let kv = filled(500);
+    let store = KvState.store(kv);
+    let whole = RangeStats.digest(store, all, null, func() : Bool = true);
+    let sum = RangeStats.digest(store, all, null, func() : Bool = false); // an empty page
+    check("an empty page continues at the start", sum.records == 0 and sum.next == ?key(0));
+    var cursor = sum.next;
+    var pages = 0;
+    var records : Nat64 = 0;
+    var acc : Blob = sum.digest;
+    label paging loop {
+      var budget = 37;
+      let page = RangeStats.digest(store, all, cursor, func() : Bool { budget -= 1; budget > 0 });
+      acc := add256(acc, page.digest);
+      records += page.records;
+      pages += 1;
+      switch (page.next) { case null break paging; case (?n) cursor := ?n };
+    };
+    check("pages add up to the whole digest", pages > 10 and records == 500 and acc == whole.digest);
+    // Distribution: buckets cover the range in order, sizes add up.
+    let dist = RangeStats.distribution(store, { lower = key(100); upper = ?key(400) }, null, 1_000, func() : Bool = true);
+    var n : Nat64 = 0;
+    var bytes : Nat64 = 0;
+    var ordered = true;
+    var previous : Blob = "";
+    for (b in dist.buckets.vals()) {
+      n += b.records;
+      bytes += b.bytes;
+      if (b.first_key <= previous) ordered := false;
+      previous := b.first_key;
+    };
+    check("distribution covers the range", n == 300 and dist.next == null and ordered and dist.buckets[0].first_key == key(100));
+    check("buckets hold about bucket_bytes", dist.buckets.size() > 5 and dist.buckets[0].bytes >= 1_000 and dist.buckets[0].bytes < 1_100);
+  };
+
+  /// a + b (mod 2^256), big-endian.
+  func add256(a : Blob, b : Blob) : Blob {
+    let out = VarArray.repeat<Nat8>(0, 32);
+    var carry = 0;
+    var i = 32;
+    while (i > 0) {
+      i -= 1;
+      let s = Nat8.toNat(a[i]) + Nat8.toNat(b[i]) + carry;
+      out[i] := Nat8.fromNat(s % 256);
+      carry := s / 256;
+    };
+    Blob.fromVarArray(out);
+  };
+
+  func testFleet() {
+    let kv = KvState.empty();
+    KvState.put(kv, "a-before", "x");
+    KvState.put(kv, "z-after", "x");
+    let prefix : Blob = "m/";
+    for (i in Nat.range(0, 25)) {
+      KvState.put(kv, Fleet.key(prefix, principal(24 - i)), Fleet.value(Nat64.fromNat(1000 + i), "extra"));
+    };
+    let fleet = Fleet.inStore(KvState.store(kv), prefix);
+    let first = fleet.page(null, 10);
+    check("fleet page", first.members.size() == 10 and first.members[0].canister == principal(0) and first.next_cursor == ?principal(10));
+    check("fleet added_at", first.members[0].added_at == 1024);
+    var seen = first.members.size();
+    var cursor = first.next_cursor;
+    label paging while (true) {
+      let page = fleet.page(cursor, 10);
+      seen += page.members.size();
+      switch (page.next_cursor) { case null break paging; case (?c) cursor := ?c };
+    };
+    check("fleet pages cover every member and nothing else", seen == 25);
+    check("fleet extra", Fleet.extra(Fleet.value(7, "extra")) == "extra");
+  };
+
   public func selftest() : async [Text] {
     List.clear(failures);
     testSha256();
@@ -451,6 +616,9 @@ persistent actor {
     testJournal();
     testKv();
     testKvImage();
+    testRouting();
+    testRangeStats();
+    testFleet();
     List.toArray(failures);
   };
 
