@@ -487,8 +487,8 @@ class PostgresStore:
         async with self._tx() as db:
             cursor = await db.execute(
                 "UPDATE replicator_job_locks SET lease_until = %s"
-                " WHERE fingerprint = %s AND token = %s",
-                (until, fingerprint, token),
+                " WHERE fingerprint = %s AND token = %s AND lease_until >= %s",
+                (until, fingerprint, token, self._clock()),
             )
             return cursor.rowcount > 0
 
@@ -523,8 +523,10 @@ class PostgresStore:
 
     async def _migrate(self) -> None:
         async with self._tx() as db:
-            await db.execute(_SCHEMA_TABLE)
+            # The lock first: workers starting together on an empty database would
+            # otherwise race to create the schema table itself.
             await db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await db.execute(_SCHEMA_TABLE)
             version = await _version(db)
             if version > SCHEMA_VERSION:
                 raise CheckpointError(

@@ -22,12 +22,13 @@ decides who runs what; this module only wires the queue to the engine:
   worker sweeps the queue every ``takeover / 10`` s for jobs whose worker's
   heartbeat is older than ``takeover / 2`` s (procrastinate's stalled jobs) and
   hands them back to the queue; another worker takes them and the engine
-  resumes from the shared checkpoints.  The store's job locks (holder +
-  lease, :mod:`replicator.joblock`) use the same timing (lease ``takeover /
-  2``, renewed with each heartbeat), so the new worker also gets the job's
-  lock by then.  A dead worker's jobs so run elsewhere within ``takeover``
-  seconds (default 30): detection ≤ takeover/2, sweep ≤ takeover/10, pick-up
-  ≤ takeover/10 (polling; usually at once by LISTEN/NOTIFY).
+  resumes from the shared checkpoints.  The store's locks (holder + lease,
+  :mod:`replicator.joblock`) use the same timing: the tick's lock has a lease
+  of ``takeover / 2``, the engine's job lock one heartbeat less, both renewed
+  with each heartbeat, so the new worker also gets the job's locks by then.
+  A dead worker's jobs so run elsewhere within ``takeover`` seconds (default
+  30): detection ≤ takeover/2, sweep ≤ takeover/10, pick-up ≤ takeover/10
+  (polling; usually at once by LISTEN/NOTIFY).
 - **Slow is not dead.**  A worker whose job is slow keeps sending heartbeats
   and renewing its locks: nobody takes its job.
 - **Robbed anyway** (a worker suspended beyond the bound, a partitioned
@@ -36,7 +37,10 @@ decides who runs what; this module only wires the queue to the engine:
   what it wrote to canisters is harmless — the protocol's writes are
   idempotent and a resumed run takes the target's word for what it holds.
   The old worker leaves the queue job to its new owner (it does not mark it
-  finished) and records no run.
+  finished) and records no run.  On waking it cannot renew its lapsed leases
+  (a lapsed lease is lost, :meth:`~replicator.joblock.LockStore.renew_lock`)
+  and it leaves the job's peer grants in place: the new owner copies through
+  them (:mod:`replicator.flows.image.grants`).
 - **Exactly one record per tick.**  The worker running a tick holds a lock
   ``schedule:<name>`` in the store for the whole run and, still holding it,
   records the tick in ``replicator_schedule_runs``.  A worker that gets a
@@ -54,8 +58,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -101,6 +105,10 @@ class Timing:
     @property
     def dead_after(self) -> float:
         return self.takeover / 2
+
+    @property
+    def job_lease(self) -> float:
+        return self.dead_after - self.heartbeat
 
     @property
     def sweep(self) -> float:
@@ -233,8 +241,10 @@ class SharedService(Service):
         for job in self.jobs:
             self.worker_metrics.unowned.labels(job.name).set(0)
         self._by_name = {j.name: j for j in self.jobs}
-        # The engine's job locks follow the queue's heartbeats (module docstring).
-        engine.lock_lease = self.timing.dead_after
+        # The engine's job locks follow the queue's heartbeats (module docstring),
+        # with a lease one heartbeat shorter than the tick lock's: a stopped
+        # worker's job lock has expired by the time its tick lock has.
+        engine.lock_lease = self.timing.job_lease
         engine.lock_renew = self.timing.heartbeat
         self._app: Any = None
         self._manager: Any = None
@@ -442,12 +452,32 @@ class SharedService(Service):
         self, job: ScheduledJob, tick: int, taken: Taken, queue_id: int
     ) -> None:
         started = time.time()
-        result: RunResult = await self._run_once(job)
+        result: RunResult = await self._run_once(replace(job, run=self._patient(job, taken)))
         if not await self._still_ours(job.name, taken):
             self._disown(job.name, queue_id)
             return
         run = ScheduledRun(job.name, tick, result.outcome, self.worker, started, time.time())
         await self.store.record_run(run, schedule_lock(job.name))
+
+    def _patient(self, job: ScheduledJob, taken: Taken) -> Callable[[], Awaitable[RunResult]]:
+        """``job.run``, waiting out the job lock of a worker whose tick lock we took over.
+
+        The engine's lock of a worker that stopped may outlive its tick lock by
+        a clock tick; while the tick is ours, that lock is only running out.
+        """
+
+        async def run() -> RunResult:
+            deadline = time.monotonic() + self.timing.dead_after
+            while True:
+                try:
+                    return await job.run()
+                except JobLocked as exc:
+                    if time.monotonic() > deadline or not await self._still_ours(job.name, taken):
+                        raise
+                    log.info("job %s: waiting for the lock of %s to run out", job.name, exc.holder)
+                    await asyncio.sleep(self.timing.heartbeat / 2)
+
+        return run
 
     def _disown(self, name: str, queue_id: int) -> None:
         self.worker_metrics.lost.inc()
