@@ -89,6 +89,7 @@ class Workers:
     env: dict[str, str] = field(default_factory=dict)
     workers: dict[int, Worker] = field(default_factory=dict)
     _runs: dict[int, int] = field(default_factory=dict)
+    ports: dict[int, int] = field(default_factory=dict)  # kept across restarts (one target)
 
     def args(self, port: int) -> list[str]:
         return [
@@ -97,7 +98,7 @@ class Workers:
         ]  # fmt: skip
 
     def start(self, index: int) -> Worker:
-        port = free_port()
+        port = self.ports.setdefault(index, free_port())
         self._runs[index] = self._runs.get(index, 0) + 1
         log = self.logs / f"worker{index}.{self._runs[index]}.log"
         with log.open("wb") as out:

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 from cli_harness import Cli
-from workers_harness import Workers, sql, wait_for
+from prometheus_harness import (
+    DASHBOARDS,
+    dashboard_queries,
+    failing_panel_queries,
+    start_prometheus,
+    stop,
+    tool,
+)
+from workers_harness import Workers, free_port, sql, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -204,3 +212,45 @@ def test_a_worker_robbed_while_suspended_cannot_corrupt_the_copy(
     # The copy is right: the backup canister verified it (the run is "done"),
     # and the job's checkpoint is the survivor's.
     assert len(workers.runs("robbed")) == len({t for _, t, _, _ in workers.runs("robbed")})
+
+
+def test_three_workers_scraped_by_prometheus_fill_the_workers_dashboard(
+    cli: Cli, workers: Workers, tmp_path: Path
+) -> None:
+    """Per-worker metrics aggregate with ``sum by (job)``; every workers.json panel has data."""
+    prometheus = tool("prometheus")
+    apps = {f"web{i}": str(cli.deploy_demo(mib=1, seed=20 + i)) for i in range(2)}
+    configure(cli, apps, "every 3s", "64 MiB")
+    workers.ports.update({i: free_port() for i in range(3)})
+    prom = start_prometheus(
+        prometheus, tmp_path, [f"127.0.0.1:{p}" for p in workers.ports.values()]
+    )
+    try:
+        workers.start_all(3)
+        workers.wait_ready()
+        wait_for(
+            "two runs of each job, scraped",
+            lambda: prom.value('sum by (job) (replicator_job_runs_total{outcome="done"})') >= 4,
+            60,
+            workers,
+        )
+        assert prom.value("sum by (job) (up)") == 3
+        assert prom.value("max(replicator_workers_alive)") == 3
+        # Each worker's slots counted once: the sum is the fleet's.
+        assert prom.value("sum by (job) (replicator_worker_slots)") == 3 * 8
+        assert prom.value("max(replicator_worker_takeover_bound_seconds)") == TAKEOVER
+        # Runs counted per worker add up to the runs the store recorded (give or
+        # take those between the last scrape and the query).
+        done = prom.value('sum by (job) (replicator_job_runs_total{outcome="done"})')
+        assert abs(done - len(workers.runs())) <= len(apps) + 1, (done, workers.runs())
+        time.sleep(2)  # a few more scrapes: every rate() has two samples
+        dashboard = DASHBOARDS / "workers.json"
+        assert len(list(dashboard_queries(dashboard))) >= 12
+        failures = failing_panel_queries(prom, dashboard)
+        assert not failures, "workers.json queries without data:\n" + "\n".join(failures)
+        # Every job has a live owner: the alert is loaded and quiet.
+        assert prom.value("max(replicator_job_unowned_seconds)") == 0
+        rules = prom.query("ALERTS{alertname='ReplicatorJobWithoutOwner'}")
+        assert rules["data"]["result"] == []
+    finally:
+        stop(prom.proc)

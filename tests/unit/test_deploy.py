@@ -28,6 +28,7 @@ from replicator import kinds
 from replicator.config import load_config
 from replicator.metrics import Metrics, ServiceMetrics
 from replicator.service import DEFAULT_GRACE
+from replicator.workers import Timing, WorkerMetrics
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -113,6 +114,7 @@ def exported_names() -> set[str]:
     registry = CollectorRegistry()
     metrics = Metrics(registry, process_metrics=True)
     ServiceMetrics(registry, version="0")
+    WorkerMetrics(registry, Timing(30))  # `serve` with a PostgreSQL store
     for kind in kinds.registered():  # what an engine adds when it starts
         if kind.metrics is not None:
             metrics.extension(kind.metrics)
@@ -234,6 +236,16 @@ def test_overview_covers_the_issue() -> None:
         "replicator_backup_canister_top_ups_total",
     ):
         assert metric in exprs, metric
+
+
+def test_workers_dashboard_covers_the_issue() -> None:
+    workers = json.loads((GRAFANA / "dashboards" / "workers.json").read_text())
+    assert workers["uid"] == "replicator-workers"
+    exprs = [t["expr"] for p in _panels(workers) for t in p.get("targets", [])]
+    assert any("sum by (instance) (replicator_worker_jobs_running" in e for e in exprs)
+    assert any("sum by (job) (replicator_worker_jobs_running" in e for e in exprs)
+    assert any("replicator_workers_alive" in e for e in exprs)
+    assert any("replicator_job_unowned_seconds" in e for e in exprs)
 
 
 def test_grafana_provisioning() -> None:
