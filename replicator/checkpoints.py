@@ -454,7 +454,7 @@ class _SqliteFile:
 
     def renew_lock(self, fingerprint: str, token: str, until: float) -> bool:
         with self._write() as db:
-            return SqliteLockTable.renew(db.connection, fingerprint, token, until, self._clock())
+            return SqliteLockTable.renew(db.connection, fingerprint, token, until)
 
     def unlock_job(self, fingerprint: str, token: str) -> None:
         with self._write() as db:

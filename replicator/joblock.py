@@ -121,12 +121,7 @@ class LockStore(Protocol):
         ...
 
     async def renew_lock(self, fingerprint: str, token: str, until: float) -> bool:
-        """Extend the lease; ``False`` if the lock is no longer ours.
-
-        A lease that ran out is lost even if nobody took the lock yet: another
-        process may be about to, having seen it expire (a suspended holder that
-        wakes up must not revive it under the new holder's feet).
-        """
+        """Extend the lease; ``False`` if the lock is no longer ours."""
         ...
 
     async def unlock_job(self, fingerprint: str, token: str) -> None:
@@ -228,13 +223,10 @@ class SqliteLockTable:
         return True, current
 
     @staticmethod
-    def renew(
-        db: sqlite3.Connection, fingerprint: str, token: str, until: float, now: float
-    ) -> bool:
+    def renew(db: sqlite3.Connection, fingerprint: str, token: str, until: float) -> bool:
         cursor = db.execute(
-            "UPDATE job_locks SET lease_until = ?"
-            " WHERE fingerprint = ? AND token = ? AND lease_until >= ?",
-            (until, fingerprint, token, now),
+            "UPDATE job_locks SET lease_until = ? WHERE fingerprint = ? AND token = ?",
+            (until, fingerprint, token),
         )
         return cursor.rowcount > 0
 

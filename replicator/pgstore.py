@@ -487,8 +487,8 @@ class PostgresStore:
         async with self._tx() as db:
             cursor = await db.execute(
                 "UPDATE replicator_job_locks SET lease_until = %s"
-                " WHERE fingerprint = %s AND token = %s AND lease_until >= %s",
-                (until, fingerprint, token, self._clock()),
+                " WHERE fingerprint = %s AND token = %s",
+                (until, fingerprint, token),
             )
             return cursor.rowcount > 0
 

@@ -37,10 +37,10 @@ decides who runs what; this module only wires the queue to the engine:
   what it wrote to canisters is harmless — the protocol's writes are
   idempotent and a resumed run takes the target's word for what it holds.
   The old worker leaves the queue job to its new owner (it does not mark it
-  finished) and records no run.  On waking it cannot renew its lapsed leases
-  (a lapsed lease is lost, :meth:`~replicator.joblock.LockStore.renew_lock`)
-  and it leaves the job's peer grants in place: the new owner copies through
-  them (:mod:`replicator.flows.image.grants`).
+  finished) and records no run.  On waking it sees its tick lock gone and
+  cancels its run at once, which gives the engine's job lock back (the new
+  owner waits for that lock meanwhile), and it leaves the job's peer grants in
+  place: the new owner copies through them (:mod:`replicator.flows.image.grants`).
 - **Exactly one record per tick.**  The worker running a tick holds a lock
   ``schedule:<name>`` in the store for the whole run and, still holding it,
   records the tick in ``replicator_schedule_runs``.  A worker that gets a
@@ -393,7 +393,10 @@ class SharedService(Service):
                 deferrer.job, periodic_id=name, defer_timestamp=tick
             )
         except exceptions.AlreadyEnqueued:
-            log.info("job %s: a run is already waiting; the tick of %s joins it", name, at)
+            # Runs pile up (a long run, or one taken over again and again): as a
+            # single serve skips the runs a long one overlapped, this tick is
+            # covered by the run still waiting.  Said once per worker and tick.
+            log.warning("job %s: tick %d joins the run still waiting for a worker", name, tick)
             return
         if queued is not None:
             log.info("job %s: queued the run of %s", name, at.isoformat(timespec="seconds"))
@@ -416,6 +419,7 @@ class SharedService(Service):
         )
         for queued in stalled:
             try:
+                await self._drop_queueing_lock(queued.id)
                 await self._manager.retry_job(queued)
             except Exception:  # another worker's sweep was first
                 continue
@@ -427,9 +431,22 @@ class SharedService(Service):
                 queued.task_kwargs.get("name"),
             )
 
+    async def _drop_queueing_lock(self, queue_id: int) -> None:
+        """A started tick gives up its queueing lock: it may go back to the queue again.
+
+        The queueing lock only keeps a second tick of a job from *waiting*;
+        once a tick runs, the next one may wait behind it.  A tick handed back
+        (its worker died or stopped) would otherwise collide with that waiting
+        one, stay "doing" forever and, holding the job's lock, block it.
+        """
+        await self._app.connector.execute_query_async(
+            "UPDATE procrastinate_jobs SET queueing_lock = NULL WHERE id = %(id)s", id=queue_id
+        )
+
     # -- one tick
 
     async def _run_tick(self, context: Any, name: str, timestamp: int) -> None:
+        await self._drop_queueing_lock(context.job.id)
         job = self._by_name.get(name)
         if job is None:
             raise _TryLater(f"this worker's configuration has no scheduled job {name!r}")
@@ -460,24 +477,56 @@ class SharedService(Service):
         await self.store.record_run(run, schedule_lock(job.name))
 
     def _patient(self, job: ScheduledJob, taken: Taken) -> Callable[[], Awaitable[RunResult]]:
-        """``job.run``, waiting out the job lock of a worker whose tick lock we took over.
+        """``job.run`` while the tick is ours: stopped at once when another worker takes it.
 
-        The engine's lock of a worker that stopped may outlive its tick lock by
-        a clock tick; while the tick is ours, that lock is only running out.
+        A worker thought dead (suspended past its lease) wakes up still running;
+        as soon as it sees its tick lock held by another worker it cancels the
+        run, which gives the engine's job lock back for the new owner.  And the
+        new owner, finding that job lock still held by a worker whose tick lock
+        it took, waits for it to run out or be given back.
         """
 
         async def run() -> RunResult:
-            deadline = time.monotonic() + self.timing.dead_after
-            while True:
-                try:
-                    return await job.run()
-                except JobLocked as exc:
-                    if time.monotonic() > deadline or not await self._still_ours(job.name, taken):
-                        raise
-                    log.info("job %s: waiting for the lock of %s to run out", job.name, exc.holder)
-                    await asyncio.sleep(self.timing.heartbeat / 2)
+            runner = asyncio.ensure_future(self._waiting_for_job_lock(job, taken))
+            watcher = asyncio.ensure_future(self._until_lost(job.name, taken))
+            try:
+                await asyncio.wait([runner, watcher], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost = watcher.done() and not runner.done()
+                for task in (runner, watcher):
+                    task.cancel()
+                results = await asyncio.gather(runner, watcher, return_exceptions=True)
+            if lost:
+                return RunResult("cancelled", EXIT_INTERRUPTED, "another worker took the run over")
+            if isinstance(results[0], BaseException):
+                raise results[0]
+            result: RunResult = results[0]
+            return result
 
         return run
+
+    async def _waiting_for_job_lock(self, job: ScheduledJob, taken: Taken) -> RunResult:
+        deadline = time.monotonic() + self.timing.dead_after
+        while True:
+            try:
+                return await job.run()
+            except JobLocked as exc:
+                if time.monotonic() > deadline or not await self._still_ours(job.name, taken):
+                    raise
+                log.info("job %s: waiting for the lock of %s to run out", job.name, exc.holder)
+                await asyncio.sleep(self.timing.heartbeat / 2)
+
+    async def _until_lost(self, name: str, taken: Taken) -> None:
+        """Returns once another worker holds the tick's lock."""
+        while True:
+            await asyncio.sleep(self.timing.heartbeat)
+            try:
+                if not await self._still_ours(name, taken):
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is busy: ask again next heartbeat
+                log.debug("job %s: could not read the tick's lock: %s", name, exc)
 
     def _disown(self, name: str, queue_id: int) -> None:
         self.worker_metrics.lost.inc()

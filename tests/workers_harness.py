@@ -194,3 +194,108 @@ def wait_for(what: str, check: Any, timeout: float, workers: Workers, every: flo
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{workers.tails()}")
+
+
+# ------------------------------------------------------------------ chaos
+
+
+@dataclass
+class Takeover:
+    """One SIGKILL: which worker, what it was running, how long until others had it."""
+
+    worker: int
+    killed_at: float
+    jobs: dict[str, float | None]  # job name → seconds until another worker held it (None: never)
+
+    @property
+    def longest(self) -> float | None:
+        times = [t for t in self.jobs.values() if t is not None]
+        return max(times) if times else None
+
+
+def schedule_holders(url: str) -> dict[str, int]:
+    """Scheduled job name → pid of the worker holding its running tick."""
+    rows = sql(
+        url,
+        "SELECT fingerprint, pid FROM replicator_job_locks WHERE fingerprint LIKE 'schedule:%%'",
+    )
+    return {str(f).removeprefix("schedule:"): int(p) for f, p in rows}
+
+
+def chaos(
+    workers: Workers,
+    kills: int,
+    every: tuple[float, float],
+    rng: Any,
+    *,
+    settle: float,
+    restart_after: float = 0.5,
+) -> list[Takeover]:
+    """SIGKILL a random worker ``kills`` times, ``every`` (min, max) seconds, restarting it.
+
+    Prefers a worker that runs something (a kill of an idle worker shows no
+    takeover); the next kill comes once the previous takeover is over.  Each
+    takeover is timed from the kill until every tick the dead worker held is
+    held by another worker or recorded as run; ``settle`` seconds after the
+    last kill, what was never taken over stays ``None``.
+    """
+    pending: list[tuple[Takeover, str, int]] = []
+    done: list[Takeover] = []
+    next_kill = time.monotonic() + rng.uniform(*every)
+    last_kill = None
+    while len(done) < kills or pending:
+        now = time.monotonic()
+        # One failure at a time: a kill waits until the previous takeover is over
+        # (a worker that dies while taking a job over delays it by a second bound).
+        if len(done) < kills and now >= next_kill and not pending:
+            held = schedule_holders(workers.url)
+            busy = [
+                w for w in workers.workers.values() if w.alive() and w.proc.pid in held.values()
+            ]
+            victim = rng.choice(busy or [w for w in workers.workers.values() if w.alive()])
+            names = [n for n, pid in held.items() if pid == victim.proc.pid]
+            killed_at = workers.kill(victim.index)
+            takeover = Takeover(victim.index, killed_at, dict.fromkeys(names))
+            pending += [(takeover, name, victim.proc.pid) for name in names]
+            done.append(takeover)
+            time.sleep(restart_after)
+            workers.start(victim.index)
+            next_kill = time.monotonic() + rng.uniform(*every)
+            last_kill = time.monotonic()
+        if pending:
+            held = schedule_holders(workers.url)
+            still = []
+            for takeover, name, pid in pending:
+                holder = held.get(name)
+                # Another worker holds the tick, or already ran it and let go.
+                moved = holder not in (None, pid) or (
+                    holder is None and _ran_after(workers, name, takeover.killed_at)
+                )
+                if moved:
+                    takeover.jobs[name] = time.time() - takeover.killed_at
+                else:
+                    still.append((takeover, name, pid))
+            pending = still
+            if last_kill is not None and len(done) >= kills and now - last_kill > settle:
+                break
+        time.sleep(0.1)
+    return done
+
+
+def _ran_after(workers: Workers, name: str, since: float) -> bool:
+    rows = sql(
+        workers.url,
+        "SELECT 1 FROM replicator_schedule_runs WHERE name = %s AND finished_at > %s",
+        (name, since),
+    )
+    return bool(rows)
+
+
+def takeover_table(takeovers: list[Takeover]) -> str:
+    lines = ["kill  worker  jobs held  takeover (s)"]
+    for i, t in enumerate(takeovers, 1):
+        times = ", ".join(
+            f"{n} {'never' if s is None else f'{s:.1f}'}" for n, s in sorted(t.jobs.items())
+        )
+        lines.append(f"{i:>4}  {t.worker:>6}  {len(t.jobs):>9}  {times or '-'}")
+    return "\n".join(lines)
