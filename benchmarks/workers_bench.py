@@ -26,6 +26,7 @@ MiB, each with a scheduled backup job (``every 10s``), all in one config.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import re
 import statistics
@@ -147,7 +148,11 @@ def _takeovers(
 
 
 async def run(argv: Sequence[str] = ()) -> bool:
-    args = parse(argv)
+    # The harness drives subprocesses and localnet synchronously (as the tests do).
+    return await asyncio.to_thread(_run, parse(argv))
+
+
+def _run(args: argparse.Namespace) -> bool:
     print(
         f"config: {args.canisters} demo apps x {args.mib} MiB, a backup job each every {EVERY}s;"
         f" bytes_per_second {args.budget_mib:g} MiB per worker; takeover {args.takeover:g} s;"
