@@ -18,6 +18,9 @@ BENCHMARKS = [
     "sha256_bench",
     "persist_bench",
     "icrp_bench",
+    "subnet_bench",
+    "localnet_scale_bench",
+    "fleet_bench",
     "workers_bench",
 ]
 
