@@ -28,7 +28,7 @@ What differs from SQLite, and why:
 - **Secrets.** The URL may carry a password; messages name the server with
   :func:`redact` (no password), never the URL as given.
 
-Schema (version 3), every table prefixed ``replicator_`` beside the queue's
+Schema (version 4), every table prefixed ``replicator_`` beside the queue's
 ``procrastinate_*`` tables::
 
     replicator_schema(version PK, applied_at, applied_by)
@@ -39,6 +39,7 @@ Schema (version 3), every table prefixed ``replicator_`` beside the queue's
     replicator_job_locks(fingerprint PK, token, pid, host, since, lease_until, what)
     replicator_schedule_runs(name, tick, outcome, worker, started_at, finished_at,
                              PK (name, tick))  /* version 3: one row per scheduled tick run */
+    replicator_fleet_members(...)  /* version 4: the fleets' member table, as SQLite's */
 
 Migration 3 adds ``replicator_schedule_runs``, the record that a scheduled
 job's tick ran (:meth:`PostgresStore.record_run`): a worker taking a tick
@@ -56,20 +57,30 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from replicator import __version__, codec
 from replicator.checkpoints import Checkpoint, JobSummary, job_summaries
 from replicator.errors import CheckpointError, IntegrityError, ReplicatorError, UsageError
+from replicator.fleetstore import (
+    FLEET_COLUMNS,
+    FleetTable,
+    MemberResult,
+    MemberRow,
+    Membership,
+    MemberState,
+    member_row,
+)
 from replicator.integrity import DIGEST_SIZE
 from replicator.job import Job, JobState, Phase, new_state
 from replicator.joblock import Holder, JobLocked
 from replicator.limits import Spending
 from replicator.registry import Entry, Registry, entry_from_row
 
-if TYPE_CHECKING:
-    from psycopg import AsyncConnection
-    from psycopg_pool import AsyncConnectionPool
+# psycopg is an optional extra (``postgresql``), imported where a store opens:
+# its connection and pool are typed loosely here.
+_Connection = Any  # psycopg.AsyncConnection
+_Pool = Any  # psycopg_pool.AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +156,36 @@ CREATE TABLE replicator_schedule_runs (
 );
 """
 
+# The fleets' member table (:mod:`replicator.fleetstore`), as in the SQLite store.
+_FLEETS_TABLE = """
+CREATE TABLE replicator_fleet_members (
+    fleet       TEXT NOT NULL,
+    network     TEXT NOT NULL,
+    member      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    added_at    DOUBLE PRECISION NOT NULL,
+    seen_at     DOUBLE PRECISION NOT NULL,
+    gone_at     DOUBLE PRECISION,
+    next_due    DOUBLE PRECISION NOT NULL,
+    last_run_at DOUBLE PRECISION,
+    last_ok_at  DOUBLE PRECISION,
+    failures    INTEGER NOT NULL DEFAULT 0,
+    runs        INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    error_class TEXT,
+    round       TEXT,
+    backup      TEXT,
+    PRIMARY KEY (fleet, network, member)
+);
+CREATE INDEX replicator_fleet_members_due ON replicator_fleet_members (fleet, network, next_due);
+"""
+
 # Migration N (1-based) brings a database from version N - 1 to N.  Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     lambda: _STORE_TABLES,
     _queue_schema,
     lambda: _RUNS_TABLE,
+    lambda: _FLEETS_TABLE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -194,7 +230,7 @@ class PostgresStore:
     def __init__(
         self,
         url: str,
-        pool: AsyncConnectionPool[Any],
+        pool: _Pool,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -205,6 +241,7 @@ class PostgresStore:
         self._tokens: set[str] = set()  # job locks this store's process holds
         self._registry = _PgRegistry(self)
         self._spending = _PgSpending(self)
+        self._fleets = _PgFleets(self)
 
     @classmethod
     async def open(
@@ -249,6 +286,11 @@ class PostgresStore:
     @property
     def spending(self) -> Spending:
         return self._spending
+
+    @property
+    def fleets(self) -> FleetTable:
+        """The fleets' member table (:mod:`replicator.fleetstore`), shared by all workers."""
+        return self._fleets
 
     async def close(self) -> None:
         await self._pool.close()
@@ -313,7 +355,7 @@ class PostgresStore:
         return now
 
     async def _insert_acks(
-        self, db: AsyncConnection[Any], job_id: str, acks: list[tuple[int, bytes]], now: float
+        self, db: _Connection, job_id: str, acks: list[tuple[int, bytes]], now: float
     ) -> None:
         # One statement for the batch; chunks already there must carry the same digest.
         chunks = [i for i, _ in acks]
@@ -490,7 +532,7 @@ class PostgresStore:
                 " WHERE fingerprint = %s AND token = %s",
                 (until, fingerprint, token),
             )
-            return cursor.rowcount > 0
+            return bool(cursor.rowcount > 0)
 
     async def unlock_job(self, fingerprint: str, token: str) -> None:
         async with self._tx() as db:
@@ -503,7 +545,7 @@ class PostgresStore:
     # -- internals
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _tx(self) -> AsyncIterator[_Connection]:
         """A connection inside one transaction, the server's errors as the user's."""
         import psycopg
 
@@ -543,7 +585,7 @@ class PostgresStore:
                     (number, f"replicator {__version__} on {socket.gethostname()}"),
                 )
 
-    async def _fence(self, db: AsyncConnection[Any], fingerprint: str, now: float) -> None:
+    async def _fence(self, db: _Connection, fingerprint: str, now: float) -> None:
         # Only the run holding a job's lock records its state; a run that lost it stops.
         cursor = await db.execute(
             f"SELECT {_LOCK_COLUMNS} FROM replicator_job_locks WHERE fingerprint = %s FOR SHARE",
@@ -556,7 +598,7 @@ class PostgresStore:
         if holder.token not in self._tokens and holder.gone(now) is None:
             raise JobLocked(holder.what or "this job", holder)
 
-    async def _touch(self, db: AsyncConnection[Any], job_id: str, now: float) -> None:
+    async def _touch(self, db: _Connection, job_id: str, now: float) -> None:
         cursor = await db.execute(
             "SELECT fingerprint FROM replicator_jobs WHERE id = %s", (job_id,)
         )
@@ -591,7 +633,7 @@ CREATE TABLE IF NOT EXISTS replicator_schema (
 _LOCK_COLUMNS = "token, pid, host, since, lease_until, what"
 
 
-def _pool(url: str, size: int, timeout: float) -> AsyncConnectionPool[Any]:
+def _pool(url: str, size: int, timeout: float) -> _Pool:
     try:
         from psycopg_pool import AsyncConnectionPool
     except ImportError:
@@ -620,7 +662,7 @@ def _unreachable(where: str, exc: BaseException) -> CheckpointError:
     )
 
 
-async def _version(db: AsyncConnection[Any]) -> int:
+async def _version(db: _Connection) -> int:
     cursor = await db.execute("SELECT to_regclass('replicator_schema') IS NOT NULL")
     row = await cursor.fetchone()
     if row is None or not row[0]:
@@ -636,7 +678,7 @@ def _holder(row: Sequence[Any]) -> Holder:
 
 
 async def _take_lock(
-    db: AsyncConnection[Any], fingerprint: str, me: Holder, now: float
+    db: _Connection, fingerprint: str, me: Holder, now: float
 ) -> tuple[bool, Holder | None]:
     values = (fingerprint, me.token, me.pid, me.host, me.since, me.lease_until, me.what)
     for _ in range(3):  # a row released between the insert and the select: insert again
@@ -667,7 +709,7 @@ async def _take_lock(
     raise CheckpointError(f"the lock of {me.what or fingerprint} kept changing; re-run")
 
 
-async def _live_locks(db: AsyncConnection[Any], now: float) -> dict[str, Holder]:
+async def _live_locks(db: _Connection, now: float) -> dict[str, Holder]:
     cursor = await db.execute(f"SELECT fingerprint, {_LOCK_COLUMNS} FROM replicator_job_locks")
     holders = {str(r[0]): _holder(r[1:]) for r in await cursor.fetchall()}
     return {f: h for f, h in holders.items() if h.gone(now) is None}
@@ -768,3 +810,106 @@ class _PgSpending:
             )
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
+
+
+class _PgFleets:
+    """The fleets' member table: the statements of the SQLite store's, on PostgreSQL."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def sync(
+        self, fleet: str, network: str, members: Sequence[str], now: float
+    ) -> Membership:
+        listed = set(members)
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT member, gone_at FROM replicator_fleet_members"
+                " WHERE fleet = %s AND network = %s FOR UPDATE",
+                (fleet, network),
+            )
+            known = {str(r[0]): r[1] for r in await cursor.fetchall()}
+            added = sorted(m for m in listed if m not in known)
+            returned = [m for m in listed if m in known and known[m] is not None]
+            gone = [m for m, g in known.items() if m not in listed and g is None]
+            async with db.cursor() as cur:
+                await cur.executemany(
+                    f"INSERT INTO replicator_fleet_members ({FLEET_COLUMNS}) VALUES"
+                    " (%s, %s, %s, %s, %s, %s, NULL, %s, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL)"
+                    " ON CONFLICT DO NOTHING",
+                    [(fleet, network, m, MemberState.NEVER.value, now, now, now) for m in added],
+                )
+                await cur.executemany(
+                    "UPDATE replicator_fleet_members SET seen_at = %s, gone_at = NULL"
+                    " WHERE fleet = %s AND network = %s AND member = %s",
+                    [(now, fleet, network, m) for m in listed if m in known],
+                )
+                await cur.executemany(
+                    "UPDATE replicator_fleet_members SET gone_at = %s"
+                    " WHERE fleet = %s AND network = %s AND member = %s",
+                    [(now, fleet, network, m) for m in gone],
+                )
+        return Membership(len(added), len(returned), len(gone), len(listed))
+
+    async def due(
+        self, fleet: str, network: str, round_id: str, now: float | None
+    ) -> list[MemberRow]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                f"SELECT {FLEET_COLUMNS} FROM replicator_fleet_members"
+                " WHERE fleet = %s AND network = %s AND gone_at IS NULL"
+                " AND (round IS NULL OR round != %s) AND next_due <= %s"
+                " ORDER BY last_ok_at IS NOT NULL, last_ok_at, next_due, member",
+                (fleet, network, round_id, float("inf") if now is None else now),
+            )
+            return [member_row(r) for r in await cursor.fetchall()]
+
+    async def finish(self, fleet: str, network: str, round_id: str, result: MemberResult) -> None:
+        ok = result.ok
+        async with self._store._tx() as db:
+            await db.execute(
+                "UPDATE replicator_fleet_members SET state = %s, last_run_at = %s,"
+                " last_ok_at = CASE WHEN %s THEN %s ELSE last_ok_at END,"
+                " failures = CASE WHEN %s THEN 0 ELSE failures + 1 END, runs = runs + 1,"
+                " last_error = %s, error_class = %s, round = %s, next_due = %s,"
+                " backup = COALESCE(%s, backup) WHERE fleet = %s AND network = %s AND member = %s",
+                (
+                    (MemberState.OK if ok else MemberState.FAILING).value,
+                    result.at,
+                    ok,
+                    result.at,
+                    ok,
+                    None if ok else result.error,
+                    None if ok else result.error_class,
+                    round_id,
+                    result.next_due,
+                    result.backup,
+                    fleet,
+                    network,
+                    result.member,
+                ),
+            )
+
+    async def members(self, fleet: str, network: str | None = None) -> list[MemberRow]:
+        where, params = (
+            ("fleet = %s", (fleet,))
+            if network is None
+            else (
+                "fleet = %s AND network = %s",
+                (fleet, network),
+            )
+        )
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                f"SELECT {FLEET_COLUMNS} FROM replicator_fleet_members WHERE {where}"
+                " ORDER BY network, member",
+                params,
+            )
+            return [member_row(r) for r in await cursor.fetchall()]
+
+    async def fleets(self) -> list[str]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT DISTINCT fleet FROM replicator_fleet_members ORDER BY fleet"
+            )
+            return [str(r[0]) for r in await cursor.fetchall()]

@@ -24,6 +24,7 @@ from store_kit import StoreKit
 
 from replicator.checkpoints import Store
 from replicator.errors import CheckpointError, IntegrityError
+from replicator.fleetstore import MemberResult, fleet_table
 from replicator.flows.image.machine import (
     ChunksDone,
     Committed,
@@ -471,5 +472,34 @@ async def test_prune_drops_spending_of_long_ended_periods(kit: StoreKit) -> None
         await store.prune(DAY)
         assert await store.spending.spent("ic", 0) == 0
         assert await store.spending.spent("ic", int(now[0])) == 5
+    finally:
+        await store.close()
+
+
+async def test_the_fleet_member_table_tracks_membership_and_rounds(kit: StoreKit) -> None:
+    a, b, c = "aaaaa-aa-fake1", "bbbbb-bb-fake2", "ccccc-cc-fake3"  # made up: table keys only
+    store = await kit.open()
+    try:
+        table = fleet_table(store)
+        change = await table.sync("f", "local", [a, b], now=10.0)
+        assert (change.added, change.gone, change.total) == (2, 0, 2)
+        assert [r.member for r in await table.due("f", "local", "r1", 10.0)] == [a, b]
+        await table.finish("f", "local", "r1", MemberResult(a, True, 11.0, next_due=100.0))
+        await table.finish("f", "local", "r1", MemberResult(b, False, 12.0, 50.0, "no", "x"))
+        assert await table.due("f", "local", "r1", None) == []  # both finished this round
+        assert [r.member for r in await table.due("f", "local", "r2", 60.0)] == [b]
+        # Never backed up first, then the oldest success.
+        await table.sync("f", "local", [a, b, c], now=70.0)
+        assert [r.member for r in await table.due("f", "local", "r2", None)] == [b, c, a]
+        change = await table.sync("f", "local", [c], now=80.0)
+        assert (change.added, change.gone) == (0, 2)
+        rows = {r.member: r for r in await table.members("f")}
+        assert rows[a].gone
+        assert rows[a].state == "ok"
+        assert rows[b].failures == 1
+        assert rows[b].last_error == "no"
+        assert [r.member for r in await table.due("f", "local", "r3", None)] == [c]
+        assert (await table.sync("f", "local", [a, c], now=90.0)).returned == 1
+        assert await table.fleets() == ["f"]
     finally:
         await store.close()
