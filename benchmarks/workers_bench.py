@@ -46,6 +46,7 @@ from workers_harness import Workers, chaos, sql, takeover_table  # noqa: E402
 
 MiB = 1024 * 1024
 EVERY = 10
+QUICK_ARGV = ["--quick"]  # what `python -m benchmarks --quick` passes
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
