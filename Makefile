@@ -5,23 +5,27 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck prometheus clients unit demo bench bench-quick canisters check-canisters localnet clean
+.PHONY: test lint typecheck prometheus postgresql clients unit demo bench bench-quick canisters check-canisters localnet clean
 
 # The orchestrator with both extras: dev (tests, lint, types) and localnet (the
 # local IC that the demo and the integration tests run).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,localnet]'
+	$(PY) -m pip install --quiet -e '.[dev,localnet,postgresql]'
 	touch $(STAMP)
 
 ## make test: lint, type-check and run the whole test suite
-test: $(STAMP) lint typecheck prometheus clients
+test: $(STAMP) lint typecheck prometheus postgresql clients
 	$(PY) -m pytest tests
 
 ## prometheus: Debian's prometheus + promtool for the deploy and scrape tests
 prometheus:
 	bash tools/install-prometheus.sh
+
+## postgresql: Debian's postgresql (initdb, pg_ctl) for the store, worker and chaos tests
+postgresql:
+	bash tools/install-postgresql.sh
 
 ## clients: DFINITY's @dfinity/agent and icp-cli, pinned, for the official-client tests
 clients:

@@ -32,6 +32,7 @@ BENCHMARKS = [
     "localnet_scale_bench",
     "fleet_bench",
     "snapshot_bench",
+    "workers_bench",
 ]
 QUICK = ["backup_bench", "sha256_bench", "repository_bench"]
 

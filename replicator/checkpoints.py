@@ -73,13 +73,13 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from replicator import codec
 from replicator.errors import CheckpointError, IntegrityError, ReplicatorError, UsageError
@@ -399,22 +399,7 @@ class _SqliteFile:
                 " FROM jobs j ORDER BY j.created_at, j.id"
             ).fetchall()
             locked = SqliteLockTable.live(db, self._clock())
-        summaries = []
-        newest: dict[str, str] = {}  # fingerprint → id of its newest job (rows are oldest first)
-        for r in rows:
-            newest[str(r[5])] = str(r[0])
-        for r in rows:
-            fingerprint = str(r[5])
-            summary = _summary(self._decode(r[0], r[1]), r[2], r[3], r[4])
-            summaries.append(
-                replace(
-                    summary,
-                    fingerprint=fingerprint,
-                    holder=locked.get(fingerprint) if newest[fingerprint] == r[0] else None,
-                    superseded=newest[fingerprint] != r[0],
-                )
-            )
-        return [s for s in summaries if wanted is None or s.phase in wanted]
+        return job_summaries(rows, locked, wanted, self._decode)
 
     def find_resumable(self, fingerprint: str) -> str | None:
         with self._read() as db:
@@ -911,6 +896,39 @@ def _check_same_digest(db: _Tx, job_id: str, index: int, digest: bytes) -> None:
             f"and now with {digest.hex()}; the image changed under the job. Nothing was "
             "recorded; restart the job"
         )
+
+
+JobRow = Sequence[Any]
+
+
+def job_summaries(
+    rows: Sequence[JobRow],
+    locked: Mapping[str, Holder],
+    wanted: Collection[str] | None,
+    decode: Callable[[str, bytes], JobState],
+) -> list[JobSummary]:
+    """``list_jobs`` from rows ``(id, state, created_at, updated_at, acked, fingerprint)``.
+
+    Rows come oldest first; the newest run of a fingerprint supersedes the older ones and
+    alone shows the lock's holder.  Shared by every store.
+    """
+    summaries = []
+    newest: dict[str, str] = {}  # fingerprint → id of its newest job (rows are oldest first)
+    for r in rows:
+        newest[str(r[5])] = str(r[0])
+    for r in rows:
+        job_id, fingerprint = str(r[0]), str(r[5])
+        state = decode(job_id, bytes(r[1]))
+        summary = _summary(state, float(r[2]), float(r[3]), int(r[4]))
+        summaries.append(
+            replace(
+                summary,
+                fingerprint=fingerprint,
+                holder=locked.get(fingerprint) if newest[fingerprint] == job_id else None,
+                superseded=newest[fingerprint] != job_id,
+            )
+        )
+    return [s for s in summaries if wanted is None or s.phase in wanted]
 
 
 def _summary(state: JobState, created_at: float, updated_at: float, acked: int) -> JobSummary:

@@ -57,6 +57,11 @@ Everything has a default, so no file is needed to talk to ``local`` or
     initial_wait = 0.5
     max_wait = 30
 
+    [store]                      # several orchestrators sharing one store (PostgreSQL)
+    url = "postgresql://replicator@db.example.org/replicator"  # or checkpoints = "postgresql://…"
+    takeover = "30s"             # `serve`: a dead worker's jobs run on another within this
+    concurrency = 8              # `serve`: scheduled jobs one worker runs at once
+
     [metrics]
     port = 9464                  # omit: no /metrics endpoint
     addr = "127.0.0.1"
@@ -140,7 +145,11 @@ _TOP_KEYS = {
     "canisters",
     "jobs",
     "cycles",
+    "store",
 }
+_STORE_KEYS = {"url", "takeover", "concurrency"}
+DEFAULT_TAKEOVER = 30.0  # seconds: a dead worker's jobs run elsewhere within this bound
+DEFAULT_WORKER_CONCURRENCY = 8  # scheduled jobs one `serve` worker runs at once
 _CYCLES_KEYS = {"top_up", "top_up_below_days", "top_up_to_days", "reserve"}
 _LIMIT_KEYS = {
     "calls_per_second",
@@ -172,6 +181,15 @@ class Network:
 class ChunkSettings:
     max_size: int | None = None  # None: as large as the message limits allow
     min_size: int = 4 * 1024
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``: a shared PostgreSQL store, and how ``serve`` workers share its jobs."""
+
+    url: str | None = None  # postgresql://…; None: the SQLite file of ``checkpoints``
+    takeover: float = DEFAULT_TAKEOVER
+    concurrency: int = DEFAULT_WORKER_CONCURRENCY
 
 
 @dataclass(frozen=True)
@@ -209,6 +227,12 @@ class Config:
     jobs: Mapping[str, JobTemplate]
     top_up: TopUpPolicy = field(default_factory=TopUpPolicy)  # [cycles]
     job_retention: float | None = DEFAULT_JOB_RETENTION  # seconds; None: keep forever
+    store: StoreSettings = field(default_factory=StoreSettings)  # [store]
+
+    @property
+    def state(self) -> Path | str:
+        """Where checkpoints live: the PostgreSQL URL of ``[store]``, else the SQLite file."""
+        return self.store.url if self.store.url is not None else self.checkpoints
 
     def network_named(self, name: str | None = None) -> Network:
         wanted = name or self.network
@@ -364,11 +388,12 @@ class _Parser:
             chunks=self.chunks(self.table(raw, "limits")),
             retry=self.retry(self.table(raw, "retry")),
             metrics=self.metrics(self.table(raw, "metrics")),
-            checkpoints=self.path(raw.get("checkpoints", DEFAULT_CHECKPOINTS), "checkpoints"),
+            checkpoints=self.checkpoints(raw.get("checkpoints", DEFAULT_CHECKPOINTS)),
             canisters={**from_files, **canisters},
             jobs=self.jobs(self.table(raw, "jobs"), networks),
             top_up=self.top_up(self.table(raw, "cycles")),
             job_retention=self.retention(raw.get("job_retention"), "job_retention"),
+            store=self.store(raw.get("checkpoints"), self.table(raw, "store")),
         )
 
     # -- sections
@@ -511,6 +536,45 @@ class _Parser:
             port = self.integer(raw["port"], "metrics.port", minimum=0, maximum=65535)
         addr = self.string(raw, "addr", "metrics.addr", default="127.0.0.1")
         return MetricsSettings(port, addr or "127.0.0.1")
+
+    def checkpoints(self, value: object) -> Path:
+        if _is_store_url(value):  # a PostgreSQL store (see store()): no file
+            return Path(DEFAULT_CHECKPOINTS).expanduser()
+        return self.path(value, "checkpoints")
+
+    def store(self, checkpoints: object, raw: Mapping[str, Any]) -> StoreSettings:
+        self.known_keys(raw, "store", _STORE_KEYS)
+        url = self.string(raw, "url", "store.url")
+        if url is not None and not _is_store_url(url):
+            raise self.error("store.url", "a postgresql://user@host:port/database URL", url)
+        from_flag = "checkpoints" in self.overridden  # --state wins over the file
+        if _is_store_url(checkpoints):
+            if url is not None and url != checkpoints and not from_flag:
+                raise self.error(
+                    "store.url",
+                    "one store: checkpoints names another PostgreSQL URL; keep one of them",
+                    url,
+                )
+            url = str(checkpoints)
+        elif from_flag:
+            url = None  # --state FILE: the SQLite file, whatever [store] url says
+        takeover = DEFAULT_TAKEOVER
+        if "takeover" in raw:
+            takeover = self.duration_value(raw["takeover"], "store.takeover")
+            if takeover < 3:
+                raise self.error("store.takeover", "a duration of at least 3s", raw["takeover"])
+        concurrency = DEFAULT_WORKER_CONCURRENCY
+        if "concurrency" in raw:
+            concurrency = self.integer(
+                raw["concurrency"], "store.concurrency", minimum=1, maximum=1024
+            )
+        return StoreSettings(url, takeover, concurrency)
+
+    def duration_value(self, value: object, key: str) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, f"a duration like '30s' ({exc})", value) from None
 
     def top_up(self, raw: Mapping[str, Any]) -> TopUpPolicy:
         self.known_keys(raw, "cycles", _CYCLES_KEYS)
@@ -744,6 +808,10 @@ class _Parser:
         if text is None or not text.startswith(FILE_PREFIX):
             return text
         return FILE_PREFIX + str(self.path(text[len(FILE_PREFIX) :], "file"))
+
+
+def _is_store_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
 
 
 def _default_root_key(network: str) -> str | None:

@@ -52,6 +52,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from types import TracebackType
 
@@ -78,7 +79,7 @@ from replicator.flow import (
     consent_given,
 )
 from replicator.job import TERMINAL_PHASES, Job, JobOutcome, JobRequest, JobState, new_job_id
-from replicator.joblock import Taken, holding
+from replicator.joblock import DEFAULT_LEASE, DEFAULT_RENEW, Taken, holding
 from replicator.limits import Limited, build_caller
 from replicator.machine import Cancel, Fail, Start
 from replicator.metrics import Metrics
@@ -120,6 +121,10 @@ class Engine:
         self._owns_agents = owned_agents
         self._limited: dict[str, Limited] = {}
         self._running: set[str] = set()  # ids of the jobs this engine is running now
+        # A job's lock in the store: the lease a holder that stopped renewing keeps it, and
+        # how often a run renews it (serve workers shorten both to their takeover bound).
+        self.lock_lease = DEFAULT_LEASE
+        self.lock_renew = DEFAULT_RENEW
         for kind in kinds.registered():  # known label values start at 0
             metrics.add_kind(kind.name, kind.phases)
             if kind.metrics is not None:
@@ -328,7 +333,7 @@ class Engine:
         """
         kind = kinds.get(job.kind)
         kind.check(job)
-        async with holding(self.store, job.fingerprint, what=_describe(job)) as taken:
+        async with self._holding(job) as taken:
             notes = (*notes, *_takeover(taken))
             existing = await self.store.find_resumable(job.fingerprint)
             if existing is None:
@@ -342,7 +347,7 @@ class Engine:
     async def resume(self, job_id: str) -> JobOutcome:
         """Continue the job ``job_id`` from its checkpoint."""
         job = (await self.store.load(job_id)).state.job
-        async with holding(self.store, job.fingerprint, what=_describe(job)) as taken:
+        async with self._holding(job) as taken:
             checkpoint = await self.store.load(job_id)  # as the last holder left it
             state = checkpoint.state
             if state.finished:
@@ -352,6 +357,15 @@ class Engine:
             return await self._run(
                 kind, state, checkpoint.acked, resumed=True, notes=_takeover(taken)
             )
+
+    def _holding(self, job: Job) -> AbstractAsyncContextManager[Taken]:
+        return holding(
+            self.store,
+            job.fingerprint,
+            what=_describe(job),
+            lease=self.lock_lease,
+            renew=self.lock_renew,
+        )
 
     async def _run(
         self,

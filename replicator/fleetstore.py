@@ -155,7 +155,7 @@ def fleet_table(store: object) -> FleetTable:
     return table  # type: ignore[no-any-return]
 
 
-_COLUMNS = (
+FLEET_COLUMNS = (
     "fleet, network, member, state, added_at, seen_at, gone_at, next_due, last_run_at,"
     " last_ok_at, failures, runs, last_error, error_class, round, backup"
 )
@@ -180,7 +180,7 @@ class SqliteFleetTable:
         returned = [m for m in listed if m in known and known[m] is not None]
         gone = [m for m, g in known.items() if m not in listed and g is None]
         db.executemany(
-            f"INSERT INTO fleet_members ({_COLUMNS}) VALUES"
+            f"INSERT INTO fleet_members ({FLEET_COLUMNS}) VALUES"
             " (?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL)",
             [(fleet, network, m, MemberState.NEVER.value, now, now, now) for m in sorted(added)],
         )
@@ -200,12 +200,12 @@ class SqliteFleetTable:
         db: sqlite3.Connection, fleet: str, network: str, round_id: str, now: float | None
     ) -> list[MemberRow]:
         rows = db.execute(
-            f"SELECT {_COLUMNS} FROM fleet_members WHERE fleet = ? AND network = ?"
+            f"SELECT {FLEET_COLUMNS} FROM fleet_members WHERE fleet = ? AND network = ?"
             " AND gone_at IS NULL AND (round IS NULL OR round != ?) AND next_due <= ?"
             " ORDER BY last_ok_at IS NOT NULL, last_ok_at, next_due, member",
             (fleet, network, round_id, float("inf") if now is None else now),
         ).fetchall()
-        return [_row(r) for r in rows]
+        return [member_row(r) for r in rows]
 
     @staticmethod
     def finish(
@@ -252,16 +252,17 @@ class SqliteFleetTable:
     def members(db: sqlite3.Connection, fleet: str, network: str | None) -> list[MemberRow]:
         if network is None:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM fleet_members WHERE fleet = ? ORDER BY network, member",
+                f"SELECT {FLEET_COLUMNS} FROM fleet_members WHERE fleet = ?"
+                " ORDER BY network, member",
                 (fleet,),
             ).fetchall()
         else:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM fleet_members WHERE fleet = ? AND network = ?"
+                f"SELECT {FLEET_COLUMNS} FROM fleet_members WHERE fleet = ? AND network = ?"
                 " ORDER BY member",
                 (fleet, network),
             ).fetchall()
-        return [_row(r) for r in rows]
+        return [member_row(r) for r in rows]
 
     @staticmethod
     def fleets(db: sqlite3.Connection) -> list[str]:
@@ -270,7 +271,9 @@ class SqliteFleetTable:
         ]
 
 
-def _row(r: Sequence[object]) -> MemberRow:
+def member_row(r: Sequence[object]) -> MemberRow:
+    """A row of the member table (columns in :data:`FLEET_COLUMNS` order)."""
+
     def opt_float(v: object) -> float | None:
         return None if v is None else float(v)  # type: ignore[arg-type]
 

@@ -136,3 +136,8 @@ def _state(text: str) -> EntryState:
         if state == text:
             return state
     raise CheckpointError(f"the canister registry has an entry in unknown state {text!r}")
+
+
+def entry_from_row(row: tuple[object, ...]) -> Entry:
+    """An entry from a row of the registry's columns, in order (any store)."""
+    return _entry(row)

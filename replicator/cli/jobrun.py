@@ -21,8 +21,9 @@ from replicator.checkpoints import SqliteStore, Store
 from replicator.cli.common import Context, resolve_identity
 from replicator.cli.render import Renderer
 from replicator.engine import Engine
-from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY, UsageError
+from replicator.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPORARY
 from replicator.job import Job, JobOutcome, JobRequest, Phase
+from replicator.stores import open_configured, open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ async def open_engine(ctx: Context, progress: RenderedProgress) -> AsyncIterator
         changes["via"] = ctx.via
     if ctx.args.in_flight is not None:
         changes["concurrency"] = ctx.args.in_flight
-    store = await asyncio.to_thread(open_store, config.checkpoints)
+    store = await open_configured(config)
     try:
         await prune_finished(store, config.job_retention)
         engine = Engine.from_config(
@@ -103,14 +104,8 @@ async def prune_finished(store: Store, retention: float | None) -> None:
 
 
 def open_store(path: Path, *, read_only: bool = False) -> SqliteStore:
-    """The checkpoint store at ``path``; a path that cannot hold it is a usage error."""
-    try:
-        return SqliteStore(path, read_only=read_only)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot use {path} for checkpoints: {exc.strerror or exc}; choose another --state "
-            "(or checkpoints = ... in the config file)"
-        ) from None
+    """The SQLite checkpoint store at ``path`` (see :func:`replicator.stores.open_sqlite`)."""
+    return open_sqlite(path, read_only=read_only)
 
 
 def job_summary(outcome: JobOutcome, retries: int, metrics_url: str | None) -> dict[str, Any]:

@@ -11,14 +11,12 @@ command that runs jobs prunes those older than ``job_retention`` too.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from typing import Any
 
-from replicator import kinds
+from replicator import kinds, stores
 from replicator.checkpoints import JobSummary
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import open_store
 from replicator.errors import UsageError
 from replicator.job import TERMINAL_PHASES, Phase, resumable
 from replicator.schedule import parse_duration
@@ -57,32 +55,35 @@ def register(commands: Any) -> None:
 
 
 async def _jobs(ctx: Context) -> int:
-    path = ctx.config.checkpoints
+    path = ctx.config.state
     phases = _phases(ctx.args)
     age = _prune_age(ctx)
     pruned: list[str] = []
-    if not path.exists():
+    if not stores.exists(path):
         jobs: list[JobSummary] = []
     else:
         # Listing needs no write access: a read-only store lists; pruning writes.
-        store = await asyncio.to_thread(open_store, path, read_only=age is None)
-        async with store:
+        store = await stores.open_state(path, read_only=age is None)
+        try:
             if age is not None:
                 pruned = await store.prune(age)
             jobs = await store.list_jobs(phases)
+        finally:
+            await store.close()
     if ctx.args.unfinished:
         jobs = [j for j in jobs if continuable(j)]
     if ctx.args.json:
         for job in jobs:
             ctx.renderer.note("job", **_fields(job))
-        summary = {"ok": True, "exit_code": 0, "jobs": len(jobs), "state": str(path)}
+        summary = {"ok": True, "exit_code": 0, "jobs": len(jobs), "state": stores.describe(path)}
         if age is not None:
             summary["pruned"] = pruned
         ctx.renderer.summary(summary)
         return 0
     if age is not None:
-        print(f"pruned {len(pruned)} finished jobs older than {_age_text(age)} from {path}")
-    _print_table(jobs, str(path))
+        where = stores.describe(path)
+        print(f"pruned {len(pruned)} finished jobs older than {_age_text(age)} from {where}")
+    _print_table(jobs, stores.describe(path))
     return 0
 
 

@@ -7,6 +7,11 @@ a ``target`` backs its source up into the source's backup canister, created
 on its first run.  The HTTP server of ``[metrics]`` (``--metrics-port``;
 default port 9464) serves ``/metrics``, ``/healthz`` and ``/readyz``.
 
+With a PostgreSQL store (``--state postgresql://…``, ``[store] url``) the
+process is one worker of many sharing the scheduled jobs through a job queue
+(:mod:`replicator.workers`): start the same command, with the same config,
+on as many machines as wanted.
+
 SIGTERM or SIGINT stop the service: running jobs stop at their next
 checkpoint (within ``--grace`` seconds) and the next start resumes them.
 Exit codes: 0 after a clean stop, 2 for a configuration that cannot be
@@ -27,13 +32,14 @@ from prometheus_client import CollectorRegistry
 from replicator import __version__, kinds
 from replicator.checkpoints import JobSummary, Store
 from replicator.cli.common import Context, add_command, resolve_identity
-from replicator.cli.jobrun import open_store, prune_finished
+from replicator.cli.jobrun import prune_finished
 from replicator.config import Config, JobTemplate
 from replicator.engine import Engine
 from replicator.errors import UsageError
 from replicator.job import JobOutcome, JobRequest, Phase
 from replicator.limits import CyclesBudget
 from replicator.metrics import Metrics, ServiceMetrics
+from replicator.pgstore import PostgresStore
 from replicator.schedule import JobSchedule
 from replicator.service import (
     DEFAULT_GRACE,
@@ -45,6 +51,8 @@ from replicator.service import (
     Service,
     ServiceProgress,
 )
+from replicator.stores import open_configured
+from replicator.workers import SharedService
 
 log = logging.getLogger(__name__)
 
@@ -90,23 +98,20 @@ async def _serve(ctx: Context) -> int:
     service_metrics = ServiceMetrics(registry, version=__version__, kinds=kinds.names())
     for network in config.networks:  # known label values start at 0
         metrics.canisters_created.labels(network)
-    store = await asyncio.to_thread(open_store, config.checkpoints)
+    store = await open_configured(config)
     pruning = asyncio.create_task(_prune_every(store, config.job_retention, _PRUNE_EVERY))
     try:
         progress = ServiceProgress(service_metrics)
         via: dict[str, object] = {} if ctx.via is None else {"via": ctx.via}
         engine = Engine.from_config(config, store, metrics, progress, identity=identity, **via)
         async with engine:
-            summaries = await store.list_jobs()
-            service = Service(
-                [p.scheduled(engine) for p in plans],
-                service_metrics,
-                resume={p.name: p.resume(summaries) for p in plans},
-                grace=ctx.args.grace,
-            )
+            service = await _service(ctx, plans, store, engine, service_metrics, registry)
             networks = sorted({p.network for p in plans})
             refresh = await _watch_budgets(engine, networks, service_metrics)
             checks = _checks(store, engine, networks)
+            if isinstance(service, SharedService):
+                checks = {**checks, "queue": service.check}
+                refresh = _both(refresh, service.refresh)
             async with _listening(ctx, registry, checks, refresh):
                 with _stop_on_signals(service):
                     return await service.run()
@@ -115,6 +120,45 @@ async def _serve(ctx: Context) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await pruning
         await store.close()
+
+
+async def _service(
+    ctx: Context,
+    plans: Sequence[JobPlan],
+    store: Store,
+    engine: Engine,
+    metrics: ServiceMetrics,
+    registry: CollectorRegistry,
+) -> Service:
+    """One process (SQLite), or one worker of many sharing a PostgreSQL store."""
+    scheduled = [p.scheduled(engine) for p in plans]
+    if isinstance(store, PostgresStore):
+        settings = ctx.config.store
+        return SharedService(
+            scheduled,
+            metrics,
+            store=store,
+            engine=engine,
+            registry=registry,
+            takeover=settings.takeover,
+            concurrency=settings.concurrency,
+            grace=ctx.args.grace,
+        )
+    summaries = await store.list_jobs()
+    return Service(
+        scheduled,
+        metrics,
+        resume={p.name: p.resume(summaries) for p in plans},
+        grace=ctx.args.grace,
+    )
+
+
+def _both(first: Check, second: Check) -> Check:
+    async def both() -> None:
+        await first()
+        await second()
+
+    return both
 
 
 async def _prune_every(store: Store, retention: float | None, every: float) -> None:

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,9 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else 0.0
 
 
-def start_prometheus(binary: str, tmp: Path, target: str) -> Prometheus:
+def start_prometheus(binary: str, tmp: Path, target: str | Sequence[str]) -> Prometheus:
+    """Prometheus scraping ``target`` (``host:port``; several for several workers) every second."""
+    targets = json.dumps([target] if isinstance(target, str) else list(target))
     config = tmp / "prometheus.yml"
     rule_files = "".join(f"  - {path}\n" for path in ALERTS)
     config.write_text(
@@ -105,7 +107,7 @@ rule_files:
 {rule_files}scrape_configs:
   - job_name: replicator
     static_configs:
-      - targets: ["{target}"]
+      - targets: {targets}
 """
     )
     port = free_port()

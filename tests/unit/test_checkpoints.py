@@ -15,18 +15,13 @@ from pathlib import Path
 import pytest
 
 from replicator.checkpoints import SCHEMA_VERSION, SqliteStore, Store
-from replicator.errors import CheckpointError, IntegrityError
+from replicator.errors import CheckpointError
 from replicator.flows.image.machine import (
-    ChunksDone,
-    Committed,
-    SourceReady,
-    TargetReady,
-    Verified,
     advance_copy,
 )
 from replicator.integrity import ImageInfo
-from replicator.job import ArchiveRef, CanisterRef, Job, JobState, Phase, new_job_id
-from replicator.machine import Start, Step
+from replicator.job import CanisterRef, Job, JobState, new_job_id
+from replicator.machine import Step
 
 APP = CanisterRef("plfju-2iaaa-fake4-aaaaa-cai", "local")
 BACKUP = CanisterRef("xmf3k-3iaaa-fake5-aaaaa-cai", "local")
@@ -54,85 +49,6 @@ def advance(state: JobState, event: object) -> Step:
 async def test_sqlite_store_implements_the_protocol(store: SqliteStore) -> None:
     checker: Store = store
     assert checker is store
-
-
-async def test_create_save_load_round_trip(store: SqliteStore) -> None:
-    job = _job()
-    state = await store.create_job(job)
-    assert state.phase == Phase.PENDING
-    for event in (Start(), SourceReady(IMAGE), TargetReady(9)):
-        state = advance(state, event).state
-        assert await store.save(state) == 1000.0
-    loaded = await store.load(job.id)
-    assert loaded.state == state
-    assert loaded.acked == {}
-    assert loaded.updated_at == 1000.0
-    with pytest.raises(CheckpointError, match="already exists"):
-        await store.create_job(job)
-
-
-async def test_chunk_acks_are_idempotent_and_refuse_a_changed_digest(store: SqliteStore) -> None:
-    job = _job()
-    await store.create_job(job)
-    await store.ack_chunks(job.id, [(0, _d(0)), (1, _d(1))])
-    await store.ack_chunks(job.id, [(1, _d(1)), (2, _d(2))])  # 1 again: fine
-    with pytest.raises(IntegrityError, match="chunk 2"):
-        await store.ack_chunks(job.id, [(3, _d(3)), (2, _d(99))])
-    # the failing batch recorded nothing, not even chunk 3
-    assert (await store.load(job.id)).acked == {0: _d(0), 1: _d(1), 2: _d(2)}
-    await store.reset_chunks(job.id)
-    assert (await store.load(job.id)).acked == {}
-
-
-async def test_unknown_jobs_and_bad_acks_are_errors(store: SqliteStore) -> None:
-    with pytest.raises(CheckpointError, match="no job 'nope'"):
-        await store.load("nope")
-    with pytest.raises(CheckpointError, match="no job"):
-        await store.ack_chunks("nope", [(0, _d(0))])
-    with pytest.raises(CheckpointError, match="no job"):
-        await store.delete_job("nope")
-    job = _job()
-    await store.create_job(job)
-    with pytest.raises(ValueError, match="bad chunk ack"):
-        await store.ack_chunks(job.id, [(0, b"short")])
-
-
-async def test_list_and_find_resumable(store: SqliteStore) -> None:
-    first, second = _job(), _job()
-    other = Job("archive-export", APP, ArchiveRef("/x.icra"), id="export-1")
-    for job in (first, second, other):
-        await store.create_job(job)
-    loaded = (await store.load(second.id)).state
-    state = advance(advance(loaded, Start()).state, SourceReady(IMAGE)).state
-    await store.save(state)
-    await store.ack_chunks(second.id, [(0, _d(0)), (4, _d(4))])
-    summaries = {s.id: s for s in await store.list_jobs()}
-    assert summaries[second.id].phase == Phase.PREPARING
-    assert summaries[second.id].chunks_acked == 2
-    assert summaries[second.id].chunks_total == 5
-    assert summaries[first.id].chunks_total is None
-    assert summaries[other.id].target == "file:/x.icra"
-    assert [s.id for s in await store.list_jobs([Phase.PREPARING])] == [second.id]
-    # both backup jobs share a fingerprint; either is resumable, the store picks one
-    assert await store.find_resumable(first.fingerprint) in {first.id, second.id}
-    assert await store.find_resumable(other.fingerprint) == other.id
-    await store.delete_job(first.id)
-    assert await store.find_resumable(first.fingerprint) == second.id
-    done = advance(state, TargetReady(1)).state
-    for event in (ChunksDone(b"\x07" * 32), Committed(), Verified(b"\x07" * 32)):
-        done = advance(done, event).state
-    await store.save(done)
-    assert await store.find_resumable(first.fingerprint) is None
-
-
-async def test_delete_removes_chunk_rows(store: SqliteStore, tmp_path: Path) -> None:
-    job = _job()
-    await store.create_job(job)
-    await store.ack_chunks(job.id, [(i, _d(i)) for i in range(5)])
-    await store.delete_job(job.id)
-    raw = sqlite3.connect(store.path)
-    assert raw.execute("SELECT COUNT(*) FROM chunk_acks").fetchone() == (0,)
-    raw.close()
 
 
 async def test_wal_mode_lets_readers_in_while_a_writer_holds_a_transaction(tmp_path: Path) -> None:
@@ -179,18 +95,6 @@ async def test_commits_are_durable_without_a_clean_close(tmp_path: Path) -> None
         assert (await store.load("crashy")).acked == {7: hashlib.sha256(b"7").digest()}
 
 
-async def test_concurrent_writers_are_serialised(store: SqliteStore) -> None:
-    job = _job()
-    await store.create_job(job)
-
-    async def ack_range(start: int) -> None:
-        for i in range(start, start + 25):
-            await store.ack_chunks(job.id, [(i, _d(i))])
-
-    await asyncio.gather(*(ack_range(k * 25) for k in range(4)))
-    assert len((await store.load(job.id)).acked) == 100
-
-
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     await SqliteStore(path).close()
@@ -208,17 +112,6 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(CheckpointError, match="not a usable checkpoint store"):
         SqliteStore(path)
-
-
-async def test_an_unreadable_state_names_the_job(store: SqliteStore) -> None:
-    job = _job()
-    await store.create_job(job)
-    raw = sqlite3.connect(store.path)
-    raw.execute("UPDATE jobs SET state = ? WHERE id = ?", (b"\xc1garbage", job.id))
-    raw.commit()
-    raw.close()
-    with pytest.raises(CheckpointError, match=f"checkpoint of job {job.id}"):
-        await store.load(job.id)
 
 
 async def test_a_slow_commit_does_not_stall_the_event_loop(

@@ -28,6 +28,7 @@ from replicator import kinds
 from replicator.config import load_config
 from replicator.metrics import Metrics, ServiceMetrics
 from replicator.service import DEFAULT_GRACE
+from replicator.workers import Timing, WorkerMetrics
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -66,8 +67,9 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 # ------------------------------------------------------------------ promtool
 
 
-def test_promtool_check_config() -> None:
-    out = _promtool("check", "config", "prometheus.yml").stdout
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-workers.yml"])
+def test_promtool_check_config(name: str) -> None:
+    out = _promtool("check", "config", name).stdout
     assert f"SUCCESS: {len(ALERT_FILES)} rule files found" in out
 
 
@@ -113,6 +115,7 @@ def exported_names() -> set[str]:
     registry = CollectorRegistry()
     metrics = Metrics(registry, process_metrics=True)
     ServiceMetrics(registry, version="0")
+    WorkerMetrics(registry, Timing(30))  # `serve` with a PostgreSQL store
     for kind in kinds.registered():  # what an engine adds when it starts
         if kind.metrics is not None:
             metrics.extension(kind.metrics)
@@ -236,6 +239,16 @@ def test_overview_covers_the_issue() -> None:
         assert metric in exprs, metric
 
 
+def test_workers_dashboard_covers_the_issue() -> None:
+    workers = json.loads((GRAFANA / "dashboards" / "workers.json").read_text())
+    assert workers["uid"] == "replicator-workers"
+    exprs = [t["expr"] for p in _panels(workers) for t in p.get("targets", [])]
+    assert any("sum by (instance) (replicator_worker_jobs_running" in e for e in exprs)
+    assert any("sum by (job) (replicator_worker_jobs_running" in e for e in exprs)
+    assert any("replicator_workers_alive" in e for e in exprs)
+    assert any("replicator_job_unowned_seconds" in e for e in exprs)
+
+
 def test_grafana_provisioning() -> None:
     provisioning = GRAFANA / "provisioning"
     (datasources_file,) = sorted((provisioning / "datasources").glob("*.yaml"))
@@ -296,6 +309,42 @@ def test_compose_wires_the_config_prometheus_and_grafana() -> None:
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
     assert "./alerts:/etc/prometheus/alerts:ro" in prometheus["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_workers_compose_runs_three_workers_on_one_postgresql() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.workers.yml").read_text())
+    services = compose["services"]
+    workers = sorted(n for n in services if n.startswith("worker"))
+    assert workers == ["worker1", "worker2", "worker3"]
+    assert {"postgres", "prometheus", "grafana"} <= set(services)
+    named = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source} is not in the repository"
+            else:
+                assert source in named, f"{name}: volume {source} is not declared"
+    for name in workers:
+        worker = services[name]
+        assert worker["command"][:3] == ["serve", "--config", "/etc/replicator/replicator.toml"]
+        assert "./replicator-workers.toml:/etc/replicator/replicator.toml:ro" in worker["volumes"]
+        assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "PGPASSWORD" in worker["environment"]  # not in the config file
+        assert float(worker["stop_grace_period"].rstrip("s")) > DEFAULT_GRACE
+    config = load_config(DEPLOY / "replicator-workers.toml")
+    assert config.store.url == "postgresql://replicator@postgres:5432/replicator"
+    assert config.store.takeover <= 30
+    assert config.state == config.store.url  # the workers keep no local state
+    prometheus = yaml.safe_load((DEPLOY / "prometheus-workers.yml").read_text())
+    (scrape,) = prometheus["scrape_configs"]
+    assert scrape["job_name"] == "replicator"
+    targets = scrape["static_configs"][0]["targets"]
+    assert targets == [f"{w}:{config.metrics.port}" for w in workers]
+    assert (
+        "./prometheus-workers.yml:/etc/prometheus/prometheus.yml:ro"
+        in (services["prometheus"]["volumes"])
+    )
 
 
 def test_dockerfile_copies_what_the_package_needs() -> None:

@@ -7,24 +7,7 @@ from pathlib import Path
 
 from replicator.checkpoints import SCHEMA_VERSION, SqliteStore
 from replicator.codec import pack
-from replicator.registry import REGISTRY_TABLE, Entry
-
-
-async def test_entries_survive_a_reopen_and_update_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "checkpoints.sqlite3"
-    async with SqliteStore(path) as store:
-        await store.registry.put(Entry("local", "src", "backup", None, "requested", 42))
-        cid = "plfju-2iaaa-fake4-aaaaa-cai"
-        await store.registry.put(Entry("local", "src", "backup", cid, "created", 42))
-    async with SqliteStore(path) as again:
-        entry = await again.registry.get("local", "src")
-        assert entry is not None
-        assert (entry.canister, entry.state, entry.request_ns) == (cid, "created", 42)
-        assert entry.updated_at > 0
-        assert await again.registry.get("ic", "src") is None
-        assert await again.registry.get("local", "src", "restore-1") is None
-        await again.registry.forget("local", "src")
-        assert await again.registry.entries() == []
+from replicator.registry import REGISTRY_TABLE
 
 
 async def test_a_schema_1_file_is_migrated_keeping_jobs_and_registry(tmp_path: Path) -> None:

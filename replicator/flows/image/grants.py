@@ -47,6 +47,7 @@ from replicator.errors import AccessDeniedError, JobFailed, ReplicatorError
 from replicator.flow import Calls
 from replicator.flows.image.machine import Grant, grants_of
 from replicator.job import TERMINAL_PHASES
+from replicator.joblock import JobLocked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,8 +119,19 @@ class Grants:
             await self._revoke(grant)
 
     async def revoke_quietly(self, grants: Sequence[Grant]) -> None:
-        """Best effort after a failed or cancelled copy; what stays is revoked by the next run."""
+        """Best effort after a failed or cancelled copy; what stays is revoked by the next run.
+
+        Not when another run has taken the job over (this process was thought
+        dead, a worker of ``serve`` suspended past its lease): the grants are
+        that run's now, and it is copying through them.
+        """
         try:
+            if not await self._still_ours():
+                log.warning(
+                    "job %s: another run holds the job now; its peer grants stay with it",
+                    self.job_id,
+                )
+                return
             await asyncio.shield(self.revoke(grants))
         except (ic.IcError, ReplicatorError) as exc:
             log.warning(
@@ -152,6 +164,15 @@ class Grants:
         raise _busy(grant)
 
     # ------------------------------------------------------------ helpers
+
+    async def _still_ours(self) -> bool:
+        # Acknowledging no chunk is the store's fenced no-op: it refuses a run
+        # whose job's lock another run holds.
+        try:
+            await self.store.ack_chunks(self.job_id, ())
+        except JobLocked:
+            return False
+        return True
 
     async def _held_elsewhere(self, grant: Grant) -> bool:
         """Does another unfinished job of the store record ``grant``?"""
