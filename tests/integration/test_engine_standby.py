@@ -25,6 +25,7 @@ from canister_iface.principal import Principal
 from replicator.engine import Engine
 from replicator.errors import EXIT_FAILED
 from replicator.flows.standby import kind as standby
+from replicator.flows.standby.promote import promote
 from replicator.job import JobOutcome, Phase
 
 pytestmark = pytest.mark.integration
@@ -169,3 +170,91 @@ async def test_a_second_writer_on_the_standby_stops_the_job(w: World) -> None:
     assert outcome.exit_code == EXIT_FAILED
     assert outcome.state.error is not None
     assert "second writer" in outcome.state.error
+
+
+# ------------------------------------------------------------------ promote
+
+
+async def refused(w: World, canister: Principal) -> bool:
+    try:
+        await w.add_user(canister, "late")
+    except AssertionError:
+        return True
+    return False
+
+
+async def test_promote_fences_drains_compares_and_switches(w: World) -> None:
+    source = await w.demo(mib=1)
+    stb = await w.create(DEMO_WASM)
+    async with w.engine() as engine:
+        job = asyncio.ensure_future(follow(engine, source, stb, poll_max=0.5))
+        await caught_up(w, source, stb)
+        await writes(w, source, 20)  # the last of them still on their way when we promote
+        notes: list[str] = []
+        done = await promote(engine.calls(notes.append), ref(stb))
+        await stop(job)
+        assert done.new_primary == ref(stb)
+        assert done.old_primary == ref(source)
+        assert done.fenced
+        assert not done.forced
+        assert done.applied_seq == done.final_seq == await head(w, source)
+        assert done.digest is not None
+        assert done.to_json()["rpo"]["lost_changes"] == 0
+        # The fenced primary refuses writes; the new one takes them.
+        assert await refused(w, source)
+        assert await w.fingerprint(stb) == await w.fingerprint(source)
+        await w.add_user(stb, "after the failover")
+        # A standby job does not demote a promoted canister behind the operator's back.
+        again = await follow(engine, source, stb, once=True)
+        assert again.phase == Phase.FAILED
+        assert again.state.error is not None
+        assert "does not demote" in again.state.error
+        # Reverse: the old primary becomes the standby of the new one.
+        back = await follow(engine, stb, source, once=True)
+    assert back.ok, back.error
+    assert await w.fingerprint(source) == await w.fingerprint(stb)
+    assert await refused(w, source)  # a standby now
+
+
+async def test_a_forced_promotion_states_what_may_be_lost(w: World) -> None:
+    source = await w.demo(mib=1)
+    stb = await w.create(DEMO_WASM)
+    async with w.engine() as engine:
+        job = asyncio.ensure_future(follow(engine, source, stb))
+        applied = await caught_up(w, source, stb)
+        await stop(job)
+        await writes(w, source, 5)  # nobody follows: these are lost in a failover
+        done = await promote(engine.calls(lambda _t: None), ref(stb), force=True)
+    assert done.forced
+    assert done.fenced  # it answered, so it is fenced: no split brain
+    assert done.applied_seq == applied
+    assert done.final_seq == applied + 5
+    assert done.lost_changes == 5
+    rpo = done.to_json()["rpo"]
+    assert rpo["window_seconds"] is not None
+    assert rpo["window_seconds"] >= 0
+    assert await refused(w, source)
+    await w.add_user(stb, "after")
+
+
+async def test_a_forced_promotion_of_a_standby_whose_primary_is_stopped(w: World) -> None:
+    source = await w.demo(mib=1)
+    stb = await w.create(DEMO_WASM)
+    async with w.engine() as engine:
+        job = asyncio.ensure_future(follow(engine, source, stb))
+        await caught_up(w, source, stb)
+        await writes(w, source, 3)  # applied by the tail: in the standby's own journal
+        applied = await caught_up(w, source, stb)
+        await stop(job)
+        await w.mgmt.stop_canister(source)
+        with pytest.raises(Exception, match=r"stopped|Stopped|not running|reject"):
+            await promote(engine.calls(lambda _t: None), ref(stb))  # the normal way needs it
+        assert (await IcrpClient(w.agent, stb).info()).mode.mode == "standby"  # type: ignore[union-attr]
+        notes: list[str] = []
+        done = await promote(engine.calls(notes.append), ref(stb), force=True)
+    assert not done.fenced
+    assert done.lost_changes is None
+    assert done.applied_seq == applied
+    assert done.last_applied_ns is not None
+    assert any("does not answer" in n for n in notes), notes
+    await w.add_user(stb, "after")

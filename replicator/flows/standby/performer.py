@@ -102,6 +102,14 @@ class StandbyPerformer:
         mode = info.mode
         if mode is not None and mode.mode == "standby" and mode.redirect == src.principal:
             return
+        if mode is not None and mode.mode == "primary" and mode.changed_at != 0:
+            # A controller made it primary (a promotion): never demote it behind their back.
+            raise UsageError(
+                f"{standby} was made primary (its mode was set at {mode.changed_at} ns); a "
+                "standby job does not demote it. To follow the new primary, run a standby "
+                f"job from {standby} instead (replicator promote --reverse), or set its mode to "
+                "standby by hand if this job is right"
+            )
         if info.journal is not None and info.journal.head_seq > 0:
             self.ctx.note(f"{standby} had state of its own; it becomes a standby of {source}")
         now = await side.call(

@@ -41,6 +41,7 @@ from canister_iface import icrp_errors as ie
 from canister_iface.icrp_types import ChangeBatch, ExportTicket
 from replicator.errors import UsageError
 from replicator.flows.image.canister import CanisterSource
+from replicator.flows.standby import images
 from replicator.flows.standby.machine import (
     RESYNC_TOO_OLD,
     CaughtUp,
@@ -279,8 +280,8 @@ class Tail:
             return None
         self._check = None
         try:
-            source = await self._ready(self.source, check.source)
-            standby = await self._ready(self.standby, check.standby)
+            source = await images.ready(self.source, check.source)
+            standby = await images.ready(self.standby, check.standby)
         except (ie.TooOld, ie.StaleSnapshot) as exc:
             self._checked("skipped", f"an image was replaced before the comparison ({exc})")
             return None
@@ -290,8 +291,8 @@ class Tail:
             self._checked("skipped", f"an image was replaced during the comparison ({exc})")
             return None
         finally:
-            await self._release(self.source, source)
-            await self._release(self.standby, standby)
+            await images.release(self.source, source)
+            await images.release(self.standby, standby)
 
     async def _compare(
         self, check: _Check, source: ExportTicket, standby: ExportTicket
@@ -299,7 +300,7 @@ class Tail:
         if standby.journal_seq != check.seq or source.journal_seq != check.seq:
             self._checked("skipped", "the images are not at the same sequence")
             return None
-        if await self._same(source, standby):
+        if await images.same_image(self.source, source, self.standby, standby):
             self._checked("match", "")
             return None
         self._checked("mismatch", "")
@@ -309,45 +310,6 @@ class Tail:
             f"{_hex(standby.digest)}. The standby is not a faithful copy: do not promote it. "
             "Find out what changed it, then re-seed it (a new standby job)"
         )
-
-    async def _same(self, source: ExportTicket, standby: ExportTicket) -> bool:
-        """Same image? The digests say so when both cut images into the same chunks
-        (a setting of each canister, not of its state); otherwise the bytes are compared."""
-        if source.size != standby.size:
-            return False
-        if source.chunk_size == standby.chunk_size:
-            return source.digest == standby.digest
-        step = min(self.options.max_bytes, 1_000_000)
-        for offset in range(0, source.size, step):
-            ours = await self._bytes(self.source, source, offset, step)
-            theirs = await self._bytes(self.standby, standby, offset, step)
-            if ours != theirs:
-                return False
-        return True
-
-    async def _bytes(
-        self, side: CanisterSource, ticket: ExportTicket, offset: int, length: int
-    ) -> bytes:
-        snapshot_id = ticket.snapshot_id
-        return await side.call(
-            "icrp_read",
-            lambda: side.client.read(snapshot_id, offset, length),
-            cost="query",
-            nbytes=length,
-        )
-
-    async def _ready(self, side: CanisterSource, ticket: ExportTicket) -> ExportTicket:
-        snapshot_id = ticket.snapshot_id
-        while not ticket.ready:
-            ticket = await side.call(
-                "icrp_export_status", lambda: side.client.export_status(snapshot_id)
-            )
-        return ticket
-
-    async def _release(self, side: CanisterSource, ticket: ExportTicket) -> None:
-        with contextlib.suppress(ie.IcrpError):
-            snapshot_id = ticket.snapshot_id
-            await side.call("icrp_end_export", lambda: side.client.end_export(snapshot_id))
 
     def _checked(self, outcome: str, why: str) -> None:
         self.checks[outcome] = self.checks.get(outcome, 0) + 1
