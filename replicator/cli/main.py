@@ -25,6 +25,7 @@ from replicator.cli import (
     restore,
     resume,
     serve,
+    standby,
     verify,
 )
 from replicator.cli.common import add_global_options
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         localnet,
         serve,
+        standby,
     ):
         module.register(commands)
     return parser
