@@ -3,7 +3,10 @@
     applied = the standby's journal head            (the truth on every start)
     read (applied, max_bytes]   ─ icrp_changes (query) on the source
     apply it                    ─ icrp_apply (update) on the standby
-      while it applies, the next batch is read already (pipelined)
+      behind the head (a backlog): the next batch is read while this one
+      applies (pipelined, for throughput); at the head: the next read is made
+      once the apply returned, so it holds every change made meanwhile (a
+      read made at the start of a 1.5 s apply would miss them: for latency)
     nothing new: sleep, doubling the interval up to ``poll_max`` (adaptive);
     changes again: poll at once
 
@@ -166,13 +169,15 @@ class Tail:
                     continue
                 interval = self.options.poll_min
                 cursor = batch.to_seq
-                reading = asyncio.ensure_future(self._read(cursor))  # read ahead while applying
+                if batch.to_seq < batch.head_seq:  # more waiting: read it while this applies
+                    reading = asyncio.ensure_future(self._read(cursor))
                 try:
                     await self._apply(batch)
                 except ie.Gap as exc:
                     return self._gap(exc)
                 if self.applied != cursor:  # the standby says where it is: follow its word
-                    reading.cancel()
+                    if reading is not None:
+                        reading.cancel()
                     reading, cursor = None, self.applied
                 ended = await self._maybe_check()
                 if ended is not None:
@@ -211,6 +216,7 @@ class Tail:
         self.metrics.applied(
             self.name, seq=self.applied, changes=len(batch.changes), nbytes=nbytes, at=now
         )
+        self.metrics.delayed(self.name, now, [c.time for c in batch.changes])
         self.metrics.lag(
             self.name,
             seconds=0.0 if self.applied >= batch.head_seq else self._lag_after(batch),
