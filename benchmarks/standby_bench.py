@@ -23,7 +23,14 @@ one run:
    written; the job is started again and applies them: changes per second
    from its start to the standby at the primary's head (target >= 5,000).
 
-``python -m benchmarks standby_bench --quick`` runs it in about a minute.
+3. **failover drill** (reported, no target): under W = 100, ``promote`` of
+   the standby (fence, drain, compare images at the final sequence,
+   switch): its duration is the RTO share the orchestrator adds, its RPO is
+   0 changes; then a forced promotion in the other direction after the
+   standby stopped following for 2 s while writes went on: the changes it
+   states as lost and their time window.
+
+``python -m benchmarks standby_bench --quick`` runs it in about two minutes.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from replicator.cli.demo.app import DemoApp
 from replicator.engine import Engine
 from replicator.flows.standby import kind as standby
 from replicator.flows.standby.metrics import StandbyMetrics
+from replicator.flows.standby.promote import Promotion, promote
 from replicator.flows.standby.tail import DEFAULT_POLL_MAX
 from replicator.job import CanisterRef, JobOutcome
 from replicator.limits import LimitSettings
@@ -228,6 +236,62 @@ async def backed_up(bench: Bench, job: asyncio.Task[JobOutcome], changes: int) -
     return rate
 
 
+async def load(bench: Bench, rate: int, stop: asyncio.Event) -> int:
+    """Write ``rate`` changes per second until ``stop``; returns how many."""
+    per_call, tick, calls = max(1, round(rate * TICK)), 0, []
+    started = time.monotonic()
+    while not stop.is_set():
+        calls.append(asyncio.ensure_future(bench.write(per_call, f"d{rate}t{tick}")))
+        tick += 1
+        await asyncio.sleep(max(0.0, started + tick * TICK - time.monotonic()))
+    await asyncio.gather(*calls, return_exceptions=True)  # the fenced primary refuses the last
+    return per_call * tick
+
+
+async def drill(bench: Bench) -> tuple[Promotion, Promotion]:
+    """Promote under load, then a forced promotion back; returns both."""
+    job = bench.follow()
+    await bench.caught_up(60)
+    stop = asyncio.Event()
+    writer = asyncio.ensure_future(load(bench, 100, stop))
+    await asyncio.sleep(3)
+    calls = bench.engine.calls(lambda _text: None)
+    normal = await promote(calls, CanisterRef(bench.target.to_text(), "local"))
+    stop.set()
+    await writer
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    print(
+        f"promote under W = 100/s: {normal.seconds:.2f} s from the command to the switch "
+        f"(fence, drain {normal.drained} changes, compare images at sequence "
+        f"{normal.final_seq}, switch); RPO 0 changes",
+        flush=True,
+    )
+    # The other way: the old primary follows the new one, stops following, writes go on.
+    bench.source, bench.target = bench.target, bench.source
+    job = bench.follow()
+    await bench.write(10, "reverse")  # heads differ until the old primary is seeded
+    await bench.caught_up(120)
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    stop = asyncio.Event()
+    writer = asyncio.ensure_future(load(bench, 100, stop))
+    await asyncio.sleep(2)
+    forced = await promote(calls, CanisterRef(bench.target.to_text(), "local"), force=True)
+    stop.set()
+    await writer
+    rpo = forced.to_json()["rpo"]
+    print(
+        f"forced promote (primary answering, standby 2 s behind under W = 100/s): "
+        f"{forced.seconds:.2f} s; RPO stated: {forced.lost_changes} changes lost, window "
+        f"{rpo['window_seconds']:.2f} s ({rpo['lost_from']} .. {rpo['lost_to']})",
+        flush=True,
+    )
+    return normal, forced
+
+
 async def run(argv: Sequence[str] = ()) -> bool:
     args = parse(argv)
     seconds = args.seconds or (6.0 if args.quick else 20.0)
@@ -264,6 +328,7 @@ async def run(argv: Sequence[str] = ()) -> bool:
                         print(f"seeded and following in {seeded:.1f} s", flush=True)
                         lags = [await lag_at(bench, w, seconds) for w in rates]
                         throughput = await backed_up(bench, job, backlog)
+                        await drill(bench)
                 finally:
                     await store.close()
     at_100 = next(lag for lag in lags if lag.rate == 100)

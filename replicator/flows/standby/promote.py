@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from canister_iface import errors as ic
 from canister_iface import icrp_errors as ie
-from canister_iface.icrp_types import ChangeBatch, Info
+from canister_iface.icrp_types import ChangeBatch, ExportTicket, Info
 from replicator.errors import IntegrityError, JobFailed, ReplicatorError, UsageError
 from replicator.flow import Calls
 from replicator.flows.image.canister import CanisterSource
@@ -123,8 +123,12 @@ async def _normal(
     note(f"{prim.endpoint} is fenced (read-only) at journal sequence {final}")
     try:
         applied, drained = await _drain(prim, stb, final)
-        digest = await _compare(prim, stb, final)
-        mode = await stb.call("icrp_set_mode", lambda: stb.client.set_mode("primary", None))
+        digest, (ours, theirs) = await _compare(prim, stb, final)
+        # The switch, and the images released meanwhile (off the critical path).
+        mode, _ = await asyncio.gather(
+            stb.call("icrp_set_mode", lambda: stb.client.set_mode("primary", None)),
+            _release(prim, ours, stb, theirs),
+        )
     except BaseException as exc:
         await _unfence(prim, note, exc)
         raise
@@ -257,9 +261,12 @@ async def _apply(side: CanisterSource, batch: ChangeBatch) -> int:
     return await side.call("icrp_apply", lambda: side.client.apply(batch))
 
 
-async def _compare(prim: CanisterSource, stb: CanisterSource, seq: int) -> bytes:
-    ours = await images.image_at(prim, seq)
-    theirs = await images.image_at(stb, seq)
+async def _compare(
+    prim: CanisterSource, stb: CanisterSource, seq: int
+) -> tuple[bytes, tuple[ExportTicket, ExportTicket]]:
+    """The digest of the image both hold at ``seq`` (frozen on both at once), and the
+    two images (to release)."""
+    ours, theirs = await asyncio.gather(images.image_at(prim, seq), images.image_at(stb, seq))
     try:
         if not await images.same_image(prim, ours, stb, theirs):
             raise IntegrityError(
@@ -267,11 +274,17 @@ async def _compare(prim: CanisterSource, stb: CanisterSource, seq: int) -> bytes
                 f"{_hex(ours.digest)} and {stb.endpoint} {_hex(theirs.digest)}: the standby "
                 "is not a faithful copy; not promoted (the primary takes writes again)"
             )
-    finally:
-        await images.release(prim, ours)
-        await images.release(stb, theirs)
+    except BaseException:
+        await _release(prim, ours, stb, theirs)
+        raise
     assert ours.digest is not None
-    return ours.digest
+    return ours.digest, (ours, theirs)
+
+
+async def _release(
+    prim: CanisterSource, ours: ExportTicket, stb: CanisterSource, theirs: ExportTicket
+) -> None:
+    await asyncio.gather(images.release(prim, ours), images.release(stb, theirs))
 
 
 async def _unfence(prim: CanisterSource, note: Callable[[str], None], why: BaseException) -> None:
