@@ -60,3 +60,16 @@ def test_promote_of_a_canister_that_is_no_standby_is_a_usage_error(cli: Cli) -> 
     result = cli.run("promote", source.to_text(), "--yes")
     assert result.returncode == 2
     assert "not a standby" in result.stderr
+
+
+def test_the_standby_demo_follows_writes_and_fails_over(cli: Cli) -> None:
+    result = cli.run("demo", "--standby", "--mib", "1", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = _summary(result.stdout)
+    assert summary["fingerprints_equal"] is True
+    assert isinstance(summary["writes"], int)
+    assert summary["writes"] > 0
+    assert summary["final_seq"] is not None
+    notes = [e.get("message", "") for e in json_lines(result.stdout) if e["event"] == "note"]
+    assert any("refuses writes" in str(n) for n in notes)
+    assert any("the standby lags" in str(n) for n in notes)
