@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from engine_support import DEMO_WASM, SETTINGS, World, ref, world
 
+from canister_iface import errors as ic
 from canister_iface import icrp_errors as ie
 from canister_iface.candid_value import encode_value
 from canister_iface.icrp import IcrpClient
@@ -29,6 +30,7 @@ from replicator.flows.standby.promote import promote
 from replicator.job import JobOutcome, Phase
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -258,3 +260,44 @@ async def test_a_forced_promotion_of_a_standby_whose_primary_is_stopped(w: World
     assert done.last_applied_ns is not None
     assert any("does not answer" in n for n in notes), notes
     await w.add_user(stb, "after")
+
+
+async def patiently(call: Callable[[], Awaitable[T]]) -> T:
+    """Our own calls meet the injected faults too (refused before they ran): again."""
+    while True:
+        try:
+            return await call()
+        except ic.TransientError:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_standby_follows_through_429_503_and_transient_rejects(w: World) -> None:
+    source = await w.demo(mib=1)
+    stb = await w.create(DEMO_WASM)
+    async with w.engine() as engine:
+        job = asyncio.ensure_future(follow(engine, source, stb, poll_max=0.2))
+        await caught_up(w, source, stb)
+        w.net.faults.set(
+            seed=5,
+            http_429={"call": 0.3},
+            http_503={"query": 0.3},
+            transient_reject=0.3,
+            transient_methods={"icrp_apply"},
+        )
+        try:
+            for i in range(30):
+                await patiently(lambda i=i: w.add_user(source, f"f{i}"))
+            want = await patiently(lambda: head(w, source))
+            async with asyncio.timeout(60):
+                while sample(w, "replicator_standby_applied_seq") != want:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        finally:
+            w.net.faults.reset()
+        await stop(job)
+    assert await w.fingerprint(stb) == await w.fingerprint(source)
+    reasons = ("rate_limited", "overloaded", "reject_transient")
+    seen = {
+        r: w.metrics.registry.get_sample_value("replicator_retries_total", {"reason": r})
+        for r in reasons
+    }
+    assert all(v and v > 0 for v in seen.values()), seen
