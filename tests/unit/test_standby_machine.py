@@ -214,3 +214,18 @@ def test_any_order_of_events_keeps_a_consistent_state(events: list[object]) -> N
         if state.phase == TAILING:
             assert detail.seeded
             assert detail.seed_phase is None
+
+
+def test_tail_options_are_checked() -> None:
+    from replicator.errors import UsageError
+    from replicator.flows.standby.tail import DEFAULT_POLL_MAX, TailOptions
+
+    def job(**options: object) -> Job:
+        return Job("standby", SOURCE, STANDBY, options=options, id="standby-1")  # type: ignore[arg-type]
+
+    assert TailOptions.of(job()).poll_max == DEFAULT_POLL_MAX
+    assert TailOptions.of(job(poll_max=0.01)).poll_min == 0.01  # under the ceiling
+    assert TailOptions.of(job(once=True, check_interval=0)).once
+    for bad in ({"poll_max": 0}, {"poll_max": "1s"}, {"max_bytes": 10}, {"check_interval": -1}):
+        with pytest.raises(UsageError):
+            TailOptions.of(job(**bad))

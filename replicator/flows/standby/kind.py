@@ -28,6 +28,7 @@ from replicator.flows.restore import _module_of, _read_wasm
 from replicator.flows.standby.machine import PHASES, advance
 from replicator.flows.standby.metrics import StandbyMetrics
 from replicator.flows.standby.performer import StandbyPerformer
+from replicator.flows.standby.tail import TailOptions
 from replicator.job import CanisterRef, Job, JobRequest, Scalar, new_job_id
 from replicator.routes import check_via
 
@@ -89,7 +90,9 @@ async def plan_standby(ctx: PlanContext, req: JobRequest) -> Job:
         )
     else:
         raise UsageError(f"a standby is a canister, not {target}")
-    return Job(KIND, source, target, options=options, id=req.id or new_job_id(KIND))
+    job = Job(KIND, source, target, options=options, id=req.id or new_job_id(KIND))
+    TailOptions.of(job)  # a bad option is a usage error before anything runs
+    return job
 
 
 async def _created_standby(ctx: PlanContext, source: CanisterRef, wasm: str | None) -> CanisterRef:

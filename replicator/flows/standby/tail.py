@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from canister_iface import icrp_errors as ie
@@ -53,7 +53,7 @@ from replicator.flows.standby.machine import (
     Resync,
 )
 from replicator.flows.standby.metrics import StandbyMetrics
-from replicator.job import Job
+from replicator.job import Job, Scalar
 
 DEFAULT_POLL_MIN = 0.05  # seconds: the first idle sleep
 DEFAULT_POLL_MAX = 1.0  # seconds: the idle ceiling (option poll_max)
@@ -93,8 +93,8 @@ class TailOptions:
         return options
 
 
-def _number(options: object, name: str, default: float) -> float:
-    value = getattr(options, "get", lambda _k: None)(name)
+def _number(options: Mapping[str, Scalar], name: str, default: float) -> float:
+    value = options.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
