@@ -142,6 +142,9 @@ def human_summary(fields: dict[str, Any]) -> dict[str, Any]:
         "bytes_copied",
         "chunks_copied",
         "chunks_skipped",
+        "members_listed",  # a fleet run
+        "members_ok",
+        "members_failed",
         "elapsed_seconds",
         "bytes_per_second",
         "retries",

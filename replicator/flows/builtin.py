@@ -1,6 +1,6 @@
 """The built-in job kinds: importing this module registers every one of them."""
 
-from replicator.flows import archive, backup, restore, verify
+from replicator.flows import archive, backup, fleet, restore, verify
 from replicator.flows.standby import kind as standby
 
-BUILTIN = (backup, restore, archive, verify, standby)
+BUILTIN = (backup, restore, archive, verify, fleet, standby)

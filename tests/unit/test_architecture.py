@@ -116,6 +116,8 @@ def test_no_type_checking_imports() -> None:
         "replicator.machine",
         "replicator.flows.image.machine",
         "replicator.flows.standby.machine",
+        "replicator.flows.fleets.machine",
+        "replicator.flows.fleets.timing",
         "replicator.chunkbook",
     ],
 )
