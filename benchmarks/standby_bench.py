@@ -47,6 +47,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.figures import Figure
 from canister_iface.agent import Agent
 from canister_iface.icrp import IcrpClient
 from canister_iface.icrp_types import Record
@@ -71,6 +72,7 @@ NAME = "bench"
 TICK = 0.25  # seconds between the load generator's calls
 TARGET_P99 = 2 * LATENCY["call"] + DEFAULT_POLL_MAX
 TARGET_BACKED_UP = 5_000.0
+QUICK_ARGV = ["--quick"]  # `python -m benchmarks --quick standby_bench`
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -292,7 +294,7 @@ async def drill(bench: Bench) -> tuple[Promotion, Promotion]:
     return normal, forced
 
 
-async def run(argv: Sequence[str] = ()) -> bool:
+async def run(argv: Sequence[str] = ()) -> list[Figure]:
     args = parse(argv)
     seconds = args.seconds or (6.0 if args.quick else 20.0)
     backlog = args.backlog or (60_000 if args.quick else 80_000)
@@ -328,7 +330,7 @@ async def run(argv: Sequence[str] = ()) -> bool:
                         print(f"seeded and following in {seeded:.1f} s", flush=True)
                         lags = [await lag_at(bench, w, seconds) for w in rates]
                         throughput = await backed_up(bench, job, backlog)
-                        await drill(bench)
+                        normal, forced = await drill(bench)
                 finally:
                     await store.close()
     at_100 = next(lag for lag in lags if lag.rate == 100)
@@ -342,4 +344,33 @@ async def run(argv: Sequence[str] = ()) -> bool:
         f"{throughput:,.0f} changes/s (>= {TARGET_BACKED_UP:,.0f}: {'yes' if ok_tp else 'NO'})",
         flush=True,
     )
-    return ok_lag and ok_tp
+    model = f"latency query {LATENCY['query']} s, call {LATENCY['call']} s; shipped defaults"
+    figures = [
+        Figure(
+            f"standby lag p99 at W = {lag.rate}/s",
+            f"{model}; {seconds:.0f} s of load",
+            lag.p99,
+            "s",
+            target=TARGET_P99 if lag.rate == 100 else None,
+            higher_is_better=False,
+        )
+        for lag in lags
+    ]
+    figures += [
+        Figure("standby: highest W with a bounded lag", model, highest, "changes/s"),
+        Figure(
+            "standby: applied when backed up",
+            f"{model}; {backlog:,} changes behind",
+            throughput,
+            "changes/s",
+            target=TARGET_BACKED_UP,
+        ),
+        Figure("promote under W = 100/s (RTO share)", model, normal.seconds, "s"),
+        Figure(
+            "promote --force: changes stated lost",
+            f"{model}; standby 2 s behind at W = 100/s",
+            forced.lost_changes or 0,
+            "changes",
+        ),
+    ]
+    return figures
