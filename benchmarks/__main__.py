@@ -33,6 +33,7 @@ BENCHMARKS = [
     "fleet_bench",
     "snapshot_bench",
     "workers_bench",
+    "standby_bench",
 ]
 QUICK = ["backup_bench", "sha256_bench", "repository_bench"]
 

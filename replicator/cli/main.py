@@ -27,6 +27,7 @@ from replicator.cli import (
     resume,
     serve,
     snapshot,
+    standby,
     verify,
 )
 from replicator.cli.common import add_global_options
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         localnet,
         serve,
         snapshot,
+        standby,
     ):
         module.register(commands)
     return parser

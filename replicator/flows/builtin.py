@@ -2,5 +2,6 @@
 
 from replicator.flows import archive, backup, fleet, restore, verify
 from replicator.flows.snapshot import jobs as snapshot
+from replicator.flows.standby import kind as standby
 
-BUILTIN = (backup, restore, archive, verify, fleet, snapshot)
+BUILTIN = (backup, restore, archive, verify, fleet, snapshot, standby)

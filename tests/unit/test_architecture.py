@@ -115,6 +115,7 @@ def test_no_type_checking_imports() -> None:
     [
         "replicator.machine",
         "replicator.flows.image.machine",
+        "replicator.flows.standby.machine",
         "replicator.flows.fleets.machine",
         "replicator.flows.fleets.timing",
         "replicator.flows.snapshot.machine",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from replicator.cli.common import Context, add_command
+from replicator.cli.demo.standby_tour import run_standby_demo
 from replicator.cli.demo.tour import run_demo
 from replicator.errors import UsageError
 
@@ -26,9 +27,16 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--mib", type=int, default=64, metavar="N", help="MiB of synthetic data (default 64)"
     )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="the hot standby tour instead: writes flowing, lag shown live, promote",
+    )
 
 
 async def _demo(ctx: Context) -> int:
     if not 1 <= ctx.args.mib <= 1024:
         raise UsageError(f"--mib: expected 1 to 1024 MiB, got {ctx.args.mib}")
+    if ctx.args.standby:
+        return await run_standby_demo(ctx)
     return await run_demo(ctx)

@@ -100,6 +100,11 @@ class DemoApp:
             raise ProtocolError(f"{method} on {self.canister_id}: {payload}")
         return payload
 
+    async def create_user(self, name: str, bio: str) -> None:
+        """One application write (``ProtocolError`` when the app refuses it)."""
+        arg = encode_values([(Types.Text, name), (Types.Text, bio)])
+        await self._ok("create_user", arg)
+
     async def generate(
         self, mib: int, seed: int = 1, *, on_progress: GenerateObserver | None = None
     ) -> None:
