@@ -1,5 +1,6 @@
 """The built-in job kinds: importing this module registers every one of them."""
 
 from replicator.flows import archive, backup, restore, verify
+from replicator.flows.split import kind as split
 
-BUILTIN = (backup, restore, archive, verify)
+BUILTIN = (backup, restore, archive, verify, split)

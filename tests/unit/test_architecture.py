@@ -111,7 +111,13 @@ def test_no_type_checking_imports() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["replicator.machine", "replicator.flows.image.machine", "replicator.chunkbook"]
+    "module",
+    [
+        "replicator.machine",
+        "replicator.flows.image.machine",
+        "replicator.chunkbook",
+        "replicator.flows.split.machine",
+    ],
 )
 def test_state_machines_import_nothing_that_does_io(module: str) -> None:
     probe = (
