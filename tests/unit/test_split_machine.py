@@ -49,11 +49,11 @@ def test_boundaries_balance_bytes_not_records() -> None:
 
 
 def test_even_buckets_split_evenly() -> None:
-    buckets = [Bucket(bytes([i]), 1, 100) for i in range(0, 8)]
+    buckets = [Bucket(bytes([i]), 1, 100) for i in range(8)]
     assert balanced_boundaries(buckets, 4) == (b"\x02", b"\x04", b"\x06")
     parts = estimate(buckets, (b"\x02", b"\x04", b"\x06"))
     assert [p.nbytes for p in parts] == [200, 200, 200, 200]
-    assert [p.span for p in parts][0] == Span(b"", b"\x02")
+    assert next(p.span for p in parts) == Span(b"", b"\x02")
     assert parts[-1].span == Span(b"\x06", None)
 
 
@@ -110,14 +110,16 @@ def test_a_split_walks_every_step() -> None:
     state, effect = _run(
         state, m.Copied((m.CopyProgress(0, 7, None, False), m.CopyProgress(1, 7, None, False)))
     )
-    assert isinstance(effect, m.CopyRanges) and [t.since for t in effect.tasks] == [7, 7]
+    assert isinstance(effect, m.CopyRanges)
+    assert [t.since for t in effect.tasks] == [7, 7]
     state, effect = _run(
         state,
         m.Copied(
             (m.CopyProgress(0, 7, None, True, 3, 30), m.CopyProgress(1, 7, b"k", False, 1, 9))
         ),
     )
-    assert isinstance(effect, m.CopyRanges) and [t.index for t in effect.tasks] == [1]
+    assert isinstance(effect, m.CopyRanges)
+    assert [t.index for t in effect.tasks] == [1]
     assert effect.tasks[0].cursor == b"k"
     state, effect = _run(state, m.Copied((m.CopyProgress(1, 7, None, True, 2, 20),)))
     assert effect == m.ResetShard(0, "shard-one", 7)
@@ -125,18 +127,22 @@ def test_a_split_walks_every_step() -> None:
     assert effect == m.ResetShard(1, "shard-two", 7)
     state, effect = _run(state, m.ShardReset(1))
     assert state.phase == m.CATCHING_UP
-    assert isinstance(effect, m.FollowRanges) and len(effect.tasks) == 2
+    assert isinstance(effect, m.FollowRanges)
+    assert len(effect.tasks) == 2
     state, effect = _run(
         state, m.Followed((m.FollowProgress(0, 9, True), m.FollowProgress(1, 8, False)))
     )
-    assert isinstance(effect, m.FollowRanges) and [t.index for t in effect.tasks] == [1]
+    assert isinstance(effect, m.FollowRanges)
+    assert [t.index for t in effect.tasks] == [1]
     state, effect = _run(state, m.Followed((m.FollowProgress(1, 9, True),)))
     assert state.phase == m.CUTTING_OVER
-    assert isinstance(effect, m.CutOver) and effect.index == 0
+    assert isinstance(effect, m.CutOver)
+    assert effect.index == 0
     assert effect.fences == (m.Route(Span(b"\x10", b"\x20"), "shard-one"),)
     assert [r.canister for r in effect.routes] == [SOURCE, "shard-one", SOURCE]
     state, effect = _run(state, m.CutOverDone(0, 12, 3, 30, b"d" * 32, 0.01))
-    assert isinstance(effect, m.CutOver) and effect.index == 1
+    assert isinstance(effect, m.CutOver)
+    assert effect.index == 1
     assert [f.canister for f in effect.fences] == ["shard-one", "shard-two"]
     assert [r.canister for r in effect.routes] == [SOURCE, "shard-one", "shard-two"]
     state, effect = _run(state, m.CutOverDone(1, 13, 3, 29, b"e" * 32, 0.02))
@@ -150,7 +156,8 @@ def test_a_split_walks_every_step() -> None:
     state, effect = _run(state, m.Measured("after", m.Measure(4, 941)))
     assert effect == m.ReleaseShards(SHARDS)
     state, effect = _run(state, m.ShardsReleased())
-    assert state.phase == Phase.DONE and effect is None
+    assert state.phase == Phase.DONE
+    assert effect is None
     detail = m.detail_of(state)
     assert [r.freed_bytes for r in detail.ranges] == [30, 29]
     assert [r.copied_records for r in detail.ranges] == [3, 3]
@@ -166,7 +173,8 @@ def test_a_resumed_split_continues_from_its_checkpoint() -> None:
     state, _ = _run(state, Cancel())
     assert state.phase == Phase.CANCELLED
     state, effect = _run(state, Start())
-    assert state.phase == m.COPYING and state.starts == 2
+    assert state.phase == m.COPYING
+    assert state.starts == 2
     assert effect == m.CopyRanges((m.CopyTask(0, Span(b"\x10", b"\x20"), "shard-one", 5, b"c"),))
 
 
@@ -189,16 +197,19 @@ def test_a_mismatch_at_cut_over_fails_as_an_integrity_error() -> None:
     )
     assert isinstance(effect, m.CutOver)
     state, effect = _run(state, m.CutOverFailed(0, "3 records in the source, 2 in the shard"))
-    assert state.phase == Phase.FAILED and state.exit_code == EXIT_INTEGRITY
+    assert state.phase == Phase.FAILED
+    assert state.exit_code == EXIT_INTEGRITY
     assert "source still owns it" in (state.error or "")
     state, effect = _run(state, Start())  # a resume tries the cut-over again
-    assert isinstance(effect, m.CutOver) and effect.index == 0
+    assert isinstance(effect, m.CutOver)
+    assert effect.index == 0
 
 
 def test_fail_and_cancel_are_accepted_and_done_is_final() -> None:
     state, _ = _run(_state(), Start())
     failed, _ = _run(state, Fail("boom", 5))
-    assert failed.phase == Phase.FAILED and failed.exit_code == 5
+    assert failed.phase == Phase.FAILED
+    assert failed.exit_code == 5
     with pytest.raises(InvalidTransition):
         m.advance(state, object())
 
