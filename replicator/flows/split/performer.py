@@ -231,7 +231,7 @@ class SplitPerformer:
         shard_id: str,
     ) -> tuple[int, int, bytes | None] | None:
         """One page source → shard: (records, bytes, next cursor); None: size shrunk, again."""
-        want = self._sizer.current
+        want = min(self._sizer.current, ROUND_BYTES)
         batch = await self._call(
             self.source_id,
             "icrp_export_range",
@@ -373,9 +373,9 @@ class SplitPerformer:
             self.source_id, "icrp_set_fences", lambda: source.set_fences(wanted)
         )
 
-    async def _publish(self, routes: Sequence[Route], *, on: str | None = None) -> None:
-        """Set the routing table on ``on`` (the source) unless it already holds it."""
-        canister = on or self.source_id
+    async def _publish(self, routes: Sequence[Route]) -> None:
+        """Set the source's routing table to ``routes`` unless it holds them already."""
+        canister = self.source_id
         icrp = self._icrp(canister)
         wanted = tuple(
             IcrpRoute(key_range(r.span), Principal.from_text(r.canister)) for r in routes
@@ -407,14 +407,19 @@ class SplitPerformer:
         return FreedSome(index, cursor, records, nbytes, False)
 
     async def _release(self, shards: Sequence[str]) -> None:
-        """Give every shard the final routing table; the registry forgets them."""
-        state_routes = routes_of(await self._state())
+        """Give every shard the source's routing table; the registry forgets them."""
+        source = self._icrp(self.source_id)
+        table = await self._call(self.source_id, "icrp_routing", source.routing, cost="query")
         for shard in shards:
-            await self._publish(state_routes, on=shard)
+            icrp = self._icrp(shard)
+            current = await self._call(shard, "icrp_routing", icrp.routing, cost="query")
+            if current != table:
+                await self._call(
+                    shard,
+                    "icrp_set_routing",
+                    lambda i=icrp: i.set_routing(table),  # type: ignore[misc]
+                )
         registry = self.ctx.store.registry
         for entry in await registry.entries():
             if entry.network == self.network and entry.canister in shards:
                 await registry.forget(entry.network, entry.source, entry.role)
-
-    async def _state(self) -> JobState:
-        return (await self.ctx.store.load(self.job.id)).state
