@@ -1,6 +1,7 @@
 """The built-in job kinds: importing this module registers every one of them."""
 
 from replicator.flows import archive, backup, restore, verify
+from replicator.flows.compact import kind as compact
 from replicator.flows.split import kind as split
 
-BUILTIN = (backup, restore, archive, verify, split)
+BUILTIN = (backup, restore, archive, verify, split, compact)

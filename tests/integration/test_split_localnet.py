@@ -259,6 +259,6 @@ async def test_bad_requests_are_refused_before_anything_is_created(w: World) -> 
             await engine.submit(split.request(ref(source), boundaries="m,g"))
         with pytest.raises(ReplicatorError, match="cannot be split"):
             await engine.submit(split.request(ref(await w.backup_canister(source)), shards=2))
-        with pytest.raises(ReplicatorError, match="cannot read the shard module"):
+        with pytest.raises(ReplicatorError, match="cannot read the module"):
             await engine.submit(split.request(ref(source), shards=2, wasm="/nonexistent.wasm"))
     assert await w.store().registry.entries() == []

@@ -117,6 +117,7 @@ def test_no_type_checking_imports() -> None:
         "replicator.flows.image.machine",
         "replicator.chunkbook",
         "replicator.flows.split.machine",
+        "replicator.flows.compact.machine",
     ],
 )
 def test_state_machines_import_nothing_that_does_io(module: str) -> None:

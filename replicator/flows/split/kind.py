@@ -26,16 +26,13 @@ Part 0 of the key space stays in the source; part ``i`` moves to shard ``i``.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from pathlib import Path
-
 from canister_iface.icrp import IcrpClient
 from canister_iface.icrp_types import KeyRange
 from canister_iface.principal import Principal
 from replicator import kinds
 from replicator.errors import JobFailed, UsageError
 from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
+from replicator.flows.modules import module_of
 from replicator.flows.split.machine import PHASES, advance
 from replicator.flows.split.metrics import SplitMetrics
 from replicator.flows.split.performer import SplitPerformer, key_range
@@ -49,7 +46,6 @@ from replicator.flows.split.ranges import (
     spans,
 )
 from replicator.job import CanisterRef, Job, JobRequest
-from replicator.provision import shipped_wasm
 from replicator.topup import copy_cost
 
 KIND = "split"
@@ -102,7 +98,7 @@ async def plan_split(ctx: PlanContext, req: JobRequest) -> Job:
     buckets = await _distribution(ctx, source, icrp)
     boundaries = _boundaries(req, buckets)
     parts = estimate(buckets, boundaries)
-    wasm = await _module(ctx, source, req)
+    wasm = await module_of(ctx.calls, source, req.options.get("wasm"))
     if not await ctx.intend(*_actions(ctx, source, parts)):
         stand_ins = [to_be_created(f"shard {i}", source.network) for i in range(1, len(parts))]
         return _job(req, boundaries, [s.canister_id for s in stand_ins])
@@ -188,29 +184,6 @@ def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{what} must be a whole number, got {value!r}")
     return value
-
-
-async def _module(ctx: PlanContext, source: CanisterRef, req: JobRequest) -> bytes:
-    """The module the shards run: ``wasm`` if given, else the source's (if we ship it)."""
-    path = req.options.get("wasm")
-    if path is not None:
-        try:
-            return await asyncio.to_thread(Path(str(path)).read_bytes)
-        except OSError as exc:
-            raise UsageError(f"cannot read the shard module {path}: {exc.strerror}") from None
-    agent = ctx.calls.agent_for(source.network)
-    canister = Principal.from_text(source.canister_id)
-    runner = ctx.calls.runner_for(source.network)
-    running = await runner.call(
-        source.canister_id, "module_hash", lambda: agent.module_hash(canister)
-    )
-    demo = shipped_wasm("demo_app")
-    if running == hashlib.sha256(demo).digest():
-        return demo
-    raise UsageError(
-        f"the IC does not hand out {source}'s module: give the module its shards run with "
-        "--wasm PATH (the same build as the source)"
-    )
 
 
 def _actions(ctx: PlanContext, source: CanisterRef, parts: tuple[Part, ...]) -> list[Action]:
