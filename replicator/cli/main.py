@@ -18,6 +18,7 @@ from replicator.cli import (
     archive,
     backup,
     check_canister,
+    compact,
     demo,
     images,
     jobs,
@@ -25,6 +26,7 @@ from replicator.cli import (
     restore,
     resume,
     serve,
+    split,
     verify,
 )
 from replicator.cli.common import add_global_options
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         localnet,
         serve,
+        split,
+        compact,
     ):
         module.register(commands)
     return parser

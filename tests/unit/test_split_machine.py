@@ -15,6 +15,7 @@ from replicator.flows.split.ranges import (
     boundaries_text,
     estimate,
     parse_boundaries,
+    parse_size,
     shard_count,
     spans,
 )
@@ -230,3 +231,12 @@ def _at_follow() -> JobState:
     state, _ = _run(state, m.ShardReset(1))
     assert state.phase == m.CATCHING_UP
     return state
+
+
+def test_sizes_parse_with_units_and_refuse_nonsense() -> None:
+    assert parse_size("256 MiB", "x") == 256 << 20
+    assert parse_size(1000, "x") == 1000
+    assert parse_size("2GB", "x") == 2 * 10**9
+    for bad in ("lots", "-1", 0, "5 parsecs", True):
+        with pytest.raises(UsageError, match="256 MiB"):
+            parse_size(bad, "max_shard_bytes")

@@ -42,6 +42,7 @@ from replicator.flows.split.ranges import (
     balanced_boundaries,
     estimate,
     parse_boundaries,
+    parse_size,
     shard_count,
     spans,
 )
@@ -67,7 +68,7 @@ def request(
     source: CanisterRef,
     *,
     shards: int | None = None,
-    max_shard_bytes: int | None = None,
+    max_shard_bytes: int | str | None = None,
     boundaries: str | None = None,
     wasm: str | None = None,
     name: str | None = None,
@@ -172,7 +173,8 @@ def _boundaries(req: JobRequest, buckets: list[Bucket]) -> tuple[bytes, ...]:
     if shards is not None and max_bytes is not None:
         raise UsageError("give either --shards or --max-shard-bytes, not both")
     if max_bytes is not None:
-        parts = shard_count(sum(b.nbytes for b in buckets), _int(max_bytes, "max_shard_bytes"))
+        limit = parse_size(max_bytes, "max_shard_bytes")
+        parts = shard_count(sum(b.nbytes for b in buckets), limit)
     elif shards is not None:
         parts = _int(shards, "shards")
     else:
@@ -215,6 +217,16 @@ def _actions(ctx: PlanContext, source: CanisterRef, parts: tuple[Part, ...]) -> 
             )
         )
     moved = sum(p.nbytes for p in parts[1:])
+    rate = ctx.settings.limits_for(source.network).bytes_per_second
+    if rate:
+        actions.append(
+            Action(
+                Verb.MOVE,
+                f"~{moved:,} bytes in about {moved / rate:,.0f} s at the configured "
+                f"{rate:,.0f} bytes/s (ranges copy in parallel)",
+                consent=False,
+            )
+        )
     actions.append(
         Action(
             Verb.DELETE,

@@ -156,3 +156,36 @@ def _show(key: bytes) -> str:
     if key and all(32 < c < 127 and c not in b",[]()" for c in key):
         return key.decode()
     return "0x" + key.hex()
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+}
+
+
+def parse_size(value: object, what: str) -> int:
+    """Bytes from ``123``, ``"123"`` or ``"64 MiB"`` (KiB, MiB, GiB; kB, MB, GB)."""
+    number: float
+    if isinstance(value, int) and not isinstance(value, bool):
+        number, unit = value, ""
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        digits = text.rstrip("kmgib")
+        try:
+            number, unit = float(digits), text[len(digits) :]
+        except ValueError:
+            number, unit = -1, ""
+    else:
+        number, unit = -1, ""
+    if unit not in _UNITS or number <= 0:
+        raise UsageError(
+            f'{what} must be a positive size such as 268435456 or "256 MiB", got {value!r}'
+        )
+    return int(number * _UNITS[unit])
