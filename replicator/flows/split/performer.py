@@ -58,6 +58,7 @@ from replicator.flows.split.metrics import SplitMetrics
 from replicator.flows.split.ranges import Span
 from replicator.job import CanisterRef, JobState
 from replicator.pump import TransferTooLarge
+from replicator.service import current_job
 
 T = TypeVar("T")
 
@@ -94,7 +95,9 @@ class SplitPerformer:
         self.agent = ctx.calls.agent_for(self.network)
         self.runner = ctx.calls.runner_for(self.network)
         self.metrics = ctx.metrics.extension(SplitMetrics)
-        self.name = str(self.job.options.get("name") or self.job.id)
+        # The metrics label: the config's job name under `serve`, else a fixed one
+        # (a job id per command would make a series per run).
+        self.name = str(self.job.options.get("name") or current_job.get() or "command-line")
         self.records_copied = 0
         self.bytes_copied = 0
         self._sizer = ctx.calls.sizer_for(Path.WRITE, None)
