@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from replicator.cli.common import Context, add_command
-from replicator.cli.jobrun import run_request
+from replicator.cli.jobrun import RenderedProgress, open_engine, run_request
+from replicator.errors import EXIT_OK
 from replicator.flows.split import kind as split
+from replicator.flows.split.abort import abort_split
+from replicator.job import CanisterRef
 
 
 def register(commands: Any) -> None:
@@ -26,6 +29,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("source", help="the canister to split (name or id)")
     how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--abort",
+        action="store_true",
+        help="give up an unfinished split before its first cut-over: delete its shards",
+    )
     how.add_argument("--shards", type=int, metavar="N", help="split into N parts of equal bytes")
     how.add_argument(
         "--max-shard-bytes",
@@ -52,6 +60,8 @@ def register(commands: Any) -> None:
 async def _split(ctx: Context) -> int:
     args = ctx.args
     source = ctx.config.canister(args.source)
+    if args.abort:
+        return await _abort(ctx, source)
     if args.plan_only:
         args.dry_run = True
     request = split.request(
@@ -62,3 +72,16 @@ async def _split(ctx: Context) -> int:
         wasm=args.wasm,
     )
     return await run_request(ctx, request)
+
+
+async def _abort(ctx: Context, source: CanisterRef) -> int:
+    progress = RenderedProgress(ctx.renderer)
+    async with open_engine(ctx, progress) as engine:
+        calls = engine.calls(lambda text: ctx.renderer.note(text))
+        request = split.request(source)
+        done = await abort_split(
+            engine.store, calls, request, ctx.consent, dry_run=bool(ctx.args.dry_run)
+        )
+    fields = {"ok": True, "exit_code": EXIT_OK, "source": str(source), **done.to_json()}
+    ctx.renderer.summary(fields)
+    return EXIT_OK

@@ -69,3 +69,12 @@ def test_split_usage_errors_exit_2(cli: Cli) -> None:
     size = cli.run("split", demo.to_text(), "--max-shard-bytes", "lots")
     assert size.returncode == 2
     assert "256 MiB" in size.stderr
+
+
+def test_split_abort_with_nothing_to_abort_says_so(cli: Cli) -> None:
+    demo = cli.deploy_demo(1)
+    result = cli.run("--json", "--yes", "split", demo.to_text(), "--abort")
+    assert result.returncode == 0, result.stderr
+    summary = _summary(result.stdout)
+    assert summary["job_id"] is None
+    assert summary["shards_deleted"] == []

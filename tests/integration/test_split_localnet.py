@@ -21,15 +21,18 @@ from icp_candid import Types
 
 from canister_iface import icrp_errors as errs
 from canister_iface.candid_value import as_nat, as_rec, as_variant, decode_single, encode_values
+from canister_iface.errors import IcError
 from canister_iface.icrp import IcrpClient
 from canister_iface.icrp_errors import error_from_candid
 from canister_iface.icrp_types import KeyRange, Record, Routing
 from canister_iface.principal import Principal
 from replicator.checkpoints import SqliteStore
-from replicator.errors import ReplicatorError
+from replicator.errors import ReplicatorError, UsageError
+from replicator.flow import consent_given
 from replicator.flows.split import kind as split
 from replicator.flows.split import machine as m
 from replicator.flows.split import performer as split_performer
+from replicator.flows.split.abort import abort_split
 from replicator.job import Phase
 
 pytestmark = pytest.mark.integration
@@ -262,3 +265,57 @@ async def test_bad_requests_are_refused_before_anything_is_created(w: World) -> 
         with pytest.raises(ReplicatorError, match="cannot read the module"):
             await engine.submit(split.request(ref(source), shards=2, wasm="/nonexistent.wasm"))
     assert await w.store().registry.entries() == []
+
+
+async def test_abort_before_cut_over_deletes_the_shards_and_a_new_split_starts_afresh(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, _ = await demo_with_my_users(w, rounds=2)
+    before = await records_of(IcrpClient(w.agent, source))
+    monkeypatch.setattr(split_performer, "ROUND_BYTES", 32 * 1024)
+    async with w.engine() as engine:
+        running = asyncio.create_task(engine.submit(split.request(ref(source), shards=2)))
+        job_id = await _mid_copy(w.stores[-1])
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        calls = engine.calls(lambda text: None)
+        aborted = await abort_split(engine.store, calls, split.request(ref(source)), consent_given)
+    assert aborted.job_id == job_id
+    assert len(aborted.shards_deleted) == 1
+    with pytest.raises(IcError):  # gone
+        await w.mgmt.canister_status(Principal.from_text(aborted.shards_deleted[0]))
+    assert (await IcrpClient(w.agent, source).config()).fences == ()
+    assert await records_of(IcrpClient(w.agent, source)) == before  # the source owns all
+    assert await w.store().registry.entries() == []
+    # A new split plans afresh; once a range is cut over, abort is refused.
+    monkeypatch.setattr(split_performer, "DELETE_RECORDS", 1)  # a slow free: time to stop
+    monkeypatch.setattr(split_performer, "DELETE_CALLS_PER_ROUND", 1)
+    async with w.engine() as engine:
+        running = asyncio.create_task(engine.submit(split.request(ref(source), shards=2)))
+        second = await _at_step(w.stores[-1], m.FREE)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert second != job_id
+        with pytest.raises(UsageError, match="already cut 1 range"):
+            await abort_split(
+                engine.store,
+                engine.calls(lambda text: None),
+                split.request(ref(source)),
+                consent_given,
+            )
+        monkeypatch.undo()  # free at full speed
+        outcome = await engine.submit(split.request(ref(source), shards=2))
+    assert outcome.ok, outcome.error
+    assert outcome.resumed
+
+
+async def _at_step(store: SqliteStore, step: str) -> str:
+    for _ in range(3000):
+        for job in await store.list_jobs():
+            ranges = (await store.load(job.id)).state.detail.get("ranges") or ()
+            if any(r.get("step") == step for r in ranges):
+                return job.id
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no range reached {step}")
