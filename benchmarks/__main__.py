@@ -12,7 +12,14 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ["localnet_bench", "backup_bench", "sha256_bench", "persist_bench", "icrp_bench"]
+BENCHMARKS = [
+    "localnet_bench",
+    "backup_bench",
+    "sha256_bench",
+    "persist_bench",
+    "icrp_bench",
+    "split_bench",
+]
 
 
 def main(argv: list[str]) -> int:

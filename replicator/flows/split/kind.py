@@ -26,6 +26,8 @@ Part 0 of the key space stays in the source; part ``i`` moves to shard ``i``.
 
 from __future__ import annotations
 
+import asyncio
+
 from canister_iface.icrp import IcrpClient
 from canister_iface.icrp_types import KeyRange
 from canister_iface.principal import Principal
@@ -103,7 +105,9 @@ async def plan_split(ctx: PlanContext, req: JobRequest) -> Job:
     if not await ctx.intend(*_actions(ctx, source, parts)):
         stand_ins = [to_be_created(f"shard {i}", source.network) for i in range(1, len(parts))]
         return _job(req, boundaries, [s.canister_id for s in stand_ins])
-    shards = [await _shard(ctx, source, i, part, wasm) for i, part in enumerate(parts) if i > 0]
+    # Created side by side: each takes several update calls (create, install, settings).
+    made = [_shard(ctx, source, i, part, wasm) for i, part in enumerate(parts) if i > 0]
+    shards = list(await asyncio.gather(*made))
     return _job(req, boundaries, shards)
 
 

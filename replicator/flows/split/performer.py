@@ -322,8 +322,8 @@ class SplitPerformer:
             self.metrics.changes_applied(self.name, len(batch.changes))
         return applied, max(0, batch.head_seq - applied)
 
-    async def _drain(self, span: Span, shard: str, until: int) -> int:
-        applied = await self._head(shard)
+    async def _drain(self, span: Span, shard: str, until: int, applied: int) -> int:
+        """Apply the range's changes until the shard reached ``until``; where it is then."""
         while applied < until:
             applied, _ = await self._follow_once(span, shard, applied)
         return applied
@@ -340,10 +340,13 @@ class SplitPerformer:
             fenced_at = await self._fence(cut.fences)
             total = await self._digest(self.source_id, keys)
             return CutOverDone(cut.index, fenced_at, total.records, total.bytes, total.digest, 0.0)
-        await self._drain(cut.span, cut.shard, await self._head(self.source_id))
-        started = time.monotonic()
+        head, applied = await asyncio.gather(self._head(self.source_id), self._head(cut.shard))
+        applied = await self._drain(cut.span, cut.shard, head, applied)
         fenced_at = await self._fence(cut.fences)
-        await self._drain(cut.span, cut.shard, fenced_at)
+        # Writes to the range are refused from here (the fence took effect when the
+        # call was executed, just before it answered) until the shard takes them.
+        started = time.monotonic()
+        await self._drain(cut.span, cut.shard, fenced_at, applied)
         in_source, in_shard = await asyncio.gather(
             self._digest(self.source_id, keys), self._digest(cut.shard, keys)
         )
