@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck prometheus unit demo bench canisters check-canisters localnet clean
+.PHONY: test lint typecheck prometheus clients unit demo bench canisters check-canisters localnet clean
 
 # The orchestrator with both extras: dev (tests, lint, types) and localnet (the
 # local IC that the demo and the integration tests run).
@@ -16,12 +16,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make test: lint, type-check and run the whole test suite
-test: $(STAMP) lint typecheck prometheus
+test: $(STAMP) lint typecheck prometheus clients
 	$(PY) -m pytest tests
 
 ## prometheus: Debian's prometheus + promtool for the deploy and scrape tests
 prometheus:
 	bash tools/install-prometheus.sh
+
+## clients: DFINITY's @dfinity/agent and icp-cli, pinned, for the official-client tests
+clients:
+	bash tools/install-clients.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -55,4 +59,4 @@ check-canisters: tools/moc/node_modules/.package-lock.json
 	$(PYTHON) tools/check_canisters.py
 
 clean:
-	rm -rf $(VENV) tools/moc/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tools/moc/node_modules tools/clients/node_modules .pytest_cache .mypy_cache .ruff_cache

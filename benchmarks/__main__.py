@@ -18,6 +18,8 @@ BENCHMARKS = [
     "sha256_bench",
     "persist_bench",
     "icrp_bench",
+    "subnet_bench",
+    "localnet_scale_bench",
     "split_bench",
 ]
 

@@ -8,7 +8,8 @@ own agent and management client.
 - time per small update (v4 sync call) and per small query;
 - MiB/s for 2 MiB query replies from a canister holding a 100 MiB heap
   (localnet must never be the bottleneck: target >= 200 MiB/s);
-- memory (RSS) per idle canister.
+- memory (RSS) per live canister (50 canisters: all stay live; fleets of
+  sleeping canisters are ``benchmarks/localnet_scale_bench.py``'s).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ async def _idle_memory() -> None:
             canister = await net.create_canister()
             await net.install_code(canister, COUNTER)
         after = _rss_mib()
-    print(f"memory per idle canister: {(after - before) / n:.2f} MiB RSS ({n} canisters)")
+    print(f"memory per live canister: {(after - before) / n:.2f} MiB RSS ({n} canisters)")
 
 
 async def run() -> None:

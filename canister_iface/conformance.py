@@ -2,13 +2,16 @@
 
     report = await check_canister(agent, canister_id, identity_other=stranger_agent)
     print(report.render())          # or report.to_json()
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if report.conformant else 1)
 
 Each requirement is one check that ends ``passed``, ``failed`` (with what
-was observed) or ``skipped`` (not run, with why: a capability the canister
-does not claim, a missing second identity, a check that would change
-state).  A capability the canister does not claim is never checked, so it
-never passes either.
+was observed), ``not_run`` (it applies but could not be checked here, with
+why: a missing second identity or push target, a check that would change
+state without ``allow_commit``, a transient error that outlasted the
+retries) or ``skipped`` (it does not apply: a capability the canister does
+not claim, another role).  Only a canister with no failure and nothing left
+not run is conformant; a check that met a transient error is run again
+before it is given up.
 
 ``agent`` must be a controller (or trusted peer) of the canister;
 ``identity_other`` is an agent of an identity that is neither, for the
@@ -28,6 +31,7 @@ is emptied; the head moves by one more empty step).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -60,7 +64,15 @@ from canister_iface.icrp_types import (
 from canister_iface.management_types import CanisterRef
 from canister_iface.principal import Principal
 
-Status = Literal["passed", "failed", "skipped"]
+# "skipped": the requirement does not apply to this canister (a capability it
+# does not claim, another role); "not_run": it applies but could not be checked
+# here (no push target, no allow_commit, a check it depends on failed, the
+# canister was not quiet, a transient error outlasted the retries). Only a
+# canister with neither failures nor checks left not run is conformant.
+Status = Literal["passed", "failed", "not_run", "skipped"]
+# Pauses before re-running a check that met a transient error (a busy or
+# restarting replica must not read as a protocol violation).
+_TRANSIENT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0)
 IC_MESSAGE_LIMIT = 2 * 1024 * 1024
 # Chunk sizes tried for test imports, smallest first (the reference accepts >= 4 KiB).
 _TEST_CHUNK_SIZES = (4096, 65536, 1024 * 1024)
@@ -90,8 +102,27 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """No check failed (skipped checks do not count against the canister)."""
+        """No check failed (checks not run or not applicable are no failures)."""
         return not any(r.status == "failed" for r in self.results)
+
+    @property
+    def conformant(self) -> bool:
+        """Every applicable requirement was checked and met.
+
+        A check left not run proves nothing: calling the canister conformant
+        then would be a claim the suite did not test.
+        """
+        return self.ok and self.count("not_run") == 0
+
+    @property
+    def verdict(self) -> str:
+        if not self.ok:
+            return "NOT conformant"
+        not_run = self.count("not_run")
+        if not_run:
+            checks = "check" if not_run == 1 else "checks"
+            return f"not conformant: {not_run} {checks} not run (see why above)"
+        return "conformant"
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -110,13 +141,16 @@ class Report:
         ]
         width = max((len(r.id) for r in self.results), default=0)
         for r in self.results:
-            mark = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[r.status]
+            mark = {"passed": "PASS", "failed": "FAIL", "not_run": "NRUN", "skipped": "N/A "}[
+                r.status
+            ]
             lines.append(f"  {mark}  {r.id:<{width}}  {r.requirement}")
             if r.detail:
                 lines.append(f"        {'':<{width}}  -> {r.detail}")
         lines.append(
             f"{self.count('passed')} passed, {self.count('failed')} failed, "
-            f"{self.count('skipped')} skipped: " + ("conformant" if self.ok else "NOT conformant")
+            f"{self.count('not_run')} not run, {self.count('skipped')} not applicable: "
+            + self.verdict
         )
         return "\n".join(lines)
 
@@ -125,8 +159,9 @@ class Report:
             "canister_id": self.canister_id,
             "role": self.role,
             "capabilities": list(self.capabilities),
-            "conformant": self.ok,
-            "counts": {s: self.count(s) for s in ("passed", "failed", "skipped")},
+            "conformant": self.conformant,
+            "verdict": self.verdict,
+            "counts": {s: self.count(s) for s in ("passed", "failed", "not_run", "skipped")},
             "checks": [asdict(r) for r in self.results],
         }
 
@@ -139,7 +174,11 @@ class Fail(Exception):
 
 
 class Skip(Exception):
-    """The requirement cannot be checked here (the message says why)."""
+    """The requirement applies but cannot be checked here (the message says why)."""
+
+
+class NotApplicable(Skip):
+    """The requirement does not apply to this canister (the message says why)."""
 
 
 async def check_canister(
@@ -151,6 +190,7 @@ async def check_canister(
     max_verify_bytes: int = 64 * 1024 * 1024,
     push_target: CanisterRef | None = None,
     import_source: CanisterRef | None = None,
+    retry_delays: tuple[float, ...] = _TRANSIENT_RETRY_DELAYS,
 ) -> Report:
     """Check ``canister_id`` against every ICRP requirement; see the module docstring.
 
@@ -165,6 +205,7 @@ async def check_canister(
     """
     suite = _Suite(agent, Principal.of(canister_id), identity_other, allow_commit)
     suite.max_verify_bytes = max_verify_bytes
+    suite.retry_delays = retry_delays
     suite.push_target = None if push_target is None else Principal.of(push_target)
     suite.import_source = None if import_source is None else Principal.of(import_source)
     return await suite.run()
@@ -183,6 +224,7 @@ class _Suite:
         self.other = None if other is None else IcrpClient(other, canister)
         self.allow_commit = allow_commit
         self.max_verify_bytes = 0
+        self.retry_delays = _TRANSIENT_RETRY_DELAYS
         self.push_target: Principal | None = None
         self.import_source: Principal | None = None
         self.info: Info | None = None
@@ -248,7 +290,7 @@ class _Suite:
     async def run(self) -> Report:
         for check_id, requirement, check in self.checks():
             started = time.monotonic()
-            status, detail = await _outcome(check)
+            status, detail = await _outcome(check, self.retry_delays)
             seconds = round(time.monotonic() - started, 3)
             self.report.results.append(CheckResult(check_id, requirement, status, detail, seconds))
         if self.info is not None:
@@ -266,7 +308,9 @@ class _Suite:
     def need(self, capability: str) -> Info:
         info = self.need_info()
         if not info.can(capability):
-            raise Skip(f"not run: the canister does not claim the {capability!r} capability")
+            raise NotApplicable(
+                f"not applicable: the canister does not claim the {capability!r} capability"
+            )
         return info
 
     def need_commit(self, what: str) -> None:
@@ -742,7 +786,7 @@ class _Suite:
         self.need("journal")
         journal = await self._journal()
         if journal.oldest_seq == 0:
-            raise Skip("the journal still reaches back to the first change (oldest_seq 0)")
+            raise NotApplicable("the journal still reaches back to the first change (oldest_seq 0)")
         try:
             await self.icrp.changes(journal.oldest_seq - 1, 1024)
         except errs.TooOld as exc:
@@ -793,10 +837,10 @@ class _Suite:
     async def out_of_range(self) -> str:
         info = self.need("key_range")
         if info.key_range is None:
-            raise Skip("the canister owns no key range (not a shard)")
+            raise NotApplicable("the canister owns no key range (not a shard)")
         key = _key_outside(info.key_range)
         if key is None:
-            raise Skip("the shard owns every key")
+            raise NotApplicable("the shard owns every key")
         try:
             await self.icrp.import_records([Record(key, b"icrp conformance")])
         except errs.OutOfRange as exc:
@@ -861,7 +905,7 @@ class _Suite:
         if not self.allow_commit:
             raise Skip("commits change state; pass allow_commit=True (test canisters only)")
         if info.role == "backup":
-            raise Skip("a backup canister's images come from its source, not from itself")
+            raise NotApplicable("a backup canister's images come from its source, not from itself")
         ticket = await self.icrp.wait_ready(await self.icrp.begin_export())
         spec = ImportSpec.for_ticket(self.canister, ticket)
         import_id = await self.icrp.begin_import(spec)
@@ -1107,7 +1151,9 @@ class _Suite:
     async def fences(self) -> str:
         info = self.need("fences")
         if not info.can("key_range"):
-            raise Skip("not run: fences are checked through icrp_import_records ('key_range')")
+            raise NotApplicable(
+                "not applicable: fences are checked through icrp_import_records ('key_range')"
+            )
         if not await self._test_range_empty():
             raise Skip("the canister holds records in the suite's test range")
         before = (await self.icrp.config()).fences
@@ -1156,7 +1202,9 @@ class _Suite:
             raise Fail("setting the current table again changed it")
         if current.version > 0:
             try:
-                await self.icrp.set_routing(Routing(current.version, ()))
+                # A table that differs from the current one (an empty one may be current).
+                other = () if current.routes else (Route(KeyRange(b""), self.canister),)
+                await self.icrp.set_routing(Routing(current.version, other))
             except errs.InvalidArgument:
                 pass
             else:
@@ -1222,17 +1270,24 @@ class _Suite:
 # ------------------------------------------------------------------- outcome
 
 
-async def _outcome(check: Check) -> tuple[Status, str]:
-    try:
-        return "passed", await check()
-    except Skip as skip:
-        return "skipped", str(skip)
-    except Fail as fail:
-        return "failed", str(fail)
-    except TransientError as exc:
-        return "failed", f"could not complete: {exc} (transient: run the check again)"
-    except IcError as exc:
-        return "failed", f"unexpected error: {exc}"
+async def _outcome(check: Check, retry_delays: tuple[float, ...]) -> tuple[Status, str]:
+    for delay in (*retry_delays, None):
+        try:
+            return "passed", await check()
+        except NotApplicable as skip:
+            return "skipped", str(skip)
+        except Skip as skip:
+            return "not_run", str(skip)
+        except Fail as fail:
+            return "failed", str(fail)
+        except TransientError as exc:
+            if delay is None:
+                attempts = len(retry_delays) + 1
+                return "not_run", f"could not complete in {attempts} attempts: {exc}"
+            await asyncio.sleep(delay)
+        except IcError as exc:
+            return "failed", f"unexpected error: {exc}"
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 async def _all_refused(attempts: list[tuple[str, Callable[[], Awaitable[object]]]]) -> str:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from localnet.subnet_model import SubnetModel
+
 if TYPE_CHECKING:
     from localnet.net import LocalNet
 
-__all__ = ["LocalNet"]
+__all__ = ["LocalNet", "SubnetModel"]
 
 
 def __getattr__(name: str) -> Any:

@@ -255,9 +255,19 @@ class RequestStatus:
             raise ValueError("a rejected request needs reject_code and reject_message")
 
 
+@dataclass(frozen=True)
+class SubnetInfo:
+    """What every subnet's state tree shows of another subnet (the routing table)."""
+
+    subnet_id: bytes
+    public_key_der: bytes
+    canister_ranges: list[tuple[bytes, bytes]]
+    subnet_type: str = "application"
+
+
 @dataclass
 class StateView:
-    """The certified part of localnet's state at one instant."""
+    """The certified part of one subnet's state at one instant."""
 
     time_ns: int
     subnet_id: bytes
@@ -266,6 +276,11 @@ class StateView:
     nodes: dict[bytes, bytes] = field(default_factory=dict)  # node id -> Ed25519 DER key
     canisters: dict[bytes, CanisterView] = field(default_factory=dict)
     request_status: dict[bytes, RequestStatus] = field(default_factory=dict)
+    # ``/subnet/<id>/type`` (certification version 25 on): agent-rs reads it when present.
+    subnet_type: str = "application"
+    # The other subnets of the network: their keys and ranges, never their nodes
+    # (the replica's read_state shows only its own subnet's node keys).
+    other_subnets: list[SubnetInfo] = field(default_factory=list)
 
 
 def encode_canister_ranges(ranges: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -285,6 +300,14 @@ def _range_shards(ranges: Sequence[tuple[bytes, bytes]]) -> dict[Label, LabeledV
     label not above it) instead of in ``/subnet/<id>/canister_ranges``.
     """
     return {lo: encode_canister_ranges([(lo, hi)]) for lo, hi in ranges}
+
+
+def _subnet_subtree(info: SubnetInfo) -> dict[Label, LabeledValue]:
+    return {
+        "public_key": info.public_key_der,
+        "canister_ranges": encode_canister_ranges(info.canister_ranges),
+        "type": info.subnet_type.encode(),
+    }
 
 
 def _canister_subtree(view: CanisterView) -> dict[Label, LabeledValue]:
@@ -313,16 +336,41 @@ def _request_status_subtree(status: RequestStatus) -> dict[Label, LabeledValue]:
 
 
 def full_state_tree(view: StateView) -> HashTree:
-    """The whole certified state as a hash tree (nothing pruned)."""
-    subnet: dict[Label, LabeledValue] = {
-        "public_key": view.subnet_public_key_der,
-        "canister_ranges": encode_canister_ranges(view.canister_ranges),
-        "node": {node_id: {"public_key": der} for node_id, der in view.nodes.items()},
-    }
+    """The whole certified state as a hash tree (nothing pruned).
+
+    The topology part, and who reads it (client versions as tested,
+    ``tests/integration/test_official_clients.py``):
+
+    - ``/subnet/<id>/public_key`` for every subnet: agent-js 3.4.3 and agent-rs
+      0.49.1 (inside icp-cli 1.5.0) take a delegated subnet's key from the delegation's
+      copy; ``canister_iface.certificate`` likewise.
+    - ``/subnet/<id>/canister_ranges`` (one CBOR list): agent-js 3.4.3
+      (``check_canister_ranges``, in the delegation and, for ``CanisterStatus``
+      ``subnet``, in the certificate itself); agent-rs's fallback.
+    - ``/canister_ranges/<id>/<lower bound>`` (sharded, one range per shard):
+      agent-rs 0.49 ``check_delegation`` and ``fetch_subnet_by_id`` prefer it.
+    - ``/subnet/<own id>/node/<node id>/public_key`` (Ed25519, 44-byte DER),
+      the own subnet's nodes only, as on the IC: both agents verify query
+      signatures with these keys (agent-js ``fetchNodeKeys``, agent-rs
+      ``lookup_incomplete_subnet``).
+    - ``/subnet/<id>/type``: agent-rs 0.49 reads it when present
+      (certification version 25 on).
+    """
+    own = SubnetInfo(
+        view.subnet_id, view.subnet_public_key_der, view.canister_ranges, view.subnet_type
+    )
+    subnets: dict[Label, LabeledValue] = {}
+    shards: dict[Label, LabeledValue] = {}
+    for info in [own, *view.other_subnets]:
+        subnets[info.subnet_id] = _subnet_subtree(info)
+        shards[info.subnet_id] = _range_shards(info.canister_ranges)
+    own_subtree = subnets[view.subnet_id]
+    assert isinstance(own_subtree, dict)
+    own_subtree["node"] = {node_id: {"public_key": der} for node_id, der in view.nodes.items()}
     data: dict[Label, LabeledValue] = {
         "time": leb128(view.time_ns),
-        "subnet": {view.subnet_id: subnet},
-        "canister_ranges": {view.subnet_id: _range_shards(view.canister_ranges)},
+        "subnet": subnets,
+        "canister_ranges": shards,
     }
     if view.canisters:
         data["canister"] = {cid: _canister_subtree(c) for cid, c in view.canisters.items()}

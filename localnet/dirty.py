@@ -22,6 +22,11 @@ nobody protected them yet they are reported as written on the next scan.
 
 Everything here is ctypes over raw syscalls; :func:`probe` tells whether the
 running kernel and process may use it (root or ``vm.unprivileged_userfaultfd``).
+
+:func:`populated` answers a simpler question with the same ioctl and no
+userfaultfd: which pages of a region hold memory at all. A page never
+written is zero and costs no RSS; copying or saving it would make it cost
+some, so the shadow copy and the images of sleeping canisters skip it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ _UFFDIO_WRITEPROTECT_MODE_WP = 1 << 0
 
 _PAGE_IS_WRITTEN = 1 << 1
 _PAGE_IS_PRESENT = 1 << 3
+_PAGE_IS_SWAPPED = 1 << 4
+_PAGE_IS_PFNZERO = 1 << 5  # mapped to the shared zero page (read, never written)
 _PM_SCAN_WP_MATCHING = 1 << 0
 _PM_SCAN_CHECK_WPASYNC = 1 << 1
 
@@ -54,6 +61,9 @@ _MAP_PRIVATE = 0x02
 _MAP_ANONYMOUS = 0x20
 _MAP_NORESERVE = 0x4000
 _MAP_FAILED = ctypes.c_void_p(-1).value
+_MREMAP_MAYMOVE = 1
+_MADV_DONTNEED = 4
+_MADV_NOHUGEPAGE = 15
 
 
 def _iowr(kind: int, nr: int, size: int) -> int:
@@ -125,6 +135,10 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.munmap.restype = ctypes.c_int
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.mprotect.restype = ctypes.c_int
+_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+_libc.mremap.restype = ctypes.c_void_p
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.restype = ctypes.c_int
 
 
 class DirtyTrackingUnavailable(OSError):
@@ -168,20 +182,23 @@ class _SharedFds:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = 0
+        self._uffd_pid = 0
         self.uffd = -1
         self.pagemap = -1
 
-    def get(self) -> tuple[int, int]:
+    def get_pagemap(self) -> int:
         with self._lock:
             if self._pid != os.getpid():
-                uffd = _open_uffd()
-                try:
-                    pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    os.close(uffd)
-                    raise
-                self.uffd, self.pagemap, self._pid = uffd, pagemap, os.getpid()
-            return self.uffd, self.pagemap
+                self.pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+                self._pid = os.getpid()
+            return self.pagemap
+
+    def get(self) -> tuple[int, int]:
+        pagemap = self.get_pagemap()
+        with self._lock:
+            if self._uffd_pid != os.getpid():
+                self.uffd, self._uffd_pid = _open_uffd(), os.getpid()
+            return self.uffd, pagemap
 
 
 _fds = _SharedFds()
@@ -199,12 +216,15 @@ class Region:
 class AnonMemory:
     """A private anonymous mapping: zero-filled, populated only where written.
 
-    Used for the shadow copy of a heap, so that a canister's shadow costs RSS
-    only for the bytes its heap really has.
+    Used for the shadow copy of a heap and for stable memory, so that they
+    cost RSS only for the bytes really written. :meth:`resize` moves the
+    pages with ``mremap`` instead of copying them (a copy would populate the
+    zero pages too). Transparent huge pages are declined: one written byte
+    must cost a 4 KiB page, not 2 MiB.
     """
 
     def __init__(self, size: int) -> None:
-        self.size = max(size, PAGE_SIZE)
+        self.size = _page_round(max(size, PAGE_SIZE))
         addr = _libc.mmap(
             None, self.size, _PROT_READ_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0
         )
@@ -213,6 +233,25 @@ class AnonMemory:
                 f"mmap of {self.size} bytes failed: {os.strerror(ctypes.get_errno())}"
             )
         self.address: int = addr
+        _libc.madvise(addr, self.size, _MADV_NOHUGEPAGE)
+
+    def resize(self, size: int) -> None:
+        """Grow or shrink to ``size`` bytes (rounded up to pages); contents are kept.
+
+        The address may change. Pages cut off by shrinking are released.
+        """
+        size = _page_round(max(size, PAGE_SIZE))
+        if size == self.size:
+            return
+        addr = _libc.mremap(self.address, self.size, size, _MREMAP_MAYMOVE)
+        if addr in (None, _MAP_FAILED):
+            raise MemoryError(f"mremap to {size} bytes failed: {os.strerror(ctypes.get_errno())}")
+        self.address, self.size = addr, size
+        _libc.madvise(addr, size, _MADV_NOHUGEPAGE)
+
+    def discard(self, start: int, end: int) -> None:
+        """Make ``[start, end)`` zero again and release its pages."""
+        discard(self.address, start, end)
 
     def close(self) -> None:
         if self.address:
@@ -223,6 +262,102 @@ class AnonMemory:
         self.close()
 
 
+def _page_round(n: int) -> int:
+    return -(-n // PAGE_SIZE) * PAGE_SIZE
+
+
+_VEC_LEN = 512
+_scan_buffers = threading.local()
+
+
+def _scan_buffer() -> ctypes.Array[_PageRegion]:
+    """The PAGEMAP_SCAN result buffer of this thread (12 KiB, not one per canister)."""
+    vec: ctypes.Array[_PageRegion] | None = getattr(_scan_buffers, "vec", None)
+    if vec is None:
+        vec = _scan_buffers.vec = (_PageRegion * _VEC_LEN)()
+    return vec
+
+
+def discard(address: int, start: int, end: int) -> None:
+    """Zero ``[address + start, address + end)`` of private anonymous memory.
+
+    Whole pages are given back to the kernel (``MADV_DONTNEED``: they read as
+    zero and cost no RSS until written again); partial pages are cleared.
+    """
+    if end <= start:
+        return
+    first, last = _page_round(start), end - end % PAGE_SIZE
+    if last <= first:
+        ctypes.memset(address + start, 0, end - start)
+        return
+    if first > start:
+        ctypes.memset(address + start, 0, first - start)
+    _libc.madvise(address + first, last - first, _MADV_DONTNEED)
+    if end > last:
+        ctypes.memset(address + last, 0, end - last)
+
+
+def decline_huge_pages(address: int, length: int) -> None:
+    """Ask for 4 KiB pages in ``[address, address + length)`` (best effort)."""
+    _libc.madvise(address, length, _MADV_NOHUGEPAGE)
+
+
+def populated(address: int, length: int) -> list[tuple[int, int]]:
+    """Offsets ``[start, end)`` of the pages of a region that hold memory.
+
+    A page never written (or only read: the shared zero page) is left out;
+    its content is zero. Needs ``PAGEMAP_SCAN`` (Linux >= 6.7) but no
+    userfaultfd; without it every page is reported (still correct, slower).
+    Swapped-out pages are reported, and so are a :class:`WriteTracker`'s
+    markers on never-written pages (the kernel files both as swap entries).
+    """
+    if length <= 0:
+        return []
+    try:
+        fd = _fds.get_pagemap()
+    except OSError:
+        return [(0, length)]
+    vec = _scan_buffer()
+    out: list[tuple[int, int]] = []
+    start, end = address, address + _page_round(length)
+    while start < end:
+        arg = _PmScanArg(
+            ctypes.sizeof(_PmScanArg), 0, start, end, 0, ctypes.addressof(vec), len(vec), 0,
+            _PAGE_IS_PFNZERO, _PAGE_IS_PFNZERO, _PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+            _PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+        )  # fmt: skip
+        n = int(_libc.ioctl(fd, _PAGEMAP_SCAN, ctypes.byref(arg)))
+        if n < 0:
+            return [(0, length)]
+        for i in range(n):
+            a, b = vec[i].start - address, min(vec[i].end - address, length)
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+        start = arg.walk_end
+    return out
+
+
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+def nonzero_pages(address: int, length: int) -> list[tuple[int, bytes]]:
+    """(offset, content) of the pages of ``[address, address + length)`` that hold
+    anything but zeros; only populated pages are read (see :func:`populated`).
+
+    Not for a region registered with a :class:`WriteTracker`: its write
+    protection markers look like swapped-out pages, so all of it is read.
+    """
+    out = []
+    for start, end in populated(address, length):
+        for offset in range(start, end, PAGE_SIZE):
+            data = ctypes.string_at(address + offset, min(PAGE_SIZE, length - offset))
+            if data != _ZERO_PAGE[: len(data)]:
+                out.append((offset, data))
+    return out
+
+
 class WriteTracker:
     """Tracks written pages of ``[base, base + reservation)`` (page aligned).
 
@@ -230,7 +365,7 @@ class WriteTracker:
     (optionally) re-arms exactly those pages atomically.
     """
 
-    _VEC_LEN = 512
+    _VEC_LEN = _VEC_LEN
 
     def __init__(self, base: int, reservation: int) -> None:
         if base % PAGE_SIZE or reservation % PAGE_SIZE:
@@ -238,7 +373,6 @@ class WriteTracker:
         self.base = base
         self.reservation = reservation
         self._uffd, self._pagemap = _fds.get()
-        self._vec = (_PageRegion * self._VEC_LEN)()
         reg = _UffdioRegister(_UffdioRange(base, reservation), _UFFDIO_REGISTER_MODE_WP, 0)
         _ioctl(self._uffd, _UFFDIO_REGISTER, reg, "UFFDIO_REGISTER (write-protect mode)")
         self._registered = True
@@ -261,7 +395,8 @@ class WriteTracker:
         regions: list[Region] = []
         start, end = self.base, self.base + length
         flags = _PM_SCAN_CHECK_WPASYNC | (_PM_SCAN_WP_MATCHING if rearm else 0)
-        vec_addr = ctypes.addressof(self._vec)
+        vec = _scan_buffer()
+        vec_addr = ctypes.addressof(vec)
         while start < end:
             arg = _PmScanArg(
                 ctypes.sizeof(_PmScanArg), flags, start, end, 0, vec_addr, self._VEC_LEN,
@@ -269,7 +404,7 @@ class WriteTracker:
             )  # fmt: skip
             n = _ioctl(self._pagemap, _PAGEMAP_SCAN, arg, "PAGEMAP_SCAN")
             for i in range(n):
-                r = self._vec[i]
+                r = vec[i]
                 regions.append(
                     Region(
                         r.start - self.base,

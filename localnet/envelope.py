@@ -567,6 +567,12 @@ def _check_subnet_path(path: Sequence[bytes], effective_id: bytes) -> None:
     if len(path) == 3 and path[0] == b"subnet" and path[2] == b"metrics":
         _check_same_principal(path[1], effective_id)
         return
+    if path and path[0] == b"canister_ranges":
+        # The sharded routing table of the subnet itself (agent-rs fetch_subnet_by_id).
+        if len(path) != 2:
+            raise _invalid_path()
+        _check_same_principal(path[1], effective_id)
+        return
     if not path or path[0] not in (b"time", b"subnet", b"api_boundary_nodes"):
         raise _invalid_path()
     _check_common_path(path)

@@ -127,6 +127,10 @@ class SystemState:
     # settings.wasm_memory_limit (0: none): an update, init or post_upgrade
     # that grows the Wasm memory beyond it traps (IC0539), as on the IC.
     wasm_memory_limit: int = 0
+    # With the subnet model (localnet.fabric): how many more requests the
+    # canister may queue to a callee; ic0.call_perform fails (SYS_TRANSIENT)
+    # once the queue is full, as on the IC. None: unbounded.
+    call_queue_room: Callable[[bytes], int] | None = None
 
     def certificate(self) -> bytes | None:
         """The data certificate, made on first use."""

@@ -10,14 +10,16 @@ the replica's HTTP handler):
 - ``POST /api/v2/canister/<id>/call``            asynchronous call: 202
 - ``POST /api/{v2,v3}/canister/<id>/read_state`` and ``.../subnet/<id>/read_state``
 - ``GET|PUT|PATCH /_/faults``, ``POST /_/faults/reset``: fault injection (JSON)
+- ``GET /_/subnets``: subnet ids, canister ranges, the subnet model and round statistics
 
 A call the node refuses before execution (``Reject`` from ``submit_call``) is
 200 with ``status: non_replicated_rejection`` on the sync endpoints and 200
 with the bare reject fields on v2, as on the replica.  Client errors are 400
 (malformed or unauthenticated envelope), 403 (forbidden read_state path),
 404 (unknown route or read_state path), 405, 413 (body over the request limit
-or call over the ingress limit).  Injected faults add latency and answer 429 /
-503 (with ``Retry-After`` when configured) before a request is looked at.
+or call over the ingress limit), 503 when the subnet model's ingress pool is
+full.  Injected faults add latency and answer 429 / 503 (with ``Retry-After``
+when configured) before a request is looked at.
 Error bodies are ``text/plain``.
 """
 
@@ -44,7 +46,7 @@ from localnet.envelope import (
 from localnet.errors import Reject
 from localnet.faults import EndpointKind, FaultConfig, Faults
 from localnet.limits import Limits, MiB
-from localnet.node_api import Forbidden, NodeApi, NotFound, Request, RequestType
+from localnet.node_api import Forbidden, NodeApi, NotFound, Overloaded, Request, RequestType
 
 IC_API_VERSION = "0.18.0"
 IMPL_VERSION = "localnet-0.1.0"
@@ -67,6 +69,7 @@ def make_app(
     sync_call_timeout_s: float = DEFAULT_SYNC_CALL_TIMEOUT_S,
     clock: Clock = time.time_ns,
     impl_version: str = IMPL_VERSION,
+    describe: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``node``'s IC endpoints and the fault admin API.
 
@@ -90,6 +93,12 @@ def make_app(
     app.router.add_put("/_/faults", admin.put)
     app.router.add_patch("/_/faults", admin.patch)
     app.router.add_post("/_/faults/reset", admin.reset)
+    if describe is not None:
+
+        async def subnets(request: web.Request) -> web.Response:
+            return web.json_response(describe())
+
+        app.router.add_get("/_/subnets", subnets)
     return app
 
 
@@ -230,6 +239,8 @@ async def _plain_text_errors(request: web.Request, handler: Handler) -> web.Stre
         return _text(403, str(exc) or "Forbidden.")
     except NotFound as exc:
         return _text(404, str(exc) or "Not found.")
+    except Overloaded as exc:
+        return _text(503, str(exc) or "Service is overloaded, try again later.")
     except web.HTTPNotFound:
         return _text(404, f"Endpoint not found: {request.method} {request.path}")
     except web.HTTPMethodNotAllowed as exc:
@@ -308,10 +319,17 @@ class HttpServer:
         limits: Limits | None = None,
         sync_call_timeout_s: float = DEFAULT_SYNC_CALL_TIMEOUT_S,
         clock: Clock = time.time_ns,
+        admin: Callable[[], dict[str, Any]] | None = None,
     ) -> HttpServer:
-        """A server for :func:`make_app` over ``node`` (what ``LocalNet`` runs)."""
+        """A server for :func:`make_app` over ``node`` (what ``LocalNet`` runs);
+        ``admin`` describes the subnets for ``GET /_/subnets``."""
         app = make_app(
-            node, faults, limits=limits, sync_call_timeout_s=sync_call_timeout_s, clock=clock
+            node,
+            faults,
+            limits=limits,
+            sync_call_timeout_s=sync_call_timeout_s,
+            clock=clock,
+            describe=admin,
         )
         return cls(app, host=host, port=port)
 

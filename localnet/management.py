@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from localnet import cycles, ids, mgmt_install, mgmt_settings, snapshots
+from localnet import cycles, mgmt_install, mgmt_settings, snapshots
 from localnet.errors import ErrorCode, Reject
 from localnet.execution import RejectResponse, Reply, Response
 from localnet.mgmt_base import (
@@ -291,12 +291,13 @@ def _provisional_create(call: ManagementCall, args: dict[str, Any]) -> bytes:
 
 def _check_specified_id(call: ManagementCall, value: Any) -> bytes:
     raw = principal_bytes(value)
-    if ids.canister_index(raw) is None:
+    if not call.host.hosts_canister_id(raw):
         raise fail(
             ErrorCode.CANISTER_NOT_HOSTED_BY_SUBNET,
             f"Unsuccessful validation of specified ID: Specified CanisterId {text(raw)} is not "
-            "hosted by this subnet: localnet hosts canister ids of the form "
-            "<8-byte index> 0x01 0x01 (e.g. rrkah-fqaaa-aaaaa-aaaaq-cai).",
+            "hosted by this subnet: a localnet subnet hosts canister ids of the form "
+            "<8-byte index> 0x01 0x01 (e.g. rrkah-fqaaa-aaaaa-aaaaq-cai), subnet i the "
+            "indices i·2^20 to (i+1)·2^20 - 1.",
         )
     if raw in call.host.canisters:
         raise fail(

@@ -11,7 +11,6 @@ below are worded and coded as the replica's (``ic-error-types``,
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,7 +20,7 @@ from localnet.errors import ErrorCode, Reject, reject_code_of
 from localnet.execution import ExecResult, RejectResponse, Reply, Response, SystemState
 from localnet.limits import Limits
 from localnet.sandbox import WasmEngine
-from localnet.state import CanisterState
+from localnet.state import CanisterState, wasm_hash
 
 MiB = 1024 * 1024
 CHUNK_SLOT_BYTES = MiB  # the IC charges every chunk store entry as 1 MiB
@@ -61,6 +60,10 @@ class ManagementHost(Protocol):
 
     def reject_open_calls(self, canister: CanisterState, reason: str) -> None:
         """Reject every call ``canister`` has not answered and drop its callbacks."""
+        ...
+
+    def hosts_canister_id(self, canister_id: bytes) -> bool:
+        """Whether ``canister_id`` is in this subnet's canister range."""
         ...
 
     def random_bytes(self, n: int) -> bytes: ...
@@ -261,4 +264,4 @@ def record_change(canister: CanisterState, call: ManagementCall, details: dict[s
 
 
 def module_hash(wasm: bytes) -> bytes:
-    return hashlib.sha256(wasm).digest()
+    return wasm_hash(wasm)

@@ -46,7 +46,7 @@ from localnet.mgmt_base import (
     text,
 )
 from localnet.mgmt_types import EMPTY_REPLY, encode_result, opt, principal_bytes, variant
-from localnet.sandbox import CanisterSandbox, InvalidModule, MemoryImage
+from localnet.sandbox import CanisterSandbox, InvalidModule, MemoryImage, WasmEngine
 from localnet.state import CanisterState
 from localnet.wasm_module import ModuleInfo, decompress, parse
 
@@ -76,10 +76,10 @@ class InstallMode:
 
 @dataclass(frozen=True)
 class Module:
-    """A module as uploaded (maybe gzip-compressed) and what parsing it revealed."""
+    """A module as uploaded (maybe gzip-compressed; the engine's one copy of
+    those bytes, see ``WasmEngine.intern``) and what parsing it revealed."""
 
     uploaded: bytes
-    raw: bytes
     info: ModuleInfo
 
     @property
@@ -89,7 +89,8 @@ class Module:
 
 @functools.lru_cache(maxsize=32)
 def module_info(uploaded: bytes) -> ModuleInfo:
-    """What parsing an installed (valid) module reveals; cached per module."""
+    """What parsing a module reveals; cached per module (installing one module
+    into many canisters parses it once)."""
     return parse(decompress(uploaded))
 
 
@@ -200,20 +201,18 @@ def install_chunked_code(call: ManagementCall, args: dict[str, Any]) -> bytes:
     expected: bytes = args["wasm_module_hash"]
     if len(expected) != 32:
         raise fail(ErrorCode.CANISTER_CONTRACT_VIOLATION, f"Invalid wasm hash {list(expected)}")
-    parts = []
+    digests = []
     for entry in args["chunk_hashes_list"]:
         digest: bytes = entry["hash"]
         if len(digest) != 32:
             raise _chunk_store_error("Chunk hash is invalid. The length is not 32")
-        chunk = store.chunk_store.get(digest)
-        if chunk is None:
+        if digest not in store.chunk_store:
             raise _chunk_store_error(f"Chunk hash {digest.hex()} was not found")
-        parts.append(chunk)
-    uploaded = b"".join(parts)
-    if module_hash(uploaded) != expected:
+        digests.append(digest)
+    uploaded, actual = _assemble(host.engine, store, tuple(digests))
+    if actual != expected:
         raise _chunk_store_error(
-            f"Wasm module hash {module_hash(uploaded).hex()} does not match given hash "
-            f"{expected.hex()}"
+            f"Wasm module hash {actual.hex()} does not match given hash {expected.hex()}"
         )
     if len(uploaded) > host.limits.max_wasm_module_bytes:
         raise _invalid_wasm(
@@ -223,6 +222,31 @@ def install_chunked_code(call: ManagementCall, args: dict[str, Any]) -> bytes:
         )
     _install(call, target, InstallMode.decode(args["mode"]), uploaded, args["arg"])
     return EMPTY_REPLY
+
+
+# Chunk hash lists already assembled -> the module's SHA-256. Chunks are
+# content-addressed (their store computes the hash), so the list names the
+# bytes: a fleet installing one module into thousands of canisters from one
+# store joins and hashes it once, then takes the engine's interned copy.
+_ASSEMBLED: dict[tuple[bytes, ...], bytes] = {}
+_ASSEMBLED_KEPT = 256
+
+
+def _assemble(
+    engine: WasmEngine, store: CanisterState, digests: tuple[bytes, ...]
+) -> tuple[bytes, bytes]:
+    """The module made of ``store``'s chunks ``digests``, and its SHA-256."""
+    known = _ASSEMBLED.get(digests)
+    if known is not None:
+        uploaded = engine.interned(known)
+        if uploaded is not None:
+            return uploaded, known
+    uploaded = b"".join(store.chunk_store[d] for d in digests)
+    actual = hashlib.sha256(uploaded).digest()
+    if len(_ASSEMBLED) >= _ASSEMBLED_KEPT:
+        del _ASSEMBLED[next(iter(_ASSEMBLED))]
+    _ASSEMBLED[digests] = actual
+    return uploaded, actual
 
 
 def _invalid_wasm(canister: CanisterState, reason: str) -> Reject:
@@ -236,12 +260,12 @@ def _invalid_wasm(canister: CanisterState, reason: str) -> Reject:
     )
 
 
-def _parse_module(canister: CanisterState, uploaded: bytes) -> Module:
+def _parse_module(call: ManagementCall, canister: CanisterState, uploaded: bytes) -> Module:
     try:
-        raw = decompress(uploaded)
-        return Module(uploaded, raw, parse(raw))
+        info = module_info(uploaded)
     except InvalidModule as exc:
         raise _invalid_wasm(canister, str(exc)) from exc
+    return Module(call.host.engine.intern(uploaded), info)
 
 
 def _install(
@@ -258,7 +282,7 @@ def _install(
                 "canister-not-empty",
             ),
         )
-    module = _parse_module(canister, uploaded)
+    module = _parse_module(call, canister, uploaded)
     _prepay(call, canister, module)
     if mode.kind == "upgrade":
         Upgrade(call, canister, module, mode, arg).run()

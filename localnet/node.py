@@ -1,49 +1,46 @@
-"""The node: the replica behind the HTTP interface (implements ``NodeApi``).
+"""The node: the replicas behind the HTTP interface (implements ``NodeApi``).
 
-It owns the keys (a BLS root key for certificates, an Ed25519 node key for
-query signatures), runs every replica operation on the execution thread and
-turns replica state into certified answers.
+One HTTP endpoint serves every subnet, as PocketIC's gateway does: a request
+goes to the subnet that hosts its effective canister id (``read_state`` on
+``/api/v3/subnet/<id>``: that subnet). Each subnet answers with its own
+certificates (a delegation from the root subnet for every subnet but the
+root) and signs queries with its own node's key. Every replica operation runs
+on the one execution thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from localnet import ids
-from localnet.certification import (
-    CanisterView,
-    Certifier,
-    NodeSigner,
-    RequestStatus,
-    StateView,
-    state_tree,
-)
+from localnet.certification import CanisterView, RequestStatus, StateView, state_tree
 from localnet.errors import Reject
 from localnet.execution import Reply, Response
 from localnet.executor import ExecutionThread
+from localnet.fabric import Fabric
+from localnet.management import effective_canister_id
 from localnet.node_api import Forbidden, Request
 from localnet.replica import Replica
 from localnet.state import CanisterState
+from localnet.subnets import Subnet, Topology, canister_range
 
-# The subnet's id and canister range, as a one-subnet localnet presents them.
-SUBNET_ID = hashlib.sha224(b"localnet subnet").digest() + b"\x02"  # self-authenticating form
-CANISTER_RANGES = [(ids.canister_id(0), ids.canister_id(0x0FFFFF))]
+# The root subnet's canister range (subnet ``i`` hosts ``localnet.subnets.canister_range(i)``).
+CANISTER_RANGES = [canister_range(0)]
 IMPL_VERSION = "localnet-0.1.0"
 
 
 class Node:
-    def __init__(self, replica: Replica, certifier: Certifier, node_signer: NodeSigner) -> None:
-        self.replica = replica
-        self.certifier = certifier
-        self.signer = node_signer
-        self.executor = ExecutionThread(replica)
+    def __init__(self, fabric: Fabric) -> None:
+        self.fabric = fabric
+        self.topology: Topology = fabric.topology
+        self.executor = ExecutionThread(fabric)
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        replica.on_request_done = self._request_done
-        replica.data_certificate = self._data_certificate
+        for subnet in self.topology:
+            subnet.replica.on_request_done = self._request_done
+            subnet.replica.data_certificate = self._data_certificate_for(subnet)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -56,7 +53,7 @@ class Node:
 
     @property
     def root_key(self) -> bytes:
-        return self.certifier.root_key_der
+        return self.topology.root.key.public_key_der
 
     async def status(self) -> dict[str, Any]:
         return {
@@ -67,8 +64,20 @@ class Node:
         }
 
     async def submit_call(self, request: Request) -> None:
-        await self.executor.run(self.replica.submit_ingress, request)
+        subnet = self.subnet_for_call(request)
+        await self.executor.run(subnet.replica.submit_ingress, request)
         self.executor.drain_soon()
+
+    def subnet_for_call(self, request: Request) -> Subnet:
+        """Where an update call runs: a creation with ``specified_id`` on the subnet
+        hosting that id (as PocketIC does), anything else by its effective canister id."""
+        if request.canister_id == ids.MANAGEMENT_CANISTER and (
+            request.method_name == "provisional_create_canister_with_cycles"
+        ):
+            specified = effective_canister_id(request.method_name, request.arg)
+            if specified is not None and (hosting := self.topology.hosting(specified)):
+                return hosting
+        return self.topology.for_effective_id(request.effective_canister_id)
 
     async def wait_for(self, request_id: bytes, timeout: float) -> bool:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
@@ -91,11 +100,15 @@ class Node:
     async def read_state(
         self, sender: bytes, effective_canister_id: bytes, paths: list[list[bytes]]
     ) -> bytes:
-        view = await self.executor.run(self._state_view, sender, effective_canister_id, paths)
-        return self.certifier.certificate(state_tree(view, paths))
+        subnet = self.topology.for_effective_id(effective_canister_id)
+        view = await self.executor.run(
+            self._state_view, subnet, sender, effective_canister_id, paths
+        )
+        return subnet.certifier().certificate(state_tree(view, paths))
 
     async def query(self, request: Request) -> dict[str, Any]:
-        response: Response = await self.executor.run(self.replica.query, request)
+        subnet = self.topology.for_effective_id(request.effective_canister_id)
+        response: Response = await self.executor.run(subnet.replica.query, request)
         if isinstance(response, Reply):
             body: dict[str, Any] = {"status": "replied", "reply": {"arg": response.data}}
         else:
@@ -106,8 +119,9 @@ class Node:
             }
             if response.error_code:  # optional in the spec: absent for canister rejects
                 body["error_code"] = response.error_code
-        timestamp = self.replica.clock.peek_ns()
-        body["signatures"] = [self.signer.sign_query_response(request.request_id, body, timestamp)]
+        timestamp = subnet.replica.clock.peek_ns()
+        signature = subnet.signer.sign_query_response(request.request_id, body, timestamp)
+        body["signatures"] = [signature]
         return body
 
     # --- the execution thread side ------------------------------------------------------
@@ -122,39 +136,57 @@ class Node:
                 future.set_result(None)
 
     def _is_done(self, request_id: bytes) -> bool:
-        record = self.replica.requests.get(request_id)
-        return record is not None and record.status in ("replied", "rejected", "done")
+        for subnet in self.topology:
+            record = subnet.replica.requests.get(request_id)
+            if record is not None:
+                return record.status in ("replied", "rejected", "done")
+        return False
+
+    def _base_view(self, subnet: Subnet) -> StateView:
+        return StateView(
+            time_ns=subnet.replica.clock.now_ns(),
+            subnet_id=subnet.subnet_id,
+            subnet_public_key_der=subnet.key.public_key_der,
+            canister_ranges=subnet.canister_ranges,
+            other_subnets=self.topology.others(subnet),
+        )
 
     def _state_view(
-        self, sender: bytes, effective_canister_id: bytes, paths: Sequence[Sequence[bytes]]
+        self,
+        subnet: Subnet,
+        sender: bytes,
+        effective_canister_id: bytes,
+        paths: Sequence[Sequence[bytes]],
     ) -> StateView:
         """Only what ``paths`` ask for, after checking the sender may read it."""
-        view = StateView(
-            time_ns=self.replica.clock.now_ns(),
-            subnet_id=SUBNET_ID,
-            subnet_public_key_der=self.certifier.key.public_key_der,
-            canister_ranges=CANISTER_RANGES,
-            nodes={self.signer.node_id: self.signer.public_key_der},
-        )
+        view = self._base_view(subnet)
+        view.nodes = {subnet.signer.node_id: subnet.signer.public_key_der}
         for path in paths:
-            self._add_path(view, sender, effective_canister_id, path)
+            self._add_path(subnet.replica, view, sender, effective_canister_id, path)
         return view
 
     def _add_path(
-        self, view: StateView, sender: bytes, effective_canister_id: bytes, path: Sequence[bytes]
+        self,
+        replica: Replica,
+        view: StateView,
+        sender: bytes,
+        effective_canister_id: bytes,
+        path: Sequence[bytes],
     ) -> None:
         head = path[0] if path else b""
         if head in (b"time", b"subnet", b"canister_ranges"):
             return
         if head == b"request_status" and len(path) >= 2:
-            self._add_request_status(view, sender, path[1])
+            self._add_request_status(replica, view, sender, path[1])
         elif head == b"canister" and len(path) >= 3:
-            self._add_canister(view, sender, effective_canister_id, path)
+            self._add_canister(replica, view, sender, effective_canister_id, path)
         else:
             raise Forbidden(f"the path {_show(path)} cannot be read with read_state")
 
-    def _add_request_status(self, view: StateView, sender: bytes, request_id: bytes) -> None:
-        record = self.replica.requests.get(request_id)
+    def _add_request_status(
+        self, replica: Replica, view: StateView, sender: bytes, request_id: bytes
+    ) -> None:
+        record = replica.requests.get(request_id)
         if record is None:
             return  # absent: the certificate proves it
         if record.sender != sender:
@@ -172,7 +204,12 @@ class Node:
         )
 
     def _add_canister(
-        self, view: StateView, sender: bytes, effective_canister_id: bytes, path: Sequence[bytes]
+        self,
+        replica: Replica,
+        view: StateView,
+        sender: bytes,
+        effective_canister_id: bytes,
+        path: Sequence[bytes],
     ) -> None:
         canister_id = path[1]
         if canister_id != effective_canister_id:
@@ -180,21 +217,19 @@ class Node:
                 f"the path {_show(path)} names canister {ids.to_text(canister_id)}, but the "
                 f"effective canister id is {ids.to_text(effective_canister_id)}"
             )
-        canister = self.replica.canisters.get(canister_id)
+        canister = replica.canisters.get(canister_id)
         if canister is not None:
             view.canisters[canister_id] = _canister_view(canister, sender, path)
 
-    def _data_certificate(self, canister_id: bytes) -> bytes:
-        view = StateView(
-            time_ns=self.replica.clock.now_ns(),
-            subnet_id=SUBNET_ID,
-            subnet_public_key_der=self.certifier.key.public_key_der,
-            canister_ranges=CANISTER_RANGES,
-        )
-        canister = self.replica.canisters[canister_id]
-        view.canisters[canister_id] = CanisterView(certified_data=canister.certified_data)
-        path = [b"canister", canister_id, b"certified_data"]
-        return self.certifier.certificate(state_tree(view, [path]))
+    def _data_certificate_for(self, subnet: Subnet) -> Callable[[bytes], bytes]:
+        def certificate(canister_id: bytes) -> bytes:
+            view = self._base_view(subnet)
+            canister = subnet.replica.canisters[canister_id]
+            view.canisters[canister_id] = CanisterView(certified_data=canister.certified_data)
+            path = [b"canister", canister_id, b"certified_data"]
+            return subnet.certifier().certificate(state_tree(view, [path]))
+
+        return certificate
 
 
 def _canister_view(canister: CanisterState, sender: bytes, path: Sequence[bytes]) -> CanisterView:
@@ -223,4 +258,4 @@ def _show(path: Sequence[bytes]) -> str:
     return "/" + "/".join(p.decode(errors="replace") if p.isascii() else p.hex() for p in path)
 
 
-__all__ = ["CANISTER_RANGES", "SUBNET_ID", "Node", "Reject"]
+__all__ = ["CANISTER_RANGES", "Node", "Reject"]

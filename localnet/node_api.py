@@ -38,6 +38,11 @@ class NotFound(Exception):
     """No such canister / subnet for the effective id (HTTP 404 or 400)."""
 
 
+class Overloaded(Exception):
+    """The node sheds the call before looking at it (HTTP 503), as the replica does
+    when its ingress pool is full."""
+
+
 class NodeApi(Protocol):
     @property
     def root_key(self) -> bytes:
@@ -50,7 +55,8 @@ class NodeApi(Protocol):
         Raises ``localnet.errors.Reject`` when the call is refused before
         execution (canister missing, stopped, out of cycles, inspect_message
         rejected, payload too large): the v4 endpoint reports it as a
-        ``non_replicated_rejection``.  Submitting the same request id twice is
+        ``non_replicated_rejection``; :class:`Overloaded` when the ingress
+        pool is full (HTTP 503).  Submitting the same request id twice is
         idempotent (the replica's duplicate detection).
         """
         ...

@@ -53,6 +53,32 @@ from localnet.state import CanisterState, CanisterStatus
 log = logging.getLogger("localnet.replica")
 
 _LOG_LINES_KEPT = 1000
+_RANGE_SIZE = 1 << 20  # canister ids per subnet (localnet.subnets.RANGE_SIZE)
+
+
+class Router(Protocol):
+    """Where the messages a replica produces go (``localnet.fabric``).
+
+    Without a router, every message stays in the replica's own queue and runs
+    as soon as the queue gets to it: one subnet, no rounds, the fast default.
+    """
+
+    def send(self, source: Replica, destination: bytes, message: Message) -> None:
+        """Deliver a request (``destination``: the callee, or the canister a
+        management call is about) or a response (``destination``: the caller)."""
+        ...
+
+    def admit_ingress(self, replica: Replica, size: int) -> None:
+        """Raise ``localnet.node_api.Overloaded`` while the ingress pool is full."""
+        ...
+
+    def accept_ingress(self, replica: Replica, message: CallMessage, size: int) -> None:
+        """Hold an ingress message until a block carries it (or run it now, without rounds)."""
+        ...
+
+    def call_room(self, replica: Replica, caller: bytes, callee: bytes) -> int | None:
+        """How many more requests ``caller`` may queue to ``callee`` (None: no bound)."""
+        ...
 
 
 class FaultSource(Protocol):
@@ -181,6 +207,8 @@ class Replica:
     subnet_id: bytes = b""
     canisters: dict[bytes, CanisterState] = field(default_factory=dict)
     next_canister_index: int = 0
+    first_canister_index: int = 0  # this subnet's canister id range starts here
+    router: Router | None = None
     # Called with a request id when an ingress message is answered (any thread-safe hook).
     on_request_done: Callable[[bytes], None] | None = None
     # Certificate for a canister's certified data, for non-replicated queries.
@@ -205,6 +233,15 @@ class Replica:
             self.next_canister_index += 1
             if candidate not in self.canisters:
                 return candidate
+
+    def hosts_canister_id(self, canister_id: bytes) -> bool:
+        """Whether ``canister_id`` lies in this subnet's range (for ``specified_id``)."""
+        index = ids.canister_index(canister_id)
+        if index is None:
+            return False
+        if self.router is None:
+            return True  # one subnet: every canister id is ours
+        return self.first_canister_index <= index < self.first_canister_index + _RANGE_SIZE
 
     def random_bytes(self, n: int) -> bytes:
         return os.urandom(n)
@@ -240,7 +277,19 @@ class Replica:
             global_timer=canister.global_timer,
             subnet_id=self.subnet_id,
             wasm_memory_limit=canister.settings.wasm_memory_limit,
+            call_queue_room=self._queue_room(canister) if not query else None,
         )
+
+    def _queue_room(self, canister: CanisterState) -> Callable[[bytes], int] | None:
+        router = self.router
+        if router is None:
+            return None
+
+        def room(callee: bytes) -> int:
+            left = router.call_room(self, canister.canister_id, callee)
+            return 1 << 62 if left is None else left
+
+        return room
 
     def apply_effects(self, canister: CanisterState, result: ExecResult) -> None:
         """State changes of a successful execution other than responses and calls."""
@@ -287,6 +336,9 @@ class Replica:
         """Induct an update call, or raise :class:`Reject` if the replica refuses it."""
         if request.request_id in self.requests:
             return  # duplicate submission: the first one counts
+        size = len(request.arg) + len(request.method_name)
+        if self.router is not None:
+            self.router.admit_ingress(self, size)
         self._check_ingress(request)
         self.requests[request.request_id] = RequestRecord(
             request_id=request.request_id,
@@ -295,16 +347,26 @@ class Replica:
             method=request.method_name,
             expiry_ns=request.ingress_expiry,
         )
-        self._queue.append(
-            CallMessage(
-                callee=request.canister_id,
-                method=request.method_name,
-                arg=request.arg,
-                cycles=0,
-                sender=request.sender,
-                origin=IngressOrigin(request.request_id, request.sender),
-            )
+        message = CallMessage(
+            callee=request.canister_id,
+            method=request.method_name,
+            arg=request.arg,
+            cycles=0,
+            sender=request.sender,
+            origin=IngressOrigin(request.request_id, request.sender),
         )
+        if self.router is None:
+            self._queue.append(message)
+        else:
+            self.router.accept_ingress(self, message, size)
+
+    def forget_request(self, request_id: bytes) -> None:
+        """Drop an ingress message that expired before a block carried it."""
+        self.requests.pop(request_id, None)
+
+    def enqueue(self, message: Message) -> None:
+        """Put a message into this replica's input: it runs in this round (``localnet.fabric``)."""
+        self._queue.append(message)
 
     def _check_ingress(self, request: Request) -> None:
         self._check_injected_faults(request.canister_id, request.method_name)
@@ -631,17 +693,19 @@ class Replica:
         context.outstanding += 1
         fee = cycles.xnet_fee(len(call.arg) + len(call.method))
         canister.cycles -= min(canister.cycles, fee)
-        self._queue.append(
-            CallMessage(
-                callee=call.callee,
-                method=call.method,
-                arg=call.arg,
-                cycles=call.cycles,
-                sender=canister.canister_id,
-                origin=CanisterOrigin(canister.canister_id, callback.id),
-                deadline_ns=callback.deadline_ns,
-            )
+        message = CallMessage(
+            callee=call.callee,
+            method=call.method,
+            arg=call.arg,
+            cycles=call.cycles,
+            sender=canister.canister_id,
+            origin=CanisterOrigin(canister.canister_id, callback.id),
+            deadline_ns=callback.deadline_ns,
         )
+        if self.router is None:
+            self._queue.append(message)
+        else:
+            self.router.send(self, _destination(message), message)
 
     def _answer(self, context: CallContext, response: Response) -> None:
         context.responded = True
@@ -678,7 +742,11 @@ class Replica:
 
     def _respond(self, origin: Origin, response: Response, refund: int) -> None:
         if isinstance(origin, CanisterOrigin):
-            self._queue.append(ResponseMessage(origin.callback_id, response, refund))
+            message = ResponseMessage(origin.callback_id, response, refund)
+            if self.router is None:
+                self._queue.append(message)
+            else:
+                self.router.send(self, origin.caller, message)
         elif isinstance(origin, IngressOrigin):
             record = self.requests[origin.request_id]
             if isinstance(response, Reply):
@@ -778,6 +846,17 @@ class Replica:
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
+
+
+def _destination(message: CallMessage) -> bytes:
+    """The canister whose subnet executes ``message``.
+
+    A call to ``aaaaa-aa`` about a canister goes to that canister's subnet, as
+    on the IC; one about no canister (``raw_rand``, creation) stays local.
+    """
+    if message.callee != ids.MANAGEMENT_CANISTER:
+        return message.callee
+    return effective_canister_id(message.method, message.arg) or message.sender
 
 
 def _callback_context(

@@ -6,7 +6,9 @@ Two heap strategies (see ``localnet.sandbox`` for when each is used):
   execution, copy it back after a rollback;
 * :class:`DirtyRollback`: keep a shadow copy of the committed heap and move
   only the pages an execution wrote (``localnet.dirty``), into the shadow on
-  commit or back out of it on rollback.
+  commit or back out of it on rollback. The shadow is sparse: only pages
+  that hold memory in the heap are copied into it, so a Motoko canister's
+  5 MiB heap with a dozen written pages has a shadow of a dozen pages.
 
 :class:`GlobalsAccess` reads and restores the mutable globals.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from typing import Any, cast
 
 import wasmtime
@@ -28,43 +31,59 @@ log = logging.getLogger("localnet.sandbox")
 class CopyRollback:
     """Reference strategy: save everything before, restore everything after.
 
-    The save buffer is reused between executions: allocating a fresh one
-    each time costs more in page faults than the copy itself.
+    The save buffer belongs to the thread, not the sandbox: executions on a
+    thread never interleave, and a fleet of live canisters must not keep a
+    heap-sized buffer each. It is reused between executions (allocating a
+    fresh one each time costs more in page faults than the copy itself).
+    Restoring writes back only the pages that differ, so a rolled-back
+    query leaves the heap as sparse as it was.
     """
 
     name = "copy"
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf: dirty.AnonMemory | None = None  # the thread's, during an execution
         self._saved = 0  # bytes of _buf in use
         self.copied = 0  # heap bytes copied for the last execution (a statistic)
 
-    def _address(self) -> int:
-        return ctypes.addressof(ctypes.c_char.from_buffer(self._buf)) if self._buf else 0
-
-    def adopt(self, base: int, size: int) -> None:
+    def adopt(self, base: int, size: int, committed: list[tuple[int, int]] | None = None) -> None:
         """The memory at ``base`` now holds the committed state (``size`` bytes)."""
         self._saved = 0
 
+    @property
+    def pending_committed(self) -> list[tuple[int, int]] | None:
+        """What :meth:`take_committed` would return, without taking it."""
+        return None
+
+    def committed_pages(self, base: int, size: int) -> list[tuple[int, bytes]]:
+        """The non-zero pages of the committed heap (between executions)."""
+        return dirty.nonzero_pages(base, size)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether commits changed anything known since :meth:`take_committed` (never:
+        this strategy does not know)."""
+        return False
+
     def begin(self, base: int, size: int) -> None:
-        if len(self._buf) < size:
-            self._buf = bytearray(size)
-        ctypes.memmove(self._address(), base, size)
+        self._buf = _save_buffer(size)
+        ctypes.memmove(self._buf.address, base, size)
         self._saved = self.copied = size
 
     def commit(self, base: int, size: int) -> None:
         self._saved = 0
 
     def rollback(self, base: int, physical: int, committed: int) -> None:
-        ctypes.memmove(base, self._address(), self._saved)
-        self.copied += self._saved
+        assert self._buf is not None
+        self.copied += _copy_changed(base, self._buf.address, self._saved)
         if physical > committed:
-            ctypes.memset(base + committed, 0, physical - committed)
+            dirty.discard(base, committed, physical)
         self._saved = 0
 
     def restore_into(self, base: int, committed: int) -> None:
-        """Write the committed state into a fresh memory (after a rebuild)."""
-        ctypes.memmove(base, self._address(), committed)
+        """Write the committed state into a fresh, zero memory (after a rebuild)."""
+        assert self._buf is not None
+        _copy_changed(base, self._buf.address, committed)
         self._saved = 0
 
     def written(self, base: int, physical: int) -> list[tuple[int, bytes]]:
@@ -75,8 +94,42 @@ class CopyRollback:
         return None
 
     def close(self) -> None:
-        self._buf = bytearray()
+        """Forget the execution's buffer; :meth:`adopt` may follow (a woken sandbox)."""
+        self._buf = None
         self._saved = 0
+
+
+_save_buffers = threading.local()
+
+
+def _save_buffer(size: int) -> dirty.AnonMemory:
+    """This thread's save buffer for the full-copy strategy, at least ``size`` bytes."""
+    buf: dirty.AnonMemory | None = getattr(_save_buffers, "buf", None)
+    if buf is None:
+        buf = _save_buffers.buf = dirty.AnonMemory(size)
+    elif buf.size < size:
+        buf.resize(size)
+    return buf
+
+
+def _copy_changed(dst: int, src: int, size: int) -> int:
+    """Copy the pages of ``src`` that differ from ``dst``; returns the bytes copied.
+
+    Reading a never-written page of ``dst`` costs nothing; writing it would
+    give it a page of RSS.
+    """
+    copied, page = 0, dirty.PAGE_SIZE
+    for offset in range(0, size, page):
+        n = min(page, size - offset)
+        if _libc.memcmp(dst + offset, src + offset, n):
+            ctypes.memmove(dst + offset, src + offset, n)
+            copied += n
+    return copied
+
+
+_libc = ctypes.CDLL(None)
+_libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.memcmp.restype = ctypes.c_int
 
 
 class DirtyRollback:
@@ -94,12 +147,11 @@ class DirtyRollback:
         self._committed: list[tuple[int, int]] | None = None
 
     def _ensure_shadow(self, size: int) -> dirty.AnonMemory:
-        if self._shadow is None or self._shadow.size < size:
-            grown = dirty.AnonMemory(max(size, 2 * (self._shadow.size if self._shadow else 0)))
-            if self._shadow is not None:
-                ctypes.memmove(grown.address, self._shadow.address, self._shadow.size)
-                self._shadow.close()
-            self._shadow = grown
+        if self._shadow is None:
+            self._shadow = dirty.AnonMemory(size)
+        elif self._shadow.size < size:
+            # Remapped, not copied: the pages not yet written stay unpopulated.
+            self._shadow.resize(max(size, 2 * self._shadow.size))
         return self._shadow
 
     def _track(self, base: int, size: int) -> None:
@@ -110,14 +162,40 @@ class DirtyRollback:
             self._tracker = dirty.WriteTracker(base, self._reservation)
         self._tracker.protect(0, size)
 
-    def adopt(self, base: int, size: int) -> None:
+    def adopt(self, base: int, size: int, committed: list[tuple[int, int]] | None = None) -> None:
+        """The memory at ``base`` now holds the committed state (``size`` bytes).
+
+        ``committed`` carries the ranges not yet taken by :meth:`take_committed`
+        over a sleep (None: all of the heap is new to the journal).
+        """
         if self._shadow is not None:
             self._shadow.close()
             self._shadow = None
         shadow = self._ensure_shadow(size)
-        ctypes.memmove(shadow.address, base, size)
+        for start, end in dirty.populated(base, size):
+            ctypes.memmove(shadow.address + start, base + start, end - start)
         self._track(base, size)
-        self._committed = None
+        self._committed = None if committed is None else list(committed)
+
+    @property
+    def pending_committed(self) -> list[tuple[int, int]] | None:
+        """What :meth:`take_committed` would return, without taking it."""
+        return None if self._committed is None else list(self._committed)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether :meth:`take_committed` would report anything (None counts)."""
+        return self._committed is None or bool(self._committed)
+
+    def committed_pages(self, base: int, size: int) -> list[tuple[int, bytes]]:
+        """The non-zero pages of the committed heap (between executions).
+
+        Read from the shadow: the heap itself is write-protected, and the
+        kernel reports its never-written pages like swapped-out ones.
+        """
+        if self._shadow is None:
+            return dirty.nonzero_pages(base, size)
+        return dirty.nonzero_pages(self._shadow.address, size)
 
     def begin(self, base: int, size: int) -> None:
         self.copied = 0  # the pages are armed since the last commit or rollback
@@ -151,8 +229,15 @@ class DirtyRollback:
         self._tracker.scan(physical, rearm=True)
 
     def restore_into(self, base: int, committed: int) -> None:
+        """Write the committed state into a fresh memory (after a rebuild).
+
+        The fresh memory must be zero (the caller released its pages): only
+        the populated pages of the shadow are copied.
+        """
         assert self._shadow is not None
-        ctypes.memmove(base, self._shadow.address, committed)
+        shadow = self._shadow.address
+        for start, end in dirty.populated(shadow, committed):
+            ctypes.memmove(base + start, shadow + start, end - start)
         self._track(base, committed)
         self._committed = None
 
@@ -170,6 +255,7 @@ class DirtyRollback:
         return ranges
 
     def close(self) -> None:
+        """Release tracker and shadow; :meth:`adopt` may follow (a woken sandbox)."""
         if self._tracker is not None:
             self._tracker.close()
             self._tracker = None

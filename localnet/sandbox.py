@@ -42,6 +42,16 @@ The module's start function does not run during instantiation (see
 ``localnet.wasm_module.instrument``) but afterwards, once a kept heap is in
 place, and not at all when a complete saved state (heap and globals) is
 loaded.
+
+Sleeping: a sandbox not in use may give its instance back (see
+``localnet.residency``, which decides when). Its committed heap and stable
+memory then exist only as a page image on disk (``localnet.spill``); its
+globals, sizes and journal bookkeeping stay in memory. The next execution
+instantiates the module again, writes the pages back and continues as if
+nothing happened; :meth:`CanisterSandbox.capture` and
+:meth:`CanisterSandbox.take_delta` read a sleeping sandbox's image without
+waking it. Memories are written sparsely everywhere (only pages that are
+not zero), so a canister's RSS follows what it wrote, not its heap size.
 """
 
 from __future__ import annotations
@@ -57,10 +67,16 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi
+from wasmtime._extern import wrap_extern
 
+from localnet import dirty
 from localnet.errors import ErrorCode
 from localnet.execution import EntryKind, ExecResult, MessageContext, SystemState
+from localnet.residency import Residency, ResidencyLimits
 from localnet.rollback import GlobalsAccess, Rollback, pick_rollback
+from localnet.spill import PAGE, PageImage, Spill, SpillRef
+from localnet.state import wasm_hash
 from localnet.system_api import (
     NON_REPLICATED,
     WASM_PAGE,
@@ -71,6 +87,8 @@ from localnet.system_api import (
     StableMemory,
     SystemApi,
     api_class,
+    importable,
+    linked_import,
     signature,
 )
 from localnet.wasm_module import (
@@ -85,7 +103,14 @@ from localnet.wasm_module import (
     parse,
 )
 
-__all__ = ["CanisterSandbox", "InvalidModule", "MemoryImage", "WasmEngine"]
+__all__ = [
+    "CanisterSandbox",
+    "InvalidModule",
+    "MemoryImage",
+    "SparseImage",
+    "WasmEngine",
+    "sparse_pages",
+]
 
 log = logging.getLogger(__name__)
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -133,6 +158,22 @@ class MemoryImage:
 
 
 @dataclass
+class SparseImage:
+    """A canister's memories as their non-zero 4 KiB pages (the rest is zero) and
+    its globals: what --state-dir and sleeping sandboxes keep."""
+
+    heap_size: int
+    heap: list[tuple[int, bytes]]
+    stable_size: int
+    stable: list[tuple[int, bytes]]
+    globals: list[int | float]
+
+    @classmethod
+    def of(cls, heap: bytes, stable: bytes, globals_: list[int | float]) -> SparseImage:
+        return cls(len(heap), sparse_pages(heap), len(stable), sparse_pages(stable), list(globals_))
+
+
+@dataclass
 class MemoryDelta:
     """What commits changed since the last :meth:`CanisterSandbox.take_delta`.
 
@@ -158,13 +199,27 @@ class _Compiled:
     info: ModuleInfo
     pointer: str  # "i64" for 64-bit memories, else "i32"
     global_types: tuple[str, ...]  # of the mutable globals, in index order
+    # Shared by every instance: imports resolved once (against the engine's
+    # linker), the method table, the export names.
+    pre: wasmtime.InstancePre
+    methods: dict[str, EntryKind]
+    export_names: frozenset[str]
 
 
 class WasmEngine:
-    """Compiles canister modules; one per replica, shared by its sandboxes."""
+    """Compiles canister modules; one per replica, shared by its sandboxes.
+
+    It also owns the sandboxes' :class:`~localnet.residency.Residency` (which
+    of them keep a live instance) and the canonical copy of every module
+    installed (:meth:`intern`): 10,000 canisters of one module hold one copy.
+    """
 
     def __init__(
-        self, *, cache_dir: Path | None = None, max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
+        self,
+        *,
+        cache_dir: Path | None = None,
+        max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES,
+        residency: ResidencyLimits | Residency | None = None,
     ) -> None:
         self.max_heap_bytes = max_heap_bytes
         self.heap_reservation = -(-max_heap_bytes // WASM_PAGE) * WASM_PAGE
@@ -185,16 +240,34 @@ class WasmEngine:
         )
         self.engine = wasmtime.Engine(config)
         self.cache_dir = cache_dir
+        self.residency = residency if isinstance(residency, Residency) else Residency(residency)
+        # Keyed by the uploaded bytes themselves: a bytes object caches its
+        # hash, so looking up an interned module again costs nothing.
         self._modules: dict[bytes, _Compiled] = {}
+        self._interned: dict[bytes, bytes] = {}
+        self._by_hash: dict[bytes, bytes] = {}
+        self._linkers: dict[str, wasmtime.Linker] = {}
 
     def compile(self, wasm: bytes) -> _Compiled:
-        """Validate and compile ``wasm`` (raw or gzip), cached by its SHA-256."""
-        key = hashlib.sha256(wasm).digest()
-        compiled = self._modules.get(key)
+        """Validate and compile ``wasm`` (raw or gzip), once per distinct module."""
+        compiled = self._modules.get(wasm)
         if compiled is None:
             compiled = self._compile(decompress(wasm))
-            self._modules[key] = compiled
+            self._modules[self.intern(wasm)] = compiled
         return compiled
+
+    def intern(self, wasm: bytes | bytearray) -> bytes:
+        """The one copy of this module's bytes the engine keeps (equal to ``wasm``)."""
+        key = bytes(wasm)
+        found = self._interned.get(key)
+        if found is None:
+            found = self._interned[key] = key
+            self._by_hash[wasm_hash(key)] = key
+        return found
+
+    def interned(self, sha256: bytes) -> bytes | None:
+        """The interned module whose SHA-256 is ``sha256``, if there is one."""
+        return self._by_hash.get(sha256)
 
     def _compile(self, raw: bytes) -> _Compiled:
         info = parse(raw)
@@ -206,7 +279,26 @@ class WasmEngine:
         _check_imports(module, pointer)
         _check_exports(module)
         types = tuple(g.valtype for g in info.mutable_globals)
-        return _Compiled(module, info, pointer, types)
+        try:
+            pre = self._linker(pointer).instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"the module's imports cannot be linked: {exc}") from exc
+        methods = _methods(info)
+        return _Compiled(module, info, pointer, types, pre, methods, frozenset(info.export_names()))
+
+    def _linker(self, pointer: str) -> wasmtime.Linker:
+        """The ``ic0`` host functions for ``pointer``-wide memories, defined once."""
+        linker = self._linkers.get(pointer)
+        if linker is None:
+            linker = wasmtime.Linker(self.engine)
+            for name in importable(pointer):
+                params, results = signature(name, pointer) or ([], [])
+                ty = wasmtime.FuncType(
+                    [_VALTYPES[t]() for t in params], [_VALTYPES[t]() for t in results]
+                )
+                linker.define_func("ic0", name, ty, linked_import(name, pointer))
+            self._linkers[pointer] = linker
+        return linker
 
     def _load_or_compile(self, wasm: bytes) -> wasmtime.Module:
         path = None
@@ -317,8 +409,21 @@ class CanisterSandbox:
         self._funcs: dict[str, wasmtime.Func | None] = {}
         self._committed = 0  # committed heap size in bytes
         self._committed_globals: list[int | float] = []
-        self._methods = _methods(compiled.info)
+        self._methods = compiled.methods
         self._closed = False
+        # Residency (see localnet.residency): executions in progress, whether
+        # the instance was given back, and the page image of the committed
+        # memories while it is valid (asleep, or awake with nothing committed since).
+        self.busy = 0
+        self._asleep = False
+        self._image: SpillRef | None = None
+        self._image_spill: Spill | None = None
+        # Heap ranges committed and not yet taken by take_delta, kept over a sleep.
+        self._pending_heap: list[tuple[int, int]] | None = None
+        # memory.size when it fell asleep: queries may have grown the memory
+        # beyond the committed size (see the module docstring); waking keeps
+        # that, so sleeping changes nothing a canister can observe.
+        self._physical_asleep = 0
 
     # --- construction -------------------------------------------------------
 
@@ -362,20 +467,42 @@ class CanisterSandbox:
         except BaseException:
             sandbox.close()
             raise
+        engine.residency.admit(sandbox)
+        return sandbox
+
+    @classmethod
+    def load_sleeping(
+        cls, engine: WasmEngine, wasm: bytes, image: SparseImage, *, rollback: str = "auto"
+    ) -> CanisterSandbox:
+        """A sandbox holding a complete saved state, asleep: nothing is instantiated
+        before its first execution (--state-dir starts 10,000 canisters this way)."""
+        compiled = engine.compile(wasm)
+        strategy = pick_rollback(rollback, engine.heap_reservation)
+        if len(image.globals) != len(compiled.global_types):
+            raise InvalidModule(
+                f"{len(image.globals)} global values given, the module has "
+                f"{len(compiled.global_types)} mutable globals"
+            )
+        memory = StableMemory(b"", full_copy=strategy.name == "copy")
+        memory.size = -(-image.stable_size // WASM_PAGE) * WASM_PAGE
+        sandbox = cls(engine, compiled, memory, strategy)
+        minimum = compiled.info.memory_min_pages * WASM_PAGE if compiled.info.memories else 0
+        sandbox._committed = max(-(-image.heap_size // WASM_PAGE) * WASM_PAGE, minimum)
+        sandbox._committed_globals = list(image.globals)
+        spill = engine.residency.spill
+        sandbox._image = spill.put(
+            PageImage(_nonzero_only(image.heap), _nonzero_only(image.stable))
+        )
+        sandbox._image_spill = spill
+        sandbox._asleep = True
         return sandbox
 
     def _instantiate(self) -> None:
         """A fresh store and instance: active data segments load, ``start`` waits."""
-        c = self._compiled
         store = wasmtime.Store(self._engine.engine)
         store.set_fuel(START_FUEL)  # instantiation (active data segments) costs fuel
-        imports = []
-        for imp in c.module.imports:
-            assert isinstance(imp.type, wasmtime.FuncType)
-            fn = self._api.host_function(imp.name or "", c.pointer)
-            imports.append(wasmtime.Func(store, imp.type, fn))
         try:
-            instance = wasmtime.Instance(store, c.module, imports)
+            instance = self._compiled.pre.instantiate(store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise InvalidModule(f"the module cannot be instantiated: {exc}") from exc
         self._bind(store, instance)
@@ -388,22 +515,22 @@ class CanisterSandbox:
         assert self._store is not None
         self._store.set_fuel(START_FUEL)
         try:
-            start(self._store)
+            with self._api.running():
+                start(self._store)
         except ApiTrap as exc:
             raise InvalidModule(f"the Wasm start function trapped: {exc.message}") from exc
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise InvalidModule(f"the Wasm start function trapped: {exc}") from exc
 
     def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
-        exports = instance.exports(store)
-        memory = exports.get(MEMORY_EXPORT)
-        table = exports.get(TABLE_EXPORT)
+        memory = _instance_export(store, instance, MEMORY_EXPORT)
+        table = _instance_export(store, instance, TABLE_EXPORT)
         self._store, self._instance = store, instance
         self._memory = memory if isinstance(memory, wasmtime.Memory) else None
         self._table = table if isinstance(table, wasmtime.Table) else None
         self._globals = []
         for g in self._compiled.info.mutable_globals:
-            glob = exports[f"{GLOBAL_EXPORT_PREFIX}{g.index}"]
+            glob = _instance_export(store, instance, f"{GLOBAL_EXPORT_PREFIX}{g.index}")
             assert isinstance(glob, wasmtime.Global)
             self._globals.append(glob)
         self._funcs = {}
@@ -430,13 +557,21 @@ class CanisterSandbox:
             self._grow_to(offset + len(data))
             ctypes.memmove(self._mem.base + offset, data, len(data))
 
+    def _clear_heap(self) -> None:
+        """Zero the whole heap by giving its pages back (a fresh instance's data segments)."""
+        physical = self._physical()
+        if physical:
+            dirty.discard(self._mem.base, 0, physical)
+
     def _replace_heap(self, heap: bytes) -> None:
+        """Make the heap equal ``heap`` (zero beyond it), writing only non-zero pages."""
         self._grow_to(len(heap))
-        base, physical = self._mem.base, self._physical()
-        if heap:
-            ctypes.memmove(base, heap, len(heap))
-        if physical > len(heap):
-            ctypes.memset(base + len(heap), 0, physical - len(heap))
+        self._clear_heap()
+        base, view, zero = self._mem.base, memoryview(heap), _ZERO_PAGE
+        for offset in range(0, len(heap), PAGE):
+            page = view[offset : offset + PAGE]
+            if page != zero[: len(page)]:
+                ctypes.memmove(base + offset, heap[offset : offset + PAGE], len(page))
 
     def _read_globals(self) -> list[int | float]:
         return self._global_access.read() if self._global_access else []
@@ -457,17 +592,95 @@ class CanisterSandbox:
         old_store = self._store
         self._instantiate()
         self._grow_to(self._committed)
+        self._clear_heap()
         self._rollback.restore_into(self._mem.base, self._committed)
         self._set_globals(self._committed_globals)
         del old_store
+
+    # --- sleeping (see localnet.residency) -------------------------------------
+
+    @property
+    def asleep(self) -> bool:
+        return self._asleep
+
+    def sleep(self, spill: Spill) -> None:
+        """Give the instance back; the committed memories stay in ``spill``.
+
+        Atomic: if the image cannot be written, the sandbox stays awake as it was.
+        """
+        if self._asleep or self._closed:
+            return
+        if self.busy:
+            raise RuntimeError("a sandbox in use cannot sleep")
+        if self._image is None:
+            image = PageImage(
+                self._rollback.committed_pages(self._mem.base, self._committed),
+                self._stable.nonzero_pages(),
+            )
+            self._image, self._image_spill = spill.put(image), spill
+        self._pending_heap = self._rollback.pending_committed
+        self._physical_asleep = self._physical()
+        self._rollback.close()
+        self._stable.release()
+        self._drop_instance()
+        self._asleep = True
+
+    def wake(self, spill: Spill) -> None:
+        """Instantiate again and load the committed memories (the image stays valid)."""
+        if not self._asleep:
+            return
+        if self._closed:
+            raise RuntimeError("the sandbox is closed")
+        assert self._image is not None
+        image = spill.get(self._image)
+        try:
+            self._instantiate()
+            self._grow_to(max(self._committed, self._physical_asleep))
+            self._clear_heap()
+            base = self._mem.base
+            for offset, data in image.heap:
+                ctypes.memmove(base + offset, data, min(len(data), self._committed - offset))
+            self._set_globals(self._committed_globals)
+            self._stable.restore(image.stable)
+            self._rollback.adopt(base, self._committed, committed=self._pending_heap)
+        except BaseException:
+            self._rollback.close()
+            self._stable.release()
+            self._drop_instance()
+            raise
+        self._pending_heap = None
+        self._asleep = False
+
+    def _drop_instance(self) -> None:
+        self._funcs = {}
+        self._globals = []
+        self._global_access = None
+        self._memory = self._table = None
+        self._instance = None
+        self._store = None
+        self._mem.detach()
+
+    def _forget_image(self) -> None:
+        if self._image is not None and self._image_spill is not None:
+            self._image_spill.free(self._image)
+        self._image = self._image_spill = None
+
+    def _sleeping_image(self) -> PageImage:
+        assert self._image is not None
+        assert self._image_spill is not None
+        return self._image_spill.get(self._image)
 
     # --- introspection ------------------------------------------------------
 
     def methods(self) -> dict[str, EntryKind]:
         return dict(self._methods)
 
+    def method_kind(self, method: str) -> EntryKind | None:
+        """The kind of an exported method (no copy of the table, unlike :meth:`methods`)."""
+        return self._methods.get(method)
+
     def has_export(self, name: str) -> bool:
-        return name in self._compiled.info.export_names()
+        return name in self._compiled.export_names
 
     def custom_section(self, name: str) -> bytes | None:
         return self._compiled.info.custom_sections.get(name)
@@ -495,18 +708,70 @@ class CanisterSandbox:
 
     @property
     def stable_size(self) -> int:
-        return len(self._stable.data)
+        return self._stable.size
 
     def capture(self) -> MemoryImage:
-        """A full copy of the committed memories and globals."""
-        return MemoryImage(
-            heap=ctypes.string_at(self._mem.base, self._committed) if self._committed else b"",
-            stable=bytes(self._stable.data),
-            globals=list(self._committed_globals),
-        )
+        """A full copy of the committed memories and globals (a sleeping sandbox stays asleep)."""
+        with self._engine.residency.lock:
+            if self._asleep:
+                image = self._sleeping_image()
+                return MemoryImage(
+                    heap=_assemble(image.heap, self._committed),
+                    stable=_assemble(image.stable, self._stable.size),
+                    globals=list(self._committed_globals),
+                )
+            return MemoryImage(
+                heap=ctypes.string_at(self._mem.base, self._committed) if self._committed else b"",
+                stable=self._stable.snapshot(),
+                globals=list(self._committed_globals),
+            )
+
+    def capture_sparse(self) -> SparseImage:
+        """The committed memories as their non-zero pages (no full-size copies)."""
+        with self._engine.residency.lock:
+            if self._asleep:
+                image = self._sleeping_image()
+                heap, stable = image.heap, image.stable
+            else:
+                heap = self._rollback.committed_pages(self._mem.base, self._committed)
+                stable = self._stable.nonzero_pages()
+            return SparseImage(
+                self._committed, heap, self._stable.size, stable, list(self._committed_globals)
+            )
+
+    def has_delta(self) -> bool:
+        """Whether :meth:`take_delta` would report a change (cheap; never wakes).
+
+        In full-copy mode the heap's changes are unknown (take_delta says None);
+        --state-dir then relies on every execution charging cycles.
+        """
+        with self._engine.residency.lock:
+            if self._asleep:
+                heap_moved = self._pending_heap is None or bool(self._pending_heap)
+            else:
+                heap_moved = self._rollback.has_pending
+            return heap_moved or self._stable.has_untaken()
 
     def take_delta(self) -> MemoryDelta:
-        """The committed changes since the last call (for --state-dir's journal)."""
+        """The committed changes since the last call (for --state-dir's journal).
+
+        A sleeping sandbox answers without waking when no bytes are needed:
+        nothing changed, or everything did (None) and the caller reads
+        :meth:`capture`.
+        """
+        residency = self._engine.residency
+        with residency.lock:
+            if self._asleep and not self._pending_heap and not self._stable.untaken_bytes():
+                heap: list[tuple[int, bytes]] | None = None if self._pending_heap is None else []
+                self._pending_heap = []
+                return MemoryDelta(
+                    heap_size=self._committed, heap=heap, stable_size=self._stable.size,
+                    stable=self._stable.take_written(), globals=list(self._committed_globals),
+                )  # fmt: skip
+            with residency.using(self):
+                return self._take_delta()
+
+    def _take_delta(self) -> MemoryDelta:
         base = self._mem.base
         ranges = self._rollback.take_committed()
         heap = None
@@ -516,7 +781,7 @@ class CanisterSandbox:
         return MemoryDelta(
             heap_size=self._committed,
             heap=heap,
-            stable_size=len(self._stable.data),
+            stable_size=self._stable.size,
             stable=self._stable.take_written(),
             globals=list(self._committed_globals),
         )
@@ -524,15 +789,14 @@ class CanisterSandbox:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._rollback.close()  # unregister before wasmtime unmaps the memory
-        self._funcs = {}
-        self._globals = []
-        self._global_access = None
-        self._memory = self._table = None
-        self._instance = None
-        self._store = None
-        self._mem.detach()
+        residency = self._engine.residency
+        with residency.lock:
+            self._closed = True
+            residency.forget(self)
+            self._forget_image()
+            self._rollback.close()  # unregister before wasmtime unmaps the memory
+            self._stable.release()
+            self._drop_instance()
 
     # --- execution ------------------------------------------------------------
 
@@ -542,6 +806,12 @@ class CanisterSandbox:
         """Run one entry point or callback atomically; see the module docstring."""
         if self._closed:
             raise RuntimeError("the sandbox is closed")
+        with self._engine.residency.using(self):
+            return self._execute(ctx, system, instruction_limit)
+
+    def _execute(
+        self, ctx: MessageContext, system: SystemState, instruction_limit: int
+    ) -> ExecResult:
         func, missing = self._entry(ctx)
         if func is None:
             return missing
@@ -624,7 +894,7 @@ class CanisterSandbox:
         if name not in self._funcs:
             assert self._instance is not None
             assert self._store is not None
-            func = self._instance.exports(self._store).get(name)
+            func = _instance_export(self._store, self._instance, name)
             self._funcs[name] = func if isinstance(func, wasmtime.Func) else None
         return self._funcs[name]
 
@@ -650,7 +920,8 @@ class CanisterSandbox:
         """Call ``func``; the (error code, message) of its trap, or None."""
         store = self._store
         try:
-            func(store)
+            with self._api.running():
+                func(store)
         except ApiTrap as exc:
             return exc.error_code, exc.message
         except wasmtime.Trap as exc:
@@ -663,6 +934,7 @@ class CanisterSandbox:
     # --- commit / rollback ----------------------------------------------------
 
     def _commit(self) -> None:
+        self._forget_image()  # the committed state moves on
         physical = self._physical()
         self._rollback.commit(self._mem.base, physical)
         self._stable.commit()
@@ -684,7 +956,7 @@ class CanisterSandbox:
             heap=self._rollback.written(self._mem.base, physical),
             heap_size=physical,
             stable=self._stable.written(),
-            stable_size=len(self._stable.data),
+            stable_size=self._stable.size,
             globals=self._read_globals(),
         )
 
@@ -692,11 +964,66 @@ class CanisterSandbox:
         self._grow_to(qs.heap_size)
         for offset, data in qs.heap:
             ctypes.memmove(self._mem.base + offset, data, len(data))
-        if qs.stable_size > len(self._stable.data):
-            self._stable.grow((qs.stable_size - len(self._stable.data)) // WASM_PAGE)
+        if qs.stable_size > self._stable.size:
+            self._stable.grow((qs.stable_size - self._stable.size) // WASM_PAGE)
         for offset, data in qs.stable:
             self._stable.write(offset, data)
         self._set_globals(qs.globals)
+
+
+_ZERO_PAGE = bytes(PAGE)
+_VALTYPES = {
+    "i32": wasmtime.ValType.i32,
+    "i64": wasmtime.ValType.i64,
+    "f32": wasmtime.ValType.f32,
+    "f64": wasmtime.ValType.f64,
+}
+
+
+def sparse_pages(data: bytes) -> list[tuple[int, bytes]]:
+    """(offset, page) of the 4 KiB pages of ``data`` that are not all zeros."""
+    view = memoryview(data)
+    return [
+        (offset, bytes(view[offset : offset + PAGE]))
+        for offset in range(0, len(data), PAGE)
+        if view[offset : offset + PAGE] != _ZERO_PAGE[: min(PAGE, len(data) - offset)]
+    ]
+
+
+def _nonzero_only(pages: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """``pages`` without the all-zero ones, each padded to a whole page."""
+    out = []
+    for offset, data in pages:
+        if len(data) < PAGE:
+            data = data + bytes(PAGE - len(data))
+        if data != _ZERO_PAGE:
+            out.append((offset, data))
+    return out
+
+
+def _assemble(pages: list[tuple[int, bytes]], size: int) -> bytes:
+    """``size`` bytes: ``pages`` where given, zeros elsewhere."""
+    out = bytearray(size)
+    for offset, data in pages:
+        out[offset : offset + len(data)] = data[: max(0, size - offset)]
+    return bytes(out)
+
+
+def _instance_export(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> Any:
+    """One export of ``instance`` by name, or None.
+
+    ``Instance.exports`` wraps every export of the module (a Motoko canister
+    has ~100) to find one; the C API looks a name up directly.
+    """
+    try:
+        raw = name.encode()
+        item = _ffi.wasmtime_extern_t()
+        found = _ffi.wasmtime_instance_export_get(
+            store._context(), ctypes.byref(instance._instance), raw, len(raw), ctypes.byref(item)
+        )
+    except AttributeError:  # a wasmtime-py without these internals
+        return instance.exports(store).get(name)
+    return wrap_extern(item) if found else None
 
 
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -15,6 +15,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from localnet import ids
+from localnet.subnet_model import SubnetModel
+
+if TYPE_CHECKING:
+    from localnet.residency import ResidencyLimits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,20 +34,116 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep canisters, memories, snapshots and keys here across restarts",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for injected faults")
+    parser.add_argument(
+        "--subnets",
+        type=int,
+        default=1,
+        metavar="N",
+        help="number of subnets (default 1); subnet i hosts canister ids i*2^20 to "
+        "(i+1)*2^20-1 and, but for the root subnet 0, certifies through a delegation",
+    )
+    parser.add_argument(
+        "--subnet-model",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NAME=VALUE,...",
+        help="execute in rounds with block limits (default: an application subnet, one "
+        "round per second); override e.g. rounds_per_second=20,xnet_delay_rounds=3 "
+        "(see docs/localnet.md)",
+    )
+    parser.add_argument(
+        "--max-live-canisters",
+        type=_positive_or_all,
+        default=256,
+        metavar="N|all",
+        help="canisters kept instantiated; the least recently used others sleep on disk "
+        "and wake on their next message (default 256)",
+    )
+    parser.add_argument(
+        "--sleep-after",
+        type=_seconds_or_never,
+        default=60.0,
+        metavar="SECONDS|never",
+        help="a canister idle this long sleeps on disk (default 60)",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        type=Path,
+        default=None,
+        help="where sleeping canisters' memories go (an unlinked file; default: the "
+        "system's temporary directory)",
+    )
+
+
+def _positive_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of canisters >= 1 or 'all', not {text!r}"
+        )
+    return value
+
+
+def _seconds_or_never(text: str) -> float | None:
+    if text == "never":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'never', not {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args.host, args.port, args.state_dir, args.seed))
+    from localnet.residency import ResidencyLimits
+
+    try:
+        model = None if args.subnet_model is None else SubnetModel.parse(args.subnet_model)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    residency = ResidencyLimits(
+        max_resident=args.max_live_canisters,
+        idle_seconds=args.sleep_after,
+        spill_dir=args.spill_dir,
+    )
+    return asyncio.run(
+        _serve(args.host, args.port, args.state_dir, args.seed, residency, args.subnets, model)
+    )
 
 
-async def _serve(host: str, port: int, state_dir: Path | None, seed: int) -> int:
+async def _serve(
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    seed: int,
+    residency: ResidencyLimits | None = None,
+    subnets: int = 1,
+    model: SubnetModel | None = None,
+) -> int:
     # Imported here so that building the CLI parser does not load wasmtime.
     from localnet.net import LocalNet
     from localnet.persist import StateDirError
 
     try:
-        net = LocalNet(host=host, port=port, state_dir=state_dir, seed=seed)
-    except StateDirError as exc:
+        net = LocalNet(
+            host=host,
+            port=port,
+            state_dir=state_dir,
+            seed=seed,
+            residency=residency,
+            subnets=subnets,
+            subnet_model=model,
+        )
+    except (StateDirError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
@@ -62,6 +165,16 @@ async def _serve(host: str, port: int, state_dir: Path | None, seed: int) -> int
         print(f"root key: {net.root_key.hex()}", flush=True)
         if state_dir is not None:
             print(f"state dir: {state_dir}", flush=True)
+        for subnet in net.subnets:
+            lo, hi = subnet.canister_ranges[0]
+            print(
+                f"subnet {subnet.index}: {ids.to_text(subnet.subnet_id)} "
+                f"canisters {ids.to_text(lo)}..{ids.to_text(hi)}",
+                flush=True,
+            )
+        if model is not None:
+            rate = f"{model.rounds_per_second:g} rounds/s" if model.rounds_per_second else "manual"
+            print(f"subnet model: {rate}", flush=True)
         await stop.wait()
         print("stopping localnet" + (" (saving state)" if state_dir else ""), flush=True)
     finally:

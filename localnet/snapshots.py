@@ -204,7 +204,7 @@ def load_canister_snapshot(call: ManagementCall, args: dict[str, Any]) -> bytes:
     canister.sandbox = sandbox
     if old is not None:
         old.close()
-    canister.wasm_module = bytes(snapshot.wasm_module)
+    canister.wasm_module = host.engine.intern(snapshot.wasm_module)
     canister.chunk_store = dict(snapshot.chunk_store)
     canister.certified_data = snapshot.certified_data
     if snapshot.source == "metadata_upload":

@@ -8,6 +8,7 @@ it to ``--state-dir`` and reads it back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -15,6 +16,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from localnet.sandbox import CanisterSandbox
+
+
+@functools.lru_cache(maxsize=64)
+def wasm_hash(wasm: bytes) -> bytes:
+    """SHA-256 of a module, cached: a fleet installs a few modules (one shared
+    copy each, see ``WasmEngine.intern``) into thousands of canisters, and
+    status calls and the --state-dir journal ask for the hash all the time."""
+    return hashlib.sha256(wasm).digest()
 
 
 class CanisterStatus(IntEnum):
@@ -107,7 +116,7 @@ class CanisterState:
     def module_hash(self) -> bytes | None:
         if self.wasm_module is None:
             return None
-        return hashlib.sha256(self.wasm_module).digest()
+        return wasm_hash(self.wasm_module)
 
     def is_controller(self, principal: bytes) -> bool:
         return principal in self.settings.controllers

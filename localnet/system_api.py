@@ -19,13 +19,16 @@ turns it into a trap and re-raises it from the entry point call.
 from __future__ import annotations
 
 import ctypes
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import wasmtime
 
+from localnet import dirty
 from localnet.errors import ErrorCode
 from localnet.execution import (
     Callback,
@@ -149,57 +152,95 @@ class OutOfInstructions(ApiTrap):
 
 
 class StableMemory:
-    """The canister's stable memory: host bytes, with an undo log per execution.
+    """The canister's stable memory: host memory, with an undo log per execution.
+
+    The bytes live in a private anonymous mapping (:class:`dirty.AnonMemory`),
+    so pages never written cost no RSS: a Motoko canister grows a few hundred
+    KiB of stable memory at init and writes one page of it. Growing remaps
+    instead of copying.
 
     In ``full_copy`` mode (the reference) :meth:`begin` saves all of it; else
     the first write to each 4 KiB page saves that page, so rolling back costs
     what the execution wrote, not the memory's size.
+
+    A sleeping canister's stable memory is :meth:`release`-d (its size and
+    journal bookkeeping stay) and :meth:`restore`-d from its non-zero pages.
     """
 
     TRACK = 4096
 
     def __init__(self, data: bytes = b"", *, full_copy: bool = False) -> None:
-        pad = -len(data) % WASM_PAGE
-        self.data = bytearray(data) + bytes(pad) if pad else bytearray(data)
+        self.size = -(-len(data) // WASM_PAGE) * WASM_PAGE
+        self._mem: dirty.AnonMemory | None = None
+        if self.size:
+            self._ensure(self.size)
+            ctypes.memmove(self._address, data, len(data))
         self.full_copy = full_copy
         self._undo: dict[int, bytes] | None = None
         self._saved: bytes | None = None
-        self._old_len = len(self.data)
+        self._old_len = self.size
         # Pages written since take_written last ran, and the size then (None:
         # all of it): --state-dir's journal. Rolled-back writes stay listed.
         self._touched: set[int] | None = None
         self._taken_len = 0
 
     @property
+    def _address(self) -> int:
+        return self._mem.address if self._mem is not None else 0
+
+    def _ensure(self, size: int) -> None:
+        """Room for ``size`` bytes: capacity doubles, so growing page by page stays cheap."""
+        if self._mem is None:
+            self._mem = dirty.AnonMemory(max(size, WASM_PAGE))
+        elif self._mem.size < size:
+            self._mem.resize(min(max(size, 2 * self._mem.size), MAX_STABLE_BYTES))
+
+    @property
     def pages(self) -> int:
-        return len(self.data) // WASM_PAGE
+        return self.size // WASM_PAGE
 
     def grow(self, new_pages: int) -> int:
         old = self.pages
         if new_pages < 0 or (old + new_pages) * WASM_PAGE > MAX_STABLE_BYTES:
             return -1
         try:
-            self.data.extend(bytes(new_pages * WASM_PAGE))
+            self._ensure(self.size + new_pages * WASM_PAGE)
         except MemoryError:
             return -1
+        self.size += new_pages * WASM_PAGE  # the new pages are zero: shrinking discards
         return old
 
     def check(self, offset: int, size: int) -> None:
-        if offset < 0 or size < 0 or offset + size > len(self.data):
+        if offset < 0 or size < 0 or offset + size > self.size:
             raise Trapped("stable memory out of bounds")
 
     def read(self, offset: int, size: int) -> bytes:
         self.check(offset, size)
-        return bytes(memoryview(self.data)[offset : offset + size])
+        return ctypes.string_at(self._address + offset, size) if size else b""
 
     def write(self, offset: int, data: bytes) -> None:
         self.check(offset, len(data))
-        if self._undo is not None and data:
+        if not data:
+            return
+        if self._undo is not None:
             self._save_pages(offset, offset + len(data))
-        if self._touched is not None and data:
+        if self._touched is not None:
             last = (offset + len(data) - 1) // self.TRACK
             self._touched.update(range(offset // self.TRACK, last + 1))
-        self.data[offset : offset + len(data)] = data
+        if len(data) >= dirty.PAGE_SIZE and _all_zero(data):
+            # Motoko zero-fills the stable memory it grows: zeros written as
+            # released pages cost no RSS (whole pages; edges are cleared).
+            dirty.discard(self._address, offset, offset + len(data))
+        else:
+            ctypes.memmove(self._address + offset, data, len(data))
+
+    def snapshot(self) -> bytes:
+        """All of it, as bytes."""
+        return ctypes.string_at(self._address, self.size) if self.size else b""
+
+    def _page(self, page: int) -> bytes:
+        start = page * self.TRACK
+        return ctypes.string_at(self._address + start, min(self.TRACK, self.size - start))
 
     def _save_pages(self, start: int, end: int) -> None:
         undo = self._undo
@@ -207,14 +248,19 @@ class StableMemory:
         limit = (self._old_len + self.TRACK - 1) // self.TRACK
         for page in range(start // self.TRACK, min((end - 1) // self.TRACK + 1, limit)):
             if page not in undo:
-                undo[page] = bytes(self.data[page * self.TRACK : (page + 1) * self.TRACK])
+                undo[page] = self._page(page)
+
+    def _truncate(self, size: int) -> None:
+        if size < self.size and self._mem is not None:
+            self._mem.discard(size, self.size)
+        self.size = size
 
     # transactions
 
     def begin(self) -> None:
-        self._old_len = len(self.data)
+        self._old_len = self.size
         if self.full_copy:
-            self._saved = bytes(self.data)
+            self._saved = self.snapshot()
         else:
             self._undo = {}
 
@@ -224,36 +270,70 @@ class StableMemory:
 
     def rollback(self) -> None:
         if self._saved is not None:
-            self.data[:] = self._saved
+            self._truncate(min(self.size, len(self._saved)))
+            self._ensure(len(self._saved))
+            self.size = len(self._saved)
+            if self._saved:
+                ctypes.memmove(self._address, self._saved, len(self._saved))
         else:
-            del self.data[self._old_len :]
+            self._truncate(self._old_len)
             for page, old in (self._undo or {}).items():
-                self.data[page * self.TRACK : page * self.TRACK + len(old)] = old
+                ctypes.memmove(self._address + page * self.TRACK, old, len(old))
         self.commit()
 
     def take_written(self) -> list[tuple[int, bytes]] | None:
         """Pages (current content) written or grown since the last call; None: all."""
         touched, self._touched = self._touched, set()
-        taken, self._taken_len = self._taken_len, len(self.data)
+        taken, self._taken_len = self._taken_len, self.size
         if touched is None:
             return None
-        view = memoryview(self.data)
-        out = [(p * self.TRACK, bytes(view[p * self.TRACK : (p + 1) * self.TRACK]))
-               for p in sorted(touched) if p * self.TRACK < min(taken, len(self.data))]  # fmt: skip
-        if len(self.data) > taken:
-            out.append((taken, bytes(view[taken:])))
+        out = [(p * self.TRACK, self._page(p))
+               for p in sorted(touched) if p * self.TRACK < min(taken, self.size)]  # fmt: skip
+        if self.size > taken:
+            out.append((taken, ctypes.string_at(self._address + taken, self.size - taken)))
         return out
+
+    def has_untaken(self) -> bool:
+        """Whether :meth:`take_written` would report anything (None included)."""
+        return self._touched is None or bool(self._touched) or self.size != self._taken_len
+
+    def untaken_bytes(self) -> bool:
+        """Whether :meth:`take_written` needs the memory's content (it does not when
+        nothing was written, nor when it answers None: all of it)."""
+        return self._touched is not None and (bool(self._touched) or self.size > self._taken_len)
 
     def written(self) -> list[tuple[int, bytes]]:
         """The pages written since :meth:`begin` (current content), and growth."""
         if self._saved is not None or self._undo is None:
-            return [(0, bytes(self.data))]
-        pages = sorted(self._undo)
-        out = [(p * self.TRACK, bytes(self.data[p * self.TRACK : (p + 1) * self.TRACK]))
-               for p in pages]  # fmt: skip
-        if len(self.data) > self._old_len:
-            out.append((self._old_len, bytes(self.data[self._old_len :])))
+            return [(0, self.snapshot())]
+        out = [(p * self.TRACK, self._page(p)) for p in sorted(self._undo)]
+        if self.size > self._old_len:
+            out.append((self._old_len, self.read(self._old_len, self.size - self._old_len)))
         return out
+
+    # sleeping canisters
+
+    def nonzero_pages(self) -> list[tuple[int, bytes]]:
+        """(offset, content) of every 4 KiB page that is not all zeros."""
+        return dirty.nonzero_pages(self._address, self.size)
+
+    def release(self) -> None:
+        """Give the memory back; size and journal bookkeeping stay (see :meth:`restore`)."""
+        if self._mem is not None:
+            self._mem.close()
+            self._mem = None
+
+    def restore(self, pages: list[tuple[int, bytes]]) -> None:
+        """Refill a released memory with ``pages`` (the rest is zero)."""
+        if self.size:
+            self._ensure(self.size)
+        for offset, data in pages:
+            ctypes.memmove(self._address + offset, data, len(data))
+
+
+def _all_zero(data: bytes) -> bool:
+    # The ends first: data with content is told apart without counting it all.
+    return data[0] == 0 and data[-1] == 0 and data.count(0) == len(data)
 
 
 # --- the imports ------------------------------------------------------------
@@ -358,6 +438,40 @@ def signature(name: str, pointer: str) -> tuple[list[str], list[str]] | None:
     return spec.resolve(pointer)
 
 
+def linked_import(name: str, pointer: str) -> Callable[..., Any]:
+    """The host function for ``ic0.<name>``, shared by all instances of an engine.
+
+    One set of host functions per engine (a ``wasmtime.Linker``) instead of
+    one per instance makes instantiating a canister ~1 ms cheaper and a live
+    sandbox some 30 KiB smaller. The function serves the :class:`SystemApi`
+    whose Wasm runs on the calling thread (:meth:`SystemApi.running`):
+    availability, masking of the arguments, then the handler.
+    """
+    spec = IMPORTS[name]
+    params, _ = spec.resolve(pointer)
+    masks = tuple(MASK64 if t == "i64" else MASK32 for t in params)
+    handler = getattr(SystemApi, f"_ic0_{name}")
+    allowed = spec.allowed
+
+    def call(*args: int) -> Any:
+        api: SystemApi = _running.api
+        if api._cls not in allowed:
+            raise ContractViolation(
+                f'"ic0_{name}" cannot be executed in {_MODE_NAMES[api._cls]} mode'
+            )
+        return handler(api, *(a & m for a, m in zip(args, masks, strict=True)))
+
+    return call
+
+
+def importable(pointer: str) -> list[str]:
+    """The ``ic0`` imports localnet provides to modules with ``pointer``-wide memory."""
+    return [name for name in IMPORTS if signature(name, pointer) is not None]
+
+
+_running = threading.local()
+
+
 # --- per-execution state ----------------------------------------------------
 
 
@@ -403,10 +517,8 @@ class _Exec:
 class MemoryAccess:
     """How host functions reach the instance's linear memory and fuel.
 
-    It holds the store only weakly: wasmtime-py keeps host functions (and so
-    the System API and this object) alive in a global table until their store
-    is deleted, so a strong reference here would keep every store, and its
-    memory, alive forever.
+    It holds the store only weakly, so that a sandbox's store (and its
+    memory) goes away as soon as the sandbox drops it.
     """
 
     def __init__(self) -> None:
@@ -501,22 +613,19 @@ class SystemApi:
     def logs_so_far(self) -> list[str]:
         return self._x.effects.logs if self._x else []
 
-    def host_function(self, name: str, pointer: str) -> Callable[..., Any]:
-        """The Python callable for ``ic0.<name>``: availability, masking, handler."""
-        spec = IMPORTS[name]
-        params, _ = spec.resolve(pointer)
-        masks = tuple(MASK64 if t == "i64" else MASK32 for t in params)
-        handler = getattr(self, f"_ic0_{name}")
-        allowed = spec.allowed
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Mark this System API as the one the Wasm about to run on this thread calls.
 
-        def call(*args: int) -> Any:
-            if self._cls not in allowed:
-                raise ContractViolation(
-                    f'"ic0_{name}" cannot be executed in {_MODE_NAMES[self._cls]} mode'
-                )
-            return handler(*(a & m for a, m in zip(args, masks, strict=True)))
-
-        return call
+        The host functions are shared by every instance (see
+        :func:`linked_import`); they serve whichever System API is running.
+        """
+        previous = getattr(_running, "api", None)
+        _running.api = self
+        try:
+            yield
+        finally:
+            _running.api = previous
 
     # helpers
 
@@ -779,10 +888,21 @@ class SystemApi:
         fee = s.cost_per_call + s.cost_per_byte * (method_bytes + payload_bytes)
         return fee * s.subnet_size // REFERENCE_SUBNET_SIZE
 
+    def _queue_full(self, callee: bytes) -> bool:
+        room = self.x.system.call_queue_room
+        if room is None:
+            return False
+        queued_now = sum(1 for call in self.x.effects.calls if call.callee == callee)
+        return queued_now >= room(callee)
+
     def _ic0_call_perform(self) -> int:
         x = self.x
         pending = self._pending("call_perform")
         x.pending = None
+        if self._queue_full(pending.callee):
+            # The IC's "Request queue full": call_perform fails synchronously
+            # with SYS_TRANSIENT and the call is never sent.
+            return 2
         fee = self._call_fee(len(pending.method.encode()), len(pending.arg))
         if self._liquid() < fee:
             return 2  # SYS_FATAL-like: not enough cycles above the freezing limit
@@ -818,7 +938,7 @@ class SystemApi:
         self.mem.write(dst, self.stable.read(offset, size))
 
     def _check32(self) -> None:
-        if len(self.stable.data) > 1 << 32:
+        if self.stable.size > 1 << 32:
             raise Trapped("32 bit stable memory api used on a memory larger than 4GB")
 
     def _ic0_stable_size(self) -> int:

@@ -89,6 +89,7 @@ class ModuleInfo:
     memories: int = 0  # imported + defined
     tables: int = 0  # imported + defined
     memory64: bool = False  # whether memory 0 is a 64-bit memory
+    memory_min_pages: int = 0  # memory 0's initial size, in Wasm pages
     start: int | None = None  # the start function's index
     # (offset, bytes) of the active data segments of memory 0: an upgrade that
     # keeps the heap writes them over it before the start function runs.
@@ -215,15 +216,15 @@ def _valtype(r: _Reader) -> str:
     raise InvalidModule(f"unsupported value type 0x{b:02x} at byte {r.pos - 1}")
 
 
-def _limits(r: _Reader) -> int:
-    """Skip a limits record; returns its flags (bit 2: 64-bit)."""
+def _limits(r: _Reader) -> tuple[int, int]:
+    """Read a limits record: its flags (bit 2: 64-bit) and its minimum."""
     flags = r.byte()
-    r.uleb()
+    minimum = r.uleb()
     if flags & 0x01:
         r.uleb()
     if flags & 0x08:  # custom page size
         r.uleb()
-    return flags
+    return flags, minimum
 
 
 def _skip_const_expr(r: _Reader) -> None:
@@ -263,9 +264,10 @@ def _parse_imports(r: _Reader, info: ModuleInfo) -> None:
             _limits(r)
             info.tables += 1
         elif kind == KIND_MEMORY:
-            flags = _limits(r)
+            flags, minimum = _limits(r)
             if info.memories == 0:
                 info.memory64 = bool(flags & 0x04)
+                info.memory_min_pages = minimum
             info.memories += 1
         elif kind == KIND_GLOBAL:
             info.globals.append(GlobalInfo(len(info.globals), _valtype(r), r.byte() == 1))
@@ -294,9 +296,10 @@ def _parse_exports(r: _Reader, info: ModuleInfo) -> None:
 
 def _parse_memory_section(r: _Reader, info: ModuleInfo) -> None:
     for _ in range(r.uleb()):
-        flags = _limits(r)
+        flags, minimum = _limits(r)
         if info.memories == 0:
             info.memory64 = bool(flags & 0x04)
+            info.memory_min_pages = minimum
         info.memories += 1
 
 

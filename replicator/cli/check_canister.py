@@ -1,7 +1,11 @@
 """``replicator check-canister``: run the ICRP conformance suite against a live canister.
 
-Exit code 0 when the canister conforms (skipped checks do not count against
-it), 1 when a check failed, 3 when the canister has no code installed;
+Exit code 0 when the canister conforms (every applicable check ran and
+passed; checks of capabilities it does not claim do not apply), 1 when a
+check failed or an applicable check could not be run here (no
+``--push-target``, no ``--allow-commit``, a transient error that outlasted
+the retries: the report names each and why), 3 when the canister has no code
+installed;
 connection, identity and usage problems exit with their documented codes.
 The access checks call as a fresh, throwaway identity that controls nothing.
 
@@ -36,11 +40,13 @@ def register(commands: Any) -> None:
         _check,
         help="check that a canister implements the replication protocol (ICRP)",
         description=(
-            "Run every ICRP requirement against a canister and report passed, failed and "
-            "skipped checks. The identity must control the canister. The suite ends the "
+            "Run every ICRP requirement against a canister and report passed, failed, not run "
+            "and not applicable checks. The identity must control the canister. The suite ends the "
             "canister's current export and aborts unfinished imports (a backup or restore "
             "in flight loses its progress there): it asks first, or needs --yes; run it on a "
-            "quiet canister. Exit code 0: conformant; 1: a check failed; 3: no code installed."
+            "quiet canister. Exit code 0: conformant; 1: a check failed or could not be run here "
+            "(pass --push-target and, on a test canister, --allow-commit to run them all); "
+            "3: no code installed."
         ),
     )
     parser.add_argument("canister", help="canister name (config, canister_ids.json) or id")
@@ -96,9 +102,9 @@ async def _check(ctx: Context) -> int:
             push_target=push,
             import_source=None if source is None else source.canister_id,
         )
-    code = EXIT_OK if report.ok else EXIT_FAILED
+    code = EXIT_OK if report.conformant else EXIT_FAILED
     if args.json:
-        ctx.renderer.summary({"ok": report.ok, "exit_code": code, **report.to_dict()})
+        ctx.renderer.summary({"ok": report.conformant, "exit_code": code, **report.to_dict()})
     else:
         print(report.render())
     return code

@@ -9,20 +9,23 @@ import pytest
 from icrp_fake import BUGS, FakeAgent, FakeIcrpCanister
 
 from canister_iface.conformance import Report, check_canister
+from canister_iface.errors import TransientError
 
 CANISTER = bytes.fromhex("00000000000000010101")
 OWNER = b"\x01" * 29
 STRANGER = b"\x02" * 29
 
-ALWAYS_SKIPPED = {
-    "push.write",
-    "import.commit_roundtrip",
-    "key_range.out_of_range",
-    "journal.push_changes",  # no push target
-    "mode.fence",  # state-changing: allow_commit only
+NOT_APPLICABLE = {
+    "key_range.out_of_range",  # not a shard
+    "push.write",  # capabilities the fake does not claim
+    "journal.push_changes",
+    "fleet.members",
+}
+NOT_RUN_WITHOUT_COMMIT = {
+    "import.commit_roundtrip",  # state-changing: allow_commit only
+    "mode.fence",
     "mode.standby",
     "journal.reset",
-    "fleet.members",  # the fake keeps no fleet unless told
 }
 
 
@@ -31,6 +34,10 @@ def _canister(bugs: set[str] | None = None, **kwargs: object) -> FakeIcrpCaniste
     for i in range(300):
         fake.put(b"user/%05d" % i, b"profile %d " % i * 20)
     return fake
+
+
+def _with(report: Report, status: str) -> set[str]:
+    return {r.id for r in report.results if r.status == status}
 
 
 async def _check(fake: FakeIcrpCanister, *, other: bool = True, **kwargs: object) -> Report:
@@ -47,9 +54,12 @@ async def test_a_correct_canister_passes_every_applicable_check() -> None:
     fake = _canister(journal_max_entries=50)
     report = await _check(fake)
     assert report.ok, report.render()
-    skipped = {r.id for r in report.results if r.status == "skipped"}
-    assert skipped == ALWAYS_SKIPPED, report.render()
-    assert report.count("passed") == len(report.results) - len(ALWAYS_SKIPPED)
+    assert _with(report, "skipped") == NOT_APPLICABLE, report.render()
+    assert _with(report, "not_run") == NOT_RUN_WITHOUT_COMMIT, report.render()
+    assert report.count("passed") == len(report.results) - 8
+    # What was not run proves nothing: no "conformant" without them.
+    assert not report.conformant
+    assert "not conformant: 4 checks not run" in report.render()
     assert report.role == "app"
     assert "journal" in report.capabilities
     # the suite left the canister's data alone and its test imports aborted
@@ -100,7 +110,7 @@ async def test_a_capability_the_canister_does_not_claim_is_not_run() -> None:
     for check in ("journal.backlog", "export.at_seq", "mode.fence", "key_range.digest"):
         result = report.result(check)
         assert result.status == "skipped"
-        assert result.detail.startswith("not run: the canister does not claim")
+        assert result.detail.startswith("not applicable: the canister does not claim")
 
 
 async def test_a_shard_refuses_keys_outside_its_range() -> None:
@@ -113,13 +123,79 @@ async def test_a_shard_refuses_keys_outside_its_range() -> None:
     assert "100 record(s)" in report.result("key_range.export").detail
 
 
-async def test_without_a_second_identity_access_checks_are_skipped() -> None:
-    report = await _check(_canister(), other=False)
+async def test_without_a_second_identity_access_checks_are_not_run() -> None:
+    report = await _check(_canister(), other=False, allow_commit=True)
     for check in ("info.hides_state", "access.reads_refused", "access.writes_refused"):
         result = report.result(check)
-        assert result.status == "skipped"
+        assert result.status == "not_run"
         assert "identity_other" in result.detail
+    assert report.ok  # nothing failed
+    assert not report.conformant  # but access control was never tried
+    assert report.to_dict()["conformant"] is False
+    assert report.to_dict()["counts"]["not_run"] == 3
+
+
+async def test_a_canister_with_every_check_run_and_met_is_conformant() -> None:
+    fake = _canister(journal_max_entries=50)
+    report = await _check(fake, allow_commit=True)
+    assert report.conformant, report.render()
+    assert _with(report, "not_run") == set()
+    assert report.render().endswith("not applicable: conformant")
+
+
+class _Flaky:
+    """A caller whose first ``failures`` calls of ``method`` meet an overloaded replica."""
+
+    def __init__(self, inner: FakeAgent, method: str, failures: int) -> None:
+        self.inner, self.method, self.failures = inner, method, failures
+
+    async def query(self, canister_id: bytes, method: str, arg: bytes) -> bytes:
+        self._maybe_fail(method)
+        return await self.inner.query(canister_id, method, arg)
+
+    async def update(
+        self,
+        canister_id: bytes,
+        method: str,
+        arg: bytes,
+        *,
+        effective_canister_id: bytes | None = None,
+    ) -> bytes:
+        self._maybe_fail(method)
+        return await self.inner.update(canister_id, method, arg)
+
+    def _maybe_fail(self, method: str) -> None:
+        if method == self.method and self.failures > 0:
+            self.failures -= 1
+            raise TransientError("the replica is overloaded", http_status=503)
+
+
+async def _flaky_check(failures: int) -> Report:
+    fake = _canister(journal_max_entries=50)
+    agents = {CANISTER: fake}
+    flaky = _Flaky(FakeAgent(agents, OWNER), "icrp_key_distribution", failures)
+    return await check_canister(
+        flaky,
+        CANISTER,
+        identity_other=FakeAgent(agents, STRANGER),
+        allow_commit=True,
+        retry_delays=(0.0, 0.0),
+    )
+
+
+async def test_a_transient_error_is_retried_not_reported_as_a_failure() -> None:
+    report = await _flaky_check(failures=2)
+    assert report.result("key_range.distribution").status == "passed", report.render()
+    assert report.conformant
+
+
+async def test_a_transient_error_that_outlasts_the_retries_leaves_the_check_not_run() -> None:
+    report = await _flaky_check(failures=10)
+    result = report.result("key_range.distribution")
+    assert result.status == "not_run", report.render()
+    assert "could not complete in 3 attempts" in result.detail
     assert report.ok
+    assert not report.conformant
 
 
 async def test_a_journal_that_reaches_back_to_the_start_cannot_be_too_old() -> None:

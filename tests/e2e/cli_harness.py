@@ -135,6 +135,16 @@ class Cli:
 
         return asyncio.run(deploy())
 
+    def trust_each_other(self, a: Principal, b: Principal) -> None:
+        """Make two ICRP canisters peers of each other (what a push needs)."""
+
+        async def trust() -> None:
+            async with self.agent() as agent:
+                await IcrpClient(agent, a).set_peers([b])
+                await IcrpClient(agent, b).set_peers([a])
+
+        asyncio.run(trust())
+
     def create_backup(self, source: Principal) -> Principal:
         """A backup canister for ``source``, installed by hand (as a user with dfx would)."""
 

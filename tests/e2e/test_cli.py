@@ -79,16 +79,26 @@ def test_check_canister_passes_the_demo_app(cli: Cli) -> None:
     assert planned["dry_run"] is True
     assert [a["verb"] for a in planned["actions"]] == ["delete"]
 
-    result = cli.run("check-canister", str(app), "--allow-commit", "--yes")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "conformant" in result.stdout
-    assert "NOT conformant" not in result.stdout
-
-    as_json = cli.run("--json", "check-canister", str(app), "--yes")
-    summary = json_lines(as_json.stdout)[-1]
+    # Without a push target the push checks apply but cannot run: no verdict of
+    # "conformant" for what was never tried.
+    partial = cli.run("--json", "check-canister", str(app), "--yes")
+    assert partial.returncode == 1, partial.stdout + partial.stderr
+    summary = json_lines(partial.stdout)[-1]
     assert summary["event"] == "summary"
-    assert summary["conformant"] is True
-    assert summary["exit_code"] == 0
+    assert summary["conformant"] is False
+    assert summary["verdict"].startswith("not conformant: ")
+    assert summary["counts"]["failed"] == 0
+    not_run = {c["id"] for c in summary["checks"] if c["status"] == "not_run"}
+    assert {"push.write", "import.commit_roundtrip"} <= not_run
+
+    target = cli.deploy_demo(mib=1, seed=2)
+    cli.trust_each_other(app, target)
+    result = cli.run(
+        "check-canister", str(app), "--allow-commit", "--push-target", str(target), "--yes"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith(": conformant")
+    assert " 0 not run" in result.stdout
 
 
 def test_check_canister_fails_a_canister_without_icrp(cli: Cli) -> None:

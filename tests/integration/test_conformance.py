@@ -133,7 +133,7 @@ async def test_the_demo_app_conforms(env: Env) -> None:
     )
     assert report.ok, report.render()
     assert _skipped(report) == {"key_range.out_of_range", "fleet.members"}, report.render()
-    assert report.result("fleet.members").detail.startswith("not run: the canister does not")
+    assert report.result("fleet.members").detail.startswith("not applicable: the canister does not")
     assert "range_changes" in report.capabilities
     assert _summary(report)["journal.range_filter"] == "passed", report.render()
     assert report.role == "app"

@@ -24,7 +24,6 @@ from icp_identity import Identity
 
 from canister_iface.certificate import decode_certificate, verify_certificate
 from localnet import LocalNet, ids
-from localnet.node import SUBNET_ID
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +94,7 @@ async def test_query_signatures_verify_with_the_node_key(net: LocalNet, identity
     signable = build_query_response_signable(
         "replied", request_id, signature["timestamp"], reply=dict(body["reply"])
     )
-    subnet_id, node_id = SUBNET_ID, bytes(signature["identity"])
+    subnet_id, node_id = net.subnet_id, bytes(signature["identity"])
     path = [b"subnet", subnet_id, b"node", node_id, b"public_key"]
     raw = await Client(url=net.url).read_state_subnet_async(
         ids.to_text(subnet_id), _read_state_envelope(agent, identity, [path])

@@ -120,6 +120,9 @@ class FakeHost:
         canister.open_call_contexts = 0
         self._maybe_stopped(canister)
 
+    def hosts_canister_id(self, canister_id: bytes) -> bool:
+        return ids.canister_index(canister_id) is not None
+
     def random_bytes(self, n: int) -> bytes:
         return bytes(range(n))
 
