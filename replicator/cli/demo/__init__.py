@@ -26,6 +26,11 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--mib", type=int, default=64, metavar="N", help="MiB of synthetic data (default 64)"
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="then split the app into 3 shards by key range and compact it",
+    )
 
 
 async def _demo(ctx: Context) -> int:
