@@ -319,3 +319,26 @@ async def _at_step(store: SqliteStore, step: str) -> str:
                 return job.id
         await asyncio.sleep(0.01)
     raise AssertionError(f"no range reached {step}")
+
+
+async def test_a_journal_that_overflows_during_the_copy_makes_the_range_copy_again(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, _ = await demo_with_my_users(w, rounds=2)  # its journal keeps 1,000 changes
+    icrp = IcrpClient(w.agent, source)
+    monkeypatch.setattr(split_performer, "ROUND_BYTES", 16 * 1024)
+    async with w.engine() as engine:
+        running = asyncio.create_task(engine.submit(split.request(ref(source), shards=2)))
+        await _mid_copy(w.stores[-1])
+        burst = [Record(b"\xf0burst" + i.to_bytes(4, "big"), b"x" * 20) for i in range(1500)]
+        await icrp.import_records(burst)  # more changes than the journal holds
+        before = await records_of(icrp)
+        outcome = await running
+    assert outcome.ok, outcome.error
+    notes = " ".join(outcome.notes)
+    assert "no longer reaches back" in notes
+    routing = await IcrpClient(w.agent, source).routing()
+    held: dict[bytes, bytes] = {}
+    for route in routing.routes:
+        held.update(await records_of(IcrpClient(w.agent, route.canister), route.range))
+    assert held == before

@@ -240,3 +240,14 @@ def test_sizes_parse_with_units_and_refuse_nonsense() -> None:
     for bad in ("lots", "-1", 0, "5 parsecs", True):
         with pytest.raises(UsageError, match="256 MiB"):
             parse_size(bad, "max_shard_bytes")
+
+
+def test_a_journal_gone_at_cut_over_copies_that_range_again() -> None:
+    state = _at_follow()
+    state, effect = _run(
+        state, m.Followed((m.FollowProgress(0, 9, True), m.FollowProgress(1, 9, True)))
+    )
+    assert isinstance(effect, m.CutOver)
+    state, effect = _run(state, m.Followed((m.FollowProgress(0, 0, False, too_old=True),)))
+    assert effect == m.ClearShard(0, Span(b"\x10", b"\x20"), "shard-one")
+    assert state.phase == m.COPYING

@@ -330,7 +330,16 @@ class SplitPerformer:
 
     # ---------------------------------------------------------------- cut-over
 
-    async def _cut_over(self, cut: CutOver) -> CutOverDone | CutOverFailed:
+    async def _cut_over(self, cut: CutOver) -> CutOverDone | CutOverFailed | Followed:
+        try:
+            return await self._cut_over_once(cut)
+        except ie.TooOld:
+            # The journal no longer reaches back to the shard: the source takes the
+            # range back (no fence) and the range is copied again.
+            await self._fence(tuple(f for f in cut.fences if f.span != cut.span))
+            return Followed((FollowProgress(cut.index, 0, False, too_old=True),))
+
+    async def _cut_over_once(self, cut: CutOver) -> CutOverDone | CutOverFailed:
         source, shard = self._icrp(self.source_id), self._icrp(cut.shard)
         keys = key_range(cut.span)
         info = await self._call(cut.shard, "icrp_info", shard.info, cost="query")
