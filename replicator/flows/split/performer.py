@@ -13,6 +13,7 @@ are set idempotently (the same set again changes nothing).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -75,6 +76,9 @@ CHANGES_BYTES = 1_000_000
 # icrp_delete_range deletes at most this many records per call.
 DELETE_RECORDS = 10_000
 DELETE_CALLS_PER_ROUND = 20
+# At cut-over a range is compared in parts of about this many bytes, in parallel:
+# the comparison happens while writes to the range are refused.
+DIGEST_PART_BYTES = 1024 * 1024
 EVERYTHING = KeyRange()
 
 
@@ -204,6 +208,32 @@ class SplitPerformer:
             if page.next_cursor is None:
                 return total
             cursor = page.next_cursor
+
+    async def _parts(self, span: Span) -> list[KeyRange]:
+        """``span`` cut on bucket boundaries of about ``DIGEST_PART_BYTES`` (covering it all)."""
+        source, keys = self._icrp(self.source_id), key_range(span)
+        bounds: list[bytes] = []
+        cursor: bytes | None = None
+        while True:
+            page = await self._call(
+                self.source_id,
+                "icrp_key_distribution",
+                lambda c=cursor: source.key_distribution(keys, c, DIGEST_PART_BYTES),  # type: ignore[misc]
+                cost="query",
+            )
+            bounds.extend(b.first_key for b in page.buckets if b.first_key > span.lower)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        edges: list[bytes | None] = [span.lower, *sorted(set(bounds)), span.upper]
+        return [KeyRange(lo or b"", hi) for lo, hi in itertools.pairwise(edges)]
+
+    async def _digest_of(self, canister: str, parts: Sequence[KeyRange]) -> RangeDigest:
+        """The digest of the parts together (digests add up), the parts read in parallel."""
+        total = RangeDigest()
+        for page in await asyncio.gather(*(self._digest(canister, p) for p in parts)):
+            total += page
+        return total
 
     # ------------------------------------------------------------------- copy
 
@@ -351,13 +381,14 @@ class SplitPerformer:
             return CutOverDone(cut.index, fenced_at, total.records, total.bytes, total.digest, 0.0)
         head, applied = await asyncio.gather(self._head(self.source_id), self._head(cut.shard))
         applied = await self._drain(cut.span, cut.shard, head, applied)
+        parts = await self._parts(cut.span)  # so that the comparison runs in parallel
         fenced_at = await self._fence(cut.fences)
         # Writes to the range are refused from here (the fence took effect when the
         # call was executed, just before it answered) until the shard takes them.
         started = time.monotonic()
         await self._drain(cut.span, cut.shard, fenced_at, applied)
         in_source, in_shard = await asyncio.gather(
-            self._digest(self.source_id, keys), self._digest(cut.shard, keys)
+            self._digest_of(self.source_id, parts), self._digest_of(cut.shard, parts)
         )
         if not in_source.same_records(in_shard):
             await self._fence(tuple(f for f in cut.fences if f.span != cut.span))
