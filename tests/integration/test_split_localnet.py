@@ -27,7 +27,7 @@ from canister_iface.icrp_errors import error_from_candid
 from canister_iface.icrp_types import KeyRange, Record, Routing
 from canister_iface.principal import Principal
 from replicator.checkpoints import SqliteStore
-from replicator.errors import ReplicatorError, UsageError
+from replicator.errors import EXIT_INTEGRITY, ReplicatorError, UsageError
 from replicator.flow import consent_given
 from replicator.flows.split import kind as split
 from replicator.flows.split import machine as m
@@ -342,3 +342,28 @@ async def test_a_journal_that_overflows_during_the_copy_makes_the_range_copy_aga
     for route in routing.routes:
         held.update(await records_of(IcrpClient(w.agent, route.canister), route.range))
     assert held == before
+
+
+async def test_a_shard_that_differs_at_cut_over_fails_and_the_source_keeps_the_range(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, _ = await demo_with_my_users(w, rounds=1)
+    before = await records_of(IcrpClient(w.agent, source))
+    original = split_performer.SplitPerformer._precheck
+
+    async def tampered(self: split_performer.SplitPerformer, cut: m.CutOver) -> object:
+        shard = IcrpClient(w.agent, Principal.from_text(cut.shard))
+        await shard.import_records([Record(cut.span.lower + b"\x00extra", b"not in the source")])
+        return await original(self, cut)
+
+    monkeypatch.setattr(split_performer.SplitPerformer, "_precheck", tampered)
+    async with w.engine() as engine:
+        outcome = await engine.submit(split.request(ref(source), shards=2, name="bad"))
+    assert not outcome.ok
+    assert outcome.exit_code == EXIT_INTEGRITY
+    assert "source still owns it" in (outcome.error or "")
+    icrp = IcrpClient(w.agent, source)
+    assert (await icrp.config()).fences == ()  # writes to the range are taken again
+    assert await records_of(icrp) == before
+    sample = w.metrics.registry.get_sample_value
+    assert sample("replicator_split_cutovers_total", {"name": "bad", "outcome": "mismatch"}) == 1

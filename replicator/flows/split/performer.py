@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from canister_iface import errors as ic
 from canister_iface import icrp_errors as ie
 from canister_iface.icrp import IcrpClient
-from canister_iface.icrp_types import Fence, KeyRange, RangeDigest, Routing
+from canister_iface.icrp_types import Change, Fence, KeyRange, RangeDigest, Routing
 from canister_iface.icrp_types import Route as IcrpRoute
 from canister_iface.principal import Principal
 from replicator.calls import CallCost
@@ -228,13 +229,6 @@ class SplitPerformer:
         edges: list[bytes | None] = [span.lower, *sorted(set(bounds)), span.upper]
         return [KeyRange(lo or b"", hi) for lo, hi in itertools.pairwise(edges)]
 
-    async def _digest_of(self, canister: str, parts: Sequence[KeyRange]) -> RangeDigest:
-        """The digest of the parts together (digests add up), the parts read in parallel."""
-        total = RangeDigest()
-        for page in await asyncio.gather(*(self._digest(canister, p) for p in parts)):
-            total += page
-        return total
-
     # ------------------------------------------------------------------- copy
 
     async def _copy(self, task: CopyTask) -> CopyProgress:
@@ -334,8 +328,13 @@ class SplitPerformer:
         except ie.TooOld:
             return FollowProgress(task.index, applied, False, too_old=True)
 
-    async def _follow_once(self, span: Span, shard: str, applied: int) -> tuple[int, int]:
-        """One batch of the range's changes into the shard: (applied now, source head - applied)."""
+    async def _follow_once(
+        self, span: Span, shard: str, applied: int, dirty: Dirty | None = None
+    ) -> tuple[int, int]:
+        """One batch of the range's changes into the shard: (applied now, source head - applied).
+
+        ``dirty`` collects the keys the batch changed.
+        """
         source, target, keys = self._icrp(self.source_id), self._icrp(shard), key_range(span)
         batch = await self._call(
             self.source_id,
@@ -344,6 +343,8 @@ class SplitPerformer:
             cost="query",
             nbytes=CHANGES_BYTES,
         )
+        if dirty is not None:
+            dirty.add(batch.changes)
         if batch.to_seq > applied:
             size = sum(c.size for c in batch.changes)
             applied = await self._call(
@@ -352,11 +353,28 @@ class SplitPerformer:
             self.metrics.changes_applied(self.name, len(batch.changes))
         return applied, max(0, batch.head_seq - applied)
 
-    async def _drain(self, span: Span, shard: str, until: int, applied: int) -> int:
+    async def _drain(
+        self, span: Span, shard: str, until: int, applied: int, dirty: Dirty | None = None
+    ) -> int:
         """Apply the range's changes until the shard reached ``until``; where it is then."""
         while applied < until:
-            applied, _ = await self._follow_once(span, shard, applied)
+            applied, _ = await self._follow_once(span, shard, applied, dirty)
         return applied
+
+    async def _changed(self, span: Span, since: int, until: int, dirty: Dirty) -> None:
+        """Collect the keys of ``span`` the source changed in (``since``, ``until``]."""
+        source, keys = self._icrp(self.source_id), key_range(span)
+        while since < until:
+            batch = await self._call(
+                self.source_id,
+                "icrp_changes",
+                lambda s=since: source.changes(s, CHANGES_BYTES, keys),  # type: ignore[misc]
+                cost="query",
+            )
+            dirty.add(batch.changes)
+            if batch.to_seq <= since:
+                return
+            since = batch.to_seq
 
     # ---------------------------------------------------------------- cut-over
 
@@ -370,7 +388,7 @@ class SplitPerformer:
             return Followed((FollowProgress(cut.index, 0, False, too_old=True),))
 
     async def _cut_over_once(self, cut: CutOver) -> CutOverDone | CutOverFailed:
-        source, shard = self._icrp(self.source_id), self._icrp(cut.shard)
+        shard = self._icrp(cut.shard)
         keys = key_range(cut.span)
         info = await self._call(cut.shard, "icrp_info", shard.info, cost="query")
         if info.mode is not None and info.mode.mode == "primary":
@@ -379,17 +397,15 @@ class SplitPerformer:
             fenced_at = await self._fence(cut.fences)
             total = await self._digest(self.source_id, keys)
             return CutOverDone(cut.index, fenced_at, total.records, total.bytes, total.digest, 0.0)
-        head, applied = await asyncio.gather(self._head(self.source_id), self._head(cut.shard))
-        applied = await self._drain(cut.span, cut.shard, head, applied)
-        parts = await self._parts(cut.span)  # so that the comparison runs in parallel
+        # Compared part by part before the fence; behind it, only the parts whose
+        # keys changed since (or that differed) are compared again.
+        check = await self._precheck(cut)
         fenced_at = await self._fence(cut.fences)
         # Writes to the range are refused from here (the fence took effect when the
         # call was executed, just before it answered) until the shard takes them.
         started = time.monotonic()
-        await self._drain(cut.span, cut.shard, fenced_at, applied)
-        in_source, in_shard = await asyncio.gather(
-            self._digest_of(self.source_id, parts), self._digest_of(cut.shard, parts)
-        )
+        await self._drain(cut.span, cut.shard, fenced_at, check.applied, check.dirty)
+        in_source, in_shard = await self._recheck(cut.shard, check)
         if not in_source.same_records(in_shard):
             await self._fence(tuple(f for f in cut.fences if f.span != cut.span))
             self.metrics.cutover(self.name, "mismatch")
@@ -403,7 +419,6 @@ class SplitPerformer:
         frozen = time.monotonic() - started
         await self._publish(cut.routes)
         self.metrics.cutover(self.name, "ok", frozen)
-        del source
         self.ctx.note(
             f"{cut.span} now belongs to {cut.shard}: {in_source.records:,} records, "
             f"writes refused for {frozen:.3f} s"
@@ -411,6 +426,61 @@ class SplitPerformer:
         return CutOverDone(
             cut.index, fenced_at, in_source.records, in_source.bytes, in_source.digest, frozen
         )
+
+    async def _precheck(self, cut: CutOver) -> _Check:
+        """Both sides' digests of every part, comparable at the shard's sequence.
+
+        The source's parts are read first (pages at sequences from ``low`` on),
+        then the shard is brought past every page's sequence and read (standby:
+        only this job writes to it).  A part no key of which changes after
+        ``low`` has the same digest at the fence on the source, and on the shard
+        (its only changes are the source's), as read here.
+        """
+        head, applied = await asyncio.gather(self._head(self.source_id), self._head(cut.shard))
+        applied = await self._drain(cut.span, cut.shard, head, applied)
+        parts = await self._parts(cut.span)
+        pages = await asyncio.gather(*(self._digest_low(self.source_id, p) for p in parts))
+        low = min(seq for _, seq, _ in pages)
+        high = max(top for _, _, top in pages)
+        dirty = Dirty()
+        await self._changed(cut.span, low, applied, dirty)  # already applied: keys only
+        applied = await self._drain(cut.span, cut.shard, max(high, applied), applied, dirty)
+        shard = await asyncio.gather(*(self._digest(cut.shard, p) for p in parts))
+        source = [d for d, _, _ in pages]
+        return _Check(parts, source, list(shard), applied, dirty)
+
+    async def _recheck(self, shard: str, check: _Check) -> tuple[RangeDigest, RangeDigest]:
+        """Both sides' digests of the whole range at the fence (parts read again where needed)."""
+        again = [
+            i
+            for i, part in enumerate(check.parts)
+            if check.dirty.touches(part) or not check.source[i].same_records(check.shard[i])
+        ]
+        fresh = await asyncio.gather(
+            *(self._digest(self.source_id, check.parts[i]) for i in again),
+            *(self._digest(shard, check.parts[i]) for i in again),
+        )
+        source, target = list(check.source), list(check.shard)
+        for n, i in enumerate(again):
+            source[i], target[i] = fresh[n], fresh[len(again) + n]
+        return _sum(source), _sum(target)
+
+    async def _digest_low(self, canister: str, keys: KeyRange) -> tuple[RangeDigest, int, int]:
+        """The digest of ``keys`` and the lowest and highest sequence of its pages."""
+        icrp = self._icrp(canister)
+        total, cursor, seqs = RangeDigest(), None, []
+        while True:
+            page = await self._call(
+                canister,
+                "icrp_range_digest",
+                lambda c=cursor: icrp.range_digest(keys, c),  # type: ignore[misc]
+                cost="query",
+            )
+            total += page
+            seqs.append(page.journal_seq)
+            if page.next_cursor is None:
+                return total, min(seqs), max(seqs)
+            cursor = page.next_cursor
 
     async def _fence(self, fences: Sequence[Route]) -> int:
         source = self._icrp(self.source_id)
@@ -469,3 +539,39 @@ class SplitPerformer:
         for entry in await registry.entries():
             if entry.network == self.network and entry.canister in shards:
                 await registry.forget(entry.network, entry.source, entry.role)
+
+
+class Dirty:
+    """Keys changed in a stretch of the journal (an application change touches every key)."""
+
+    def __init__(self) -> None:
+        self.keys: set[bytes] = set()
+        self.everything = False
+
+    def add(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            if change.op.kind == "app":
+                self.everything = True
+            else:
+                self.keys.add(change.op.key)
+
+    def touches(self, part: KeyRange) -> bool:
+        return self.everything or any(part.contains(k) for k in self.keys)
+
+
+@dataclass
+class _Check:
+    """A range compared part by part before its fence."""
+
+    parts: list[KeyRange]
+    source: list[RangeDigest]
+    shard: list[RangeDigest]
+    applied: int  # the shard's sequence when it was read
+    dirty: Dirty  # keys changed since the source's parts were read
+
+
+def _sum(digests: Iterable[RangeDigest]) -> RangeDigest:
+    total = RangeDigest()
+    for d in digests:
+        total += d
+    return total
