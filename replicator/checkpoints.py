@@ -50,11 +50,13 @@ Schema (version 3)::
     cycles_spent(scope /* network */, period INTEGER /* Unix start */, cycles INTEGER,
                  updated_at REAL, PK (scope, period))
     job_locks(fingerprint PK, token, pid, host, since REAL, lease_until REAL, what)
+    fleet_members(fleet, network, member, ..., PK (fleet, network, member))
 
 Version 1 kept the image kinds' fields at the top of the job state; version
 2 keeps every kind's own fields in ``detail`` (:class:`~replicator.job.JobState`
 reads both) and the registry table in the schema (version 1 files created it
-beside the schema); version 3 adds ``cycles_spent`` and ``job_locks``.
+beside the schema); version 3 adds ``cycles_spent`` and ``job_locks``; version 4
+adds ``fleet_members`` (:mod:`replicator.fleetstore`).
 
 Finished jobs are pruned (:meth:`Store.prune`): a job that is done, or that
 a newer run of the same command (same fingerprint) superseded, once it is
@@ -81,6 +83,14 @@ from typing import ParamSpec, Protocol, TypeVar
 
 from replicator import codec
 from replicator.errors import CheckpointError, IntegrityError, ReplicatorError, UsageError
+from replicator.fleetstore import (
+    FLEET_TABLE,
+    FleetTable,
+    MemberResult,
+    MemberRow,
+    Membership,
+    SqliteFleetTable,
+)
 from replicator.integrity import DIGEST_SIZE
 from replicator.job import Job, JobState, Phase, new_state
 from replicator.joblock import LOCK_TABLE, Holder, JobLocked, SqliteLockTable
@@ -89,7 +99,7 @@ from replicator.registry import REGISTRY_TABLE, Entry, Registry, SqliteRegistryT
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FILE_MODE = 0o600  # the store holds which canisters exist and how far their copies got
 DIR_MODE = 0o700
 _SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -131,10 +141,11 @@ CREATE TABLE IF NOT EXISTS cycles_spent (
     PRIMARY KEY (scope, period)
 ) WITHOUT ROWID;
 """
-_SCHEMA += CYCLES_TABLE
+_SCHEMA += CYCLES_TABLE + FLEET_TABLE
 _MIGRATIONS = {  # from version → the script that brings it to SCHEMA_VERSION
-    1: REGISTRY_TABLE + LOCK_TABLE + CYCLES_TABLE,
-    2: LOCK_TABLE + CYCLES_TABLE,
+    1: REGISTRY_TABLE + LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE,
+    2: LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE,
+    3: FLEET_TABLE,  # version 4 adds the fleets' member table
 }
 
 
@@ -458,6 +469,30 @@ class _SqliteFile:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    # -- fleet members
+
+    def fleet_sync(self, fleet: str, network: str, members: list[str], now: float) -> Membership:
+        with self._write() as tx:
+            return SqliteFleetTable.sync(tx.connection, fleet, network, members, now)
+
+    def fleet_due(
+        self, fleet: str, network: str, round_id: str, now: float | None
+    ) -> list[MemberRow]:
+        with self._read() as db:
+            return SqliteFleetTable.due(db, fleet, network, round_id, now)
+
+    def fleet_finish(self, fleet: str, network: str, round_id: str, result: MemberResult) -> None:
+        with self._write() as tx:
+            SqliteFleetTable.finish(tx.connection, fleet, network, round_id, result)
+
+    def fleet_members(self, fleet: str, network: str | None) -> list[MemberRow]:
+        with self._read() as db:
+            return SqliteFleetTable.members(db, fleet, network)
+
+    def fleet_names(self) -> list[str]:
+        with self._read() as db:
+            return SqliteFleetTable.fleets(db)
+
     # -- job locks
 
     def lock_job(self, fingerprint: str, me: Holder) -> tuple[bool, Holder | None]:
@@ -709,6 +744,7 @@ class SqliteStore:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
         self._registry = _SqliteRegistry(self)
         self._spending = _SqliteSpending(self)
+        self._fleets = _SqliteFleets(self)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> SqliteStore:
@@ -733,6 +769,11 @@ class SqliteStore:
     @property
     def spending(self) -> Spending:
         return self._spending
+
+    @property
+    def fleets(self) -> FleetTable:
+        """The fleets' member table (:mod:`replicator.fleetstore`), in the same file."""
+        return self._fleets
 
     async def create_job(self, job: Job) -> JobState:
         return await self._run(self._file.create_job, job)
@@ -810,6 +851,33 @@ class _SqliteSpending:
 
     async def spent(self, scope: str, period: int) -> int:
         return await self._store._run(self._store._file.spent, scope, period)
+
+
+class _SqliteFleets:
+    """The fleet member table of a :class:`SqliteStore`, on the store's thread."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def sync(
+        self, fleet: str, network: str, members: Sequence[str], now: float
+    ) -> Membership:
+        file = self._store._file
+        return await self._store._run(file.fleet_sync, fleet, network, list(members), now)
+
+    async def due(
+        self, fleet: str, network: str, round_id: str, now: float | None
+    ) -> list[MemberRow]:
+        return await self._store._run(self._store._file.fleet_due, fleet, network, round_id, now)
+
+    async def finish(self, fleet: str, network: str, round_id: str, result: MemberResult) -> None:
+        await self._store._run(self._store._file.fleet_finish, fleet, network, round_id, result)
+
+    async def members(self, fleet: str, network: str | None = None) -> list[MemberRow]:
+        return await self._store._run(self._store._file.fleet_members, fleet, network)
+
+    async def fleets(self) -> list[str]:
+        return await self._store._run(self._store._file.fleet_names)
 
 
 class _Tx:

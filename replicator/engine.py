@@ -421,6 +421,7 @@ class _JobRun:
             provisioner_for=lambda network: engine.provisioner(network, self.note),
             acked=dict(acked),
             resumed=resumed,
+            submit=engine.submit,
         )
         self._performer: Performer | None = None
 

@@ -35,7 +35,16 @@ from replicator.calls import CallRunner
 from replicator.checkpoints import Store
 from replicator.chunking import Path
 from replicator.errors import UsageError
-from replicator.job import ArchiveRef, CanisterRef, Endpoint, Job, JobRequest, JobState, Phase
+from replicator.job import (
+    ArchiveRef,
+    CanisterRef,
+    Endpoint,
+    Job,
+    JobOutcome,
+    JobRequest,
+    JobState,
+    Phase,
+)
 from replicator.machine import Machine
 from replicator.metrics import Metrics
 from replicator.progress import Progress
@@ -147,6 +156,9 @@ class RunContext:
     provisioner_for: Callable[[str], Provisioner]
     acked: dict[int, bytes]  # chunks acknowledged before this run (from the checkpoint)
     resumed: bool
+    # Plans and runs another job through the same engine (limits, store, metrics):
+    # what a fleet run does for each member.  None: this run may not start jobs.
+    submit: Callable[[JobRequest], Awaitable[JobOutcome]] | None = None
 
     def note(self, text: str) -> None:
         self.calls.note(text)

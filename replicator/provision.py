@@ -232,6 +232,20 @@ class Provisioner:
         await self._record(key_source, key, canister, "ready")
         return canister
 
+    async def empty_canister(self, key_source: str, key: str) -> Principal:
+        """A new canister without code (recorded under ``key``), e.g. to load a snapshot into.
+
+        The identity stays one of its controllers (loading needs it) until
+        :meth:`settle` gives it exactly the configured ones.
+        """
+        entry = await self.registry.get(self.network, key_source, key)
+        return await self._created(entry, key_source, key)
+
+    async def settle(self, canister: Principal, key_source: str, key: str) -> None:
+        """A canister made by :meth:`empty_canister` gets exactly the configured controllers."""
+        await self._settle_controllers(canister)
+        await self._record(key_source, key, canister, "ready")
+
     # -------------------------------------------------------------- the steps
 
     async def _created(self, entry: Entry | None, source: str, key: str) -> Principal:

@@ -7,6 +7,7 @@ module                 kinds
 :mod:`.restore`        ``restore`` — an image from a backup canister into a canister
 :mod:`.archive`        ``archive-export``, ``archive-import`` — images as files
 :mod:`.verify`         ``verify`` — an image checked chunk by chunk
+:mod:`.fleet`          ``fleet`` — a backup of every member of a fleet (parts in :mod:`.fleets`)
 :mod:`.split`          ``split`` — a canister into shards by key range
 :mod:`.compact`        ``compact`` — a canister into a fresh instance of itself
 =====================  ======================================================

@@ -115,6 +115,10 @@ def test_no_type_checking_imports() -> None:
     [
         "replicator.machine",
         "replicator.flows.image.machine",
+        "replicator.flows.fleets.machine",
+        "replicator.flows.fleets.timing",
+        "replicator.flows.snapshot.machine",
+        "replicator.chunkbook",
         "replicator.chunkbook",
         "replicator.flows.split.machine",
         "replicator.flows.compact.machine",

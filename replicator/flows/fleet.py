@@ -1,0 +1,99 @@
+"""Fleets: one job run over every member of a fleet of canisters (per-user canisters).
+
+``request(index, name=...)`` asks for a fleet run: list the members from the
+index canister (``icrp_fleet_members``, or the app's plain ``vec principal``
+method), a file or a static list (:mod:`.members`); record them in the
+store's member table (:mod:`replicator.fleetstore`); back up every member
+that is due into its own backup canister, created on demand with exactly
+the configured controllers — through the engine, so the members share its
+limits — at most ``concurrency`` at once, fairest first (:mod:`.performer`).
+
+The planner lists the members first (so a wrong index or a missing right
+creates nothing) and announces what the run will create and spend:
+``--dry-run`` shows the total cycles of the backup canisters to be created.
+"""
+
+from __future__ import annotations
+
+from replicator import kinds
+from replicator.flow import Action, Kind, PlanContext, Verb
+from replicator.flows.fleets.machine import PHASES, advance
+from replicator.flows.fleets.members import discover
+from replicator.flows.fleets.metrics import FleetMetrics
+from replicator.flows.fleets.options import FleetOptions
+from replicator.flows.fleets.performer import FleetPerformer
+from replicator.job import ArchiveRef, CanisterRef, Endpoint, Job, JobRequest, Scalar
+
+KIND = "fleet"
+
+
+def request(
+    source: Endpoint,
+    *,
+    name: str,
+    network: str | None = None,
+    index: str | None = None,
+    members: str | None = None,
+    every: str | float | None = None,
+    due: bool | None = None,
+    concurrency: int | None = None,
+    keep: int | None = None,
+    job_id: str = "",
+) -> JobRequest:
+    """Back up every member of the fleet ``name`` listed by ``source`` (see the module)."""
+    options: dict[str, Scalar] = {
+        "name": name,
+        "network": network,
+        "index": index,
+        "members": members,
+        "every": every,
+        "due": due,
+        "concurrency": concurrency,
+        "keep": keep,
+    }
+    return JobRequest(KIND, source, None, options, id=job_id)
+
+
+async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
+    """Check the options and the index, then announce what the run creates and spends."""
+    options = FleetOptions.of(req)
+    ids = await discover(ctx.calls, req.source, options.network, req.options)
+    have = {
+        e.source
+        for e in await ctx.store.registry.entries()
+        if e.network == options.network and e.role == "backup" and e.canister is not None
+    }
+    new = sum(1 for m in ids if m not in have)
+    ctx.note(f"fleet {options.name}: {len(ids)} members listed, {new} without a backup canister")
+    actions = [Action(Verb.MOVE, f"fresh images of up to {len(ids)} members", consent=False)]
+    if new:
+        cycles = new * ctx.settings.initial_cycles
+        paid = ctx.provisioner_for(options.network).paid
+        actions.insert(
+            0,
+            Action(
+                Verb.CREATE,
+                f"up to {new} backup canisters for fleet {options.name}, "
+                f"{ctx.settings.initial_cycles:,} cycles each ({cycles:,} cycles in all)"
+                + (" bought through the cycles ledger" if paid else ""),
+                cycles=cycles,
+                consent=paid,
+            ),
+        )
+    await ctx.intend(*actions)
+    return req.job(network=options.network)
+
+
+FLEET = kinds.register(
+    Kind(
+        name=KIND,
+        summary="back up every member of a fleet of canisters (listed by an index canister)",
+        advance=advance,
+        performer=FleetPerformer,
+        sources=(CanisterRef, ArchiveRef),
+        targets=(None,),
+        plan=plan_fleet,
+        metrics=FleetMetrics,
+        phases=PHASES,
+    )
+)

@@ -1,0 +1,146 @@
+"""The fleet's own metrics (the engine counts every member's job as usual).
+
+Made once per registry (``Metrics.extension(FleetMetrics)``).  The only
+label besides a fixed vocabulary is ``name``, the fleet's job name from the
+configuration: bounded by the configuration, never a canister id.
+
+==========================================================  =======  ==============
+metric                                                      type     labels
+==========================================================  =======  ==============
+``replicator_fleet_members``                                gauge    name, state
+``replicator_fleet_members_running``                        gauge    name
+``replicator_fleet_member_runs_total``                      counter  name, outcome
+``replicator_fleet_member_failures_total``                  counter  name, class
+``replicator_fleet_oldest_backup_age_seconds``              gauge    name
+``replicator_fleet_listing_timestamp_seconds``              gauge    name
+==========================================================  =======  ==============
+
+``state``: ``ok``, ``overdue`` (last success older than 1.5 intervals),
+``failing`` (last run failed), ``never`` (no success yet), ``gone`` (no
+longer listed).  ``outcome``: ``ok``, ``failed``.  ``class``: the failure's
+class from its exit code (:data:`FAILURE_CLASSES`).  The oldest backup's age
+is that of the listed member whose last success is the oldest (members
+never backed up count in ``state="never"``, not here); it is projected to
+the time of the scrape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from replicator.errors import (
+    EXIT_ACCESS_DENIED,
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    EXIT_INTEGRITY,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_ICRP,
+    EXIT_TEMPORARY,
+    EXIT_USAGE,
+)
+from replicator.fleetstore import MemberRow
+from replicator.flows.fleets.timing import STATES, member_state
+
+FAILURE_CLASSES = {
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "usage",
+    EXIT_NOT_ICRP: "not_icrp",
+    EXIT_ACCESS_DENIED: "access_denied",
+    EXIT_INTEGRITY: "integrity",
+    EXIT_BUDGET: "budget",
+    EXIT_TEMPORARY: "temporary",
+    EXIT_INTERRUPTED: "interrupted",
+}
+OUTCOMES = ("ok", "failed")
+
+
+def failure_class(exit_code: int | None) -> str:
+    """The class a member's failure is counted under."""
+    return FAILURE_CLASSES.get(exit_code or EXIT_FAILED, "failed")
+
+
+class FleetMetrics:
+    """See the module docstring."""
+
+    def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._oldest: dict[str, float | None] = {}  # name → oldest last success
+        r = registry
+        self.members = Gauge(
+            "replicator_fleet_members",
+            "Members of a fleet by state (ok, overdue, failing, never, gone).",
+            ["name", "state"],
+            registry=r,
+        )
+        self.running = Gauge(
+            "replicator_fleet_members_running",
+            "Members of a fleet whose job is running now.",
+            ["name"],
+            registry=r,
+        )
+        self.runs = Counter(
+            "replicator_fleet_member_runs",
+            "Runs of fleet members by outcome.",
+            ["name", "outcome"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "replicator_fleet_member_failures",
+            "Failed runs of fleet members by class.",
+            ["name", "class"],
+            registry=r,
+        )
+        self._age = Gauge(
+            "replicator_fleet_oldest_backup_age_seconds",
+            "Age of the oldest last successful run among the listed members of a fleet.",
+            ["name"],
+            registry=r,
+        )
+        self.listing = Gauge(
+            "replicator_fleet_listing_timestamp_seconds",
+            "When the membership of a fleet was last listed (Unix seconds).",
+            ["name"],
+            registry=r,
+        )
+
+    def add_fleet(self, name: str) -> None:
+        """Start a fleet's series at 0."""
+        for state in STATES:
+            self.members.labels(name, state)
+        for outcome in OUTCOMES:
+            self.runs.labels(name, outcome)
+        for cls in sorted(set(FAILURE_CLASSES.values())):
+            self.failures.labels(name, cls)
+        self.running.labels(name)
+        if name not in self._oldest:
+            self._oldest[name] = None
+            self._age.labels(name).set_function(lambda: self._age_of(name))
+
+    def counted(self, name: str, rows: Iterable[MemberRow], every: float) -> None:
+        """Set the members-by-state gauges from the member table."""
+        self.add_fleet(name)
+        now = self._clock()
+        counts = dict.fromkeys(STATES, 0)
+        oldest: float | None = None
+        for row in rows:
+            state = member_state(
+                state=row.state, gone=row.gone, last_ok_at=row.last_ok_at, every=every, now=now
+            )
+            counts[state] += 1
+            if not row.gone and row.last_ok_at is not None:
+                oldest = row.last_ok_at if oldest is None else min(oldest, row.last_ok_at)
+        for state, n in counts.items():
+            self.members.labels(name, state).set(n)
+        self._oldest[name] = oldest
+
+    def ran(self, name: str, ok: bool, exit_code: int | None) -> None:
+        self.runs.labels(name, "ok" if ok else "failed").inc()
+        if not ok:
+            self.failures.labels(name, failure_class(exit_code)).inc()
+
+    def _age_of(self, name: str) -> float:
+        oldest = self._oldest.get(name)
+        return 0.0 if oldest is None else max(0.0, self._clock() - oldest)

@@ -1,0 +1,198 @@
+"""Performs a fleet run: lists the members, then runs each due member's job.
+
+Members run through the same engine as any job (``RunContext.submit``), so
+they share its limits (calls/s, bytes/s, calls in flight, windows, the
+cycles budget) with each other and with every other job of the process.
+At most ``concurrency`` members run at once, taken fairest first (never
+backed up, then the longest since a success).
+
+A member's failure is classified (:func:`failure_class`), counted and
+recorded in the member table with a backoff; it never stops the others.
+Only cancellation stops the run: finished members keep their record, the
+interrupted ones are resumed from their own checkpoints by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from canister_iface import errors as ic
+from replicator.classify import job_level_error
+from replicator.errors import CheckpointError, ReplicatorError, UsageError
+from replicator.fleetstore import FleetTable, MemberResult, MemberRow, fleet_table
+from replicator.flow import RunContext, RunReport
+from replicator.flows import backup
+from replicator.flows.fleets.machine import Discover, Discovered, MembersRan, RunMembers
+from replicator.flows.fleets.members import discover
+from replicator.flows.fleets.metrics import FleetMetrics, failure_class
+from replicator.flows.fleets.options import FleetOptions
+from replicator.flows.fleets.timing import next_slot, retry_at
+from replicator.job import CanisterRef, JobOutcome, JobRequest, JobState
+
+log = logging.getLogger(__name__)
+
+# Member failures shown as notes of the fleet run (the rest: log and status).
+NOTED_FAILURES = 10
+
+
+class FleetPerformer:
+    """See the module docstring."""
+
+    def __init__(self, ctx: RunContext, *, clock: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        self.options = FleetOptions.of(ctx.job)
+        self.table: FleetTable = fleet_table(ctx.store)
+        self.metrics = ctx.metrics.extension(FleetMetrics)
+        self.metrics.add_fleet(self.options.name)
+        self._clock = clock
+        self._ran: Counter[str] = Counter()
+        self._noted = 0
+        if ctx.submit is None:
+            raise UsageError("a fleet run needs an engine that runs its members' jobs")
+        self._submit = ctx.submit
+
+    async def perform(self, effect: object) -> object | None:
+        match effect:
+            case Discover():
+                return await self._discover()
+            case RunMembers(round_id=round_id):
+                return await self._run_members(round_id)
+        raise TypeError(f"a fleet run cannot perform {effect!r}")
+
+    def report(self, state: JobState) -> RunReport:
+        d = state.detail
+        details = {
+            "fleet": self.options.name,
+            "members_listed": d.get("listed"),
+            "members_added": d.get("added"),
+            "members_gone": d.get("gone"),
+            "members_ok": d.get("ok"),
+            "members_failed": d.get("failed"),
+            "member_failures": dict(d.get("failures") or {}),
+            "members_run_now": sum(self._ran.values()),
+        }
+        return RunReport(details=details)
+
+    async def close(self) -> None:
+        return None
+
+    # -- discovery
+
+    async def _discover(self) -> Discovered:
+        o = self.options
+        ids = await discover(self.ctx.calls, self.ctx.job.source, o.network, o.raw)
+        now = self._clock()
+        change = await self.table.sync(o.name, o.network, ids, now)
+        self.metrics.listing.labels(o.name).set(now)
+        self.ctx.note(
+            f"fleet {o.name}: {change.total} members listed, {change.added} new, "
+            f"{change.returned} back, {change.gone} gone"
+        )
+        await self._count()
+        return Discovered(change.total, change.added + change.returned, change.gone)
+
+    # -- the members
+
+    async def _run_members(self, round_id: str) -> MembersRan:
+        o = self.options
+        now = self._clock()
+        rows = await self.table.due(o.name, o.network, round_id, now if o.due_only else None)
+        if rows:
+            self.ctx.note(
+                f"fleet {o.name}: running {len(rows)} members, at most {o.concurrency} at once"
+            )
+        queue: asyncio.Queue[MemberRow] = asyncio.Queue()
+        for row in rows:
+            queue.put_nowait(row)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(o.concurrency, len(rows))):
+                group.create_task(self._worker(queue, round_id))
+        return await self._totals(round_id)
+
+    async def _worker(self, queue: asyncio.Queue[MemberRow], round_id: str) -> None:
+        while not queue.empty():
+            row = queue.get_nowait()
+            result = await self._member(row, round_id)
+            await self.table.finish(self.options.name, self.options.network, round_id, result)
+            self._ran["ok" if result.ok else "failed"] += 1
+
+    async def _member(self, row: MemberRow, round_id: str) -> MemberResult:
+        o = self.options
+        request = self._request(CanisterRef(row.member, o.network), round_id)
+        gauge = self.metrics.running.labels(o.name)
+        gauge.inc()
+        try:
+            done = await self._finished_before(request.id) or await self._submit(request)
+            outcome: JobOutcome | None = done
+            ok, code, error = done.ok, done.exit_code, done.error
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one member's failure never stops the fleet
+            outcome = None
+            failure = job_level_error(exc)
+            if not isinstance(exc, ReplicatorError | ic.IcError):
+                log.error(
+                    "fleet %s: member %s failed unexpectedly", o.name, row.member, exc_info=exc
+                )
+            ok, code, error = False, failure.exit_code, str(failure) or type(failure).__name__
+        finally:
+            gauge.dec()
+        self.metrics.ran(o.name, ok, code)
+        now = self._clock()
+        if not ok:
+            self._note_failure(row.member, error)
+        target = None if outcome is None else outcome.job.target
+        return MemberResult(
+            member=row.member,
+            ok=ok,
+            at=now,
+            next_due=(
+                next_slot(row.member, o.every, now)
+                if ok
+                else retry_at(row.failures + 1, o.every, now)
+            ),
+            error=None if ok else error,
+            error_class=None if ok else failure_class(code),
+            backup=target.canister_id if isinstance(target, CanisterRef) else None,
+        )
+
+    def _request(self, member: CanisterRef, round_id: str) -> JobRequest:
+        # One job id per member and round: a run killed after the member's job
+        # ended, but before the member table recorded it, finds it done.
+        key = hashlib.sha256(f"{round_id}\0{member.canister_id}".encode()).hexdigest()[:12]
+        return backup.request(member, keep=self.options.keep, job_id=f"{backup.KIND}-{key}")
+
+    async def _finished_before(self, job_id: str) -> JobOutcome | None:
+        """The outcome of the member's job of this round if it is done already."""
+        try:
+            checkpoint = await self.ctx.store.load(job_id)
+        except CheckpointError:  # no such job yet: the usual case
+            return None
+        state = checkpoint.state
+        return JobOutcome(state.job, state, resumed=True) if state.finished else None
+
+    def _note_failure(self, member: str, error: str | None) -> None:
+        log.warning("fleet %s: member %s failed: %s", self.options.name, member, error)
+        self._noted += 1
+        if self._noted <= NOTED_FAILURES:
+            self.ctx.note(f"member {member} failed: {error}")
+        elif self._noted == NOTED_FAILURES + 1:
+            self.ctx.note("more members failed; `replicator fleet status` lists them all")
+
+    async def _totals(self, round_id: str) -> MembersRan:
+        rows = await self._count()
+        mine = [r for r in rows if r.round == round_id]
+        ok = sum(1 for r in mine if r.state == "ok")
+        failures = Counter(r.error_class or "failed" for r in mine if r.state == "failing")
+        return MembersRan(ok=ok, failed=sum(failures.values()), failures=dict(failures))
+
+    async def _count(self) -> list[MemberRow]:
+        o = self.options
+        rows = await self.table.members(o.name, o.network)
+        self.metrics.counted(o.name, rows, o.every)
+        return rows

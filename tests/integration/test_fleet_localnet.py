@@ -1,0 +1,168 @@
+"""Fleet runs on localnet: a platform canister indexing 100+ user canisters.
+
+The platform (``canister_iface/wasm/platform.wasm``) creates real user
+canisters (ICRP applications); a tenth of the fleet are canisters that do
+not speak ICRP (registered by hand), so their backups fail.  Every call goes
+over HTTP through the engine, as ``replicator fleet backup`` makes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from engine_support import COUNTER_WASM, NETWORK, ROOT, T, World, ref, world
+from icp_candid import Types
+
+from canister_iface.agent import Agent
+from canister_iface.candid_value import as_principal, as_variant, decode_single, encode_values
+from canister_iface.identity import Identity
+from canister_iface.management_types import CanisterSettings
+from canister_iface.principal import Principal
+from replicator.flows import fleet
+from replicator.job import ArchiveRef, Phase
+
+pytestmark = pytest.mark.integration
+
+PLATFORM_WASM = (ROOT / "canister_iface" / "wasm" / "platform.wasm").read_bytes()
+_CONFIG = Types.Record(
+    {
+        "user_cycles": Types.Nat,
+        "fleet_controllers": Types.Vec(Types.Principal),
+        "fleet_peers": Types.Vec(Types.Principal),
+    }
+)
+GOOD = 100
+BAD = 10
+
+
+@pytest.fixture
+async def w(tmp_path: Path) -> AsyncIterator[World]:
+    async with world(tmp_path) as w:
+        yield w
+
+
+async def platform(w: World) -> Principal:
+    # Enough cycles for every user canister it creates (2 T each).
+    plat = await w.mgmt.provisional_create_canister_with_cycles(
+        amount=1000 * T, settings=CanisterSettings(controllers=(w.me.principal,))
+    )
+    await w.mgmt.install_code(plat, PLATFORM_WASM, arg=b"DIDL\x00\x00")
+    me = w.me.principal
+    config = {"user_cycles": 2 * T, "fleet_controllers": [me.raw], "fleet_peers": [me.raw]}
+    await w.ok(plat, "platform_configure", encode_values([(_CONFIG, config)]))
+    return plat
+
+
+async def user_canisters(w: World, plat: Principal, n: int) -> list[Principal]:
+    """``n`` users each create their canister through the platform."""
+    gate = asyncio.Semaphore(8)
+
+    async def one() -> Principal:
+        async with gate:
+            user = Agent(w.net.url, Identity.generate_ed25519(), root_key=w.net.root_key)
+            async with user:
+                reply = await user.update(plat, "create_user_canister", b"DIDL\x00\x00")
+        tag, value = as_variant(decode_single(reply, "c"), ("ok", "err"), "create_user_canister")
+        assert tag == "ok", value
+        return as_principal(value, "create_user_canister")
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def register_foreign(w: World, plat: Principal, n: int) -> list[Principal]:
+    """``n`` canisters that do not speak ICRP, indexed by the platform anyway."""
+    foreign = []
+    for _ in range(n):
+        canister = await w.create(COUNTER_WASM)
+        user = Identity.generate_ed25519().principal
+        arg = encode_values([(Types.Principal, user.raw), (Types.Principal, canister.raw)])
+        await w.ok(plat, "register_user_canister", arg)
+        foreign.append(canister)
+    return foreign
+
+
+async def test_a_fleet_of_110_is_backed_up_and_bad_members_are_isolated(w: World) -> None:
+    plat = await platform(w)
+    good = await user_canisters(w, plat, GOOD)
+    bad = await register_foreign(w, plat, BAD)
+    operator = Identity.generate_ed25519().principal
+    controllers = (w.me.principal.to_text(), operator.to_text())
+    async with w.engine(controllers=controllers) as engine:
+        planned = await engine.dry_run(fleet.request(ref(plat), name="users"))
+        [create] = [a for a in planned.actions if a.verb == "create"]
+        assert create.cycles == (GOOD + BAD) * engine.settings.initial_cycles
+        assert await engine.store.registry.entries() == []  # a dry run creates nothing
+
+        outcome = await engine.submit(fleet.request(ref(plat), name="users", concurrency=16))
+        assert outcome.phase == Phase.DONE, outcome.error
+        d = outcome.details
+        assert (d["members_listed"], d["members_ok"], d["members_failed"]) == (110, 100, 10)
+        assert d["member_failures"] == {"not_icrp": 10}
+        rows = {r.member: r for r in await engine.store.fleets.members("users")}  # type: ignore[attr-defined]
+        assert {m for m, r in rows.items() if r.state == "failing"} == {b.to_text() for b in bad}
+        assert all(rows[g.to_text()].state == "ok" for g in good)
+        # Each good member got its own backup canister, with exactly the configured controllers.
+        backups = {rows[g.to_text()].backup for g in good}
+        assert len(backups) == GOOD
+        assert None not in backups
+        some = Principal.from_text(sorted(b for b in backups if b)[0])
+        assert set(await w.agent.controllers(some)) == {w.me.principal, operator}
+        assert (
+            w.metrics.registry.get_sample_value(
+                "replicator_fleet_member_failures_total", {"name": "users", "class": "not_icrp"}
+            )
+            == 10
+        )
+        assert (
+            w.metrics.registry.get_sample_value(
+                "replicator_fleet_members", {"name": "users", "state": "ok"}
+            )
+            == 100
+        )
+
+        # The membership grows; a run of the due members backs up the new one only
+        # (failing members wait for their backoff; ok ones for their slot tomorrow).
+        [new] = await user_canisters(w, plat, 1)
+        again = await engine.submit(fleet.request(ref(plat), name="users", due=True))
+        assert again.phase == Phase.DONE, again.error
+        assert again.details["members_added"] == 1
+        after = {r.member: r for r in await engine.store.fleets.members("users")}  # type: ignore[attr-defined]
+        ran = {m for m, r in after.items() if r.round == again.job.id}
+        assert new.to_text() in ran
+        assert all(rows[m].next_due <= after[m].last_run_at for m in ran - {new.to_text()})  # type: ignore[operator]
+        assert after[new.to_text()].state == "ok"
+
+
+async def test_a_cancelled_fleet_run_resumes_without_redoing_finished_members(
+    w: World, tmp_path: Path
+) -> None:
+    plat = await platform(w)
+    members = await user_canisters(w, plat, 12)
+    listing = tmp_path / "members.txt"
+    listing.write_text("# the fleet, one per line\n" + "\n".join(m.to_text() for m in members))
+    request = fleet.request(
+        ArchiveRef(str(listing)), name="file-fleet", network=NETWORK, concurrency=2
+    )
+    async with w.engine() as engine:
+        table = engine.store.fleets  # type: ignore[attr-defined]
+        run = asyncio.create_task(engine.submit(request))
+        while sum(1 for r in await table.members("file-fleet") if r.state == "ok") < 4:  # noqa: ASYNC110 (polls the store)
+            await asyncio.sleep(0.05)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        first = {r.member: r.round for r in await table.members("file-fleet") if r.state == "ok"}
+        outcome = await engine.submit(request)
+        assert outcome.phase == Phase.DONE, outcome.error
+        assert outcome.resumed
+        assert outcome.details["members_ok"] == 12
+        rows = await table.members("file-fleet")
+        assert all(r.runs == 1 for r in rows if r.member in first)  # finished ones not redone
+        jobs = await engine.store.list_jobs([Phase.DONE])
+        done = Counter(j.source for j in jobs if j.kind == "backup")
+        assert set(done.values()) == {1}
+        assert len(done) == 12
