@@ -119,7 +119,6 @@ def test_no_type_checking_imports() -> None:
         "replicator.flows.fleets.timing",
         "replicator.flows.snapshot.machine",
         "replicator.chunkbook",
-        "replicator.chunkbook",
         "replicator.flows.split.machine",
         "replicator.flows.compact.machine",
     ],
