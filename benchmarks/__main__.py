@@ -34,6 +34,7 @@ BENCHMARKS = [
     "snapshot_bench",
     "workers_bench",
     "standby_bench",
+    "split_bench",
 ]
 QUICK = ["backup_bench", "sha256_bench", "repository_bench"]
 

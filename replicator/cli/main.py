@@ -18,6 +18,7 @@ from replicator.cli import (
     archive,
     backup,
     check_canister,
+    compact,
     demo,
     fleet,
     images,
@@ -27,6 +28,7 @@ from replicator.cli import (
     resume,
     serve,
     snapshot,
+    split,
     standby,
     verify,
 )
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         serve,
         snapshot,
         standby,
+        split,
+        compact,
     ):
         module.register(commands)
     return parser

@@ -8,6 +8,8 @@ module                 kinds
 :mod:`.archive`        ``archive-export``, ``archive-import`` — images as files
 :mod:`.verify`         ``verify`` — an image checked chunk by chunk
 :mod:`.fleet`          ``fleet`` — a backup of every member of a fleet (parts in :mod:`.fleets`)
+:mod:`.split`          ``split`` — a canister into shards by key range
+:mod:`.compact`        ``compact`` — a canister into a fresh instance of itself
 =====================  ======================================================
 
 The image kinds share :mod:`replicator.flows.image` (machine, sides,

@@ -54,3 +54,20 @@ def test_a_bad_demo_size_is_a_usage_error() -> None:
     result = _demo("--mib", "0")
     assert result.returncode == 2
     assert "--mib" in result.stderr
+
+
+def test_the_split_tour_splits_routes_and_compacts() -> None:
+    result = _demo("--mib", "4", "--split", "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    events = json_lines(result.stdout)
+    summary = events[-1]
+    assert summary["ok"] is True
+    routing = summary["routing"]
+    assert isinstance(routing, list)
+    assert len(routing) == 3
+    assert routing[0]["canister"] == summary["app"]
+    assert summary["source_after"][0] < summary["source_before"][0]  # type: ignore[index]
+    assert summary["memory_after"] < summary["memory_before"]  # type: ignore[operator]
+    assert summary["canisters_created"] == 3  # the backup canister and two shards
+    kinds = [e["kind"] for e in events if e["event"] == "start"]
+    assert kinds[-2:] == ["split", "compact"]

@@ -120,6 +120,8 @@ def test_no_type_checking_imports() -> None:
         "replicator.flows.fleets.timing",
         "replicator.flows.snapshot.machine",
         "replicator.chunkbook",
+        "replicator.flows.split.machine",
+        "replicator.flows.compact.machine",
     ],
 )
 def test_state_machines_import_nothing_that_does_io(module: str) -> None:

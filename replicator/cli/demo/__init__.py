@@ -32,11 +32,18 @@ def register(commands: Any) -> None:
         action="store_true",
         help="the hot standby tour instead: writes flowing, lag shown live, promote",
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="then split the app into 3 shards by key range and compact it",
+    )
 
 
 async def _demo(ctx: Context) -> int:
     if not 1 <= ctx.args.mib <= 1024:
         raise UsageError(f"--mib: expected 1 to 1024 MiB, got {ctx.args.mib}")
+    if ctx.args.standby and ctx.args.split:
+        raise UsageError("--standby and --split are two tours: run one, then the other")
     if ctx.args.standby:
         return await run_standby_demo(ctx)
     return await run_demo(ctx)

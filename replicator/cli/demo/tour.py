@@ -32,6 +32,7 @@ from typing import Any
 from canister_iface.identity import Identity
 from replicator.cli.common import Context, open_agent
 from replicator.cli.demo.app import DemoApp, Stats
+from replicator.cli.demo.split_tour import split_tour
 from replicator.cli.jobrun import RenderedProgress, open_store
 from replicator.cli.localnet import require_localnet
 from replicator.cli.render import Renderer
@@ -63,6 +64,7 @@ class DemoReport:
     fingerprint_before: int = 0
     fingerprint_after: int = 0
     stats: Stats | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # the --split tour's fields
 
     def fields(
         self, retries: int, created: int, metrics_url: str | None, limit: int | None
@@ -94,6 +96,7 @@ class DemoReport:
             "retries": retries,
             "canisters_created": created,
             "metrics_url": metrics_url,
+            **self.extra,
         }
 
 
@@ -181,16 +184,25 @@ async def _tour(
         try:
             async with engine:
                 await _round_trip(engine, app, renderer, report)
+                if getattr(ctx.args, "split", False):
+                    await _check_restored(app, report, renderer)
+                    source = CanisterRef(str(app.canister_id), LOCAL)
+                    report.extra = await split_tour(engine, source, renderer)
+                    return
         finally:
             await store.close()
-        after = await app.stats()
-        report.fingerprint_after = after.fingerprint
-        if after.fingerprint != before.fingerprint:
-            raise IntegrityError(
-                f"the restored app's fingerprint {after.fingerprint:016x} differs from "
-                f"{before.fingerprint:016x} before the wipe"
-            )
-        renderer.note(f"restored state fingerprint {after.fingerprint:016x}: equal")
+        await _check_restored(app, report, renderer)
+
+
+async def _check_restored(app: DemoApp, report: DemoReport, renderer: Renderer) -> None:
+    after = await app.stats()
+    report.fingerprint_after = after.fingerprint
+    if after.fingerprint != report.fingerprint_before:
+        raise IntegrityError(
+            f"the restored app's fingerprint {after.fingerprint:016x} differs from "
+            f"{report.fingerprint_before:016x} before the wipe"
+        )
+    renderer.note(f"restored state fingerprint {after.fingerprint:016x}: equal")
 
 
 async def _deploy(

@@ -1,0 +1,120 @@
+"""The state machine of ``compact``: pure (see :mod:`replicator.machine`).
+
+A Wasm memory never shrinks on the IC: after a big delete (or a split that
+freed ranges) a canister keeps paying for pages it no longer uses.  Compact
+replicates the canister's state into a fresh instance of itself, in this
+order, one step at a time, each recorded before the next begins::
+
+    measure → fence → image → backup → reinstall → restore → check → unfence → remeasure
+
+- ``measure``: ``memory_size`` from ``canister_status``;
+- ``fence``: ``icrp_set_mode(read_only)``: no write can be lost between the
+  image and the restore (writes are refused, with the mode, meanwhile);
+- ``image``: a ready image of the canister (its id, size and digest kept);
+- ``backup``: the image into the backup canister (the job's target), and
+  the backup canister's image digest must equal it — nothing is
+  reinstalled before the image is safe elsewhere;
+- ``reinstall``: the canister's module reinstalled (memory back to its
+  minimum), then ``standby`` at once so that only the restore writes;
+- ``restore``: the image from the backup canister into the canister;
+- ``check``: a fresh image of the canister must have the same digest;
+- ``unfence``: ``primary`` again;
+- ``remeasure``: ``memory_size`` after.
+
+``Start`` resumes at the recorded step; the performer asks the canisters
+(a restore that committed already is not repeated, an image is recognised
+by its digest).  Any unfinished phase accepts ``Fail`` and ``Cancel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from replicator.errors import EXIT_INTEGRITY, InvalidTransition
+from replicator.job import JobState, Phase
+from replicator.machine import Cancel, Fail, Start, Step, expect, failed, started, stopped
+
+STEPS = (
+    "measure",
+    "fence",
+    "image",
+    "backup",
+    "reinstall",
+    "restore",
+    "check",
+    "unfence",
+    "remeasure",
+)
+# Phases (for metrics and progress): where each step belongs.
+PREPARING, BACKING_UP, RESTORING, VERIFYING = "preparing", "backing_up", "restoring", "verifying"
+PHASES = (PREPARING, BACKING_UP, RESTORING, VERIFYING)
+_PHASE_OF = {
+    "measure": PREPARING,
+    "fence": PREPARING,
+    "image": BACKING_UP,
+    "backup": BACKING_UP,
+    "reinstall": RESTORING,
+    "restore": RESTORING,
+    "check": VERIFYING,
+    "unfence": VERIFYING,
+    "remeasure": VERIFYING,
+}
+
+
+@dataclass(frozen=True)
+class Perform:
+    """Do ``step``; ``detail`` is what earlier steps found (plain values) → ``StepDone``."""
+
+    step: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """``step`` is done; ``found`` joins the job's detail (plain values)."""
+
+    step: str
+    found: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DigestDiffers:
+    """The image in the backup canister, or the restored state, is not the image."""
+
+    step: str
+    message: str
+
+
+def advance(state: JobState, event: object) -> Step:
+    """The next state and effects of a compact job."""
+    match event:
+        case Start():
+            step = str(state.detail.get("step", STEPS[0]))
+            return _at(started(state, _PHASE_OF[step]), step)
+        case Fail() | Cancel():
+            return stopped(state, event)
+    expect(state, event, PHASES)
+    current = str(state.detail.get("step", STEPS[0]))
+    match event:
+        case StepDone(step=step, found=found):
+            if step != current:
+                raise InvalidTransition(f"compact job {state.job.id} is at {current}, not {step}")
+            detail = {**state.detail, **found}
+            later = STEPS.index(step) + 1
+            state = replace(state, detail=detail)
+            if later == len(STEPS):
+                return Step(replace(state, phase=Phase.DONE, detail={**detail, "step": "done"}))
+            return _at(state, STEPS[later])
+        case DigestDiffers(step=step, message=message):
+            return failed(state, f"{step}: {message}", EXIT_INTEGRITY)
+    raise InvalidTransition(f"not an event of a compact job: {event!r}")
+
+
+def _at(state: JobState, step: str) -> Step:
+    if step not in _PHASE_OF:
+        raise InvalidTransition(f"compact job {state.job.id} has no step {step!r}")
+    detail = {**state.detail, "step": step}
+    state = replace(state, phase=_PHASE_OF[step], detail=detail)
+    return Step(state, (Perform(step, detail),))

@@ -1,0 +1,269 @@
+"""Performs the steps of the compact machine (:mod:`replicator.flows.compact.machine`).
+
+Every call goes through the engine's call runner (limits, retries,
+metrics); images move on the relay path in pieces of at most
+``PIECE_BYTES``, and an import that already holds some chunks (a resumed
+step) gets only the missing ones (``icrp_import_status``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from canister_iface.icrp import IcrpClient
+from canister_iface.icrp_types import ExportTicket, ImportSpec, KeyRange, RangeDigest
+from canister_iface.management import ManagementClient
+from canister_iface.principal import Principal
+from replicator.calls import CallCost
+from replicator.errors import JobFailed
+from replicator.flow import RunContext, RunReport
+from replicator.flows.compact.machine import DigestDiffers, Perform, StepDone
+from replicator.flows.modules import module_of
+from replicator.job import CanisterRef, JobState
+
+T = TypeVar("T")
+PIECE_BYTES = 1_000_000  # fits an ingress message with room for the envelope
+
+
+class CompactPerformer:
+    """One run of a compact job."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        job = ctx.job
+        if not isinstance(job.source, CanisterRef) or not isinstance(job.target, CanisterRef):
+            raise JobFailed(f"a compact job needs a canister and a backup canister, not {job}")
+        self.canister, self.backup = job.source, job.target
+        self.agent = ctx.calls.agent_for(self.canister.network)
+        self.runner = ctx.calls.runner_for(self.canister.network)
+        self.mgmt = ManagementClient(self.agent)
+        self.bytes_copied = 0
+
+    async def perform(self, effect: object) -> object | None:
+        if not isinstance(effect, Perform):
+            raise TypeError(f"not an effect of a compact job: {effect!r}")
+        step = getattr(self, "_" + effect.step)
+        result: object = await step(effect.detail)
+        return result
+
+    def report(self, state: JobState) -> RunReport:
+        d = state.detail
+        image = d.get("image") or {}
+        digest = image.get("digest")
+        details = {
+            "memory_before": d.get("memory_before"),
+            "memory_after": d.get("memory_after"),
+            "image_bytes": image.get("size"),
+            "backup": str(self.backup),
+        }
+        return RunReport(
+            route="relay",
+            bytes_copied=self.bytes_copied,
+            digest=None if digest is None else bytes.fromhex(digest),
+            details=details,
+        )
+
+    async def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ steps
+
+    async def _measure(self, detail: Mapping[str, Any]) -> StepDone:
+        return StepDone("measure", {"memory_before": await self._memory()})
+
+    async def _fence(self, detail: Mapping[str, Any]) -> StepDone:
+        mode = await self._call(
+            self.canister, "icrp_set_mode", lambda: self._mine.set_mode("read_only")
+        )
+        self.ctx.note(f"{self.canister} refuses writes until it is restored")
+        return StepDone("fence", {"fenced_at": mode.journal_seq})
+
+    async def _image(self, detail: Mapping[str, Any]) -> StepDone:
+        ticket = await self._ready(self._mine, self.canister)
+        image = {
+            "snapshot_id": ticket.snapshot_id,
+            "size": ticket.size,
+            "chunk_size": ticket.chunk_size,
+            "digest": (ticket.digest or b"").hex(),
+            "journal_seq": ticket.journal_seq,
+            # Records, bytes and their digest: what must come back, whatever the
+            # chunk size of the fresh instance (its settings are the defaults).
+            "records": await self._records(),
+        }
+        self.ctx.total(2 * ticket.size, 0)
+        return StepDone("image", {"image": image})
+
+    async def _backup(self, detail: Mapping[str, Any]) -> StepDone | DigestDiffers:
+        image = detail["image"]
+        ticket = await self._ready(self._mine, self.canister)  # unchanged: the canister is fenced
+        if ticket.digest != bytes.fromhex(image["digest"]):
+            return DigestDiffers("backup", "the canister's image changed although it is fenced")
+        spec = ImportSpec.for_ticket(self._principal(self.canister), ticket)
+        committed = await self._import(self._mine, self.canister, self._theirs, self.backup, spec)
+        stored = await self._call(
+            self.backup, "icrp_list_images", self._theirs.list_images, "query"
+        )
+        match = [t for t in stored if t.snapshot_id == committed and t.digest == ticket.digest]
+        if not match:
+            return DigestDiffers("backup", f"{self.backup} does not hold the image after commit")
+        self.ctx.note(f"the image ({ticket.size:,} bytes) is verified in {self.backup}")
+        return StepDone("backup", {"backup_snapshot": committed})
+
+    async def _reinstall(self, detail: Mapping[str, Any]) -> StepDone:
+        wasm = await module_of(self.ctx.calls, self.canister, self.ctx.job.options.get("wasm"))
+        canister = self._principal(self.canister)
+        await self._call(
+            self.canister, "install_code", lambda: self.mgmt.reinstall_code(canister, wasm)
+        )
+        # At once: only the restore may write into the fresh instance.
+        await self._call(self.canister, "icrp_set_mode", lambda: self._mine.set_mode("standby"))
+        return StepDone("reinstall")
+
+    async def _restore(self, detail: Mapping[str, Any]) -> StepDone:
+        image = detail["image"]
+        digest = bytes.fromhex(image["digest"])
+        if await self._records() != image["records"]:  # a committed restore is not repeated
+            spec = ImportSpec(
+                source=self._principal(self.backup),
+                snapshot_id=int(detail["backup_snapshot"]),
+                size=int(image["size"]),
+                chunk_size=int(image["chunk_size"]),
+                digest=digest,
+                journal_seq=int(image["journal_seq"]),
+            )
+            await self._import(self._theirs, self.backup, self._mine, self.canister, spec)
+        return StepDone("restore")
+
+    async def _check(self, detail: Mapping[str, Any]) -> StepDone | DigestDiffers:
+        wanted, restored = detail["image"]["records"], await self._records()
+        if restored != wanted:
+            return DigestDiffers(
+                "check",
+                f"the restored canister holds {restored[0]:,} records / {restored[1]:,} bytes "
+                f"(digest {restored[2][:16]}…), the image {wanted[0]:,} / {wanted[1]:,} "
+                f"({wanted[2][:16]}…); the image is safe in {self.backup}",
+            )
+        return StepDone("check")
+
+    async def _unfence(self, detail: Mapping[str, Any]) -> StepDone:
+        await self._call(self.canister, "icrp_set_mode", lambda: self._mine.set_mode("primary"))
+        return StepDone("unfence")
+
+    async def _remeasure(self, detail: Mapping[str, Any]) -> StepDone:
+        after = await self._memory()
+        before = int(detail.get("memory_before") or 0)
+        self.ctx.note(f"memory_size {before:,} → {after:,} bytes")
+        return StepDone("remeasure", {"memory_after": after})
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def _mine(self) -> IcrpClient:
+        return IcrpClient(self.agent, self._principal(self.canister))
+
+    @property
+    def _theirs(self) -> IcrpClient:
+        return IcrpClient(self.agent, self._principal(self.backup))
+
+    @staticmethod
+    def _principal(ref: CanisterRef) -> Principal:
+        return Principal.from_text(ref.canister_id)
+
+    async def _call(
+        self,
+        ref: CanisterRef,
+        method: str,
+        perform: Callable[[], Awaitable[T]],
+        cost: CallCost = "update",
+        nbytes: int = 0,
+    ) -> T:
+        return await self.runner.call(ref.canister_id, method, perform, cost=cost, nbytes=nbytes)
+
+    async def _memory(self) -> int:
+        canister = self._principal(self.canister)
+        status = await self._call(
+            self.canister, "canister_status", lambda: self.mgmt.canister_status(canister)
+        )
+        return status.memory_size
+
+    async def _records(self) -> list[Any]:
+        """[records, bytes, digest hex] of every key the canister holds (range digests)."""
+        mine, total, cursor = self._mine, RangeDigest(), None
+        while True:
+            page = await self._call(
+                self.canister, "icrp_range_digest", _digest_page(mine, cursor), "query"
+            )
+            total += page
+            if page.next_cursor is None:
+                return [total.records, total.bytes, total.digest.hex()]
+            cursor = page.next_cursor
+
+    async def _ready(self, icrp: IcrpClient, ref: CanisterRef) -> ExportTicket:
+        ticket = await self._call(ref, "icrp_begin_export", icrp.begin_export)
+        while not ticket.ready:
+            ticket = await self._call(ref, "icrp_export_status", _status(icrp, ticket.snapshot_id))
+        return ticket
+
+    async def _import(
+        self,
+        src: IcrpClient,
+        src_ref: CanisterRef,
+        dst: IcrpClient,
+        dst_ref: CanisterRef,
+        spec: ImportSpec,
+    ) -> int | None:
+        """Copy the image ``spec`` names from ``src`` into ``dst`` and commit it there."""
+        import_id = await self._call(dst_ref, "icrp_begin_import", lambda: dst.begin_import(spec))
+        status = await self._call(
+            dst_ref, "icrp_import_status", lambda: dst.import_status(import_id), "query"
+        )
+        if status.state != "committed":
+            await self._copy(src, src_ref, dst, dst_ref, spec, import_id, status.chunks_done)
+        while True:
+            state = await self._call(
+                dst_ref, "icrp_commit_import", lambda: dst.commit_import(import_id)
+            )
+            if state.committed:
+                return state.snapshot_id
+
+    async def _copy(
+        self,
+        src: IcrpClient,
+        src_ref: CanisterRef,
+        dst: IcrpClient,
+        dst_ref: CanisterRef,
+        spec: ImportSpec,
+        import_id: int,
+        chunks_done: tuple[bool, ...],
+    ) -> None:
+        for index in range(len(chunks_done)):
+            if chunks_done[index]:
+                continue
+            start = index * spec.chunk_size
+            end = min(spec.size, start + spec.chunk_size)
+            for offset in range(start, end, PIECE_BYTES):
+                length = min(PIECE_BYTES, end - offset)
+                data = await self._call(
+                    src_ref,
+                    "icrp_read",
+                    lambda o=offset, n=length: src.read(spec.snapshot_id, o, n),  # type: ignore[misc]
+                    "query",
+                    length,
+                )
+                await self._call(
+                    dst_ref,
+                    "icrp_write",
+                    lambda o=offset, d=data: dst.write(import_id, o, d),  # type: ignore[misc]
+                    nbytes=len(data),
+                )
+                self.bytes_copied += len(data)
+                self.ctx.advanced(len(data))
+
+
+def _status(icrp: IcrpClient, snapshot_id: int) -> Callable[[], Awaitable[ExportTicket]]:
+    return lambda: icrp.export_status(snapshot_id)
+
+
+def _digest_page(icrp: IcrpClient, cursor: bytes | None) -> Callable[[], Awaitable[RangeDigest]]:
+    return lambda: icrp.range_digest(KeyRange(), cursor)

@@ -1,0 +1,54 @@
+"""The compact kind's state machine: its steps in order, resume, integrity failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.errors import EXIT_INTEGRITY, InvalidTransition
+from replicator.flows.compact import machine as cm
+from replicator.job import CanisterRef, Job, JobState, Phase
+from replicator.machine import Cancel, Start
+
+
+def _state() -> JobState:
+    job = Job("compact", CanisterRef("app", "local"), CanisterRef("bk", "local"), id="compact-1")
+    return JobState(job)
+
+
+def test_every_step_in_order_then_done() -> None:
+    step = cm.advance(_state(), Start())
+    seen = []
+    while step.effects:
+        (effect,) = step.effects
+        assert isinstance(effect, cm.Perform)
+        seen.append(effect.step)
+        step = cm.advance(step.state, cm.StepDone(effect.step, {effect.step: True}))
+    assert tuple(seen) == cm.STEPS
+    assert step.state.phase == Phase.DONE
+    assert all(step.state.detail[s] for s in cm.STEPS)
+
+
+def test_a_resume_continues_at_the_recorded_step_with_what_was_found() -> None:
+    step = cm.advance(_state(), Start())
+    for name in cm.STEPS[:5]:
+        step = cm.advance(step.state, cm.StepDone(name, {"found_" + name: 1}))
+    stopped = cm.advance(step.state, Cancel()).state
+    assert stopped.phase == Phase.CANCELLED
+    again = cm.advance(stopped, Start())
+    (effect,) = again.effects
+    assert effect == cm.Perform("restore", again.state.detail)
+    assert again.state.phase == cm.RESTORING
+    assert effect.detail["found_backup"] == 1
+
+
+def test_a_digest_that_differs_fails_as_integrity() -> None:
+    step = cm.advance(_state(), Start())
+    failed = cm.advance(step.state, cm.DigestDiffers("measure", "bad")).state
+    assert failed.phase == Phase.FAILED
+    assert failed.exit_code == EXIT_INTEGRITY
+
+
+def test_an_event_for_another_step_is_refused() -> None:
+    step = cm.advance(_state(), Start())
+    with pytest.raises(InvalidTransition, match="at measure"):
+        cm.advance(step.state, cm.StepDone("restore"))
