@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +111,24 @@ class Cli:
             env={**os.environ, **self.env},
             cwd=ROOT,
         )
+
+    @contextmanager
+    def serving(self, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+        """``replicator serve`` in the background, its log in ``log``; killed on exit."""
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                self.args("serve"),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+            )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

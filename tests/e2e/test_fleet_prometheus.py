@@ -10,14 +10,13 @@ members-by-state figures are the fleet's.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import ROOT, Cli
+from cli_harness import Cli
 from prometheus_harness import (
     DASHBOARDS,
     answers,
@@ -51,20 +50,8 @@ options = {{ concurrency = 4, every = "1d" }}
 """
     )
     log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            cli.args("serve"),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=ROOT,
-            env={**os.environ, **cli.env},
-        )
-    try:
+    with cli.serving(log) as proc:
         yield port, proc, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_every_fleet_dashboard_query_has_data(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -83,20 +82,8 @@ schedule = "{EVERY}"
     )
     cli.config.write_text(config)
     log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            cli.args("serve"),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=ROOT,
-            env={**os.environ, **cli.env},
-        )
-    try:
+    with cli.serving(log) as proc:
         yield port, proc, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_every_dashboard_query_has_data(

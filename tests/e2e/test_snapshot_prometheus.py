@@ -14,7 +14,6 @@ query of ``grafana/dashboards/snapshot.json`` must return a series.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -100,20 +99,8 @@ schedule = "{EVERY}"
 """
     )
     log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            cli.args("serve"),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=ROOT,
-            env={**os.environ, **cli.env},
-        )
-    try:
+    with cli.serving(log) as proc:
         yield port, proc, log, repo
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_every_snapshot_dashboard_query_has_data(

@@ -12,14 +12,13 @@ HTTP API and must return at least one series.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import ROOT, Cli
+from cli_harness import Cli
 from prometheus_harness import (
     DASHBOARDS,
     answers,
@@ -60,20 +59,8 @@ options = {{ shards = 3 }}
 """
     )
     log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            cli.args("serve"),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=ROOT,
-            env={**os.environ, **cli.env},
-        )
-    try:
+    with cli.serving(log) as proc:
         yield port, proc, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_every_split_dashboard_query_has_data(
