@@ -54,16 +54,19 @@ class CallRunner:
         what: str | None = None,
         policy: RetryPolicy | None = None,
         spends: int = 0,
+        urgent: bool = False,
     ) -> T:
         """``await perform()`` as one logical call of ``method`` on ``canister_id``.
 
         ``cost`` and ``nbytes`` tell the limits what the call moves and costs
         (``nbytes``: payload bytes sent or asked for); ``spends`` are cycles the
         call pays beyond its message fees (a canister's initial cycles, a
-        top-up), charged to the cycles budget like the fees.
+        top-up), charged to the cycles budget like the fees.  ``urgent``
+        calls (a standby's journal tail) go first through the limits
+        (:class:`replicator.limits.CallSpec`).
         """
         cycles = estimate_cycles(cost, nbytes) + spends
-        spec = CallSpec(canister_id, method, bytes=nbytes, cycles=cycles)
+        spec = CallSpec(canister_id, method, bytes=nbytes, cycles=cycles, urgent=urgent)
 
         async def timed() -> T:
             self.metrics.record_cycles_spent(cycles)

@@ -35,6 +35,9 @@ Everything has a default, so no file is needed to talk to ``local`` or
     byte_burst = "2 MiB"
     in_flight = 16
     in_flight_per_canister = 4
+    in_flight_reserved = 2       # of in_flight, kept for standbys' journal tails, whose
+                                 # calls also go first through the rate limits (default:
+                                 # an eighth of in_flight)
     windows = ["01:00-05:00"]    # UTC; calls start only inside a window
     cycles_budget = "5T"         # or a number of cycles; spent cycles are kept in the
                                  # checkpoint store, shared by every process using it
@@ -157,6 +160,7 @@ _LIMIT_KEYS = {
     "byte_burst",
     "in_flight",
     "in_flight_per_canister",
+    "in_flight_reserved",
     "windows",
     "cycles_budget",
     "cycles_budget_period",
@@ -490,6 +494,18 @@ class _Parser:
         for name in ("in_flight", "in_flight_per_canister"):
             if name in raw:
                 changes[name] = self.integer(raw[name], f"{key}.{name}", minimum=1)
+        if "in_flight_reserved" in raw:
+            reserved = self.integer(
+                raw["in_flight_reserved"], f"{key}.in_flight_reserved", minimum=0
+            )
+            in_flight = changes.get("in_flight", base.in_flight)
+            if not 0 <= reserved < in_flight:
+                raise self.error(
+                    f"{key}.in_flight_reserved",
+                    f"0 to in_flight - 1 ({in_flight - 1}): slots kept for standbys",
+                    reserved,
+                )
+            changes["in_flight_reserved"] = reserved
         if "windows" in raw:
             changes["windows"] = self.windows(raw["windows"], f"{key}.windows")
         if "cycles_budget" in raw:

@@ -91,6 +91,10 @@ class CallSpec:
     method: str
     bytes: int = 0  # payload bytes moved: sent (write, push) or asked for (read)
     cycles: int = 0  # estimated cycles (see estimate_cycles)
+    # Latency-bound (a standby's journal tail): served before waiting bulk calls
+    # by the rate limits, and entitled to the in-flight slots kept for it, so
+    # that backups saturating the limits do not become a standby's lag.
+    urgent: bool = False
 
 
 class Caller(Protocol):
@@ -147,6 +151,9 @@ class TokenBucket:
     FIFO: a waiting large request holds back later small ones, so it cannot
     starve.  A weight above ``capacity`` waits for a full bucket and takes
     the bucket into debt.  Cancellation while waiting takes nothing.
+    ``urgent`` requests do not queue behind the FIFO: they take tokens as
+    soon as there are enough (the queue's head then waits a little longer).
+    The rate holds either way; only the order changes.
     """
 
     def __init__(
@@ -174,18 +181,24 @@ class TokenBucket:
         self._refill()
         return self._tokens
 
-    async def acquire(self, weight: float) -> None:
+    async def acquire(self, weight: float, *, urgent: bool = False) -> None:
         if weight <= 0:
             return
+        if urgent:
+            await self._take(weight)
+            return
         async with self._lock:
-            need = min(weight, self.capacity)
-            while True:
-                self._refill()
-                shortfall = need - self._tokens
-                if shortfall <= self.rate * _BUCKET_TOLERANCE_SECONDS:
-                    break
-                await self._sleep(shortfall / self.rate)
-            self._tokens -= weight
+            await self._take(weight)
+
+    async def _take(self, weight: float) -> None:
+        need = min(weight, self.capacity)
+        while True:
+            self._refill()
+            shortfall = need - self._tokens
+            if shortfall <= self.rate * _BUCKET_TOLERANCE_SECONDS:
+                break
+            await self._sleep(shortfall / self.rate)
+        self._tokens -= weight
 
     def _refill(self) -> None:
         now = self._clock()
@@ -230,7 +243,7 @@ class CallRate(_Wrapper):
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         since = self._clock()
-        await self.bucket.acquire(1)
+        await self.bucket.acquire(1, urgent=spec.urgent)
         self._waited(since)
         return await self.inner.call(spec, perform)
 
@@ -265,7 +278,7 @@ class ByteRate(_Wrapper):
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         since = self._clock()
-        await self.bucket.acquire(spec.bytes)
+        await self.bucket.acquire(spec.bytes, urgent=spec.urgent)
         self._waited(since)
         return await self.inner.call(spec, perform)
 
@@ -281,7 +294,12 @@ class _Slot:
 
 
 class InFlight(_Wrapper):
-    """At most ``total`` calls at once, and at most ``per_canister`` per canister."""
+    """At most ``total`` calls at once, and at most ``per_canister`` per canister.
+
+    ``reserved`` of the ``total`` slots are kept for urgent calls: other calls
+    hold at most ``total - reserved`` at once, so a standby's next apply never
+    waits for a backup's 16 pushes to finish.
+    """
 
     name = "in_flight"
 
@@ -291,15 +309,20 @@ class InFlight(_Wrapper):
         total: int,
         per_canister: int,
         *,
+        reserved: int = 0,
         observer: WaitObserver | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(inner, observer, clock)
         if total < 1 or per_canister < 1:
             raise ValueError(f"in-flight limits must be at least 1, got {total}, {per_canister}")
+        if not 0 <= reserved < total:
+            raise ValueError(f"reserved slots must be 0 to {total - 1}, got {reserved}")
         self.total = total
         self.per_canister = per_canister
+        self.reserved = reserved
         self._global = asyncio.Semaphore(total)
+        self._bulk = asyncio.Semaphore(total - reserved)
         self._slots: dict[str, _Slot] = {}  # only canisters with calls running or waiting
 
     def running(self, canister_id: str) -> int:
@@ -309,9 +332,17 @@ class InFlight(_Wrapper):
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         since = self._clock()
-        async with self._canister_slot(spec.canister_id), self._global:
+        async with self._canister_slot(spec.canister_id), self._share(spec.urgent), self._global:
             self._waited(since)
             return await self.inner.call(spec, perform)
+
+    @asynccontextmanager
+    async def _share(self, urgent: bool) -> AsyncIterator[None]:
+        if urgent:
+            yield
+            return
+        async with self._bulk:
+            yield
 
     @asynccontextmanager
     async def _canister_slot(self, canister_id: str) -> AsyncIterator[None]:
@@ -578,6 +609,9 @@ class LimitSettings:
     byte_burst: int | None = None  # default: one second's worth
     in_flight: int = 16
     in_flight_per_canister: int = 4
+    # Slots of in_flight kept for urgent calls (standbys' journal tails);
+    # None: an eighth of in_flight (2 of the default 16).
+    in_flight_reserved: int | None = None
     windows: tuple[Window, ...] = ()
     cycles_budget: int | None = None
     cycles_budget_period: float = DAY  # seconds; windows aligned to the Unix epoch (UTC)
@@ -589,12 +623,26 @@ class LimitSettings:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.in_flight < 1 or self.in_flight_per_canister < 1:
             raise ValueError("in_flight and in_flight_per_canister must be at least 1")
+        if self.in_flight_reserved is not None and not (
+            0 <= self.in_flight_reserved < self.in_flight
+        ):
+            raise ValueError(
+                f"in_flight_reserved must be 0 to in_flight - 1 ({self.in_flight - 1}), "
+                f"got {self.in_flight_reserved}"
+            )
         if self.cycles_budget is not None and self.cycles_budget < 0:
             raise ValueError(f"cycles_budget must not be negative, got {self.cycles_budget}")
         if not (self.cycles_budget_period > 0 and math.isfinite(self.cycles_budget_period)):
             raise ValueError(
                 f"cycles_budget_period must be positive, got {self.cycles_budget_period}"
             )
+
+    @property
+    def reserved_in_flight(self) -> int:
+        """The in-flight slots kept for urgent calls."""
+        if self.in_flight_reserved is not None:
+            return self.in_flight_reserved
+        return self.in_flight // 8
 
 
 @dataclass(frozen=True)
@@ -644,7 +692,12 @@ def build_caller(
             caller, settings.calls_per_second, observer=observer, clock=clock, sleep=sleep
         )
     in_flight = InFlight(
-        caller, settings.in_flight, settings.in_flight_per_canister, observer=observer, clock=clock
+        caller,
+        settings.in_flight,
+        settings.in_flight_per_canister,
+        reserved=settings.reserved_in_flight,
+        observer=observer,
+        clock=clock,
     )
     caller = in_flight
     budget = None

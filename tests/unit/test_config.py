@@ -251,6 +251,11 @@ def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
             "at least",
         ),
         ("limits = 3", "limits", "a table"),
+        (
+            "[limits]\nin_flight = 4\nin_flight_reserved = 4",
+            "limits.in_flight_reserved",
+            "0 to in_flight - 1 \\(3\\)",
+        ),
         ("[cycles]\ntop_up = 'wallet'", "cycles.top_up", "one of auto, provisional, ledger, off"),
         ("[cycles]\ntop_up_below_days = -1", "cycles.top_up_below_days", "a number of days"),
         ("[cycles]\ntop_up_to_days = 10", "cycles.top_up_to_days", "at least .*below_days"),
@@ -265,6 +270,12 @@ def test_bad_values_name_file_key_and_expectation(
     with pytest.raises(ConfigError, match=rf"^{path}: {key}: expected .*{expected}") as info:
         load_config(path, kinds=kinds.names())
     assert info.value.exit_code == EXIT_USAGE
+
+
+def test_in_flight_slots_can_be_kept_for_standbys(tmp_path: Path) -> None:
+    assert default_config().limits_for("ic").reserved_in_flight == 2  # an eighth of 16
+    path = _files(tmp_path, "[limits]\nin_flight = 8\nin_flight_reserved = 3\n")
+    assert load_config(path, kinds=kinds.names()).limits_for("ic").reserved_in_flight == 3
 
 
 def test_the_cycles_section_sets_the_top_up_policy(tmp_path: Path) -> None:

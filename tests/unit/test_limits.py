@@ -485,3 +485,85 @@ def test_budget_periods_align_to_utc() -> None:
     assert hourly.resets_at() == dt.datetime(2026, 3, 4, 14, tzinfo=dt.UTC).timestamp()
     daily = CyclesBudget(Direct(), 1, wall=lambda: at)
     assert daily.resets_at() == dt.datetime(2026, 3, 5, tzinfo=dt.UTC).timestamp()
+
+
+# ------------------------------------------------- urgent calls (standby tails)
+
+
+class ManualClock:
+    """A clock that moves only when the test says: sleepers wake in ``advance``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, wake))
+        await wake
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for at, wake in self._sleepers:
+            if at <= self.now + 1e-9 and not wake.done():
+                wake.set_result(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
+async def test_an_urgent_permit_overtakes_waiting_bulk_permits_and_keeps_the_rate() -> None:
+    clock = ManualClock()
+    bucket = TokenBucket(rate=100, capacity=100, clock=clock, sleep=clock.sleep, initial=0)
+    order: list[tuple[str, float]] = []
+
+    async def take(name: str, weight: int, urgent: bool = False) -> None:
+        await bucket.acquire(weight, urgent=urgent)
+        order.append((name, round(clock.now, 3)))
+
+    tasks = [asyncio.create_task(take(f"bulk{i}", 50)) for i in range(4)]
+    await asyncio.sleep(0)  # bulk0 waits at the head of the queue, the others behind it
+    tasks.append(asyncio.create_task(take("urgent", 10, urgent=True)))
+    while not all(t.done() for t in tasks):
+        await clock.advance(0.05)
+    # The standby's 10 tokens came first, not after the 200 queued before them;
+    # the rate is unchanged: 210 tokens from an empty bucket at 100/s end at 2.1 s.
+    assert order[0] == ("urgent", 0.1)
+    assert [name for name, _ in order[1:]] == ["bulk0", "bulk1", "bulk2", "bulk3"]
+    assert order[-1][1] == pytest.approx(2.1, abs=0.05)
+
+
+async def test_reserved_slots_keep_a_place_for_urgent_calls() -> None:
+    limit = InFlight(Direct(), total=4, per_canister=4, reserved=1)
+    release = asyncio.Event()
+    running = {"bulk": 0, "peak": 0}
+
+    async def bulk_call() -> str:
+        running["bulk"] += 1
+        running["peak"] = max(running["peak"], running["bulk"])
+        await release.wait()
+        running["bulk"] -= 1
+        return "bulk"
+
+    bulk = [asyncio.create_task(limit.call(_spec(f"backup{i}"), bulk_call)) for i in range(10)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert running["bulk"] == 3  # total - reserved
+    urgent = CallSpec("standby", "icrp_apply", urgent=True)
+    # Every bulk slot is busy, yet the standby's apply runs at once.
+    assert await asyncio.wait_for(limit.call(urgent, _ok), 1) == "ok"
+    release.set()
+    assert len(await asyncio.gather(*bulk)) == 10
+    assert running["peak"] == 3
+
+
+def test_reserved_slots_must_leave_one_for_everything_else() -> None:
+    with pytest.raises(ValueError, match="reserved slots must be 0 to 3"):
+        InFlight(Direct(), total=4, per_canister=1, reserved=4)
+    assert LimitSettings().reserved_in_flight == 2  # an eighth of the default 16
+    assert LimitSettings(in_flight=4).reserved_in_flight == 0
+    assert LimitSettings(in_flight=4, in_flight_reserved=3).reserved_in_flight == 3
+    with pytest.raises(ValueError, match="in_flight_reserved"):
+        LimitSettings(in_flight=4, in_flight_reserved=4)

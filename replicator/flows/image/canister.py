@@ -77,6 +77,7 @@ class _Canister:
         *,
         cost: CallCost = "update",
         nbytes: int = 0,
+        urgent: bool = False,
     ) -> T:
         return await self.runner.call(
             self.endpoint.canister_id,
@@ -85,6 +86,7 @@ class _Canister:
             cost=cost,
             nbytes=nbytes,
             what=f"{method} on {self.endpoint}",
+            urgent=urgent,
         )
 
     async def info(self) -> Info:

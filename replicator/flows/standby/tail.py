@@ -203,12 +203,13 @@ class Tail:
             lambda: self.source.client.changes(since, max_bytes),
             cost="query",
             nbytes=max_bytes,
+            urgent=True,  # the tail's lag is the product: it goes before bulk copies
         )
 
     async def _apply(self, batch: ChangeBatch) -> None:
         nbytes = sum(c.size for c in batch.changes)
         self.applied = await self.standby.call(
-            "icrp_apply", lambda: self.standby.client.apply(batch), nbytes=nbytes
+            "icrp_apply", lambda: self.standby.client.apply(batch), nbytes=nbytes, urgent=True
         )
         self.changes_applied += len(batch.changes)
         self.bytes_applied += nbytes
