@@ -51,10 +51,15 @@ async def platform(w: World) -> Principal:
         amount=1000 * T, settings=CanisterSettings(controllers=(w.me.principal,))
     )
     await w.mgmt.install_code(plat, PLATFORM_WASM, arg=b"DIDL\x00\x00")
+    await w.ok(plat, "platform_configure", platform_config(w))
+    return plat
+
+
+def platform_config(w: World) -> bytes:
+    """User canisters of 2 T cycles, controlled and trusted by the test's identity."""
     me = w.me.principal
     config = {"user_cycles": 2 * T, "fleet_controllers": [me.raw], "fleet_peers": [me.raw]}
-    await w.ok(plat, "platform_configure", encode_values([(_CONFIG, config)]))
-    return plat
+    return encode_values([(_CONFIG, config)])
 
 
 async def user_canisters(w: World, plat: Principal, n: int) -> list[Principal]:

@@ -55,6 +55,8 @@ class FleetPerformer:
         if ctx.submit is None:
             raise UsageError("a fleet run needs an engine that runs its members' jobs")
         self._submit = ctx.submit
+        # The per-subnet limits' map (None: none configured); the member table caches it.
+        self._subnets = ctx.calls.subnets_for(self.options.network)
 
     async def perform(self, effect: object) -> object | None:
         match effect:
@@ -102,6 +104,8 @@ class FleetPerformer:
         o = self.options
         now = self._clock()
         rows = await self.table.due(o.name, o.network, round_id, now if o.due_only else None)
+        if self._subnets is not None:
+            self._subnets.learn((r.member, r.subnet) for r in rows if r.subnet is not None)
         if rows:
             self.ctx.note(
                 f"fleet {o.name}: running {len(rows)} members, at most {o.concurrency} at once"
@@ -159,6 +163,7 @@ class FleetPerformer:
             error=None if ok else error,
             error_class=None if ok else failure_class(code),
             backup=target.canister_id if isinstance(target, CanisterRef) else None,
+            subnet=None if self._subnets is None else self._subnets.known(row.member),
         )
 
     def _request(self, member: CanisterRef, round_id: str) -> JobRequest:
