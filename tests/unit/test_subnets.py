@@ -13,6 +13,8 @@ from test_limits import FakeClock, Waits
 from canister_iface.errors import TransientError
 from canister_iface.principal import Principal
 from replicator.checkpoints import SqliteStore
+from replicator.config import load_config
+from replicator.errors import ConfigError
 from replicator.fleetstore import MemberResult
 from replicator.limits import CallSpec, LimitSettings, SubnetRates, build_caller
 from replicator.subnets import SubnetInfo, SubnetMap
@@ -163,3 +165,18 @@ async def test_the_member_table_caches_subnets_and_a_schema_4_store_is_migrated(
         rows = {r.member: r.subnet for r in await table.members("f")}
         assert rows == {cid(1): "s-a", cid(2): None}  # a later run without it keeps it
     assert Counter(rows.values())[None] == 1
+
+
+def test_the_config_sets_per_subnet_limits_per_network(tmp_path: Path) -> None:
+    path = tmp_path / "replicator.toml"
+    path.write_text(
+        '[limits]\nsubnet_calls_per_second = 4\nsubnet_bytes_per_second = "1 MiB"\n'
+        "[networks.local.limits]\nsubnet_calls_per_second = 50\n"
+    )
+    config = load_config(path)
+    ic, local = config.limits_for("ic"), config.limits_for("local")
+    assert (ic.subnet_calls_per_second, ic.subnet_bytes_per_second) == (4, 1024 * 1024)
+    assert (local.subnet_calls_per_second, local.subnet_bytes_per_second) == (50, 1024 * 1024)
+    path.write_text("[limits]\nsubnet_calls_per_second = 0\n")
+    with pytest.raises(ConfigError, match="subnet_calls_per_second"):
+        load_config(path)
