@@ -441,6 +441,10 @@ class _SqliteFile:
         with self._write() as tx:
             SqliteRegistryTable.forget(tx.connection, network, source, role)
 
+    def registry_claim(self, network: str, source: str, role: str) -> Entry | None:
+        with self._write() as tx:
+            return SqliteRegistryTable.claim(tx.connection, network, source, role, self._clock())
+
     def registry_entries(self) -> list[Entry]:
         with self._read() as db:
             return SqliteRegistryTable.entries(db)
@@ -840,6 +844,9 @@ class _SqliteRegistry:
 
     async def entries(self) -> list[Entry]:
         return await self._store._run(self._store._file.registry_entries)
+
+    async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
+        return await self._store._run(self._store._file.registry_claim, network, source, role)
 
 
 class _SqliteSpending:
