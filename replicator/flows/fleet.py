@@ -40,6 +40,7 @@ def request(
     concurrency: int | None = None,
     keep: int | None = None,
     pool: int | None = None,
+    controlled_by: str | None = None,
     job_id: str = "",
 ) -> JobRequest:
     """Back up every member of the fleet ``name`` listed by ``source`` (see the module)."""
@@ -53,6 +54,7 @@ def request(
         "concurrency": concurrency,
         "keep": keep,
         "pool": pool,
+        "controlled_by": controlled_by,
     }
     return JobRequest(KIND, source, None, options, id=job_id)
 

@@ -13,6 +13,7 @@ others all finish.  Every call goes over HTTP through the engine, as
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,9 @@ from canister_iface.candid_value import as_principal, as_variant, decode_single,
 from canister_iface.identity import Identity
 from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
+from replicator.errors import UsageError
 from replicator.flows import fleet
+from replicator.flows.fleets.members import discover
 from replicator.job import ArchiveRef, Phase
 from replicator.retry import RetryPolicy
 
@@ -202,3 +205,31 @@ async def test_a_cancelled_fleet_run_resumes_without_redoing_finished_members(
         done = Counter(j.source for j in jobs if j.kind == "backup")
         assert set(done.values()) == {1}
         assert len(done) == 12
+
+
+async def test_a_fleet_of_the_canisters_an_identity_controls_among_a_list(
+    w: World, tmp_path: Path
+) -> None:
+    other = Identity.generate_ed25519().principal
+    mine = [await w.create(COUNTER_WASM) for _ in range(3)]
+    theirs = await w.mgmt.provisional_create_canister_with_cycles(
+        amount=T, settings=CanisterSettings(controllers=(other,))
+    )
+    shared = await w.mgmt.provisional_create_canister_with_cycles(
+        amount=T, settings=CanisterSettings(controllers=(other, w.me.principal))
+    )
+    missing = Principal(mine[0].raw[:-2] + b"\x7f\x01")  # in the range, never created
+    listing = tmp_path / "canister_ids.json"
+    every = [*mine, theirs, shared, missing]
+    listing.write_text(json.dumps({f"c{i}": {NETWORK: c.to_text()} for i, c in enumerate(every)}))
+    source = ArchiveRef(str(listing))
+    notes: list[str] = []
+    async with w.engine() as engine:
+        calls = engine.calls(notes.append)
+        me = await discover(calls, source, NETWORK, {"controlled_by": "me"})
+        assert me == sorted(c.to_text() for c in [*mine, shared])
+        theirs_only = await discover(calls, source, NETWORK, {"controlled_by": other.to_text()})
+        assert theirs_only == sorted([theirs.to_text(), shared.to_text()])
+        assert "4 of 6 listed canisters are controlled by" in notes[0]
+        with pytest.raises(UsageError, match="controlled_by must be a principal or 'me'"):
+            await discover(calls, source, NETWORK, {"controlled_by": "nobody"})

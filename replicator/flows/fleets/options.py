@@ -12,6 +12,8 @@ option          meaning                                                      def
 ``concurrency`` members running at once                                      8
 ``keep``        images a newly created backup canister keeps                 —
 ``pool``        warm-pool backup canisters kept ready on the network         0
+``controlled_by`` keep the listed canisters this principal (or ``me``)       —
+                controls (certified controllers)
 ==============  ===========================================================  ========
 
 A configured fleet run by ``serve`` is named after its ``[jobs.NAME]`` and runs
