@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck prometheus clients unit demo bench canisters check-canisters localnet clean
+.PHONY: test lint typecheck prometheus clients unit demo bench bench-quick canisters check-canisters localnet clean
 
 # The orchestrator with both extras: dev (tests, lint, types) and localnet (the
 # local IC that the demo and the integration tests run).
@@ -41,8 +41,13 @@ unit: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/replicator demo $(DEMO_ARGS)
 
+## make bench: every benchmark at full size (long); make bench-quick: a few minutes.
+## Both print a table of figure, target, measured, verdict and exit 1 on a miss.
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
 
 localnet: $(STAMP)
 	$(VENV)/bin/replicator localnet start

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.figures import Figure
 from canister_iface.agent import Agent
 from canister_iface.identity import Identity
 from canister_iface.management import ManagementClient
@@ -313,7 +314,11 @@ async def _snapshot_into(
     return results
 
 
-async def run(argv: Sequence[str] = ()) -> None:
+# make bench-quick: a smaller memory and no demo app.
+QUICK_ARGV = ["--mib", "64", "--demo-mib", "0"]
+
+
+async def run(argv: Sequence[str] = ()) -> list[Figure]:
     args = parse(argv)
     checks: dict[str, bool] = {}
     print(
@@ -333,5 +338,8 @@ async def run(argv: Sequence[str] = ()) -> None:
         "summary: " + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()),
         flush=True,
     )
-    if missed:
-        raise SystemExit(f"targets missed: {', '.join(missed)}")
+    config = (
+        f"synthetic memory {args.mib} MiB, {args.changed:.0%} changed, demo {args.demo_mib} MiB"
+    )
+    del missed  # each check becomes a figure: 1 met, 0 missed
+    return [Figure(name, config, float(ok), "", target=1) for name, ok in checks.items()]

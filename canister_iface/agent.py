@@ -42,7 +42,7 @@ import httpx
 
 from canister_iface import certificate as cert_mod
 from canister_iface import query_signatures as qs
-from canister_iface.candid_value import EMPTY_ARGS
+from canister_iface.candid_value import EMPTY_ARGS, ArgParts
 from canister_iface.certificate import Certificate, RequestStatus
 from canister_iface.errors import (
     CallInfo,
@@ -172,7 +172,7 @@ class Agent:
         self,
         canister_id: CanisterRef,
         method: str,
-        arg: bytes = EMPTY_ARGS,
+        arg: bytes | ArgParts = EMPTY_ARGS,
         *,
         effective_canister_id: CanisterRef | None = None,
     ) -> bytes:
@@ -192,11 +192,14 @@ class Agent:
         self,
         canister_id: CanisterRef,
         method: str,
-        arg: bytes = EMPTY_ARGS,
+        arg: bytes | ArgParts = EMPTY_ARGS,
         *,
         effective_canister_id: CanisterRef | None = None,
     ) -> bytes:
         """Make an update call and wait for its certified outcome.
+
+        ``arg`` may be :class:`~canister_iface.candid_value.ArgParts`: its parts
+        are hashed and sent without being joined (large blobs).
 
         For the management canister (``aaaaa-aa``) pass ``effective_canister_id``:
         the canister the call is about (for ``provisional_create_canister_with_cycles``
@@ -315,7 +318,7 @@ class Agent:
         return int(self._clock() * NS)
 
     async def _post(self, path: str, request: SignedRequest, call: CallInfo) -> HttpAnswer:
-        return await self._transport.post(path, request.body, call)
+        return await self._transport.post(path, request.parts, call)
 
     async def _read_state(
         self, effective: Principal, paths: list[list[bytes]], call: CallInfo

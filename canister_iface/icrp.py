@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from canister_iface.agent import Agent
 from canister_iface.caller import Caller
 from canister_iface.candid_value import (
     Rec,
@@ -29,8 +30,10 @@ from canister_iface.candid_value import (
     as_rec,
     as_variant,
     as_vec,
+    decode_ok,
     decode_single,
     encode_values,
+    encode_with_blob,
 )
 from canister_iface.errors import CallInfo, ProtocolError
 from canister_iface.icrp_errors import IcrpError, error_from_candid
@@ -130,19 +133,22 @@ class IcrpClient:
     # ------------------------------------------------------------------ plumbing
 
     async def _call(self, method: str, *args: object) -> object:
+        return decode_single(await self._reply(method, *args), method)
+
+    async def _reply(self, method: str, *args: object) -> bytes:
         kind, types = METHODS[method]
         if len(types) != len(args):
             raise TypeError(f"{method} takes {len(types)} arguments, got {len(args)}")
         arg = encode_values(list(zip(types, args, strict=True)))
         if kind == "query":
-            reply = await self.agent.query(self.canister_id.raw, method, arg)
-        else:
-            reply = await self.agent.update(self.canister_id.raw, method, arg)
-        return decode_single(reply, method)
+            return await self.agent.query(self.canister_id.raw, method, arg)
+        return await self.agent.update(self.canister_id.raw, method, arg)
 
     async def _result(self, method: str, *args: object) -> object:
         """The ``ok`` payload of a result, or the ``err`` case raised."""
-        value = await self._call(method, *args)
+        return self._ok(method, await self._call(method, *args))
+
+    def _ok(self, method: str, value: object) -> object:
         tag, payload = as_variant(value, ("ok", "err"), method)
         if tag == "err":
             call = CallInfo(self.canister_id.to_text(), method, METHODS[method][0])
@@ -195,8 +201,15 @@ class IcrpClient:
 
     async def read(self, snapshot_id: int, offset: int, length: int) -> bytes:
         """``length`` bytes of the image at ``offset`` (fewer only at the image's end)."""
-        value = await self._result("icrp_read", snapshot_id, offset, length)
-        data = as_blob(value, "icrp_read.ok")
+        return bytes(await self.read_view(snapshot_id, offset, length))
+
+    async def read_view(self, snapshot_id: int, offset: int, length: int) -> memoryview:
+        """:meth:`read`, as a view of the reply (the relay's path: the bytes are not copied)."""
+        reply = await self._reply("icrp_read", snapshot_id, offset, length)
+        data = decode_ok(reply)
+        if not isinstance(data, memoryview):  # an error, or a shape the fast path does not read
+            value = self._ok("icrp_read", decode_single(reply, "icrp_read"))
+            data = memoryview(as_blob(value, "icrp_read.ok"))
         if len(data) > length:
             raise ProtocolError(
                 f"icrp_read: asked for {length} bytes at {offset} of snapshot {snapshot_id}, "
@@ -239,9 +252,23 @@ class IcrpClient:
     async def begin_import(self, spec: ImportSpec) -> int:
         return await self._nat("icrp_begin_import", spec.to_candid())
 
-    async def write(self, import_id: int, offset: int, data: bytes) -> int:
-        """Write ``data`` at ``offset``; returns the distinct bytes the import holds."""
-        return await self._nat("icrp_write", import_id, offset, data)
+    async def write(self, import_id: int, offset: int, data: bytes | memoryview) -> int:
+        """Write ``data`` at ``offset``; returns the distinct bytes the import holds.
+
+        With our :class:`Agent` the blob is hashed and sent where it lies, never copied.
+        """
+        types = METHODS["icrp_write"][1]
+        parts = encode_with_blob(list(zip(types, (import_id, offset, data), strict=True)))
+        target = self.canister_id.raw
+        if isinstance(self.agent, Agent):
+            reply = await self.agent.update(target, "icrp_write", parts)
+        else:
+            reply = await self.agent.update(target, "icrp_write", parts.joined())
+        written = decode_ok(reply)
+        if isinstance(written, int):
+            return written
+        value = self._ok("icrp_write", decode_single(reply, "icrp_write"))
+        return as_nat(value, "icrp_write.ok")
 
     async def import_status(self, import_id: int) -> ImportStatus:
         return ImportStatus.from_rec(await self._rec("icrp_import_status", import_id))

@@ -33,7 +33,7 @@ def chunk_span(index: int, size: int, chunk_size: int) -> tuple[int, int]:
     return offset, min(chunk_size, size - offset)
 
 
-def chunk_digest(data: bytes) -> bytes:
+def chunk_digest(data: bytes | bytearray | memoryview) -> bytes:
     """SHA-256 of one chunk."""
     return hashlib.sha256(data).digest()
 

@@ -652,7 +652,13 @@ def _period_text(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """The configurable limits; ``None`` switches a limit off."""
+    """The configurable limits; ``None`` switches a limit off.
+
+    ``bytes_per_second`` counts image bytes moved from source to target: a
+    push, a relayed byte (read through the orchestrator, then written: it is
+    charged once, by the write) and a byte written to or read from an archive
+    each count once, so a relay copies at the configured rate, not half of it.
+    """
 
     calls_per_second: float | None = 10.0
     bytes_per_second: int | None = 2 * MiB

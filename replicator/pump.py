@@ -5,27 +5,35 @@ One copy is::
     plan runs of chunks → (per run) permit → call → verify → ack → checkpoint
 
 - **Plan**: the :class:`~replicator.chunkbook.ChunkBook` hands out runs of
-  contiguous chunks that are not yet acknowledged, lowest first, as many
-  per run as fit the current transfer size (at least one; a chunk larger
-  than the transfer size is moved in several pieces).
+  contiguous chunks that are not yet acknowledged, lowest first: as many
+  per run as the mover wants (:attr:`Mover.run_bytes`:
+  :data:`PIECES_PER_RUN` transfers), but no more than an even share of
+  what is left per worker, so that a small image still keeps every worker
+  busy.  A run is moved in *pieces* of the current transfer size, which
+  need not line up with chunks.
 - **Move**: a :class:`Mover` moves one run.  :class:`DirectMover` asks the
   source canister to ``icrp_push`` each piece into the target (the bytes
   never leave the IC); :class:`RelayMover` reads the run from a
   :class:`ChunkReader` (``icrp_read`` queries in pieces, or archive frames),
   checks it, and writes it to a :class:`ChunkWriter` (``icrp_write``
-  updates in pieces, or archive frames).  Every call goes through
-  :class:`~replicator.calls.CallRunner`: limits, retries of transient
-  errors, metrics.
+  updates in pieces, or archive frames).  When the writer is a canister
+  that checks every chunk itself (:attr:`ChunkWriter.verifies_chunks`) and
+  the reader reads any range (:class:`PieceReader`), the relay streams:
+  each piece is written as soon as it is read, one piece in memory per
+  run.  Every call goes through :class:`~replicator.calls.CallRunner`:
+  limits, retries of transient errors, metrics.
 - **Adapt**: pieces are cut to the current
   :class:`~replicator.chunking.TransferSize` of their path (:class:`Sizer`:
   push, read, write); a call that fails for its size
   (HTTP 413, a payload or reply over a limit, the instruction limit) shrinks
   it and the rest of the run is cut again; successes grow it back.
-- **Verify**: the relay hashes what it read and compares every chunk with
-  the digest the source published (``icrp_chunk_digests`` or the archive's
-  frame) *before* writing it.  The direct path gives the target the chunk
-  digests in the import spec, so the target checks each chunk as it
-  completes and rejects a bad one.
+- **Verify**: every chunk is checked once against the digest the source
+  published (``icrp_chunk_digests`` or the archive's frame).  A canister
+  target that was given the chunk digests in its import spec checks each
+  chunk as it completes and refuses a bad one (``icrp.did``), whether the
+  bytes came pushed (direct) or relayed; so the relay hashes only what goes
+  elsewhere (an archive file, or nowhere for a verify job), and does so
+  *before* writing it.
 - **Ack**: a run counts as done only after every piece was acknowledged by
   the target (and, for an archive, fsynced); then its chunks are recorded in
   the checkpoint store (durably) and in the book, and the metrics and
@@ -44,7 +52,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from canister_iface import errors as ic
 from replicator.chunkbook import ChunkBook
@@ -55,6 +63,14 @@ from replicator.integrity import ImageInfo, chunk_digest, chunk_span
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 4
+# Transfers per run.  A run is acknowledged, and so checkpointed, only when
+# all of it is; under a binding byte budget the runs in flight advance
+# together and finish together, so long runs (8 transfers were tried) made
+# progress come in bursts and a kill lose up to concurrency x run bytes: a
+# run is one transfer, as many whole chunks as fit it.
+PIECES_PER_RUN = 1
+
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -165,8 +181,19 @@ class ChunkReader(Protocol):
     @property
     def run_bytes(self) -> int: ...
 
-    async def read_run(self, run: Run) -> bytes:
+    async def read_run(self, run: Run) -> Buffer:
         """Exactly the ``run.length`` bytes of ``run``."""
+        ...
+
+
+@runtime_checkable
+class PieceReader(Protocol):
+    """A reader that serves any byte range, one adaptive piece per call (a canister)."""
+
+    sizer: Sizer
+
+    async def read_at(self, offset: int, length: int) -> Buffer:
+        """Exactly ``length`` bytes at ``offset``, in one call."""
         ...
 
 
@@ -176,8 +203,24 @@ class ChunkWriter(Protocol):
     @property
     def run_bytes(self) -> int: ...
 
-    async def write_run(self, run: Run, data: bytes) -> None:
+    @property
+    def verifies_chunks(self) -> bool:
+        """The target checks every chunk it completes against the digest the source
+        published and refuses a bad one; it takes bytes at any offset (``write_at``)."""
+        ...
+
+    @property
+    def charges_bytes(self) -> bool:
+        """Its calls count the bytes against the bytes-per-second budget (a canister);
+        then the reader does not, so each byte moved is counted once."""
+        ...
+
+    async def write_run(self, run: Run, data: Buffer) -> None:
         """Write the (verified) bytes of ``run``; done only once acknowledged."""
+        ...
+
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        """Write ``data`` at ``offset`` (only where ``verifies_chunks``); done once acknowledged."""
         ...
 
     async def flush(self) -> None:
@@ -203,7 +246,7 @@ class DirectMover:
 
     @property
     def run_bytes(self) -> int:
-        return self.sizer.current
+        return PIECES_PER_RUN * self.sizer.current
 
     async def move(self, run: Run) -> list[bytes]:
         await self.sizer.sized(run.offset, run.length, self.pusher.push)
@@ -245,27 +288,48 @@ class RelayMover:
         return min(self.reader.run_bytes, self.writer.run_bytes)
 
     async def move(self, run: Run) -> list[bytes]:
+        writer = self.writer
+        if writer is not None and writer.verifies_chunks:
+            # The target checks every chunk: hashing here too would only repeat it.
+            if isinstance(self.reader, PieceReader):
+                await self._stream(self.reader, writer, run)
+            else:
+                await writer.write_run(run, await self._read(run))
+            return [self.expected[i] for i in run.chunks]
+        data = await self._read(run)
+        digests = self._check(run, data)
+        if writer is not None:
+            await writer.write_run(run, data)
+        return digests
+
+    async def _read(self, run: Run) -> Buffer:
         data = await self.reader.read_run(run)
         if len(data) != run.length:
             raise ic.ProtocolError(
                 f"{self.describe} returned {len(data):,} bytes for chunks {run.first}.."
                 f"{run.stop - 1} ({run.length:,} bytes at offset {run.offset:,})"
             )
-        digests = self._check(run, data)
-        if self.writer is not None:
-            await self.writer.write_run(run, data)
-        return digests
+        return data
+
+    async def _stream(self, reader: PieceReader, writer: ChunkWriter, run: Run) -> None:
+        """Each piece is written as soon as it is read (the writer sizes its own calls)."""
+
+        async def piece(offset: int, length: int) -> None:
+            await writer.write_at(offset, await reader.read_at(offset, length))
+
+        await reader.sizer.sized(run.offset, run.length, piece)
 
     async def flush(self) -> None:
         if self.writer is not None:
             await self.writer.flush()
 
-    def _check(self, run: Run, data: bytes) -> list[bytes]:
+    def _check(self, run: Run, data: Buffer) -> list[bytes]:
         digests = []
+        view = memoryview(data)
         for index in run.chunks:
             offset, length = chunk_span(index, self.image.size, self.image.chunk_size)
             start = offset - run.offset
-            digest = chunk_digest(data[start : start + length])
+            digest = chunk_digest(view[start : start + length])
             if digest != self.expected[index]:
                 raise IntegrityError(
                     f"chunk {index} read from {self.describe} (snapshot "
@@ -308,10 +372,11 @@ class Pump:
         self._ack = ack
         self._advanced = advanced
         self.concurrency = concurrency
+        self._workers = concurrency
 
     async def run(self) -> bytes:
         """Copy until every chunk is acknowledged; returns the image digest."""
-        workers = min(self.concurrency, max(1, self.book.planned_count))
+        workers = self._workers = min(self.concurrency, max(1, self.book.planned_count))
         if self.book.planned_count:
             try:
                 async with asyncio.TaskGroup() as group:
@@ -321,10 +386,17 @@ class Pump:
                 raise _primary(group_error) from None
         return self.book.image_digest()
 
+    def _per_run(self) -> int:
+        """Chunks the next run takes: what the mover wants, but no more than an even
+        share of what is left per worker (so no worker idles while another has a
+        long run), and at least one."""
+        wanted = self.mover.run_bytes // self.image.chunk_size
+        share = -(-self.book.planned_count // self._workers)
+        return max(1, min(wanted, share))
+
     async def _work(self) -> None:
         while True:
-            per_run = max(1, self.mover.run_bytes // self.image.chunk_size)
-            chunks = self.book.take(per_run)
+            chunks = self.book.take(self._per_run())
             if not chunks:
                 return
             try:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from canister_iface import rihash
+from canister_iface.candid_value import Blob, Nat64, encode_values, encode_with_blob
 from canister_iface.identity import Identity
 from canister_iface.transport import REQUEST_DOMAIN, new_nonce, sign_request
 from localnet import rihash as localnet_rihash
@@ -129,3 +130,20 @@ def test_read_state_paths_envelope() -> None:
         [b"canister", CANISTER, b"controllers"],
     ]
     assert signed.request_id == localnet_rihash.request_id(dict(_decode(signed.body)["content"]))
+
+
+def test_an_arg_in_parts_gives_the_same_envelope_and_id_as_one_arg() -> None:
+    identity = Identity.generate_ed25519()
+    blob = bytes(range(256)) * (3 * 1024)  # 768 KiB: kept as its own part
+    types = [(Nat64, 7), (Blob, blob)]
+    parts = encode_with_blob(types)
+    assert parts.joined() == encode_values(types)
+    content = _content(identity, arg=parts.joined())
+    joined = sign_request(content, identity)
+    split = sign_request({**content, "arg": parts}, identity)
+    assert split.request_id == joined.request_id == rihash.request_id(content)
+    assert any(part is not None and len(part) == len(blob) for part in split.parts)
+    # Signatures differ only if the content did: ed25519 is deterministic.
+    assert split.body == joined.body
+    assert _decode(split.body)["content"]["arg"] == encode_values(types)
+    validate_envelope(split.body, "call", CANISTER)

@@ -139,6 +139,9 @@ async def test_a_torn_journal_tail_is_cut_off(
         assert await call(agent, Principal(canister), "add", 99) == 5
 
 
+# Settling Motoko's GC over a 16 MiB heap journals (and fsyncs) many pages:
+# ~2 s alone, but 30 s and more while the machine's disk is shared.
+@pytest.mark.timeout(420)
 @pytest.mark.parametrize("rollback", ["dirty", "copy"])
 async def test_the_journal_holds_written_pages_not_the_heap(
     tmp_path: Path, rollback: str, needs_dirty_tracking_for: None

@@ -13,6 +13,7 @@ from replicator.chunking import Path, SizePolicy, TransferSize
 from replicator.errors import IntegrityError
 from replicator.integrity import ImageInfo, chunk_digest, image_digest_of
 from replicator.pump import (
+    Buffer,
     DirectMover,
     Pump,
     RelayMover,
@@ -133,17 +134,69 @@ class FakeReader:
 
 
 class FakeWriter:
+    """An archive-like writer: checks nothing, takes whole runs."""
+
+    verifies_chunks = False
+    charges_bytes = False
+
     def __init__(self) -> None:
         self.writes: list[Run] = []
         self.flushes = 0
         self.run_bytes = 5 * CHUNK
 
-    async def write_run(self, run: Run, data: bytes) -> None:
+    async def write_run(self, run: Run, data: Buffer) -> None:
         assert len(data) == run.length
         self.writes.append(run)
 
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        raise AssertionError("whole runs only")
+
     async def flush(self) -> None:
         self.flushes += 1
+
+
+class FakePieceReader:
+    """A canister-like reader: any range, one piece per call."""
+
+    def __init__(self, data: bytes, piece: int = 3000) -> None:
+        self.data = data
+        self.sizer = sizer(ceiling=piece)
+        self.run_bytes = 8 * piece
+        self.reads: list[tuple[int, int]] = []
+
+    async def read_run(self, run: Run) -> bytes:
+        raise AssertionError("a streaming relay reads pieces")
+
+    async def read_at(self, offset: int, length: int) -> Buffer:
+        self.reads.append((offset, length))
+        await asyncio.sleep(0)
+        return memoryview(self.data)[offset : offset + length]
+
+
+class CheckingTarget:
+    """A canister-like writer: takes bytes at any offset, checks every chunk it completes."""
+
+    verifies_chunks = True
+    charges_bytes = True
+
+    def __init__(self) -> None:
+        self.data = bytearray(len(DATA))
+        self.have = bytearray(len(DATA))
+        self.run_bytes = 1 << 30
+
+    async def write_run(self, run: Run, data: Buffer) -> None:
+        await self.write_at(run.offset, data)
+
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        self.data[offset : offset + len(data)] = data
+        self.have[offset : offset + len(data)] = b"\x01" * len(data)
+        for index in range(IMAGE.chunk_count):
+            start, end = index * CHUNK, min(len(DATA), (index + 1) * CHUNK)
+            if all(self.have[start:end]) and chunk_digest(self.data[start:end]) != DIGESTS[index]:
+                raise IntegrityError(f"chunk {index} refused by the target")
+
+    async def flush(self) -> None:
+        return None
 
 
 async def test_the_relay_checks_each_chunk_before_writing_it() -> None:
@@ -165,6 +218,36 @@ async def test_the_relay_moves_runs_of_the_smaller_side_and_flushes_before_acks(
     assert digest == IMAGE.digest
     assert all(len(run.chunks) <= 3 for run in writer.writes)
     assert writer.flushes == len(writer.writes)
+
+
+async def test_into_a_checking_target_the_relay_streams_pieces_across_chunks() -> None:
+    reader, target, rec = FakePieceReader(DATA), CheckingTarget(), Recorder()
+    mover = RelayMover(reader, target, IMAGE, DIGESTS)
+    digest = await pump(ChunkBook.for_image(IMAGE), mover, rec, n=2).run()
+    assert digest == IMAGE.digest
+    assert bytes(target.data) == DATA
+    assert any(offset % CHUNK for offset, _ in reader.reads)  # pieces cut chunks
+    assert sum(length for _, length in reader.reads) == len(DATA)  # nothing twice
+
+
+async def test_a_bad_chunk_is_refused_by_a_checking_target_and_not_acknowledged() -> None:
+    damaged = bytearray(DATA)
+    damaged[6 * CHUNK + 10] ^= 0xFF
+    target, rec = CheckingTarget(), Recorder()
+    mover = RelayMover(FakePieceReader(bytes(damaged)), target, IMAGE, DIGESTS)
+    with pytest.raises(IntegrityError, match="chunk 6"):
+        await pump(ChunkBook.for_image(IMAGE), mover, rec, n=1).run()
+    assert 6 not in {i for i, _ in rec.acks}
+
+
+async def test_runs_are_shared_out_so_every_worker_has_one() -> None:
+    target, rec = FakeTarget(), Recorder()
+    book = ChunkBook.for_image(IMAGE)  # 13 chunks
+    mover = DirectMover(target, sizer(ceiling=8 * CHUNK), DIGESTS)
+    assert mover.run_bytes == 8 * CHUNK  # one transfer: 8 chunks
+    await pump(book, mover, rec, n=4).run()
+    assert max(n for _, n in rec.advanced) <= 4  # ceil(13 / 4): no worker left idle
+    assert 1 < target.peak <= 4
 
 
 async def test_a_verify_reads_without_writing() -> None:

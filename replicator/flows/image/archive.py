@@ -58,7 +58,7 @@ from replicator.flow import Calls
 from replicator.flows.image.sides import Prepared
 from replicator.integrity import ImageInfo
 from replicator.job import ArchiveRef
-from replicator.pump import Run
+from replicator.pump import Buffer, Run
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ class ArchiveSource:
             raise UsageError(f"{self.path} has not been verified yet")
         return self._digests
 
-    def reader(self, image: ImageInfo) -> ArchiveChunkReader:
-        del image
+    def reader(self, image: ImageInfo, *, charged: bool = True) -> ArchiveChunkReader:
+        del image, charged  # a file is read without calls: nothing to charge
         if self._reader is None:
             raise UsageError(f"{self.path} has not been verified yet")
         return ArchiveChunkReader(self._reader)
@@ -339,7 +339,14 @@ def _publish(writer: ArchiveWriter, path: FsPath) -> None:
 
 
 class ArchiveChunkWriter:
-    """Writes runs as chunk frames; ``flush`` fsyncs before the pump acknowledges."""
+    """Writes runs as chunk frames; ``flush`` fsyncs before the pump acknowledges.
+
+    A file checks nothing and costs no calls: the relay hashes every chunk
+    before writing it here, and its reads are what the byte budget counts.
+    """
+
+    verifies_chunks = False
+    charges_bytes = False
 
     def __init__(self, writer: ArchiveWriter, image: ImageInfo, lock: asyncio.Lock) -> None:
         self._writer = writer
@@ -350,15 +357,18 @@ class ArchiveChunkWriter:
     def run_bytes(self) -> int:
         return FILE_RUN_BYTES
 
-    async def write_run(self, run: Run, data: bytes) -> None:
+    async def write_run(self, run: Run, data: Buffer) -> None:
         async with self._lock:
             await asyncio.to_thread(self._write, run, data)
 
-    def _write(self, run: Run, data: bytes) -> None:
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        raise TypeError("an archive holds whole chunks: write runs (verifies_chunks is False)")
+
+    def _write(self, run: Run, data: Buffer) -> None:
         chunk_size = self._image.chunk_size
         for index in run.chunks:
             start = index * chunk_size - run.offset
-            self._writer.write_chunk(index, data[start : start + chunk_size])
+            self._writer.write_chunk(index, bytes(data[start : start + chunk_size]))
 
     async def flush(self) -> None:
         async with self._lock:

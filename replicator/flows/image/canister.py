@@ -45,7 +45,7 @@ from replicator.flow import Calls
 from replicator.flows.image.sides import Prepared
 from replicator.integrity import ImageInfo, image_digest
 from replicator.job import CanisterRef
-from replicator.pump import Run, Sizer
+from replicator.pump import PIECES_PER_RUN, Buffer, Run, Sizer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -225,8 +225,8 @@ class CanisterSource(_Canister):
             cost="query",
         )
 
-    def reader(self, image: ImageInfo) -> CanisterReader:
-        return CanisterReader(self, image.snapshot_id, self.sizer(Path.READ))
+    def reader(self, image: ImageInfo, *, charged: bool = True) -> CanisterReader:
+        return CanisterReader(self, image.snapshot_id, self.sizer(Path.READ), charged=charged)
 
     def pusher(self, target: Principal, image: ImageInfo, import_id: int) -> CanisterPusher:
         return CanisterPusher(self, target, image.snapshot_id, import_id)
@@ -239,36 +239,47 @@ class CanisterSource(_Canister):
 
 
 class CanisterReader:
-    """Relay reads: ``icrp_read`` queries in adaptive pieces."""
+    """Relay reads: ``icrp_read`` queries in adaptive pieces.
 
-    def __init__(self, source: _Canister, snapshot_id: int, sizer: Sizer) -> None:
+    ``charged``: the bytes count against the bytes-per-second budget here;
+    ``False`` when the writer counts the same bytes (a relay between two
+    canisters moves each byte once, and pays for it once).
+    """
+
+    def __init__(
+        self, source: _Canister, snapshot_id: int, sizer: Sizer, *, charged: bool = True
+    ) -> None:
         self.source = source
         self.snapshot_id = snapshot_id
         self.sizer = sizer
+        self.charged = charged
 
     @property
     def run_bytes(self) -> int:
-        return self.sizer.current
+        return PIECES_PER_RUN * self.sizer.current
 
-    async def read_run(self, run: Run) -> bytes:
-        parts: list[bytes] = []
+    async def read_run(self, run: Run) -> Buffer:
+        parts: list[Buffer] = []
 
         async def read(offset: int, length: int) -> None:
-            data = await self.source.call(
-                "icrp_read",
-                lambda: self.source.client.read(self.snapshot_id, offset, length),
-                cost="query",
-                nbytes=length,
-            )
-            if len(data) != length:
-                raise ic.ProtocolError(
-                    f"{self.source.endpoint} returned {len(data):,} of {length:,} bytes at "
-                    f"offset {offset:,} of snapshot {self.snapshot_id}"
-                )
-            parts.append(data)
+            parts.append(await self.read_at(offset, length))
 
         await self.sizer.sized(run.offset, run.length, read)
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def read_at(self, offset: int, length: int) -> Buffer:
+        data = await self.source.call(
+            "icrp_read",
+            lambda: self.source.client.read_view(self.snapshot_id, offset, length),
+            cost="query",
+            nbytes=length if self.charged else 0,
+        )
+        if len(data) != length:
+            raise ic.ProtocolError(
+                f"{self.source.endpoint} returned {len(data):,} of {length:,} bytes at "
+                f"offset {offset:,} of snapshot {self.snapshot_id}"
+            )
+        return data
 
 
 class CanisterPusher:
@@ -356,7 +367,10 @@ class CanisterTarget(_Canister):
     def writer(self, image: ImageInfo, import_id: int | None) -> CanisterWriter:
         if import_id is None:
             raise ValueError("a canister target needs an import id to write to")
-        return CanisterWriter(self, import_id, self.sizer(Path.WRITE))
+        # The import was opened with the chunk digests (prepare), so the
+        # canister checks every chunk it completes.
+        verifies = image.chunk_count <= MAX_SPEC_DIGESTS
+        return CanisterWriter(self, import_id, self.sizer(Path.WRITE), verifies_chunks=verifies)
 
     async def commit(self, image: ImageInfo, import_id: int | None) -> None:
         if import_id is None:
@@ -464,34 +478,57 @@ class CanisterTarget(_Canister):
 
 
 class CanisterWriter:
-    """Relay writes: ``icrp_write`` updates in adaptive pieces."""
+    """Relay writes: ``icrp_write`` updates in adaptive pieces (their bytes are charged
+    to the bytes-per-second budget)."""
 
-    def __init__(self, target: _Canister, import_id: int, sizer: Sizer) -> None:
+    charges_bytes = True
+
+    def __init__(
+        self, target: _Canister, import_id: int, sizer: Sizer, *, verifies_chunks: bool
+    ) -> None:
         self.target = target
         self.import_id = import_id
         self.sizer = sizer
+        self.verifies_chunks = verifies_chunks
 
     @property
     def run_bytes(self) -> int:
-        return self.sizer.current
+        return PIECES_PER_RUN * self.sizer.current
 
-    async def write_run(self, run: Run, data: bytes) -> None:
-        async def write(offset: int, length: int) -> None:
-            start = offset - run.offset
-            piece = data[start : start + length]
-            await self.target.call(
-                "icrp_write",
-                lambda: self.target.client.write(self.import_id, offset, piece),
-                nbytes=length,
-            )
+    async def write_run(self, run: Run, data: Buffer) -> None:
+        await self.write_at(run.offset, data)
 
-        await self.sizer.sized(run.offset, run.length, write)
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        view = memoryview(data)
+
+        async def write(at: int, length: int) -> None:
+            piece = view[at - offset : at - offset + length]
+            try:
+                await self.target.call(
+                    "icrp_write",
+                    lambda: self.target.client.write(self.import_id, at, piece),
+                    nbytes=length,
+                )
+            except ie.DigestMismatch as exc:
+                raise _bad_chunk(self.target, exc) from exc
+
+        await self.sizer.sized(offset, len(view), write)
 
     async def flush(self) -> None:
         return None  # an acknowledged icrp_write is durable in the canister
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _bad_chunk(target: _Canister, exc: ie.DigestMismatch) -> IntegrityError:
+    """The target refused a relayed chunk: what the source served is not what it published."""
+    which = "a chunk" if exc.chunk is None else f"chunk {exc.chunk}"
+    return IntegrityError(
+        f"{which} read from the source hashes to {exc.actual.hex()}, but the source published "
+        f"{exc.expected.hex()}: {target.endpoint} checked it and refused it, so nothing bad was "
+        "kept. Re-run the job; if it happens again the source image is damaged"
+    )
 
 
 def _same(status: ImportStatus, image: ImageInfo, origin: Principal) -> bool:

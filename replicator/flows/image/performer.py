@@ -193,8 +193,9 @@ class ImagePerformer:
                 pusher = source.pusher(target.principal, image, import_id)
                 return DirectMover(pusher, source.sizer(Path.PUSH), digests)
         writer = target.writer(image, import_id)
+        reader = source.reader(image, charged=not writer.charges_bytes)
         describe = str(self.job.source)
-        return RelayMover(source.reader(image), writer, image, digests, describe=describe)
+        return RelayMover(reader, writer, image, digests, describe=describe)
 
     async def _direct(
         self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget

@@ -55,7 +55,10 @@ class SourceSide(Protocol):
         """The journal head the prepared image corresponds to (0 when unknown)."""
         ...
 
-    def reader(self, image: ImageInfo) -> ChunkReader: ...
+    def reader(self, image: ImageInfo, *, charged: bool = True) -> ChunkReader:
+        """``charged``: whether its reads count against the bytes-per-second budget
+        (``False`` when the writer counts the same bytes)."""
+        ...
 
     async def release(self, image: ImageInfo) -> None:
         """The job no longer needs the image (best effort)."""

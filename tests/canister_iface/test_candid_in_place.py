@@ -1,0 +1,86 @@
+"""The relay's copy-free Candid paths agree with the general encoder and decoder."""
+
+from __future__ import annotations
+
+import pytest
+
+from canister_iface.candid_value import (
+    Blob,
+    Nat,
+    Nat64,
+    Record,
+    Text,
+    Variant,
+    Vec,
+    as_variant,
+    decode_ok,
+    decode_single,
+    encode_value,
+    encode_values,
+    encode_with_blob,
+)
+
+ERR = Record({"code": Nat, "message": Text})
+BLOB_RESULT = Variant({"ok": Blob, "err": ERR})
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300_000])
+def test_a_message_with_its_blob_in_parts_is_the_same_message(size: int) -> None:
+    blob = bytes(i % 251 for i in range(size))
+    types = [(Nat64, 3), (Nat64, 2**40), (Blob, blob)]
+    parts = encode_with_blob(types)
+    assert parts.joined() == encode_values(types)
+    assert len(parts) == len(encode_values(types))
+    assert parts.parts[-1].obj is blob  # the blob itself, not a copy
+
+
+def test_encode_with_blob_needs_a_blob_last() -> None:
+    with pytest.raises(ValueError, match="blob"):
+        encode_with_blob([(Blob, b"x"), (Nat64, 1)])
+    with pytest.raises(ValueError, match="blob"):
+        encode_with_blob([(Vec(Nat64), [1])])
+    with pytest.raises(ValueError, match="last argument"):
+        encode_with_blob([])
+
+
+def test_an_ok_blob_is_read_in_place() -> None:
+    blob = b"\x00\xff" * 70_000
+    reply = encode_value(BLOB_RESULT, {"ok": blob})
+    data = decode_ok(reply)
+    assert isinstance(data, memoryview)
+    assert data.obj is reply
+    assert bytes(data) == blob
+    assert as_variant(decode_single(reply, "t"), ("ok", "err"), "t") == ("ok", blob)
+
+
+@pytest.mark.parametrize(("kind", "value"), [(Nat, 0), (Nat, 2**70 + 5), (Nat64, 2**63 + 1)])
+def test_an_ok_number_is_read(kind: object, value: int) -> None:
+    reply = encode_value(Variant({"ok": kind, "err": ERR}), {"ok": value})  # type: ignore[dict-item]
+    assert decode_ok(reply) == value
+
+
+def test_other_shapes_are_left_to_the_general_decoder() -> None:
+    err = encode_value(BLOB_RESULT, {"err": {"code": 1, "message": "no"}})
+    assert decode_ok(err) is None
+    assert decode_ok(encode_value(Blob, b"abc")) is None  # not a variant
+    assert decode_ok(encode_value(Variant({"ok": Text}), {"ok": "x"})) is None
+    assert decode_ok(encode_value(Variant({"ok": Vec(Nat64)}), {"ok": [1]})) is None
+    assert decode_ok(b"DIDL\x00\x00") is None  # no value
+    assert decode_ok(b"not candid") is None
+
+
+def test_a_truncated_reply_is_not_read() -> None:
+    reply = encode_value(BLOB_RESULT, {"ok": b"x" * 1000})
+    for cut in (3, 8, 12, len(reply) - 1):
+        assert decode_ok(reply[:cut]) is None
+
+
+def test_a_type_table_seen_before_is_reused_and_only_for_the_same_table() -> None:
+    first = encode_value(BLOB_RESULT, {"ok": b"a" * 10})
+    second = encode_value(BLOB_RESULT, {"ok": b"b" * 300})
+    other = encode_value(Variant({"ok": Blob, "err": Text}), {"ok": b"c"})
+    for _ in range(2):
+        assert bytes(decode_ok(first) or b"") == b"a" * 10  # type: ignore[arg-type]
+        assert bytes(decode_ok(second) or b"") == b"b" * 300  # type: ignore[arg-type]
+        assert bytes(decode_ok(other) or b"") == b"c"  # type: ignore[arg-type]
+        assert decode_ok(encode_value(BLOB_RESULT, {"err": {"code": 2, "message": ""}})) is None
