@@ -84,6 +84,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from replicator import codec
 from replicator.errors import CheckpointError, IntegrityError, ReplicatorError, UsageError
 from replicator.fleetstore import (
+    FLEET_SUBNET_COLUMN,
     FLEET_TABLE,
     FleetTable,
     MemberResult,
@@ -99,7 +100,7 @@ from replicator.registry import REGISTRY_TABLE, Entry, Registry, SqliteRegistryT
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FILE_MODE = 0o600  # the store holds which canisters exist and how far their copies got
 DIR_MODE = 0o700
 _SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -146,6 +147,7 @@ _MIGRATIONS = {  # from version → the script that brings it to SCHEMA_VERSION
     1: REGISTRY_TABLE + LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE,
     2: LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE,
     3: FLEET_TABLE,  # version 4 adds the fleets' member table
+    4: FLEET_SUBNET_COLUMN,  # version 5 caches the members' subnets
 }
 
 
@@ -423,6 +425,10 @@ class _SqliteFile:
     def registry_forget(self, network: str, source: str, role: str) -> None:
         with self._write() as tx:
             SqliteRegistryTable.forget(tx.connection, network, source, role)
+
+    def registry_claim(self, network: str, source: str, role: str) -> Entry | None:
+        with self._write() as tx:
+            return SqliteRegistryTable.claim(tx.connection, network, source, role, self._clock())
 
     def registry_entries(self) -> list[Entry]:
         with self._read() as db:
@@ -823,6 +829,9 @@ class _SqliteRegistry:
 
     async def entries(self) -> list[Entry]:
         return await self._store._run(self._store._file.registry_entries)
+
+    async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
+        return await self._store._run(self._store._file.registry_claim, network, source, role)
 
 
 class _SqliteSpending:

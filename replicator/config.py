@@ -38,6 +38,8 @@ Everything has a default, so no file is needed to talk to ``local`` or
     in_flight_reserved = 2       # of in_flight, kept for standbys' journal tails, whose
                                  # calls also go first through the rate limits (default:
                                  # an eighth of in_flight)
+    subnet_calls_per_second = 5  # shared by the canisters of one subnet (off by default;
+    subnet_bytes_per_second = "1 MiB"  # the subnet is read from certified state)
     windows = ["01:00-05:00"]    # UTC; calls start only inside a window
     cycles_budget = "5T"         # or a number of cycles; spent cycles are kept in the
                                  # checkpoint store, shared by every process using it
@@ -157,6 +159,8 @@ _CYCLES_KEYS = {"top_up", "top_up_below_days", "top_up_to_days", "reserve"}
 _LIMIT_KEYS = {
     "calls_per_second",
     "bytes_per_second",
+    "subnet_calls_per_second",
+    "subnet_bytes_per_second",
     "byte_burst",
     "in_flight",
     "in_flight_per_canister",
@@ -485,10 +489,10 @@ class _Parser:
     def limits(self, raw: Mapping[str, Any], key: str, base: LimitSettings) -> LimitSettings:
         self.known_keys(raw, key, _LIMIT_KEYS)
         changes: dict[str, Any] = {}
-        for name in ("calls_per_second",):
+        for name in ("calls_per_second", "subnet_calls_per_second"):
             if name in raw:
                 changes[name] = self.positive_float(raw[name], f"{key}.{name}")
-        for name in ("bytes_per_second", "byte_burst"):
+        for name in ("bytes_per_second", "byte_burst", "subnet_bytes_per_second"):
             if name in raw:
                 changes[name] = self.size(raw[name], f"{key}.{name}")
         for name in ("in_flight", "in_flight_per_canister"):

@@ -87,6 +87,7 @@ from replicator.progress import NullProgress, Progress
 from replicator.provision import Provisioner, ProvisionSettings
 from replicator.pump import Sizer
 from replicator.settings import EngineSettings
+from replicator.subnets import SubnetMap, certified_reader
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Engine:
         self._owned: dict[str, Agent] = {}
         self._owns_agents = owned_agents
         self._limited: dict[str, Limited] = {}
+        self._subnets: dict[str, SubnetMap] = {}
         self._running: set[str] = set()  # ids of the jobs this engine is running now
         # A job's lock in the store: the lease a holder that stopped renewing keeps it, and
         # how often a run renews it (serve workers shorten both to their takeover bound).
@@ -196,13 +198,25 @@ class Engine:
     def limited(self, network: str) -> Limited:
         """The limits of ``network``, shared by every job this engine runs."""
         if network not in self._limited:
+            settings = self.settings.limits_for(network)
+            subnets = self.subnets(network) if settings.per_subnet else None
             self._limited[network] = build_caller(
-                self.settings.limits_for(network),
+                settings,
                 observer=self.metrics.record_wait,
                 spending=self.store.spending,  # one budget for every process using the store
                 scope=network,
+                subnet_of=None if subnets is None else subnets.subnet_of,
             )
         return self._limited[network]
+
+    def subnets(self, network: str) -> SubnetMap:
+        """Which subnet hosts a canister of ``network`` (certified, cached; one per network)."""
+        if network not in self._subnets:
+            self._subnets[network] = SubnetMap(certified_reader(self.agent(network)))
+        return self._subnets[network]
+
+    def _subnets_if_limited(self, network: str) -> SubnetMap | None:
+        return self.subnets(network) if self.settings.limits_for(network).per_subnet else None
 
     def runner(self, network: str, job: Job | None = None) -> CallRunner:
         """Calls on ``network`` through its limits, retries and metrics."""
@@ -232,6 +246,7 @@ class Engine:
             runner_for=lambda network: self.runner(network, job),
             sizer_for=self.sizer,
             note=note,
+            subnets_for=self._subnets_if_limited,
         )
 
     def provisioner(self, network: str, note: Callable[[str], None]) -> Provisioner:

@@ -12,14 +12,16 @@ name from the configuration (or what ``--name`` gave).  Canisters that
 left the membership are marked ``gone_at``, never deleted: their backups
 still exist.
 
-Schema (part of the checkpoint store's schema 4)::
+Schema (part of the checkpoint store's schema 5; 4 had no ``subnet``)::
 
     fleet_members(fleet, network, member, state, added_at REAL, seen_at REAL,
                   gone_at REAL NULL, next_due REAL, last_run_at REAL NULL,
                   last_ok_at REAL NULL, failures INTEGER, runs INTEGER,
                   last_error TEXT NULL, error_class TEXT NULL,
                   round TEXT NULL /* the fleet job that last finished it */,
-                  backup TEXT NULL, PK (fleet, network, member))
+                  backup TEXT NULL,
+                  subnet TEXT NULL /* its subnet, read from certified state */,
+                  PK (fleet, network, member))
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ CREATE TABLE IF NOT EXISTS fleet_members (
     error_class TEXT,
     round       TEXT,
     backup      TEXT,
+    subnet      TEXT,
     PRIMARY KEY (fleet, network, member)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS fleet_members_due ON fleet_members (fleet, network, next_due);
 """
+# Schema 5 caches each member's subnet (the per-subnet limits' look-up).
+FLEET_SUBNET_COLUMN = "ALTER TABLE fleet_members ADD COLUMN subnet TEXT;"
 
 
 class MemberState(enum.StrEnum):
@@ -84,6 +89,7 @@ class MemberRow:
     error_class: str | None
     round: str | None  # the id of the fleet job that last finished this member
     backup: str | None  # its backup canister, once known
+    subnet: str | None = None  # its subnet, once read from certified state
 
     @property
     def gone(self) -> bool:
@@ -101,6 +107,7 @@ class MemberResult:
     error: str | None = None
     error_class: str | None = None
     backup: str | None = None
+    subnet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ def fleet_table(store: object) -> FleetTable:
 
 FLEET_COLUMNS = (
     "fleet, network, member, state, added_at, seen_at, gone_at, next_due, last_run_at,"
-    " last_ok_at, failures, runs, last_error, error_class, round, backup"
+    " last_ok_at, failures, runs, last_error, error_class, round, backup, subnet"
 )
 
 
@@ -181,7 +188,7 @@ class SqliteFleetTable:
         gone = [m for m, g in known.items() if m not in listed and g is None]
         db.executemany(
             f"INSERT INTO fleet_members ({FLEET_COLUMNS}) VALUES"
-            " (?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL)",
+            " (?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL)",
             [(fleet, network, m, MemberState.NEVER.value, now, now, now) for m in sorted(added)],
         )
         db.executemany(
@@ -215,8 +222,8 @@ class SqliteFleetTable:
             db.execute(
                 "UPDATE fleet_members SET state = ?, last_run_at = ?, last_ok_at = ?,"
                 " failures = 0, runs = runs + 1, last_error = NULL, error_class = NULL,"
-                " round = ?, next_due = ?, backup = COALESCE(?, backup)"
-                " WHERE fleet = ? AND network = ? AND member = ?",
+                " round = ?, next_due = ?, backup = COALESCE(?, backup),"
+                " subnet = COALESCE(?, subnet) WHERE fleet = ? AND network = ? AND member = ?",
                 (
                     MemberState.OK.value,
                     result.at,
@@ -224,6 +231,7 @@ class SqliteFleetTable:
                     round_id,
                     result.next_due,
                     result.backup,
+                    result.subnet,
                     fleet,
                     network,
                     result.member,
@@ -233,7 +241,8 @@ class SqliteFleetTable:
         db.execute(
             "UPDATE fleet_members SET state = ?, last_run_at = ?, failures = failures + 1,"
             " runs = runs + 1, last_error = ?, error_class = ?, round = ?, next_due = ?,"
-            " backup = COALESCE(?, backup) WHERE fleet = ? AND network = ? AND member = ?",
+            " backup = COALESCE(?, backup), subnet = COALESCE(?, subnet)"
+            " WHERE fleet = ? AND network = ? AND member = ?",
             (
                 MemberState.FAILING.value,
                 result.at,
@@ -242,6 +251,7 @@ class SqliteFleetTable:
                 round_id,
                 result.next_due,
                 result.backup,
+                result.subnet,
                 fleet,
                 network,
                 result.member,
@@ -297,4 +307,5 @@ def member_row(r: Sequence[object]) -> MemberRow:
         error_class=opt_str(r[13]),
         round=opt_str(r[14]),
         backup=opt_str(r[15]),
+        subnet=opt_str(r[16]),
     )

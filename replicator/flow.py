@@ -51,6 +51,7 @@ from replicator.progress import Progress
 from replicator.provision import Provisioner
 from replicator.pump import Sizer
 from replicator.settings import EngineSettings
+from replicator.subnets import SubnetMap
 
 Note = Callable[[str], None]
 
@@ -63,6 +64,9 @@ class Calls:
     runner_for: Callable[[str], CallRunner]  # network → calls through its limits and retries
     sizer_for: Callable[[Path, int | None], Sizer]  # path, a canister's limit → adaptive size
     note: Note  # a line for the progress display
+    # network → which subnet hosts a canister (the per-subnet limits' map), or
+    # None when the network has no per-subnet limits.
+    subnets_for: Callable[[str], SubnetMap | None] = lambda network: None
 
 
 class Verb(enum.StrEnum):

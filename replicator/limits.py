@@ -9,7 +9,7 @@ Each limit is a wrapper with the same interface that takes its permit and
 then calls the wrapper inside it — the shape of restic's backend wrappers.
 :func:`build_caller` stacks them in this order (outermost first)::
 
-    TimeWindows → CyclesBudget → InFlight → CallRate → ByteRate → Direct
+    TimeWindows → CyclesBudget → SubnetRates → InFlight → CallRate → ByteRate → Direct
 
 - :class:`TimeWindows`: calls start only inside the configured UTC windows
   (e.g. 01:00–05:00); outside, they wait until one opens.  Calls already
@@ -19,6 +19,15 @@ then calls the wrapper inside it — the shape of restic's backend wrappers.
   exceed the budget of the current period (a day by default).  What was
   spent is kept by a :class:`Spending` — the checkpoint store's, so every
   process using the store shares one budget and a restart does not renew it.
+- :class:`SubnetRates`: calls/s and bytes/s per subnet — the canisters of
+  one subnet share a budget (a fleet of per-user canisters spread over a few
+  subnets must not flood one).  The subnet comes from a ``SubnetOf``
+  (:class:`replicator.subnets.SubnetMap`: certified state, cached); a call
+  whose subnet cannot be told takes no subnet permit.  It sits outside
+  :class:`InFlight` so that calls waiting for a busy subnet do not hold the
+  in-flight slots that calls to other subnets need; the calls it lets
+  through may then wait for a slot, so a subnet can briefly see up to
+  ``in_flight`` calls at once, but never more than its rate in the long run.
 - :class:`InFlight`: at most ``in_flight`` calls at once, and at most
   ``in_flight_per_canister`` per canister.  Taken before the rate permits so
   that a permit is used as soon as it is granted (calls never bunch up
@@ -66,6 +75,7 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 WaitObserver = Callable[[str, float], None]
+SubnetOf = Callable[[str], Awaitable[str | None]]  # canister id → its subnet, if known
 
 MiB = 1024 * 1024
 
@@ -364,6 +374,83 @@ class InFlight(_Wrapper):
                 del self._slots[canister_id]  # a fleet has thousands: keep only busy ones
 
 
+# ------------------------------------------------------------ per-subnet rates
+
+
+class SubnetRates(_Wrapper):
+    """Calls/s and bytes/s per subnet: one :class:`TokenBucket` pair per subnet seen.
+
+    The buckets are made on a subnet's first call, like :func:`build_caller`'s
+    (calls: a tenth of a second's burst; bytes: a second's, starting empty).
+    Waits are reported as ``subnet_calls_per_second`` and
+    ``subnet_bytes_per_second``.
+    """
+
+    name = "subnet"
+
+    def __init__(
+        self,
+        inner: Caller,
+        subnet_of: SubnetOf,
+        *,
+        calls_per_second: float | None,
+        bytes_per_second: float | None,
+        observer: WaitObserver | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(inner, observer, clock)
+        if calls_per_second is None and bytes_per_second is None:
+            raise ValueError("SubnetRates needs a calls or a bytes per second limit")
+        for value in (calls_per_second, bytes_per_second):
+            if value is not None and not value > 0:
+                raise ValueError(f"per-subnet rates must be positive, got {value}")
+        self.calls_per_second = calls_per_second
+        self.bytes_per_second = bytes_per_second
+        self._subnet_of = subnet_of
+        self._sleep = sleep
+        self._calls: dict[str, TokenBucket] = {}
+        self._bytes: dict[str, TokenBucket] = {}
+
+    def buckets(self, subnet: str) -> tuple[TokenBucket | None, TokenBucket | None]:
+        """The (calls, bytes) buckets of ``subnet`` (made on first use)."""
+        calls = self._calls.get(subnet)
+        if calls is None and self.calls_per_second is not None:
+            burst = max(1.0, self.calls_per_second * CALL_BURST_SECONDS)
+            calls = self._calls[subnet] = TokenBucket(
+                self.calls_per_second, burst, clock=self._clock, sleep=self._sleep
+            )
+        nbytes = self._bytes.get(subnet)
+        if nbytes is None and self.bytes_per_second is not None:
+            nbytes = self._bytes[subnet] = TokenBucket(
+                self.bytes_per_second,
+                self.bytes_per_second,
+                clock=self._clock,
+                sleep=self._sleep,
+                initial=0.0,
+            )
+        return calls, nbytes
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        subnet = await self._subnet_of(spec.canister_id)
+        if subnet is not None:
+            calls, nbytes = self.buckets(subnet)
+            if calls is not None:
+                since = self._clock()
+                await calls.acquire(1)
+                self._waited_for("subnet_calls_per_second", since)
+            if nbytes is not None:
+                since = self._clock()
+                await nbytes.acquire(spec.bytes)
+                self._waited_for("subnet_bytes_per_second", since)
+        return await self.inner.call(spec, perform)
+
+    def _waited_for(self, limit: str, since: float) -> None:
+        waited = self._clock() - since
+        if waited > 0:
+            self._observe(limit, waited)
+
+
 # --------------------------------------------------------------- time windows
 
 
@@ -615,9 +702,22 @@ class LimitSettings:
     windows: tuple[Window, ...] = ()
     cycles_budget: int | None = None
     cycles_budget_period: float = DAY  # seconds; windows aligned to the Unix epoch (UTC)
+    # Shared by the canisters of one subnet (see SubnetRates); off by default.
+    subnet_calls_per_second: float | None = None
+    subnet_bytes_per_second: int | None = None
+
+    @property
+    def per_subnet(self) -> bool:
+        return self.subnet_calls_per_second is not None or self.subnet_bytes_per_second is not None
 
     def __post_init__(self) -> None:
-        for name in ("calls_per_second", "bytes_per_second", "byte_burst"):
+        for name in (
+            "calls_per_second",
+            "bytes_per_second",
+            "byte_burst",
+            "subnet_calls_per_second",
+            "subnet_bytes_per_second",
+        ):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -652,6 +752,7 @@ class Limited:
     caller: Caller
     budget: CyclesBudget | None
     in_flight: InFlight
+    subnets: SubnetRates | None = None
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         return await self.caller.call(spec, perform)
@@ -664,6 +765,7 @@ def build_caller(
     inner: Caller | None = None,
     spending: Spending | None = None,
     scope: str = "",
+    subnet_of: SubnetOf | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     now: Callable[[], dt.datetime] = _utcnow,
@@ -675,6 +777,9 @@ def build_caller(
     network): pass the checkpoint store's so that every process using it
     shares the budget (default: this process only).  The byte-rate bucket
     starts empty, so a restarted process cannot burst above the rate.
+    The per-subnet rates apply when ``settings`` set them and ``subnet_of``
+    tells subnets (the engine passes its :class:`~replicator.subnets.SubnetMap`;
+    a caller of one canister, such as ``replicator images``, has no use for them).
     """
     caller: Caller = inner or Direct()
     if settings.bytes_per_second is not None:
@@ -700,6 +805,17 @@ def build_caller(
         clock=clock,
     )
     caller = in_flight
+    subnets = None
+    if settings.per_subnet and subnet_of is not None:
+        caller = subnets = SubnetRates(
+            caller,
+            subnet_of,
+            calls_per_second=settings.subnet_calls_per_second,
+            bytes_per_second=settings.subnet_bytes_per_second,
+            observer=observer,
+            clock=clock,
+            sleep=sleep,
+        )
     budget = None
     if settings.cycles_budget is not None:
         caller = budget = CyclesBudget(
@@ -714,4 +830,4 @@ def build_caller(
         caller = TimeWindows(
             caller, settings.windows, observer=observer, now=now, clock=clock, sleep=sleep
         )
-    return Limited(caller, budget, in_flight)
+    return Limited(caller, budget, in_flight, subnets)

@@ -110,7 +110,15 @@ FAILURE_REASONS = {
     errors.EXIT_BUDGET: "budget",
     errors.EXIT_TEMPORARY: "temporary",
 }
-LIMIT_NAMES = ("time_window", "cycles_budget", "in_flight", "calls_per_second", "bytes_per_second")
+LIMIT_NAMES = (
+    "time_window",
+    "cycles_budget",
+    "in_flight",
+    "calls_per_second",
+    "bytes_per_second",
+    "subnet_calls_per_second",
+    "subnet_bytes_per_second",
+)
 ROUTES = tuple(Route)
 OUTCOMES = ("ok", "transient", "permanent", "cancelled", "error")
 

@@ -39,7 +39,8 @@ Schema (version 4), every table prefixed ``replicator_`` beside the queue's
     replicator_job_locks(fingerprint PK, token, pid, host, since, lease_until, what)
     replicator_schedule_runs(name, tick, outcome, worker, started_at, finished_at,
                              PK (name, tick))  /* version 3: one row per scheduled tick run */
-    replicator_fleet_members(...)  /* version 4: the fleets' member table, as SQLite's */
+    replicator_fleet_members(...)  /* version 4: the fleets' member table, as SQLite's;
+                                      version 5 adds its subnet column */
 
 Migration 3 adds ``replicator_schedule_runs``, the record that a scheduled
 job's tick ran (:meth:`PostgresStore.record_run`): a worker taking a tick
@@ -75,7 +76,7 @@ from replicator.integrity import DIGEST_SIZE
 from replicator.job import Job, JobState, Phase, new_state
 from replicator.joblock import Holder, JobLocked
 from replicator.limits import Spending
-from replicator.registry import Entry, Registry, entry_from_row
+from replicator.registry import POOL_ROLE, Entry, Registry, entry_from_row
 
 # psycopg is an optional extra (``postgresql``), imported where a store opens:
 # its connection and pool are typed loosely here.
@@ -186,6 +187,8 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
     _queue_schema,
     lambda: _RUNS_TABLE,
     lambda: _FLEETS_TABLE,
+    # 5: each member's subnet, cached for the per-subnet limits (as SQLite's schema 5).
+    lambda: "ALTER TABLE replicator_fleet_members ADD COLUMN subnet TEXT;",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -771,6 +774,56 @@ class _PgRegistry:
             rows = await cursor.fetchall()
         return [entry_from_row(tuple(r)) for r in rows]
 
+    async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
+        """As SQLite's: one transaction; the pool row is locked (workers claiming at
+        once take different canisters, never the same one)."""
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT 1 FROM replicator_canister_registry"
+                " WHERE network = %s AND source = %s AND role = %s",
+                (network, source, role),
+            )
+            if await cursor.fetchone() is not None:
+                return None
+            cursor = await db.execute(
+                f"SELECT {self._COLUMNS} FROM replicator_canister_registry"
+                " WHERE network = %s AND role = %s AND state = 'ready' AND canister IS NOT NULL"
+                " ORDER BY updated_at, source LIMIT 1 FOR UPDATE SKIP LOCKED",
+                (network, POOL_ROLE),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            pooled = entry_from_row(tuple(row))
+            await db.execute(
+                "DELETE FROM replicator_canister_registry"
+                " WHERE network = %s AND source = %s AND role = %s",
+                (network, pooled.source, POOL_ROLE),
+            )
+            claimed = Entry(
+                network,
+                source,
+                role,
+                pooled.canister,
+                "claimed",
+                pooled.request_ns,
+                updated_at=self._store._clock(),
+            )
+            await db.execute(
+                f"INSERT INTO replicator_canister_registry ({self._COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    claimed.network,
+                    claimed.source,
+                    claimed.role,
+                    claimed.canister,
+                    claimed.state,
+                    claimed.request_ns,
+                    claimed.updated_at,
+                ),
+            )
+        return claimed
+
 
 class _PgSpending:
     """The budgets' spending in a :class:`PostgresStore`: one locked row per period."""
@@ -835,8 +888,8 @@ class _PgFleets:
             async with db.cursor() as cur:
                 await cur.executemany(
                     f"INSERT INTO replicator_fleet_members ({FLEET_COLUMNS}) VALUES"
-                    " (%s, %s, %s, %s, %s, %s, NULL, %s, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL)"
-                    " ON CONFLICT DO NOTHING",
+                    " (%s, %s, %s, %s, %s, %s, NULL, %s, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL,"
+                    " NULL) ON CONFLICT DO NOTHING",
                     [(fleet, network, m, MemberState.NEVER.value, now, now, now) for m in added],
                 )
                 await cur.executemany(
@@ -872,7 +925,8 @@ class _PgFleets:
                 " last_ok_at = CASE WHEN %s THEN %s ELSE last_ok_at END,"
                 " failures = CASE WHEN %s THEN 0 ELSE failures + 1 END, runs = runs + 1,"
                 " last_error = %s, error_class = %s, round = %s, next_due = %s,"
-                " backup = COALESCE(%s, backup) WHERE fleet = %s AND network = %s AND member = %s",
+                " backup = COALESCE(%s, backup), subnet = COALESCE(%s, subnet)"
+                " WHERE fleet = %s AND network = %s AND member = %s",
                 (
                     (MemberState.OK if ok else MemberState.FAILING).value,
                     result.at,
@@ -884,6 +938,7 @@ class _PgFleets:
                     round_id,
                     result.next_due,
                     result.backup,
+                    result.subnet,
                     fleet,
                     network,
                     result.member,

@@ -19,6 +19,14 @@ one the registry (:mod:`replicator.registry`) names, or one created now:
 Each step is repeatable, so re-running after a crash continues where it
 stopped instead of creating a second canister.
 
+With a warm pool (:mod:`replicator.pool`), :meth:`Provisioner.pooled_canister`
+does steps 1-3 ahead of need for a canister of no source yet (installed
+with the anonymous principal as its source, which can push nothing, and
+the orchestrator still among its controllers); a source without a backup
+canister then claims a ready one (:meth:`~replicator.registry.Registry.claim`)
+instead of waiting for a creation, and it is reinstalled for its source
+(``reinstall``: it holds nothing) before step 4.
+
 Created backup canisters are kept alive (:mod:`replicator.topup` says how
 many cycles they need): :meth:`Provisioner.balance` reads one's cycles with
 ``canister_status`` (as a controller), :meth:`Provisioner.top_up` sends it
@@ -51,12 +59,12 @@ from canister_iface.candid_value import encode_value
 from canister_iface.cycles_ledger import CYCLES_LEDGER_FEE, CyclesLedgerClient
 from canister_iface.icrp import IcrpClient
 from canister_iface.management import ManagementClient
-from canister_iface.management_types import CanisterSettings
+from canister_iface.management_types import CanisterSettings, InstallMode
 from canister_iface.principal import Principal
 from replicator.calls import CallCost, CallRunner
 from replicator.errors import JobFailed, UsageError
 from replicator.metrics import Metrics
-from replicator.registry import Entry, Registry
+from replicator.registry import POOL_ROLE, Entry, Registry
 from replicator.topup import Balance
 
 log = logging.getLogger(__name__)
@@ -142,18 +150,47 @@ class Provisioner:
         entry = await self.registry.get(self.network, source.to_text(), key)
         if entry is not None and entry.state == "ready" and entry.canister is not None:
             return Principal.from_text(entry.canister)
-        canister = await self._created(entry, source.to_text(), key)
-        peers = () if self.me in self.settings.controllers else (self.me,)
-        init = {
-            "source": source.raw,
-            "keep": [] if keep is None else [keep],
-            "peers": [p.raw for p in peers],
-        }
-        await self._installed(canister, shipped_wasm("backup"), encode_value(BACKUP_INIT, init))
+        if entry is None and (
+            entry := await self.registry.claim(self.network, source.to_text(), key)
+        ):
+            self._note(f"backup canister {entry.canister} taken from the warm pool for {source}")
+        arg = self._backup_init(source.raw, keep)
+        if entry is not None and entry.state == "claimed" and entry.canister is not None:
+            canister = Principal.from_text(entry.canister)
+            await self._call(
+                canister,
+                "install_code",
+                lambda: self.mgmt.install_code(
+                    canister, shipped_wasm("backup"), arg=arg, mode=InstallMode.reinstall()
+                ),
+            )
+        else:
+            canister = await self._created(entry, source.to_text(), key)
+            await self._installed(canister, shipped_wasm("backup"), arg)
         await self._settle_controllers(canister)
         await self._record(source.to_text(), key, canister, "ready")
         self._note(f"backup canister {canister} is ready for {source}")
         return canister
+
+    async def pooled_canister(self, pool_key: str) -> Principal:
+        """Create and install the warm-pool canister recorded under ``pool_key`` (see module)."""
+        entry = await self.registry.get(self.network, pool_key, POOL_ROLE)
+        if entry is not None and entry.state == "ready" and entry.canister is not None:
+            return Principal.from_text(entry.canister)
+        canister = await self._created(entry, pool_key, POOL_ROLE)
+        placeholder = self._backup_init(Principal.anonymous().raw, None)
+        await self._installed(canister, shipped_wasm("backup"), placeholder)
+        await self._record(pool_key, POOL_ROLE, canister, "ready")
+        return canister
+
+    def _backup_init(self, source: bytes, keep: int | None) -> bytes:
+        peers = () if self.me in self.settings.controllers else (self.me,)
+        init = {
+            "source": source,
+            "keep": [] if keep is None else [keep],
+            "peers": [p.raw for p in peers],
+        }
+        return encode_value(BACKUP_INIT, init)
 
     async def created_backup(self, canister: str) -> bool:
         """Is ``canister`` a backup canister the orchestrator created on this network?"""

@@ -17,6 +17,14 @@ source, role)::
 ``created_at_time`` every retry of the cycles-ledger call repeats, so the
 ledger deduplicates it.  ``created``: the canister exists (code may be
 missing).  ``ready``: installed, controllers checked.
+
+The **warm pool** (:mod:`replicator.pool`) keeps backup canisters created
+and installed ahead of need, under role ``pool`` and a source that is only
+a key of its own (``pool-<request_ns>``).  :meth:`Registry.claim` gives the
+oldest ready one to a source in one transaction — its pool row deleted, the
+source's row written in state ``claimed`` (installed for no source yet: the
+provisioner reinstalls it for its source) — so no pooled canister is given
+to two sources, and one is never in no row at all.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from typing import Literal, Protocol
 
 from replicator.errors import CheckpointError
 
-EntryState = Literal["requested", "created", "ready"]
-_STATES: tuple[EntryState, ...] = ("requested", "created", "ready")
+EntryState = Literal["requested", "created", "claimed", "ready"]
+_STATES: tuple[EntryState, ...] = ("requested", "created", "claimed", "ready")
+POOL_ROLE = "pool"
 
 REGISTRY_TABLE = """
 CREATE TABLE IF NOT EXISTS canister_registry (
@@ -67,6 +76,13 @@ class Registry(Protocol):
     async def forget(self, network: str, source: str, role: str = "backup") -> None: ...
 
     async def entries(self) -> list[Entry]: ...
+
+    async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
+        """Give the oldest ready pool canister of ``network`` to (``source``, ``role``).
+
+        Atomic; ``None`` when the pool has none ready or the source has an entry already.
+        """
+        ...
 
 
 class SqliteRegistryTable:
@@ -109,6 +125,24 @@ class SqliteRegistryTable:
             "DELETE FROM canister_registry WHERE network = ? AND source = ? AND role = ?",
             (network, source, role),
         )
+
+    @classmethod
+    def claim(
+        cls, db: sqlite3.Connection, network: str, source: str, role: str, now: float
+    ) -> Entry | None:
+        if cls.get(db, network, source, role) is not None:
+            return None
+        row = db.execute(
+            f"SELECT {cls._COLUMNS} FROM canister_registry WHERE network = ? AND role = ?"
+            " AND state = 'ready' AND canister IS NOT NULL ORDER BY updated_at, source LIMIT 1",
+            (network, POOL_ROLE),
+        ).fetchone()
+        if row is None:
+            return None
+        pooled = _entry(row)
+        cls.forget(db, network, pooled.source, POOL_ROLE)
+        claimed = Entry(network, source, role, pooled.canister, "claimed", pooled.request_ns)
+        return cls.put(db, claimed, now)
 
     @classmethod
     def entries(cls, db: sqlite3.Connection) -> list[Entry]:

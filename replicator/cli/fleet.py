@@ -66,6 +66,17 @@ def register(commands: Any) -> None:
     run.add_argument("--due", action="store_true", default=None, help="only the due members")
     run.add_argument("--concurrency", type=int, metavar="N", help="members at once (8)")
     run.add_argument("--keep", type=int, metavar="N", help="images a new backup canister keeps")
+    run.add_argument(
+        "--controlled-by",
+        metavar="PRINCIPAL",
+        help="keep only the listed canisters this principal controls ('me': this identity)",
+    )
+    run.add_argument(
+        "--pool",
+        type=int,
+        metavar="N",
+        help="keep N backup canisters created and installed ahead of new members (0)",
+    )
     status = add_command(
         actions,
         "status",
@@ -87,6 +98,8 @@ def _request(ctx: Context) -> JobRequest:
         "due": a.due,
         "concurrency": a.concurrency,
         "keep": a.keep,
+        "pool": a.pool,
+        "controlled_by": a.controlled_by,
     }
     flags = {k: v for k, v in given.items() if v is not None}
     if a.index is not None:

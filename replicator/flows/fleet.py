@@ -23,6 +23,7 @@ from replicator.flows.fleets.metrics import FleetMetrics
 from replicator.flows.fleets.options import FleetOptions
 from replicator.flows.fleets.performer import FleetPerformer
 from replicator.job import ArchiveRef, CanisterRef, Endpoint, Job, JobRequest, Scalar
+from replicator.pool import pool_shortfall
 
 KIND = "fleet"
 
@@ -38,6 +39,8 @@ def request(
     due: bool | None = None,
     concurrency: int | None = None,
     keep: int | None = None,
+    pool: int | None = None,
+    controlled_by: str | None = None,
     job_id: str = "",
 ) -> JobRequest:
     """Back up every member of the fleet ``name`` listed by ``source`` (see the module)."""
@@ -50,6 +53,8 @@ def request(
         "due": due,
         "concurrency": concurrency,
         "keep": keep,
+        "pool": pool,
+        "controlled_by": controlled_by,
     }
     return JobRequest(KIND, source, None, options, id=job_id)
 
@@ -79,6 +84,19 @@ async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
                 cycles=cycles,
                 consent=paid,
             ),
+        )
+    if options.pool and (
+        short := await pool_shortfall(ctx.store.registry, options.network, options.pool)
+    ):
+        cycles = short * ctx.settings.initial_cycles
+        actions.append(
+            Action(
+                Verb.CREATE,
+                f"{short} warm-pool backup canisters on {options.network} (kept {options.pool} "
+                f"ready), {ctx.settings.initial_cycles:,} cycles each ({cycles:,} cycles in all)",
+                cycles=cycles,
+                consent=ctx.provisioner_for(options.network).paid,
+            )
         )
     await ctx.intend(*actions)
     return req.job(network=options.network)

@@ -1,14 +1,19 @@
-"""Fleet runs on localnet: a platform canister indexing 100+ user canisters.
+"""Fleet runs on localnet: a platform canister indexing 200 user canisters.
 
 The platform (``canister_iface/wasm/platform.wasm``) creates real user
-canisters (ICRP applications); a tenth of the fleet are canisters that do
-not speak ICRP (registered by hand), so their backups fail.  Every call goes
-over HTTP through the engine, as ``replicator fleet backup`` makes them.
+canisters (ICRP applications); a twentieth of the fleet are canisters that
+do not speak ICRP (registered by hand), so their backups fail; and localnet's
+fault injector hits a tenth of the fleet: half of those are stopped (every
+call rejected, retried, then the member fails as temporary), the other half
+reject a third of their calls (retried; each ends ok or failing).  The
+others all finish.  Every call goes over HTTP through the engine, as
+``replicator fleet backup`` makes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,8 +27,11 @@ from canister_iface.candid_value import as_principal, as_variant, decode_single,
 from canister_iface.identity import Identity
 from canister_iface.management_types import CanisterSettings
 from canister_iface.principal import Principal
+from replicator.errors import UsageError
 from replicator.flows import fleet
+from replicator.flows.fleets.members import discover
 from replicator.job import ArchiveRef, Phase
+from replicator.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +43,11 @@ _CONFIG = Types.Record(
         "fleet_peers": Types.Vec(Types.Principal),
     }
 )
-GOOD = 100
+GOOD = 190
 BAD = 10
+FAULTY = 20  # a tenth of the 200: the first half stopped, the other half flaky
+# Few, quick retries: a stopped member gives up in about a second.
+RETRY = RetryPolicy(max_attempts=4, max_seconds=10.0, initial_wait=0.02, max_wait=0.2)
 
 
 @pytest.fixture
@@ -51,10 +62,15 @@ async def platform(w: World) -> Principal:
         amount=1000 * T, settings=CanisterSettings(controllers=(w.me.principal,))
     )
     await w.mgmt.install_code(plat, PLATFORM_WASM, arg=b"DIDL\x00\x00")
+    await w.ok(plat, "platform_configure", platform_config(w))
+    return plat
+
+
+def platform_config(w: World) -> bytes:
+    """User canisters of 2 T cycles, controlled and trusted by the test's identity."""
     me = w.me.principal
     config = {"user_cycles": 2 * T, "fleet_controllers": [me.raw], "fleet_peers": [me.raw]}
-    await w.ok(plat, "platform_configure", encode_values([(_CONFIG, config)]))
-    return plat
+    return encode_values([(_CONFIG, config)])
 
 
 async def user_canisters(w: World, plat: Principal, n: int) -> list[Principal]:
@@ -85,29 +101,55 @@ async def register_foreign(w: World, plat: Principal, n: int) -> list[Principal]
     return foreign
 
 
-async def test_a_fleet_of_110_is_backed_up_and_bad_members_are_isolated(w: World) -> None:
+async def test_a_fleet_of_200_with_faults_on_a_tenth_is_backed_up_and_bad_members_isolated(
+    w: World,
+) -> None:
     plat = await platform(w)
     good = await user_canisters(w, plat, GOOD)
     bad = await register_foreign(w, plat, BAD)
+    stopped, flaky = good[: FAULTY // 2], good[FAULTY // 2 : FAULTY]
+    healthy = {g.to_text() for g in good[FAULTY:]}
     operator = Identity.generate_ed25519().principal
     controllers = (w.me.principal.to_text(), operator.to_text())
-    async with w.engine(controllers=controllers) as engine:
+    async with w.engine(controllers=controllers, retry=RETRY) as engine:
         planned = await engine.dry_run(fleet.request(ref(plat), name="users"))
         [create] = [a for a in planned.actions if a.verb == "create"]
         assert create.cycles == (GOOD + BAD) * engine.settings.initial_cycles
         assert await engine.store.registry.entries() == []  # a dry run creates nothing
 
+        w.net.faults.set(
+            stopped_canisters=frozenset(s.raw for s in stopped),
+            transient_reject=0.33,
+            transient_canisters=frozenset(f.raw for f in flaky),
+        )
         outcome = await engine.submit(fleet.request(ref(plat), name="users", concurrency=16))
+        w.net.faults.reset()
         assert outcome.phase == Phase.DONE, outcome.error
         d = outcome.details
-        assert (d["members_listed"], d["members_ok"], d["members_failed"]) == (110, 100, 10)
-        assert d["member_failures"] == {"not_icrp": 10}
         rows = {r.member: r for r in await engine.store.fleets.members("users")}  # type: ignore[attr-defined]
-        assert {m for m, r in rows.items() if r.state == "failing"} == {b.to_text() for b in bad}
-        assert all(rows[g.to_text()].state == "ok" for g in good)
-        # Each good member got its own backup canister, with exactly the configured controllers.
-        backups = {rows[g.to_text()].backup for g in good}
-        assert len(backups) == GOOD
+        ok = {m for m, r in rows.items() if r.state == "ok"}
+        failing = {m for m, r in rows.items() if r.state == "failing"}
+        assert d["members_listed"] == GOOD + BAD
+        assert (d["members_ok"], d["members_failed"]) == (len(ok), len(failing))
+        assert healthy <= ok  # the members without faults all finished
+        assert {b.to_text() for b in bad} | {s.to_text() for s in stopped} <= failing
+        assert ok | failing == set(rows)  # every flaky member ended one way or the other
+        assert d["member_failures"]["not_icrp"] == BAD
+        assert d["member_failures"]["temporary"] >= len(stopped)
+        assert all(rows[s.to_text()].error_class == "temporary" for s in stopped)
+        flaky_ok = sum(1 for f in flaky if f.to_text() in ok)
+        retries = sum(
+            sample.value
+            for metric in w.metrics.registry.collect()
+            if metric.name == "replicator_retries"
+            for sample in metric.samples
+            if sample.name == "replicator_retries_total"
+        )
+        assert retries >= len(stopped) * (RETRY.max_attempts - 1)  # the faulty ones were retried
+        print(f"flaky members: {flaky_ok} of {len(flaky)} ok after retries; {len(failing)} failing")
+        # Each ok member got its own backup canister, with exactly the configured controllers.
+        backups = {rows[m].backup for m in ok}
+        assert len(backups) == len(ok)
         assert None not in backups
         some = Principal.from_text(sorted(b for b in backups if b)[0])
         assert set(await w.agent.controllers(some)) == {w.me.principal, operator}
@@ -115,14 +157,11 @@ async def test_a_fleet_of_110_is_backed_up_and_bad_members_are_isolated(w: World
             w.metrics.registry.get_sample_value(
                 "replicator_fleet_member_failures_total", {"name": "users", "class": "not_icrp"}
             )
-            == 10
+            == BAD
         )
-        assert (
-            w.metrics.registry.get_sample_value(
-                "replicator_fleet_members", {"name": "users", "state": "ok"}
-            )
-            == 100
-        )
+        assert w.metrics.registry.get_sample_value(
+            "replicator_fleet_members", {"name": "users", "state": "ok"}
+        ) == len(ok)
 
         # The membership grows; a run of the due members backs up the new one only
         # (failing members wait for their backoff; ok ones for their slot tomorrow).
@@ -166,3 +205,31 @@ async def test_a_cancelled_fleet_run_resumes_without_redoing_finished_members(
         done = Counter(j.source for j in jobs if j.kind == "backup")
         assert set(done.values()) == {1}
         assert len(done) == 12
+
+
+async def test_a_fleet_of_the_canisters_an_identity_controls_among_a_list(
+    w: World, tmp_path: Path
+) -> None:
+    other = Identity.generate_ed25519().principal
+    mine = [await w.create(COUNTER_WASM) for _ in range(3)]
+    theirs = await w.mgmt.provisional_create_canister_with_cycles(
+        amount=T, settings=CanisterSettings(controllers=(other,))
+    )
+    shared = await w.mgmt.provisional_create_canister_with_cycles(
+        amount=T, settings=CanisterSettings(controllers=(other, w.me.principal))
+    )
+    missing = Principal(mine[0].raw[:-2] + b"\x7f\x01")  # in the range, never created
+    listing = tmp_path / "canister_ids.json"
+    every = [*mine, theirs, shared, missing]
+    listing.write_text(json.dumps({f"c{i}": {NETWORK: c.to_text()} for i, c in enumerate(every)}))
+    source = ArchiveRef(str(listing))
+    notes: list[str] = []
+    async with w.engine() as engine:
+        calls = engine.calls(notes.append)
+        me = await discover(calls, source, NETWORK, {"controlled_by": "me"})
+        assert me == sorted(c.to_text() for c in [*mine, shared])
+        theirs_only = await discover(calls, source, NETWORK, {"controlled_by": other.to_text()})
+        assert theirs_only == sorted([theirs.to_text(), shared.to_text()])
+        assert "4 of 6 listed canisters are controlled by" in notes[0]
+        with pytest.raises(UsageError, match="controlled_by must be a principal or 'me'"):
+            await discover(calls, source, NETWORK, {"controlled_by": "nobody"})

@@ -38,7 +38,7 @@ from replicator.job import ArchiveRef, CanisterRef, Job, JobState, Phase, new_jo
 from replicator.joblock import Holder, JobLocked, holding
 from replicator.limits import CallSpec, CyclesBudget, Direct
 from replicator.machine import Start, Step
-from replicator.registry import Entry
+from replicator.registry import POOL_ROLE, Entry
 
 APP = CanisterRef("plfju-2iaaa-fake4-aaaaa-cai", "local")  # made-up ids
 BACKUP = CanisterRef("xmf3k-3iaaa-fake5-aaaaa-cai", "local")
@@ -226,6 +226,21 @@ def _spec(cycles: int) -> CallSpec:
 
 async def _ok() -> str:
     return "ok"
+
+
+async def test_pool_claims_give_each_ready_canister_once(store: Store) -> None:
+    reg = store.registry
+    for i in range(3):
+        await reg.put(Entry("local", f"pool-{i}", POOL_ROLE, f"c{i}", "ready", i))
+    await reg.put(Entry("local", "pool-9", POOL_ROLE, None, "requested", 9))
+    await reg.put(Entry("ic", "pool-5", POOL_ROLE, "elsewhere", "ready", 5))
+    claims = await asyncio.gather(*(reg.claim("local", f"member-{i}") for i in range(5)))
+    given = [c.canister for c in claims if c is not None]
+    assert sorted(given) == ["c0", "c1", "c2"]  # not the one being made, not ic's
+    assert all(c is None or c.state == "claimed" for c in claims)
+    assert await reg.claim("local", "member-0") is None  # it has its entry already
+    entries = await reg.entries()
+    assert [e.source for e in entries if e.role == POOL_ROLE] == ["pool-5", "pool-9"]
 
 
 async def test_spending_is_kept_in_the_store_across_restarts(kit: StoreKit) -> None:

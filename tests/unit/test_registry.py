@@ -44,6 +44,6 @@ async def test_a_schema_1_file_is_migrated_keeping_jobs_and_registry(tmp_path: P
         assert state.detail["import_id"] == 9
         assert [s.chunks_total for s in await store.list_jobs()] == [5]
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"cycles_spent", "job_locks"} <= tables

@@ -10,6 +10,14 @@
   the fleet's network).
 - A **static list**: the ``members`` option, ids separated by commas or spaces,
   added to the source's.
+- **Controlled by an identity**: the ``controlled_by`` option (a principal,
+  or ``me``: the orchestrator's identity) keeps, of the ids the sources
+  above name, only the canisters whose controllers — read from certified
+  state, ``/canister/<id>/controllers`` — include it; ids of canisters that
+  do not exist are dropped too.  (The IC cannot list the canisters of a
+  controller: the candidates come from a list, e.g. every canister in a
+  dfx ``canister_ids.json``.)  Any other error reading the controllers
+  fails the listing rather than drop a member.
 
 Every id is checked; a bad one is an error naming where it came from, and
 nothing is recorded (a partial listing would mark members gone).
@@ -26,7 +34,7 @@ from pathlib import Path
 from icp_candid import Types
 
 from canister_iface.candid_value import as_principal, as_vec, decode_single, encode_values
-from canister_iface.errors import ProtocolError
+from canister_iface.errors import CanisterNotFound, ProtocolError
 from canister_iface.icrp import MAX_FLEET_PAGE, IcrpClient
 from canister_iface.icrp_types import FleetPage
 from canister_iface.principal import Principal
@@ -53,7 +61,39 @@ async def discover(
     found.update(static(options.get("members"), "the members option"))
     if isinstance(source, CanisterRef):
         found.discard(source.canister_id)  # the index is not its own member
+    owner = options.get("controlled_by")
+    if owner is not None:
+        found = set(await controlled_by(calls, network, sorted(found), owner))
     return sorted(found)
+
+
+async def controlled_by(calls: Calls, network: str, ids: list[str], owner: Scalar) -> list[str]:
+    """Those of ``ids`` that ``owner`` (a principal or ``me``) controls (see the module)."""
+    agent = calls.agent_for(network)
+    who = agent.identity.principal if owner == "me" else _principal(owner)
+    runner = calls.runner_for(network)
+
+    async def controls(canister: str) -> bool:
+        try:
+            found = await runner.call(
+                canister, "controllers", lambda: agent.controllers(canister), cost="query"
+            )
+        except CanisterNotFound:
+            return False
+        return who in found
+
+    kept = [c for c, ok in zip(ids, await asyncio.gather(*map(controls, ids)), strict=True) if ok]
+    calls.note(f"{len(kept)} of {len(ids)} listed canisters are controlled by {who}")
+    return kept
+
+
+def _principal(value: Scalar) -> Principal:
+    text = canonical_principal(value) if isinstance(value, str) else None
+    if text is None:
+        raise UsageError(
+            f"the fleet option controlled_by must be a principal or 'me', got {value!r}"
+        )
+    return Principal.from_text(text)
 
 
 def static(value: Scalar, where: str) -> list[str]:

@@ -13,7 +13,14 @@ metric                                                      type     labels
 ``replicator_fleet_member_failures_total``                  counter  name, class
 ``replicator_fleet_oldest_backup_age_seconds``              gauge    name
 ``replicator_fleet_listing_timestamp_seconds``              gauge    name
+``replicator_fleet_pool_size``                              gauge    name
+``replicator_fleet_pool_target``                            gauge    name
+``replicator_fleet_pool_created_total``                     counter  name
 ==========================================================  =======  ==============
+
+The pool gauges: ready warm-pool backup canisters on the fleet's network,
+and the size the fleet keeps (0: no pool); ``pool_created``: pool canisters
+the fleet's runs made ready.
 
 ``state``: ``ok``, ``overdue`` (last success older than 1.5 intervals),
 ``failing`` (last run failed), ``never`` (no success yet), ``gone`` (no
@@ -106,8 +113,30 @@ class FleetMetrics:
             registry=r,
         )
 
+        self.pool_size = Gauge(
+            "replicator_fleet_pool_size",
+            "Ready warm-pool backup canisters on the network of a fleet.",
+            ["name"],
+            registry=r,
+        )
+        self.pool_target = Gauge(
+            "replicator_fleet_pool_target",
+            "Warm-pool backup canisters a fleet keeps ready (0: no pool).",
+            ["name"],
+            registry=r,
+        )
+        self.pool_created = Counter(
+            "replicator_fleet_pool_created",
+            "Warm-pool backup canisters the runs of a fleet made ready.",
+            ["name"],
+            registry=r,
+        )
+
     def add_fleet(self, name: str) -> None:
         """Start a fleet's series at 0."""
+        self.pool_size.labels(name)
+        self.pool_target.labels(name)
+        self.pool_created.labels(name)
         for state in STATES:
             self.members.labels(name, state)
         for outcome in OUTCOMES:

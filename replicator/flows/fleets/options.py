@@ -11,6 +11,9 @@ option          meaning                                                      def
 ``due``         run only the members that are due                            see below
 ``concurrency`` members running at once                                      8
 ``keep``        images a newly created backup canister keeps                 —
+``pool``        warm-pool backup canisters kept ready on the network         0
+``controlled_by`` keep the listed canisters this principal (or ``me``)       —
+                controls (certified controllers)
 ==============  ===========================================================  ========
 
 A configured fleet run by ``serve`` is named after its ``[jobs.NAME]`` and runs
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from replicator.errors import UsageError
 from replicator.flows.fleets.timing import DEFAULT_EVERY
 from replicator.job import CanisterRef, Job, JobRequest, Scalar
+from replicator.pool import MAX_POOL
 from replicator.schedule import parse_duration
 from replicator.service import current_job
 
@@ -43,6 +47,7 @@ class FleetOptions:
     due_only: bool
     concurrency: int
     keep: int | None
+    pool: int
     raw: Mapping[str, Scalar]
 
     @classmethod
@@ -63,6 +68,7 @@ class FleetOptions:
             due_only=_flag(o.get("due"), "due", default=current_job.get() is not None),
             concurrency=_count(o.get("concurrency"), "concurrency", DEFAULT_CONCURRENCY),
             keep=None if o.get("keep") is None else _count(o.get("keep"), "keep", 1),
+            pool=_pool(o.get("pool")),
             raw=o,
         )
 
@@ -103,6 +109,17 @@ def _flag(value: Scalar, what: str, *, default: bool) -> bool:
         return default
     if not isinstance(value, bool):
         raise UsageError(f"the fleet option {what} must be true or false, got {value!r}")
+    return value
+
+
+def _pool(value: Scalar) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_POOL:
+        raise UsageError(
+            f"the fleet option pool must be a whole number from 0 to {MAX_POOL} (backup "
+            f"canisters kept ready), got {value!r}"
+        )
     return value
 
 

@@ -33,6 +33,7 @@ from replicator.flows.fleets.metrics import FleetMetrics, failure_class
 from replicator.flows.fleets.options import FleetOptions
 from replicator.flows.fleets.timing import next_slot, retry_at
 from replicator.job import CanisterRef, JobOutcome, JobRequest, JobState
+from replicator.pool import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class FleetPerformer:
         if ctx.submit is None:
             raise UsageError("a fleet run needs an engine that runs its members' jobs")
         self._submit = ctx.submit
+        # The per-subnet limits' map (None: none configured); the member table caches it.
+        self._subnets = ctx.calls.subnets_for(self.options.network)
 
     async def perform(self, effect: object) -> object | None:
         match effect:
@@ -102,6 +105,8 @@ class FleetPerformer:
         o = self.options
         now = self._clock()
         rows = await self.table.due(o.name, o.network, round_id, now if o.due_only else None)
+        if self._subnets is not None:
+            self._subnets.learn((r.member, r.subnet) for r in rows if r.subnet is not None)
         if rows:
             self.ctx.note(
                 f"fleet {o.name}: running {len(rows)} members, at most {o.concurrency} at once"
@@ -110,9 +115,34 @@ class FleetPerformer:
         for row in rows:
             queue.put_nowait(row)
         async with asyncio.TaskGroup() as group:
+            if o.pool:
+                group.create_task(self._refill())
             for _ in range(min(o.concurrency, len(rows))):
                 group.create_task(self._worker(queue, round_id))
+        if o.pool:
+            await self._refill()  # members may have taken the last ones
         return await self._totals(round_id)
+
+    async def _refill(self) -> None:
+        """Keep the warm pool full beside the members; a failure stops the refill only."""
+        o = self.options
+        pool = WarmPool(
+            self.ctx.provisioner_for(o.network),
+            o.pool,
+            on_count=lambda count: self.metrics.pool_size.labels(o.name).set(count.ready),
+        )
+        self.metrics.pool_target.labels(o.name).set(o.pool)
+        try:
+            made = await pool.refill()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the pool is an optimisation: members go on without it
+            made = pool.created
+            self.ctx.note(f"fleet {o.name}: the warm pool was not refilled: {job_level_error(exc)}")
+            log.warning("fleet %s: warm pool refill failed", o.name, exc_info=exc)
+        self.metrics.pool_created.labels(o.name).inc(made)
+        if made:
+            self.ctx.note(f"fleet {o.name}: {made} warm-pool backup canisters made ready")
 
     async def _worker(self, queue: asyncio.Queue[MemberRow], round_id: str) -> None:
         while not queue.empty():
@@ -159,6 +189,7 @@ class FleetPerformer:
             error=None if ok else error,
             error_class=None if ok else failure_class(code),
             backup=target.canister_id if isinstance(target, CanisterRef) else None,
+            subnet=None if self._subnets is None else self._subnets.known(row.member),
         )
 
     def _request(self, member: CanisterRef, round_id: str) -> JobRequest:
