@@ -1,4 +1,4 @@
-"""``replicator demo --snapshot`` end to end: a fresh process tours snapshot backups on its own IC."""
+"""``replicator demo --snapshot`` end to end: a fresh process tours snapshots on its own IC."""
 
 from __future__ import annotations
 
@@ -66,4 +66,3 @@ def test_the_snapshot_tour_dedupes_the_second_backup_and_restores_a_new_canister
     assert "deployed plain_kv (a Motoko canister without ICRP)" in notes
     assert "was new to the repository" in notes
     assert f"{s['restored_canister']} answers the same" in notes
-

@@ -61,6 +61,7 @@ class BackupFigures:
     snapshot_bytes: int
     new_bytes: int
     stored_bytes: int
+    chunk_size: int
 
     @classmethod
     def of(cls, outcome: JobOutcome, repo: Repository) -> BackupFigures:
@@ -72,6 +73,7 @@ class BackupFigures:
             snapshot_bytes=manifest.size,
             new_bytes=int(d.get("bytes_new") or 0),
             stored_bytes=int(d.get("stored_new") or 0),
+            chunk_size=manifest.chunk_size,
         )
 
 
@@ -243,6 +245,10 @@ async def _backups(
         f"({_percent(second.new_bytes, second.snapshot_bytes):.2f} %) was new to the repository "
         f"({format_bytes(second.stored_bytes)} stored); downtime "
         f"{_seconds(second.downtime_seconds)}"
+    )
+    renderer.note(
+        f"(more than {CHANGED:.0%}: a rewritten 4 KiB page makes its whole "
+        f"{second.chunk_size:,}-byte chunk new, and the heap's writes move objects)"
     )
     stats = await asyncio.to_thread(lambda: Repository.open(repo).stats())
     report.repository_stored_bytes = stats.stored_bytes
