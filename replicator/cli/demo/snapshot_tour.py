@@ -39,6 +39,7 @@ from replicator.cli.common import Context, open_agent
 from replicator.cli.demo.plain_kv import PAGE, PlainKv, PlainStats, sample
 from replicator.cli.demo.tour import MiB, canisters_created, demo_config, state_file
 from replicator.cli.jobrun import RenderedProgress, open_store
+from replicator.cli.localnet import require_localnet
 from replicator.cli.render import Renderer, format_bytes
 from replicator.config import LOCAL
 from replicator.engine import Engine
@@ -140,8 +141,7 @@ def _percent(part: int, whole: int) -> float:
 
 async def run_snapshot_demo(ctx: Context) -> int:
     """The whole snapshot tour; its exit code."""
-    from replicator.cli.localnet import require_localnet
-
+    # Only the demo starts a local IC: without the localnet extra it stops here (exit 2).
     require_localnet("demo --snapshot")
     from localnet.process import LocalNetProcess
 
