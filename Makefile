@@ -44,6 +44,7 @@ unit: $(STAMP)
 ## make demo: the one-command tour on the embedded local IC (DEMO_ARGS="--mib 16 --json")
 demo: $(STAMP)
 	$(VENV)/bin/replicator demo $(DEMO_ARGS)
+	@echo "next: $(VENV)/bin/replicator demo --snapshot  (snapshot backups of a canister without ICRP)" >&2
 
 ## make bench: every benchmark at full size (long); make bench-quick: a few minutes.
 ## Both print a table of figure, target, measured, verdict and exit 1 on a miss.

@@ -25,7 +25,7 @@ from canister_iface.identity import Identity
 from canister_iface.principal import Principal
 from replicator.cli.common import Context, open_agent
 from replicator.cli.demo.app import DemoApp
-from replicator.cli.demo.tour import _state_file, demo_config
+from replicator.cli.demo.tour import demo_config, state_file
 from replicator.cli.jobrun import RenderedProgress, open_store
 from replicator.cli.localnet import require_localnet
 from replicator.config import LOCAL
@@ -53,7 +53,7 @@ async def run_standby_demo(ctx: Context) -> int:
     args, renderer = ctx.args, ctx.renderer
     identity = Identity.generate_ed25519()
     renderer.note(f"starting a local IC (localnet) in a child process; you are {identity}")
-    with _state_file(args.state) as state:
+    with state_file(args.state) as state:
         async with LocalNetProcess() as net:
             renderer.note(f"localnet at {net.url}, root key pinned from its output")
             ctx.use_config(demo_config(net.url, net.root_key, args, state))

@@ -133,7 +133,7 @@ def demo_config(url: str, root_key: bytes, args: Any, state: Path) -> Config:
 
 
 @contextmanager
-def _state_file(given: str | None) -> Iterator[Path]:
+def state_file(given: str | None) -> Iterator[Path]:
     if given is not None:
         yield Path(given).expanduser()
         return
@@ -153,7 +153,7 @@ async def run_demo(ctx: Context) -> int:
 
     identity = Identity.generate_ed25519()
     renderer.note(f"starting a local IC (localnet) in a child process; you are {identity}")
-    with _state_file(args.state) as state:
+    with state_file(args.state) as state:
         async with LocalNetProcess() as net:
             report.localnet_url = net.url
             renderer.note(f"localnet at {net.url}, root key pinned from its output")
@@ -161,7 +161,7 @@ async def run_demo(ctx: Context) -> int:
             progress = RenderedProgress(renderer)
             with ctx.serving_metrics():
                 await _tour(ctx, identity, progress, report)
-            created = _canisters_created(ctx)
+            created = canisters_created(ctx)
     limit = ctx.config.limits_for(LOCAL).bytes_per_second
     renderer.summary(report.fields(progress.retries, created, ctx.metrics_url, limit))
     return EXIT_OK
@@ -261,7 +261,7 @@ def _checked(name: str, outcome: JobOutcome, report: DemoReport) -> JobOutcome:
     return outcome
 
 
-def _canisters_created(ctx: Context) -> int:
+def canisters_created(ctx: Context) -> int:
     value = ctx.metrics.registry.get_sample_value(
         "replicator_canisters_created_total", {"network": LOCAL}
     )
