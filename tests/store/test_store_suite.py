@@ -241,6 +241,7 @@ async def test_pool_claims_give_each_ready_canister_once(store: Store) -> None:
     assert await reg.claim("local", "member-0") is None  # it has its entry already
     entries = await reg.entries()
     assert [e.source for e in entries if e.role == POOL_ROLE] == ["pool-5", "pool-9"]
+    assert len({e.canister for e in entries if e.canister}) == 4
 
 
 async def test_spending_is_kept_in_the_store_across_restarts(kit: StoreKit) -> None:
