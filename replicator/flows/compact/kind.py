@@ -18,6 +18,7 @@ from replicator.errors import JobFailed, UsageError
 from replicator.flow import Action, Kind, PlanContext, Verb
 from replicator.flows.backup import backup_target
 from replicator.flows.compact.machine import PHASES, advance
+from replicator.flows.compact.metrics import CompactMetrics
 from replicator.flows.compact.performer import CompactPerformer
 from replicator.flows.modules import module_of
 from replicator.job import CanisterRef, Job, JobRequest
@@ -92,6 +93,7 @@ COMPACT = kinds.register(
         performer=CompactPerformer,
         plan=plan_compact,
         target_optional=True,
+        metrics=CompactMetrics,
         phases=PHASES,
     )
 )

@@ -47,6 +47,8 @@ STEPS = (
     "unfence",
     "remeasure",
 )
+# Steps during which the canister refuses writes (fence done, unfence not yet).
+FENCED_STEPS = STEPS[STEPS.index("fence") : STEPS.index("unfence") + 1]
 # Phases (for metrics and progress): where each step belongs.
 PREPARING, BACKING_UP, RESTORING, VERIFYING = "preparing", "backing_up", "restoring", "verifying"
 PHASES = (PREPARING, BACKING_UP, RESTORING, VERIFYING)

@@ -8,6 +8,7 @@ step) gets only the missing ones (``icrp_import_status``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -16,11 +17,13 @@ from canister_iface.icrp_types import ExportTicket, ImportSpec, KeyRange, RangeD
 from canister_iface.management import ManagementClient
 from canister_iface.principal import Principal
 from replicator.calls import CallCost
-from replicator.errors import JobFailed
+from replicator.errors import EXIT_INTEGRITY, JobFailed
 from replicator.flow import RunContext, RunReport
-from replicator.flows.compact.machine import DigestDiffers, Perform, StepDone
+from replicator.flows.compact.machine import FENCED_STEPS, DigestDiffers, Perform, StepDone
+from replicator.flows.compact.metrics import CompactMetrics
 from replicator.flows.modules import module_of
-from replicator.job import CanisterRef, JobState
+from replicator.job import CanisterRef, JobState, Phase
+from replicator.service import current_job
 
 T = TypeVar("T")
 PIECE_BYTES = 1_000_000  # fits an ingress message with room for the envelope
@@ -39,15 +42,25 @@ class CompactPerformer:
         self.runner = ctx.calls.runner_for(self.canister.network)
         self.mgmt = ManagementClient(self.agent)
         self.bytes_copied = 0
+        self.metrics = ctx.metrics.extension(CompactMetrics)
+        # The metrics label: the config's job name under `serve`, else a fixed one
+        # (a job id per command would make a series per run).
+        self.name = str(job.options.get("name") or current_job.get() or "command-line")
+        self.metrics.started(self.name)
+        self._ended = False
 
     async def perform(self, effect: object) -> object | None:
         if not isinstance(effect, Perform):
             raise TypeError(f"not an effect of a compact job: {effect!r}")
+        if effect.step in FENCED_STEPS and effect.step != "fence":
+            # Fenced by this run or an earlier one (a resume in a new process).
+            self.metrics.fenced(self.name, self.canister.canister_id)
         step = getattr(self, "_" + effect.step)
         result: object = await step(effect.detail)
         return result
 
     def report(self, state: JobState) -> RunReport:
+        self._count(state)
         d = state.detail
         image = d.get("image") or {}
         digest = image.get("digest")
@@ -67,6 +80,23 @@ class CompactPerformer:
     async def close(self) -> None:
         return None
 
+    def _count(self, state: JobState) -> None:
+        # report() is asked once per run, with the state the run ended in.
+        if self._ended:
+            return
+        outcome: dict[str, str] = {
+            Phase.DONE: "done",
+            Phase.FAILED: "failed",
+            Phase.CANCELLED: "cancelled",
+        }
+        if state.phase not in outcome:
+            return
+        self._ended = True
+        ended = outcome[state.phase]
+        if state.phase == Phase.FAILED and state.exit_code == EXIT_INTEGRITY:
+            ended = "mismatch"
+        self.metrics.ended(self.name, ended)
+
     # ------------------------------------------------------------------ steps
 
     async def _measure(self, detail: Mapping[str, Any]) -> StepDone:
@@ -77,7 +107,8 @@ class CompactPerformer:
             self.canister, "icrp_set_mode", lambda: self._mine.set_mode("read_only")
         )
         self.ctx.note(f"{self.canister} refuses writes until it is restored")
-        return StepDone("fence", {"fenced_at": mode.journal_seq})
+        self.metrics.fenced(self.name, self.canister.canister_id)
+        return StepDone("fence", {"fenced_at": mode.journal_seq, "fenced_wall": time.time()})
 
     async def _image(self, detail: Mapping[str, Any]) -> StepDone:
         ticket = await self._ready(self._mine, self.canister)
@@ -148,15 +179,24 @@ class CompactPerformer:
 
     async def _unfence(self, detail: Mapping[str, Any]) -> StepDone:
         await self._call(self.canister, "icrp_set_mode", lambda: self._mine.set_mode("primary"))
+        self._unfenced(detail)
         return StepDone("unfence")
 
     async def _remeasure(self, detail: Mapping[str, Any]) -> StepDone:
         after = await self._memory()
         before = int(detail.get("memory_before") or 0)
         self.ctx.note(f"memory_size {before:,} → {after:,} bytes")
+        self.metrics.measured(self.name, before, after)
         return StepDone("remeasure", {"memory_after": after})
 
     # ------------------------------------------------------------------ helpers
+
+    def _unfenced(self, detail: Mapping[str, Any]) -> None:
+        fenced = detail.get("fenced_wall")
+        frozen = None if fenced is None else time.time() - float(fenced)
+        self.metrics.unfenced(self.name, self.canister.canister_id, frozen)
+        if frozen is not None:
+            self.ctx.note(f"{self.canister} refused writes for {frozen:.1f} s")
 
     @property
     def _mine(self) -> IcrpClient:
@@ -259,6 +299,7 @@ class CompactPerformer:
                 )
                 self.bytes_copied += len(data)
                 self.ctx.advanced(len(data))
+                self.metrics.moved(self.name, len(data))
 
 
 def _status(icrp: IcrpClient, snapshot_id: int) -> Callable[[], Awaitable[ExportTicket]]:
