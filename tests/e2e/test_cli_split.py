@@ -59,7 +59,13 @@ def test_split_plan_only_then_split_then_compact(cli: Cli) -> None:
 
     assert asyncio.run(left()) > 0
 
-    # Into a new canister: the split source's kept range and its fences move with it.
+    # Into a new canister: first what it would do, creating nothing.
+    plan = cli.run("--json", "compact", demo.to_text(), "--new-canister", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    verbs = [a["verb"] for a in _summary(plan.stdout)["actions"]]  # type: ignore[union-attr]
+    assert verbs.count("create") == 1
+    assert "delete" not in verbs  # the old canister's records stay without --free-old
+    # Then: the split source's kept range and its fences move with it.
     moved = cli.run("--json", "--yes", "compact", demo.to_text(), "--new-canister", timeout=300)
     assert moved.returncode == 0, moved.stderr
     summary = _summary(moved.stdout)
