@@ -46,6 +46,8 @@ def _encode(value: Value) -> bytes | memoryview:
 
 
 def hash_value(value: Value) -> bytes:
+    if isinstance(value, bytes | str | int | memoryview):  # concrete classes: no ABC check
+        return sha256(_encode(value)).digest()
     if isinstance(value, Mapping):
         return hash_of_map(value)
     if isinstance(value, Sequence) and not isinstance(value, bytes | str | memoryview):
