@@ -68,7 +68,10 @@ Everything has a default, so no file is needed to talk to ``local`` or
     [store]                      # several orchestrators sharing one store (PostgreSQL)
     url = "postgresql://replicator@db.example.org/replicator"  # or checkpoints = "postgresql://…"
     takeover = "30s"             # `serve`: a dead worker's jobs run on another within this
-    concurrency = 8              # `serve`: scheduled jobs one worker runs at once
+    concurrency = 8              # `serve`: scheduled jobs one worker runs at once (it
+                                 # takes a new one only below its fair share: one more
+                                 # than the runs going / live workers)
+                                 # [limits] global_* rates are leased from this store
 
     [metrics]
     port = 9464                  # omit: no /metrics endpoint
