@@ -10,10 +10,10 @@ MiB, each with a scheduled backup job (``every 10s``), all in one config.
    job's first run creates its backup canister and copies the whole image):
    bytes of all images / (last run's end - first run's start), against the
    byte budget ``[limits] bytes_per_second = --budget-mib`` MiB/s.  That
-   budget holds *per worker* (the global budget across workers is not built
-   yet), so N workers may copy N times it: the figures are the throughput,
-   its share of N x budget, and the scaling 3 workers / 1 worker (target
-   >= 2.0; every figure measured in this one run).
+   budget holds *per worker* (part 2 measures a global one), so N workers
+   may copy N times it: the figures are the throughput, its share of N x
+   budget, and the scaling 3 workers / 1 worker (target >= 2.0; every figure
+   measured in this one run).
 2. **One global budget** (``[limits] global_bytes_per_second = --global-mib``,
    leased from the store by every worker; each worker's own
    ``bytes_per_second`` raised out of the way): 1, 2 and 3 workers, each on a
