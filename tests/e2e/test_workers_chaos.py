@@ -28,10 +28,11 @@ SIGKILLed and restarted half a second later.  At the end:
 - **takeovers within the bound**: the table of takeover times is printed.
 
 Bounded: 170 s measured on the shared two-core machine at a load of 9 (the
-platform's user canisters hold 16 bytes; deploying 300 takes 15-20 s, their
-first round under the kills most of the rest).  Measured: 302 icrp_write
-executed, none repeated, 302 chunks acknowledged; 121 icrp_apply, none
-repeated; 10 takeovers, max 8.2 s (bound 15 s).
+platform's user canisters hold 16 bytes; deploying 300 takes 12-20 s, their
+first round under the kills most of the rest; a second round, of the members
+due since, follows).  Measured in two runs: 302 icrp_write executed, none
+repeated, 302 chunks acknowledged; 102-121 icrp_apply, none repeated; 10-16
+takeovers, max 7.6-8.2 s (bound 15 s).
 """
 
 from __future__ import annotations
@@ -260,14 +261,15 @@ def test_a_fleet_and_a_standby_survive_ten_kills_of_their_workers(
         takeovers = chaos(workers, KILLS, (3.0, 6.0), random.Random(13), settle=3 * TAKEOVER)
         print(takeover_table(takeovers))
 
-        # The round the chaos interrupted again and again finishes (and any
-        # later one): a moment with every fleet round done.
-        def rounds_done() -> bool:
+        # The round the chaos interrupted again and again finishes, then a
+        # second one (a later tick: the members due since) does too.
+        def rounds_done(count: int) -> bool:
             phases = [p for (p,) in sql(workers.url, _FLEET_PHASES)]
-            return bool(phases) and set(phases) == {"done"}
+            return len(phases) >= count and set(phases) == {"done"}
 
         try:
-            wait_for("every fleet round to finish", rounds_done, 240, workers, every=1)
+            wait_for("the first fleet round", lambda: rounds_done(1), 240, workers, every=1)
+            wait_for("a second fleet round", lambda: rounds_done(2), 90, workers, every=1)
         except AssertionError as exc:
             pytest.fail(f"{exc}\n{diagnosis(workers)}")
     finally:
@@ -327,7 +329,8 @@ def test_a_fleet_and_a_standby_survive_ten_kills_of_their_workers(
     assert set(outcomes) <= {"done", "failed"}, ticks
     assert outcomes["failed"] <= refused(workers), ticks
     done = [r for r, p in rounds.items() if p == "done"]
-    assert 1 <= len(done) <= len(ticks), (ticks, rounds)
+    assert 2 <= len(done) <= len(ticks), (ticks, rounds)
+    assert max(members.values()) >= 2  # the second round ran the members due again
     queued = Counter(
         (n, int(t))
         for n, t in sql(
