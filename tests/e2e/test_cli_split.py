@@ -80,7 +80,8 @@ def test_split_plan_only_then_split_then_compact(cli: Cli) -> None:
 
     table, held = asyncio.run(owners())
     assert table[0] == new.to_text()
-    assert len(table) == 3 and demo.to_text() not in table
+    assert len(table) == 3
+    assert demo.to_text() not in table
     assert held == asyncio.run(left())  # the old canister keeps its records (no --free-old)
     again = cli.run("compact", demo.to_text(), "--new-canister", "--yes")
     assert again.returncode == 2
