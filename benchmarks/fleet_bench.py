@@ -102,7 +102,7 @@ async def scheduling(n: int, tmp: Path) -> float:
         now = time.time()
         await table.sync("bench", "local", ids, now)
         due = await table.due("bench", "local", "round-1", now)
-        metrics.counted("bench", await table.members("bench"), 86_400)
+        metrics.counted("bench", "backup", await table.members("bench"), 86_400)
         for i, row in enumerate(due):
             at = now + i * 0.001
             ok = i % 10 != 0  # a tenth fail
@@ -119,8 +119,8 @@ async def scheduling(n: int, tmp: Path) -> float:
                     None if ok else "failed",
                 ),
             )
-            metrics.ran("bench", ok, None if ok else 1)
-        metrics.counted("bench", await table.members("bench"), 86_400)
+            metrics.ran("bench", "backup", ok, None if ok else 1)
+        metrics.counted("bench", "backup", await table.members("bench"), 86_400)
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     per = cpu / n * 1000
     print(

@@ -41,9 +41,12 @@ def request(
     keep: int | None = None,
     pool: int | None = None,
     controlled_by: str | None = None,
+    action: str | None = None,
+    repository: str | None = None,
     job_id: str = "",
 ) -> JobRequest:
-    """Back up every member of the fleet ``name`` listed by ``source`` (see the module)."""
+    """Run ``action`` (default: a backup) on every member of the fleet ``name`` listed by
+    ``source`` (see the module; the options: :mod:`.fleets.options`)."""
     options: dict[str, Scalar] = {
         "name": name,
         "network": network,
@@ -55,6 +58,8 @@ def request(
         "keep": keep,
         "pool": pool,
         "controlled_by": controlled_by,
+        "action": action,
+        "repository": repository,
     }
     return JobRequest(KIND, source, None, options, id=job_id)
 
@@ -70,8 +75,8 @@ async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
     }
     new = sum(1 for m in ids if m not in have)
     ctx.note(f"fleet {options.name}: {len(ids)} members listed, {new} without a backup canister")
-    actions = [Action(Verb.MOVE, f"fresh images of up to {len(ids)} members", consent=False)]
-    if new:
+    actions = _member_actions(options, len(ids))
+    if new and options.action in CREATING:
         cycles = new * ctx.settings.initial_cycles
         paid = ctx.provisioner_for(options.network).paid
         actions.insert(
@@ -102,10 +107,45 @@ async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
     return req.job(network=options.network)
 
 
+# The actions that create a backup canister for a member without one.
+CREATING = ("backup", "compact")
+
+
+def _member_actions(options: FleetOptions, n: int) -> list[Action]:
+    """What the members' jobs do, as the plan announces it."""
+    match options.action:
+        case "snapshot-backup":
+            what = f"each of up to {n} members while its snapshot is taken"
+            stop = [Action(Verb.STOP, what, consent=False)]
+            return [
+                *(stop if options.stop else []),
+                Action(
+                    Verb.MOVE,
+                    f"snapshots of up to {n} members into the repository {options.repository}",
+                    consent=False,
+                ),
+            ]
+        case "compact":
+            return [
+                Action(
+                    Verb.OVERWRITE,
+                    f"up to {n} members: each reinstalled with its module and restored from its "
+                    "image verified in its backup canister (writes refused meanwhile)",
+                )
+            ]
+        case "verify":
+            what = f"the newest image in the backup canisters of up to {n} members, read back"
+            return [Action(Verb.MOVE, what, consent=False)]
+    return [Action(Verb.MOVE, f"fresh images of up to {n} members", consent=False)]
+
+
 FLEET = kinds.register(
     Kind(
         name=KIND,
-        summary="back up every member of a fleet of canisters (listed by an index canister)",
+        summary=(
+            "back up (or snapshot, compact, verify) every member of a fleet of canisters "
+            "(listed by an index canister)"
+        ),
         advance=advance,
         performer=FleetPerformer,
         sources=(CanisterRef, ArchiveRef),
