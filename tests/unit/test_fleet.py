@@ -131,6 +131,21 @@ def test_options_are_checked_with_clear_errors() -> None:
     assert FleetOptions.of(fleet.request(INDEX, name="f", every="6h")).every == 6 * 3600
 
 
+def test_each_action_has_its_own_member_rows_and_snapshots_need_a_repository() -> None:
+    backup = FleetOptions.of(fleet.request(INDEX, name="users"))
+    assert (backup.action, backup.table) == ("backup", "users")
+    verify = FleetOptions.of(fleet.request(INDEX, name="users", action="verify"))
+    assert verify.table == "users@verify"  # '@' is not allowed in names: no clash
+    with pytest.raises(UsageError, match="needs a name"):
+        FleetOptions.of(fleet.request(INDEX, name="users@verify"))
+    with pytest.raises(UsageError, match="action must be one of backup, snapshot-backup"):
+        FleetOptions.of(fleet.request(INDEX, name="f", action="restore"))
+    with pytest.raises(UsageError, match="needs a repository directory"):
+        FleetOptions.of(fleet.request(INDEX, name="f", action="snapshot-backup"))
+    snap = fleet.request(INDEX, name="f", action="snapshot-backup", repository="/r")
+    assert FleetOptions.of(snap).repository == "/r"
+
+
 # ------------------------------------------------------------------ members
 
 
