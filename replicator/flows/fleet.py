@@ -43,6 +43,9 @@ def request(
     controlled_by: str | None = None,
     action: str | None = None,
     repository: str | None = None,
+    cycles_budget: int | None = None,
+    cycles_budget_period: str | float | None = None,
+    top_up_members: bool | None = None,
     job_id: str = "",
 ) -> JobRequest:
     """Run ``action`` (default: a backup) on every member of the fleet ``name`` listed by
@@ -60,6 +63,9 @@ def request(
         "controlled_by": controlled_by,
         "action": action,
         "repository": repository,
+        "cycles_budget": cycles_budget,
+        "cycles_budget_period": cycles_budget_period,
+        "top_up_members": top_up_members,
     }
     return JobRequest(KIND, source, None, options, id=job_id)
 
@@ -103,8 +109,26 @@ async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
                 consent=ctx.provisioner_for(options.network).paid,
             )
         )
+    if options.cycles_budget is not None or options.top_up_members:
+        actions.append(_top_ups(options, paid=ctx.provisioner_for(options.network).paid))
     await ctx.intend(*actions)
     return req.job(network=options.network)
+
+
+def _top_ups(options: FleetOptions, *, paid: bool) -> Action:
+    """The top-ups the run may send (:mod:`.fleets.budget`); their sum is the budget's."""
+    what = "backup canisters and members" if options.top_up_members else "backup canisters"
+    cap = (
+        "no fleet budget"
+        if options.cycles_budget is None
+        else f"at most {options.cycles_budget:,} cycles per {options.cycles_budget_period:g} s "
+        "(the fleet's cycles_budget)"
+    )
+    return Action(
+        Verb.SPEND,
+        f"top-ups of the fleet's {what} below the [cycles] floor, {cap}",
+        consent=paid and options.top_up_members,
+    )
 
 
 # The actions that create a backup canister for a member without one.

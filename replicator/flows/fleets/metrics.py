@@ -16,7 +16,17 @@ metric                                                      type     labels
 ``replicator_fleet_pool_size``                              gauge    name
 ``replicator_fleet_pool_target``                            gauge    name
 ``replicator_fleet_pool_created_total``                     counter  name
+``replicator_fleet_cycles_budget``                          gauge    name
+``replicator_fleet_cycles_budget_remaining``                gauge    name
+``replicator_fleet_topups_total``                           counter  name, of, outcome
+``replicator_fleet_cycles_spent_total``                     counter  name
 ==========================================================  =======  ==============
+
+The cycles gauges (:mod:`.budget`): the fleet's ``cycles_budget`` per period
+(0: none) and what is left of it in the current period; ``topups``: top-ups
+of the fleet's canisters (``of``: ``backup`` canisters, ``member``s) by
+``outcome`` (``ok``, ``refused`` by the budget, ``failed``); ``cycles_spent``:
+the cycles those top-ups sent.
 
 ``action`` is the fleet run's action (:data:`~.options.ACTIONS`: four
 values): a fleet verified nightly and backed up hourly has a row per
@@ -66,6 +76,8 @@ FAILURE_CLASSES = {
     EXIT_INTERRUPTED: "interrupted",
 }
 OUTCOMES = ("ok", "failed")
+TOPPED_UP = ("backup", "member")
+TOP_UP_OUTCOMES = ("ok", "refused", "failed")
 
 
 def failure_class(exit_code: int | None) -> str:
@@ -135,6 +147,48 @@ class FleetMetrics:
             ["name"],
             registry=r,
         )
+
+        self.budget = Gauge(
+            "replicator_fleet_cycles_budget",
+            "Cycles the top-ups of a fleet may spend per period (0: no fleet budget).",
+            ["name"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "replicator_fleet_cycles_budget_remaining",
+            "Cycles left in the current period of a fleet's cycles budget.",
+            ["name"],
+            registry=r,
+        )
+        self.topups = Counter(
+            "replicator_fleet_topups",
+            "Top-ups of a fleet's backup canisters and members by outcome.",
+            ["name", "of", "outcome"],
+            registry=r,
+        )
+        self.cycles_spent = Counter(
+            "replicator_fleet_cycles_spent",
+            "Cycles the top-ups of a fleet's canisters sent.",
+            ["name"],
+            registry=r,
+        )
+
+    def add_budget(self, name: str, budget: int | None, remaining: Callable[[], float]) -> None:
+        """Start a fleet's cycles series; the remaining budget is read at each scrape."""
+        self.budget.labels(name).set(budget or 0)
+        if budget is None:
+            self.budget_remaining.labels(name).set(0)
+        else:
+            self.budget_remaining.labels(name).set_function(remaining)
+        for of in TOPPED_UP:
+            for outcome in TOP_UP_OUTCOMES:
+                self.topups.labels(name, of, outcome)
+        self.cycles_spent.labels(name)
+
+    def topped_up(self, name: str, of: str, outcome: str, cycles: int = 0) -> None:
+        self.topups.labels(name, of, outcome).inc()
+        if cycles:
+            self.cycles_spent.labels(name).inc(cycles)
 
     def add_fleet(self, name: str, action: str) -> None:
         """Start a fleet's series (of one action) at 0."""

@@ -19,6 +19,10 @@ option          meaning                                                      def
                 whole fleet shares (members' chunks dedupe across members)
 ``stop``        ``snapshot-backup``: stop each member for its snapshot       true
 ``wasm``        ``compact``: the module the members run (one build for all)  see below
+``cycles_budget`` cycles the fleet's top-ups may spend per period            none
+                (:mod:`.budget`)
+``cycles_budget_period`` the budget's period (``1d``, ``1h``, seconds)       ``1d``
+``top_up_members`` keep the members too above the ``[cycles]`` floor         false
 ==============  ===========================================================  ========
 
 A configured fleet run by ``serve`` is named after its ``[jobs.NAME]`` and runs
@@ -69,6 +73,9 @@ class FleetOptions:
     repository: str | None = None
     stop: bool = True
     wasm: str | None = None
+    cycles_budget: int | None = None
+    cycles_budget_period: float = DEFAULT_EVERY
+    top_up_members: bool = False
 
     @property
     def table(self) -> str:
@@ -102,7 +109,35 @@ class FleetOptions:
             repository=_repository(o.get("repository"), action),
             stop=_flag(o.get("stop"), "stop", default=True),
             wasm=_text(o.get("wasm"), "wasm"),
+            cycles_budget=_cycles(o.get("cycles_budget")),
+            cycles_budget_period=_period(o.get("cycles_budget_period")),
+            top_up_members=_flag(o.get("top_up_members"), "top_up_members", default=False),
         )
+
+
+def _cycles(value: Scalar) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(
+            f"the fleet option cycles_budget must be a whole number of cycles (per "
+            f"cycles_budget_period), got {value!r}"
+        )
+    return value
+
+
+def _period(value: Scalar) -> float:
+    if value is None:
+        return DEFAULT_EVERY
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(
+            f"the fleet option cycles_budget_period must be a duration such as 1d ({exc})"
+        ) from None
+    if seconds < 60:
+        raise UsageError(f"cycles_budget_period must be at least 1 minute, got {value!r}")
+    return seconds
 
 
 def table_key(name: str, action: str) -> str:

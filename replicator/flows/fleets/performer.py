@@ -28,11 +28,13 @@ from replicator.fleetstore import FleetTable, MemberResult, MemberRow, fleet_tab
 from replicator.flow import RunContext, RunReport
 from replicator.flows import backup, verify
 from replicator.flows.compact import kind as compact
+from replicator.flows.fleets.budget import FleetFunding, keep_member_alive
 from replicator.flows.fleets.machine import Discover, Discovered, MembersRan, RunMembers
 from replicator.flows.fleets.members import discover
 from replicator.flows.fleets.metrics import FleetMetrics, failure_class
 from replicator.flows.fleets.options import BACKUP, FleetOptions
 from replicator.flows.fleets.timing import next_slot, retry_at
+from replicator.flows.image.cycles import top_up_funding
 from replicator.flows.snapshot import jobs as snapshot
 from replicator.job import CanisterRef, JobOutcome, JobRequest, JobState
 from replicator.pool import WarmPool
@@ -60,6 +62,14 @@ class FleetPerformer:
         self._submit = ctx.submit
         # The per-subnet limits' map (None: none configured); the member table caches it.
         self._subnets = ctx.calls.subnets_for(self.options.network)
+        self.funding = FleetFunding(
+            self.options.name,
+            budget=self.options.cycles_budget,
+            period=self.options.cycles_budget_period,
+            spending=ctx.store.spending,
+            metrics=self.metrics,
+            wall=clock,
+        )
 
     async def perform(self, effect: object) -> object | None:
         match effect:
@@ -100,6 +110,7 @@ class FleetPerformer:
             f"{change.returned} back, {change.gone} gone"
         )
         await self._count()
+        await self.funding.refresh()
         return Discovered(change.total, change.added + change.returned, change.gone)
 
     # -- the members
@@ -114,6 +125,7 @@ class FleetPerformer:
             self.ctx.note(
                 f"fleet {o.name}: running {len(rows)} members, at most {o.concurrency} at once"
             )
+        await self.funding.refresh()
         queue: asyncio.Queue[MemberRow] = asyncio.Queue()
         for row in rows:
             queue.put_nowait(row)
@@ -160,7 +172,9 @@ class FleetPerformer:
         gauge.inc()
         try:
             request = await self._request(CanisterRef(row.member, o.network), round_id)
-            done = await self._finished_before(request.id) or await self._submit(request)
+            done = await self._finished_before(request.id) or await self._funded(
+                request, row.member
+            )
             outcome: JobOutcome | None = done
             ok, code, error = done.ok, done.exit_code, done.error
         except asyncio.CancelledError:
@@ -223,6 +237,18 @@ class FleetPerformer:
                 f"{self.options.name}` first"
             )
         return CanisterRef(canister.to_text(), member.network)
+
+    async def _funded(self, request: JobRequest, member: str) -> JobOutcome:
+        """The member's job, its top-ups (and the member's, if asked) drawn from the fleet's."""
+        o = self.options
+        token = top_up_funding.set(self.funding)
+        try:
+            if o.top_up_members:
+                policy = self.ctx.settings.top_up
+                await keep_member_alive(self.ctx, member, o.network, self.funding, policy)
+            return await self._submit(request)
+        finally:
+            top_up_funding.reset(token)
 
     async def _finished_before(self, job_id: str) -> JobOutcome | None:
         """The outcome of the member's job of this round if it is done already."""
