@@ -268,6 +268,7 @@ class Engine:
                 ledger=settings.cycles_ledger,
             ),
             note=note,
+            subnet_of=self.subnets(network).subnet_of,
         )
 
     def planning(

@@ -14,6 +14,12 @@ a killed process left behind, then creates new ones until ``size`` are
 ready.  Creation goes through the provisioner and so through the limits and
 the cycles budget (``BudgetExceeded`` stops the refill, not the fleet run);
 a planner announces what a refill will spend (:func:`pool_shortfall`).
+
+One pool per network, not per subnet: a pool canister is made before its
+member is known, so it is not placed near one (backup canisters created
+for a member are: :meth:`Provisioner.backup_canister_for`).  Pools per
+subnet would keep ``size`` idle, paid-for canisters on every subnet a fleet
+spans to spare members' first backups a creation; the README says so.
 """
 
 from __future__ import annotations
