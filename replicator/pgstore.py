@@ -41,6 +41,8 @@ Schema (version 4), every table prefixed ``replicator_`` beside the queue's
                              PK (name, tick))  /* version 3: one row per scheduled tick run */
     replicator_fleet_members(...)  /* version 4: the fleets' member table, as SQLite's;
                                       version 5 adds its subnet column */
+    /* version 6: the registry indexed by (network, role, state, updated_at) and by
+       canister, as SQLite's schema 6: the warm pool counts without a scan */
 
 Migration 3 adds ``replicator_schedule_runs``, the record that a scheduled
 job's tick ran (:meth:`PostgresStore.record_run`): a worker taking a tick
@@ -181,6 +183,13 @@ CREATE TABLE replicator_fleet_members (
 CREATE INDEX replicator_fleet_members_due ON replicator_fleet_members (fleet, network, next_due);
 """
 
+_REGISTRY_INDEXES = """
+CREATE INDEX replicator_canister_registry_by_role
+    ON replicator_canister_registry (network, role, state, updated_at);
+CREATE INDEX replicator_canister_registry_by_canister
+    ON replicator_canister_registry (canister);
+"""
+
 # Migration N (1-based) brings a database from version N - 1 to N.  Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     lambda: _STORE_TABLES,
@@ -189,6 +198,8 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
     lambda: _FLEETS_TABLE,
     # 5: each member's subnet, cached for the per-subnet limits (as SQLite's schema 5).
     lambda: "ALTER TABLE replicator_fleet_members ADD COLUMN subnet TEXT;",
+    # 6: the registry by role and by canister (as SQLite's schema 6).
+    lambda: _REGISTRY_INDEXES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -773,6 +784,35 @@ class _PgRegistry:
             )
             rows = await cursor.fetchall()
         return [entry_from_row(tuple(r)) for r in rows]
+
+    async def in_role(self, network: str, role: str) -> list[Entry]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                f"SELECT {self._COLUMNS} FROM replicator_canister_registry"
+                " WHERE network = %s AND role = %s ORDER BY state, updated_at, source",
+                (network, role),
+            )
+            rows = await cursor.fetchall()
+        return [entry_from_row(tuple(r)) for r in rows]
+
+    async def counts(self, network: str, role: str) -> dict[str, int]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT state, COUNT(*) FROM replicator_canister_registry"
+                " WHERE network = %s AND role = %s GROUP BY state",
+                (network, role),
+            )
+            rows = await cursor.fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    async def holds(self, network: str, canister: str, role: str) -> bool:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT 1 FROM replicator_canister_registry"
+                " WHERE canister = %s AND network = %s AND role = %s LIMIT 1",
+                (canister, network, role),
+            )
+            return await cursor.fetchone() is not None
 
     async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
         """As SQLite's: one transaction; the pool row is locked (workers claiming at

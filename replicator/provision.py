@@ -198,10 +198,7 @@ class Provisioner:
 
     async def created_backup(self, canister: str) -> bool:
         """Is ``canister`` a backup canister the orchestrator created on this network?"""
-        return any(
-            e.network == self.network and e.role == BACKUP_ROLE and e.canister == canister
-            for e in await self.registry.entries()
-        )
+        return await self.registry.holds(self.network, canister, BACKUP_ROLE)
 
     # ----------------------------------------------------------------- cycles
 

@@ -76,8 +76,8 @@ async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
     ids = await discover(ctx.calls, req.source, options.network, req.options)
     have = {
         e.source
-        for e in await ctx.store.registry.entries()
-        if e.network == options.network and e.role == "backup" and e.canister is not None
+        for e in await ctx.store.registry.in_role(options.network, "backup")
+        if e.canister is not None
     }
     new = sum(1 for m in ids if m not in have)
     ctx.note(f"fleet {options.name}: {len(ids)} members listed, {new} without a backup canister")
