@@ -44,6 +44,7 @@ so an installed wheel works without the source tree.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import logging
 import time
@@ -68,6 +69,8 @@ from replicator.registry import POOL_ROLE, Entry, Registry
 from replicator.topup import Balance
 
 log = logging.getLogger(__name__)
+# install_code into a canister that has a module already.
+NOT_EMPTY = "IC0514"
 T = TypeVar("T")
 
 BACKUP_ROLE = "backup"
@@ -347,9 +350,21 @@ class Provisioner:
         )
         if module is not None:
             return  # installed by an earlier, interrupted run
-        await self._call(
-            canister, "install_code", lambda: self.mgmt.install_code(canister, wasm, arg=arg)
-        )
+        try:
+            await self._call(
+                canister, "install_code", lambda: self.mgmt.install_code(canister, wasm, arg=arg)
+            )
+        except ic.CanisterReject as exc:
+            # An attempt that timed out may have installed it after all: its retry is
+            # then refused as "not empty" (IC0514), and the module says it is ours.
+            if exc.error_code != NOT_EMPTY:
+                raise
+            module = await self._call(
+                canister, "module_hash", lambda: self.agent.module_hash(canister), cost="query"
+            )
+            if module != hashlib.sha256(wasm).digest():
+                raise
+            log.info("canister %s was installed by an attempt that timed out", canister)
 
     async def _settle_controllers(self, canister: Principal) -> None:
         wanted = set(self.settings.controllers)
