@@ -97,7 +97,7 @@ from replicator.fleetstore import (
 from replicator.integrity import DIGEST_SIZE
 from replicator.job import Job, JobState, Phase, new_state
 from replicator.joblock import LOCK_TABLE, Holder, JobLocked, SqliteLockTable
-from replicator.limits import Spending
+from replicator.limits import RateLeases, Spending
 from replicator.registry import (
     REGISTRY_INDEXES,
     REGISTRY_TABLE,
@@ -199,6 +199,11 @@ class Store(Protocol):
     @property
     def spending(self) -> Spending:
         """What the cycles budgets spent, per network and period, in the same store."""
+        ...
+
+    @property
+    def rate_leases(self) -> RateLeases | None:
+        """The buckets of the rates all processes of the store share (None: one process)."""
         ...
 
     async def create_job(self, job: Job) -> JobState:
@@ -781,6 +786,11 @@ class SqliteStore:
     @property
     def spending(self) -> Spending:
         return self._spending
+
+    @property
+    def rate_leases(self) -> RateLeases | None:
+        # One machine, usually one process: the global rates stay in memory.
+        return None
 
     @property
     def fleets(self) -> FleetTable:

@@ -118,6 +118,8 @@ LIMIT_NAMES = (
     "bytes_per_second",
     "subnet_calls_per_second",
     "subnet_bytes_per_second",
+    "global_calls_per_second",
+    "global_bytes_per_second",
 )
 ROUTES = tuple(Route)
 OUTCOMES = ("ok", "transient", "permanent", "cancelled", "error")
