@@ -269,6 +269,7 @@ class Engine:
                 ledger=settings.cycles_ledger,
             ),
             note=note,
+            subnet_of=self.subnets(network).subnet_of,
         )
 
     def planning(

@@ -28,7 +28,7 @@ What differs from SQLite, and why:
 - **Secrets.** The URL may carry a password; messages name the server with
   :func:`redact` (no password), never the URL as given.
 
-Schema (version 6), every table prefixed ``replicator_`` beside the queue's
+Schema (version 7), every table prefixed ``replicator_`` beside the queue's
 ``procrastinate_*`` tables::
 
     replicator_schema(version PK, applied_at, applied_by)
@@ -43,6 +43,8 @@ Schema (version 6), every table prefixed ``replicator_`` beside the queue's
                                       version 5 adds its subnet column */
     replicator_rate_buckets(scope PK, tokens, stamp)   /* version 6: shared rates */
     replicator_rate_leases(scope, at, tokens, worker)  /* version 6: their lease log */
+    /* version 7: the registry indexed by (network, role, state, updated_at) and by
+       canister, as SQLite's schema 6: the warm pool counts without a scan */
 
 Migration 3 adds ``replicator_schedule_runs``, the record that a scheduled
 job's tick ran (:meth:`PostgresStore.record_run`): a worker taking a tick
@@ -205,6 +207,13 @@ CREATE INDEX replicator_rate_leases_by_time ON replicator_rate_leases (scope, at
 _KEEP_LEASES = 3600.0  # seconds of lease log kept
 LEASE_RETRY = 0.05  # seconds before asking a bucket again that vanished
 
+_REGISTRY_INDEXES = """
+CREATE INDEX replicator_canister_registry_by_role
+    ON replicator_canister_registry (network, role, state, updated_at);
+CREATE INDEX replicator_canister_registry_by_canister
+    ON replicator_canister_registry (canister);
+"""
+
 # Migration N (1-based) brings a database from version N - 1 to N.  Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     lambda: _STORE_TABLES,
@@ -215,6 +224,8 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
     lambda: "ALTER TABLE replicator_fleet_members ADD COLUMN subnet TEXT;",
     # 6: the token buckets of the rates shared by all workers, and their lease log.
     lambda: _RATE_TABLES,
+    # 7: the registry by role and by canister (as SQLite's schema 6).
+    lambda: _REGISTRY_INDEXES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -805,6 +816,35 @@ class _PgRegistry:
             )
             rows = await cursor.fetchall()
         return [entry_from_row(tuple(r)) for r in rows]
+
+    async def in_role(self, network: str, role: str) -> list[Entry]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                f"SELECT {self._COLUMNS} FROM replicator_canister_registry"
+                " WHERE network = %s AND role = %s ORDER BY state, updated_at, source",
+                (network, role),
+            )
+            rows = await cursor.fetchall()
+        return [entry_from_row(tuple(r)) for r in rows]
+
+    async def counts(self, network: str, role: str) -> dict[str, int]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT state, COUNT(*) FROM replicator_canister_registry"
+                " WHERE network = %s AND role = %s GROUP BY state",
+                (network, role),
+            )
+            rows = await cursor.fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    async def holds(self, network: str, canister: str, role: str) -> bool:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT 1 FROM replicator_canister_registry"
+                " WHERE canister = %s AND network = %s AND role = %s LIMIT 1",
+                (canister, network, role),
+            )
+            return await cursor.fetchone() is not None
 
     async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
         """As SQLite's: one transaction; the pool row is locked (workers claiming at
