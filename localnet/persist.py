@@ -35,7 +35,8 @@ Crash consistency, like a replica's checkpoints plus its log:
   off, so a half-written record is never loaded. The certified data and the
   memories of a canister travel in the same record, so they always agree.
 * **Checkpoints** (at a clean stop, and when the journal exceeds
-  :data:`JOURNAL_LIMIT`) are written to ``state-dir.tmp``, made durable as a
+  :data:`JOURNAL_LIMIT` and :data:`JOURNAL_FACTOR` times the bytes the last
+  checkpoint wrote) are written to ``state-dir.tmp``, made durable as a
   whole (``syncfs``: one flush for thousands of files, not one fsync each)
   before ``localnet.cbor`` is written and fsynced, then swapped in by renames (``state-dir`` →
   ``state-dir.old``, ``.tmp`` → ``state-dir``); a crash between the renames is
@@ -78,7 +79,13 @@ FORMAT_VERSION = 2
 _READABLE = {1, 2}
 JOURNAL = "journal.log"
 SUBNETS = "subnets.cbor"
-JOURNAL_LIMIT = 256 * 1024 * 1024  # bytes of journal that trigger a checkpoint
+JOURNAL_LIMIT = 256 * 1024 * 1024  # bytes of journal that trigger a checkpoint (at least)
+# A checkpoint rewrites every canister, so a fixed limit made a fleet's
+# checkpoints cost O(canisters) each, O(canisters^2) in all (200 members of a
+# fleet backup: 15 checkpoints, half of localnet's time). Letting the journal
+# grow to twice the last checkpoint keeps checkpoint writes at most half of
+# the journal's, whatever the fleet's size (disk: about 3x the state).
+JOURNAL_FACTOR = 2
 _MAGIC = b"LNJ1"
 _HEADER = struct.Struct("<4sQ16s")  # magic, payload length, BLAKE2b-128 of the payload
 
@@ -120,17 +127,20 @@ def subnet_dirs(state_dir: Path, count: int) -> list[Path]:
 # --- checkpoints ------------------------------------------------------------------------
 
 
-def save(replica: Replica, keys: dict[str, bytes], state_dir: Path) -> None:
-    """Write a full checkpoint (with an empty journal) and swap it in atomically."""
+def save(replica: Replica, keys: dict[str, bytes], state_dir: Path) -> int:
+    """Write a full checkpoint (with an empty journal) and swap it in atomically.
+
+    Returns the bytes of memories, chunks and modules it wrote."""
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "canisters").mkdir(parents=True)
     (tmp / "modules").mkdir()
     modules: set[bytes] = set()
+    written = 0
     for canister in replica.canisters.values():
         folder = tmp / "canisters" / ids.to_text(canister.canister_id)
-        _save_canister(canister, folder, tmp / "modules", modules)
+        written += _save_canister(canister, folder, tmp / "modules", modules)
     _sync_filesystem(tmp)  # everything so far is durable
     # Written last: a checkpoint without it is incomplete and never loaded.
     meta = {
@@ -149,6 +159,7 @@ def save(replica: Replica, keys: dict[str, bytes], state_dir: Path) -> None:
     _fsync_dir(state_dir.parent)
     if old.exists():
         shutil.rmtree(old)
+    return written
 
 
 def load(replica: Replica, state_dir: Path) -> dict[str, bytes] | None:
@@ -235,6 +246,7 @@ class Journal:
         replica.run_until_idle = self._run_and_commit  # type: ignore[method-assign]
         self._persisted: dict[bytes, _Persisted] = {}
         self._next_index = replica.next_canister_index
+        self.limit = JOURNAL_LIMIT  # journal bytes that trigger the next checkpoint
         if not (state_dir / "localnet.cbor").exists():
             self.checkpoint()  # the journal needs a base
         else:
@@ -290,7 +302,7 @@ class Journal:
             self.records += 1
             self.bytes_written += len(header) + len(payload)
         held, self._held = self._held, []
-        if self._size > JOURNAL_LIMIT:
+        if self._size > self.limit:
             self.checkpoint()
         if self._release is not None:
             for request_id in held:
@@ -300,7 +312,8 @@ class Journal:
         """A full checkpoint; the journal starts empty."""
         if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
-        save(self.replica, self.keys, self.state_dir)
+        written = save(self.replica, self.keys, self.state_dir)
+        self.limit = max(JOURNAL_LIMIT, JOURNAL_FACTOR * written)
         self._baseline()
         self._fd = self._open_journal()
 
@@ -669,28 +682,34 @@ def _state_dict(canister: CanisterState) -> dict[str, Any]:
 
 def _save_canister(
     canister: CanisterState, folder: Path, modules: Path, written: set[bytes]
-) -> None:
+) -> int:
+    """Write one canister's folder; returns the bytes of its memories, chunks and module."""
     folder.mkdir(parents=True)
+    nbytes = 0
     _write_cbor(folder / "state.cbor", _state_dict(canister))
     module_hash = canister.module_hash
     if canister.wasm_module is not None and module_hash is not None:
         if module_hash not in written:  # 10,000 canisters of one module: one file
             _write(modules / f"{module_hash.hex()}.wasm", canister.wasm_module)
             written.add(module_hash)
+            nbytes += len(canister.wasm_module)
         _write(folder / "module.sha256", module_hash.hex().encode())
     if canister.sandbox is not None:
         image = canister.sandbox.capture_sparse()
         _write_sparse(folder / "heap.bin", image.heap_size, image.heap)
         _write_sparse(folder / "stable.bin", image.stable_size, image.stable)
         _write_cbor(folder / "globals.cbor", image.globals)
+        nbytes += sum(len(data) for _, data in image.heap) + sum(len(d) for _, d in image.stable)
     chunks = folder / "chunks"
     chunks.mkdir()
     for digest, chunk in canister.chunk_store.items():
         _write(chunks / digest.hex(), chunk)
+        nbytes += len(chunk)
     if canister.snapshots:
         (folder / "snapshots").mkdir()
         for snapshot in canister.snapshots.values():
             _save_snapshot(snapshot, folder / "snapshots" / snapshot.snapshot_id.hex())
+    return nbytes
 
 
 class _Modules:

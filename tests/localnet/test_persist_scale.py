@@ -90,6 +90,39 @@ async def test_a_checkpoint_keeps_memories_sparse_and_each_module_once(tmp_path:
         assert counts == [0, 0, 1, 0, 0]
 
 
+async def test_the_journal_may_grow_to_twice_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint rewrites every canister: a fixed journal limit made a
+    # fleet's checkpoints quadratic in its size.
+    state, saved = tmp_path / "state", []
+    real_save = persist.save
+
+    def save(*args: Any) -> int:
+        saved.append(real_save(*args))
+        return saved[-1]
+
+    monkeypatch.setattr(persist, "JOURNAL_LIMIT", 1)  # the floor alone: every commit
+    monkeypatch.setattr(persist, "save", save)
+    async with LocalNet(state_dir=state) as net:
+        canisters = await install_counters(net, 2)
+        assert saved[-1] >= len(COUNTER)  # the module, and the memories' pages
+        journal = net._journal
+        assert journal is not None
+        assert journal.limit == persist.JOURNAL_FACTOR * saved[-1]
+        checkpoints = len(saved)
+        async with Agent(net.url, network="local", root_key=net.root_key) as agent:
+            for _ in range(3):
+                await agent.update(canisters[1], "inc", EMPTY)
+        assert len(saved) == checkpoints  # journaled, not checkpointed
+        assert (state / persist.JOURNAL).stat().st_size > 0
+    async with (
+        LocalNet(state_dir=state) as net,
+        Agent(net.url, network="local", root_key=net.root_key) as agent,
+    ):
+        assert [nat(await agent.query(c, "get", EMPTY)) for c in canisters] == [0, 3]
+
+
 async def test_a_format_1_state_dir_is_still_read(tmp_path: Path) -> None:
     state = tmp_path / "state"
     async with LocalNet(state_dir=state) as net:
