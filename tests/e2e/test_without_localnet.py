@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_harness import ROOT, Cli, json_lines
+from cli_harness import ROOT, UNPACED_LIMITS, Cli, json_lines
 
 from replicator.cli.main import build_parser
 
@@ -26,6 +26,11 @@ pytestmark = pytest.mark.e2e
 INSTALL = "pip install 'ic-replicator[localnet]'"
 NOT_INSTALLED = ("wasmtime", "asyncio_throttle", "aiolimiter")
 ORCHESTRATOR_PACKAGES = ("replicator", "canister_iface")
+
+
+@pytest.fixture
+def cli_config_extra() -> str:
+    return UNPACED_LIMITS  # what these tests prove does not depend on the pace
 
 
 @pytest.fixture(scope="module")
