@@ -18,7 +18,10 @@ source (``icrp_begin_export``, continued while it is preparing), open the
 import on the backup canister with size, chunk size, digest and chunk
 digests, copy every chunk (direct by default: the source pushes to the
 backup canister), commit, and check that the backup canister now serves an
-image with the same digest.
+image with the same digest. The last round trips overlap
+(:func:`~replicator.flows.image.machine.advance_overlapped`): the peer
+grants are revoked while the backup canister commits, and the source's
+export is ended while the digest is checked.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from replicator.errors import ReplicatorError, UsageError
 from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
 from replicator.flows.image.canister import CanisterSource
 from replicator.flows.image.cycles import keep_alive
-from replicator.flows.image.machine import advance_copy
+from replicator.flows.image.machine import advance_overlapped
 from replicator.flows.image.performer import ImagePerformer
 from replicator.job import CanisterRef, Job, JobRequest
 from replicator.metrics import CyclesMetrics
@@ -142,7 +145,7 @@ BACKUP = kinds.register(
     Kind(
         name=KIND,
         summary="a canister's image into its backup canister (created on demand)",
-        advance=advance_copy,
+        advance=advance_overlapped,
         performer=ImagePerformer,
         plan=plan_backup,
         target_optional=True,

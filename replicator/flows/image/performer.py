@@ -24,7 +24,9 @@ cancelled when it closes (best effort), a run that died by the job's next run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from canister_iface import icrp_errors as ie
 from replicator.chunkbook import ChunkBook
@@ -60,6 +62,9 @@ from replicator.integrity import ImageInfo
 from replicator.job import CanisterRef, Job, JobState
 from replicator.pump import DirectMover, Mover, Pump, RelayMover
 from replicator.routes import Route, check_via
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class ImagePerformer:
@@ -112,21 +117,35 @@ class ImagePerformer:
                 self._unreleased.update(grants)
                 return await self._copy(image, import_id, grants)
             case ReleaseGrants(grants=grants):
-                await self.grants.revoke(grants)
-                self._unreleased.difference_update(grants)
+                await self._revoke(grants)
                 return GrantsReleased(grants)
             case CheckChunks(image=image):
                 return ChunksDone(await self._check(image))
-            case Commit(image=image, import_id=import_id):
-                await self.target.commit(image, import_id)
-                return Committed()
-            case VerifyTarget(image=image, import_id=import_id):
-                self.target_digest = await self.target.digest(image, import_id)
-                return Verified(self.target_digest)
+            case Commit(image=image, import_id=import_id, grants=grants):
+                await _together(self.target.commit(image, import_id), self._revoke(grants))
+                return Committed(released=grants)
+            case VerifyTarget():
+                return await self._verify(effect)
             case ReleaseSource(image=image):
                 await self.source.release(image)
                 return None
         raise TypeError(f"not an effect of the image kinds: {effect!r}")
+
+    async def _verify(self, effect: VerifyTarget) -> Verified:
+        """The target's digest; the source's export ended meanwhile if asked."""
+        image, released = effect.image, effect.release is not None
+        check = self.target.digest(image, effect.import_id)
+        if released:
+            digest, _ = await _together(check, self.source.release(image))
+        else:
+            digest = await check
+        self.target_digest = digest
+        return Verified(digest, source_released=released)
+
+    async def _revoke(self, grants: tuple[Grant, ...]) -> None:
+        if grants:
+            await self.grants.revoke(grants)
+            self._unreleased.difference_update(grants)
 
     @property
     def target(self) -> TargetSide:
@@ -291,6 +310,17 @@ class ImagePerformer:
         await self.source.close()
         if self._target is not None:
             await self._target.close()
+
+
+async def _together(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Both at once; if one fails the other is cancelled and the failure raised."""
+    async with asyncio.TaskGroup() as group:
+        a, b = group.create_task(_awaited(first)), group.create_task(_awaited(second))
+    return a.result(), b.result()
+
+
+async def _awaited(aw: Awaitable[T]) -> T:
+    return await aw
 
 
 def _source_side(job: Job, ctx: RunContext) -> SourceSide:
