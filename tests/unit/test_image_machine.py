@@ -366,6 +366,22 @@ def test_a_backup_revokes_while_committing_and_ends_the_export_while_verifying()
     assert bad.state.exit_code == EXIT_INTEGRITY
 
 
+def test_a_backup_records_the_grants_it_names_before_the_target_prepares() -> None:
+    state = new_state(_backup_job())
+    step = advance_overlapped(state, Start())
+    assert step.effects == (PrepareSource(APP, resume=None, name_grants=True),)
+    step = advance_overlapped(step.state, SourceReady(IMAGE, grants=(PUSH_TO,)))
+    assert grants_of(step.state.detail) == (PUSH_TO,)  # saved before the grant is made
+    assert step.effects == (PrepareTarget(BACKUP, IMAGE, resume_import_id=None, grants=(PUSH_TO,)),)
+    step = advance_overlapped(step.state, TargetReady(42))
+    assert step.effects == (CopyChunks(APP, BACKUP, IMAGE, 42, (PUSH_TO,)),)
+    # A resumed run keeps what it recorded, and adds what it names now.
+    state, _ = _run(step.state, Fail("killed", 1))
+    step = advance_overlapped(advance_overlapped(state, Start()).state, SourceReady(IMAGE))
+    assert grants_of(step.state.detail) == (PUSH_TO,)
+    assert step.effects == (PrepareTarget(BACKUP, IMAGE, resume_import_id=42),)
+
+
 def test_the_copy_kinds_keep_their_separate_round_trips() -> None:
     """Restores, archives and a standby's seed (advance_copy) are unchanged."""
     state = new_state(_backup_job())

@@ -17,9 +17,11 @@ checks that the target holds the same image::
 
     pending ─Start→ preparing ─SourceReady→ verifying ─ChunksDone→ [─Verified→] done
 
-A backup (``advance_overlapped``) takes the same phases with two round
-trips fewer: it revokes its grants while the target commits and ends the
-source's export while the target's digest is checked.
+A backup (``advance_overlapped``) takes the same phases with three round
+trips fewer: it names the peer grants while the source prepares, records
+them before the target's preparation makes them, revokes them while the
+target commits, and ends the source's export while the target's digest is
+checked.
 
 Any unfinished phase accepts ``Fail`` (→ failed) and ``Cancel`` (→ cancelled).
 ``Start`` resumes a failed, cancelled or interrupted job from ``preparing``
@@ -131,9 +133,13 @@ def _with(state: JobState, detail: ImageDetail, **changes: Any) -> JobState:
 
 @dataclass(frozen=True)
 class SourceReady:
-    """The source offers ``image`` (export ready, or archive header verified)."""
+    """The source offers ``image`` (export ready, or archive header verified).
+
+    ``grants``: the peer grants a direct copy will need (``PrepareSource.name_grants``).
+    """
 
     image: ImageInfo
+    grants: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,7 @@ class PrepareSource:
 
     source: Endpoint
     resume: ImageInfo | None
+    name_grants: bool = False  # also name the grants a direct copy needs (SourceReady.grants)
 
 
 @dataclass(frozen=True)
@@ -213,11 +220,14 @@ class PrepareTarget:
 
     Canister: ``icrp_begin_import`` (continuing ``resume_import_id`` when the
     target still has it).  Archive: create the file or resume a partly written one.
+    ``grants``: recorded grants to make meanwhile (best effort: the copy makes
+    any that are missing, or takes the relay).
     """
 
     target: Endpoint
     image: ImageInfo
     resume_import_id: int | None
+    grants: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -311,11 +321,14 @@ def advance_copy(state: JobState, event: object) -> Step:
 
 
 def advance_overlapped(state: JobState, event: object) -> Step:
-    """The machine of backup: the copy's, with the last round trips overlapped.
+    """The machine of backup: the copy's, with round trips overlapped.
 
-    The grants are revoked while the target commits (``Commit.grants``) and
-    the source's export is ended while the target's digest is checked
-    (``VerifyTarget.release``): the same calls, two round trips fewer. Every
+    The peer grants are named while the source prepares
+    (``PrepareSource.name_grants``), recorded, and made while the target
+    prepares (``PrepareTarget.grants``); they are revoked while the target
+    commits (``Commit.grants``) and the source's export is ended while the
+    target's digest is checked (``VerifyTarget.release``): the same calls,
+    three round trips fewer. Every
     effect still comes after the state that asks for it is saved, so a run
     killed meanwhile leaves grants recorded (the next run revokes them) or an
     ended export (the next run freezes a fresh image, which a backup
@@ -338,10 +351,8 @@ def advance(state: JobState, event: object, *, verify: bool, overlap: bool = Fal
     match event:
         case Start():
             detail = ImageDetail.of(state)
-            return Step(
-                started(state, Phase.PREPARING),
-                (PrepareSource(state.job.source, resume=detail.image),),
-            )
+            prepare = PrepareSource(state.job.source, resume=detail.image, name_grants=overlap)
+            return Step(started(state, Phase.PREPARING), (prepare,))
         case SourceReady():
             return _source_ready(state, event, verify)
         case TargetReady():
@@ -392,6 +403,11 @@ def _source_ready(state: JobState, event: SourceReady, verify: bool) -> Step:
             replace(nxt, phase=Phase.VERIFYING), (*effects, CheckChunks(state.job.source, new))
         )
     target = _target(state)
+    if event.grants:  # recorded here, so that the target's preparation may make them
+        grants = tuple(sorted({*detail.grants, *event.grants}))
+        nxt = _with(state, replace(detail, image=new, import_id=import_id, grants=grants))
+        prepare = PrepareTarget(target, new, resume_import_id=import_id, grants=grants)
+        return Step(nxt, (*effects, prepare))
     return Step(nxt, (*effects, PrepareTarget(target, new, resume_import_id=import_id)))
 
 
