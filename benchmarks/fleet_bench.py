@@ -19,6 +19,14 @@ Two parts, one run:
    (target <= 300 MiB), and fairness: each member's throughput while its
    job ran (bytes / its job's time), max / min over the members.
 
+3. **at scale** (``--scale N``, instead of the two above): one fleet run of
+   N user canisters of 4 KiB each on a localnet that keeps at most 256
+   canisters instantiated (``--max-live-canisters 256 --sleep-after 30``),
+   with the call and byte rates unlimited and fleet concurrency 32, so the
+   figures are the orchestrator's and localnet's own costs: time, CPU per
+   member, this process's peak RSS (target <= 300 MiB) and localnet's.
+   Every member must end ok.
+
 Exits non-zero when a target is missed.  localnet's own RSS with 10,000
 canisters is measured by ``localnet_scale_bench``.
 """
@@ -27,10 +35,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from icp_candid import Types
@@ -75,6 +84,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2,000 scheduled, 16 on localnet")
     parser.add_argument("--members", type=int, help="members of the scheduling part (10,000)")
     parser.add_argument("--fleet", type=int, help="user canisters on localnet (200)")
+    parser.add_argument(
+        "--scale", type=int, metavar="N", help="only: one fleet run of N small members, unlimited"
+    )
     args = parser.parse_args(list(argv))
     args.members = args.members or (2_000 if args.quick else 10_000)
     args.fleet = args.fleet or (16 if args.quick else 200)
@@ -102,7 +114,7 @@ async def scheduling(n: int, tmp: Path) -> float:
         now = time.time()
         await table.sync("bench", "local", ids, now)
         due = await table.due("bench", "local", "round-1", now)
-        metrics.counted("bench", await table.members("bench"), 86_400)
+        metrics.counted("bench", "backup", await table.members("bench"), 86_400)
         for i, row in enumerate(due):
             at = now + i * 0.001
             ok = i % 10 != 0  # a tenth fail
@@ -119,8 +131,8 @@ async def scheduling(n: int, tmp: Path) -> float:
                     None if ok else "failed",
                 ),
             )
-            metrics.ran("bench", ok, None if ok else 1)
-        metrics.counted("bench", await table.members("bench"), 86_400)
+            metrics.ran("bench", "backup", ok, None if ok else 1)
+        metrics.counted("bench", "backup", await table.members("bench"), 86_400)
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     per = cpu / n * 1000
     print(
@@ -165,7 +177,20 @@ class Timings:
         self.outcomes[job.id] = (time.monotonic(), outcome)
 
 
-async def _deploy(net: LocalNetProcess, me: Identity, agent: Agent, n: int) -> Principal:
+def _spread(i: int, n: int) -> int:
+    """Member ``i``'s data: 64 KiB to 1 MiB, evenly spread over the fleet."""
+    return 64 * KiB + (MiB - 64 * KiB) * i // max(1, n - 1)
+
+
+async def _deploy(
+    net: LocalNetProcess,
+    me: Identity,
+    agent: Agent,
+    n: int,
+    *,
+    size: Callable[[int, int], int] = _spread,
+    at_once: int = 8,
+) -> Principal:
     mgmt = ManagementClient(agent)
     plat = await mgmt.provisional_create_canister_with_cycles(
         amount=(3 * n + 10) * T, settings=CanisterSettings(controllers=(me.principal,))
@@ -177,17 +202,20 @@ async def _deploy(net: LocalNetProcess, me: Identity, agent: Agent, n: int) -> P
         "fleet_peers": [me.principal.raw],
     }
     await agent.update(plat, "platform_configure", encode_values([(_CONFIG, config)]))
-    gate = asyncio.Semaphore(8)
+    gate = asyncio.Semaphore(at_once)
 
     async def member(i: int) -> None:
-        size = 64 * KiB + (MiB - 64 * KiB) * i // max(1, n - 1)
+        nbytes = size(i, n)
         async with gate, Agent(net.url, Identity.generate_ed25519(), root_key=net.root_key) as user:
             reply = await user.update(plat, "create_user_canister", b"DIDL\x00\x00")
             tag, value = as_variant(decode_single(reply, "c"), ("ok", "err"), "create")
             assert tag == "ok", value
             canister = as_principal(value, "create")
             arg = encode_values(
-                [(Types.Vec(Types.Nat8), b"data"), (Types.Vec(Types.Nat8), bytes([i % 251]) * size)]
+                [
+                    (Types.Vec(Types.Nat8), b"data"),
+                    (Types.Vec(Types.Nat8), bytes([i % 251]) * nbytes),
+                ]
             )
             await user.update(canister, "put", arg)
 
@@ -254,8 +282,91 @@ async def end_to_end(n: int, tmp: Path) -> dict[str, float]:
     return {"share": share, "rss": rss, "fairness": fairness}
 
 
+SCALE_LIVE = 256  # canisters localnet keeps instantiated in the scale run
+SCALE_CONCURRENCY = 32
+
+
+def _hwm_mib(pid: int | None) -> float:
+    """A child's peak RSS (VmHWM) in MiB; 0 when it cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _cpu_s(pid: int | None) -> float:
+    """A child's CPU seconds so far (user + system); 0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def at_scale(n: int, tmp: Path) -> dict[str, float]:
+    """One fleet run of ``n`` small members with unlimited rates (see the module)."""
+    me = Identity.generate_ed25519()
+    flags = ["--max-live-canisters", str(SCALE_LIVE), "--sleep-after", "30"]
+    async with LocalNetProcess(state_dir=tmp / "localnet", extra_args=flags) as net:
+        agent = Agent(net.url, me, network="local", root_key=net.root_key)
+        async with agent:
+            started = time.monotonic()
+            plat = await _deploy(net, me, agent, n, size=lambda i, n: 4 * KiB, at_once=32)
+            deployed = time.monotonic() - started
+            print(f"fleet of {n:,} user canisters deployed in {deployed:.0f} s", flush=True)
+            limits = LimitSettings(calls_per_second=None, bytes_per_second=None, in_flight=64)
+            metrics = Metrics()
+            store = SqliteStore(tmp / "scale.sqlite3")
+            engine = Engine(
+                EngineSettings(limits=limits), store, metrics, Timings(), agents={"local": agent}
+            )
+            request = fleet.request(
+                CanisterRef(plat.to_text(), "local"), name="scale", concurrency=SCALE_CONCURRENCY
+            )
+            try:
+                cpu, wall, net_cpu = time.process_time(), time.monotonic(), _cpu_s(net.pid)
+                outcome = await engine.submit(request)
+                cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+                net_cpu = _cpu_s(net.pid) - net_cpu
+            finally:
+                await store.close()
+            localnet_rss = _hwm_mib(net.pid)
+    ok = int(outcome.details.get("members_ok") or 0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"at scale: {ok:,} of {n:,} members backed up in {wall:.0f} s ({n / wall:.1f} members/s, "
+        f"concurrency {SCALE_CONCURRENCY}, rates unlimited); orchestrator CPU {cpu:.0f} s = "
+        f"{cpu / n * 1000:.0f} ms per member; localnet CPU {net_cpu:.0f} s = "
+        f"{net_cpu / n * 1000:.0f} ms per member; peak RSS {rss:.0f} MiB (target <= "
+        f"{RSS_TARGET_MIB:.0f}); localnet peak RSS {localnet_rss:.0f} MiB "
+        f"(--max-live-canisters {SCALE_LIVE}, 2n+1 canisters)",
+        flush=True,
+    )
+    return {"ok": float(ok == n and outcome.ok), "rss": rss}
+
+
 async def run(argv: Sequence[str] = ()) -> bool:
     args = parse(argv)
+    if args.scale:
+        print(
+            f"configuration: one fleet run of {args.scale:,} user canisters of 4 KiB on localnet "
+            f"(child process, --max-live-canisters {SCALE_LIVE}, --sleep-after 30), fleet "
+            f"concurrency {SCALE_CONCURRENCY}, calls/s and bytes/s unlimited, 64 in flight",
+            flush=True,
+        )
+        with tempfile.TemporaryDirectory(prefix="fleet-scale-") as tmp:
+            scaled = await at_scale(args.scale, Path(tmp))
+        checks = [
+            ("every member backed up", scaled["ok"] == 1.0),
+            (f"orchestrator RSS <= {RSS_TARGET_MIB:.0f} MiB", scaled["rss"] <= RSS_TARGET_MIB),
+        ]
+        for what, good in checks:
+            print(f"{'ok' if good else 'MISSED'}: {what}", flush=True)
+        return all(good for _, good in checks)
     print(
         f"configuration: scheduling {args.members:,} members (SQLite store, fsync per member); "
         f"end to end {args.fleet} members of 64 KiB-1 MiB on localnet (child process), shipped "

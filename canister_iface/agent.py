@@ -177,13 +177,35 @@ class Agent:
         effective_canister_id: CanisterRef | None = None,
     ) -> bytes:
         """Run a query; returns the reply's Candid bytes or raises an :class:`IcError`."""
+        return bytes(await self._query(canister_id, method, arg, effective_canister_id, False))
+
+    async def query_view(
+        self,
+        canister_id: CanisterRef,
+        method: str,
+        arg: bytes | ArgParts = EMPTY_ARGS,
+        *,
+        effective_canister_id: CanisterRef | None = None,
+    ) -> memoryview:
+        """:meth:`query`, the reply as a view of the HTTP response (a large reply is
+        verified and handed on without a copy: the relay's reads)."""
+        return memoryview(await self._query(canister_id, method, arg, effective_canister_id, True))
+
+    async def _query(
+        self,
+        canister_id: CanisterRef,
+        method: str,
+        arg: bytes | ArgParts,
+        effective_canister_id: CanisterRef | None,
+        views: bool,
+    ) -> bytes | memoryview:
         target, effective = _targets(canister_id, effective_canister_id)
         call = self._call_info(target, method, "query")
         request = self._sign(
             {"request_type": "query", "canister_id": target.raw, "method_name": method, "arg": arg}
         )
         answer = await self._post(canister_path("v3", effective.to_text(), "query"), request, call)
-        response = decode_cbor_map(answer.content, call, "query response")
+        response = decode_cbor_map(answer.content, call, "query response", views=views)
         if not self._insecure:
             await self._verify_query(response, request.request_id, effective, call)
         return _query_outcome(response, call)
@@ -528,12 +550,12 @@ def _call_outcome(status: RequestStatus, request_id: bytes, call: CallInfo) -> b
     )
 
 
-def _query_outcome(response: Mapping[str, Any], call: CallInfo) -> bytes:
+def _query_outcome(response: Mapping[str, Any], call: CallInfo) -> bytes | memoryview:
     status = response.get("status")
     if status == "replied":
         reply = response.get("reply")
         arg = reply.get("arg") if isinstance(reply, Mapping) else None
-        if not isinstance(arg, bytes):
+        if not isinstance(arg, bytes | memoryview):
             raise ProtocolError("a replied query response has no reply.arg blob", call=call)
         return arg
     if status == "rejected":

@@ -10,7 +10,7 @@ that do not match the interface.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Caller(Protocol):
@@ -31,4 +31,13 @@ class Caller(Protocol):
         ``effective_canister_id`` routes calls to the management canister
         (``canister_id == b""``) to the subnet of the canister they are about.
         """
+        ...
+
+
+@runtime_checkable
+class ViewCaller(Caller, Protocol):
+    """A caller that can also hand a query's reply over as a view (no copy)."""
+
+    async def query_view(self, canister_id: bytes, method: str, arg: bytes) -> memoryview:
+        """:meth:`query`, the reply as a view of the response it came in."""
         ...

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from canister_iface.agent import Agent
-from canister_iface.caller import Caller
+from canister_iface.caller import Caller, ViewCaller
 from canister_iface.candid_value import (
     Rec,
     as_blob,
@@ -126,6 +126,8 @@ class IcrpClient:
     def __init__(self, agent: Caller, canister_id: CanisterRef) -> None:
         self.agent = agent
         self.canister_id = Principal.of(canister_id)
+        # read_view's replies come uncopied from an agent that can hand them over so
+        self._viewer = agent if isinstance(agent, ViewCaller) else None
 
     def __repr__(self) -> str:
         return f"IcrpClient({self.canister_id.to_text()!r})"
@@ -136,13 +138,23 @@ class IcrpClient:
         return decode_single(await self._reply(method, *args), method)
 
     async def _reply(self, method: str, *args: object) -> bytes:
-        kind, types = METHODS[method]
-        if len(types) != len(args):
-            raise TypeError(f"{method} takes {len(types)} arguments, got {len(args)}")
-        arg = encode_values(list(zip(types, args, strict=True)))
+        kind, arg = self._arg(method, args)
         if kind == "query":
             return await self.agent.query(self.canister_id.raw, method, arg)
         return await self.agent.update(self.canister_id.raw, method, arg)
+
+    async def _query_view(self, method: str, *args: object) -> bytes | memoryview:
+        """A query's reply, uncopied where the agent can hand it over as a view."""
+        _, arg = self._arg(method, args)
+        if self._viewer is not None:
+            return await self._viewer.query_view(self.canister_id.raw, method, arg)
+        return await self.agent.query(self.canister_id.raw, method, arg)
+
+    def _arg(self, method: str, args: tuple[object, ...]) -> tuple[str, bytes]:
+        kind, types = METHODS[method]
+        if len(types) != len(args):
+            raise TypeError(f"{method} takes {len(types)} arguments, got {len(args)}")
+        return kind, encode_values(list(zip(types, args, strict=True)))
 
     async def _result(self, method: str, *args: object) -> object:
         """The ``ok`` payload of a result, or the ``err`` case raised."""
@@ -205,10 +217,10 @@ class IcrpClient:
 
     async def read_view(self, snapshot_id: int, offset: int, length: int) -> memoryview:
         """:meth:`read`, as a view of the reply (the relay's path: the bytes are not copied)."""
-        reply = await self._reply("icrp_read", snapshot_id, offset, length)
+        reply = await self._query_view("icrp_read", snapshot_id, offset, length)
         data = decode_ok(reply)
         if not isinstance(data, memoryview):  # an error, or a shape the fast path does not read
-            value = self._ok("icrp_read", decode_single(reply, "icrp_read"))
+            value = self._ok("icrp_read", decode_single(bytes(reply), "icrp_read"))
             data = memoryview(as_blob(value, "icrp_read.ok"))
         if len(data) > length:
             raise ProtocolError(

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_PRINCIPAL_BYTES = 29
 _SELF_AUTHENTICATING = b"\x02"
@@ -83,15 +84,22 @@ class Principal:
         return self.raw == b""
 
     def to_text(self) -> str:
-        encoded = base64.b32encode(_crc32(self.raw) + self.raw).decode("ascii")
-        encoded = encoded.rstrip("=").lower()
-        return "-".join(encoded[i : i + 5] for i in range(0, len(encoded), 5))
+        return _text(self.raw)
 
     def __str__(self) -> str:
         return self.to_text()
 
     def __repr__(self) -> str:
         return f"Principal({self.to_text()!r})"
+
+
+# An agent names its canister and sender in every call (paths, errors, metrics
+# labels): the few principals a process talks to are encoded once.
+@lru_cache(maxsize=1024)
+def _text(raw: bytes) -> str:
+    encoded = base64.b32encode(_crc32(raw) + raw).decode("ascii")
+    encoded = encoded.rstrip("=").lower()
+    return "-".join(encoded[i : i + 5] for i in range(0, len(encoded), 5))
 
 
 def _crc32(data: bytes) -> bytes:

@@ -145,7 +145,7 @@ def signed_fields(response: Mapping[str, Any]) -> dict[str, Value | None]:
     status = response.get("status")
     if status == "replied":
         reply = response.get("reply")
-        if not isinstance(reply, Mapping) or not isinstance(reply.get("arg"), bytes):
+        if not isinstance(reply, Mapping) or not isinstance(reply.get("arg"), bytes | memoryview):
             raise CertificateError(
                 "a replied query response needs reply.arg (a blob)", reason="malformed"
             )
@@ -164,7 +164,9 @@ def signed_fields(response: Mapping[str, Any]) -> dict[str, Value | None]:
 
 def _value(raw: Any) -> Value:
     """Check that a decoded CBOR value is hashable representation-independently."""
-    if isinstance(raw, bytes | str) or (isinstance(raw, int) and not isinstance(raw, bool)):
+    if isinstance(raw, bytes | memoryview | str) or (
+        isinstance(raw, int) and not isinstance(raw, bool)
+    ):
         return raw
     if isinstance(raw, Mapping):
         return {str(key): _value(item) for key, item in raw.items()}

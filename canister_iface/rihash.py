@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from hashlib import sha256
 
 # What callers may put into a content map (recursively).
-Value = bytes | str | int | Sequence["Value"] | Mapping[str, "Value | None"]
+Value = bytes | memoryview | str | int | Sequence["Value"] | Mapping[str, "Value | None"]
 
 
 def uleb128(number: int) -> bytes:
@@ -32,9 +32,9 @@ def uleb128(number: int) -> bytes:
     return bytes(groups)
 
 
-def _encode(value: Value) -> bytes:
+def _encode(value: Value) -> bytes | memoryview:
     """The bytes whose SHA-256 is the value's hash (maps and arrays excepted)."""
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | memoryview):  # a view: a blob not copied out of its reply
         return value
     if isinstance(value, str):
         return value.encode("utf-8")
@@ -46,9 +46,11 @@ def _encode(value: Value) -> bytes:
 
 
 def hash_value(value: Value) -> bytes:
+    if isinstance(value, bytes | str | int | memoryview):  # concrete classes: no ABC check
+        return sha256(_encode(value)).digest()
     if isinstance(value, Mapping):
         return hash_of_map(value)
-    if isinstance(value, Sequence) and not isinstance(value, bytes | str):
+    if isinstance(value, Sequence) and not isinstance(value, bytes | str | memoryview):
         return sha256(b"".join(hash_value(item) for item in value)).digest()
     return sha256(_encode(value)).digest()
 

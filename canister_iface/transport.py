@@ -158,6 +158,26 @@ def _head(major: int, number: int) -> bytes:
 
 
 def _cbor(value: object, out: _Parts) -> None:
+    # The envelope's own types first, each a concrete class (~20 items per
+    # call): the general chain below costs an ABC check (Mapping) for most.
+    if isinstance(value, str):
+        encoded = value.encode("utf-8")
+        out.add(_head(3, len(encoded)) + encoded)
+    elif isinstance(value, bytes):
+        out.add(_head(2, len(value)))
+        out.add(value)
+    elif isinstance(value, dict):
+        out.add(_head(5, len(value)))
+        for key, item in value.items():
+            _cbor(key, out)
+            _cbor(item, out)
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        out.add(_head(0, value))
+    else:
+        _cbor_any(value, out)
+
+
+def _cbor_any(value: object, out: _Parts) -> None:
     if isinstance(value, bytes | bytearray | memoryview):
         out.add(_head(2, len(value)))
         out.add(value)
@@ -183,8 +203,23 @@ def _cbor(value: object, out: _Parts) -> None:
             _cbor(item, out)
 
 
-def decode_cbor_map(data: bytes | bytearray, call: CallInfo | None, what: str) -> Mapping[str, Any]:
-    """A CBOR map (tag 55799 optional); anything else is a :class:`ProtocolError`."""
+def decode_cbor_map(
+    data: bytes | bytearray, call: CallInfo | None, what: str, *, views: bool = False
+) -> Mapping[str, Any]:
+    """A CBOR map (tag 55799 optional); anything else is a :class:`ProtocolError`.
+
+    ``views``: byte strings of :data:`VIEW_FROM` bytes or more come back as
+    ``memoryview`` slices of ``data`` instead of copies (a 2 MiB query reply
+    is then never copied).  ``data`` must not change while they are in use.
+    """
+    if views:
+        try:
+            value: Any = _decode_views(memoryview(data))
+        except _NotFast:
+            pass  # anything the small decoder does not read: cbor2 decides (and explains)
+        else:
+            if isinstance(value, Mapping):
+                return value
     try:
         value = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises assorted types for garbage
@@ -198,6 +233,83 @@ def decode_cbor_map(data: bytes | bytearray, call: CallInfo | None, what: str) -
             f"the node's {what} is a CBOR {type(value).__name__}, not a map", call=call
         )
     return value
+
+
+# ------------------------------------------------------------------ CBOR in
+#
+# The responses the agent decodes are definite-length maps of text keys to
+# blobs, text, naturals and arrays; the small decoder below reads exactly
+# that (tag 55799 only at the top) and leaves everything else (indefinite
+# lengths, floats, other tags, malformed input) to cbor2.
+
+VIEW_FROM = 64 * 1024
+_MAX_DEPTH = 16
+
+
+class _NotFast(Exception):
+    """Not the plain CBOR the small decoder reads (cbor2 takes over)."""
+
+
+def _decode_views(view: memoryview) -> Any:
+    if view[:3] == _SELF_DESCRIBE:
+        view = view[3:]
+    value, end = _item(view, 0, 0)
+    if end != len(view):
+        raise _NotFast()
+    return value
+
+
+def _item(view: memoryview, pos: int, depth: int) -> tuple[Any, int]:
+    major, number, pos = _head_at(view, pos, depth)
+    if major == 0:
+        return number, pos
+    if major == 1:
+        return -1 - number, pos
+    if major in (2, 3):
+        return _string(view, major, pos, pos + number)
+    if major == 4:
+        items = []
+        for _ in range(number):
+            item, pos = _item(view, pos, depth + 1)
+            items.append(item)
+        return items, pos
+    if major == 5:
+        fields: dict[Any, Any] = {}
+        for _ in range(number):
+            key, pos = _item(view, pos, depth + 1)
+            if not isinstance(key, str | int | bytes):
+                raise _NotFast()
+            fields[key], pos = _item(view, pos, depth + 1)
+        return fields, pos
+    raise _NotFast()  # tags inside, floats, simple values
+
+
+def _head_at(view: memoryview, pos: int, depth: int) -> tuple[int, int, int]:
+    """``(major type, number, position after the head)`` of the item at ``pos``."""
+    if depth > _MAX_DEPTH or pos >= len(view):
+        raise _NotFast()
+    initial = view[pos]
+    major, info = initial >> 5, initial & 31
+    pos += 1
+    if info < 24:
+        return major, info, pos
+    if info > 27:
+        raise _NotFast()  # indefinite length or reserved
+    size = 1 << (info - 24)
+    if pos + size > len(view):
+        raise _NotFast()
+    return major, int.from_bytes(view[pos : pos + size], "big"), pos + size
+
+
+def _string(view: memoryview, major: int, pos: int, end: int) -> tuple[Any, int]:
+    if end > len(view):
+        raise _NotFast()
+    if major == 3:
+        try:
+            return str(view[pos:end], "utf-8"), end
+        except UnicodeDecodeError:
+            raise _NotFast() from None
+    return (view[pos:end] if end - pos >= VIEW_FROM else bytes(view[pos:end])), end
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ the replica's HTTP handler):
 - ``POST /api/{v2,v3}/canister/<id>/read_state`` and ``.../subnet/<id>/read_state``
 - ``GET|PUT|PATCH /_/faults``, ``POST /_/faults/reset``: fault injection (JSON)
 - ``GET /_/subnets``: subnet ids, canister ranges, the subnet model and round statistics
+- ``GET|PUT /_/calls``: executions of the update methods a test watches
+  (:mod:`localnet.callcount`: calls, and repeats of an identical call)
 
 A call the node refuses before execution (``Reject`` from ``submit_call``) is
 200 with ``status: non_replicated_rejection`` on the sync endpoints and 200
@@ -36,6 +38,7 @@ import cbor2
 from aiohttp import web
 
 from localnet import ids
+from localnet.callcount import CallCount
 from localnet.envelope import (
     Clock,
     EnvelopeError,
@@ -70,6 +73,7 @@ def make_app(
     clock: Clock = time.time_ns,
     impl_version: str = IMPL_VERSION,
     describe: Callable[[], dict[str, Any]] | None = None,
+    calls: CallCount | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``node``'s IC endpoints and the fault admin API.
 
@@ -99,6 +103,10 @@ def make_app(
             return web.json_response(describe())
 
         app.router.add_get("/_/subnets", subnets)
+    if calls is not None:
+        counts = _CallAdmin(calls)
+        app.router.add_get("/_/calls", counts.get)
+        app.router.add_put("/_/calls", counts.put)
     return app
 
 
@@ -291,6 +299,27 @@ class _FaultAdmin:
         return web.json_response(self._faults.to_json())
 
 
+class _CallAdmin:
+    """``/_/calls``: which methods to count (PUT, resets), and the counts (GET)."""
+
+    def __init__(self, calls: CallCount) -> None:
+        self._calls = calls
+
+    async def get(self, request: web.Request) -> web.Response:
+        return web.json_response(self._calls.to_json())
+
+    async def put(self, request: web.Request) -> web.Response:
+        try:
+            data = json.loads(await request.text())
+            methods = data["methods"]
+            if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+                raise TypeError("methods must be a list of method names")
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            return _text(400, f'Invalid body: {exc}; send {{"methods": ["icrp_write", ...]}}')
+        self._calls.watch(methods)
+        return web.json_response(self._calls.to_json())
+
+
 class HttpServer:
     """Serves an app on ``host``:``port`` inside the running event loop (port 0 = ephemeral)."""
 
@@ -320,6 +349,7 @@ class HttpServer:
         sync_call_timeout_s: float = DEFAULT_SYNC_CALL_TIMEOUT_S,
         clock: Clock = time.time_ns,
         admin: Callable[[], dict[str, Any]] | None = None,
+        calls: CallCount | None = None,
     ) -> HttpServer:
         """A server for :func:`make_app` over ``node`` (what ``LocalNet`` runs);
         ``admin`` describes the subnets for ``GET /_/subnets``."""
@@ -330,6 +360,7 @@ class HttpServer:
             sync_call_timeout_s=sync_call_timeout_s,
             clock=clock,
             describe=admin,
+            calls=calls,
         )
         return cls(app, host=host, port=port)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from localnet import ids, persist
+from localnet.callcount import CallCount
 from localnet.certification import NodeSigner, RootKey
 from localnet.clock import Clock
 from localnet.errors import Reject, RejectCode
@@ -67,6 +68,7 @@ class LocalNet:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.clock = clock or Clock()
         self.faults = Faults(seed=seed)
+        self.calls = CallCount()  # what tests watch (``GET /_/calls``)
         # How many canisters stay live; one engine, so one policy, for all subnets.
         self.engine = WasmEngine(residency=residency)
         self.subnet_model = subnet_model
@@ -77,6 +79,7 @@ class LocalNet:
                 clock=self.clock,
                 faults=self.faults,
                 rollback=rollback,
+                call_count=self.calls,
             )
             for _ in range(subnets)
         ]
@@ -106,6 +109,7 @@ class LocalNet:
             sync_call_timeout_s=sync_call_timeout,
             clock=self.clock.peek_ns,
             admin=self.fabric.describe,
+            calls=self.calls,
         )
 
     # --- lifecycle ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from localnet import cycles, ids
+from localnet.callcount import CallCount
 from localnet.clock import Clock
 from localnet.errors import ErrorCode, Reject, RejectCode
 from localnet.execution import (
@@ -215,6 +216,8 @@ class Replica:
     data_certificate: Callable[[bytes], bytes] | None = None
     requests: dict[bytes, RequestRecord] = field(default_factory=dict)
     counters: _Counters = field(default_factory=_Counters)
+    # Executions of the methods tests watch (``GET /_/calls``); shared by all subnets.
+    call_count: CallCount | None = None
     _queue: deque[Message] = field(default_factory=deque)
     _contexts: dict[int, CallContext] = field(default_factory=dict)
     _callbacks: dict[int, PendingCallback] = field(default_factory=dict)
@@ -598,6 +601,8 @@ class Replica:
                 msg.cycles,
             )
             return
+        if self.call_count is not None:
+            self.call_count.saw(msg.callee, msg.method, msg.arg)
         context = self._open_context(canister, msg.origin, msg.sender, msg.cycles)
         context.deadline_ns = msg.deadline_ns
         ctx = MessageContext(

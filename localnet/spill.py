@@ -123,7 +123,7 @@ class Spill:
             self.images += 1
             self.bytes += length
         try:
-            written = os.pwrite(segment.fd, blob, offset)
+            written = _write_all(segment.fd, blob, offset)
         except OSError as exc:
             self.free(SpillRef(segment, offset, length))
             raise SpillError(
@@ -136,7 +136,7 @@ class Spill:
         return SpillRef(segment, offset, length)
 
     def get(self, ref: SpillRef) -> PageImage:
-        blob = os.pread(ref.segment.fd, ref.length, ref.offset)
+        blob = _read_all(ref.segment.fd, ref.length, ref.offset)
         if len(blob) != ref.length:
             raise SpillError(f"a page image in {self.directory} is truncated")
         return _decode(blob)
@@ -177,6 +177,36 @@ class Spill:
         return current
 
 
+# Linux moves at most 0x7FFFF000 bytes per read/write call, and a canister's
+# image can be larger than that (a 2 GiB heap): loop in pieces below it.
+_IO_MAX = 1 << 30
+
+
+def _write_all(fd: int, blob: bytes, offset: int) -> int:
+    view = memoryview(blob)
+    done = 0
+    while done < len(view):
+        written = os.pwrite(fd, view[done : done + _IO_MAX], offset + done)
+        if written <= 0:
+            break
+        done += written
+    return done
+
+
+def _read_all(fd: int, length: int, offset: int) -> bytes | bytearray:
+    if length <= _IO_MAX:
+        return os.pread(fd, length, offset)
+    blob = bytearray(length)
+    view = memoryview(blob)
+    done = 0
+    while done < length:
+        got = os.preadv(fd, [view[done : done + _IO_MAX]], offset + done)
+        if got <= 0:
+            return blob[:done]
+        done += got
+    return blob
+
+
 def _encode(image: PageImage) -> bytes:
     offsets = [offset for offset, _ in image.heap] + [offset for offset, _ in image.stable]
     parts = [
@@ -198,7 +228,7 @@ def _page(data: bytes) -> bytes:
     return data + bytes(PAGE - len(data))
 
 
-def _decode(blob: bytes) -> PageImage:
+def _decode(blob: bytes | bytearray) -> PageImage:
     magic, heap_n, stable_n = _HEADER.unpack_from(blob)
     count = heap_n + stable_n
     start = _HEADER.size + 8 * count

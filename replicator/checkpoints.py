@@ -56,7 +56,9 @@ Version 1 kept the image kinds' fields at the top of the job state; version
 2 keeps every kind's own fields in ``detail`` (:class:`~replicator.job.JobState`
 reads both) and the registry table in the schema (version 1 files created it
 beside the schema); version 3 adds ``cycles_spent`` and ``job_locks``; version 4
-adds ``fleet_members`` (:mod:`replicator.fleetstore`).
+adds ``fleet_members`` (:mod:`replicator.fleetstore`); version 5 its ``subnet``;
+version 6 indexes ``canister_registry`` by (network, role, state, updated_at)
+and by canister (the warm pool's count, :meth:`Registry.holds`).
 
 Finished jobs are pruned (:meth:`Store.prune`): a job that is done, or that
 a newer run of the same command (same fingerprint) superseded, once it is
@@ -95,12 +97,18 @@ from replicator.fleetstore import (
 from replicator.integrity import DIGEST_SIZE
 from replicator.job import Job, JobState, Phase, new_state
 from replicator.joblock import LOCK_TABLE, Holder, JobLocked, SqliteLockTable
-from replicator.limits import Spending
-from replicator.registry import REGISTRY_TABLE, Entry, Registry, SqliteRegistryTable
+from replicator.limits import RateLeases, Spending
+from replicator.registry import (
+    REGISTRY_INDEXES,
+    REGISTRY_TABLE,
+    Entry,
+    Registry,
+    SqliteRegistryTable,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 FILE_MODE = 0o600  # the store holds which canisters exist and how far their copies got
 DIR_MODE = 0o700
 _SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -142,12 +150,13 @@ CREATE TABLE IF NOT EXISTS cycles_spent (
     PRIMARY KEY (scope, period)
 ) WITHOUT ROWID;
 """
-_SCHEMA += CYCLES_TABLE + FLEET_TABLE
+_SCHEMA += CYCLES_TABLE + FLEET_TABLE + REGISTRY_INDEXES
 _MIGRATIONS = {  # from version → the script that brings it to SCHEMA_VERSION
-    1: REGISTRY_TABLE + LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE,
-    2: LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE,
-    3: FLEET_TABLE,  # version 4 adds the fleets' member table
-    4: FLEET_SUBNET_COLUMN,  # version 5 caches the members' subnets
+    1: REGISTRY_TABLE + LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE + REGISTRY_INDEXES,
+    2: LOCK_TABLE + CYCLES_TABLE + FLEET_TABLE + REGISTRY_INDEXES,
+    3: FLEET_TABLE + REGISTRY_INDEXES,  # version 4 adds the fleets' member table
+    4: FLEET_SUBNET_COLUMN + REGISTRY_INDEXES,  # version 5 caches the members' subnets
+    5: REGISTRY_INDEXES,  # version 6 indexes the registry by role and by canister
 }
 
 
@@ -190,6 +199,11 @@ class Store(Protocol):
     @property
     def spending(self) -> Spending:
         """What the cycles budgets spent, per network and period, in the same store."""
+        ...
+
+    @property
+    def rate_leases(self) -> RateLeases | None:
+        """The buckets of the rates all processes of the store share (None: one process)."""
         ...
 
     async def create_job(self, job: Job) -> JobState:
@@ -429,6 +443,18 @@ class _SqliteFile:
     def registry_claim(self, network: str, source: str, role: str) -> Entry | None:
         with self._write() as tx:
             return SqliteRegistryTable.claim(tx.connection, network, source, role, self._clock())
+
+    def registry_in_role(self, network: str, role: str) -> list[Entry]:
+        with self._read() as db:
+            return SqliteRegistryTable.in_role(db, network, role)
+
+    def registry_counts(self, network: str, role: str) -> dict[str, int]:
+        with self._read() as db:
+            return SqliteRegistryTable.counts(db, network, role)
+
+    def registry_holds(self, network: str, canister: str, role: str) -> bool:
+        with self._read() as db:
+            return SqliteRegistryTable.holds(db, network, canister, role)
 
     def registry_entries(self) -> list[Entry]:
         with self._read() as db:
@@ -762,6 +788,11 @@ class SqliteStore:
         return self._spending
 
     @property
+    def rate_leases(self) -> RateLeases | None:
+        # One machine, usually one process: the global rates stay in memory.
+        return None
+
+    @property
     def fleets(self) -> FleetTable:
         """The fleets' member table (:mod:`replicator.fleetstore`), in the same file."""
         return self._fleets
@@ -829,6 +860,15 @@ class _SqliteRegistry:
 
     async def entries(self) -> list[Entry]:
         return await self._store._run(self._store._file.registry_entries)
+
+    async def in_role(self, network: str, role: str) -> list[Entry]:
+        return await self._store._run(self._store._file.registry_in_role, network, role)
+
+    async def counts(self, network: str, role: str) -> dict[str, int]:
+        return await self._store._run(self._store._file.registry_counts, network, role)
+
+    async def holds(self, network: str, canister: str, role: str) -> bool:
+        return await self._store._run(self._store._file.registry_holds, network, canister, role)
 
     async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
         return await self._store._run(self._store._file.registry_claim, network, source, role)

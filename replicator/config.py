@@ -40,6 +40,9 @@ Everything has a default, so no file is needed to talk to ``local`` or
                                  # an eighth of in_flight)
     subnet_calls_per_second = 5  # shared by the canisters of one subnet (off by default;
     subnet_bytes_per_second = "1 MiB"  # the subnet is read from certified state)
+    global_calls_per_second = 20 # shared by every `serve` worker of a PostgreSQL store
+    global_bytes_per_second = "4 MiB"  # (off by default; leased from the store; with
+                                 # SQLite: this process's)
     windows = ["01:00-05:00"]    # UTC; calls start only inside a window
     cycles_budget = "5T"         # or a number of cycles; spent cycles are kept in the
                                  # checkpoint store, shared by every process using it
@@ -65,7 +68,10 @@ Everything has a default, so no file is needed to talk to ``local`` or
     [store]                      # several orchestrators sharing one store (PostgreSQL)
     url = "postgresql://replicator@db.example.org/replicator"  # or checkpoints = "postgresql://…"
     takeover = "30s"             # `serve`: a dead worker's jobs run on another within this
-    concurrency = 8              # `serve`: scheduled jobs one worker runs at once
+    concurrency = 8              # `serve`: scheduled jobs one worker runs at once (it
+                                 # takes a new one only below its fair share: one more
+                                 # than the runs going / live workers)
+                                 # [limits] global_* rates are leased from this store
 
     [metrics]
     port = 9464                  # omit: no /metrics endpoint
@@ -161,6 +167,8 @@ _LIMIT_KEYS = {
     "bytes_per_second",
     "subnet_calls_per_second",
     "subnet_bytes_per_second",
+    "global_calls_per_second",
+    "global_bytes_per_second",
     "byte_burst",
     "in_flight",
     "in_flight_per_canister",
@@ -489,10 +497,15 @@ class _Parser:
     def limits(self, raw: Mapping[str, Any], key: str, base: LimitSettings) -> LimitSettings:
         self.known_keys(raw, key, _LIMIT_KEYS)
         changes: dict[str, Any] = {}
-        for name in ("calls_per_second", "subnet_calls_per_second"):
+        for name in ("calls_per_second", "subnet_calls_per_second", "global_calls_per_second"):
             if name in raw:
                 changes[name] = self.positive_float(raw[name], f"{key}.{name}")
-        for name in ("bytes_per_second", "byte_burst", "subnet_bytes_per_second"):
+        for name in (
+            "bytes_per_second",
+            "byte_burst",
+            "subnet_bytes_per_second",
+            "global_bytes_per_second",
+        ):
             if name in raw:
                 changes[name] = self.size(raw[name], f"{key}.{name}")
         for name in ("in_flight", "in_flight_per_canister"):

@@ -204,6 +204,7 @@ class Engine:
                 settings,
                 observer=self.metrics.record_wait,
                 spending=self.store.spending,  # one budget for every process using the store
+                leases=self.store.rate_leases,  # the global rates: one for every worker
                 scope=network,
                 subnet_of=None if subnets is None else subnets.subnet_of,
             )
@@ -268,6 +269,7 @@ class Engine:
                 ledger=settings.cycles_ledger,
             ),
             note=note,
+            subnet_of=self.subnets(network).subnet_of,
         )
 
     def planning(

@@ -9,7 +9,8 @@ Each limit is a wrapper with the same interface that takes its permit and
 then calls the wrapper inside it — the shape of restic's backend wrappers.
 :func:`build_caller` stacks them in this order (outermost first)::
 
-    TimeWindows → CyclesBudget → SubnetRates → InFlight → CallRate → ByteRate → Direct
+    TimeWindows → CyclesBudget → SubnetRates → InFlight → SharedRate → CallRate
+    → ByteRate → Direct
 
 - :class:`TimeWindows`: calls start only inside the configured UTC windows
   (e.g. 01:00–05:00); outside, they wait until one opens.  Calls already
@@ -32,6 +33,10 @@ then calls the wrapper inside it — the shape of restic's backend wrappers.
   ``in_flight_per_canister`` per canister.  Taken before the rate permits so
   that a permit is used as soon as it is granted (calls never bunch up
   behind a semaphore and exceed the rate).
+- :class:`SharedRate`: calls/s and bytes/s shared by every worker of one
+  PostgreSQL store (``global_calls_per_second``, ``global_bytes_per_second``):
+  workers lease slices of one token bucket kept in the store, so the sum
+  across workers holds the rate (in one process: an in-memory bucket).
 - :class:`CallRate`: calls per second, a :class:`TokenBucket` of permits of
   weight 1 whose burst is a tenth of a second's calls (at least one).
 - :class:`ByteRate`: bytes per second, a :class:`TokenBucket` with weighted
@@ -451,6 +456,147 @@ class SubnetRates(_Wrapper):
             self._observe(limit, waited)
 
 
+# ------------------------------------------------------ rates shared by workers
+
+
+# A lease is at least this many seconds of the shared rate: few enough
+# transactions (4 a second per busy worker), little left unused when a worker
+# dies or goes idle.
+LEASE_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The answer of a shared bucket: tokens granted, or how long to wait for them."""
+
+    granted: float  # tokens taken from the shared bucket (0: none)
+    wait: float = 0.0  # seconds until the tokens asked for are there (when none granted)
+
+
+@dataclass(frozen=True)
+class BucketRow:
+    """A shared token bucket's state as its store keeps it: tokens at ``stamp``."""
+
+    tokens: float
+    stamp: float  # the store's clock (seconds)
+
+
+def lease_tokens(
+    row: BucketRow | None, now: float, want: float, rate: float, capacity: float
+) -> tuple[Lease, BucketRow]:
+    """Take ``want`` tokens from a shared bucket, as :class:`TokenBucket` would.
+
+    The bucket fills at ``rate`` up to ``capacity``; a new bucket (``row`` is
+    ``None``) starts empty, so restarting workers get no fresh burst.  ``want``
+    is granted whole once there are ``min(want, capacity)`` tokens (a lease
+    above the capacity leaves the bucket in debt, so the long-run rate holds);
+    otherwise nothing is taken and the lease says how long the shortfall takes
+    to fill.  Over any ``T`` seconds the grants add up to at most
+    ``capacity + rate * T`` plus one grant's debt.
+    """
+    if not rate > 0 or not capacity > 0:
+        raise ValueError(f"need rate > 0 and capacity > 0, got {rate} and {capacity}")
+    tokens = 0.0 if row is None else row.tokens
+    stamp = now if row is None else row.stamp
+    # A clock that steps back (another store connection's, NTP) adds nothing.
+    tokens = min(capacity, tokens + max(0.0, now - stamp) * rate)
+    stamp = max(now, stamp)
+    shortfall = min(want, capacity) - tokens
+    if shortfall > rate * _BUCKET_TOLERANCE_SECONDS:
+        return Lease(0.0, shortfall / rate), BucketRow(tokens, stamp)
+    return Lease(want), BucketRow(tokens - want, stamp)
+
+
+class RateLeases(Protocol):
+    """Token buckets shared by processes: the PostgreSQL store's (one row per bucket)."""
+
+    async def lease(self, scope: str, want: float, rate: float, capacity: float) -> Lease:
+        """Take ``want`` tokens from bucket ``scope`` atomically (see :func:`lease_tokens`)."""
+        ...
+
+
+class MemoryLeases:
+    """:class:`RateLeases` in memory: the buckets of one process (tests, one worker)."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._rows: dict[str, BucketRow] = {}
+
+    async def lease(self, scope: str, want: float, rate: float, capacity: float) -> Lease:
+        lease, self._rows[scope] = lease_tokens(
+            self._rows.get(scope), self._clock(), want, rate, capacity
+        )
+        return lease
+
+
+class SharedRate(_Wrapper):
+    """Bytes/s (``unit="bytes"``) or calls/s (``"calls"``) shared by every worker of a store.
+
+    Each worker leases slices of one token bucket kept by ``leases`` (a row of
+    the PostgreSQL store; one short transaction per lease) and spends them
+    locally.  A lease is a quarter second of the rate or what the waiting
+    call needs, whichever is larger, so the bucket is asked about four times
+    a second by a busy worker.  Tokens leased are gone from the shared
+    bucket, so over any ``T`` seconds all workers together move at most
+    ``rate * T + capacity`` plus what each had left of its last lease (under
+    a quarter second's worth, or one chunk): the budget holds however many
+    workers share it.  A worker that dies loses what it had left of its
+    lease; nothing needs to expire.  Calls of one worker take tokens in
+    FIFO order (urgent calls too: the shared rate is one queue per worker).
+    """
+
+    def __init__(
+        self,
+        inner: Caller,
+        leases: RateLeases,
+        scope: str,
+        per_second: float,
+        *,
+        unit: Literal["bytes", "calls"] = "bytes",
+        capacity: float | None = None,
+        observer: WaitObserver | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(inner, observer, clock)
+        if not (per_second > 0 and math.isfinite(per_second)):
+            raise ValueError(f"a shared rate must be positive, got {per_second}")
+        self.name = f"global_{unit}_per_second"
+        self.unit = unit
+        self.scope = f"{scope}:{unit}"
+        self.per_second = per_second
+        self.capacity = capacity if capacity is not None else per_second  # a second's worth
+        self.lease_size = max(per_second * LEASE_SECONDS, 1.0)
+        self._leases = leases
+        self._sleep = sleep
+        self._balance = 0.0  # leased and not yet spent
+        self._lock = asyncio.Lock()
+
+    @property
+    def balance(self) -> float:
+        """Tokens this worker leased and has not spent yet."""
+        return self._balance
+
+    async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
+        weight = spec.bytes if self.unit == "bytes" else 1
+        if weight > 0:
+            since = self._clock()
+            await self._take(weight)
+            self._waited(since)
+        return await self.inner.call(spec, perform)
+
+    async def _take(self, weight: float) -> None:
+        async with self._lock:
+            while self._balance < weight:
+                want = max(self.lease_size, weight - self._balance)
+                lease = await self._leases.lease(self.scope, want, self.per_second, self.capacity)
+                if lease.granted > 0:
+                    self._balance += lease.granted
+                else:
+                    await self._sleep(lease.wait)
+            self._balance -= weight
+
+
 # --------------------------------------------------------------- time windows
 
 
@@ -705,6 +851,9 @@ class LimitSettings:
     # Shared by the canisters of one subnet (see SubnetRates); off by default.
     subnet_calls_per_second: float | None = None
     subnet_bytes_per_second: int | None = None
+    # Shared by every worker of one store (see SharedRate); off by default.
+    global_calls_per_second: float | None = None
+    global_bytes_per_second: int | None = None
 
     @property
     def per_subnet(self) -> bool:
@@ -717,6 +866,8 @@ class LimitSettings:
             "byte_burst",
             "subnet_calls_per_second",
             "subnet_bytes_per_second",
+            "global_calls_per_second",
+            "global_bytes_per_second",
         ):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -766,6 +917,7 @@ def build_caller(
     spending: Spending | None = None,
     scope: str = "",
     subnet_of: SubnetOf | None = None,
+    leases: RateLeases | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     now: Callable[[], dt.datetime] = _utcnow,
@@ -780,6 +932,8 @@ def build_caller(
     The per-subnet rates apply when ``settings`` set them and ``subnet_of``
     tells subnets (the engine passes its :class:`~replicator.subnets.SubnetMap`;
     a caller of one canister, such as ``replicator images``, has no use for them).
+    The global rates are leased from ``leases`` (the PostgreSQL store's: one
+    budget for every worker; default: an in-memory bucket of this process).
     """
     caller: Caller = inner or Direct()
     if settings.bytes_per_second is not None:
@@ -796,6 +950,7 @@ def build_caller(
         caller = CallRate(
             caller, settings.calls_per_second, observer=observer, clock=clock, sleep=sleep
         )
+    caller = _shared_rates(settings, caller, leases, scope, observer, clock, sleep)
     in_flight = InFlight(
         caller,
         settings.in_flight,
@@ -831,3 +986,27 @@ def build_caller(
             caller, settings.windows, observer=observer, now=now, clock=clock, sleep=sleep
         )
     return Limited(caller, budget, in_flight, subnets)
+
+
+def _shared_rates(
+    settings: LimitSettings,
+    caller: Caller,
+    leases: RateLeases | None,
+    scope: str,
+    observer: WaitObserver | None,
+    clock: Clock,
+    sleep: Sleep,
+) -> Caller:
+    calls, nbytes = settings.global_calls_per_second, settings.global_bytes_per_second
+    if calls is None and nbytes is None:
+        return caller
+    shared = leases if leases is not None else MemoryLeases(clock)
+    if nbytes is not None:
+        caller = SharedRate(
+            caller, shared, scope, nbytes, unit="bytes", observer=observer, clock=clock, sleep=sleep
+        )
+    if calls is not None:
+        caller = SharedRate(
+            caller, shared, scope, calls, unit="calls", observer=observer, clock=clock, sleep=sleep
+        )
+    return caller

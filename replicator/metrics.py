@@ -118,6 +118,8 @@ LIMIT_NAMES = (
     "bytes_per_second",
     "subnet_calls_per_second",
     "subnet_bytes_per_second",
+    "global_calls_per_second",
+    "global_bytes_per_second",
 )
 ROUTES = tuple(Route)
 OUTCOMES = ("ok", "transient", "permanent", "cancelled", "error")
@@ -496,7 +498,7 @@ class CyclesMetrics:
     """
 
     CHECK_OUTCOMES = ("ok", "unreadable")
-    TOP_UP_OUTCOMES = ("ok", "failed", "off")
+    TOP_UP_OUTCOMES = ("ok", "failed", "off", "budget")
 
     def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time):
         self._clock = clock
@@ -534,7 +536,8 @@ class CyclesMetrics:
         )
         self.top_ups = Counter(
             "replicator_backup_canister_top_ups",
-            "Top-ups of created backup canisters by outcome (ok, failed, off).",
+            "Top-ups of created backup canisters by outcome (ok, failed, off, budget: a fleet's "
+            "cycles budget refused it).",
             ["outcome"],
             registry=r,
         )
@@ -561,7 +564,7 @@ class CyclesMetrics:
         self.top_up_cycles.inc(cycles)
 
     def top_up_missed(self, outcome: str) -> None:
-        """A top-up was needed and not made: ``failed`` or ``off``."""
+        """A top-up was needed and not made: ``failed``, ``off`` or ``budget``."""
         self.top_ups.labels(outcome).inc()
 
     def _days_min(self) -> float:

@@ -28,7 +28,7 @@ What differs from SQLite, and why:
 - **Secrets.** The URL may carry a password; messages name the server with
   :func:`redact` (no password), never the URL as given.
 
-Schema (version 4), every table prefixed ``replicator_`` beside the queue's
+Schema (version 7), every table prefixed ``replicator_`` beside the queue's
 ``procrastinate_*`` tables::
 
     replicator_schema(version PK, applied_at, applied_by)
@@ -41,6 +41,10 @@ Schema (version 4), every table prefixed ``replicator_`` beside the queue's
                              PK (name, tick))  /* version 3: one row per scheduled tick run */
     replicator_fleet_members(...)  /* version 4: the fleets' member table, as SQLite's;
                                       version 5 adds its subnet column */
+    replicator_rate_buckets(scope PK, tokens, stamp)   /* version 6: shared rates */
+    replicator_rate_leases(scope, at, tokens, worker)  /* version 6: their lease log */
+    /* version 7: the registry indexed by (network, role, state, updated_at) and by
+       canister, as SQLite's schema 6: the warm pool counts without a scan */
 
 Migration 3 adds ``replicator_schedule_runs``, the record that a scheduled
 job's tick ran (:meth:`PostgresStore.record_run`): a worker taking a tick
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import time
 import urllib.parse
@@ -75,7 +80,7 @@ from replicator.fleetstore import (
 from replicator.integrity import DIGEST_SIZE
 from replicator.job import Job, JobState, Phase, new_state
 from replicator.joblock import Holder, JobLocked
-from replicator.limits import Spending
+from replicator.limits import BucketRow, Lease, RateLeases, Spending, lease_tokens
 from replicator.registry import POOL_ROLE, Entry, Registry, entry_from_row
 
 # psycopg is an optional extra (``postgresql``), imported where a store opens:
@@ -181,6 +186,34 @@ CREATE TABLE replicator_fleet_members (
 CREATE INDEX replicator_fleet_members_due ON replicator_fleet_members (fleet, network, next_due);
 """
 
+# The shared rates' token buckets (:class:`~replicator.limits.SharedRate`): one
+# row per bucket, its tokens at ``stamp`` (the server's clock, so that workers
+# on machines whose clocks differ share one time), and a log of the leases
+# granted (kept an hour: who took how much, and what the benchmark measures).
+_RATE_TABLES = """
+CREATE TABLE replicator_rate_buckets (
+    scope  TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    stamp  DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE replicator_rate_leases (
+    scope  TEXT NOT NULL,
+    at     DOUBLE PRECISION NOT NULL,
+    tokens DOUBLE PRECISION NOT NULL,
+    worker TEXT NOT NULL
+);
+CREATE INDEX replicator_rate_leases_by_time ON replicator_rate_leases (scope, at);
+"""
+_KEEP_LEASES = 3600.0  # seconds of lease log kept
+LEASE_RETRY = 0.05  # seconds before asking a bucket again that vanished
+
+_REGISTRY_INDEXES = """
+CREATE INDEX replicator_canister_registry_by_role
+    ON replicator_canister_registry (network, role, state, updated_at);
+CREATE INDEX replicator_canister_registry_by_canister
+    ON replicator_canister_registry (canister);
+"""
+
 # Migration N (1-based) brings a database from version N - 1 to N.  Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     lambda: _STORE_TABLES,
@@ -189,6 +222,10 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
     lambda: _FLEETS_TABLE,
     # 5: each member's subnet, cached for the per-subnet limits (as SQLite's schema 5).
     lambda: "ALTER TABLE replicator_fleet_members ADD COLUMN subnet TEXT;",
+    # 6: the token buckets of the rates shared by all workers, and their lease log.
+    lambda: _RATE_TABLES,
+    # 7: the registry by role and by canister (as SQLite's schema 6).
+    lambda: _REGISTRY_INDEXES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -245,6 +282,7 @@ class PostgresStore:
         self._registry = _PgRegistry(self)
         self._spending = _PgSpending(self)
         self._fleets = _PgFleets(self)
+        self._leases = _PgLeases(self)
 
     @classmethod
     async def open(
@@ -294,6 +332,11 @@ class PostgresStore:
     def fleets(self) -> FleetTable:
         """The fleets' member table (:mod:`replicator.fleetstore`), shared by all workers."""
         return self._fleets
+
+    @property
+    def rate_leases(self) -> RateLeases:
+        """The token buckets of the rates every worker shares (``[limits] global_*``)."""
+        return self._leases
 
     async def close(self) -> None:
         await self._pool.close()
@@ -774,6 +817,35 @@ class _PgRegistry:
             rows = await cursor.fetchall()
         return [entry_from_row(tuple(r)) for r in rows]
 
+    async def in_role(self, network: str, role: str) -> list[Entry]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                f"SELECT {self._COLUMNS} FROM replicator_canister_registry"
+                " WHERE network = %s AND role = %s ORDER BY state, updated_at, source",
+                (network, role),
+            )
+            rows = await cursor.fetchall()
+        return [entry_from_row(tuple(r)) for r in rows]
+
+    async def counts(self, network: str, role: str) -> dict[str, int]:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT state, COUNT(*) FROM replicator_canister_registry"
+                " WHERE network = %s AND role = %s GROUP BY state",
+                (network, role),
+            )
+            rows = await cursor.fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    async def holds(self, network: str, canister: str, role: str) -> bool:
+        async with self._store._tx() as db:
+            cursor = await db.execute(
+                "SELECT 1 FROM replicator_canister_registry"
+                " WHERE canister = %s AND network = %s AND role = %s LIMIT 1",
+                (canister, network, role),
+            )
+            return await cursor.fetchone() is not None
+
     async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
         """As SQLite's: one transaction; the pool row is locked (workers claiming at
         once take different canisters, never the same one)."""
@@ -863,6 +935,49 @@ class _PgSpending:
             )
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
+
+
+class _PgLeases:
+    """The shared rates' buckets: a lease locks its bucket's row for one short transaction."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._worker = f"{os.getpid()}@{socket.gethostname()}"
+
+    async def lease(self, scope: str, want: float, rate: float, capacity: float) -> Lease:
+        async with self._store._tx() as db:
+            await db.execute(
+                "INSERT INTO replicator_rate_buckets (scope, tokens, stamp)"
+                " VALUES (%s, 0, extract(epoch FROM clock_timestamp()))"
+                " ON CONFLICT (scope) DO NOTHING",
+                (scope,),
+            )
+            # The server's clock read after the row lock: leases are ordered by it.
+            cursor = await db.execute(
+                "SELECT tokens, stamp, extract(epoch FROM clock_timestamp())"
+                " FROM replicator_rate_buckets WHERE scope = %s FOR UPDATE",
+                (scope,),
+            )
+            row = await cursor.fetchone()
+            if row is None:  # deleted by hand between the two statements: an empty bucket
+                return Lease(0.0, LEASE_RETRY)
+            tokens, stamp, now = (float(v) for v in row)
+            lease, after = lease_tokens(BucketRow(tokens, stamp), now, want, rate, capacity)
+            await db.execute(
+                "UPDATE replicator_rate_buckets SET tokens = %s, stamp = %s WHERE scope = %s",
+                (after.tokens, after.stamp, scope),
+            )
+            if lease.granted > 0:
+                await db.execute(
+                    "INSERT INTO replicator_rate_leases (scope, at, tokens, worker)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (scope, now, lease.granted, self._worker),
+                )
+                await db.execute(
+                    "DELETE FROM replicator_rate_leases WHERE scope = %s AND at < %s",
+                    (scope, now - _KEEP_LEASES),
+                )
+            return lease
 
 
 class _PgFleets:

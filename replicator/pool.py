@@ -14,6 +14,12 @@ a killed process left behind, then creates new ones until ``size`` are
 ready.  Creation goes through the provisioner and so through the limits and
 the cycles budget (``BudgetExceeded`` stops the refill, not the fleet run);
 a planner announces what a refill will spend (:func:`pool_shortfall`).
+
+One pool per network, not per subnet: a pool canister is made before its
+member is known, so it is not placed near one (backup canisters created
+for a member are: :meth:`Provisioner.backup_canister_for`).  Pools per
+subnet would keep ``size`` idle, paid-for canisters on every subnet a fleet
+spans to spare members' first backups a creation; the README says so.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from replicator.provision import Provisioner
-from replicator.registry import POOL_ROLE, Entry, Registry
+from replicator.registry import POOL_ROLE, Registry
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +46,16 @@ class PoolCount:
 
 
 async def pool_count(registry: Registry, network: str) -> PoolCount:
-    rows = _pool_rows(await registry.entries(), network)
-    ready = sum(1 for e in rows if e.state == "ready")
-    return PoolCount(ready, len(rows) - ready)
+    """Counted by the registry's index on (network, role, state): no scan of its rows."""
+    counts = await registry.counts(network, POOL_ROLE)
+    ready = counts.get("ready", 0)
+    return PoolCount(ready, sum(counts.values()) - ready)
 
 
 async def pool_shortfall(registry: Registry, network: str, size: int) -> int:
     """Pool canisters a refill to ``size`` would create now."""
     count = await pool_count(registry, network)
     return max(0, size - count.ready - count.pending)
-
-
-def _pool_rows(entries: list[Entry], network: str) -> list[Entry]:
-    return [e for e in entries if e.network == network and e.role == POOL_ROLE]
 
 
 class WarmPool:
@@ -83,7 +86,7 @@ class WarmPool:
         """Finish interrupted pool rows, then create until ``size`` are ready; returns made."""
         made = 0
         registry = self.provisioner.registry
-        for entry in _pool_rows(await registry.entries(), self.network):
+        for entry in await registry.in_role(self.network, POOL_ROLE):
             if entry.state != "ready":  # left by a process that was killed
                 log.info("finishing pool canister %s left %s", entry.source, entry.state)
                 await self.provisioner.pooled_canister(entry.source)

@@ -44,6 +44,7 @@ so an installed wheel works without the source tree.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import logging
 import time
@@ -68,6 +69,8 @@ from replicator.registry import POOL_ROLE, Entry, Registry
 from replicator.topup import Balance
 
 log = logging.getLogger(__name__)
+# install_code into a canister that has a module already.
+NOT_EMPTY = "IC0514"
 T = TypeVar("T")
 
 BACKUP_ROLE = "backup"
@@ -118,8 +121,12 @@ class Provisioner:
         network: str,
         settings: ProvisionSettings,
         note: Callable[[str], None] | None = None,
+        subnet_of: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self.agent = agent
+        # Where a canister lives (the engine's certified, cached map): a backup
+        # canister bought through the cycles ledger is placed on its source's subnet.
+        self._subnet_of = subnet_of
         self.runner = runner
         self.registry = registry
         self.metrics = metrics
@@ -165,7 +172,7 @@ class Provisioner:
                 ),
             )
         else:
-            canister = await self._created(entry, source.to_text(), key)
+            canister = await self._created(entry, source.to_text(), key, near=source)
             await self._installed(canister, shipped_wasm("backup"), arg)
         await self._settle_controllers(canister)
         await self._record(source.to_text(), key, canister, "ready")
@@ -194,10 +201,7 @@ class Provisioner:
 
     async def created_backup(self, canister: str) -> bool:
         """Is ``canister`` a backup canister the orchestrator created on this network?"""
-        return any(
-            e.network == self.network and e.role == BACKUP_ROLE and e.canister == canister
-            for e in await self.registry.entries()
-        )
+        return await self.registry.holds(self.network, canister, BACKUP_ROLE)
 
     # ----------------------------------------------------------------- cycles
 
@@ -285,40 +289,60 @@ class Provisioner:
 
     # -------------------------------------------------------------- the steps
 
-    async def _created(self, entry: Entry | None, source: str, key: str) -> Principal:
+    async def _created(
+        self, entry: Entry | None, source: str, key: str, *, near: Principal | None = None
+    ) -> Principal:
         if entry is not None and entry.canister is not None:
             return Principal.from_text(entry.canister)
         request_ns = entry.request_ns if entry is not None else time.time_ns()
         if entry is None:
             await self.registry.put(Entry(self.network, source, key, None, "requested", request_ns))
         self._note(f"creating a {key} canister for {source} on {self.network}")
-        canister = await self._create(request_ns)
+        canister = await self._create(request_ns, near)
         await self._record(source, key, canister, "created", request_ns)
         self.metrics.record_canister_created(self.network)
         return canister
 
-    async def _create(self, request_ns: int) -> Principal:
+    async def _create(self, request_ns: int, near: Principal | None) -> Principal:
+        """A new canister, on the subnet of ``near`` when given (see :meth:`_subnet_near`)."""
         # We control the canister while installing it; _settle_controllers fixes the set.
         controllers = _unique([*self.settings.controllers, self.me])
         settings = CanisterSettings(controllers=controllers)
         amount = self.settings.initial_cycles
         if self.settings.method == "provisional":
+            # The call's effective canister id picks the subnet that creates it.
             return await self._call(
                 "aaaaa-aa",
                 "provisional_create_canister_with_cycles",
                 lambda: self.mgmt.provisional_create_canister_with_cycles(
-                    amount=amount, settings=settings
+                    amount=amount, settings=settings, effective_canister_id=near
                 ),
                 spends=amount,
             )
         ledger = self._ledger()
+        subnet = await self._subnet_near(near)
         created = await self._call(
             ledger.ledger_id.to_text(),
             "create_canister",
-            lambda: ledger.create_canister(amount, settings=settings, created_at_time=request_ns),
+            lambda: ledger.create_canister(
+                amount, settings=settings, created_at_time=request_ns, subnet=subnet
+            ),
             spends=amount,
         )
         return created.canister_id
+
+    async def _subnet_near(self, near: Principal | None) -> Principal | None:
+        """The subnet to ask the cycles ledger for: ``near``'s, if it can be read.
+
+        A subnet that cannot be told leaves the choice to the ledger (as
+        before): placement is an optimisation (same-subnet pushes carry up to
+        10 MiB and skip XNet), never a reason to fail a creation.  Every retry
+        of one creation asks for the same subnet (the map is cached).
+        """
+        if near is None or self._subnet_of is None:
+            return None
+        subnet = await self._subnet_of(near.to_text())
+        return None if subnet is None else Principal.from_text(subnet)
 
     async def _installed(self, canister: Principal, wasm: bytes, arg: bytes) -> None:
         module = await self._call(
@@ -326,9 +350,21 @@ class Provisioner:
         )
         if module is not None:
             return  # installed by an earlier, interrupted run
-        await self._call(
-            canister, "install_code", lambda: self.mgmt.install_code(canister, wasm, arg=arg)
-        )
+        try:
+            await self._call(
+                canister, "install_code", lambda: self.mgmt.install_code(canister, wasm, arg=arg)
+            )
+        except ic.CanisterReject as exc:
+            # An attempt that timed out may have installed it after all: its retry is
+            # then refused as "not empty" (IC0514), and the module says it is ours.
+            if exc.error_code != NOT_EMPTY:
+                raise
+            module = await self._call(
+                canister, "module_hash", lambda: self.agent.module_hash(canister), cost="query"
+            )
+            if module != hashlib.sha256(wasm).digest():
+                raise
+            log.info("canister %s was installed by an attempt that timed out", canister)
 
     async def _settle_controllers(self, canister: Principal) -> None:
         wanted = set(self.settings.controllers)

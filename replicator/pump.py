@@ -38,6 +38,13 @@ One copy is::
   the target (and, for an archive, fsynced); then its chunks are recorded in
   the checkpoint store (durably) and in the book, and the metrics and
   progress advance.
+- **Pieces across chunks**: a streaming relay (:attr:`RelayMover.piecewise`)
+  does not move runs of whole chunks: the pump cuts the planned chunks into
+  pieces of the full transfer size that need not line up with chunks (a
+  1 MiB-chunk image goes in ~1.94 MiB writes, not 1 MiB ones: half the calls,
+  so half the signatures, certificates and per-call work), and acknowledges
+  a chunk as soon as every piece covering it is acknowledged: a kill loses
+  at most the pieces in flight, never a long run (:class:`_PieceCutter`).
 
 Workers: ``concurrency`` tasks in an :class:`asyncio.TaskGroup` take runs
 until none are left.  The first failure cancels the others and is raised
@@ -175,6 +182,25 @@ class Mover(Protocol):
         ...
 
 
+@runtime_checkable
+class PieceMover(Mover, Protocol):
+    """A mover that may also move any byte range, where :attr:`piecewise`."""
+
+    @property
+    def piecewise(self) -> bool:
+        """It moves any byte range (:meth:`move_piece`), each acknowledged piece durable
+        at a target that checks every chunk: the pump may cut pieces across chunks."""
+        ...
+
+    async def move_piece(self, offset: int, length: int) -> None:
+        """Move ``[offset, offset + length)`` (only where :attr:`piecewise`)."""
+        ...
+
+    def digest(self, index: int) -> bytes:
+        """The digest chunk ``index`` was acknowledged with (only where :attr:`piecewise`)."""
+        ...
+
+
 class ChunkReader(Protocol):
     """Where the relay reads bytes from."""
 
@@ -280,6 +306,7 @@ class RelayMover:
         self.image = image
         self.expected = expected
         self.describe = describe
+        self._pair: tuple[PieceReader, ChunkWriter] | None = None  # move_piece's, once known
 
     @property
     def run_bytes(self) -> int:
@@ -287,12 +314,24 @@ class RelayMover:
             return self.reader.run_bytes
         return min(self.reader.run_bytes, self.writer.run_bytes)
 
+    @property
+    def piecewise(self) -> bool:
+        """Streaming into a target that checks every chunk, from a reader of any range:
+        a canister writer's acknowledged write is durable (its flush does nothing)."""
+        return self._streams() is not None
+
+    def _streams(self) -> tuple[PieceReader, ChunkWriter] | None:
+        writer, reader = self.writer, self.reader
+        if writer is not None and writer.verifies_chunks and isinstance(reader, PieceReader):
+            return reader, writer
+        return None
+
     async def move(self, run: Run) -> list[bytes]:
         writer = self.writer
         if writer is not None and writer.verifies_chunks:
             # The target checks every chunk: hashing here too would only repeat it.
             if isinstance(self.reader, PieceReader):
-                await self._stream(self.reader, writer, run)
+                await self._stream(self.reader, writer, run.offset, run.length)
             else:
                 await writer.write_run(run, await self._read(run))
             return [self.expected[i] for i in run.chunks]
@@ -311,13 +350,26 @@ class RelayMover:
             )
         return data
 
-    async def _stream(self, reader: PieceReader, writer: ChunkWriter, run: Run) -> None:
+    async def move_piece(self, offset: int, length: int) -> None:
+        if self._pair is None:
+            self._pair = self._streams()
+            if self._pair is None:
+                raise TypeError("only a streaming relay into a checking target moves pieces")
+        await self._stream(*self._pair, offset, length)
+
+    def digest(self, index: int) -> bytes:
+        # Only where piecewise: the target checked the chunk against this digest.
+        return self.expected[index]
+
+    async def _stream(
+        self, reader: PieceReader, writer: ChunkWriter, offset: int, length: int
+    ) -> None:
         """Each piece is written as soon as it is read (the writer sizes its own calls)."""
 
-        async def piece(offset: int, length: int) -> None:
-            await writer.write_at(offset, await reader.read_at(offset, length))
+        async def piece(at: int, size: int) -> None:
+            await writer.write_at(at, await reader.read_at(at, size))
 
-        await reader.sizer.sized(run.offset, run.length, piece)
+        await reader.sizer.sized(offset, length, piece)
 
     async def flush(self) -> None:
         if self.writer is not None:
@@ -377,13 +429,20 @@ class Pump:
     async def run(self) -> bytes:
         """Copy until every chunk is acknowledged; returns the image digest."""
         workers = self._workers = min(self.concurrency, max(1, self.book.planned_count))
+        mover = self.mover
+        piecewise = isinstance(mover, PieceMover) and mover.piecewise
+        cutter = _PieceCutter(self.book, self.image) if piecewise else None
         if self.book.planned_count:
             try:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(workers):
-                        group.create_task(self._work())
+                        work = self._work() if cutter is None else self._pieces(cutter)
+                        group.create_task(work)
             except BaseExceptionGroup as group_error:
                 raise _primary(group_error) from None
+            finally:
+                if cutter is not None:
+                    cutter.release()
         return self.book.image_digest()
 
     def _per_run(self) -> int:
@@ -405,12 +464,102 @@ class Pump:
             except BaseException:
                 self.book.release(chunks)
                 raise
-            acks = list(zip(chunks, digests, strict=True))
-            await self._ack(acks)
-            for index, digest in acks:
-                self.book.ack(index, digest)
-            nbytes = sum(chunk_span(i, self.image.size, self.image.chunk_size)[1] for i in chunks)
-            self._advanced(nbytes, len(chunks))
+            await self._record(list(zip(chunks, digests, strict=True)))
+
+    async def _pieces(self, cutter: _PieceCutter) -> None:
+        """Move pieces of the full transfer size; ack each chunk once all of it is."""
+        mover = self.mover
+        assert isinstance(mover, PieceMover)  # run() made a cutter for no other
+        while True:
+            piece = cutter.take(mover.run_bytes)
+            if piece is None:
+                return
+            await mover.move_piece(piece.offset, piece.length)
+            done = cutter.finished(piece)
+            if done:
+                await self._record([(index, mover.digest(index)) for index in done])
+
+    async def _record(self, acks: Sequence[tuple[int, bytes]]) -> None:
+        await self._ack(acks)
+        for index, digest in acks:
+            self.book.ack(index, digest)
+        nbytes = sum(chunk_span(i, self.image.size, self.image.chunk_size)[1] for i, _ in acks)
+        self._advanced(nbytes, len(acks))
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Bytes ``[offset, offset + length)``, touching chunks ``chunks``."""
+
+    offset: int
+    length: int
+    chunks: range
+
+
+class _PieceCutter:
+    """Cuts the planned chunks into pieces that need not line up with chunks.
+
+    It takes each contiguous stretch of planned chunks from the book at once
+    (in flight from then on) and hands out pieces of it in order, cut evenly
+    to the size asked (no short last piece).  A chunk is finished once the
+    pieces handed out have passed its end and none of those covering it is
+    still in flight.  A failed piece fails the pump (its task group), so a
+    chunk is never left half-covered and then finished: :meth:`release`
+    returns whatever was taken and not finished to the plan.
+    """
+
+    def __init__(self, book: ChunkBook, image: ImageInfo) -> None:
+        self.book = book
+        self.image = image
+        self._stretch = range(0)
+        self._position = self._end = 0
+        self._taken: list[range] = []
+        self._in_flight: dict[int, int] = {}  # chunk -> pieces covering it not yet acknowledged
+
+    def take(self, size: int) -> _Piece | None:
+        if self._position >= self._end and not self._next_stretch():
+            return None
+        offset = self._position
+        length = split_evenly(offset, self._end - offset, size)[0][1]
+        chunk_size = self.image.chunk_size
+        chunks = range(offset // chunk_size, (offset + length - 1) // chunk_size + 1)
+        for index in chunks:
+            self._in_flight[index] = self._in_flight.get(index, 0) + 1
+        self._position = offset + length
+        return _Piece(offset, length, chunks)
+
+    def finished(self, piece: _Piece) -> list[int]:
+        """``piece`` was acknowledged: the chunks that are now complete."""
+        done = []
+        for index in piece.chunks:
+            left = self._in_flight[index] - 1
+            if left == 0 and self._handed_out(index):
+                del self._in_flight[index]
+                done.append(index)
+            else:
+                self._in_flight[index] = left
+        return done
+
+    def release(self) -> None:
+        for stretch in self._taken:
+            self.book.release(stretch)  # finished chunks are acked: release skips them
+        self._taken.clear()
+
+    def _handed_out(self, index: int) -> bool:
+        """Every byte of chunk ``index`` is in a piece handed out (stretches go in order)."""
+        if index not in self._stretch:
+            return True
+        offset, length = chunk_span(index, self.image.size, self.image.chunk_size)
+        return offset + length <= self._position
+
+    def _next_stretch(self) -> bool:
+        stretch = self.book.take(max(1, self.book.count))
+        if not stretch:
+            return False
+        self._taken.append(stretch)
+        run = Run.of(stretch, self.image)
+        self._stretch, self._position, self._end = stretch, run.offset, run.offset + run.length
+        return True
 
 
 def _primary(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS canister_registry (
     PRIMARY KEY (network, source, role)
 );
 """
+# Schema 6: the pool counts and lists its rows, and a backup canister is
+# recognised, without scanning the registry (10,000 members: 10,000 rows).
+REGISTRY_INDEXES = """
+CREATE INDEX IF NOT EXISTS canister_registry_by_role
+    ON canister_registry (network, role, state, updated_at);
+CREATE INDEX IF NOT EXISTS canister_registry_by_canister ON canister_registry (canister);
+"""
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,18 @@ class Registry(Protocol):
     async def forget(self, network: str, source: str, role: str = "backup") -> None: ...
 
     async def entries(self) -> list[Entry]: ...
+
+    async def in_role(self, network: str, role: str) -> list[Entry]:
+        """The entries of ``role`` on ``network`` (an index look-up, not a scan)."""
+        ...
+
+    async def counts(self, network: str, role: str) -> dict[str, int]:
+        """How many entries of ``role`` on ``network`` are in each state (counted by index)."""
+        ...
+
+    async def holds(self, network: str, canister: str, role: str) -> bool:
+        """Is ``canister`` recorded under ``role`` on ``network`` (an index look-up)?"""
+        ...
 
     async def claim(self, network: str, source: str, role: str = "backup") -> Entry | None:
         """Give the oldest ready pool canister of ``network`` to (``source``, ``role``).
@@ -143,6 +162,33 @@ class SqliteRegistryTable:
         cls.forget(db, network, pooled.source, POOL_ROLE)
         claimed = Entry(network, source, role, pooled.canister, "claimed", pooled.request_ns)
         return cls.put(db, claimed, now)
+
+    @classmethod
+    def in_role(cls, db: sqlite3.Connection, network: str, role: str) -> list[Entry]:
+        rows = db.execute(
+            f"SELECT {cls._COLUMNS} FROM canister_registry WHERE network = ? AND role = ?"
+            " ORDER BY state, updated_at, source",
+            (network, role),
+        ).fetchall()
+        return [_entry(r) for r in rows]
+
+    @staticmethod
+    def counts(db: sqlite3.Connection, network: str, role: str) -> dict[str, int]:
+        rows = db.execute(
+            "SELECT state, COUNT(*) FROM canister_registry WHERE network = ? AND role = ?"
+            " GROUP BY state",
+            (network, role),
+        ).fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    @staticmethod
+    def holds(db: sqlite3.Connection, network: str, canister: str, role: str) -> bool:
+        row = db.execute(
+            "SELECT 1 FROM canister_registry WHERE canister = ? AND network = ? AND role = ?"
+            " LIMIT 1",
+            (canister, network, role),
+        ).fetchone()
+        return row is not None
 
     @classmethod
     def entries(cls, db: sqlite3.Connection) -> list[Entry]:

@@ -18,6 +18,11 @@ decides who runs what; this module only wires the queue to the engine:
   never hands two ticks of one job out at once; any worker with a free slot
   (``[store] concurrency``) takes the next one and runs it through
   ``engine.submit`` — any kind, the engine does not care.
+- **A fair share each.**  A worker asks the queue for a job only while it
+  runs fewer than :func:`fair_share` of the runs going (``ceil(running /
+  live workers) + 1``); otherwise it leaves the job to a less busy worker
+  (which, notified of the job or polling, takes it).  Nine runs of one tick
+  on three workers: at most four on any.
 - **Takeover.**  Each worker sends heartbeats (every ``takeover / 6`` s).  Every
   worker sweeps the queue every ``takeover / 10`` s for jobs whose worker's
   heartbeat is older than ``takeover / 2`` s (procrastinate's stalled jobs) and
@@ -55,6 +60,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import time
@@ -167,17 +173,60 @@ class WorkerMetrics:
         )
 
 
+def fair_share(running: int, alive: int) -> int:
+    """How many runs one worker may hold while ``running`` go on ``alive`` workers.
+
+    One more than an even share: a worker below it takes the next job, one at
+    it leaves the job to the others.  Someone is always below it (the least
+    busy worker runs at most the average), so no job waits for a free slot
+    anywhere; and as a worker's own count is exact and the others' can only
+    be stale-low, a worker never holds more than ``ceil((n - 1) / w) + 1`` of
+    ``n`` runs on ``w`` workers, however their fetches interleave.
+    """
+    return math.ceil(running / max(1, alive)) + 1
+
+
+# The runs going on live workers (a dead worker's runs are about to move), this
+# worker's among them, and the live workers.
+_SHARE_QUERY = """
+SELECT count(*) FILTER (WHERE j.worker_id = %(me)s) AS mine,
+       count(*) AS running,
+       (SELECT count(*) FROM procrastinate_workers
+         WHERE last_heartbeat >= now() - make_interval(secs => %(s)s)) AS alive
+  FROM procrastinate_jobs j JOIN procrastinate_workers w ON w.id = j.worker_id
+ WHERE j.status = 'doing' AND j.queue_name = %(queue)s
+   AND w.last_heartbeat >= now() - make_interval(secs => %(s)s)
+"""
+
+
 class _QueueManager:
-    """Builds procrastinate's job manager that leaves robbed jobs to their new owner."""
+    """Builds procrastinate's job manager: fair shares, robbed jobs left to their new owner."""
 
     @staticmethod
-    def make(connector: Any) -> Any:
+    def make(connector: Any, dead_after: float) -> Any:
         from procrastinate import manager
 
         class Owned(manager.JobManager):
             def __init__(self, connector: Any) -> None:
                 super().__init__(connector)
                 self.disowned: set[int] = set()
+
+            async def fetch_job(self, queues: Any, worker_id: int) -> Any:
+                row = await self.connector.execute_query_one_async(
+                    _SHARE_QUERY, me=worker_id, s=dead_after, queue=QUEUE
+                )
+                mine, running, alive = int(row["mine"]), int(row["running"]), int(row["alive"])
+                if mine >= fair_share(running, alive):
+                    log.debug(
+                        "worker %s runs %d of %d runs on %d workers: leaving the next job to "
+                        "the others",
+                        worker_id,
+                        mine,
+                        running,
+                        alive,
+                    )
+                    return None
+                return await super().fetch_job(queues, worker_id)
 
             async def finish_job(self, job: Any, status: Any, delete_job: bool) -> None:
                 if job.id in self.disowned:
@@ -322,7 +371,7 @@ class SharedService(Service):
             conninfo=self.store.url, min_size=1, max_size=4, name="replicator-queue"
         )
         app = procrastinate.App(connector=connector)
-        self._manager = app.job_manager = _QueueManager.make(connector)
+        self._manager = app.job_manager = _QueueManager.make(connector, self.timing.dead_after)
         app.task(name=TASK, queue=QUEUE, pass_context=True, retry=_retry_strategy())(self._run_tick)
         async with app.open_async():
             yield app

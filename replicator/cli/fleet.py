@@ -1,8 +1,14 @@
-"""``replicator fleet backup | status``: a backup of every member of a fleet, and its state.
+"""``replicator fleet backup | snapshot-backup | compact | verify | status``.
 
 ``fleet backup NAME`` runs the ``[jobs.NAME]`` of kind ``fleet``; with
 ``--from INDEX`` (a canister name or id, or ``file:PATH``) it runs an ad-hoc
-fleet called NAME.  Exit codes: 0 every member run ok, 1 some members failed
+fleet called NAME.  ``fleet snapshot-backup | compact | verify NAME`` run the
+same fleet with another action per member (a snapshot into the fleet's
+shared ``--repository``, a compaction in place, a read-back of the newest
+image in the member's backup canister); each action keeps its own rows in
+the member table (``fleet status NAME --action ACTION``).
+
+Exit codes: 0 every member run ok, 1 some members failed
 (``fleet status NAME`` lists them; they are retried by the next run), else
 the fleet run's own (e.g. 3 when the index does not list members, 130
 interrupted: re-run to resume without redoing finished members).
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from replicator import kinds
@@ -23,6 +30,7 @@ from replicator.engine import Engine
 from replicator.errors import EXIT_FAILED, EXIT_OK, UsageError
 from replicator.fleetstore import MemberRow, fleet_table
 from replicator.flows import fleet
+from replicator.flows.fleets.options import ACTIONS, BACKUP, table_key
 from replicator.flows.fleets.timing import DEFAULT_EVERY, STATES, member_state
 from replicator.job import JobOutcome, JobRequest
 from replicator.schedule import parse_duration
@@ -37,18 +45,87 @@ def register(commands: Any) -> None:
         description="Fleets: per-user canisters listed by an index canister, a file or a list.",
     )
     actions = parser.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
-    run = add_command(
+    run = _run_parser(
         actions,
         "backup",
-        _backup,
         help="back up the fleet's members, each into its own backup canister",
-        description=(
-            'List the members of fleet NAME ([jobs.NAME] with kind = "fleet", or --from) '
-            "and back up each (due) member into its own backup canister, created on demand. "
-            "A member that fails is counted and retried by the next run; it never stops the "
-            "others. Exit 1 when some members failed."
+        what="back up each (due) member into its own backup canister, created on demand",
+    )
+    run.add_argument("--keep", type=int, metavar="N", help="images a new backup canister keeps")
+    run.add_argument(
+        "--pool",
+        type=int,
+        metavar="N",
+        help="keep N backup canisters created and installed ahead of new members (0)",
+    )
+    snap = _run_parser(
+        actions,
+        "snapshot-backup",
+        help="store a snapshot of each member in one repository the fleet shares",
+        what=(
+            "store a management-canister snapshot of each (due) member in the repository "
+            "DIR (--repository, or the fleet's repository option), shared by the fleet: "
+            "chunks common to members are stored once"
         ),
     )
+    snap.add_argument("--repository", metavar="DIR", help="the fleet's snapshot repository")
+    snap.add_argument(
+        "--no-stop",
+        dest="stop",
+        action="store_false",
+        default=None,
+        help="take each snapshot from the running member (default: stop it meanwhile)",
+    )
+    compact = _run_parser(
+        actions,
+        "compact",
+        help="compact each member in place through its backup canister",
+        what="compact each (due) member in place: image, verify, reinstall, restore",
+    )
+    compact.add_argument(
+        "--wasm", metavar="PATH", help="the module the members run (default: the demo app's)"
+    )
+    _run_parser(
+        actions,
+        "verify",
+        help="read back the newest image in each member's backup canister",
+        what=(
+            "read the newest image in each (due) member's backup canister chunk by chunk "
+            "against its digests (members without one fail as usage errors)"
+        ),
+    )
+    status = add_command(
+        actions,
+        "status",
+        _status,
+        help="members by state, the oldest backup, failing members and the next runs",
+    )
+    status.add_argument("name", help="the fleet's name")
+    status.add_argument(
+        "--every", metavar="DURATION", help="the fleet's interval (default: its job's, or 1d)"
+    )
+    status.add_argument(
+        "--action",
+        choices=ACTIONS,
+        default=BACKUP,
+        help="whose runs to show (default: backup)",
+    )
+
+
+def _run_parser(actions: Any, action: str, *, help: str, what: str) -> Any:
+    """The subcommand running ``action`` on every member, with the options all actions share."""
+    run = add_command(
+        actions,
+        action,
+        _run,
+        help=help,
+        description=(
+            f'List the members of fleet NAME ([jobs.NAME] with kind = "fleet", or --from) '
+            f"and {what}. A member that fails is counted and retried by the next run; it never "
+            "stops the others. Exit 1 when some members failed."
+        ),
+    )
+    run.set_defaults(fleet_action=action)
     run.add_argument("name", help="the fleet: a configured job's name, or a new name with --from")
     run.add_argument(
         "--from",
@@ -65,41 +142,29 @@ def register(commands: Any) -> None:
     run.add_argument("--every", metavar="DURATION", help="how often each member is due (1d)")
     run.add_argument("--due", action="store_true", default=None, help="only the due members")
     run.add_argument("--concurrency", type=int, metavar="N", help="members at once (8)")
-    run.add_argument("--keep", type=int, metavar="N", help="images a new backup canister keeps")
     run.add_argument(
         "--controlled-by",
         metavar="PRINCIPAL",
         help="keep only the listed canisters this principal controls ('me': this identity)",
     )
-    run.add_argument(
-        "--pool",
-        type=int,
-        metavar="N",
-        help="keep N backup canisters created and installed ahead of new members (0)",
-    )
-    status = add_command(
-        actions,
-        "status",
-        _status,
-        help="members by state, the oldest backup, failing members and the next runs",
-    )
-    status.add_argument("name", help="the fleet's name")
-    status.add_argument(
-        "--every", metavar="DURATION", help="the fleet's interval (default: its job's, or 1d)"
-    )
+    return run
 
 
 def _request(ctx: Context) -> JobRequest:
     a, config = ctx.args, ctx.config
     given = {
+        "action": a.fleet_action,
         "index": a.index_method,
         "members": a.members,
         "every": a.every,
         "due": a.due,
         "concurrency": a.concurrency,
-        "keep": a.keep,
-        "pool": a.pool,
+        "keep": getattr(a, "keep", None),
+        "pool": getattr(a, "pool", None),
         "controlled_by": a.controlled_by,
+        "repository": _absolute(getattr(a, "repository", None)),
+        "stop": getattr(a, "stop", None),
+        "wasm": _absolute(getattr(a, "wasm", None)),
     }
     flags = {k: v for k, v in given.items() if v is not None}
     if a.index is not None:
@@ -117,7 +182,11 @@ def _request(ctx: Context) -> JobRequest:
     return JobRequest(fleet.KIND, configured.source, None, options)
 
 
-async def _backup(ctx: Context) -> int:
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().absolute())
+
+
+async def _run(ctx: Context) -> int:
     request = _request(ctx)
     if ctx.args.dry_run:
         return await run_request(ctx, request)
@@ -151,7 +220,7 @@ async def _status(ctx: Context) -> int:
     every = _every(ctx)
     store = open_store(ctx.config.checkpoints, read_only=True)
     try:
-        rows = await fleet_table(store).members(ctx.args.name)
+        rows = await fleet_table(store).members(table_key(ctx.args.name, ctx.args.action))
         known = await fleet_table(store).fleets()
     finally:
         await store.close()

@@ -41,9 +41,15 @@ def request(
     keep: int | None = None,
     pool: int | None = None,
     controlled_by: str | None = None,
+    action: str | None = None,
+    repository: str | None = None,
+    cycles_budget: int | None = None,
+    cycles_budget_period: str | float | None = None,
+    top_up_members: bool | None = None,
     job_id: str = "",
 ) -> JobRequest:
-    """Back up every member of the fleet ``name`` listed by ``source`` (see the module)."""
+    """Run ``action`` (default: a backup) on every member of the fleet ``name`` listed by
+    ``source`` (see the module; the options: :mod:`.fleets.options`)."""
     options: dict[str, Scalar] = {
         "name": name,
         "network": network,
@@ -55,6 +61,11 @@ def request(
         "keep": keep,
         "pool": pool,
         "controlled_by": controlled_by,
+        "action": action,
+        "repository": repository,
+        "cycles_budget": cycles_budget,
+        "cycles_budget_period": cycles_budget_period,
+        "top_up_members": top_up_members,
     }
     return JobRequest(KIND, source, None, options, id=job_id)
 
@@ -65,13 +76,13 @@ async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
     ids = await discover(ctx.calls, req.source, options.network, req.options)
     have = {
         e.source
-        for e in await ctx.store.registry.entries()
-        if e.network == options.network and e.role == "backup" and e.canister is not None
+        for e in await ctx.store.registry.in_role(options.network, "backup")
+        if e.canister is not None
     }
     new = sum(1 for m in ids if m not in have)
     ctx.note(f"fleet {options.name}: {len(ids)} members listed, {new} without a backup canister")
-    actions = [Action(Verb.MOVE, f"fresh images of up to {len(ids)} members", consent=False)]
-    if new:
+    actions = _member_actions(options, len(ids))
+    if new and options.action in CREATING:
         cycles = new * ctx.settings.initial_cycles
         paid = ctx.provisioner_for(options.network).paid
         actions.insert(
@@ -98,14 +109,67 @@ async def plan_fleet(ctx: PlanContext, req: JobRequest) -> Job:
                 consent=ctx.provisioner_for(options.network).paid,
             )
         )
+    if options.cycles_budget is not None or options.top_up_members:
+        actions.append(_top_ups(options, paid=ctx.provisioner_for(options.network).paid))
     await ctx.intend(*actions)
     return req.job(network=options.network)
+
+
+def _top_ups(options: FleetOptions, *, paid: bool) -> Action:
+    """The top-ups the run may send (:mod:`.fleets.budget`); their sum is the budget's."""
+    what = "backup canisters and members" if options.top_up_members else "backup canisters"
+    cap = (
+        "no fleet budget"
+        if options.cycles_budget is None
+        else f"at most {options.cycles_budget:,} cycles per {options.cycles_budget_period:g} s "
+        "(the fleet's cycles_budget)"
+    )
+    return Action(
+        Verb.SPEND,
+        f"top-ups of the fleet's {what} below the [cycles] floor, {cap}",
+        consent=paid and options.top_up_members,
+    )
+
+
+# The actions that create a backup canister for a member without one.
+CREATING = ("backup", "compact")
+
+
+def _member_actions(options: FleetOptions, n: int) -> list[Action]:
+    """What the members' jobs do, as the plan announces it."""
+    match options.action:
+        case "snapshot-backup":
+            what = f"each of up to {n} members while its snapshot is taken"
+            stop = [Action(Verb.STOP, what, consent=False)]
+            return [
+                *(stop if options.stop else []),
+                Action(
+                    Verb.MOVE,
+                    f"snapshots of up to {n} members into the repository {options.repository}",
+                    consent=False,
+                ),
+            ]
+        case "compact":
+            return [
+                Action(
+                    Verb.OVERWRITE,
+                    f"up to {n} members: each reinstalled with its module and restored from its "
+                    "image verified in its backup canister (writes refused meanwhile)",
+                )
+            ]
+        case "verify":
+            what = f"the newest image in the backup canisters of up to {n} members, read back"
+            return [Action(Verb.MOVE, what, consent=False)]
+    return [Action(Verb.MOVE, f"fresh images of up to {n} members", consent=False)]
 
 
 FLEET = kinds.register(
     Kind(
         name=KIND,
-        summary="back up every member of a fleet of canisters (listed by an index canister)",
+        summary=(
+            "back up (or snapshot, compact, verify) every member of a fleet of canisters "
+            "(listed by an index canister)"
+        ),
         advance=advance,
         performer=FleetPerformer,
         sources=(CanisterRef, ArchiveRef),

@@ -11,6 +11,7 @@ import pytest
 from py_arkworks_bls12381 import G2Point
 
 from canister_iface.certificate import (
+    BLS_KEY_DER_PREFIX,
     MAINNET_ROOT_KEY,
     Certificate,
     LookupStatus,
@@ -117,6 +118,37 @@ def test_tampered_tree_and_signature_are_rejected() -> None:
         verify_certificate(
             _tamper(cert, signature=bytes(signature)), ROOT.public_key_der, now_ns=NOW
         )
+
+
+def _off_subgroup_g1() -> bytes:
+    """A compressed G1 point on the curve but outside the prime-order subgroup."""
+    p = int(
+        "1a0111ea397fe69a4b1ba7b6434bacd764774b84f38512bf6730d2a0f6b0f6241eabfffeb153ffffb9feff"
+        "ffffffaaab",
+        16,
+    )
+    x = next(x for x in range(1, 100) if pow((x**3 + 4) % p, (p - 1) // 2, p) == 1)
+    return bytes([0x80 | x.to_bytes(48, "big")[0]]) + x.to_bytes(48, "big")[1:]
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param(_off_subgroup_g1(), id="off-subgroup"),
+        pytest.param(b"\xc0" + bytes(47), id="identity"),
+    ],
+)
+def test_a_signature_outside_the_group_or_the_identity_is_refused(signature: bytes) -> None:
+    cert = _tamper(_cert(), signature=signature)
+    with pytest.raises(CertificateError, match="signature does not verify"):
+        verify_certificate(cert, ROOT.public_key_der, now_ns=NOW)
+
+
+def test_the_identity_as_a_key_is_refused() -> None:
+    identity_key = BLS_KEY_DER_PREFIX + b"\xc0" + bytes(95)
+    with pytest.raises(CertificateError, match="identity point") as caught:
+        verify_certificate(_cert(), identity_key, now_ns=NOW)
+    assert caught.value.reason == "malformed"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""``replicator fleet backup | status`` as a user runs them, against a platform on localnet."""
+"""``replicator fleet backup | verify | status`` as a user runs them, on localnet."""
 
 from __future__ import annotations
 
@@ -105,3 +105,18 @@ def test_fleet_backup_and_status(cli: Cli) -> None:
     not_configured = cli.run("fleet", "backup", "nobody")
     assert not_configured.returncode == 2
     assert "--from INDEX" in not_configured.stderr
+
+    # Another action over the same fleet: its own rows, the backup rows untouched.
+    verify = cli.run("--json", "fleet", "verify", "users", "--from", index)
+    assert verify.returncode == 1, verify.stderr  # the foreign member has no backup canister
+    summary = json_lines(verify.stdout)[-1]
+    assert (summary["action"], summary["members_ok"], summary["member_failures"]) == (
+        "verify",
+        4,
+        {"usage": 1},
+    )
+    verified = cli.run("--json", "fleet", "status", "users", "--action", "verify")
+    assert json_lines(verified.stdout)[-1]["by_state"]["ok"] == 4
+    no_repo = cli.run("fleet", "snapshot-backup", "users", "--from", index)
+    assert no_repo.returncode == 2
+    assert "needs a repository directory" in no_repo.stderr

@@ -48,6 +48,7 @@ def test_split_plan_only_then_split_then_compact(cli: Cli) -> None:
     assert shrunk.returncode == 0, shrunk.stderr
     summary = _summary(shrunk.stdout)
     assert summary["memory_after"] < summary["memory_before"]  # type: ignore[operator]
+    assert asyncio.run(routes()) == 3  # the reinstall kept the routing table and fences
 
     async def left() -> int:
         async with cli.agent() as agent:
@@ -57,6 +58,34 @@ def test_split_plan_only_then_split_then_compact(cli: Cli) -> None:
             return held.records
 
     assert asyncio.run(left()) > 0
+
+    # Into a new canister: first what it would do, creating nothing.
+    plan = cli.run("--json", "compact", demo.to_text(), "--new-canister", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    verbs = [a["verb"] for a in _summary(plan.stdout)["actions"]]  # type: ignore[union-attr]
+    assert verbs.count("create") == 1
+    assert "delete" not in verbs  # the old canister's records stay without --free-old
+    # Then: the split source's kept range and its fences move with it.
+    moved = cli.run("--json", "--yes", "compact", demo.to_text(), "--new-canister", timeout=300)
+    assert moved.returncode == 0, moved.stderr
+    summary = _summary(moved.stdout)
+    new = Principal.from_text(str(summary["new_canister"]).split("@")[0])
+    assert summary["memory_after"] < summary["memory_before"]  # type: ignore[operator]
+
+    async def owners() -> tuple[list[str], int]:
+        async with cli.agent() as agent:
+            table = await IcrpClient(agent, demo).routing()
+            held = await IcrpClient(agent, new).range_digest(KeyRange(), None)
+            return [r.canister.to_text() for r in table.routes], held.records
+
+    table, held = asyncio.run(owners())
+    assert table[0] == new.to_text()
+    assert len(table) == 3
+    assert demo.to_text() not in table
+    assert held == asyncio.run(left())  # the old canister keeps its records (no --free-old)
+    again = cli.run("compact", demo.to_text(), "--new-canister", "--yes")
+    assert again.returncode == 2
+    assert "compacted into a new canister already" in again.stderr
 
 
 def test_split_usage_errors_exit_2(cli: Cli) -> None:

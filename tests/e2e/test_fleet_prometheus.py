@@ -46,7 +46,7 @@ port = {port}
 kind = "fleet"
 source = "{plat}"
 schedule = "every 3s"
-options = {{ concurrency = 4, every = "1d" }}
+options = {{ concurrency = 4, every = "1d", cycles_budget = 50_000_000_000_000 }}
 """
     )
     log = tmp_path / "serve.log"
@@ -72,6 +72,7 @@ def test_every_fleet_dashboard_query_has_data(
         assert prom.value(state % "failing") == 1
         assert prom.value('replicator_fleet_member_failures_total{class="not_icrp"}') >= 1
         assert prom.value('replicator_fleet_oldest_backup_age_seconds{name="users"}') > 0
+        assert prom.value('replicator_fleet_cycles_budget{name="users"}') == 50 * 10**12
         assert failing_panel_queries(prom, DASHBOARDS / "fleet.json") == []
     finally:
         stop(prom.proc)

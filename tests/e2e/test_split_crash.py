@@ -4,12 +4,15 @@
 process, slowed by a low calls-per-second limit so that each phase lasts a
 moment.  The test watches the checkpoint store and kills the run with
 SIGKILL (no cleanup at all) once the job is in ``copying``, then again in
-``cutting_over`` and in ``freeing``; each time the same command is started
-again and finds its job.  Finally:
+``catching_up``, ``cutting_over`` and ``freeing``; each time the same
+command is started again and finds its job.  After the first kill, records
+all over the key space are overwritten and added (~1.2 MB of journal), so
+that the catch-up has changes to apply when it is killed.  Finally:
 
 - one job did it all and two shards exist (a crash never creates a second set);
-- every record the source held is held exactly once, by the canister the
-  routing table names, and the source holds only the range it kept.
+- every record the source held (as last written) is held exactly once, by
+  the canister the routing table names, and the source holds only the
+  range it kept.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ import pytest
 from cli_harness import Cli, json_lines
 
 from canister_iface.icrp import IcrpClient
-from canister_iface.icrp_types import KeyRange
+from canister_iface.icrp_types import KeyRange, Record
 from canister_iface.principal import Principal
 from replicator.checkpoints import SqliteStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-KILL_IN = ("copying", "cutting_over", "freeing")
+KILL_IN = ("copying", "catching_up", "cutting_over", "freeing")
 ORDER = ("pending", "copying", "catching_up", "cutting_over", "freeing", "done")
 
 
@@ -77,6 +80,21 @@ async def _routes(cli: Cli, canister: Principal) -> list[tuple[KeyRange, Princip
         return [(r.range, r.canister) for r in (await IcrpClient(agent, canister).routing()).routes]
 
 
+async def _write(cli: Cli, canister: Principal, records: list[Record]) -> None:
+    async with cli.agent() as agent:
+        icrp = IcrpClient(agent, canister)
+        for at in range(0, len(records), 50):
+            await icrp.import_records(records[at : at + 50])
+
+
+def _changes(before: dict[bytes, bytes]) -> list[Record]:
+    """Every 8th record rewritten and as many new keys beside them, 4 KiB values."""
+    keys = sorted(before)[::8]
+    rewritten = [Record(k, b"rewritten" + k.rjust(4087, b".")) for k in keys]
+    added = [Record(k + b"\x00new", b"added" + k.rjust(4091, b".")) for k in keys]
+    return rewritten + added
+
+
 def test_sigkill_in_every_phase_then_the_same_command_finishes(cli: Cli) -> None:
     started = time.monotonic()
     demo = cli.deploy_demo(2)
@@ -91,7 +109,11 @@ def test_sigkill_in_every_phase_then_the_same_command_finishes(cli: Cli) -> None
             proc.wait(10)
             proc.stdout and proc.stdout.close()
             proc.stderr and proc.stderr.close()
-    assert killed_in[0] == "copying"
+        if phase == "copying":
+            changes = _changes(before)
+            asyncio.run(_write(cli, demo, changes))
+            before.update((r.key, r.value) for r in changes)
+    assert killed_in[:2] == ["copying", "catching_up"]
     assert all(p != "done" for p in killed_in)
     jobs = asyncio.run(_phases(cli))
     assert len(jobs) == 1

@@ -107,13 +107,13 @@ async def test_compact_resumes_after_a_cancel_without_losing_anything(w: World) 
     assert await records_of(icrp) == before
 
 
-async def _at_step(w: World, step: str) -> str:
-    order = cm.STEPS.index(step)
+async def _at_step(w: World, step: str, steps: tuple[str, ...] = cm.STEPS) -> str:
+    order = steps.index(step)
     for _ in range(5000):
         store = w.stores[-1]
         for job in await store.list_jobs():
             at = (await store.load(job.id)).state.detail.get("step")
-            if at in cm.STEPS and cm.STEPS.index(at) >= order:
+            if at in steps and steps.index(at) >= order:
                 return job.id
         await asyncio.sleep(0.005)
     raise AssertionError(f"the job never reached {step}")
@@ -125,3 +125,89 @@ async def test_compact_refuses_a_canister_it_does_not_control(w: World) -> None:
         with pytest.raises(ReplicatorError):
             await engine.submit(compact.request(ref(demo)))
     assert await w.store().registry.entries() == []
+
+
+# ------------------------------------------------------ into a new canister
+
+
+async def _write_user(w: World, canister: Principal, name: str) -> tuple[str, object]:
+    """create_user on ``canister``: ("ok", id) or ("refused", the ICRP error)."""
+    arg = encode_values([(Types.Text, name), (Types.Text, "bio")])
+    reply = decode_single(await w.agent.update(canister, "create_user", arg), "create_user")
+    tag, payload = as_variant(reply, ("ok", "err"), "create_user")
+    if tag == "ok":
+        return tag, payload
+    return "refused", error_from_candid(as_variant(payload, ("invalid", "refused"), "err")[1])
+
+
+async def _check_moved(
+    w: World, old: Principal, new: Principal, before: dict[bytes, bytes]
+) -> None:
+    """Every record is in ``new``, which takes writes; ``old`` routes everything to it."""
+    fresh = IcrpClient(w.agent, new)
+    assert await records_of(fresh) == before
+    assert await w.agent.controllers(new) == [w.me.principal]  # exactly the configured ones
+    info = await fresh.info()
+    assert info.mode is not None
+    assert info.mode.mode == "primary"
+    tag, refusal = await _write_user(w, old, "late")
+    assert tag == "refused"
+    assert isinstance(refusal, errs.OutOfRange)
+    assert refusal.owner == new  # a client follows it
+    routing = await IcrpClient(w.agent, old).routing()
+    assert [r.canister for r in routing.routes] == [new]
+    assert routing.owner(b"any key") == new
+    assert await fresh.routing() == routing
+    assert (await _write_user(w, new, "followed"))[0] == "ok"
+
+
+async def test_compact_into_a_new_canister_switches_routing(w: World) -> None:
+    demo = await half_deleted(w)
+    before = await records_of(IcrpClient(w.agent, demo))
+    async with w.engine() as engine:
+        outcome = await engine.submit(compact.request(ref(demo), new_canister=True, name="n"))
+    assert outcome.ok, outcome.error
+    details = outcome.to_json()
+    new = Principal.from_text(details["new_canister"].split("@")[0])
+    assert new != demo
+    assert details["memory_after"] < details["memory_before"]
+    await _check_moved(w, demo, new, before)
+    # The old canister keeps its records (no free_old) and is left for the operator.
+    assert await records_of(IcrpClient(w.agent, demo)) == before
+    assert any("left in place for you to delete" in n for n in outcome.notes)
+    assert await w.stores[-1].registry.get("local", demo.to_text(), "compact-new") is None
+    # Compacting the old canister again is refused: its keys belong to the new one.
+    async with w.engine() as engine:
+        with pytest.raises(ReplicatorError, match="fenced key ranges"):
+            await engine.submit(compact.request(ref(demo), new_canister=True))
+
+
+async def test_compact_into_a_new_canister_resumes_and_creates_one_canister(w: World) -> None:
+    demo = await half_deleted(w)
+    before = await records_of(IcrpClient(w.agent, demo))
+    request = compact.request(ref(demo), new_canister=True, free_old=True)
+    async with w.engine() as engine:
+        running = asyncio.create_task(engine.submit(request))
+        job_id = await _at_step(w, "copy", cm.NEW_CANISTER_STEPS)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    planned = (await w.stores[-1].load(job_id)).state.job.target
+    async with w.engine() as engine:
+        outcome = await engine.submit(compact.request(ref(demo), new_canister=True, free_old=True))
+    assert outcome.ok, outcome.error
+    assert outcome.resumed
+    details = outcome.to_json()
+    assert details["new_canister"] == str(planned)  # the same canister: none created twice
+    new = Principal.from_text(details["new_canister"].split("@")[0])
+    await _check_moved(w, demo, new, before)
+    # free_old: the old canister's records are deleted.
+    assert details["old_records_deleted"] == len(before)
+    assert await records_of(IcrpClient(w.agent, demo)) == {}
+
+
+async def test_free_old_without_a_new_canister_is_refused(w: World) -> None:
+    demo = await w.demo(mib=1)
+    async with w.engine() as engine:
+        with pytest.raises(ReplicatorError, match="needs new_canister"):
+            await engine.submit(compact.request(ref(demo), free_old=True))

@@ -155,12 +155,13 @@ async def test_a_fleet_of_200_with_faults_on_a_tenth_is_backed_up_and_bad_member
         assert set(await w.agent.controllers(some)) == {w.me.principal, operator}
         assert (
             w.metrics.registry.get_sample_value(
-                "replicator_fleet_member_failures_total", {"name": "users", "class": "not_icrp"}
+                "replicator_fleet_member_failures_total",
+                {"name": "users", "action": "backup", "class": "not_icrp"},
             )
             == BAD
         )
         assert w.metrics.registry.get_sample_value(
-            "replicator_fleet_members", {"name": "users", "state": "ok"}
+            "replicator_fleet_members", {"name": "users", "action": "backup", "state": "ok"}
         ) == len(ok)
 
         # The membership grows; a run of the due members backs up the new one only

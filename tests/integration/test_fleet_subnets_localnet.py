@@ -7,9 +7,10 @@ over HTTP, and the calls let through to each subnet — counted per the
 subnet localnet says really hosts the canister — never exceed that
 subnet's calls/s over any span, while the two subnets together pass more
 calls than one subnet's budget allows (separate budgets, not one global
-one).  The member table caches each member's subnet.  (The backup
-canisters are created without an effective canister id, so localnet puts
-them all on its root subnet, which therefore carries most of the calls.)
+one).  The member table caches each member's subnet, and each member's
+backup canister was created on that subnet (a provisional creation whose
+effective canister id is the member's), as a certified ``read_state`` of
+its ``/subnet`` shows.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from localnet import LocalNet, ids
 from replicator.flows import fleet
 from replicator.job import ArchiveRef, Phase
 from replicator.limits import Caller, CallSpec
+from replicator.subnets import certified_reader
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +113,16 @@ async def test_members_on_one_subnet_share_its_budget_learned_from_certified_sta
     truth = {m.to_text(): ids.to_text(w.net.subnet_of(m.raw).subnet_id) for m in members}
     assert {r.member: r.subnet for r in rows} == truth
     assert reads <= 4  # a read per subnet answers for its whole range (a few race)
+    # Each backup canister lives on its member's subnet, as certified by that subnet.
+    read = certified_reader(w.agent)
+    for row in rows:
+        assert row.backup is not None
+        backup = Principal.from_text(row.backup)
+        assert (await read(backup)).subnet_id == row.subnet, row.member
+        assert (
+            w.net.subnet_of(backup.raw).subnet_id
+            == w.net.subnet_of(Principal.from_text(row.member).raw).subnet_id
+        )
 
     by_subnet: dict[int, list[float]] = defaultdict(list)
     for canister, at in spy.calls:

@@ -189,6 +189,20 @@ def test_a_full_segment_is_replaced_and_closed_with_its_last_image(
     assert second.segment.closed
 
 
+def test_an_image_larger_than_one_system_call_moves_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux moves < 2 GiB per read/write call; a 2 GiB heap's image must loop.
+    # The piece size is shrunk so that a few pages stand for gigabytes.
+    monkeypatch.setattr(spill, "_IO_MAX", spill.PAGE + 100)
+    store = Spill(tmp_path)
+    image = PageImage(heap=[(i * spill.PAGE, page(i + 1)) for i in range(5)], stable=[])
+    ref = store.put(image)
+    assert ref.length > 4 * spill._IO_MAX
+    assert store.get(ref) == image
+    store.close()
+
+
 def test_a_damaged_image_is_refused(tmp_path: Path) -> None:
     store = Spill(tmp_path)
     ref = store.put(PageImage(heap=[(0, page(1))], stable=[]))

@@ -244,6 +244,28 @@ async def test_pool_claims_give_each_ready_canister_once(store: Store) -> None:
     assert len({e.canister for e in entries if e.canister}) == 4
 
 
+async def test_the_pool_is_counted_and_listed_by_role_and_backups_found_by_canister(
+    store: Store,
+) -> None:
+    """The look-ups the warm pool and the keep-alive make per member: index reads, not scans."""
+    reg = store.registry
+    for i in range(200):
+        await reg.put(Entry("local", f"m{i}", "backup", f"b{i}", "ready", i))
+    await reg.put(Entry("local", "pool-1", POOL_ROLE, "p1", "ready", 1))
+    await reg.put(Entry("local", "pool-2", POOL_ROLE, None, "requested", 2))
+    await reg.put(Entry("ic", "pool-3", POOL_ROLE, "p3", "ready", 3))
+    assert await reg.counts("local", POOL_ROLE) == {"ready": 1, "requested": 1}
+    assert await reg.counts("local", "backup") == {"ready": 200}
+    assert await reg.counts("ic", "backup") == {}
+    assert [e.source for e in await reg.in_role("local", POOL_ROLE)] == ["pool-1", "pool-2"]
+    assert await reg.holds("local", "b199", "backup")
+    assert not await reg.holds("local", "p1", "backup")  # a pool canister is no backup yet
+    assert not await reg.holds("ic", "b1", "backup")
+    await reg.claim("local", "m-new")
+    assert await reg.counts("local", POOL_ROLE) == {"requested": 1}
+    assert await reg.holds("local", "p1", "backup")  # claimed: now a member's
+
+
 async def test_spending_is_kept_in_the_store_across_restarts(kit: StoreKit) -> None:
     at = time.time()
     store = await kit.open()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from replicator.errors import EXIT_INTEGRITY, InvalidTransition
@@ -10,22 +12,42 @@ from replicator.job import CanisterRef, Job, JobState, Phase
 from replicator.machine import Cancel, Start
 
 
-def _state() -> JobState:
-    job = Job("compact", CanisterRef("app", "local"), CanisterRef("bk", "local"), id="compact-1")
+def _state(**options: object) -> JobState:
+    job = Job(
+        "compact",
+        CanisterRef("app", "local"),
+        CanisterRef("bk", "local"),
+        options=options,  # type: ignore[arg-type]
+        id="compact-1",
+    )
     return JobState(job)
 
 
-def test_every_step_in_order_then_done() -> None:
-    step = cm.advance(_state(), Start())
+@pytest.mark.parametrize(
+    ("options", "steps"),
+    [({}, cm.STEPS), ({"new_canister": True}, cm.NEW_CANISTER_STEPS)],
+    ids=["in place", "new canister"],
+)
+def test_every_step_in_order_then_done(options: dict[str, object], steps: tuple[str, ...]) -> None:
+    step = cm.advance(_state(**options), Start())
     seen = []
     while step.effects:
         (effect,) = step.effects
         assert isinstance(effect, cm.Perform)
         seen.append(effect.step)
         step = cm.advance(step.state, cm.StepDone(effect.step, {effect.step: True}))
-    assert tuple(seen) == cm.STEPS
+    assert tuple(seen) == steps
     assert step.state.phase == Phase.DONE
-    assert all(step.state.detail[s] for s in cm.STEPS)
+    assert all(step.state.detail[s] for s in steps)
+
+
+def test_a_step_of_the_other_mode_is_refused() -> None:
+    state = cm.advance(_state(new_canister=True), Start()).state
+    with pytest.raises(InvalidTransition, match="at measure"):
+        cm.advance(state, cm.StepDone("backup"))
+    resumed = cm.advance(_state(), Start()).state
+    with pytest.raises(InvalidTransition, match="no step 'switch'"):
+        cm.advance(replace(resumed, detail={"step": "switch"}), Start())
 
 
 def test_a_resume_continues_at_the_recorded_step_with_what_was_found() -> None:

@@ -13,6 +13,7 @@ from replicator.checkpoints import SqliteStore
 from replicator.errors import InvalidTransition, UsageError
 from replicator.fleetstore import MemberResult, fleet_table
 from replicator.flows import fleet
+from replicator.flows.fleets.budget import FleetFunding
 from replicator.flows.fleets.machine import (
     DISCOVERING,
     RUNNING,
@@ -23,10 +24,13 @@ from replicator.flows.fleets.machine import (
     advance,
 )
 from replicator.flows.fleets.members import read_file, static
+from replicator.flows.fleets.metrics import FleetMetrics
 from replicator.flows.fleets.options import FleetOptions
 from replicator.flows.fleets.timing import member_state, next_slot, offset, retry_at
 from replicator.job import ArchiveRef, CanisterRef, JobState, Phase
+from replicator.limits import MemorySpending
 from replicator.machine import Cancel, Fail, Start
+from replicator.metrics import Metrics
 
 A = "bcoug-tyaaa-aaap5-aaaaa-cai"
 B = "dls7i-7qaaa-aaap5-ad3xq-cai"
@@ -131,6 +135,21 @@ def test_options_are_checked_with_clear_errors() -> None:
     assert FleetOptions.of(fleet.request(INDEX, name="f", every="6h")).every == 6 * 3600
 
 
+def test_each_action_has_its_own_member_rows_and_snapshots_need_a_repository() -> None:
+    backup = FleetOptions.of(fleet.request(INDEX, name="users"))
+    assert (backup.action, backup.table) == ("backup", "users")
+    verify = FleetOptions.of(fleet.request(INDEX, name="users", action="verify"))
+    assert verify.table == "users@verify"  # '@' is not allowed in names: no clash
+    with pytest.raises(UsageError, match="needs a name"):
+        FleetOptions.of(fleet.request(INDEX, name="users@verify"))
+    with pytest.raises(UsageError, match="action must be one of backup, snapshot-backup"):
+        FleetOptions.of(fleet.request(INDEX, name="f", action="restore"))
+    with pytest.raises(UsageError, match="needs a repository directory"):
+        FleetOptions.of(fleet.request(INDEX, name="f", action="snapshot-backup"))
+    snap = fleet.request(INDEX, name="f", action="snapshot-backup", repository="/r")
+    assert FleetOptions.of(snap).repository == "/r"
+
+
 # ------------------------------------------------------------------ members
 
 
@@ -188,3 +207,35 @@ async def test_the_member_table_tracks_membership_and_rounds(tmp_path: Path) -> 
 def test_a_store_without_a_member_table_is_named() -> None:
     with pytest.raises(UsageError, match="does not keep fleet members"):
         fleet_table(object())
+
+
+async def test_a_fleet_budget_draws_until_spent_and_renews_with_its_period() -> None:
+    now = [1_000_000.0]
+    registry = Metrics()
+    metrics = registry.extension(FleetMetrics)
+    spending = MemorySpending()
+
+    def funding() -> FleetFunding:
+        return FleetFunding(
+            "f", budget=10, period=100.0, spending=spending, metrics=metrics, wall=lambda: now[0]
+        )
+
+    one = funding()
+    assert await one.draw(6, "backup")
+    one.done(6, "backup", ok=True)
+    assert not await one.draw(5, "member")  # 6 + 5 > 10
+    assert one.remaining() == 4
+    assert await funding().refresh() == 4  # another process sees the same spending
+    sample = registry.registry.get_sample_value
+    assert sample("replicator_fleet_cycles_budget_remaining", {"name": "f"}) == 4
+    now[0] += 100.0  # the next period
+    assert one.remaining() == 10
+    assert await one.draw(10, "backup")
+    refused = {"name": "f", "of": "member", "outcome": "refused"}
+    assert sample("replicator_fleet_topups_total", refused) == 1
+    spent = sample("replicator_fleet_cycles_spent_total", {"name": "f"})
+    assert spent == 6
+    unlimited = FleetFunding(
+        "g", budget=None, period=100.0, spending=spending, metrics=metrics, wall=lambda: now[0]
+    )
+    assert await unlimited.draw(10**15, "backup")  # no budget: counted, never refused

@@ -240,6 +240,64 @@ async def test_a_bad_chunk_is_refused_by_a_checking_target_and_not_acknowledged(
     assert 6 not in {i for i, _ in rec.acks}
 
 
+def one_call_pieces(data: bytes, piece: int, fail_at: int | None = None) -> FakePieceReader:
+    """A reader whose pieces are one call each (``piece`` bytes, larger than a chunk)."""
+
+    class Failing(FakePieceReader):
+        async def read_at(self, offset: int, length: int) -> Buffer:
+            if fail_at is not None and offset <= fail_at < offset + length:
+                raise ic.AccessDenied("not a controller")
+            return await super().read_at(offset, length)
+
+    reader = Failing(data, piece)
+    reader.run_bytes = piece
+    return reader
+
+
+async def test_a_streaming_relay_moves_full_pieces_and_acks_each_chunk_once_covered() -> None:
+    reader, target, rec = one_call_pieces(DATA, 6000), CheckingTarget(), Recorder()
+    mover = RelayMover(reader, target, IMAGE, DIGESTS)
+    assert mover.piecewise
+    assert await pump(ChunkBook.for_image(IMAGE), mover, rec, n=3).run() == IMAGE.digest
+    assert bytes(target.data) == DATA
+    # 9 calls of ~5,689 bytes, where runs of whole 4,096-byte chunks took 13.
+    assert len(reader.reads) == 9
+    assert sorted(i for i, _ in rec.acks) == list(range(IMAGE.chunk_count))  # each once
+    assert sum(n for n, _ in rec.advanced) == len(DATA)
+
+
+async def test_a_failed_piece_keeps_the_chunks_acked_before_it_and_releases_the_rest() -> None:
+    fail_at = 5 * 5689 + 100  # in the sixth piece
+    reader, target, rec = one_call_pieces(DATA, 6000, fail_at), CheckingTarget(), Recorder()
+    book = ChunkBook.for_image(IMAGE)
+    with pytest.raises(ic.AccessDenied):
+        await pump(book, RelayMover(reader, target, IMAGE, DIGESTS), rec, n=1).run()
+    # Five pieces (28,445 bytes) cover chunks 0-5 whole and chunk 6 in part:
+    # acknowledged piece by piece, not lost with the run; chunk 6 is not acknowledged.
+    assert sorted(i for i, _ in rec.acks) == [0, 1, 2, 3, 4, 5]
+    assert book.acked_count == 6
+    assert book.in_flight_count == 0
+    resumed = Recorder()
+    reader = one_call_pieces(DATA, 6000)
+    assert await pump(book, RelayMover(reader, target, IMAGE, DIGESTS), resumed).run() == (
+        IMAGE.digest
+    )
+    assert sorted(i for i, _ in resumed.acks) == list(range(6, IMAGE.chunk_count))
+    assert min(offset for offset, _ in reader.reads) == 6 * CHUNK  # from chunk 6's start
+
+
+async def test_pieces_stop_at_chunks_acked_before() -> None:
+    acked = {i: DIGESTS[i] for i in (3, 4, 9)}
+    reader, target, rec = one_call_pieces(DATA, 6000), CheckingTarget(), Recorder()
+    book = ChunkBook.for_image(IMAGE, acked)
+    await pump(book, RelayMover(reader, target, IMAGE, DIGESTS), rec, n=2).run()
+    assert sorted(i for i, _ in rec.acks) == [0, 1, 2, 5, 6, 7, 8, 10, 11, 12]
+    written = {offset // CHUNK for offset, n in reader.reads} | {
+        (offset + n - 1) // CHUNK for offset, n in reader.reads
+    }
+    assert not written & set(acked)
+
+
 async def test_runs_are_shared_out_so_every_worker_has_one() -> None:
     target, rec = FakeTarget(), Recorder()
     book = ChunkBook.for_image(IMAGE)  # 13 chunks

@@ -21,6 +21,26 @@ order, one step at a time, each recorded before the next begins::
 - ``unfence``: ``primary`` again;
 - ``remeasure``: ``memory_size`` after.
 
+With ``new_canister`` (``replicator compact --new-canister``) the state
+goes into a fresh canister instead, and routing moves to it::
+
+    measure → prepare → fence → image → copy → check → switch → remeasure → release
+
+- ``prepare``: the new canister (created by the planner, recorded in the
+  registry before creation, same module, exactly the configured
+  controllers) gets the old one's key range and peers, in ``standby``;
+- ``copy``: the old canister's image into the new one (its digest must
+  still be the one ``image`` recorded);
+- ``check``: the new canister's records, bytes and digest must equal the
+  image's (else the old canister stays fenced and keeps its data);
+- ``switch``: the new canister takes writes; the old one publishes a
+  routing table naming the new owner for its whole key range and is fenced
+  there (it answers ``OutOfRange`` naming the new canister);
+- ``remeasure``: ``memory_size`` of both;
+- ``release``: the old canister's records deleted when asked
+  (``free_old``), the registry forgets the new canister; the old canister is
+  left for the operator to delete.
+
 ``Start`` resumes at the recorded step; the performer asks the canisters
 (a restore that committed already is not repeated, an image is recognised
 by its digest).  Any unfinished phase accepts ``Fail`` and ``Cancel``.
@@ -47,9 +67,26 @@ STEPS = (
     "unfence",
     "remeasure",
 )
+NEW_CANISTER_STEPS = (
+    "measure",
+    "prepare",
+    "fence",
+    "image",
+    "copy",
+    "check",
+    "switch",
+    "remeasure",
+    "release",
+)
+# Steps during which the canister refuses writes (fenced, writes not yet taken again).
+FENCED_STEPS = frozenset(
+    STEPS[STEPS.index("fence") : STEPS.index("unfence") + 1]
+    + NEW_CANISTER_STEPS[NEW_CANISTER_STEPS.index("fence") : NEW_CANISTER_STEPS.index("switch") + 1]
+)
 # Phases (for metrics and progress): where each step belongs.
 PREPARING, BACKING_UP, RESTORING, VERIFYING = "preparing", "backing_up", "restoring", "verifying"
-PHASES = (PREPARING, BACKING_UP, RESTORING, VERIFYING)
+ROUTING = "routing"
+PHASES = (PREPARING, BACKING_UP, RESTORING, VERIFYING, ROUTING)
 _PHASE_OF = {
     "measure": PREPARING,
     "fence": PREPARING,
@@ -60,6 +97,10 @@ _PHASE_OF = {
     "check": VERIFYING,
     "unfence": VERIFYING,
     "remeasure": VERIFYING,
+    "prepare": PREPARING,
+    "copy": RESTORING,
+    "switch": ROUTING,
+    "release": ROUTING,
 }
 
 
@@ -89,31 +130,37 @@ class DigestDiffers:
 
 def advance(state: JobState, event: object) -> Step:
     """The next state and effects of a compact job."""
+    steps = steps_of(state)
     match event:
         case Start():
-            step = str(state.detail.get("step", STEPS[0]))
+            step = str(state.detail.get("step", steps[0]))
             return _at(started(state, _PHASE_OF[step]), step)
         case Fail() | Cancel():
             return stopped(state, event)
     expect(state, event, PHASES)
-    current = str(state.detail.get("step", STEPS[0]))
+    current = str(state.detail.get("step", steps[0]))
     match event:
         case StepDone(step=step, found=found):
             if step != current:
                 raise InvalidTransition(f"compact job {state.job.id} is at {current}, not {step}")
             detail = {**state.detail, **found}
-            later = STEPS.index(step) + 1
+            later = steps.index(step) + 1
             state = replace(state, detail=detail)
-            if later == len(STEPS):
+            if later == len(steps):
                 return Step(replace(state, phase=Phase.DONE, detail={**detail, "step": "done"}))
-            return _at(state, STEPS[later])
+            return _at(state, steps[later])
         case DigestDiffers(step=step, message=message):
             return failed(state, f"{step}: {message}", EXIT_INTEGRITY)
     raise InvalidTransition(f"not an event of a compact job: {event!r}")
 
 
+def steps_of(state: JobState) -> tuple[str, ...]:
+    """The steps of this job: in place, or into a new canister."""
+    return NEW_CANISTER_STEPS if state.job.options.get("new_canister") else STEPS
+
+
 def _at(state: JobState, step: str) -> Step:
-    if step not in _PHASE_OF:
+    if step not in steps_of(state):
         raise InvalidTransition(f"compact job {state.job.id} has no step {step!r}")
     detail = {**state.detail, "step": step}
     state = replace(state, phase=_PHASE_OF[step], detail=detail)

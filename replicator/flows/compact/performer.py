@@ -8,22 +8,36 @@ step) gets only the missing ones (``icrp_import_status``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from canister_iface.icrp import IcrpClient
-from canister_iface.icrp_types import ExportTicket, ImportSpec, KeyRange, RangeDigest
+from canister_iface.icrp_types import (
+    Config,
+    ExportTicket,
+    Fence,
+    ImportSpec,
+    KeyRange,
+    RangeDigest,
+    Route,
+    Routing,
+)
 from canister_iface.management import ManagementClient
 from canister_iface.principal import Principal
 from replicator.calls import CallCost
-from replicator.errors import JobFailed
+from replicator.errors import EXIT_INTEGRITY, JobFailed
 from replicator.flow import RunContext, RunReport
-from replicator.flows.compact.machine import DigestDiffers, Perform, StepDone
+from replicator.flows.compact.machine import FENCED_STEPS, DigestDiffers, Perform, StepDone
+from replicator.flows.compact.metrics import CompactMetrics
 from replicator.flows.modules import module_of
-from replicator.job import CanisterRef, JobState
+from replicator.job import CanisterRef, JobState, Phase
+from replicator.service import current_job
 
 T = TypeVar("T")
 PIECE_BYTES = 1_000_000  # fits an ingress message with room for the envelope
+DELETE_RECORDS = 10_000  # records per icrp_delete_range call (stays within the instruction limit)
+NEW_KEY = "compact-new"  # the registry's name of the new canister (under the old one)
 
 
 class CompactPerformer:
@@ -34,29 +48,47 @@ class CompactPerformer:
         job = ctx.job
         if not isinstance(job.source, CanisterRef) or not isinstance(job.target, CanisterRef):
             raise JobFailed(f"a compact job needs a canister and a backup canister, not {job}")
+        # The target: the backup canister (in place) or the new canister (--new-canister).
         self.canister, self.backup = job.source, job.target
+        self.new_canister = bool(job.options.get("new_canister"))
         self.agent = ctx.calls.agent_for(self.canister.network)
         self.runner = ctx.calls.runner_for(self.canister.network)
         self.mgmt = ManagementClient(self.agent)
         self.bytes_copied = 0
+        self.metrics = ctx.metrics.extension(CompactMetrics)
+        # The metrics label: the config's job name under `serve`, else a fixed one
+        # (a job id per command would make a series per run).
+        self.name = str(job.options.get("name") or current_job.get() or "command-line")
+        self.metrics.started(self.name)
+        self._ended = False
 
     async def perform(self, effect: object) -> object | None:
         if not isinstance(effect, Perform):
             raise TypeError(f"not an effect of a compact job: {effect!r}")
+        if effect.step in FENCED_STEPS and effect.step != "fence":
+            # Fenced by this run or an earlier one (a resume in a new process).
+            self.metrics.fenced(self.name, self.canister.canister_id)
         step = getattr(self, "_" + effect.step)
         result: object = await step(effect.detail)
         return result
 
     def report(self, state: JobState) -> RunReport:
+        self._count(state)
         d = state.detail
         image = d.get("image") or {}
         digest = image.get("digest")
-        details = {
+        details: dict[str, Any] = {
             "memory_before": d.get("memory_before"),
             "memory_after": d.get("memory_after"),
             "image_bytes": image.get("size"),
-            "backup": str(self.backup),
         }
+        if self.new_canister:
+            details["new_canister"] = str(self.backup)
+            details["old_canister"] = str(self.canister)
+            details["old_memory_after"] = d.get("old_memory_after")
+            details["old_records_deleted"] = d.get("old_records_deleted")
+        else:
+            details["backup"] = str(self.backup)
         return RunReport(
             route="relay",
             bytes_copied=self.bytes_copied,
@@ -66,6 +98,23 @@ class CompactPerformer:
 
     async def close(self) -> None:
         return None
+
+    def _count(self, state: JobState) -> None:
+        # report() is asked once per run, with the state the run ended in.
+        if self._ended:
+            return
+        outcome: dict[str, str] = {
+            Phase.DONE: "done",
+            Phase.FAILED: "failed",
+            Phase.CANCELLED: "cancelled",
+        }
+        if state.phase not in outcome:
+            return
+        self._ended = True
+        ended = outcome[state.phase]
+        if state.phase == Phase.FAILED and state.exit_code == EXIT_INTEGRITY:
+            ended = "mismatch"
+        self.metrics.ended(self.name, ended)
 
     # ------------------------------------------------------------------ steps
 
@@ -77,7 +126,13 @@ class CompactPerformer:
             self.canister, "icrp_set_mode", lambda: self._mine.set_mode("read_only")
         )
         self.ctx.note(f"{self.canister} refuses writes until it is restored")
-        return StepDone("fence", {"fenced_at": mode.journal_seq})
+        self.metrics.fenced(self.name, self.canister.canister_id)
+        found: dict[str, Any] = {"fenced_at": mode.journal_seq, "fenced_wall": time.time()}
+        if not self.new_canister:
+            # An image holds the app's records, not the node's settings: a reinstall
+            # forgets them, the unfence gives them back.
+            found["settings"] = await self._settings(self.canister)
+        return StepDone("fence", found)
 
     async def _image(self, detail: Mapping[str, Any]) -> StepDone:
         ticket = await self._ready(self._mine, self.canister)
@@ -136,27 +191,155 @@ class CompactPerformer:
         return StepDone("restore")
 
     async def _check(self, detail: Mapping[str, Any]) -> StepDone | DigestDiffers:
-        wanted, restored = detail["image"]["records"], await self._records()
+        checked = self.backup if self.new_canister else self.canister
+        wanted, restored = detail["image"]["records"], await self._records(checked)
         if restored != wanted:
+            safe = (
+                f"{self.canister} keeps its data and stays fenced"
+                if self.new_canister
+                else f"the image is safe in {self.backup}"
+            )
             return DigestDiffers(
                 "check",
-                f"the restored canister holds {restored[0]:,} records / {restored[1]:,} bytes "
+                f"{checked} holds {restored[0]:,} records / {restored[1]:,} bytes "
                 f"(digest {restored[2][:16]}…), the image {wanted[0]:,} / {wanted[1]:,} "
-                f"({wanted[2][:16]}…); the image is safe in {self.backup}",
+                f"({wanted[2][:16]}…); {safe}",
             )
         return StepDone("check")
 
     async def _unfence(self, detail: Mapping[str, Any]) -> StepDone:
+        if "settings" in detail:  # (a job fenced by an older version did not note them)
+            await self._settle(self.canister, detail["settings"], routing=True)
         await self._call(self.canister, "icrp_set_mode", lambda: self._mine.set_mode("primary"))
+        self._unfenced(detail)
         return StepDone("unfence")
 
     async def _remeasure(self, detail: Mapping[str, Any]) -> StepDone:
-        after = await self._memory()
         before = int(detail.get("memory_before") or 0)
-        self.ctx.note(f"memory_size {before:,} → {after:,} bytes")
-        return StepDone("remeasure", {"memory_after": after})
+        if not self.new_canister:
+            after = await self._memory()
+            self.ctx.note(f"memory_size {before:,} → {after:,} bytes")
+            self.metrics.measured(self.name, before, after)
+            return StepDone("remeasure", {"memory_after": after})
+        old, new = await self._memory(), await self._memory(self.backup)
+        self.ctx.note(
+            f"memory_size: {self.canister} {before:,} bytes (now {old:,}), "
+            f"the new canister {self.backup} {new:,} bytes"
+        )
+        self.metrics.measured(self.name, before, new)
+        return StepDone("remeasure", {"memory_after": new, "old_memory_after": old})
+
+    # ------------------------------------------------- into a new canister
+
+    async def _prepare(self, detail: Mapping[str, Any]) -> StepDone:
+        """The new canister in standby; the old one's settings noted for the switch."""
+        fresh = self._theirs
+        await self._call(self.backup, "icrp_set_mode", lambda: fresh.set_mode("standby"))
+        return StepDone("prepare", {"settings": await self._settings(self.canister)})
+
+    async def _copy(self, detail: Mapping[str, Any]) -> StepDone | DigestDiffers:
+        """The old canister's image into the new canister (not repeated once committed)."""
+        image = detail["image"]
+        if await self._records(self.backup) == image["records"]:
+            return StepDone("copy")
+        ticket = await self._ready(self._mine, self.canister)  # unchanged: it is fenced
+        if ticket.digest != bytes.fromhex(image["digest"]):
+            return DigestDiffers("copy", "the canister's image changed although it is fenced")
+        spec = ImportSpec.for_ticket(self._principal(self.canister), ticket)
+        await self._import(self._mine, self.canister, self._theirs, self.backup, spec)
+        self.ctx.note(f"the image ({ticket.size:,} bytes) is in {self.backup}")
+        return StepDone("copy")
+
+    async def _switch(self, detail: Mapping[str, Any]) -> StepDone:
+        """The new canister takes writes; the old one routes its whole range to it."""
+        old, fresh, new = self._mine, self._theirs, self._principal(self.backup)
+        settings = detail["settings"]
+        keys = _range_of(settings["key_range"]) or KeyRange()
+        # Its key range, peers, and ranges a split moved away before (still fenced).
+        await self._settle(self.backup, settings, routing=False)
+        current = await self._call(self.canister, "icrp_routing", old.routing, "query")
+        me = self._principal(self.canister)
+        routes = tuple(Route(r.range, new) if r.canister == me else r for r in current.routes)
+        if not any(r.canister == new for r in routes):
+            routes = (*routes, Route(keys, new))
+        table = current
+        if tuple(current.routes) != routes:
+            table = Routing(current.version + 1, routes)
+            await self._call(self.canister, "icrp_set_routing", lambda: old.set_routing(table))
+        theirs = await self._call(self.backup, "icrp_routing", fresh.routing, "query")
+        if theirs != table:
+            await self._call(self.backup, "icrp_set_routing", lambda: fresh.set_routing(table))
+        await self._call(self.backup, "icrp_set_mode", lambda: fresh.set_mode("primary"))
+        self._unfenced(detail)
+        # Fenced first, primary second: the old canister never takes a write again,
+        # and answers OutOfRange naming the new canister, which clients follow.
+        fence = Fence(keys, new)
+        await self._call(self.canister, "icrp_set_fences", lambda: old.set_fences([fence]))
+        await self._call(self.canister, "icrp_set_mode", lambda: old.set_mode("primary"))
+        self.ctx.note(
+            f"{self.backup} takes writes; {self.canister} answers OutOfRange naming it "
+            f"(routing table version {table.version})"
+        )
+        return StepDone("switch")
+
+    async def _settings(self, ref: CanisterRef) -> dict[str, Any]:
+        """A canister's node settings as plain values: key range, fences, peers, routing."""
+        config = await self._config(ref)
+        icrp = IcrpClient(self.agent, self._principal(ref))
+        routing = await self._call(ref, "icrp_routing", icrp.routing, "query")
+        return {
+            "key_range": _range_value(config.key_range),
+            "fences": [[_range_value(f.range), _text(f.owner)] for f in config.fences],
+            "peers": [p.to_text() for p in config.peers],
+            "routing": [
+                routing.version,
+                [[_range_value(r.range), r.canister.to_text()] for r in routing.routes],
+            ],
+        }
+
+    async def _settle(self, ref: CanisterRef, settings: Mapping[str, Any], routing: bool) -> None:
+        """``ref`` gets the ``settings`` it lacks (each compared first: resumable)."""
+        icrp, config = IcrpClient(self.agent, self._principal(ref)), await self._config(ref)
+        key_range = _range_of(settings["key_range"])
+        if config.key_range != key_range:
+            await self._call(ref, "icrp_set_key_range", lambda: icrp.set_key_range(key_range))
+        fences = [_fence_of(f) for f in settings["fences"]]
+        if list(config.fences) != fences:
+            await self._call(ref, "icrp_set_fences", lambda: icrp.set_fences(fences))
+        peers = [*config.peers]
+        peers += [p for p in map(Principal.from_text, settings["peers"]) if p not in peers]
+        if peers != list(config.peers):
+            await self._call(ref, "icrp_set_peers", lambda: icrp.set_peers(peers))
+        if routing:
+            version, routes = settings["routing"]
+            table = Routing(
+                int(version),
+                tuple(Route(_range_of(r) or KeyRange(), Principal.from_text(c)) for r, c in routes),
+            )
+            if await self._call(ref, "icrp_routing", icrp.routing, "query") != table:
+                await self._call(ref, "icrp_set_routing", lambda: icrp.set_routing(table))
+
+    async def _release(self, detail: Mapping[str, Any]) -> StepDone:
+        deleted = 0
+        if self.ctx.job.options.get("free_old"):
+            deleted = await self._delete_all(self.canister)
+            self.ctx.note(f"{deleted:,} records deleted from {self.canister}")
+        registry = self.ctx.store.registry
+        await registry.forget(self.canister.network, self.canister.canister_id, NEW_KEY)
+        self.ctx.note(
+            f"{self.canister} is left in place for you to delete (icp canister stop, then "
+            f"delete); until then it routes every key to {self.backup}"
+        )
+        return StepDone("release", {"old_records_deleted": deleted})
 
     # ------------------------------------------------------------------ helpers
+
+    def _unfenced(self, detail: Mapping[str, Any]) -> None:
+        fenced = detail.get("fenced_wall")
+        frozen = None if fenced is None else time.time() - float(fenced)
+        self.metrics.unfenced(self.name, self.canister.canister_id, frozen)
+        if frozen is not None:
+            self.ctx.note(f"{self.canister} refused writes for {frozen:.1f} s")
 
     @property
     def _mine(self) -> IcrpClient:
@@ -180,20 +363,37 @@ class CompactPerformer:
     ) -> T:
         return await self.runner.call(ref.canister_id, method, perform, cost=cost, nbytes=nbytes)
 
-    async def _memory(self) -> int:
-        canister = self._principal(self.canister)
+    async def _memory(self, ref: CanisterRef | None = None) -> int:
+        ref = ref or self.canister
+        canister = self._principal(ref)
         status = await self._call(
-            self.canister, "canister_status", lambda: self.mgmt.canister_status(canister)
+            ref, "canister_status", lambda: self.mgmt.canister_status(canister)
         )
         return status.memory_size
 
-    async def _records(self) -> list[Any]:
-        """[records, bytes, digest hex] of every key the canister holds (range digests)."""
-        mine, total, cursor = self._mine, RangeDigest(), None
+    async def _config(self, ref: CanisterRef) -> Config:
+        icrp = IcrpClient(self.agent, self._principal(ref))
+        return await self._call(ref, "icrp_config", icrp.config, "query")
+
+    async def _delete_all(self, ref: CanisterRef) -> int:
+        icrp, deleted, cursor = IcrpClient(self.agent, self._principal(ref)), 0, None
         while True:
-            page = await self._call(
-                self.canister, "icrp_range_digest", _digest_page(mine, cursor), "query"
+            step = await self._call(
+                ref,
+                "icrp_delete_range",
+                lambda c=cursor: icrp.delete_range(KeyRange(), c, DELETE_RECORDS),  # type: ignore[misc]
             )
+            deleted += step.deleted
+            if step.next_cursor is None:
+                return deleted
+            cursor = step.next_cursor
+
+    async def _records(self, ref: CanisterRef | None = None) -> list[Any]:
+        """[records, bytes, digest hex] of every key a canister holds (range digests)."""
+        ref = ref or self.canister
+        mine, total, cursor = IcrpClient(self.agent, self._principal(ref)), RangeDigest(), None
+        while True:
+            page = await self._call(ref, "icrp_range_digest", _digest_page(mine, cursor), "query")
             total += page
             if page.next_cursor is None:
                 return [total.records, total.bytes, total.digest.hex()]
@@ -219,7 +419,7 @@ class CompactPerformer:
             dst_ref, "icrp_import_status", lambda: dst.import_status(import_id), "query"
         )
         if status.state != "committed":
-            await self._copy(src, src_ref, dst, dst_ref, spec, import_id, status.chunks_done)
+            await self._copy_chunks(src, src_ref, dst, dst_ref, spec, import_id, status.chunks_done)
         while True:
             state = await self._call(
                 dst_ref, "icrp_commit_import", lambda: dst.commit_import(import_id)
@@ -227,7 +427,7 @@ class CompactPerformer:
             if state.committed:
                 return state.snapshot_id
 
-    async def _copy(
+    async def _copy_chunks(
         self,
         src: IcrpClient,
         src_ref: CanisterRef,
@@ -259,6 +459,32 @@ class CompactPerformer:
                 )
                 self.bytes_copied += len(data)
                 self.ctx.advanced(len(data))
+                self.metrics.moved(self.name, len(data))
+
+
+def _range_value(keys: KeyRange | None) -> list[str | None] | None:
+    """A key range as plain values (job detail): [lower hex, upper hex or None]."""
+    if keys is None:
+        return None
+    return [keys.lower.hex(), None if keys.upper is None else keys.upper.hex()]
+
+
+def _range_of(value: Any) -> KeyRange | None:
+    if value is None:
+        return None
+    lower, upper = value
+    return KeyRange(bytes.fromhex(lower), None if upper is None else bytes.fromhex(upper))
+
+
+def _text(owner: Principal | None) -> str | None:
+    return None if owner is None else owner.to_text()
+
+
+def _fence_of(value: Any) -> Fence:
+    keys, owner = value
+    return Fence(
+        _range_of(keys) or KeyRange(), None if owner is None else Principal.from_text(owner)
+    )
 
 
 def _status(icrp: IcrpClient, snapshot_id: int) -> Callable[[], Awaitable[ExportTicket]]:

@@ -7,16 +7,30 @@ configuration: bounded by the configuration, never a canister id.
 ==========================================================  =======  ==============
 metric                                                      type     labels
 ==========================================================  =======  ==============
-``replicator_fleet_members``                                gauge    name, state
-``replicator_fleet_members_running``                        gauge    name
-``replicator_fleet_member_runs_total``                      counter  name, outcome
-``replicator_fleet_member_failures_total``                  counter  name, class
-``replicator_fleet_oldest_backup_age_seconds``              gauge    name
-``replicator_fleet_listing_timestamp_seconds``              gauge    name
+``replicator_fleet_members``                                gauge    name, action, state
+``replicator_fleet_members_running``                        gauge    name, action
+``replicator_fleet_member_runs_total``                      counter  name, action, outcome
+``replicator_fleet_member_failures_total``                  counter  name, action, class
+``replicator_fleet_oldest_backup_age_seconds``              gauge    name, action
+``replicator_fleet_listing_timestamp_seconds``              gauge    name, action
 ``replicator_fleet_pool_size``                              gauge    name
 ``replicator_fleet_pool_target``                            gauge    name
 ``replicator_fleet_pool_created_total``                     counter  name
+``replicator_fleet_cycles_budget``                          gauge    name
+``replicator_fleet_cycles_budget_remaining``                gauge    name
+``replicator_fleet_topups_total``                           counter  name, of, outcome
+``replicator_fleet_cycles_spent_total``                     counter  name
 ==========================================================  =======  ==============
+
+The cycles gauges (:mod:`.budget`): the fleet's ``cycles_budget`` per period
+(0: none) and what is left of it in the current period; ``topups``: top-ups
+of the fleet's canisters (``of``: ``backup`` canisters, ``member``s) by
+``outcome`` (``ok``, ``refused`` by the budget, ``failed``); ``cycles_spent``:
+the cycles those top-ups sent.
+
+``action`` is the fleet run's action (:data:`~.options.ACTIONS`: four
+values): a fleet verified nightly and backed up hourly has a row per
+action and member in the member table, and series per action here.
 
 The pool gauges: ready warm-pool backup canisters on the fleet's network,
 and the size the fleet keeps (0: no pool); ``pool_created``: pool canisters
@@ -62,6 +76,8 @@ FAILURE_CLASSES = {
     EXIT_INTERRUPTED: "interrupted",
 }
 OUTCOMES = ("ok", "failed")
+TOPPED_UP = ("backup", "member")
+TOP_UP_OUTCOMES = ("ok", "refused", "failed")
 
 
 def failure_class(exit_code: int | None) -> str:
@@ -74,42 +90,42 @@ class FleetMetrics:
 
     def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time):
         self._clock = clock
-        self._oldest: dict[str, float | None] = {}  # name → oldest last success
+        self._oldest: dict[tuple[str, str], float | None] = {}  # (name, action) → oldest
         r = registry
         self.members = Gauge(
             "replicator_fleet_members",
             "Members of a fleet by state (ok, overdue, failing, never, gone).",
-            ["name", "state"],
+            ["name", "action", "state"],
             registry=r,
         )
         self.running = Gauge(
             "replicator_fleet_members_running",
             "Members of a fleet whose job is running now.",
-            ["name"],
+            ["name", "action"],
             registry=r,
         )
         self.runs = Counter(
             "replicator_fleet_member_runs",
             "Runs of fleet members by outcome.",
-            ["name", "outcome"],
+            ["name", "action", "outcome"],
             registry=r,
         )
         self.failures = Counter(
             "replicator_fleet_member_failures",
             "Failed runs of fleet members by class.",
-            ["name", "class"],
+            ["name", "action", "class"],
             registry=r,
         )
         self._age = Gauge(
             "replicator_fleet_oldest_backup_age_seconds",
             "Age of the oldest last successful run among the listed members of a fleet.",
-            ["name"],
+            ["name", "action"],
             registry=r,
         )
         self.listing = Gauge(
             "replicator_fleet_listing_timestamp_seconds",
             "When the membership of a fleet was last listed (Unix seconds).",
-            ["name"],
+            ["name", "action"],
             registry=r,
         )
 
@@ -132,25 +148,68 @@ class FleetMetrics:
             registry=r,
         )
 
-    def add_fleet(self, name: str) -> None:
-        """Start a fleet's series at 0."""
+        self.budget = Gauge(
+            "replicator_fleet_cycles_budget",
+            "Cycles the top-ups of a fleet may spend per period (0: no fleet budget).",
+            ["name"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "replicator_fleet_cycles_budget_remaining",
+            "Cycles left in the current period of a fleet's cycles budget.",
+            ["name"],
+            registry=r,
+        )
+        self.topups = Counter(
+            "replicator_fleet_topups",
+            "Top-ups of a fleet's backup canisters and members by outcome.",
+            ["name", "of", "outcome"],
+            registry=r,
+        )
+        self.cycles_spent = Counter(
+            "replicator_fleet_cycles_spent",
+            "Cycles the top-ups of a fleet's canisters sent.",
+            ["name"],
+            registry=r,
+        )
+
+    def add_budget(self, name: str, budget: int | None, remaining: Callable[[], float]) -> None:
+        """Start a fleet's cycles series; the remaining budget is read at each scrape."""
+        self.budget.labels(name).set(budget or 0)
+        if budget is None:
+            self.budget_remaining.labels(name).set(0)
+        else:
+            self.budget_remaining.labels(name).set_function(remaining)
+        for of in TOPPED_UP:
+            for outcome in TOP_UP_OUTCOMES:
+                self.topups.labels(name, of, outcome)
+        self.cycles_spent.labels(name)
+
+    def topped_up(self, name: str, of: str, outcome: str, cycles: int = 0) -> None:
+        self.topups.labels(name, of, outcome).inc()
+        if cycles:
+            self.cycles_spent.labels(name).inc(cycles)
+
+    def add_fleet(self, name: str, action: str) -> None:
+        """Start a fleet's series (of one action) at 0."""
         self.pool_size.labels(name)
         self.pool_target.labels(name)
         self.pool_created.labels(name)
         for state in STATES:
-            self.members.labels(name, state)
+            self.members.labels(name, action, state)
         for outcome in OUTCOMES:
-            self.runs.labels(name, outcome)
+            self.runs.labels(name, action, outcome)
         for cls in sorted(set(FAILURE_CLASSES.values())):
-            self.failures.labels(name, cls)
-        self.running.labels(name)
-        if name not in self._oldest:
-            self._oldest[name] = None
-            self._age.labels(name).set_function(lambda: self._age_of(name))
+            self.failures.labels(name, action, cls)
+        self.running.labels(name, action)
+        key = (name, action)
+        if key not in self._oldest:
+            self._oldest[key] = None
+            self._age.labels(name, action).set_function(lambda: self._age_of(key))
 
-    def counted(self, name: str, rows: Iterable[MemberRow], every: float) -> None:
+    def counted(self, name: str, action: str, rows: Iterable[MemberRow], every: float) -> None:
         """Set the members-by-state gauges from the member table."""
-        self.add_fleet(name)
+        self.add_fleet(name, action)
         now = self._clock()
         counts = dict.fromkeys(STATES, 0)
         oldest: float | None = None
@@ -162,14 +221,14 @@ class FleetMetrics:
             if not row.gone and row.last_ok_at is not None:
                 oldest = row.last_ok_at if oldest is None else min(oldest, row.last_ok_at)
         for state, n in counts.items():
-            self.members.labels(name, state).set(n)
-        self._oldest[name] = oldest
+            self.members.labels(name, action, state).set(n)
+        self._oldest[(name, action)] = oldest
 
-    def ran(self, name: str, ok: bool, exit_code: int | None) -> None:
-        self.runs.labels(name, "ok" if ok else "failed").inc()
+    def ran(self, name: str, action: str, ok: bool, exit_code: int | None) -> None:
+        self.runs.labels(name, action, "ok" if ok else "failed").inc()
         if not ok:
-            self.failures.labels(name, failure_class(exit_code)).inc()
+            self.failures.labels(name, action, failure_class(exit_code)).inc()
 
-    def _age_of(self, name: str) -> float:
-        oldest = self._oldest.get(name)
+    def _age_of(self, key: tuple[str, str]) -> float:
+        oldest = self._oldest.get(key)
         return 0.0 if oldest is None else max(0.0, self._clock() - oldest)

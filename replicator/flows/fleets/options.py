@@ -14,10 +14,28 @@ option          meaning                                                      def
 ``pool``        warm-pool backup canisters kept ready on the network         0
 ``controlled_by`` keep the listed canisters this principal (or ``me``)       —
                 controls (certified controllers)
+``action``      what each member's job does (:data:`ACTIONS`)               ``backup``
+``repository``  ``snapshot-backup``: the snapshot repository directory the   —
+                whole fleet shares (members' chunks dedupe across members)
+``stop``        ``snapshot-backup``: stop each member for its snapshot       true
+``wasm``        ``compact``: the module the members run (one build for all)  see below
+``cycles_budget`` cycles the fleet's top-ups may spend per period            none
+                (:mod:`.budget`)
+``cycles_budget_period`` the budget's period (``1d``, ``1h``, seconds)       ``1d``
+``top_up_members`` keep the members too above the ``[cycles]`` floor         false
 ==============  ===========================================================  ========
 
 A configured fleet run by ``serve`` is named after its ``[jobs.NAME]`` and runs
 only the due members (``due`` defaults to true there, to false elsewhere).
+
+Actions: ``backup`` (each member's image into its own backup canister),
+``snapshot-backup`` (a management-canister snapshot of each member into the
+shared ``repository``), ``compact`` (each member compacted in place through
+its backup canister; ``wasm`` defaults to the shipped demo app's, as for
+``replicator compact``), ``verify`` (the newest image in each member's backup
+canister read back chunk by chunk against its digests).  Each action keeps
+its own rows in the member table (:attr:`FleetOptions.table`): a verify run
+does not make a member's backup look recent.
 """
 
 from __future__ import annotations
@@ -33,6 +51,8 @@ from replicator.pool import MAX_POOL
 from replicator.schedule import parse_duration
 from replicator.service import current_job
 
+BACKUP = "backup"
+ACTIONS = (BACKUP, "snapshot-backup", "compact", "verify")
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 1_000
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -49,6 +69,21 @@ class FleetOptions:
     keep: int | None
     pool: int
     raw: Mapping[str, Scalar]
+    action: str = BACKUP
+    repository: str | None = None
+    stop: bool = True
+    wasm: str | None = None
+    cycles_budget: int | None = None
+    cycles_budget_period: float = DEFAULT_EVERY
+    top_up_members: bool = False
+
+    @property
+    def table(self) -> str:
+        """The member table's key of this fleet and action (``NAME``, or ``NAME@ACTION``).
+
+        ``@`` is not allowed in names, so no fleet's name is another's key.
+        """
+        return table_key(self.name, self.action)
 
     @classmethod
     def of(cls, job: Job | JobRequest) -> FleetOptions:
@@ -70,7 +105,65 @@ class FleetOptions:
             keep=None if o.get("keep") is None else _count(o.get("keep"), "keep", 1),
             pool=_pool(o.get("pool")),
             raw=o,
+            action=(action := _action(o.get("action"))),
+            repository=_repository(o.get("repository"), action),
+            stop=_flag(o.get("stop"), "stop", default=True),
+            wasm=_text(o.get("wasm"), "wasm"),
+            cycles_budget=_cycles(o.get("cycles_budget")),
+            cycles_budget_period=_period(o.get("cycles_budget_period")),
+            top_up_members=_flag(o.get("top_up_members"), "top_up_members", default=False),
         )
+
+
+def _cycles(value: Scalar) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(
+            f"the fleet option cycles_budget must be a whole number of cycles (per "
+            f"cycles_budget_period), got {value!r}"
+        )
+    return value
+
+
+def _period(value: Scalar) -> float:
+    if value is None:
+        return DEFAULT_EVERY
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(
+            f"the fleet option cycles_budget_period must be a duration such as 1d ({exc})"
+        ) from None
+    if seconds < 60:
+        raise UsageError(f"cycles_budget_period must be at least 1 minute, got {value!r}")
+    return seconds
+
+
+def table_key(name: str, action: str) -> str:
+    """Where a fleet's rows for ``action`` live in the member table (see :class:`FleetOptions`)."""
+    return name if action == BACKUP else f"{name}@{action}"
+
+
+def _action(value: Scalar) -> str:
+    if value is None:
+        return BACKUP
+    if value not in ACTIONS:
+        raise UsageError(
+            f"the fleet option action must be one of {', '.join(ACTIONS)}, got {value!r}"
+        )
+    return str(value)
+
+
+def _repository(value: Scalar, action: str) -> str | None:
+    if action != "snapshot-backup":
+        return None  # a fleet's configured repository, when it is backed up otherwise
+    if not isinstance(value, str) or not value:
+        raise UsageError(
+            "a fleet's snapshot-backup needs a repository directory shared by its members "
+            "(the repository option, or --repository DIR)"
+        )
+    return value
 
 
 def _name(value: Scalar) -> str:

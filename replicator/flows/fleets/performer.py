@@ -26,12 +26,16 @@ from replicator.classify import job_level_error
 from replicator.errors import CheckpointError, ReplicatorError, UsageError
 from replicator.fleetstore import FleetTable, MemberResult, MemberRow, fleet_table
 from replicator.flow import RunContext, RunReport
-from replicator.flows import backup
+from replicator.flows import backup, verify
+from replicator.flows.compact import kind as compact
+from replicator.flows.fleets.budget import FleetFunding, keep_member_alive
 from replicator.flows.fleets.machine import Discover, Discovered, MembersRan, RunMembers
 from replicator.flows.fleets.members import discover
 from replicator.flows.fleets.metrics import FleetMetrics, failure_class
-from replicator.flows.fleets.options import FleetOptions
+from replicator.flows.fleets.options import BACKUP, FleetOptions
 from replicator.flows.fleets.timing import next_slot, retry_at
+from replicator.flows.image.cycles import top_up_funding
+from replicator.flows.snapshot import jobs as snapshot
 from replicator.job import CanisterRef, JobOutcome, JobRequest, JobState
 from replicator.pool import WarmPool
 
@@ -49,7 +53,7 @@ class FleetPerformer:
         self.options = FleetOptions.of(ctx.job)
         self.table: FleetTable = fleet_table(ctx.store)
         self.metrics = ctx.metrics.extension(FleetMetrics)
-        self.metrics.add_fleet(self.options.name)
+        self.metrics.add_fleet(self.options.name, self.options.action)
         self._clock = clock
         self._ran: Counter[str] = Counter()
         self._noted = 0
@@ -58,6 +62,14 @@ class FleetPerformer:
         self._submit = ctx.submit
         # The per-subnet limits' map (None: none configured); the member table caches it.
         self._subnets = ctx.calls.subnets_for(self.options.network)
+        self.funding = FleetFunding(
+            self.options.name,
+            budget=self.options.cycles_budget,
+            period=self.options.cycles_budget_period,
+            spending=ctx.store.spending,
+            metrics=self.metrics,
+            wall=clock,
+        )
 
     async def perform(self, effect: object) -> object | None:
         match effect:
@@ -71,6 +83,7 @@ class FleetPerformer:
         d = state.detail
         details = {
             "fleet": self.options.name,
+            "action": self.options.action,
             "members_listed": d.get("listed"),
             "members_added": d.get("added"),
             "members_gone": d.get("gone"),
@@ -90,13 +103,14 @@ class FleetPerformer:
         o = self.options
         ids = await discover(self.ctx.calls, self.ctx.job.source, o.network, o.raw)
         now = self._clock()
-        change = await self.table.sync(o.name, o.network, ids, now)
-        self.metrics.listing.labels(o.name).set(now)
+        change = await self.table.sync(o.table, o.network, ids, now)
+        self.metrics.listing.labels(o.name, o.action).set(now)
         self.ctx.note(
             f"fleet {o.name}: {change.total} members listed, {change.added} new, "
             f"{change.returned} back, {change.gone} gone"
         )
         await self._count()
+        await self.funding.refresh()
         return Discovered(change.total, change.added + change.returned, change.gone)
 
     # -- the members
@@ -104,13 +118,14 @@ class FleetPerformer:
     async def _run_members(self, round_id: str) -> MembersRan:
         o = self.options
         now = self._clock()
-        rows = await self.table.due(o.name, o.network, round_id, now if o.due_only else None)
+        rows = await self.table.due(o.table, o.network, round_id, now if o.due_only else None)
         if self._subnets is not None:
             self._subnets.learn((r.member, r.subnet) for r in rows if r.subnet is not None)
         if rows:
             self.ctx.note(
                 f"fleet {o.name}: running {len(rows)} members, at most {o.concurrency} at once"
             )
+        await self.funding.refresh()
         queue: asyncio.Queue[MemberRow] = asyncio.Queue()
         for row in rows:
             queue.put_nowait(row)
@@ -148,16 +163,18 @@ class FleetPerformer:
         while not queue.empty():
             row = queue.get_nowait()
             result = await self._member(row, round_id)
-            await self.table.finish(self.options.name, self.options.network, round_id, result)
+            await self.table.finish(self.options.table, self.options.network, round_id, result)
             self._ran["ok" if result.ok else "failed"] += 1
 
     async def _member(self, row: MemberRow, round_id: str) -> MemberResult:
         o = self.options
-        request = self._request(CanisterRef(row.member, o.network), round_id)
-        gauge = self.metrics.running.labels(o.name)
+        gauge = self.metrics.running.labels(o.name, o.action)
         gauge.inc()
         try:
-            done = await self._finished_before(request.id) or await self._submit(request)
+            request = await self._request(CanisterRef(row.member, o.network), round_id)
+            done = await self._finished_before(request.id) or await self._funded(
+                request, row.member
+            )
             outcome: JobOutcome | None = done
             ok, code, error = done.ok, done.exit_code, done.error
         except asyncio.CancelledError:
@@ -172,11 +189,12 @@ class FleetPerformer:
             ok, code, error = False, failure.exit_code, str(failure) or type(failure).__name__
         finally:
             gauge.dec()
-        self.metrics.ran(o.name, ok, code)
+        self.metrics.ran(o.name, o.action, ok, code)
         now = self._clock()
         if not ok:
             self._note_failure(row.member, error)
-        target = None if outcome is None else outcome.job.target
+        # The backup canister a member's backup (or compact) went through.
+        target = None if outcome is None or o.action == "verify" else outcome.job.target
         return MemberResult(
             member=row.member,
             ok=ok,
@@ -192,11 +210,45 @@ class FleetPerformer:
             subnet=None if self._subnets is None else self._subnets.known(row.member),
         )
 
-    def _request(self, member: CanisterRef, round_id: str) -> JobRequest:
+    async def _request(self, member: CanisterRef, round_id: str) -> JobRequest:
+        """The member's job of this round, of the kind the fleet's action names."""
         # One job id per member and round: a run killed after the member's job
         # ended, but before the member table recorded it, finds it done.
+        o = self.options
         key = hashlib.sha256(f"{round_id}\0{member.canister_id}".encode()).hexdigest()[:12]
-        return backup.request(member, keep=self.options.keep, job_id=f"{backup.KIND}-{key}")
+        job_id = f"{o.action}-{key}"
+        match o.action:
+            case "snapshot-backup":
+                assert o.repository is not None  # checked by FleetOptions
+                return snapshot.backup_request(member, o.repository, stop=o.stop, job_id=job_id)
+            case "compact":
+                return compact.request(member, wasm=o.wasm, job_id=job_id)
+            case "verify":
+                return verify.request(await self._backup_of(member), job_id=job_id)
+        assert o.action == BACKUP
+        return backup.request(member, keep=o.keep, job_id=job_id)
+
+    async def _backup_of(self, member: CanisterRef) -> CanisterRef:
+        """The member's backup canister (what ``verify`` reads), from the registry."""
+        canister = await self.ctx.provisioner_for(member.network).existing(member.canister_id)
+        if canister is None:
+            raise UsageError(
+                f"{member} has no backup canister to verify yet; run `replicator fleet backup "
+                f"{self.options.name}` first"
+            )
+        return CanisterRef(canister.to_text(), member.network)
+
+    async def _funded(self, request: JobRequest, member: str) -> JobOutcome:
+        """The member's job, its top-ups (and the member's, if asked) drawn from the fleet's."""
+        o = self.options
+        token = top_up_funding.set(self.funding)
+        try:
+            if o.top_up_members:
+                policy = self.ctx.settings.top_up
+                await keep_member_alive(self.ctx, member, o.network, self.funding, policy)
+            return await self._submit(request)
+        finally:
+            top_up_funding.reset(token)
 
     async def _finished_before(self, job_id: str) -> JobOutcome | None:
         """The outcome of the member's job of this round if it is done already."""
@@ -224,6 +276,6 @@ class FleetPerformer:
 
     async def _count(self) -> list[MemberRow]:
         o = self.options
-        rows = await self.table.members(o.name, o.network)
-        self.metrics.counted(o.name, rows, o.every)
+        rows = await self.table.members(o.table, o.network)
+        self.metrics.counted(o.name, o.action, rows, o.every)
         return rows

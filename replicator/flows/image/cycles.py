@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Protocol
 
 from canister_iface import errors as ic
 from canister_iface.principal import Principal
@@ -31,6 +33,22 @@ from replicator.metrics import CyclesMetrics
 from replicator.topup import Balance, floor, top_up_amount
 
 log = logging.getLogger(__name__)
+
+
+class TopUpFunding(Protocol):
+    """Where a top-up's cycles are drawn from besides the network's budget (a fleet's)."""
+
+    async def draw(self, cycles: int, of: str) -> bool:
+        """Take ``cycles`` for a top-up of ``of``; False: they do not fit."""
+        ...
+
+    def done(self, cycles: int, of: str, *, ok: bool) -> None: ...
+
+    def refused_text(self, cycles: int) -> str: ...
+
+
+# Set by a fleet around its members' jobs (:mod:`replicator.flows.fleets.budget`).
+top_up_funding: ContextVar[TopUpFunding | None] = ContextVar("top_up_funding", default=None)
 
 
 async def keep_alive(
@@ -76,15 +94,25 @@ async def keep_alive(
     )
     if not await ctx.intend(action):
         return
+    funding = top_up_funding.get()
+    if funding is not None and not await funding.draw(amount, "backup"):
+        metrics.top_up_missed("budget")
+        _observed(metrics, canister, balance, low=True)
+        _warn(ctx, f"{canister} was not topped up ({runway}): {funding.refused_text(amount)}")
+        return
     try:
         await provisioner.top_up(principal, amount, source=policy.source)
     except (ic.IcError, ReplicatorError) as exc:
+        if funding is not None:
+            funding.done(amount, "backup", ok=False)
         if isinstance(exc, UsageError):
             raise
         metrics.top_up_missed("failed")
         _observed(metrics, canister, balance, low=True)
         _warn(ctx, f"could not top up {canister} ({runway}): {exc}")
         return
+    if funding is not None:
+        funding.done(amount, "backup", ok=True)
     metrics.topped_up(amount)
     after = Balance(
         balance.cycles + amount, balance.idle_per_day, balance.freezing_threshold, balance.reserved
