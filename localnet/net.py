@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,11 @@ from localnet.subnets import Subnet, Topology, check_subnet_count
 log = logging.getLogger("localnet")
 
 DEFAULT_CYCLES = 100_000_000_000_000  # 100 T, what PocketIC gives a new canister
+# A folder of compiled modules shared by every LocalNet that names it (also in
+# child processes, which inherit the environment): compiling a canister module
+# takes a second or two, loading it from here milliseconds. The folder must be
+# trusted: its files are loaded as machine code. Unset: every LocalNet compiles.
+COMPILE_CACHE_ENV = "LOCALNET_COMPILE_CACHE"
 _MANAGEMENT_ROUNDS = 1000  # a management call waiting for rounds gives up after these
 _STOP_ROUNDS = 100  # a clean stop with a model runs at most these to empty the queues
 
@@ -59,18 +65,21 @@ class LocalNet:
         residency: ResidencyLimits | None = None,
         subnets: int = 1,
         subnet_model: SubnetModel | None = None,
+        compile_cache: Path | str | None = None,
     ) -> None:
         """``residency``: how many canisters stay live (``localnet.residency``);
         ``subnets``: how many subnets (the first is the root subnet);
         ``subnet_model``: execute in rounds with block limits (``localnet.fabric``);
-        None (the default) runs every message at once."""
+        None (the default) runs every message at once;
+        ``compile_cache``: a trusted folder of compiled modules to reuse and
+        fill (default: ``$LOCALNET_COMPILE_CACHE``, or none)."""
         check_subnet_count(subnets)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.clock = clock or Clock()
         self.faults = Faults(seed=seed)
         self.calls = CallCount()  # what tests watch (``GET /_/calls``)
         # How many canisters stay live; one engine, so one policy, for all subnets.
-        self.engine = WasmEngine(residency=residency)
+        self.engine = WasmEngine(cache_dir=_compile_cache(compile_cache), residency=residency)
         self.subnet_model = subnet_model
         replicas = [
             Replica(
@@ -323,3 +332,9 @@ def _decode_canister_id(reply: bytes) -> bytes:
     return principal_bytes(
         decode_result("provisional_create_canister_with_cycles", reply)["canister_id"]
     )
+
+
+def _compile_cache(folder: Path | str | None) -> Path | None:
+    if folder is None:
+        folder = os.environ.get(COMPILE_CACHE_ENV) or None
+    return Path(folder) if folder is not None else None

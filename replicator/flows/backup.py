@@ -18,7 +18,10 @@ source (``icrp_begin_export``, continued while it is preparing), open the
 import on the backup canister with size, chunk size, digest and chunk
 digests, copy every chunk (direct by default: the source pushes to the
 backup canister), commit, and check that the backup canister now serves an
-image with the same digest.
+image with the same digest. The last round trips overlap
+(:func:`~replicator.flows.image.machine.advance_overlapped`): the peer
+grants are revoked while the backup canister commits, and the source's
+export is ended while the digest is checked.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from replicator.errors import ReplicatorError, UsageError
 from replicator.flow import Action, Kind, PlanContext, Verb, to_be_created
 from replicator.flows.image.canister import CanisterSource
 from replicator.flows.image.cycles import keep_alive
-from replicator.flows.image.machine import advance_copy
+from replicator.flows.image.machine import advance_overlapped
 from replicator.flows.image.performer import ImagePerformer
 from replicator.job import CanisterRef, Job, JobRequest
 from replicator.metrics import CyclesMetrics
@@ -64,19 +67,32 @@ async def plan_backup(ctx: PlanContext, req: JobRequest) -> Job:
     via = req.options.get("via")
     if via is not None:
         check_via(via, "--via")
-    target = req.target
+    target, warm = req.target, None
     if target is None:
         if not isinstance(req.source, CanisterRef):
             raise UsageError(f"a backup reads from a canister, not {req.source}")
-        target = await backup_target(ctx, req.source, keep=_keep(req))
+        target, warm = await _backup_target(ctx, req.source, keep=_keep(req))
     source = req.source
-    if isinstance(target, CanisterRef) and isinstance(source, CanisterRef):
-        await keep_alive(ctx, target, work=lambda: _copy_cost(ctx, source))
+    try:
+        # The cycles check reads the backup canister while the source is
+        # still freezing its image; the copy's cost waits for that image.
+        if isinstance(target, CanisterRef) and isinstance(source, CanisterRef):
+            await keep_alive(ctx, target, work=lambda: _copy_cost(ctx, source, warm))
+    except BaseException:
+        if warm is not None:
+            warm.cancel()
+        raise
+    if warm is not None:
+        await warm
     return req.job(target)
 
 
-async def _copy_cost(ctx: PlanContext, source: CanisterRef) -> int:
+async def _copy_cost(
+    ctx: PlanContext, source: CanisterRef, frozen: asyncio.Task[None] | None
+) -> int:
     """What copying the source's image costs the backup canister (its last size; 0: unknown)."""
+    if frozen is not None:
+        await frozen
     try:
         info = await CanisterSource(source, ctx.calls).info()
     except (ic.IcError, ReplicatorError):  # the job itself reports what stands in the way
@@ -95,6 +111,16 @@ def _keep(req: JobRequest) -> int | None:
 
 async def backup_target(ctx: PlanContext, source: CanisterRef, *, keep: int | None) -> CanisterRef:
     """The registered backup canister of ``source``, or a new one; checks the source first."""
+    target, warm = await _backup_target(ctx, source, keep=keep)
+    if warm is not None:
+        await warm
+    return target
+
+
+async def _backup_target(
+    ctx: PlanContext, source: CanisterRef, *, keep: int | None
+) -> tuple[CanisterRef, asyncio.Task[None] | None]:
+    """``backup_target``, and the source's image still freezing (a task to await)."""
     side = CanisterSource(source, ctx.calls)
     info = await side.require("image", "export an image")
     provisioner = ctx.provisioner_for(source.network)
@@ -108,7 +134,7 @@ async def backup_target(ctx: PlanContext, source: CanisterRef, *, keep: int | No
             consent=provisioner.paid,
         )
         if not await ctx.intend(create, _move(source, info)):
-            return to_be_created("a new backup canister", source.network)
+            return to_be_created("a new backup canister", source.network), None
     # Creating and installing a canister takes several update calls; the
     # source freezes its image meanwhile, and the job's own begin_export
     # then gets that ready image in one call instead of waiting for it.
@@ -120,8 +146,7 @@ async def backup_target(ctx: PlanContext, source: CanisterRef, *, keep: int | No
     except BaseException:
         warm.cancel()
         raise
-    await warm
-    return CanisterRef(canister.to_text(), source.network)
+    return CanisterRef(canister.to_text(), source.network), warm
 
 
 def _move(source: CanisterRef, info: Info) -> Action:
@@ -142,7 +167,7 @@ BACKUP = kinds.register(
     Kind(
         name=KIND,
         summary="a canister's image into its backup canister (created on demand)",
-        advance=advance_copy,
+        advance=advance_overlapped,
         performer=ImagePerformer,
         plan=plan_backup,
         target_optional=True,

@@ -38,6 +38,15 @@ _BACKUP_INIT = Types.Record(
     {"source": Types.Principal, "keep": Types.Opt(Types.Nat), "peers": Types.Vec(Types.Principal)}
 )
 _STARTUP_S = 60
+# A [limits] section for tests whose subject is not a rate: every limit stays on,
+# none paces a copy from localnet. Under the defaults (2 MiB/s, 10 calls/s) each
+# snapshot of a small Motoko canister (24 MiB: its heap and a stable region)
+# takes 12 s to back up and as long to restore. Tests of pacing pass
+# --bytes-per-second, which overrides this.
+UNPACED_LIMITS = """[limits]
+calls_per_second = 500
+bytes_per_second = "512 MiB"
+"""
 
 
 @dataclass

@@ -19,7 +19,14 @@ def localnet() -> Iterator[Net]:
 
 
 @pytest.fixture
-def cli(localnet: Net, tmp_path: Path) -> Cli:
+def cli_config_extra() -> str:
+    """TOML appended to the ``cli`` fixture's configuration file; a module may override
+    it (``cli_harness.UNPACED_LIMITS``: copies not paced by the default limits)."""
+    return ""
+
+
+@pytest.fixture
+def cli(localnet: Net, tmp_path: Path, cli_config_extra: str) -> Cli:
     pem = write_pem(tmp_path / "identity.pem")
-    config = write_config(tmp_path / "replicator.toml", localnet, pem)
+    config = write_config(tmp_path / "replicator.toml", localnet, pem, cli_config_extra)
     return Cli(localnet, pem, config, tmp_path / "checkpoints.sqlite3")

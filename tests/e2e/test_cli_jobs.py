@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cli_harness import ROOT, Cli, json_lines, write_pem
+from cli_harness import ROOT, UNPACED_LIMITS, Cli, json_lines, write_pem
 
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
@@ -19,6 +19,11 @@ from replicator.cli.demo.app import DEMO_APP_WASM
 pytestmark = pytest.mark.e2e
 
 COUNTER_WASM = ROOT / "tests" / "canisters" / "wasm" / "counter.wasm"
+
+
+@pytest.fixture
+def cli_config_extra() -> str:
+    return UNPACED_LIMITS  # the tests of running jobs pace them by --bytes-per-second
 
 
 def _summary(result: subprocess.CompletedProcess[str]) -> dict[str, object]:

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_harness import ROOT, Cli, json_lines
+from cli_harness import ROOT, UNPACED_LIMITS, Cli, json_lines
 from icp_candid import Types
 
 from canister_iface.candid_value import Rec, decode_single, encode_values
@@ -24,6 +24,11 @@ from replicator.repository import Repository
 pytestmark = pytest.mark.e2e
 
 PLAIN_WASM = ROOT / "canister_iface" / "wasm" / "plain_kv.wasm"
+
+
+@pytest.fixture
+def cli_config_extra() -> str:
+    return UNPACED_LIMITS  # what these tests prove does not depend on the pace
 
 
 def _app(cli: Cli, stable: int = 1_048_576) -> Principal:

@@ -35,6 +35,7 @@ from replicator.flows.image.machine import (
     Verified,
     VerifyTarget,
     advance_copy,
+    advance_overlapped,
     advance_verify,
     grants_of,
     image_of,
@@ -341,6 +342,59 @@ def test_grants_are_recorded_before_the_copy_makes_them_and_released_before_the_
     step = advance(step.state, GrantsReleased(held))
     assert grants_of(step.state.detail) == ()
     assert step.effects == ()
+
+
+def test_a_backup_revokes_while_committing_and_ends_the_export_while_verifying() -> None:
+    held = tuple(sorted((PUSH_TO, WRITES_FROM)))
+    state = new_state(_backup_job())
+    for event in (Start(), SourceReady(IMAGE), TargetReady(42), GrantsNeeded(held)):
+        state = advance_overlapped(state, event).state
+    step = advance_overlapped(state, ChunksDone(IMAGE.digest or b""))
+    assert step.state.phase == Phase.COMMITTING
+    assert step.effects == (Commit(BACKUP, IMAGE, 42, grants=held),)  # one round trip, not two
+    assert grants_of(step.state.detail) == held  # saved before they are revoked
+    step = advance_overlapped(step.state, Committed(released=held))
+    assert grants_of(step.state.detail) == ()
+    assert step.state.phase == Phase.VERIFYING
+    assert step.effects == (VerifyTarget(BACKUP, IMAGE, 42, release=APP),)
+    done = advance_overlapped(step.state, Verified(IMAGE.digest or b"", source_released=True))
+    assert done.state.phase == Phase.DONE
+    assert done.effects == ()  # the export was ended meanwhile
+    # A target that holds another image still fails the job (the check is unchanged).
+    bad = advance_overlapped(step.state, Verified(b"\x01" * 32, source_released=True))
+    assert bad.state.phase == Phase.FAILED
+    assert bad.state.exit_code == EXIT_INTEGRITY
+
+
+def test_a_backup_records_the_grants_it_names_before_the_target_prepares() -> None:
+    state = new_state(_backup_job())
+    step = advance_overlapped(state, Start())
+    assert step.effects == (PrepareSource(APP, resume=None, name_grants=True),)
+    step = advance_overlapped(step.state, SourceReady(IMAGE, grants=(PUSH_TO,)))
+    assert grants_of(step.state.detail) == (PUSH_TO,)  # saved before the grant is made
+    assert step.effects == (PrepareTarget(BACKUP, IMAGE, resume_import_id=None, grants=(PUSH_TO,)),)
+    step = advance_overlapped(step.state, TargetReady(42))
+    assert step.effects == (CopyChunks(APP, BACKUP, IMAGE, 42, (PUSH_TO,)),)
+    # A resumed run keeps what it recorded, and adds what it names now.
+    state, _ = _run(step.state, Fail("killed", 1))
+    step = advance_overlapped(advance_overlapped(state, Start()).state, SourceReady(IMAGE))
+    assert grants_of(step.state.detail) == (PUSH_TO,)
+    assert step.effects == (PrepareTarget(BACKUP, IMAGE, resume_import_id=42),)
+
+
+def test_the_copy_kinds_keep_their_separate_round_trips() -> None:
+    """Restores, archives and a standby's seed (advance_copy) are unchanged."""
+    state = new_state(_backup_job())
+    for event in (Start(), SourceReady(IMAGE), TargetReady(42), ChunksDone(IMAGE.digest or b"")):
+        state = advance_copy(state, event).state
+    step = advance_copy(state, Committed())
+    assert step.effects == (VerifyTarget(BACKUP, IMAGE, 42),)
+    step = advance_copy(step.state, Verified(IMAGE.digest or b""))
+    assert step.effects == (ReleaseSource(APP, IMAGE),)
+
+
+def test_the_backup_kind_overlaps() -> None:
+    assert kinds.get("backup").advance is advance_overlapped
 
 
 def test_grants_survive_failure_and_resumption_until_released() -> None:

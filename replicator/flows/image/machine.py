@@ -17,6 +17,12 @@ checks that the target holds the same image::
 
     pending ─Start→ preparing ─SourceReady→ verifying ─ChunksDone→ [─Verified→] done
 
+A backup (``advance_overlapped``) takes the same phases with three round
+trips fewer: it names the peer grants while the source prepares, records
+them before the target's preparation makes them, revokes them while the
+target commits, and ends the source's export while the target's digest is
+checked.
+
 Any unfinished phase accepts ``Fail`` (→ failed) and ``Cancel`` (→ cancelled).
 ``Start`` resumes a failed, cancelled or interrupted job from ``preparing``
 with everything it knew (image, import id): the performer then reconciles
@@ -127,9 +133,13 @@ def _with(state: JobState, detail: ImageDetail, **changes: Any) -> JobState:
 
 @dataclass(frozen=True)
 class SourceReady:
-    """The source offers ``image`` (export ready, or archive header verified)."""
+    """The source offers ``image`` (export ready, or archive header verified).
+
+    ``grants``: the peer grants a direct copy will need (``PrepareSource.name_grants``).
+    """
 
     image: ImageInfo
+    grants: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,14 +163,24 @@ class ChunksDone:
 
 @dataclass(frozen=True)
 class Committed:
-    """The target made the image current (canister) or the file is complete."""
+    """The target made the image current (canister) or the file is complete.
+
+    ``released``: the grants revoked while committing (``Commit.grants``).
+    """
+
+    released: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
 class Verified:
-    """The digest of the image the target now holds."""
+    """The digest of the image the target now holds.
+
+    ``source_released``: the source's export was ended meanwhile
+    (``VerifyTarget.release``).
+    """
 
     digest: bytes
+    source_released: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,7 @@ class PrepareSource:
 
     source: Endpoint
     resume: ImageInfo | None
+    name_grants: bool = False  # also name the grants a direct copy needs (SourceReady.grants)
 
 
 @dataclass(frozen=True)
@@ -199,11 +220,14 @@ class PrepareTarget:
 
     Canister: ``icrp_begin_import`` (continuing ``resume_import_id`` when the
     target still has it).  Archive: create the file or resume a partly written one.
+    ``grants``: recorded grants to make meanwhile (best effort: the copy makes
+    any that are missing, or takes the relay).
     """
 
     target: Endpoint
     image: ImageInfo
     resume_import_id: int | None
+    grants: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,20 +277,31 @@ class CheckChunks:
 
 @dataclass(frozen=True)
 class Commit:
-    """Canister: ``icrp_commit_import``; archive: write the trailer and fsync → ``Committed``."""
+    """Canister: ``icrp_commit_import``; archive: write the trailer and fsync → ``Committed``.
+
+    ``grants``: revoke these meanwhile (as ``ReleaseGrants`` would), one
+    round trip instead of two; ``Committed.released`` names them.
+    """
 
     target: Endpoint
     image: ImageInfo
     import_id: int | None
+    grants: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
 class VerifyTarget:
-    """Ask ``target`` for the digest of the image it holds → ``Verified``."""
+    """Ask ``target`` for the digest of the image it holds → ``Verified``.
+
+    ``release``: end this source's export meanwhile (as ``ReleaseSource``
+    would, best effort): the check compares the target's digest with the
+    one the job recorded, so it no longer needs the source's snapshot.
+    """
 
     target: Endpoint
     image: ImageInfo
     import_id: int | None
+    release: CanisterRef | None = None
 
 
 @dataclass(frozen=True)
@@ -281,8 +316,25 @@ class ReleaseSource:
 
 
 def advance_copy(state: JobState, event: object) -> Step:
-    """The machine of backup, restore and archive export/import."""
+    """The machine of restore, archive export/import (and a standby's seed)."""
     return advance(state, event, verify=False)
+
+
+def advance_overlapped(state: JobState, event: object) -> Step:
+    """The machine of backup: the copy's, with round trips overlapped.
+
+    The peer grants are named while the source prepares
+    (``PrepareSource.name_grants``), recorded, and made while the target
+    prepares (``PrepareTarget.grants``); they are revoked while the target
+    commits (``Commit.grants``) and the source's export is ended while the
+    target's digest is checked (``VerifyTarget.release``): the same calls,
+    three round trips fewer. Every
+    effect still comes after the state that asks for it is saved, so a run
+    killed meanwhile leaves grants recorded (the next run revokes them) or an
+    ended export (the next run freezes a fresh image, which a backup
+    canister that already stores it takes without a copy).
+    """
+    return advance(state, event, verify=False, overlap=True)
 
 
 def advance_verify(state: JobState, event: object) -> Step:
@@ -290,7 +342,7 @@ def advance_verify(state: JobState, event: object) -> Step:
     return advance(state, event, verify=True)
 
 
-def advance(state: JobState, event: object, *, verify: bool) -> Step:
+def advance(state: JobState, event: object, *, verify: bool, overlap: bool = False) -> Step:
     """``state`` + ``event`` → new state + effects.
 
     Raises :class:`~replicator.errors.InvalidTransition` for an event the
@@ -299,18 +351,16 @@ def advance(state: JobState, event: object, *, verify: bool) -> Step:
     match event:
         case Start():
             detail = ImageDetail.of(state)
-            return Step(
-                started(state, Phase.PREPARING),
-                (PrepareSource(state.job.source, resume=detail.image),),
-            )
+            prepare = PrepareSource(state.job.source, resume=detail.image, name_grants=overlap)
+            return Step(started(state, Phase.PREPARING), (prepare,))
         case SourceReady():
             return _source_ready(state, event, verify)
         case TargetReady():
             return _target_ready(state, event)
         case ChunksDone():
-            return _chunks_done(state, event, verify)
+            return _chunks_done(state, event, verify, overlap)
         case Committed():
-            return _committed(state)
+            return _committed(state, event, overlap)
         case Verified():
             return _verified(state, event)
         case GrantsNeeded():
@@ -353,6 +403,11 @@ def _source_ready(state: JobState, event: SourceReady, verify: bool) -> Step:
             replace(nxt, phase=Phase.VERIFYING), (*effects, CheckChunks(state.job.source, new))
         )
     target = _target(state)
+    if event.grants:  # recorded here, so that the target's preparation may make them
+        grants = tuple(sorted({*detail.grants, *event.grants}))
+        nxt = _with(state, replace(detail, image=new, import_id=import_id, grants=grants))
+        prepare = PrepareTarget(target, new, resume_import_id=import_id, grants=grants)
+        return Step(nxt, (*effects, prepare))
     return Step(nxt, (*effects, PrepareTarget(target, new, resume_import_id=import_id)))
 
 
@@ -396,7 +451,7 @@ def _release_grants(detail: ImageDetail) -> tuple[object, ...]:
     return (ReleaseGrants(detail.grants),) if detail.grants else ()
 
 
-def _chunks_done(state: JobState, event: ChunksDone, verify: bool) -> Step:
+def _chunks_done(state: JobState, event: ChunksDone, verify: bool, overlap: bool) -> Step:
     expect(state, event, {Phase.VERIFYING} if verify else {Phase.COPYING})
     detail = ImageDetail.of(state)
     image = _image(state, detail, event)
@@ -415,15 +470,23 @@ def _chunks_done(state: JobState, event: ChunksDone, verify: bool) -> Step:
         return Step(replace(nxt, phase=Phase.DONE), _release(state, image))
     if verify:
         return Step(nxt, (VerifyTarget(_target(state), image, detail.import_id),))
+    if overlap:
+        commit = Commit(_target(state), image, detail.import_id, grants=detail.grants)
+        return Step(replace(nxt, phase=Phase.COMMITTING), (commit,))
     commit = Commit(_target(state), image, detail.import_id)
     return Step(replace(nxt, phase=Phase.COMMITTING), (*_release_grants(detail), commit))
 
 
-def _committed(state: JobState) -> Step:
-    expect(state, Committed(), {Phase.COMMITTING})
+def _committed(state: JobState, event: Committed, overlap: bool) -> Step:
+    expect(state, event, {Phase.COMMITTING})
     detail = ImageDetail.of(state)
-    image = _image(state, detail, Committed())
-    verify = VerifyTarget(_target(state), image, detail.import_id)
+    image = _image(state, detail, event)
+    if event.released:
+        detail = replace(detail, grants=tuple(g for g in detail.grants if g not in event.released))
+        state = _with(state, detail)
+    source = state.job.source
+    release = source if overlap and isinstance(source, CanisterRef) else None
+    verify = VerifyTarget(_target(state), image, detail.import_id, release=release)
     return Step(replace(state, phase=Phase.VERIFYING), (verify,))
 
 
@@ -439,7 +502,8 @@ def _verified(state: JobState, event: Verified) -> Step:
             "to copy it again",
             EXIT_INTEGRITY,
         )
-    return Step(replace(state, phase=Phase.DONE), _release(state, image))
+    done = replace(state, phase=Phase.DONE)
+    return Step(done, () if event.source_released else _release(state, image))
 
 
 def _release(state: JobState, image: ImageInfo) -> tuple[object, ...]:

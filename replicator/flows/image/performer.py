@@ -24,12 +24,16 @@ cancelled when it closes (best effort), a run that died by the job's next run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
+from canister_iface import errors as ic
 from canister_iface import icrp_errors as ie
 from replicator.chunkbook import ChunkBook
 from replicator.chunking import Path
-from replicator.errors import AccessDeniedError, UsageError
+from replicator.errors import AccessDeniedError, ReplicatorError, UsageError
 from replicator.flow import Restart, RunContext, RunReport
 from replicator.flows.image import archive as archive_sides
 from replicator.flows.image import canister as canister_sides
@@ -55,11 +59,15 @@ from replicator.flows.image.machine import (
     VerifyTarget,
     image_of,
 )
-from replicator.flows.image.sides import SourceSide, TargetSide
+from replicator.flows.image.sides import Prepared, SourceSide, TargetSide
 from replicator.integrity import ImageInfo
 from replicator.job import CanisterRef, Job, JobState
 from replicator.pump import DirectMover, Mover, Pump, RelayMover
 from replicator.routes import Route, check_via
+
+T = TypeVar("T")
+U = TypeVar("U")
+log = logging.getLogger(__name__)
 
 
 class ImagePerformer:
@@ -79,6 +87,8 @@ class ImagePerformer:
         # Grants this run may have made and not released: revoked when the run
         # ends without releasing them (failed, cancelled).
         self._unreleased: set[Grant] = set()
+        # Grants this run made already (while the target prepared).
+        self._granted: set[Grant] = set()
 
     async def perform(self, effect: object) -> object | None:
         try:
@@ -90,15 +100,15 @@ class ImagePerformer:
 
     async def _perform(self, effect: object) -> object | None:
         match effect:
-            case PrepareSource(resume=resume):
-                return SourceReady(await self.source.prepare(resume))
-            case PrepareTarget(image=image, resume_import_id=resume_id):
-                digests = await self.source.chunk_digests(image)
-                prepared = await self.target.prepare(
-                    image, self.source.origin, self.source.journal_seq, digests, resume_id
+            case PrepareSource(resume=resume, name_grants=name_grants):
+                if not name_grants:
+                    return SourceReady(await self.source.prepare(resume))
+                image, grants = await _together(self.source.prepare(resume), self._named_grants())
+                return SourceReady(image, grants)
+            case PrepareTarget(image=image, resume_import_id=resume_id, grants=grants):
+                prepared, _ = await _together(
+                    self._prepare_target(image, resume_id), self._grant_early(grants)
                 )
-                if prepared.committed:  # nothing to copy: the target holds the image
-                    self.ctx.total(image.size, image.size)
                 return TargetReady(prepared.import_id, prepared.committed)
             case DiscardProgress(reason=reason):
                 self.ctx.note(f"starting the copy over: {reason}")
@@ -112,21 +122,76 @@ class ImagePerformer:
                 self._unreleased.update(grants)
                 return await self._copy(image, import_id, grants)
             case ReleaseGrants(grants=grants):
-                await self.grants.revoke(grants)
-                self._unreleased.difference_update(grants)
+                await self._revoke(grants)
                 return GrantsReleased(grants)
             case CheckChunks(image=image):
                 return ChunksDone(await self._check(image))
-            case Commit(image=image, import_id=import_id):
-                await self.target.commit(image, import_id)
-                return Committed()
-            case VerifyTarget(image=image, import_id=import_id):
-                self.target_digest = await self.target.digest(image, import_id)
-                return Verified(self.target_digest)
+            case Commit(image=image, import_id=import_id, grants=grants):
+                await _together(self.target.commit(image, import_id), self._revoke(grants))
+                return Committed(released=grants)
+            case VerifyTarget():
+                return await self._verify(effect)
             case ReleaseSource(image=image):
                 await self.source.release(image)
                 return None
         raise TypeError(f"not an effect of the image kinds: {effect!r}")
+
+    async def _prepare_target(self, image: ImageInfo, resume_id: int | None) -> Prepared:
+        digests = await self.source.chunk_digests(image)
+        prepared = await self.target.prepare(
+            image, self.source.origin, self.source.journal_seq, digests, resume_id
+        )
+        if prepared.committed:  # nothing to copy: the target holds the image
+            self.ctx.total(image.size, image.size)
+        return prepared
+
+    async def _named_grants(self) -> tuple[Grant, ...]:
+        """The grants a direct copy would make, named early (quietly: the copy decides).
+
+        Nothing is granted here; any question left open (no direct path, no
+        right to grant) is met again, and reported, by the copy.
+        """
+        source, target = self.source, self._target
+        if not (
+            isinstance(source, canister_sides.CanisterSource)
+            and isinstance(target, canister_sides.CanisterTarget)
+        ):
+            return ()
+        try:
+            if not await self._direct(source, target, quiet=True):
+                return ()
+            needed = await self._needed_grants(source, target)
+            return tuple(await self.grants.to_record(needed, ()))
+        except (ic.IcError, ReplicatorError):
+            return ()
+
+    async def _grant_early(self, grants: tuple[Grant, ...]) -> None:
+        """Make recorded ``grants`` while the target prepares (best effort, see above)."""
+        if not grants:
+            return
+        self._unreleased.update(grants)
+        try:
+            await self.grants.grant(grants)
+        except (ic.IcError, ReplicatorError) as exc:
+            log.info("job %s: granting early failed, the copy grants again: %s", self.job.id, exc)
+            return
+        self._granted.update(grants)
+
+    async def _verify(self, effect: VerifyTarget) -> Verified:
+        """The target's digest; the source's export ended meanwhile if asked."""
+        image, released = effect.image, effect.release is not None
+        check = self.target.digest(image, effect.import_id)
+        if released:
+            digest, _ = await _together(check, self.source.release(image))
+        else:
+            digest = await check
+        self.target_digest = digest
+        return Verified(digest, source_released=released)
+
+    async def _revoke(self, grants: tuple[Grant, ...]) -> None:
+        if grants:
+            await self.grants.revoke(grants)
+            self._unreleased.difference_update(grants)
 
     @property
     def target(self) -> TargetSide:
@@ -198,17 +263,22 @@ class ImagePerformer:
         return RelayMover(reader, writer, image, digests, describe=describe)
 
     async def _direct(
-        self, source: canister_sides.CanisterSource, target: canister_sides.CanisterTarget
+        self,
+        source: canister_sides.CanisterSource,
+        target: canister_sides.CanisterTarget,
+        *,
+        quiet: bool = False,
     ) -> bool:
+        note = (lambda _text: None) if quiet else self.ctx.note
         via = check_via(self.job.options.get("via") or self.ctx.settings.via)
         if via == Route.RELAY:
             return False
         if source.endpoint.network != target.endpoint.network:
-            self.ctx.note("source and target are on different networks: using the relay path")
+            note("source and target are on different networks: using the relay path")
             return False
         info = await source.info()
         if not info.can("push"):
-            self.ctx.note(f"{source.endpoint} cannot push (no 'push' capability): using the relay")
+            note(f"{source.endpoint} cannot push (no 'push' capability): using the relay")
             return False
         return True
 
@@ -228,7 +298,7 @@ class ImagePerformer:
             unrecorded = await self.grants.to_record(needed, recorded)
             if unrecorded:
                 return GrantsNeeded(tuple(unrecorded))
-            await self.grants.grant(g for g in needed if g in recorded)
+            await self.grants.grant(g for g in needed if g in recorded and g not in self._granted)
         except AccessDeniedError as exc:
             if self.job.options.get("via") == Route.DIRECT:
                 raise
@@ -291,6 +361,24 @@ class ImagePerformer:
         await self.source.close()
         if self._target is not None:
             await self._target.close()
+
+
+async def _together(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Both at once; if one fails the other is cancelled and the failure raised.
+
+    The failure itself, not the task group's ``ExceptionGroup``: callers and
+    the engine classify errors by their type (``StaleSnapshot`` restarts).
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            a, b = group.create_task(_awaited(first)), group.create_task(_awaited(second))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return a.result(), b.result()
+
+
+async def _awaited(aw: Awaitable[T]) -> T:
+    return await aw
 
 
 def _source_side(job: Job, ctx: RunContext) -> SourceSide:
