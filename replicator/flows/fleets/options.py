@@ -98,7 +98,7 @@ class FleetOptions:
             name=_name(o.get("name", current_job.get())),
             network=network,
             index=_text(o.get("index"), "index") or "icrp",
-            every=_every(o.get("every")),
+            every=_duration(o.get("every"), "every", "1d or 6h"),
             # Under `serve` a fleet job runs often and takes the due members only.
             due_only=_flag(o.get("due"), "due", default=current_job.get() is not None),
             concurrency=_count(o.get("concurrency"), "concurrency", DEFAULT_CONCURRENCY),
@@ -110,7 +110,9 @@ class FleetOptions:
             stop=_flag(o.get("stop"), "stop", default=True),
             wasm=_text(o.get("wasm"), "wasm"),
             cycles_budget=_cycles(o.get("cycles_budget")),
-            cycles_budget_period=_period(o.get("cycles_budget_period")),
+            cycles_budget_period=_duration(
+                o.get("cycles_budget_period"), "cycles_budget_period", "1d"
+            ),
             top_up_members=_flag(o.get("top_up_members"), "top_up_members", default=False),
         )
 
@@ -124,20 +126,6 @@ def _cycles(value: Scalar) -> int | None:
             f"cycles_budget_period), got {value!r}"
         )
     return value
-
-
-def _period(value: Scalar) -> float:
-    if value is None:
-        return DEFAULT_EVERY
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(
-            f"the fleet option cycles_budget_period must be a duration such as 1d ({exc})"
-        ) from None
-    if seconds < 60:
-        raise UsageError(f"cycles_budget_period must be at least 1 minute, got {value!r}")
-    return seconds
 
 
 def table_key(name: str, action: str) -> str:
@@ -183,17 +171,18 @@ def _text(value: Scalar, what: str) -> str | None:
     return value
 
 
-def _every(value: Scalar) -> float:
+def _duration(value: Scalar, what: str, example: str) -> float:
+    """A period option: a duration of at least a minute, a day when unset."""
     if value is None:
         return DEFAULT_EVERY
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
         raise UsageError(
-            f"the fleet option every must be a duration such as 1d or 6h ({exc})"
+            f"the fleet option {what} must be a duration such as {example} ({exc})"
         ) from None
     if seconds < 60:
-        raise UsageError(f"the fleet option every must be at least 1 minute, got {value!r}")
+        raise UsageError(f"the fleet option {what} must be at least 1 minute, got {value!r}")
     return seconds
 
 
