@@ -39,7 +39,8 @@ Everything has a default, so no file is needed to talk to ``local`` or
                                  # calls also go first through the rate limits (default:
                                  # an eighth of in_flight)
     subnet_calls_per_second = 5  # shared by the canisters of one subnet (off by default;
-    subnet_bytes_per_second = "1 MiB"  # the subnet is read from certified state)
+    subnet_bytes_per_second = "1 MiB"  # the subnet is read from certified state; with a
+                                 # PostgreSQL store, by every worker too)
     global_calls_per_second = 20 # shared by every `serve` worker of a PostgreSQL store
     global_bytes_per_second = "4 MiB"  # (off by default; leased from the store; with
                                  # SQLite: this process's)

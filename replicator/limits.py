@@ -22,7 +22,8 @@ then calls the wrapper inside it — the shape of restic's backend wrappers.
   process using the store shares one budget and a restart does not renew it.
 - :class:`SubnetRates`: calls/s and bytes/s per subnet — the canisters of
   one subnet share a budget (a fleet of per-user canisters spread over a few
-  subnets must not flood one).  The subnet comes from a ``SubnetOf``
+  subnets must not flood one; with a PostgreSQL store, one budget for all
+  its workers, leased like :class:`SharedRate`'s).  The subnet comes from a ``SubnetOf``
   (:class:`replicator.subnets.SubnetMap`: certified state, cached); a call
   whose subnet cannot be told takes no subnet permit.  It sits outside
   :class:`InFlight` so that calls waiting for a busy subnet do not hold the
@@ -383,10 +384,13 @@ class InFlight(_Wrapper):
 
 
 class SubnetRates(_Wrapper):
-    """Calls/s and bytes/s per subnet: one :class:`TokenBucket` pair per subnet seen.
+    """Calls/s and bytes/s per subnet: one pair of buckets per subnet seen.
 
     The buckets are made on a subnet's first call, like :func:`build_caller`'s
     (calls: a tenth of a second's burst; bytes: a second's, starting empty).
+    With ``leases`` (the PostgreSQL store's) they are :class:`SharedBucket` s
+    named by ``scope`` and the subnet, so every worker of the store shares one
+    budget per subnet; without, :class:`TokenBucket` s of this process.
     Waits are reported as ``subnet_calls_per_second`` and
     ``subnet_bytes_per_second``.
     """
@@ -400,6 +404,8 @@ class SubnetRates(_Wrapper):
         *,
         calls_per_second: float | None,
         bytes_per_second: float | None,
+        leases: RateLeases | None = None,
+        scope: str = "",
         observer: WaitObserver | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -413,28 +419,36 @@ class SubnetRates(_Wrapper):
         self.calls_per_second = calls_per_second
         self.bytes_per_second = bytes_per_second
         self._subnet_of = subnet_of
+        self._leases = leases
+        self._scope = scope
         self._sleep = sleep
-        self._calls: dict[str, TokenBucket] = {}
-        self._bytes: dict[str, TokenBucket] = {}
+        self._calls: dict[str, TokenBucket | SharedBucket] = {}
+        self._bytes: dict[str, TokenBucket | SharedBucket] = {}
 
-    def buckets(self, subnet: str) -> tuple[TokenBucket | None, TokenBucket | None]:
+    def buckets(
+        self, subnet: str
+    ) -> tuple[TokenBucket | SharedBucket | None, TokenBucket | SharedBucket | None]:
         """The (calls, bytes) buckets of ``subnet`` (made on first use)."""
         calls = self._calls.get(subnet)
         if calls is None and self.calls_per_second is not None:
             burst = max(1.0, self.calls_per_second * CALL_BURST_SECONDS)
-            calls = self._calls[subnet] = TokenBucket(
-                self.calls_per_second, burst, clock=self._clock, sleep=self._sleep
+            calls = self._calls[subnet] = self._bucket(
+                subnet, "calls", self.calls_per_second, burst, initial=None
             )
         nbytes = self._bytes.get(subnet)
         if nbytes is None and self.bytes_per_second is not None:
-            nbytes = self._bytes[subnet] = TokenBucket(
-                self.bytes_per_second,
-                self.bytes_per_second,
-                clock=self._clock,
-                sleep=self._sleep,
-                initial=0.0,
+            nbytes = self._bytes[subnet] = self._bucket(
+                subnet, "bytes", self.bytes_per_second, self.bytes_per_second, initial=0.0
             )
         return calls, nbytes
+
+    def _bucket(
+        self, subnet: str, unit: str, rate: float, capacity: float, *, initial: float | None
+    ) -> TokenBucket | SharedBucket:
+        if self._leases is not None:  # a shared bucket starts empty, as lease_tokens says
+            scope = f"{self._scope}:subnet:{subnet}:{unit}"
+            return SharedBucket(self._leases, scope, rate, capacity, sleep=self._sleep)
+        return TokenBucket(rate, capacity, clock=self._clock, sleep=self._sleep, initial=initial)
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         subnet = await self._subnet_of(spec.canister_id)
@@ -529,6 +543,50 @@ class MemoryLeases:
         return lease
 
 
+class SharedBucket:
+    """One token bucket shared by every worker of a store, spent through leases.
+
+    This worker leases slices of the bucket kept by ``leases`` (a quarter
+    second of the rate, or what the waiting acquire needs, whichever is
+    larger) and spends them locally; :meth:`acquire` is :class:`TokenBucket`'s.
+    Tokens leased are gone from the shared bucket, so over any ``T`` seconds
+    all workers together take at most ``rate * T + capacity`` plus what each
+    had left of its last lease.  A worker that dies loses its leftover;
+    nothing needs to expire.  Acquires of one worker are served in FIFO order.
+    """
+
+    def __init__(
+        self,
+        leases: RateLeases,
+        scope: str,
+        per_second: float,
+        capacity: float | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not (per_second > 0 and math.isfinite(per_second)):
+            raise ValueError(f"a shared rate must be positive, got {per_second}")
+        self.scope = scope
+        self.per_second = per_second
+        self.capacity = capacity if capacity is not None else per_second  # a second's worth
+        self.lease_size = max(per_second * LEASE_SECONDS, 1.0)
+        self._leases = leases
+        self._sleep = sleep
+        self.balance = 0.0  # leased and not yet spent
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, weight: float) -> None:
+        async with self._lock:
+            while self.balance < weight:
+                want = max(self.lease_size, weight - self.balance)
+                lease = await self._leases.lease(self.scope, want, self.per_second, self.capacity)
+                if lease.granted > 0:
+                    self.balance += lease.granted
+                else:
+                    await self._sleep(lease.wait)
+            self.balance -= weight
+
+
 class SharedRate(_Wrapper):
     """Bytes/s (``unit="bytes"``) or calls/s (``"calls"``) shared by every worker of a store.
 
@@ -559,42 +617,26 @@ class SharedRate(_Wrapper):
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         super().__init__(inner, observer, clock)
-        if not (per_second > 0 and math.isfinite(per_second)):
-            raise ValueError(f"a shared rate must be positive, got {per_second}")
         self.name = f"global_{unit}_per_second"
         self.unit = unit
-        self.scope = f"{scope}:{unit}"
+        self._bucket = SharedBucket(leases, f"{scope}:{unit}", per_second, capacity, sleep=sleep)
+        self.scope = self._bucket.scope
         self.per_second = per_second
-        self.capacity = capacity if capacity is not None else per_second  # a second's worth
-        self.lease_size = max(per_second * LEASE_SECONDS, 1.0)
-        self._leases = leases
-        self._sleep = sleep
-        self._balance = 0.0  # leased and not yet spent
-        self._lock = asyncio.Lock()
+        self.capacity = self._bucket.capacity
+        self.lease_size = self._bucket.lease_size
 
     @property
     def balance(self) -> float:
         """Tokens this worker leased and has not spent yet."""
-        return self._balance
+        return self._bucket.balance
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         weight = spec.bytes if self.unit == "bytes" else 1
         if weight > 0:
             since = self._clock()
-            await self._take(weight)
+            await self._bucket.acquire(weight)
             self._waited(since)
         return await self.inner.call(spec, perform)
-
-    async def _take(self, weight: float) -> None:
-        async with self._lock:
-            while self._balance < weight:
-                want = max(self.lease_size, weight - self._balance)
-                lease = await self._leases.lease(self.scope, want, self.per_second, self.capacity)
-                if lease.granted > 0:
-                    self._balance += lease.granted
-                else:
-                    await self._sleep(lease.wait)
-            self._balance -= weight
 
 
 # --------------------------------------------------------------- time windows
@@ -967,6 +1009,8 @@ def build_caller(
             subnet_of,
             calls_per_second=settings.subnet_calls_per_second,
             bytes_per_second=settings.subnet_bytes_per_second,
+            leases=leases,
+            scope=scope,
             observer=observer,
             clock=clock,
             sleep=sleep,

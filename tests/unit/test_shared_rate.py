@@ -20,7 +20,10 @@ from replicator.limits import (
     Lease,
     LimitSettings,
     MemoryLeases,
+    SharedBucket,
     SharedRate,
+    SubnetRates,
+    TokenBucket,
     build_caller,
     lease_tokens,
 )
@@ -189,3 +192,60 @@ def _shared(caller: object) -> list[SharedRate]:
             found.append(caller)
         caller = getattr(caller, "inner", None)
     return found
+
+
+async def test_workers_share_one_budget_per_subnet_and_subnets_stay_apart() -> None:
+    """Per-subnet rates with a store's leases: three workers together hold each
+    subnet's rate, and a busy subnet does not take another's budget."""
+    clock = FakeClock()
+    leases = MemoryLeases(clock)
+    rate, chunk, until = 1 * MiB, 100_000, 20.0
+    subnet = {"a": "s1", "b": "s2"}
+
+    async def subnet_of(canister: str) -> str:
+        return subnet[canister]
+
+    workers = [
+        SubnetRates(
+            Direct(),
+            subnet_of,
+            calls_per_second=None,
+            bytes_per_second=rate,
+            leases=leases,
+            scope="ic",
+            clock=clock,
+            sleep=clock.sleep,
+        )
+        for _ in range(3)
+    ]
+    assert all(isinstance(w.buckets("s1")[1], SharedBucket) for w in workers)
+    log: list[tuple[float, str, int]] = []
+
+    async def copy(worker: SubnetRates, canister: str) -> None:
+        async def perform() -> None:
+            log.append((clock.now, canister, chunk))
+
+        while clock.now < until:
+            await worker.call(CallSpec(canister, "icrp_write", bytes=chunk), perform)
+
+    await asyncio.gather(*(copy(w, c) for w in workers for c in ("a", "b")))
+    lease = max(rate / 4, chunk)
+    for canister in ("a", "b"):
+        times = sorted((t, n) for t, c, n in log if c == canister)
+        used = sum(n for t, n in times if t <= until)
+        assert used >= 0.9 * rate * until  # each subnet gets its own budget
+        for i, (t0, _) in enumerate(times):
+            total = 0
+            for t1, n in times[i:]:
+                total += n
+                assert total <= rate * (t1 - t0) + rate + 3 * lease, (canister, t0, t1, total)
+
+
+def test_per_subnet_buckets_are_this_process_s_without_a_store() -> None:
+    async def subnet_of(canister: str) -> str:
+        return "s1"
+
+    alone = SubnetRates(Direct(), subnet_of, calls_per_second=5.0, bytes_per_second=MiB)
+    calls, nbytes = alone.buckets("s1")
+    assert isinstance(calls, TokenBucket)
+    assert isinstance(nbytes, TokenBucket)
