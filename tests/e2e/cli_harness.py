@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from icp_candid import Types
 
 from canister_iface.agent import Agent
-from canister_iface.candid_value import encode_value
+from canister_iface.candid_value import encode_value, encode_values
 from canister_iface.icrp import IcrpClient
 from canister_iface.identity import Identity
 from canister_iface.management import ManagementClient
@@ -280,3 +281,27 @@ pem = "{pem}"
 def json_lines(text: str) -> list[dict[str, object]]:
     """Every JSON object printed, one per line (other lines are a failure)."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class AppWriter(threading.Thread):
+    """Creates users in the demo app (``w0``, ``w1``, … tagged ``tag``), one update
+    after another with ``pause`` seconds between, until ``done`` is set; ``count``
+    says how many were acknowledged."""
+
+    def __init__(self, cli: Cli, app: Principal, tag: str, pause: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.cli, self.app, self.tag, self.pause = cli, app, tag, pause
+        self.done = threading.Event()
+        self.count = 0
+
+    def run(self) -> None:
+        async def write() -> None:
+            async with self.cli.agent() as agent:
+                while not self.done.is_set():
+                    arg = encode_values([(Types.Text, f"w{self.count}"), (Types.Text, self.tag)])
+                    await agent.update(self.app.raw, "create_user", arg)
+                    self.count += 1
+                    if self.pause:
+                        await asyncio.sleep(self.pause)
+
+        asyncio.run(write())

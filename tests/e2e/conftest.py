@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cli_harness import Cli, Net, start_localnet, write_config, write_pem
+from workers_harness import Workers
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +31,13 @@ def cli(localnet: Net, tmp_path: Path, cli_config_extra: str) -> Cli:
     pem = write_pem(tmp_path / "identity.pem")
     config = write_config(tmp_path / "replicator.toml", localnet, pem, cli_config_extra)
     return Cli(localnet, pem, config, tmp_path / "checkpoints.sqlite3")
+
+
+@pytest.fixture
+def workers(cli: Cli, pg_url: str, tmp_path: Path) -> Iterator[Workers]:
+    """``replicator serve`` workers on one PostgreSQL store (started by each test)."""
+    group = Workers(cli.config, pg_url, tmp_path)
+    try:
+        yield group
+    finally:
+        group.close()

@@ -21,10 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_harness import ROOT, Cli, json_lines
-from icp_candid import Types
+from cli_harness import ROOT, AppWriter, Cli, json_lines
 
-from canister_iface.candid_value import encode_values
 from canister_iface.icrp import IcrpClient
 from canister_iface.principal import Principal
 from replicator.checkpoints import SqliteStore
@@ -33,26 +31,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 KILLS = 10
 DEMO_WASM = ROOT / "canister_iface" / "wasm" / "demo_app.wasm"
-
-
-class Writer(threading.Thread):
-    """Writes to the app (one update after another) until stopped."""
-
-    def __init__(self, cli: Cli, app: Principal) -> None:
-        super().__init__(daemon=True)
-        self.cli, self.app = cli, app
-        self.done = threading.Event()
-        self.count = 0
-
-    def run(self) -> None:
-        async def write() -> None:
-            async with self.cli.agent() as agent:
-                while not self.done.is_set():
-                    arg = encode_values([(Types.Text, f"w{self.count}"), (Types.Text, "crash")])
-                    await agent.update(self.app.raw, "create_user", arg)
-                    self.count += 1
-
-        asyncio.run(write())
 
 
 class Run:
@@ -108,7 +86,7 @@ def test_a_standby_killed_ten_times_under_writes_ends_equal_to_its_primary(cli: 
     stb = cli.deploy_wasm(DEMO_WASM)
     peers_before = cli.peers(app, stb)
     rng = random.Random(10)
-    writer = Writer(cli, app)
+    writer = AppWriter(cli, app, "crash")
     writer.start()
     command = ("standby", app.to_text(), stb.to_text(), "--yes", "--json", "--poll-max", "0.2")
     outputs = []

@@ -15,7 +15,6 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,15 +32,6 @@ from workers_harness import Workers, free_port, sql, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TAKEOVER = 6.0
-
-
-@pytest.fixture
-def workers(cli: Cli, pg_url: str, tmp_path: Path) -> Iterator[Workers]:
-    group = Workers(cli.config, pg_url, tmp_path)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 def configure(cli: Cli, jobs: dict[str, str], schedule: str, rate: str) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cli_harness import Cli
@@ -25,15 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 JOBS = 9
 EVERY = 20
-
-
-@pytest.fixture
-def workers(cli: Cli, pg_url: str, tmp_path: Path) -> Iterator[Workers]:
-    group = Workers(cli.config, pg_url, tmp_path)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 @pytest.mark.timeout(240)

@@ -42,16 +42,12 @@ import hashlib
 import math
 import random
 import re
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from cli_harness import ROOT, Cli
-from icp_candid import Types
+from cli_harness import ROOT, AppWriter, Cli
 from test_cli_fleet import _CONFIG, WASM, T
 from workers_harness import Workers, chaos, sql, takeover_table, wait_for
 
@@ -76,15 +72,6 @@ KILLS = 10
 IN_FLIGHT = 32
 DEMO_WASM = ROOT / "canister_iface" / "wasm" / "demo_app.wasm"
 WATCHED = ["icrp_write", "icrp_apply"]
-
-
-@pytest.fixture
-def workers(cli: Cli, pg_url: str, tmp_path: Path) -> Iterator[Workers]:
-    group = Workers(cli.config, pg_url, tmp_path)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 def deploy_platform(cli: Cli, users: int) -> Principal:
@@ -115,27 +102,6 @@ def deploy_platform(cli: Cli, users: int) -> Principal:
             return plat
 
     return asyncio.run(deploy())
-
-
-class Writer(threading.Thread):
-    """Writes to the app, about ten updates a second, until stopped."""
-
-    def __init__(self, cli: Cli, app: Principal) -> None:
-        super().__init__(daemon=True)
-        self.cli, self.app = cli, app
-        self.done = threading.Event()
-        self.count = 0
-
-    def run(self) -> None:
-        async def write() -> None:
-            async with self.cli.agent() as agent:
-                while not self.done.is_set():
-                    arg = encode_values([(Types.Text, f"w{self.count}"), (Types.Text, "chaos")])
-                    await agent.update(self.app.raw, "create_user", arg)
-                    self.count += 1
-                    await asyncio.sleep(0.1)
-
-        asyncio.run(write())
 
 
 def heads(cli: Cli, *canisters: Principal) -> list[int]:
@@ -252,7 +218,7 @@ def test_a_fleet_and_a_standby_survive_ten_kills_of_their_workers(
     standby = cli.deploy_wasm(DEMO_WASM)
     cli.config.write_text(cli.config.read_text() + config(plat, app, standby))
     print(f"\n{USERS} users and the app deployed in {time.monotonic() - started:.0f} s")
-    writer = Writer(cli, app)
+    writer = AppWriter(cli, app, "chaos", pause=0.1)
     writer.start()
     try:
         workers.start_all(3)
