@@ -590,17 +590,10 @@ class SharedBucket:
 class SharedRate(_Wrapper):
     """Bytes/s (``unit="bytes"``) or calls/s (``"calls"``) shared by every worker of a store.
 
-    Each worker leases slices of one token bucket kept by ``leases`` (a row of
-    the PostgreSQL store; one short transaction per lease) and spends them
-    locally.  A lease is a quarter second of the rate or what the waiting
-    call needs, whichever is larger, so the bucket is asked about four times
-    a second by a busy worker.  Tokens leased are gone from the shared
-    bucket, so over any ``T`` seconds all workers together move at most
-    ``rate * T + capacity`` plus what each had left of its last lease (under
-    a quarter second's worth, or one chunk): the budget holds however many
-    workers share it.  A worker that dies loses what it had left of its
-    lease; nothing needs to expire.  Calls of one worker take tokens in
-    FIFO order (urgent calls too: the shared rate is one queue per worker).
+    One :class:`SharedBucket` (leased slices of a bucket ``leases`` keeps: the
+    PostgreSQL store's row) spent by weight: the budget holds however many
+    workers share it.  Calls of one worker take tokens in FIFO order (urgent
+    calls too: the shared rate is one queue per worker).
     """
 
     def __init__(
@@ -619,22 +612,13 @@ class SharedRate(_Wrapper):
         super().__init__(inner, observer, clock)
         self.name = f"global_{unit}_per_second"
         self.unit = unit
-        self._bucket = SharedBucket(leases, f"{scope}:{unit}", per_second, capacity, sleep=sleep)
-        self.scope = self._bucket.scope
-        self.per_second = per_second
-        self.capacity = self._bucket.capacity
-        self.lease_size = self._bucket.lease_size
-
-    @property
-    def balance(self) -> float:
-        """Tokens this worker leased and has not spent yet."""
-        return self._bucket.balance
+        self.bucket = SharedBucket(leases, f"{scope}:{unit}", per_second, capacity, sleep=sleep)
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         weight = spec.bytes if self.unit == "bytes" else 1
         if weight > 0:
             since = self._clock()
-            await self._bucket.acquire(weight)
+            await self.bucket.acquire(weight)
             self._waited(since)
         return await self.inner.call(spec, perform)
 

@@ -147,10 +147,10 @@ async def test_a_call_larger_than_the_bucket_waits_for_a_full_one_and_goes_throu
 
     assert await shared.call(CallSpec("a", "w", bytes=2500), perform) == "ok"
     assert clock.now == pytest.approx(1.0)  # a full bucket (one second), then debt
-    assert shared.balance == pytest.approx(0.0)
+    assert shared.bucket.balance == pytest.approx(0.0)
     assert await shared.call(CallSpec("a", "w", bytes=100), perform) == "ok"
     assert clock.now == pytest.approx(2.75)  # the debt of 1500 paid, then 250 leased
-    assert shared.balance == pytest.approx(150)
+    assert shared.bucket.balance == pytest.approx(150)
 
 
 async def test_calls_per_second_count_calls_not_bytes() -> None:
@@ -177,7 +177,10 @@ def test_build_caller_stacks_the_global_rates_only_when_set() -> None:
         scope="ic",
     )
     rates = _shared(both.caller)
-    assert {(r.scope, r.per_second) for r in rates} == {("ic:bytes", MiB), ("ic:calls", 5.0)}
+    assert {(r.bucket.scope, r.bucket.per_second) for r in rates} == {
+        ("ic:bytes", MiB),
+        ("ic:calls", 5.0),
+    }
 
 
 def test_global_rates_must_be_positive() -> None:
