@@ -109,6 +109,22 @@ def _image_bytes(workers: Workers) -> int:
     return sum(int(b) for b in sizes.values())
 
 
+def _start_and_finish_first_runs(
+    workers: Workers, n: int, apps: set[str]
+) -> list[tuple[str, float, float]]:
+    """Start ``n`` workers and wait (10 min at most) for every app's first run."""
+    workers.start_all(n)
+    workers.wait_ready()
+    deadline = time.monotonic() + 600
+    runs = None
+    while runs is None and time.monotonic() < deadline:
+        time.sleep(1)
+        runs = _first_runs(workers, apps)
+    if runs is None:
+        raise RuntimeError(f"the first runs did not finish\n{workers.tails()}")
+    return runs
+
+
 def _throughput(
     cluster: pg_cluster.Cluster, cli: Cli, apps: dict[str, str], args: argparse.Namespace, n: int
 ) -> float:
@@ -118,15 +134,7 @@ def _throughput(
         config.write_text(_config(cli, apps, args.budget_mib, args.takeover))
         workers = Workers(config, url, Path(tmp))
         try:
-            workers.start_all(n)
-            workers.wait_ready()
-            deadline = time.monotonic() + 600
-            runs = None
-            while runs is None and time.monotonic() < deadline:
-                time.sleep(1)
-                runs = _first_runs(workers, set(apps))
-            if runs is None:
-                raise RuntimeError(f"the first runs did not finish\n{workers.tails()}")
+            runs = _start_and_finish_first_runs(workers, n, set(apps))
             nbytes = _image_bytes(workers)
         finally:
             workers.close()
@@ -219,15 +227,7 @@ def _global_budget(
         config.write_text(_global_config(cli, apps, args))
         workers = Workers(config, url, Path(tmp))
         try:
-            workers.start_all(n)
-            workers.wait_ready()
-            deadline = time.monotonic() + 600
-            runs = None
-            while runs is None and time.monotonic() < deadline:
-                time.sleep(1)
-                runs = _first_runs(workers, set(apps))
-            if runs is None:
-                raise RuntimeError(f"the first runs did not finish\n{workers.tails()}")
+            _start_and_finish_first_runs(workers, n, set(apps))
             copied = _copied(workers)
             holders = sql(url, "SELECT count(DISTINCT worker) FROM replicator_rate_leases")
         finally:
