@@ -182,7 +182,7 @@ def _byte(x: str) -> str:
 def _blob_loads(indent: str) -> list[str]:
     out = []
     for k in range(16):
-        parts = [f"({_byte(f'data[i + {4 * k + j}]')} << {24 - 8 * j})" for j in range(4)]
+        parts = [f"({_byte(f'data[Nat64.toNat(i +% {4 * k + j})]')} << {24 - 8 * j})" for j in range(4)]
         out.append(f"{indent}var w{k} = ({' | '.join(parts)}) *% {DOUBLE};")
     return out
 
@@ -220,15 +220,16 @@ def _blob_function() -> list[str]:
     return [
         "  /// Compresses `blocks` 64-byte blocks of `data` from byte `offset` into",
         "  /// the chaining value `s`. Bytes are read one by one: a Blob has no",
-        "  /// wider loads (see `writeBlobWith` for the fast way).",
+        "  /// wider loads (see `withScratch` for the fast way). The index is a Nat64",
+        "  /// converted per byte: a Nat index would cost a bignum addition per byte.",
         "  func compressBlob(s : [var Nat32], data : Blob, offset : Nat, blocks : Nat) {",
-        f"{i1}var i = offset;",
-        f"{i1}let end = offset + blocks * 64;",
+        f"{i1}var i = Nat64.fromNat(offset);",
+        f"{i1}let end = i +% Nat64.fromNat(blocks) *% 64;",
         *_state_in(i1),
         f"{i1}while (i < end) {{",
         *_blob_loads(i2),
         *_body(i2),
-        f"{i2}i += 64;",
+        f"{i2}i +%= 64;",
         f"{i1}}};",
         *_state_out(i1),
         "  };",
