@@ -1,15 +1,16 @@
 /// SHA-256 (FIPS 180-4) in Motoko, for image and chunk digests.
 ///
 /// The hasher is incremental: feed it Blobs or byte ranges of a Region, then
-/// call `sum`. Cost per byte hashed (Wasm instructions, measured by
-/// `benchmarks/sha256_bench.py`): ~144 from a Blob or a Region (read in
-/// 64 KiB slices), because Motoko reads a Blob only byte by byte (~56 of the
-/// 144: a bounds-checked load and tagging per byte; the index is a Nat64, so
-/// no bignum addition per byte); ~103 from a Blob through a scratch region
-/// (`withScratch`), which gives 8 bytes per load at the price of one System
-/// API call per word. Of the ~103, ~14 are the Region loads and ~88 the
-/// rounds and the message schedule, unrolled on doubled 64-bit words (a
-/// 32-bit rotation is one shift of `x * 0x1_0000_0001`).
+/// call `sum`. Cost per byte hashed (Wasm instructions as localnet counts
+/// them, measured by `benchmarks/sha256_bench.py`; the IC's table charges
+/// the Blob loop ~7 more per byte, for its loads and branches): ~141 from a
+/// Region (read in 64 KiB slices) and ~140 from a Blob, because Motoko reads
+/// a Blob only byte by byte (~55 of them per byte: the index converted to a
+/// Nat and back, a bounds check, the load, tagging and widening); ~103 from
+/// a Blob through a scratch region (`withScratch`), which gives 8 bytes per
+/// load at the price of one System API call per word. The rounds and the
+/// message schedule, unrolled on doubled 64-bit words (a 32-bit rotation is
+/// one shift of `x * 0x1_0000_0001`), cost ~85 of each figure.
 ///
 /// ```motoko
 /// import Sha256 "mo:icrp/Sha256";
@@ -116,8 +117,9 @@ module {
   ///
   /// Read in slices of `REGION_SLICE` bytes, one System API call each, and
   /// hashed from the Blob: 8-byte loads (`compressRegion`) cost fewer Wasm
-  /// instructions (~103 vs ~144 per byte) but make one System API call per
-  /// word, which an emulator such as localnet runs ~10x slower in wall time,
+  /// instructions (~103 vs ~141 per byte) but make one System API call per
+  /// word, which an emulator such as localnet runs ~100x slower in wall time
+  /// (2.4 s vs 0.022 s per MiB: a host call per 8 bytes),
   /// and on the IC the hash is no longer the dominant cost of a copy (the
   /// message bytes are: see the README of the Motoko library).
   public func writeRegion(self : Hasher, region : Region.Region, offset : Nat64, len : Nat64) {
