@@ -136,7 +136,8 @@ def _round(t: int) -> list[str]:
     by parity of t, Maj costs 5 operations instead of (a & b) | (c & (a | b))'s
     9. The statements run t1, e, a, then the next round's a ^ b, so that
     each of t1 and the new a is read right after it is written."""
-    a, b, c, d, e, f, g, h = (f"r{(i - t) % 8}" for i in range(8))
+    # c enters Maj only through m (the previous round's a ^ b).
+    a, b, _c, d, e, f, g, h = (f"r{(i - t) % 8}" for i in range(8))
     lines = []
     if t >= 16:
         lines.append(_schedule(t))
