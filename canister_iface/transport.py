@@ -107,6 +107,8 @@ def _request_id(content: Mapping[str, Value | ArgParts]) -> bytes:
 
 def _hash_field(value: Value | ArgParts) -> bytes:
     if isinstance(value, ArgParts):
+        if value.digest is not None:  # hashed already (a verified reply sent on)
+            return value.digest
         hasher = hashlib.sha256()
         for part in value.parts:
             hasher.update(part)

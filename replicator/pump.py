@@ -254,6 +254,20 @@ class ChunkWriter(Protocol):
         ...
 
 
+Step = Callable[[int, int], Awaitable[None]]
+
+
+@runtime_checkable
+class ForwardingWriter(Protocol):
+    """A writer that can have a piece read as its own call's argument."""
+
+    def forwarder(self, reader: PieceReader) -> Step | None:
+        """A step moving ``(offset, length)`` from ``reader`` whose read reply is sent on
+        as the write's argument, unchanged (each byte hashed once, never copied),
+        or ``None`` where ``reader`` cannot answer so."""
+        ...
+
+
 class Pusher(Protocol):
     """The direct path: makes the source write a byte range into the target."""
 
@@ -306,7 +320,7 @@ class RelayMover:
         self.image = image
         self.expected = expected
         self.describe = describe
-        self._pair: tuple[PieceReader, ChunkWriter] | None = None  # move_piece's, once known
+        self._step: Step | None = None  # a streaming piece's, once known
 
     @property
     def run_bytes(self) -> int:
@@ -351,11 +365,10 @@ class RelayMover:
         return data
 
     async def move_piece(self, offset: int, length: int) -> None:
-        if self._pair is None:
-            self._pair = self._streams()
-            if self._pair is None:
-                raise TypeError("only a streaming relay into a checking target moves pieces")
-        await self._stream(*self._pair, offset, length)
+        pair = self._streams()
+        if pair is None:
+            raise TypeError("only a streaming relay into a checking target moves pieces")
+        await self._stream(*pair, offset, length)
 
     def digest(self, index: int) -> bytes:
         # Only where piecewise: the target checked the chunk against this digest.
@@ -364,12 +377,18 @@ class RelayMover:
     async def _stream(
         self, reader: PieceReader, writer: ChunkWriter, offset: int, length: int
     ) -> None:
-        """Each piece is written as soon as it is read (the writer sizes its own calls)."""
+        """Each piece is written as soon as it is read (the writer sizes its own calls),
+        forwarded as it came where the writer and the reader can (:class:`ForwardingWriter`)."""
+        step = self._step
+        if step is None:
+            step = writer.forwarder(reader) if isinstance(writer, ForwardingWriter) else None
+            if step is None:
 
-        async def piece(at: int, size: int) -> None:
-            await writer.write_at(at, await reader.read_at(at, size))
+                async def step(at: int, size: int) -> None:
+                    await writer.write_at(at, await reader.read_at(at, size))
 
-        await reader.sizer.sized(offset, length, piece)
+            self._step = step
+        await reader.sizer.sized(offset, length, step)
 
     async def flush(self) -> None:
         if self.writer is not None:
