@@ -63,7 +63,7 @@ from typing import Protocol, runtime_checkable
 
 from canister_iface import errors as ic
 from replicator.chunkbook import ChunkBook
-from replicator.chunking import Path, TransferSize, shrink_reason, split_evenly
+from replicator.chunking import Path, TransferSize, shrink_reason
 from replicator.errors import IntegrityError, JobFailed
 from replicator.integrity import ImageInfo, chunk_digest, chunk_span
 
@@ -107,6 +107,16 @@ class TransferTooLarge(JobFailed):
 # ------------------------------------------------------------------ sizing
 
 
+def first_piece(length: int, max_piece: int) -> int:
+    """The length of the first of :func:`~replicator.chunking.split_evenly`'s pieces of
+    ``length`` bytes (the longest), without listing them all: a stretch of a large
+    image has thousands, and a piece is cut from what is left of it each time."""
+    count = -(-length // max_piece)
+    base, extra = divmod(length, count)
+    return base + (1 if extra else 0)
+
+
+
 class Sizer:
     """The adaptive transfer size of one path, reported to the metrics."""
 
@@ -131,7 +141,7 @@ class Sizer:
         """Call ``step(offset, n)`` over ``[offset, offset + length)`` in adaptive pieces."""
         position, end = offset, offset + length
         while position < end:
-            piece = split_evenly(position, end - position, self.size.size)[0][1]
+            piece = first_piece(end - position, self.size.size)
             try:
                 await step(position, piece)
             except ic.IcError as exc:
@@ -541,7 +551,7 @@ class _PieceCutter:
         if self._position >= self._end and not self._next_stretch():
             return None
         offset = self._position
-        length = split_evenly(offset, self._end - offset, size)[0][1]
+        length = first_piece(self._end - offset, size)
         chunk_size = self.image.chunk_size
         chunks = range(offset // chunk_size, (offset + length - 1) // chunk_size + 1)
         for index in chunks:
