@@ -116,7 +116,6 @@ def first_piece(length: int, max_piece: int) -> int:
     return base + (1 if extra else 0)
 
 
-
 class Sizer:
     """The adaptive transfer size of one path, reported to the metrics."""
 

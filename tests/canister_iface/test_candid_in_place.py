@@ -110,3 +110,22 @@ def test_other_shapes_are_not_write_arguments() -> None:
         b"DIDM",
     ):
         assert decode_write_arg(message) is None, message
+
+
+@pytest.mark.parametrize(
+    "values", [[0], [5, 2**64 - 1], [1, 2, 3, 4], list(range(127)), [2**40] * 3]
+)
+def test_nat64_arguments_are_written_as_icp_candid_writes_them(values: list[int]) -> None:
+    from icp_candid import encode as icp_encode
+
+    expected = bytes(icp_encode([{"type": Nat64, "value": v} for v in values]))
+    assert encode_values([(Nat64, v) for v in values]) == expected
+
+
+def test_other_nat64_arguments_take_the_general_encoder() -> None:
+    with pytest.raises(ValueError, match="cannot encode"):
+        encode_values([(Nat64, 2**64)])
+    with pytest.raises(ValueError, match="cannot encode"):
+        encode_values([(Nat64, -1)])
+    assert encode_values([(Nat64, True)]) == encode_values([(Nat64, 1)])  # as icp_candid does
+    assert len(encode_values([(Nat64, 1)] * 128)) == 4 + 1 + 2 + 128 + 128 * 8
