@@ -20,7 +20,11 @@ One copy is::
   that checks every chunk itself (:attr:`ChunkWriter.verifies_chunks`) and
   the reader reads any range (:class:`PieceReader`), the relay streams:
   each piece is written as soon as it is read, one piece in memory per
-  run.  Every call goes through :class:`~replicator.calls.CallRunner`:
+  run.  Where the source can answer a read as the target's write argument
+  (:class:`ForwardingWriter`; ICRP ``icrp_read_for_write``), the reply is
+  sent on as it came: each byte is hashed once (the reply's signature
+  check and the write's request id share the SHA-256) and never
+  re-encoded; other sources are read and written as before.  Every call goes through :class:`~replicator.calls.CallRunner`:
   limits, retries of transient errors, metrics.
 - **Adapt**: pieces are cut to the current
   :class:`~replicator.chunking.TransferSize` of their path (:class:`Sizer`:
