@@ -24,8 +24,9 @@ One copy is::
   (:class:`ForwardingWriter`; ICRP ``icrp_read_for_write``), the reply is
   sent on as it came: each byte is hashed once (the reply's signature
   check and the write's request id share the SHA-256) and never
-  re-encoded; other sources are read and written as before.  Every call goes through :class:`~replicator.calls.CallRunner`:
-  limits, retries of transient errors, metrics.
+  re-encoded; other sources are read and written as before.  Every call
+  goes through :class:`~replicator.calls.CallRunner`: limits, retries of
+  transient errors, metrics.
 - **Adapt**: pieces are cut to the current
   :class:`~replicator.chunking.TransferSize` of their path (:class:`Sizer`:
   push, read, write); a call that fails for its size
