@@ -79,6 +79,9 @@ LATENCY = {"query": 0.15, "call": 1.5}
 # With the subnet model the rounds supply an update's consensus delay.
 MODEL_LATENCY = {"query": 0.15, "call": 0.1}
 TUNED_IN_FLIGHT = 32
+# The first canister id of localnet's subnet 1 (docs/localnet.md): creating a
+# canister with it as effective canister id puts it on that subnet.
+SUBNET_1_FIRST_ID = Principal.from_text("5v3p4-iyaaa-aaaaa-qaaaa-cai")
 RATIO_TARGET = 10.0
 RATIO_FROM_MIB = 256  # the seed thread's comparison: smaller images are reported, not judged
 BUDGET_TARGET = 90.0
@@ -285,11 +288,16 @@ class Bench:
             reply = await http.put("/_/faults", json=body)
             reply.raise_for_status()
 
-    async def backup_canister(self, app: DemoApp) -> Principal:
-        """A backup canister for ``app``, installed by hand (no engine involved)."""
+    async def backup_canister(self, app: DemoApp, *, other_subnet: bool = False) -> Principal:
+        """A backup canister for ``app``, installed by hand (no engine involved).
+
+        ``other_subnet``: on localnet's subnet 1 (the apps are on subnet 0).
+        """
         mgmt = ManagementClient(self.agent)
         canister = await mgmt.provisional_create_canister_with_cycles(
-            amount=100 * 10**12, settings=CanisterSettings(controllers=(self.identity.principal,))
+            amount=100 * 10**12,
+            settings=CanisterSettings(controllers=(self.identity.principal,)),
+            effective_canister_id=SUBNET_1_FIRST_ID if other_subnet else None,
         )
         init = {"source": app.canister_id.raw, "keep": [1], "peers": []}
         wasm = (WASM_DIR / "backup.wasm").read_bytes()
@@ -315,13 +323,16 @@ class Bench:
         *,
         via: str | None = None,
         fresh_target: bool = False,
+        other_subnet: bool = False,
         profile: cProfile.Profile | None = None,
     ) -> Run:
-        """One backup job; ``fresh_target``: into a canister made beforehand (not timed)."""
+        """One backup job; ``fresh_target``: into a canister made beforehand (not timed),
+        on the app's subnet or (``other_subnet``) on subnet 1."""
         source = CanisterRef(str(app.canister_id), "local")
         target = None
-        if fresh_target:
-            target = CanisterRef(str(await self.backup_canister(app)), "local")
+        if fresh_target or other_subnet:
+            made = await self.backup_canister(app, other_subnet=other_subnet)
+            target = CanisterRef(str(made), "local")
         async with self.engine(config) as (engine, clock):
             request = backup.request(source, target, via=via)
             cpu, started = time.process_time(), time.monotonic()
