@@ -30,15 +30,15 @@ Everything has a default, so no file is needed to talk to ``local`` or
     pem = "~/.config/dfx/identity/default/identity.pem"
 
     [limits]
-    calls_per_second = 10
+    calls_per_second = 20        # default 20 (a 1 MiB push is one call)
     bytes_per_second = "auto"    # default: 2 MiB/s for bytes a block carries (relay
                                  # writes, cross-subnet pushes, archive restores),
                                  # 16 MiB/s for pushes inside one subnet; a size
                                  # ("2 MiB", or bytes) is one budget for every route
     byte_burst = "2 MiB"
-    in_flight = 16
-    in_flight_per_canister = 4
-    in_flight_reserved = 2       # of in_flight, kept for standbys' journal tails, whose
+    in_flight = 64               # default 64
+    in_flight_per_canister = 32  # default 32 (a push takes ~3.5 s on the subnet model)
+    in_flight_reserved = 8       # of in_flight, kept for standbys' journal tails, whose
                                  # calls also go first through the rate limits (default:
                                  # an eighth of in_flight)
     subnet_calls_per_second = 5  # shared by the canisters of one subnet (off by default;
