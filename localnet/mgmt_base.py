@@ -31,10 +31,14 @@ _DOCS = "https://internetcomputer.org/docs/current/references/execution-errors#"
 class ManagementHost(Protocol):
     """What the management canister needs from the replica (``localnet.replica``)."""
 
-    canisters: dict[bytes, CanisterState]
     engine: WasmEngine
     limits: Limits
     rollback: str  # the sandboxes' rollback strategy ("auto", "dirty", "copy")
+
+    @property
+    def canisters(self) -> dict[bytes, CanisterState]:
+        """Canisters by id (the replica's ``localnet.canisters.CanisterTable``)."""
+        ...
 
     def now_ns(self) -> int: ...
 

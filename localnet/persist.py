@@ -94,6 +94,15 @@ class StateDirError(Exception):
     """The state directory cannot be used; the message says why and what to do."""
 
 
+class DirtyMissed(AssertionError):
+    """``LOCALNET_CHECK_DIRTY=1`` found a change the dirty set did not hold (a localnet bug)."""
+
+
+def check_dirty_enabled() -> bool:
+    """Whether every commit also runs the full scan (``LOCALNET_CHECK_DIRTY=1``)."""
+    return os.environ.get("LOCALNET_CHECK_DIRTY", "") not in ("", "0")
+
+
 def subnet_dirs(state_dir: Path, count: int) -> list[Path]:
     """The folder of each subnet's checkpoint and journal (see the module doc)."""
     marker = state_dir / SUBNETS
@@ -247,6 +256,7 @@ class Journal:
         self._persisted: dict[bytes, _Persisted] = {}
         self._next_index = replica.next_canister_index
         self.limit = JOURNAL_LIMIT  # journal bytes that trigger the next checkpoint
+        self._check_dirty = check_dirty_enabled()
         if not (state_dir / "localnet.cbor").exists():
             self.checkpoint()  # the journal needs a base
         else:
@@ -273,6 +283,7 @@ class Journal:
                 canister.sandbox.take_delta()
                 persisted.heap = _heap_copy(canister.sandbox)
         self._next_index = self.replica.next_canister_index
+        self.replica.canisters.take_dirty()  # everything is on disk now
 
     # --- commit points ------------------------------------------------------------------
 
@@ -323,19 +334,46 @@ class Journal:
             self._fd = None  # type: ignore[assignment]
 
     def _record(self) -> dict[str, Any] | None:
-        changed = []
-        for canister in self.replica.canisters.values():
+        # Only what the canister table heard of since the last commit
+        # (localnet.canisters): a drain that touched 3 of 20,000 canisters
+        # looks at 3.
+        dirty = self.replica.canisters.take_dirty()
+        if self._check_dirty:
+            self._check_clean(dirty)
+        changed, deleted = [], []
+        for canister_id in sorted(dirty):
+            canister = self.replica.canisters.get(canister_id)
+            if canister is None:
+                if self._persisted.pop(canister_id, None) is not None:
+                    deleted.append(canister_id)
+                continue
             entry = self._canister_changes(canister)
             if entry is not None:
                 changed.append(entry)
-        deleted = [c for c in self._persisted if c not in self.replica.canisters]
-        for canister_id in deleted:
-            del self._persisted[canister_id]
         index = self.replica.next_canister_index
         if not changed and not deleted and index == self._next_index:
             return None
         self._next_index = index
         return {"next_canister_index": index, "deleted": deleted, "canisters": changed}
+
+    def _check_clean(self, dirty: set[bytes]) -> None:
+        """``LOCALNET_CHECK_DIRTY=1``: the old full scan; a change outside ``dirty`` is a bug."""
+        missed = [
+            canister_id
+            for canister_id, canister in self.replica.canisters.items()
+            if canister_id not in dirty
+            and (
+                (before := self._persisted.get(canister_id)) is None
+                or not _unchanged(canister, before)
+            )
+        ]
+        missed += [c for c in self._persisted if c not in self.replica.canisters and c not in dirty]
+        if missed:
+            raise DirtyMissed(
+                "canisters changed without being marked dirty (their changes would be lost "
+                f"after a crash): {', '.join(ids.to_text(c) for c in missed)}; some path "
+                "mutates a CanisterState without passing through localnet.canisters"
+            )
 
     def _canister_changes(self, canister: CanisterState) -> dict[str, Any] | None:
         before = self._persisted.get(canister.canister_id)
@@ -676,7 +714,7 @@ def _state_dict(canister: CanisterState) -> dict[str, Any]:
         "global_timer": canister.global_timer,
         "next_snapshot_index": canister.next_snapshot_index,
         "cycles_burned": canister.cycles_burned,
-        "history": canister.history,
+        "history": list(canister.history),
     }
 
 

@@ -18,6 +18,7 @@ it has no open call contexts.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 from collections import deque
@@ -27,6 +28,7 @@ from typing import Protocol
 
 from localnet import cycles, ids
 from localnet.callcount import CallCount
+from localnet.canisters import CanisterTable
 from localnet.clock import Clock
 from localnet.errors import ErrorCode, Reject, RejectCode
 from localnet.execution import (
@@ -206,7 +208,7 @@ class Replica:
     faults: FaultSource | None = None
     rollback: str = "auto"
     subnet_id: bytes = b""
-    canisters: dict[bytes, CanisterState] = field(default_factory=dict)
+    canisters: CanisterTable = field(default_factory=CanisterTable)
     next_canister_index: int = 0
     first_canister_index: int = 0  # this subnet's canister id range starts here
     router: Router | None = None
@@ -224,6 +226,13 @@ class Replica:
     _stop_waiters: dict[bytes, list[Callable[[], None]]] = field(default_factory=dict)
     _logs: dict[bytes, deque[str]] = field(default_factory=dict)
     _next_id: int = 1
+    # (deadline ns, callback id) of best-effort calls; stale entries (answered
+    # or expired callbacks) are dropped when they reach the top.
+    _deadlines: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.canisters, CanisterTable):
+            self.canisters = CanisterTable(self.canisters)
 
     # --- ManagementHost ---------------------------------------------------------
 
@@ -539,10 +548,9 @@ class Replica:
 
     def fire_due_timers(self) -> int:
         """Queue the global timer of every canister whose deadline has passed."""
-        now = self.clock.peek_ns()
         fired = 0
-        for canister in self.canisters.values():
-            if 0 < canister.global_timer <= now and self._can_run_timer(canister):
+        for canister in self.canisters.due_timers(self.clock.peek_ns()):
+            if self._can_run_timer(canister):
                 canister.global_timer = 0  # the IC deactivates the timer before it runs
                 self._queue.append(TimerMessage(canister.canister_id))
                 fired += 1
@@ -555,17 +563,30 @@ class Replica:
         and is dropped, as on the IC.
         """
         now = self.clock.peek_ns()
-        expired = [cb for cb in self._callbacks.values() if 0 < cb.deadline_ns <= now]
-        for callback in expired:
+        expired = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, callback_id = heapq.heappop(self._deadlines)
+            callback = self._callbacks.get(callback_id)
+            if callback is None or callback.deadline_ns != deadline:
+                continue  # answered meanwhile
             callback.deadline_ns = 0  # expire once
             timeout = RejectResponse(RejectCode.SYS_UNKNOWN, "Timeout expired", "")
             self._queue.append(ResponseMessage(callback.id, timeout, 0))
-        return len(expired)
+            expired += 1
+        return expired
 
     def next_timer_ns(self) -> int | None:
         """The earliest canister timer or best-effort call deadline, if any."""
-        deadlines = [c.global_timer for c in self.canisters.values() if c.global_timer > 0]
-        deadlines += [cb.deadline_ns for cb in self._callbacks.values() if cb.deadline_ns > 0]
+        while self._deadlines:
+            deadline, callback_id = self._deadlines[0]
+            callback = self._callbacks.get(callback_id)
+            if callback is not None and callback.deadline_ns == deadline:
+                break
+            heapq.heappop(self._deadlines)
+        deadlines = [d[0] for d in self._deadlines[:1]]
+        timer = self.canisters.next_timer_ns()
+        if timer is not None:
+            deadlines.append(timer)
         return min(deadlines) if deadlines else None
 
     def _can_run_timer(self, canister: CanisterState) -> bool:
@@ -694,6 +715,7 @@ class Replica:
         )
         if call.timeout_seconds is not None:
             callback.deadline_ns = self.clock.peek_ns() + call.timeout_seconds * 1_000_000_000
+            heapq.heappush(self._deadlines, (callback.deadline_ns, callback.id))
         self._callbacks[callback.id] = callback
         context.outstanding += 1
         fee = cycles.xnet_fee(len(call.arg) + len(call.method))

@@ -62,6 +62,7 @@ import importlib.metadata
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,6 +425,10 @@ class CanisterSandbox:
         # beyond the committed size (see the module docstring); waking keeps
         # that, so sleeping changes nothing a canister can observe.
         self._physical_asleep = 0
+        # Called whenever what take_delta/has_delta report may have moved (a
+        # commit, a sleep or wake, a rebuild): the canister table marks the
+        # canister dirty for --state-dir's journal (localnet.canisters).
+        self.on_change: Callable[[], None] | None = None
 
     # --- construction -------------------------------------------------------
 
@@ -589,6 +594,7 @@ class CanisterSandbox:
 
     def _rebuild(self) -> None:
         """A new instance holding the committed state (memory cannot shrink)."""
+        self._changed()
         old_store = self._store
         self._instantiate()
         self._grow_to(self._committed)
@@ -612,6 +618,7 @@ class CanisterSandbox:
             return
         if self.busy:
             raise RuntimeError("a sandbox in use cannot sleep")
+        self._changed()
         if self._image is None:
             image = PageImage(
                 self._rollback.committed_pages(self._mem.base, self._committed),
@@ -632,6 +639,7 @@ class CanisterSandbox:
         if self._closed:
             raise RuntimeError("the sandbox is closed")
         assert self._image is not None
+        self._changed()
         image = spill.get(self._image)
         try:
             self._instantiate()
@@ -933,7 +941,12 @@ class CanisterSandbox:
 
     # --- commit / rollback ----------------------------------------------------
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     def _commit(self) -> None:
+        self._changed()
         self._forget_image()  # the committed state moves on
         physical = self._physical()
         self._rollback.commit(self._mem.base, physical)

@@ -4,6 +4,16 @@ Plain data. The replica (``localnet.replica``) and the management canister
 (``localnet.management``) mutate it on the execution thread only; the
 certification code reads it to build state trees; ``localnet.persist`` writes
 it to ``--state-dir`` and reads it back.
+
+Every change to a :class:`CanisterState` reports itself to the canister's
+:class:`Tracker` (``localnet.canisters.CanisterTable``, once the canister is
+in a replica): assigning any field does, and so does changing the containers
+it holds (chunk store, snapshots, history), which are kept as tracking
+subclasses of ``dict`` and ``list`` whatever is assigned. The ``--state-dir``
+journal writes only the canisters reported since its last commit, so its
+cost follows what a drain changed, not how many canisters exist; marking on
+assignment (not on a changed value) makes a missed report unlikely, and
+``LOCALNET_CHECK_DIRTY=1`` checks every commit against a full scan.
 """
 
 from __future__ import annotations
@@ -12,10 +22,13 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, TypeVar
 
 if TYPE_CHECKING:
     from localnet.sandbox import CanisterSandbox
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @functools.lru_cache(maxsize=64)
@@ -38,9 +51,12 @@ class CanisterStatus(IntEnum):
         return self.name.lower()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """Canister settings with the IC's defaults."""
+    """Canister settings with the IC's defaults.
+
+    Frozen: a change assigns a new object to ``CanisterState.settings``,
+    which the canister's tracker hears of (see the module doc)."""
 
     controllers: list[bytes]
     compute_allocation: int = 0
@@ -89,6 +105,124 @@ class Snapshot:
         return len(self.wasm_module) + len(self.heap) + len(self.stable) + chunks
 
 
+class Tracker(Protocol):
+    """Who hears of a canister's changes (``localnet.canisters.CanisterTable``)."""
+
+    def touched(self, canister: CanisterState, name: str | None) -> None:
+        """``canister`` changed: field ``name`` was assigned, or (None) a container it holds."""
+        ...
+
+
+class TrackedDict(dict[_K, _V]):
+    """A ``dict`` that reports every change to the canister holding it."""
+
+    def __init__(self, owner: CanisterState, items: Any = ()) -> None:
+        super().__init__(items)
+        self._owner = owner
+
+    def _touched(self) -> None:
+        self._owner._touched(None)
+
+    def __setitem__(self, key: _K, value: _V) -> None:
+        super().__setitem__(key, value)
+        self._touched()
+
+    def __delitem__(self, key: _K) -> None:
+        super().__delitem__(key)
+        self._touched()
+
+    def pop(self, *args: Any) -> Any:
+        self._touched()
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[_K, _V]:
+        self._touched()
+        return super().popitem()
+
+    def clear(self) -> None:
+        super().clear()
+        self._touched()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._touched()
+
+    def setdefault(self, key: _K, default: Any = None) -> Any:
+        self._touched()
+        return super().setdefault(key, default)
+
+    def __ior__(self, other: Any) -> TrackedDict[_K, _V]:  # type: ignore[override,misc]
+        super().__ior__(other)
+        self._touched()
+        return self
+
+
+class TrackedList(list[_V]):
+    """A ``list`` that reports every change to the canister holding it."""
+
+    def __init__(self, owner: CanisterState, items: Any = ()) -> None:
+        super().__init__(items)
+        self._owner = owner
+
+    def _touched(self) -> None:
+        self._owner._touched(None)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, value)
+        self._touched()
+
+    def __delitem__(self, index: Any) -> None:
+        super().__delitem__(index)
+        self._touched()
+
+    def __iadd__(self, other: Any) -> TrackedList[_V]:  # type: ignore[override,misc]
+        super().__iadd__(other)
+        self._touched()
+        return self
+
+    def __imul__(self, n: SupportsIndex) -> TrackedList[_V]:
+        super().__imul__(n)
+        self._touched()
+        return self
+
+    def append(self, value: _V) -> None:
+        super().append(value)
+        self._touched()
+
+    def extend(self, values: Any) -> None:
+        super().extend(values)
+        self._touched()
+
+    def insert(self, index: SupportsIndex, value: _V) -> None:
+        super().insert(index, value)
+        self._touched()
+
+    def pop(self, index: SupportsIndex = -1) -> _V:
+        self._touched()
+        return super().pop(index)
+
+    def remove(self, value: _V) -> None:
+        super().remove(value)
+        self._touched()
+
+    def clear(self) -> None:
+        super().clear()
+        self._touched()
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        super().sort(*args, **kwargs)
+        self._touched()
+
+    def reverse(self) -> None:
+        super().reverse()
+        self._touched()
+
+
+# Containers a canister holds, kept as tracking ones whatever is assigned.
+_TRACKED_DICTS = frozenset({"chunk_store", "snapshots"})
+_TRACKED_LISTS = frozenset({"history"})
+
+
 @dataclass
 class CanisterState:
     canister_id: bytes
@@ -107,6 +241,23 @@ class CanisterState:
     # Cycles burned so far, for status/metrics (idle, execution, messages).
     cycles_burned: int = 0
     history: list[dict[str, object]] = field(default_factory=list)  # canister_info
+    # Set by the replica's canister table: hears of every change (see the module doc).
+    tracker: Tracker | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _TRACKED_DICTS and not (isinstance(value, TrackedDict) and value._owner is self):
+            value = TrackedDict(self, value)
+        elif name in _TRACKED_LISTS and not (
+            isinstance(value, TrackedList) and value._owner is self
+        ):
+            value = TrackedList(self, value)
+        object.__setattr__(self, name, value)
+        self._touched(name)
+
+    def _touched(self, name: str | None) -> None:
+        tracker = self.__dict__.get("tracker")
+        if tracker is not None:
+            tracker.touched(self, name)
 
     @property
     def controllers(self) -> list[bytes]:

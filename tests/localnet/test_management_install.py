@@ -7,6 +7,7 @@ upgrade, when the start function runs, data segments over a kept heap.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 from typing import Any
@@ -211,7 +212,8 @@ def test_install_needs_cycles_for_the_whole_instruction_limit(host: FakeHost) ->
 
 def test_wasm_memory_limit_applies_to_init(host: FakeHost) -> None:
     cid = host.create()
-    host.canisters[cid].settings.wasm_memory_limit = 65536
+    canister = host.canisters[cid]
+    canister.settings = dataclasses.replace(canister.settings, wasm_memory_limit=65536)
     answer = install(host, cid, canister_wasm("mg_state"))
     assert_reject(
         answer.reject(), ErrorCode.CANISTER_WASM_MEMORY_LIMIT_EXCEEDED, "Wasm memory limit of 65536"
