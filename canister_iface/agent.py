@@ -30,6 +30,7 @@ Errors are :mod:`canister_iface.errors`; nothing else escapes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -177,7 +178,8 @@ class Agent:
         effective_canister_id: CanisterRef | None = None,
     ) -> bytes:
         """Run a query; returns the reply's Candid bytes or raises an :class:`IcError`."""
-        return bytes(await self._query(canister_id, method, arg, effective_canister_id, False))
+        reply, _ = await self._query(canister_id, method, arg, effective_canister_id, False)
+        return bytes(reply)
 
     async def query_view(
         self,
@@ -189,7 +191,23 @@ class Agent:
     ) -> memoryview:
         """:meth:`query`, the reply as a view of the HTTP response (a large reply is
         verified and handed on without a copy: the relay's reads)."""
-        return memoryview(await self._query(canister_id, method, arg, effective_canister_id, True))
+        reply, _ = await self._query(canister_id, method, arg, effective_canister_id, True)
+        return memoryview(reply)
+
+    async def query_arg(
+        self,
+        canister_id: CanisterRef,
+        method: str,
+        arg: bytes | ArgParts = EMPTY_ARGS,
+        *,
+        effective_canister_id: CanisterRef | None = None,
+    ) -> ArgParts:
+        """:meth:`query_view`, the reply ready to be sent on as another call's argument:
+        with its SHA-256, which checking its signature computed, so the call's request
+        id does not hash the bytes again (a relay's read written on as they came)."""
+        reply, digest = await self._query(canister_id, method, arg, effective_canister_id, True)
+        view = memoryview(reply)
+        return ArgParts((view,), digest if digest is not None else hashlib.sha256(view).digest())
 
     async def _query(
         self,
@@ -198,7 +216,8 @@ class Agent:
         arg: bytes | ArgParts,
         effective_canister_id: CanisterRef | None,
         views: bool,
-    ) -> bytes | memoryview:
+    ) -> tuple[bytes | memoryview, bytes | None]:
+        """The reply, and its SHA-256 where the signature check computed it."""
         target, effective = _targets(canister_id, effective_canister_id)
         call = self._call_info(target, method, "query")
         request = self._sign(
@@ -206,9 +225,10 @@ class Agent:
         )
         answer = await self._post(canister_path("v3", effective.to_text(), "query"), request, call)
         response = decode_cbor_map(answer.content, call, "query response", views=views)
+        digest = None
         if not self._insecure:
-            await self._verify_query(response, request.request_id, effective, call)
-        return _query_outcome(response, call)
+            digest = await self._verify_query(response, request.request_id, effective, call)
+        return _query_outcome(response, call), digest
 
     async def update(
         self,
@@ -436,7 +456,8 @@ class Agent:
 
     async def _verify_query(
         self, response: Mapping[str, Any], request_id: bytes, effective: Principal, call: CallInfo
-    ) -> None:
+    ) -> bytes | None:
+        """Check every node signature; returns the SHA-256 of reply.arg (of a reply)."""
         try:
             fields = qs.signed_fields(response)
             signatures = qs.node_signatures(response)
@@ -459,6 +480,7 @@ class Agent:
                         reason="signature",
                     )
                 qs.verify_node_signature(fields, request_id, signature, key)
+            return qs.reply_arg_digest(fields)
         except IcError as exc:
             raise exc.with_call(call) from None
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from canister_iface import icrp_errors as errs
 from canister_iface.caller import Caller
-from canister_iface.errors import AccessDenied, IcError, TransientError
+from canister_iface.errors import AccessDenied, CanisterReject, IcError, TransientError
 from canister_iface.icrp import IcrpClient, chunk_count, image_chunk_digests, image_digest
 from canister_iface.icrp_types import (
     CAPABILITIES,
@@ -247,6 +247,7 @@ class _Suite:
             ("export.read_exact", _REQ["export.read_exact"], self.read_exact),
             ("export.image_digest", _REQ["export.image_digest"], self.image_digest),
             ("export.chunk_digests", _REQ["export.chunk_digests"], self.chunk_digests),
+            ("export.read_for_write", _REQ["export.read_for_write"], self.read_for_write),
             ("access.reads_refused", _REQ["access.reads_refused"], self.reads_refused),
             ("export.ids_increase", _REQ["export.ids_increase"], self.ids_increase),
             ("export.stale_snapshot", _REQ["export.stale_snapshot"], self.stale_snapshot),
@@ -467,6 +468,28 @@ class _Suite:
         for offset in range(start, end, step):
             parts.append(await self.icrp.read(ticket.snapshot_id, offset, min(step, end - offset)))
         return b"".join(parts)
+
+    async def read_for_write(self) -> str:
+        info, ticket = self.need("read_for_write"), self.need_ticket()
+        want = min(ticket.size, info.max_transfer_bytes, ticket.chunk_size + 17)
+        import_id, at = 4_294_967_301, ticket.size - want  # echoed as given, checked here
+        arg = await self.icrp.read_for_write(ticket.snapshot_id, import_id, at, want)
+        if bytes(arg.data) != await self.icrp.read(ticket.snapshot_id, at, want):
+            raise Fail("icrp_read_for_write and icrp_read returned different bytes")
+        refused = []
+        for who, client, snapshot in (
+            ("a stale snapshot", self.icrp, ticket.snapshot_id + 1_000_000),
+            ("an untrusted caller", self.other, ticket.snapshot_id),
+        ):
+            if client is None:
+                continue
+            try:
+                await client.read_for_write(snapshot, import_id, 0, 1)
+            except CanisterReject:
+                refused.append(who)
+                continue
+            raise Fail(f"icrp_read_for_write answered {who}")
+        return f"{want} bytes at {at} as icrp_write's argument; refused: {', '.join(refused)}"
 
     async def ids_increase(self) -> str:
         info, ticket = self.need_info(), self.need_ticket()
@@ -1384,6 +1407,8 @@ _REQ = {
     "never more than max_transfer_bytes",
     "export.image_digest": "the image digest is SHA-256 over the ordered chunk digests",
     "export.chunk_digests": "every chunk read back hashes to its icrp_chunk_digests entry",
+    "export.read_for_write": "icrp_read_for_write answers icrp_read's bytes as (import_id, "
+    "offset, blob), echoing both, and rejects a stale snapshot and an untrusted caller",
     "access.reads_refused": "an untrusted caller cannot export, read or list anything "
     "(NotAuthorized)",
     "export.ids_increase": "after icrp_end_export the next image gets a larger snapshot id",

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from canister_iface.agent import Agent
 from canister_iface.caller import Caller, ViewCaller
 from canister_iface.candid_value import (
+    ArgParts,
     Rec,
     as_blob,
     as_nat,
@@ -32,6 +34,7 @@ from canister_iface.candid_value import (
     as_vec,
     decode_ok,
     decode_single,
+    decode_write_arg,
     encode_values,
     encode_with_blob,
 )
@@ -118,6 +121,15 @@ def image_chunk_digests(image: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> l
 
 
 # -------------------------------------------------------------------- client
+
+
+@dataclass(frozen=True)
+class WriteArg:
+    """A verified ``icrp_read_for_write`` reply: ``message`` is ``icrp_write``'s argument
+    (a view of the reply, with its SHA-256), ``data`` the bytes in it."""
+
+    message: ArgParts
+    data: memoryview
 
 
 class IcrpClient:
@@ -229,6 +241,37 @@ class IcrpClient:
             )
         return data
 
+    async def read_for_write(
+        self, snapshot_id: int, import_id: int, offset: int, length: int
+    ) -> WriteArg:
+        """:meth:`read` answered as the argument of ``icrp_write(import_id, offset, data)``
+        (capability ``read_for_write``): the relay sends it on with :meth:`write_arg`,
+        unchanged, and each byte is hashed once.  The echoed ``import_id`` and
+        ``offset`` and the length are checked here; an ICRP error comes as a
+        :class:`~canister_iface.errors.CanisterReject` (:meth:`read` answers it typed).
+        """
+        method = "icrp_read_for_write"
+        _, arg = self._arg(method, (snapshot_id, import_id, offset, length))
+        if isinstance(self.agent, Agent):
+            message = await self.agent.query_arg(self.canister_id.raw, method, arg)
+        else:
+            message = ArgParts(
+                (memoryview(await self.agent.query(self.canister_id.raw, method, arg)),)
+            )
+        decoded = decode_write_arg(message.parts[0])
+        if decoded is None:
+            raise ProtocolError(
+                f"{method}: the reply is not the (nat64, nat64, blob) icrp.did declares"
+            )
+        got_import, got_offset, data = decoded
+        if got_import != import_id or got_offset != offset or len(data) > length:
+            raise ProtocolError(
+                f"{method}: asked for {length} bytes at {offset} of snapshot {snapshot_id} for "
+                f"import {import_id}, got {len(data)} bytes at {got_offset} for import "
+                f"{got_import}; nothing was written"
+            )
+        return WriteArg(message, data)
+
     async def chunk_digests(self, snapshot_id: int, first: int, count: int) -> list[bytes]:
         """Chunk digests ``first .. first + count - 1`` (the canister may answer fewer)."""
         value = await self._result("icrp_chunk_digests", snapshot_id, first, count)
@@ -276,6 +319,18 @@ class IcrpClient:
             reply = await self.agent.update(target, "icrp_write", parts)
         else:
             reply = await self.agent.update(target, "icrp_write", parts.joined())
+        return self._written(reply)
+
+    async def write_arg(self, arg: WriteArg) -> int:
+        """:meth:`write` of what :meth:`read_for_write` answered, sent as it came."""
+        target = self.canister_id.raw
+        if isinstance(self.agent, Agent):
+            reply = await self.agent.update(target, "icrp_write", arg.message)
+        else:
+            reply = await self.agent.update(target, "icrp_write", arg.message.joined())
+        return self._written(reply)
+
+    def _written(self, reply: bytes) -> int:
         written = decode_ok(reply)
         if isinstance(written, int):
             return written

@@ -70,6 +70,7 @@ CAPABILITIES = (
     "fences",
     "routing",
     "fleet",
+    "read_for_write",
 )
 
 Mode = Literal["primary", "standby", "read_only"]

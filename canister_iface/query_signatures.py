@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -37,7 +38,7 @@ from canister_iface import certificate as cert_mod
 from canister_iface.certificate import Certificate, LookupStatus
 from canister_iface.errors import CertificateError, StaleCertificate
 from canister_iface.principal import Principal
-from canister_iface.rihash import Value, hash_of_map
+from canister_iface.rihash import Hashed, Value, hash_of_map
 
 RESPONSE_DOMAIN = b"\x0bic-response"
 # DER SubjectPublicKeyInfo prefix of an Ed25519 key (RFC 8410): node keys are 44 bytes.
@@ -149,7 +150,11 @@ def signed_fields(response: Mapping[str, Any]) -> dict[str, Value | None]:
             raise CertificateError(
                 "a replied query response needs reply.arg (a blob)", reason="malformed"
             )
-        return {"status": "replied", "reply": _value(reply)}
+        # reply.arg is hashed once here (it is most of the bytes): every node's
+        # signature check, and a relay sending it on (reply_arg_digest), reuse it.
+        fields = {str(key): _value(item) for key, item in reply.items() if key != "arg"}
+        fields["arg"] = Hashed(sha256(reply["arg"]).digest())
+        return {"status": "replied", "reply": fields}
     if status == "rejected":
         return {
             "status": "rejected",
@@ -160,6 +165,13 @@ def signed_fields(response: Mapping[str, Any]) -> dict[str, Value | None]:
     raise CertificateError(
         f"query response status {status!r} cannot be verified", reason="malformed"
     )
+
+
+def reply_arg_digest(fields: Mapping[str, Value | None]) -> bytes | None:
+    """SHA-256 of reply.arg, from the fields :func:`signed_fields` returned (a reply)."""
+    reply = fields.get("reply")
+    arg = reply.get("arg") if isinstance(reply, Mapping) else None
+    return arg.digest if isinstance(arg, Hashed) else None
 
 
 def _value(raw: Any) -> Value:

@@ -14,10 +14,20 @@ A value of ``None`` is an omitted optional field.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import sha256
 
+
+@dataclass(frozen=True)
+class Hashed:
+    """A blob of which only the hash is needed, hashed already (a large query
+    reply: its signature check and the call it is sent on in share one SHA-256)."""
+
+    digest: bytes
+
+
 # What callers may put into a content map (recursively).
-Value = bytes | memoryview | str | int | Sequence["Value"] | Mapping[str, "Value | None"]
+Value = bytes | memoryview | str | int | Hashed | Sequence["Value"] | Mapping[str, "Value | None"]
 
 
 def uleb128(number: int) -> bytes:
@@ -48,6 +58,8 @@ def _encode(value: Value) -> bytes | memoryview:
 def hash_value(value: Value) -> bytes:
     if isinstance(value, bytes | str | int | memoryview):  # concrete classes: no ABC check
         return sha256(_encode(value)).digest()
+    if isinstance(value, Hashed):
+        return value.digest
     if isinstance(value, Mapping):
         return hash_of_map(value)
     if isinstance(value, Sequence) and not isinstance(value, bytes | str | memoryview):

@@ -107,6 +107,8 @@ def _request_id(content: Mapping[str, Value | ArgParts]) -> bytes:
 
 def _hash_field(value: Value | ArgParts) -> bytes:
     if isinstance(value, ArgParts):
+        if value.digest is not None:  # hashed already (a verified reply sent on)
+            return value.digest
         hasher = hashlib.sha256()
         for part in value.parts:
             hasher.update(part)
@@ -161,11 +163,13 @@ def _cbor(value: object, out: _Parts) -> None:
     # The envelope's own types first, each a concrete class (~20 items per
     # call): the general chain below costs an ABC check (Mapping) for most.
     if isinstance(value, str):
-        encoded = value.encode("utf-8")
-        out.add(_head(3, len(encoded)) + encoded)
+        out.add(_cbor_text(value))
     elif isinstance(value, bytes):
-        out.add(_head(2, len(value)))
-        out.add(value)
+        if len(value) < _MERGE_BELOW:  # one part, not a head and a blob
+            out.add(_head(2, len(value)) + value)
+        else:
+            out.add(_head(2, len(value)))
+            out.add(value)
     elif isinstance(value, dict):
         out.add(_head(5, len(value)))
         for key, item in value.items():
@@ -175,6 +179,22 @@ def _cbor(value: object, out: _Parts) -> None:
         out.add(_head(0, value))
     else:
         _cbor_any(value, out)
+
+
+# Field names, request types and method names recur in every envelope.
+_TEXTS: dict[str, bytes] = {}
+_MAX_TEXTS = 512
+
+
+def _cbor_text(value: str) -> bytes:
+    """A CBOR text string (the common ones from a cache)."""
+    encoded = _TEXTS.get(value)
+    if encoded is None:
+        raw = value.encode("utf-8")
+        encoded = _head(3, len(raw)) + raw
+        if len(_TEXTS) < _MAX_TEXTS:
+            _TEXTS[value] = encoded
+    return encoded
 
 
 def _cbor_any(value: object, out: _Parts) -> None:

@@ -116,6 +116,8 @@ class Tracker(Protocol):
 class TrackedDict(dict[_K, _V]):
     """A ``dict`` that reports every change to the canister holding it."""
 
+    __slots__ = ("_owner",)  # 20,000 canisters hold three containers each
+
     def __init__(self, owner: CanisterState, items: Any = ()) -> None:
         super().__init__(items)
         self._owner = owner
@@ -159,6 +161,8 @@ class TrackedDict(dict[_K, _V]):
 
 class TrackedList(list[_V]):
     """A ``list`` that reports every change to the canister holding it."""
+
+    __slots__ = ("_owner",)
 
     def __init__(self, owner: CanisterState, items: Any = ()) -> None:
         super().__init__(items)

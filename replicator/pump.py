@@ -20,8 +20,13 @@ One copy is::
   that checks every chunk itself (:attr:`ChunkWriter.verifies_chunks`) and
   the reader reads any range (:class:`PieceReader`), the relay streams:
   each piece is written as soon as it is read, one piece in memory per
-  run.  Every call goes through :class:`~replicator.calls.CallRunner`:
-  limits, retries of transient errors, metrics.
+  run.  Where the source can answer a read as the target's write argument
+  (:class:`ForwardingWriter`; ICRP ``icrp_read_for_write``), the reply is
+  sent on as it came: each byte is hashed once (the reply's signature
+  check and the write's request id share the SHA-256) and never
+  re-encoded; other sources are read and written as before.  Every call
+  goes through :class:`~replicator.calls.CallRunner`: limits, retries of
+  transient errors, metrics.
 - **Adapt**: pieces are cut to the current
   :class:`~replicator.chunking.TransferSize` of their path (:class:`Sizer`:
   push, read, write); a call that fails for its size
@@ -63,7 +68,7 @@ from typing import Protocol, runtime_checkable
 
 from canister_iface import errors as ic
 from replicator.chunkbook import ChunkBook
-from replicator.chunking import Path, TransferSize, shrink_reason, split_evenly
+from replicator.chunking import Path, TransferSize, shrink_reason
 from replicator.errors import IntegrityError, JobFailed
 from replicator.integrity import ImageInfo, chunk_digest, chunk_span
 
@@ -107,6 +112,15 @@ class TransferTooLarge(JobFailed):
 # ------------------------------------------------------------------ sizing
 
 
+def first_piece(length: int, max_piece: int) -> int:
+    """The length of the first of :func:`~replicator.chunking.split_evenly`'s pieces of
+    ``length`` bytes (the longest), without listing them all: a stretch of a large
+    image has thousands, and a piece is cut from what is left of it each time."""
+    count = -(-length // max_piece)
+    base, extra = divmod(length, count)
+    return base + (1 if extra else 0)
+
+
 class Sizer:
     """The adaptive transfer size of one path, reported to the metrics."""
 
@@ -131,7 +145,7 @@ class Sizer:
         """Call ``step(offset, n)`` over ``[offset, offset + length)`` in adaptive pieces."""
         position, end = offset, offset + length
         while position < end:
-            piece = split_evenly(position, end - position, self.size.size)[0][1]
+            piece = first_piece(end - position, self.size.size)
             try:
                 await step(position, piece)
             except ic.IcError as exc:
@@ -254,6 +268,20 @@ class ChunkWriter(Protocol):
         ...
 
 
+Step = Callable[[int, int], Awaitable[None]]
+
+
+@runtime_checkable
+class ForwardingWriter(Protocol):
+    """A writer that can have a piece read as its own call's argument."""
+
+    def forwarder(self, reader: PieceReader) -> Step | None:
+        """A step moving ``(offset, length)`` from ``reader`` whose read reply is sent on
+        as the write's argument, unchanged (each byte hashed once, never copied),
+        or ``None`` where ``reader`` cannot answer so."""
+        ...
+
+
 class Pusher(Protocol):
     """The direct path: makes the source write a byte range into the target."""
 
@@ -307,6 +335,7 @@ class RelayMover:
         self.expected = expected
         self.describe = describe
         self._pair: tuple[PieceReader, ChunkWriter] | None = None  # move_piece's, once known
+        self._step: Step | None = None  # a streaming piece's, once known
 
     @property
     def run_bytes(self) -> int:
@@ -351,7 +380,7 @@ class RelayMover:
         return data
 
     async def move_piece(self, offset: int, length: int) -> None:
-        if self._pair is None:
+        if self._pair is None:  # once: a protocol isinstance check costs ~50 µs
             self._pair = self._streams()
             if self._pair is None:
                 raise TypeError("only a streaming relay into a checking target moves pieces")
@@ -364,12 +393,18 @@ class RelayMover:
     async def _stream(
         self, reader: PieceReader, writer: ChunkWriter, offset: int, length: int
     ) -> None:
-        """Each piece is written as soon as it is read (the writer sizes its own calls)."""
+        """Each piece is written as soon as it is read (the writer sizes its own calls),
+        forwarded as it came where the writer and the reader can (:class:`ForwardingWriter`)."""
+        step = self._step
+        if step is None:
+            step = writer.forwarder(reader) if isinstance(writer, ForwardingWriter) else None
+            if step is None:
 
-        async def piece(at: int, size: int) -> None:
-            await writer.write_at(at, await reader.read_at(at, size))
+                async def step(at: int, size: int) -> None:
+                    await writer.write_at(at, await reader.read_at(at, size))
 
-        await reader.sizer.sized(offset, length, piece)
+            self._step = step
+        await reader.sizer.sized(offset, length, step)
 
     async def flush(self) -> None:
         if self.writer is not None:
@@ -520,7 +555,7 @@ class _PieceCutter:
         if self._position >= self._end and not self._next_stretch():
             return None
         offset = self._position
-        length = split_evenly(offset, self._end - offset, size)[0][1]
+        length = first_piece(self._end - offset, size)
         chunk_size = self.image.chunk_size
         chunks = range(offset // chunk_size, (offset + length - 1) // chunk_size + 1)
         for index in chunks:

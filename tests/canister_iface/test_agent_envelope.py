@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from canister_iface import rihash
-from canister_iface.candid_value import Blob, Nat64, encode_values, encode_with_blob
+from canister_iface.candid_value import ArgParts, Blob, Nat64, encode_values, encode_with_blob
 from canister_iface.identity import Identity
 from canister_iface.transport import REQUEST_DOMAIN, new_nonce, sign_request
 from localnet import rihash as localnet_rihash
@@ -147,3 +148,27 @@ def test_an_arg_in_parts_gives_the_same_envelope_and_id_as_one_arg() -> None:
     assert split.body == joined.body
     assert _decode(split.body)["content"]["arg"] == encode_values(types)
     validate_envelope(split.body, "call", CANISTER)
+
+
+def test_a_hashed_arg_gives_the_same_envelope_and_id_without_hashing_again() -> None:
+    identity = Identity.generate_ed25519()
+    message = encode_values([(Nat64, 7), (Nat64, 9), (Blob, bytes(range(256)) * 1024)])
+    content = _content(identity, arg=message)
+    plain = sign_request(content, identity)
+    digest = hashlib.sha256(message).digest()
+    hashed = sign_request({**content, "arg": ArgParts((memoryview(message),), digest)}, identity)
+    assert hashed.request_id == plain.request_id == rihash.request_id(content)
+    assert hashed.body == plain.body
+    validate_envelope(hashed.body, "call", CANISTER)
+    # The digest given is the one used: a wrong one names another request, whose
+    # signature the IC (computing the id from the bytes it gets) refuses.
+    wrong = sign_request({**content, "arg": ArgParts((message,), bytes(32))}, identity)
+    assert wrong.request_id != plain.request_id
+    with pytest.raises(EnvelopeError):
+        validate_envelope(wrong.body, "call", CANISTER)
+
+
+def test_a_prehashed_value_hashes_as_its_blob() -> None:
+    reply = {"arg": b"DIDL\x00\x00" * 1000}
+    prehashed = {"arg": rihash.Hashed(hashlib.sha256(reply["arg"]).digest())}
+    assert rihash.hash_of_map(prehashed) == rihash.hash_of_map(reply)

@@ -15,6 +15,7 @@ from canister_iface.candid_value import (
     as_variant,
     decode_ok,
     decode_single,
+    decode_write_arg,
     encode_value,
     encode_values,
     encode_with_blob,
@@ -84,3 +85,47 @@ def test_a_type_table_seen_before_is_reused_and_only_for_the_same_table() -> Non
         assert bytes(decode_ok(second) or b"") == b"b" * 300  # type: ignore[arg-type]
         assert bytes(decode_ok(other) or b"") == b"c"  # type: ignore[arg-type]
         assert decode_ok(encode_value(BLOB_RESULT, {"err": {"code": 2, "message": ""}})) is None
+
+
+@pytest.mark.parametrize("size", [0, 1, 128, 300_000])
+def test_a_write_argument_is_read_in_place(size: int) -> None:
+    blob = bytes(i % 249 for i in range(size))
+    message = encode_values([(Nat64, 5), (Nat64, 2**33 + 1), (Blob, blob)])
+    decoded = decode_write_arg(message)
+    assert decoded is not None
+    import_id, offset, data = decoded
+    assert (import_id, offset, bytes(data)) == (5, 2**33 + 1, blob)
+    assert isinstance(data, memoryview)
+
+
+def test_other_shapes_are_not_write_arguments() -> None:
+    blob = b"abc"
+    for message in (
+        encode_values([(Nat64, 5), (Nat, 7), (Blob, blob)]),  # nat, not nat64
+        encode_values([(Nat64, 5), (Nat64, 7)]),  # no blob
+        encode_values([(Nat64, 5), (Nat64, 7), (Blob, blob), (Nat64, 1)]),  # a value more
+        encode_values([(Nat64, 5), (Nat64, 7), (Blob, blob)]) + b"x",  # bytes after it
+        encode_values([(Nat64, 5), (Nat64, 7), (Blob, blob)])[:-1],  # cut short
+        encode_value(BLOB_RESULT, {"ok": blob}),  # icrp_read's reply
+        b"DIDM",
+    ):
+        assert decode_write_arg(message) is None, message
+
+
+@pytest.mark.parametrize(
+    "values", [[0], [5, 2**64 - 1], [1, 2, 3, 4], list(range(127)), [2**40] * 3]
+)
+def test_nat64_arguments_are_written_as_icp_candid_writes_them(values: list[int]) -> None:
+    from icp_candid import encode as icp_encode
+
+    expected = bytes(icp_encode([{"type": Nat64, "value": v} for v in values]))
+    assert encode_values([(Nat64, v) for v in values]) == expected
+
+
+def test_other_nat64_arguments_take_the_general_encoder() -> None:
+    with pytest.raises(ValueError, match="cannot encode"):
+        encode_values([(Nat64, 2**64)])
+    with pytest.raises(ValueError, match="cannot encode"):
+        encode_values([(Nat64, -1)])
+    assert encode_values([(Nat64, True)]) == encode_values([(Nat64, 1)])  # as icp_candid does
+    assert len(encode_values([(Nat64, 1)] * 128)) == 4 + 1 + 2 + 128 + 128 * 8

@@ -74,7 +74,7 @@ async def test_the_transfer_size_shrinks_to_a_payload_cap(w: World) -> None:
     # cap first and the writes follow the smaller pieces.
     too_large = sum(
         counter(w.metrics, "replicator_calls_total", method=method, outcome="permanent")
-        for method in ("icrp_read", "icrp_write")
+        for method in ("icrp_read", "icrp_read_for_write", "icrp_write")
     )
     written = counter(w.metrics, "replicator_calls_total", method="icrp_write", outcome="ok")
     assert too_large > 0

@@ -9,7 +9,7 @@ import pytest
 
 from canister_iface import errors as ic
 from replicator.chunkbook import ChunkBook
-from replicator.chunking import Path, SizePolicy, TransferSize
+from replicator.chunking import Path, SizePolicy, TransferSize, split_evenly
 from replicator.errors import IntegrityError
 from replicator.integrity import ImageInfo, chunk_digest, image_digest_of
 from replicator.pump import (
@@ -20,6 +20,7 @@ from replicator.pump import (
     Run,
     Sizer,
     TransferTooLarge,
+    first_piece,
 )
 
 CHUNK = 4096
@@ -336,3 +337,11 @@ def test_runs_cover_whole_chunks() -> None:
     run = Run.of(range(11, 13), IMAGE)
     assert (run.offset, run.length) == (11 * CHUNK, len(DATA) - 11 * CHUNK)
     assert list(run.chunks) == [11, 12]
+
+
+@pytest.mark.parametrize("max_piece", [1, 7, 1000, 2_000_000])
+@pytest.mark.parametrize("length", [1, 6, 7, 8, 999, 1001, 2_000_001, 3 << 30])
+def test_first_piece_is_the_first_of_split_evenly(length: int, max_piece: int) -> None:
+    if length // max_piece > 100_000:
+        max_piece = length // 3  # split_evenly would list too many pieces
+    assert first_piece(length, max_piece) == split_evenly(0, length, max_piece)[0][1]

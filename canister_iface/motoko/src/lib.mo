@@ -47,6 +47,7 @@
 /// discarded with the old state, and the journal continues from the
 /// image's `journal_seq`.
 
+import Array "mo:core/Array";
 import InternetComputer "mo:core/InternetComputer";
 import List "mo:core/List";
 import Nat32 "mo:core/Nat32";
@@ -192,6 +193,12 @@ module {
   /// A restore in progress (transient).
   type Restoring = { restorer : Types.Restorer; source : Types.Source };
 
+  /// The reject message of `icrp_read_for_write` for an ICRP error (the
+  /// reply type has no room for one; `icrp_read` answers it typed).
+  public func readForWriteRefusal(e : Types.Error) : Text {
+    "icrp_read_for_write refused: " # debug_show e # " (icrp_read answers the same error as an ICRP Error)";
+  };
+
   /// An ICRP node: implements every `icrp_*` method for an app whose state
   /// `hooks` describe. Methods take the caller and check access themselves.
   public class Node(state : State, hooks : Types.Hooks) {
@@ -199,6 +206,7 @@ module {
     var building : ?Building = null;
     var restoring : ?Restoring = null;
     var fleet : ?Fleet.Fleet = null;
+    var declared : [Text] = [];
     let peersVersion = Access.Version();
 
     // ---- app-facing ---------------------------------------------------------
@@ -237,6 +245,13 @@ module {
     public func record(op : Types.Op) : Nat64 {
       allowed(checkAppWrite());
       journal(op);
+    };
+
+    /// Adds `capability` to `icrp_info` for an optional method the actor
+    /// exports itself (only the actor knows which it exports), e.g.
+    /// "read_for_write" for `icrp_read_for_write` (see `readForWrite`).
+    public func declare(capability : Text) {
+      declared := Array.concat(declared, [capability]);
     };
 
     /// Makes `icrp_fleet_members` list `f` (an app that creates or indexes
@@ -367,6 +382,7 @@ module {
         List.add(caps, "fences");
       };
       if (Option.isSome(fleet)) List.add(caps, "fleet");
+      for (capability in declared.vals()) List.add(caps, capability);
       List.toArray(caps);
     };
 
@@ -472,6 +488,17 @@ module {
     public func read(caller : Principal, id : Types.SnapshotId, offset : Nat64, len : Nat64) : Types.Result<Blob> {
       switch (readable(caller, id)) { case (#err e) return #err e; case (#ok) {} };
       Image.read(state.image, offset, len);
+    };
+
+    /// `read`, answered as the argument of the target's
+    /// `icrp_write(import_id, offset, data)`: the actor's
+    /// `icrp_read_for_write` query returns it as its three reply values, or
+    /// rejects with `readForWriteReject(e)` (see icrp.did).
+    public func readForWrite(caller : Principal, id : Types.SnapshotId, importId : Types.ImportId, offset : Nat64, len : Nat64) : Types.Result<(Types.ImportId, Nat64, Blob)> {
+      switch (read(caller, id, offset, len)) {
+        case (#ok data) #ok((importId, offset, data));
+        case (#err e) #err e;
+      };
     };
 
     public func chunkDigests(caller : Principal, id : Types.SnapshotId, first : Nat64, count : Nat64) : Types.Result<[Blob]> {

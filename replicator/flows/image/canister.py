@@ -35,7 +35,7 @@ from typing import TypeVar
 
 from canister_iface import errors as ic
 from canister_iface import icrp_errors as ie
-from canister_iface.icrp import IcrpClient
+from canister_iface.icrp import IcrpClient, WriteArg
 from canister_iface.icrp_types import ExportTicket, ImportSpec, ImportStatus, Info, ensure_version
 from canister_iface.principal import Principal
 from replicator.calls import CallCost, CallRunner
@@ -45,7 +45,7 @@ from replicator.flow import Calls
 from replicator.flows.image.sides import Prepared
 from replicator.integrity import ImageInfo, image_digest
 from replicator.job import CanisterRef
-from replicator.pump import PIECES_PER_RUN, Buffer, Run, Sizer
+from replicator.pump import PIECES_PER_RUN, Buffer, PieceReader, Run, Sizer, Step
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,6 +114,10 @@ class _Canister:
                 f"{capability!r} (it has: {', '.join(info.capabilities) or 'none'})"
             )
         return info
+
+    def can(self, capability: str) -> bool:
+        """The canister listed ``capability`` in the ``icrp_info`` already read."""
+        return self._info is not None and self._info.can(capability)
 
     def sizer(self, path: Path) -> Sizer:
         limit = None if self._info is None else self._info.max_transfer_bytes
@@ -259,6 +263,7 @@ class CanisterReader:
         self.snapshot_id = snapshot_id
         self.sizer = sizer
         self.charged = charged
+        self._forwards = True
 
     @property
     def run_bytes(self) -> int:
@@ -286,6 +291,34 @@ class CanisterReader:
                 f"offset {offset:,} of snapshot {self.snapshot_id}"
             )
         return data
+
+    @property
+    def forwards(self) -> bool:
+        """The source answers reads as the target's write argument (``read_for_write``)."""
+        return self._forwards and self.source.can("read_for_write")
+
+    async def read_for_write(self, import_id: int, offset: int, length: int) -> WriteArg | None:
+        """``icrp_read_for_write``; ``None`` when the source refused it (read with
+        :meth:`read_at` then: ``icrp_read`` answers the same error typed)."""
+        client = self.source.client
+        try:
+            arg = await self.source.call(
+                "icrp_read_for_write",
+                lambda: client.read_for_write(self.snapshot_id, import_id, offset, length),
+                cost="query",
+                nbytes=length if self.charged else 0,
+            )
+        except ic.MethodNotFound:
+            self._forwards = False  # it lists the capability but lacks the method
+            return None
+        except ic.CanisterReject:
+            return None
+        if len(arg.data) != length:
+            raise ic.ProtocolError(
+                f"{self.source.endpoint} returned {len(arg.data):,} of {length:,} bytes at "
+                f"offset {offset:,} of snapshot {self.snapshot_id}"
+            )
+        return arg
 
 
 class CanisterPusher:
@@ -521,16 +554,35 @@ class CanisterWriter:
 
         async def write(at: int, length: int) -> None:
             piece = view[at - offset : at - offset + length]
-            try:
-                await self.target.call(
-                    "icrp_write",
-                    lambda: self.target.client.write(self.import_id, at, piece),
-                    nbytes=length,
-                )
-            except ie.DigestMismatch as exc:
-                raise _bad_chunk(self.target, exc) from exc
+            await self._write(
+                at, length, lambda: self.target.client.write(self.import_id, at, piece)
+            )
 
         await self.sizer.sized(offset, len(view), write)
+
+    def forwarder(self, reader: PieceReader) -> Step | None:
+        """Pieces read with ``icrp_read_for_write`` and written as they came, where the
+        source answers so; a piece the source refuses, or larger than this writer's
+        transfer size, goes the plain way (read, then :meth:`write_at`)."""
+        if not isinstance(reader, CanisterReader) or not reader.forwards:
+            return None
+
+        async def step(at: int, size: int) -> None:
+            arg = None
+            if size <= self.sizer.current and reader.forwards:
+                arg = await reader.read_for_write(self.import_id, at, size)
+            if arg is None:
+                await self.write_at(at, await reader.read_at(at, size))
+                return
+            await self._write(at, size, lambda: self.target.client.write_arg(arg))
+
+        return step
+
+    async def _write(self, at: int, size: int, perform: Callable[[], Awaitable[int]]) -> None:
+        try:
+            await self.target.call("icrp_write", perform, nbytes=size)
+        except ie.DigestMismatch as exc:
+            raise _bad_chunk(self.target, exc) from exc
 
     async def flush(self) -> None:
         return None  # an acknowledged icrp_write is durable in the canister

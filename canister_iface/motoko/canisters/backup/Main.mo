@@ -22,6 +22,7 @@
 /// Images are immutable once stored: a stored image's snapshot id stays
 /// readable until it is evicted.
 
+import Error "mo:core/Error";
 import List "mo:core/List";
 import Nat "mo:core/Nat";
 import Nat64 "mo:core/Nat64";
@@ -72,7 +73,7 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
     {
       protocol_version = Types.PROTOCOL_VERSION;
       role = #backup;
-      capabilities = ["image", "import", "push", "multi_image"];
+      capabilities = ["image", "import", "push", "multi_image", "read_for_write"];
       trusted = ok;
       max_transfer_bytes = Types.MAX_TRANSFER;
       image = if ok Option.map<Stored, Types.ImageInfo>(newest(), imageInfo) else null;
@@ -118,6 +119,18 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
     switch (stored(caller, id)) {
       case (#ok s) Image.read(s.image, offset, len);
       case (#err e) #err e;
+    };
+  };
+
+  /// icrp_read, answered as the argument of the target's icrp_write (icrp.did).
+  public shared query ({ caller }) func icrp_read_for_write(id : Types.SnapshotId, importId : Types.ImportId, offset : Nat64, len : Nat64) : async (Types.ImportId, Nat64, Blob) {
+    let read = switch (stored(caller, id)) {
+      case (#ok s) Image.read(s.image, offset, len);
+      case (#err e) #err e;
+    };
+    switch (read) {
+      case (#ok data) (importId, offset, data);
+      case (#err e) throw Error.reject("icrp_read_for_write refused: " # debug_show e # " (icrp_read answers the same error as an ICRP Error)");
     };
   };
 

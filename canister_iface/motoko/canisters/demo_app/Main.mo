@@ -27,6 +27,7 @@
 
 import Array "mo:core/Array";
 import Blob "mo:core/Blob";
+import Error "mo:core/Error";
 import InternetComputer "mo:core/InternetComputer";
 import List "mo:core/List";
 import Map "mo:core/pure/Map";
@@ -109,7 +110,11 @@ persistent actor DemoApp {
 
   let kv = KvState.empty();
   let icrpState = ICRP.init(ICRP.defaultSettings, []);
-  transient let icrp = ICRP.Node(icrpState, KvState.hooks(kv));
+  transient let icrp = do {
+    let node = ICRP.Node(icrpState, KvState.hooks(kv));
+    node.declare("read_for_write"); // icrp_read_for_write below
+    node;
+  };
 
   // ---- ICRP (see canister_iface/icrp.did) ------------------------------------
 
@@ -130,6 +135,12 @@ persistent actor DemoApp {
   };
   public shared query ({ caller }) func icrp_read(id : Nat64, offset : Nat64, len : Nat64) : async Result<Blob> {
     icrp.read(caller, id, offset, len);
+  };
+  public shared query ({ caller }) func icrp_read_for_write(id : Nat64, importId : Nat64, offset : Nat64, len : Nat64) : async (Nat64, Nat64, Blob) {
+    switch (icrp.readForWrite(caller, id, importId, offset, len)) {
+      case (#ok answer) answer;
+      case (#err e) throw Error.reject(ICRP.readForWriteRefusal(e));
+    };
   };
   public shared query ({ caller }) func icrp_chunk_digests(id : Nat64, first : Nat64, count : Nat64) : async Result<[Blob]> {
     icrp.chunkDigests(caller, id, first, count);

@@ -26,7 +26,11 @@ persistent actor class UserCanister(init : { owner : Principal; peers : [Princip
   let owner = init.owner;
   let kv = KvState.empty();
   let icrpState = ICRP.init(ICRP.defaultSettings, init.peers);
-  transient let icrp = ICRP.Node(icrpState, KvState.hooks(kv));
+  transient let icrp = do {
+    let node = ICRP.Node(icrpState, KvState.hooks(kv));
+    node.declare("read_for_write"); // icrp_read_for_write below
+    node;
+  };
 
   // ---- the user's store --------------------------------------------------------
 
@@ -66,6 +70,12 @@ persistent actor class UserCanister(init : { owner : Principal; peers : [Princip
   public shared ({ caller }) func icrp_export_status(id : Nat64) : async Result<Types.ExportTicket> { icrp.exportStatus(caller, id) };
   public shared query ({ caller }) func icrp_list_images() : async Result<[Types.ExportTicket]> { icrp.listImages(caller) };
   public shared query ({ caller }) func icrp_read(id : Nat64, offset : Nat64, len : Nat64) : async Result<Blob> { icrp.read(caller, id, offset, len) };
+  public shared query ({ caller }) func icrp_read_for_write(id : Nat64, importId : Nat64, offset : Nat64, len : Nat64) : async (Nat64, Nat64, Blob) {
+    switch (icrp.readForWrite(caller, id, importId, offset, len)) {
+      case (#ok answer) answer;
+      case (#err e) throw Error.reject(ICRP.readForWriteRefusal(e));
+    };
+  };
   public shared query ({ caller }) func icrp_chunk_digests(id : Nat64, first : Nat64, count : Nat64) : async Result<[Blob]> { icrp.chunkDigests(caller, id, first, count) };
   public shared ({ caller }) func icrp_push(target : Principal, id : Nat64, importId : Nat64, offset : Nat64, len : Nat64) : async Result<Types.PushAck> {
     await* icrp.push(caller, target, id, importId, offset, len);
