@@ -55,6 +55,7 @@ class CallRunner:
         policy: RetryPolicy | None = None,
         spends: int = 0,
         urgent: bool = False,
+        in_subnet: bool = False,
     ) -> T:
         """``await perform()`` as one logical call of ``method`` on ``canister_id``.
 
@@ -63,10 +64,14 @@ class CallRunner:
         call pays beyond its message fees (a canister's initial cycles, a
         top-up), charged to the cycles budget like the fees.  ``urgent``
         calls (a standby's journal tail) go first through the limits
-        (:class:`replicator.limits.CallSpec`).
+        (:class:`replicator.limits.CallSpec`).  ``in_subnet``: the payload
+        crosses no block (a push between canisters of one subnet), which the
+        ``"auto"`` byte budget meters apart.
         """
         cycles = estimate_cycles(cost, nbytes) + spends
-        spec = CallSpec(canister_id, method, bytes=nbytes, cycles=cycles, urgent=urgent)
+        spec = CallSpec(
+            canister_id, method, bytes=nbytes, cycles=cycles, urgent=urgent, in_subnet=in_subnet
+        )
 
         async def timed() -> T:
             self.metrics.record_cycles_spent(cycles)

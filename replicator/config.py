@@ -30,12 +30,15 @@ Everything has a default, so no file is needed to talk to ``local`` or
     pem = "~/.config/dfx/identity/default/identity.pem"
 
     [limits]
-    calls_per_second = 10
-    bytes_per_second = "2 MiB"   # or a number of bytes
+    calls_per_second = 20        # default 20 (a 1 MiB push is one call)
+    bytes_per_second = "auto"    # default: 2 MiB/s for bytes a block carries (relay
+                                 # writes, cross-subnet pushes, archive restores),
+                                 # 16 MiB/s for pushes inside one subnet; a size
+                                 # ("2 MiB", or bytes) is one budget for every route
     byte_burst = "2 MiB"
-    in_flight = 16
-    in_flight_per_canister = 4
-    in_flight_reserved = 2       # of in_flight, kept for standbys' journal tails, whose
+    in_flight = 64               # default 64
+    in_flight_per_canister = 32  # default 32 (a push takes ~3.5 s on the subnet model)
+    in_flight_reserved = 8       # of in_flight, kept for standbys' journal tails, whose
                                  # calls also go first through the rate limits (default:
                                  # an eighth of in_flight)
     subnet_calls_per_second = 5  # shared by the canisters of one subnet (off by default;
@@ -120,7 +123,7 @@ from canister_iface.certificate import BLS_KEY_DER_PREFIX
 from canister_iface.principal import Principal
 from replicator.errors import ConfigError
 from replicator.job import ArchiveRef, CanisterRef, Endpoint, JobRequest, Scalar
-from replicator.limits import LimitSettings, Window
+from replicator.limits import AUTO, ByteBudget, LimitSettings, Window
 from replicator.retry import RetryPolicy
 from replicator.schedule import JobSchedule, parse_duration, parse_trigger
 from replicator.topup import SOURCES, TopUpPolicy
@@ -139,6 +142,7 @@ COMMAND_LINE = "command line"
 FILE_PREFIX = "file:"
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_BYTE_BUDGET = '"auto" or a positive size: bytes, or a string like "2 MiB"'
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _CYCLES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kMBT])?\s*$")
@@ -501,14 +505,7 @@ class _Parser:
         for name in ("calls_per_second", "subnet_calls_per_second", "global_calls_per_second"):
             if name in raw:
                 changes[name] = self.positive_float(raw[name], f"{key}.{name}")
-        for name in (
-            "bytes_per_second",
-            "byte_burst",
-            "subnet_bytes_per_second",
-            "global_bytes_per_second",
-        ):
-            if name in raw:
-                changes[name] = self.size(raw[name], f"{key}.{name}")
+        changes.update(self.limit_sizes(raw, key))
         for name in ("in_flight", "in_flight_per_canister"):
             if name in raw:
                 changes[name] = self.integer(raw[name], f"{key}.{name}", minimum=1)
@@ -770,6 +767,26 @@ class _Parser:
         if result <= 0:
             raise self.error(key, expected, value)
         return result
+
+    def limit_sizes(self, raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+        names = ("byte_burst", "subnet_bytes_per_second", "global_bytes_per_second")
+        sizes: dict[str, Any] = {
+            name: self.size(raw[name], f"{key}.{name}") for name in names if name in raw
+        }
+        if "bytes_per_second" in raw:
+            sizes["bytes_per_second"] = self.byte_budget(
+                raw["bytes_per_second"], f"{key}.bytes_per_second"
+            )
+        return sizes
+
+    def byte_budget(self, value: object, key: str) -> ByteBudget:
+        """``"auto"`` (a rate per way bytes travel, see :class:`LimitSettings`) or a size."""
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        try:
+            return self.size(value, key)
+        except ConfigError:
+            raise self.error(key, _BYTE_BUDGET, value) from None
 
     def cycles(self, value: object, key: str) -> int:
         expected = 'a number of cycles, or a string like "5T" (T = 10^12, B = 10^9, M, k)'

@@ -216,6 +216,11 @@ class Engine:
             self._subnets[network] = SubnetMap(certified_reader(self.agent(network)))
         return self._subnets[network]
 
+    async def _same_subnet(self, network: str, a: str, b: str) -> bool:
+        subnets = self.subnets(network)
+        first = await subnets.subnet_of(a)
+        return first is not None and first == await subnets.subnet_of(b)
+
     def _subnets_if_limited(self, network: str) -> SubnetMap | None:
         return self.subnets(network) if self.settings.limits_for(network).per_subnet else None
 
@@ -248,6 +253,7 @@ class Engine:
             sizer_for=self.sizer,
             note=note,
             subnets_for=self._subnets_if_limited,
+            same_subnet=self._same_subnet,
         )
 
     def provisioner(self, network: str, note: Callable[[str], None]) -> Provisioner:

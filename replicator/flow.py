@@ -56,6 +56,11 @@ from replicator.subnets import SubnetMap
 Note = Callable[[str], None]
 
 
+async def _not_known(network: str, a: str, b: str) -> bool:
+    del network, a, b
+    return False
+
+
 @dataclass(frozen=True)
 class Calls:
     """What code that talks to canisters needs: agents, calls through the limits, sizes."""
@@ -67,6 +72,9 @@ class Calls:
     # network → which subnet hosts a canister (the per-subnet limits' map), or
     # None when the network has no per-subnet limits.
     subnets_for: Callable[[str], SubnetMap | None] = lambda network: None
+    # (network, canister, canister) → both known to be on one subnet (certified
+    # state); False when either cannot be told, so a push is metered as XNet.
+    same_subnet: Callable[[str, str, str], Awaitable[bool]] = _not_known
 
 
 class Verb(enum.StrEnum):

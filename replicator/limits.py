@@ -43,7 +43,11 @@ then calls the wrapper inside it — the shape of restic's backend wrappers.
 - :class:`ByteRate`: bytes per second, a :class:`TokenBucket` with weighted
   permits.  A permit larger than the bucket (a 2 MiB chunk with a 1 MiB/s
   bucket) waits for a full bucket and leaves it in debt, so the long-run rate
-  holds and a large request is never starved.
+  holds and a large request is never starved.  With the default
+  ``bytes_per_second = "auto"`` it keeps two buckets, by what carries the
+  bytes (:attr:`CallSpec.in_subnet`): bytes a block carries (ingress, XNet)
+  and bytes a subnet routes in its own state (a push between two canisters
+  of one subnet); an explicit rate is one bucket for both.
   :func:`build_caller` starts the byte bucket empty: a process that restarts
   (a crash loop, a re-run) does not get a fresh burst above the rate.
 
@@ -55,10 +59,19 @@ reports the time a call waited for it to a ``WaitObserver``
 limit that waits takes its clock and sleep as arguments, so tests run on a
 fake clock and never wait on real time.
 
-The defaults (:class:`LimitSettings`) are polite for mainnet: 10 calls/s,
-2 MiB/s (about one full ingress message per second; a subnet's inbound
-ingress capacity is a few MB/s shared by everyone), 16 calls in flight, 4 per
-canister.
+The defaults (:class:`LimitSettings`) are polite for mainnet (the README's
+"Limits" section has the measurements behind them): bytes by route
+(``"auto"``): 2 MiB/s for bytes a block carries — a relay's writes are
+ingress, a cross-subnet push is XNet, and the two share a block of ~4 MiB
+about once a second with every other user of the subnet, so half a block
+each second is the most one orchestrator should take — and 16 MiB/s for a
+push between two canisters of one subnet, which passes through no block:
+its bound is the target's execution (~2 B instructions per round, SHA-256
+of every byte received at ~100-144 instructions/byte: 14-20 MiB/s into one
+canister).  20 calls/s (a 1 MiB push is one call; 10/s cost a tenth of
+the same-subnet rate measured), 64 calls in flight, 32 per canister (a
+push takes ~3.5 s on the subnet model; the byte budget, not the slots,
+bounds the relay and XNet).
 """
 
 from __future__ import annotations
@@ -111,6 +124,10 @@ class CallSpec:
     # by the rate limits, and entitled to the in-flight slots kept for it, so
     # that backups saturating the limits do not become a standby's lag.
     urgent: bool = False
+    # The payload passes through no block: a push between two canisters of
+    # one subnet (routed in the subnet's state).  Ingress, query replies read
+    # for a relay, and cross-subnet (XNet) pushes are False.
+    in_subnet: bool = False
 
 
 class Caller(Protocol):
@@ -268,7 +285,13 @@ class CallRate(_Wrapper):
 
 
 class ByteRate(_Wrapper):
-    """At most ``per_second`` payload bytes per second (``CallSpec.bytes``)."""
+    """At most ``per_second`` payload bytes per second (``CallSpec.bytes``).
+
+    ``in_subnet_per_second``: bytes of calls whose payload crosses no block
+    (:attr:`CallSpec.in_subnet`) take their permits from a second bucket of
+    that rate instead (``None``: one bucket for every call).  ``burst``
+    (default: one second of the bucket's rate) is every bucket's capacity.
+    """
 
     name = "bytes_per_second"
 
@@ -277,6 +300,7 @@ class ByteRate(_Wrapper):
         inner: Caller,
         per_second: float,
         *,
+        in_subnet_per_second: float | None = None,
         burst: float | None = None,
         observer: WaitObserver | None = None,
         clock: Clock = time.monotonic,
@@ -284,17 +308,21 @@ class ByteRate(_Wrapper):
         start_full: bool = True,
     ) -> None:
         super().__init__(inner, observer, clock)
-        self.bucket = TokenBucket(
-            per_second,
-            burst if burst is not None else per_second,
-            clock=clock,
-            sleep=sleep,
-            initial=None if start_full else 0.0,
+
+        def bucket(rate: float) -> TokenBucket:
+            capacity = burst if burst is not None else rate
+            initial = None if start_full else 0.0
+            return TokenBucket(rate, capacity, clock=clock, sleep=sleep, initial=initial)
+
+        self.bucket = bucket(per_second)
+        self.in_subnet_bucket = (
+            self.bucket if in_subnet_per_second is None else bucket(in_subnet_per_second)
         )
 
     async def call(self, spec: CallSpec, perform: Callable[[], Awaitable[T]]) -> T:
         since = self._clock()
-        await self.bucket.acquire(spec.bytes, urgent=spec.urgent)
+        bucket = self.in_subnet_bucket if spec.in_subnet else self.bucket
+        await bucket.acquire(spec.bytes, urgent=spec.urgent)
         self._waited(since)
         return await self.inner.call(spec, perform)
 
@@ -853,6 +881,14 @@ def _period_text(seconds: float) -> str:
 # ------------------------------------------------------------------- settings
 
 
+# bytes_per_second = "auto": a rate for each way bytes travel (see the module doc).
+AUTO: Literal["auto"] = "auto"
+BLOCK_BYTES_PER_SECOND = 2 * MiB  # ingress, XNet: half of a ~4 MiB block a second
+IN_SUBNET_BYTES_PER_SECOND = 16 * MiB  # a push inside one subnet: the target's execution
+
+ByteBudget = int | Literal["auto"] | None
+
+
 @dataclass(frozen=True)
 class LimitSettings:
     """The configurable limits; ``None`` switches a limit off.
@@ -861,15 +897,19 @@ class LimitSettings:
     push, a relayed byte (read through the orchestrator, then written: it is
     charged once, by the write) and a byte written to or read from an archive
     each count once, so a relay copies at the configured rate, not half of it.
+    ``"auto"`` (the default) is a rate per way the bytes travel
+    (:attr:`byte_rates`); a number is one budget for every route.
     """
 
-    calls_per_second: float | None = 10.0
-    bytes_per_second: int | None = 2 * MiB
+    calls_per_second: float | None = 20.0
+    bytes_per_second: ByteBudget = AUTO
     byte_burst: int | None = None  # default: one second's worth
-    in_flight: int = 16
-    in_flight_per_canister: int = 4
+    # A push on the subnet model takes ~3.5 s (ingress round, call, reply):
+    # 32 per canister keep ~9 MiB/s of 1 MiB pushes going (README "Limits").
+    in_flight: int = 64
+    in_flight_per_canister: int = 32
     # Slots of in_flight kept for urgent calls (standbys' journal tails);
-    # None: an eighth of in_flight (2 of the default 16).
+    # None: an eighth of in_flight (8 of the default 64).
     in_flight_reserved: int | None = None
     windows: tuple[Window, ...] = ()
     cycles_budget: int | None = None
@@ -885,10 +925,27 @@ class LimitSettings:
     def per_subnet(self) -> bool:
         return self.subnet_calls_per_second is not None or self.subnet_bytes_per_second is not None
 
+    @property
+    def byte_rates(self) -> tuple[int | None, int | None]:
+        """Bytes/s for bytes a block carries, and for a push inside one subnet."""
+        if self.bytes_per_second == AUTO:
+            return BLOCK_BYTES_PER_SECOND, IN_SUBNET_BYTES_PER_SECOND
+        return self.bytes_per_second, self.bytes_per_second
+
+    @property
+    def block_bytes_per_second(self) -> int | None:
+        """The byte budget of every route but a push inside one subnet (relay, XNet, archive)."""
+        return self.byte_rates[0]
+
     def __post_init__(self) -> None:
+        if self.bytes_per_second != AUTO:
+            value = self.bytes_per_second
+            if isinstance(value, str) or (
+                value is not None and not (value > 0 and math.isfinite(value))
+            ):
+                raise ValueError(f'bytes_per_second must be positive or "auto", got {value!r}')
         for name in (
             "calls_per_second",
-            "bytes_per_second",
             "byte_burst",
             "subnet_calls_per_second",
             "subnet_bytes_per_second",
@@ -962,10 +1019,12 @@ def build_caller(
     budget for every worker; default: an in-memory bucket of this process).
     """
     caller: Caller = inner or Direct()
-    if settings.bytes_per_second is not None:
+    block_rate, in_subnet_rate = settings.byte_rates
+    if block_rate is not None and in_subnet_rate is not None:
         caller = ByteRate(
             caller,
-            settings.bytes_per_second,
+            block_rate,
+            in_subnet_per_second=None if in_subnet_rate == block_rate else in_subnet_rate,
             burst=settings.byte_burst,
             observer=observer,
             clock=clock,

@@ -95,9 +95,15 @@ class World:
             agents={NETWORK: agent or self.agent},
         )
 
-    async def create(self, wasm: bytes, arg: bytes = b"DIDL\x00\x00") -> Principal:
+    async def create(
+        self, wasm: bytes, arg: bytes = b"DIDL\x00\x00", *, subnet: int = 0
+    ) -> Principal:
+        """A canister running ``wasm``, on localnet's subnet ``subnet``."""
+        near = Principal(self.net.subnets[subnet].canister_ranges[0][0])
         canister = await self.mgmt.provisional_create_canister_with_cycles(
-            amount=100 * T, settings=CanisterSettings(controllers=(self.me.principal,))
+            amount=100 * T,
+            settings=CanisterSettings(controllers=(self.me.principal,)),
+            effective_canister_id=near if subnet else None,
         )
         await self.mgmt.install_code(canister, wasm, arg=arg)
         return canister
@@ -131,14 +137,19 @@ class World:
         raise AssertionError("generate did not finish")
 
     async def backup_canister(
-        self, source: Principal, *, keep: int | None = None, peers: tuple[Principal, ...] = ()
+        self,
+        source: Principal,
+        *,
+        keep: int | None = None,
+        peers: tuple[Principal, ...] = (),
+        subnet: int = 0,
     ) -> Principal:
         init: dict[str, Any] = {
             "source": source.raw,
             "keep": [] if keep is None else [keep],
             "peers": [p.raw for p in peers],
         }
-        return await self.create(BACKUP_WASM, encode_value(BACKUP_INIT, init))
+        return await self.create(BACKUP_WASM, encode_value(BACKUP_INIT, init), subnet=subnet)
 
     async def ok(self, canister: Principal, method: str, arg: bytes) -> object:
         value = decode_single(await self.agent.update(canister, method, arg), method)
@@ -162,9 +173,9 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp: Path) -> AsyncIterator[World]:
+async def world(tmp: Path, *, subnets: int = 1) -> AsyncIterator[World]:
     me = Identity.generate_ed25519()
-    async with LocalNet() as net:
+    async with LocalNet(subnets=subnets) as net:
         agent = Agent(net.url, me, network=NETWORK, root_key=net.root_key)
         stranger = Agent(
             net.url, Identity.generate_ed25519(), network=NETWORK, root_key=net.root_key

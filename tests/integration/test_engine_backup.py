@@ -38,6 +38,8 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
     assert outcome.ok, outcome.error
     assert outcome.exit_code == 0
     assert outcome.route == via
+    # One subnet: the pushes cross no block, and the "auto" byte budget meters them so.
+    assert outcome.details["in_subnet"] == (True if via == "direct" else None)
     assert outcome.digest is not None
     assert outcome.target_digest == outcome.digest
     images = await IcrpClient(w.agent, backup).list_images()
@@ -49,6 +51,21 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
         images[0].size
     )
     assert w.progress.phases()[-1] == Phase.DONE
+
+
+async def test_a_push_to_another_subnet_is_metered_as_bytes_a_block_carries(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path, subnets=2) as w:
+        demo = await w.demo(mib=1)
+        backup = await w.backup_canister(demo, subnet=1)
+        assert w.net.subnet_of(backup.raw).index == 1
+        async with w.engine() as engine:
+            outcome = await run_backup(engine, ref(demo), ref(backup), via="direct")
+    assert outcome.ok, outcome.error
+    assert outcome.route == "direct"
+    assert outcome.details["in_subnet"] is False
+    assert outcome.target_digest == outcome.digest
 
 
 async def test_backup_without_target_creates_registers_and_reuses_a_backup_canister(

@@ -216,7 +216,8 @@ def test_command_line_overrides_and_extra_canister_ids(tmp_path: Path) -> None:
     ("toml", "key", "expected"),
     [
         ("netwrok = 'ic'", "netwrok", "a typo"),
-        ("[limits]\nbytes_per_second = 'fast'", "limits.bytes_per_second", "a positive size"),
+        ("[limits]\nbytes_per_second = 'fast'", "limits.bytes_per_second", '"auto" or a positive'),
+        ("[limits]\nbytes_per_second = 0", "limits.bytes_per_second", '"auto" or a positive'),
         ("[limits]\ncalls_per_second = -1", "limits.calls_per_second", "a positive number"),
         ("[limits]\nin_flight = 0", "limits.in_flight", "at least 1"),
         ("[limits]\nwindows = ['1-5']", r"limits.windows\[0\]", "UTC window"),
@@ -272,8 +273,16 @@ def test_bad_values_name_file_key_and_expectation(
     assert info.value.exit_code == EXIT_USAGE
 
 
+def test_the_byte_budget_is_auto_by_default_and_a_size_means_every_route(tmp_path: Path) -> None:
+    assert load_config(None).limits_for().bytes_per_second == "auto"
+    auto = load_config(_files(tmp_path, "[limits]\nbytes_per_second = 'Auto'"))
+    assert auto.limits_for().bytes_per_second == "auto"
+    sized = load_config(None, overrides={"limits.bytes_per_second": "3 MiB"})
+    assert sized.limits_for().byte_rates == (3 * 1024 * 1024, 3 * 1024 * 1024)
+
+
 def test_in_flight_slots_can_be_kept_for_standbys(tmp_path: Path) -> None:
-    assert default_config().limits_for("ic").reserved_in_flight == 2  # an eighth of 16
+    assert default_config().limits_for("ic").reserved_in_flight == 8  # an eighth of 64
     path = _files(tmp_path, "[limits]\nin_flight = 8\nin_flight_reserved = 3\n")
     assert load_config(path, kinds=kinds.names()).limits_for("ic").reserved_in_flight == 3
 

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from replicator.errors import EXIT_BUDGET, BudgetExceeded
 from replicator.limits import (
+    BLOCK_BYTES_PER_SECOND,
+    IN_SUBNET_BYTES_PER_SECOND,
     ByteRate,
     CallRate,
     CallSpec,
@@ -142,6 +144,30 @@ async def test_byte_rate_reports_its_waits() -> None:
     for _ in range(3):
         assert await caller.call(_spec(nbytes=1000), _ok) == "ok"
     assert waits.seconds["bytes_per_second"] == pytest.approx(2.0)
+
+
+async def test_in_subnet_bytes_take_their_own_bucket_and_rate() -> None:
+    clock = FakeClock()
+    caller = ByteRate(
+        Direct(), 1000, in_subnet_per_second=8000, clock=clock, sleep=clock.sleep, start_full=False
+    )
+    push = CallSpec("a", "icrp_push", bytes=8000, in_subnet=True)
+    for _ in range(3):
+        await caller.call(push, _ok)
+    assert clock.now == pytest.approx(3.0)  # 24,000 bytes at 8,000 B/s
+    await caller.call(_spec(nbytes=1000), _ok)  # the block bucket filled meanwhile, untouched
+    assert clock.now == pytest.approx(3.0)
+    await caller.call(_spec(nbytes=1000), _ok)
+    assert clock.now == pytest.approx(4.0)  # 1,000 B/s for bytes a block carries
+
+
+async def test_without_an_in_subnet_rate_every_byte_shares_one_bucket() -> None:
+    clock = FakeClock()
+    caller = ByteRate(Direct(), 1000, clock=clock, sleep=clock.sleep, start_full=False)
+    assert caller.in_subnet_bucket is caller.bucket
+    await caller.call(CallSpec("a", "icrp_push", bytes=1000, in_subnet=True), _ok)
+    await caller.call(_spec(nbytes=1000), _ok)
+    assert clock.now == pytest.approx(2.0)
 
 
 # ---------------------------------------------------------------- call rate
@@ -435,6 +461,8 @@ def test_settings_are_validated() -> None:
     LimitSettings(calls_per_second=None, bytes_per_second=None)
     with pytest.raises(ValueError, match="bytes_per_second"):
         LimitSettings(bytes_per_second=0)
+    with pytest.raises(ValueError, match='bytes_per_second must be positive or "auto"'):
+        LimitSettings(bytes_per_second="fast")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="in_flight"):
         LimitSettings(in_flight=0)
 
@@ -448,6 +476,38 @@ async def test_a_fresh_process_gets_no_burst_above_the_byte_rate() -> None:
         await limited.call(_spec(nbytes=1000), _ok)
         await limited.call(_spec(nbytes=1000), _ok)
     assert clock.now == pytest.approx(6.0)  # 6000 bytes at 1000 B/s: never faster
+
+
+def test_the_default_byte_budget_is_by_route_and_a_number_is_for_every_route() -> None:
+    assert LimitSettings().bytes_per_second == "auto"
+    assert LimitSettings().byte_rates == (BLOCK_BYTES_PER_SECOND, IN_SUBNET_BYTES_PER_SECOND)
+    assert LimitSettings(bytes_per_second=MiB).byte_rates == (MiB, MiB)
+    assert LimitSettings(bytes_per_second=None).byte_rates == (None, None)
+    assert LimitSettings(bytes_per_second=None).block_bytes_per_second is None
+
+
+async def test_the_auto_budget_lets_a_push_inside_a_subnet_go_faster_than_ingress() -> None:
+    clock = FakeClock()
+    limited = build_caller(
+        LimitSettings(calls_per_second=None, in_flight=1), clock=clock, sleep=clock.sleep
+    )
+    for _ in range(4):
+        await limited.call(
+            CallSpec("a", "icrp_push", bytes=IN_SUBNET_BYTES_PER_SECOND, in_subnet=True), _ok
+        )
+    assert clock.now == pytest.approx(4.0)  # starting empty, one second per second's worth
+    for _ in range(4):  # a relay write or an XNet push: the block's rate, its own bucket
+        await limited.call(_spec(nbytes=BLOCK_BYTES_PER_SECOND), _ok)
+    assert clock.now == pytest.approx(7.0)  # the block bucket was full after the pushes
+    explicit = build_caller(
+        LimitSettings(calls_per_second=None, bytes_per_second=MiB, in_flight=1),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    start = clock.now
+    for _ in range(4):
+        await explicit.call(CallSpec("a", "icrp_push", bytes=MiB, in_subnet=True), _ok)
+    assert clock.now - start == pytest.approx(4.0)  # a number holds pushes too
 
 
 # ------------------------------------------------------ budget periods
@@ -562,7 +622,7 @@ async def test_reserved_slots_keep_a_place_for_urgent_calls() -> None:
 def test_reserved_slots_must_leave_one_for_everything_else() -> None:
     with pytest.raises(ValueError, match="reserved slots must be 0 to 3"):
         InFlight(Direct(), total=4, per_canister=1, reserved=4)
-    assert LimitSettings().reserved_in_flight == 2  # an eighth of the default 16
+    assert LimitSettings().reserved_in_flight == 8  # an eighth of the default 64
     assert LimitSettings(in_flight=4).reserved_in_flight == 0
     assert LimitSettings(in_flight=4, in_flight_reserved=3).reserved_in_flight == 3
     with pytest.raises(ValueError, match="in_flight_reserved"):

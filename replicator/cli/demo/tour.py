@@ -162,7 +162,7 @@ async def run_demo(ctx: Context) -> int:
             with ctx.serving_metrics():
                 await _tour(ctx, identity, progress, report)
             created = canisters_created(ctx)
-    limit = ctx.config.limits_for(LOCAL).bytes_per_second
+    limit = ctx.config.limits_for(LOCAL).block_bytes_per_second
     renderer.summary(report.fields(progress.retries, created, ctx.metrics_url, limit))
     return EXIT_OK
 

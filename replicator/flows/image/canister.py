@@ -78,6 +78,7 @@ class _Canister:
         cost: CallCost = "update",
         nbytes: int = 0,
         urgent: bool = False,
+        in_subnet: bool = False,
     ) -> T:
         return await self.runner.call(
             self.endpoint.canister_id,
@@ -87,6 +88,7 @@ class _Canister:
             nbytes=nbytes,
             what=f"{method} on {self.endpoint}",
             urgent=urgent,
+            in_subnet=in_subnet,
         )
 
     async def info(self) -> Info:
@@ -234,8 +236,10 @@ class CanisterSource(_Canister):
     def reader(self, image: ImageInfo, *, charged: bool = True) -> CanisterReader:
         return CanisterReader(self, image.snapshot_id, self.sizer(Path.READ), charged=charged)
 
-    def pusher(self, target: Principal, image: ImageInfo, import_id: int) -> CanisterPusher:
-        return CanisterPusher(self, target, image.snapshot_id, import_id)
+    def pusher(
+        self, target: Principal, image: ImageInfo, import_id: int, *, in_subnet: bool
+    ) -> CanisterPusher:
+        return CanisterPusher(self, target, image.snapshot_id, import_id, in_subnet=in_subnet)
 
     async def release(self, image: ImageInfo) -> None:
         try:
@@ -318,15 +322,26 @@ class CanisterReader:
 
 
 class CanisterPusher:
-    """The direct path: ``icrp_push`` on the source, one piece per call."""
+    """The direct path: ``icrp_push`` on the source, one piece per call.
+
+    ``in_subnet``: source and target are on one subnet, so the pushed bytes
+    cross no block (the limits meter them apart, see ``CallSpec.in_subnet``).
+    """
 
     def __init__(
-        self, source: _Canister, target: Principal, snapshot_id: int, import_id: int
+        self,
+        source: _Canister,
+        target: Principal,
+        snapshot_id: int,
+        import_id: int,
+        *,
+        in_subnet: bool = False,
     ) -> None:
         self.source = source
         self.target = target
         self.snapshot_id = snapshot_id
         self.import_id = import_id
+        self.in_subnet = in_subnet
 
     async def push(self, offset: int, length: int) -> None:
         client = self.source.client
@@ -335,6 +350,7 @@ class CanisterPusher:
             lambda: client.push(self.target, self.snapshot_id, self.import_id, offset, length),
             cost="push",
             nbytes=length,
+            in_subnet=self.in_subnet,
         )
         if ack.bytes != length:
             raise ic.ProtocolError(

@@ -77,6 +77,9 @@ class ImagePerformer:
         self.ctx = ctx
         self.job = ctx.job
         self.route: str | None = None
+        # Direct: whether the pushes stayed inside one subnet (metered apart by
+        # the "auto" byte budget); None on the relay.
+        self.in_subnet: bool | None = None
         self.bytes_copied = 0
         self.chunks_copied = 0
         self.chunks_skipped = 0
@@ -255,7 +258,13 @@ class ImagePerformer:
             if isinstance(allowed, GrantsNeeded):
                 return allowed
             if allowed:
-                pusher = source.pusher(target.principal, image, import_id)
+                in_subnet = await self.ctx.calls.same_subnet(
+                    source.endpoint.network,
+                    source.endpoint.canister_id,
+                    target.endpoint.canister_id,
+                )
+                self.in_subnet = in_subnet
+                pusher = source.pusher(target.principal, image, import_id, in_subnet=in_subnet)
                 return DirectMover(pusher, source.sizer(Path.PUSH), digests)
         writer = target.writer(image, import_id)
         reader = source.reader(image, charged=not writer.charges_bytes)
@@ -351,6 +360,7 @@ class ImagePerformer:
             details={
                 "snapshot_id": None if image is None else image.snapshot_id,
                 "size": None if image is None else image.size,
+                "in_subnet": self.in_subnet if self.route == Route.DIRECT else None,
             },
         )
 

@@ -221,7 +221,7 @@ def _actions(ctx: PlanContext, source: CanisterRef, parts: tuple[Part, ...]) -> 
             )
         )
     moved = sum(p.nbytes for p in parts[1:])
-    rate = ctx.settings.limits_for(source.network).bytes_per_second
+    rate = ctx.settings.limits_for(source.network).block_bytes_per_second  # relayed
     if rate:
         actions.append(
             Action(
