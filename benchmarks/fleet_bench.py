@@ -273,7 +273,7 @@ async def end_to_end(n: int, budget: int, tmp: Path, *, journal: bool = False) -
         finally:
             sampling.cancel()
             await _discard(net)
-    return _e2e_figures(n, budget, setup, run, sampler)
+    return _e2e_figures(n, budget, setup, run, sampler, journal)
 
 
 @dataclass
@@ -314,7 +314,7 @@ async def _backed_up(
 
 
 def _e2e_figures(
-    n: int, budget: int, setup: Setup, run: FleetRun, sampler: Sampler
+    n: int, budget: int, setup: Setup, run: FleetRun, sampler: Sampler, journal: bool
 ) -> list[Figure]:
     timings = run.timings
     members = [o for _, o in timings.outcomes.values() if o.job.kind == "backup"]
@@ -361,7 +361,8 @@ def _e2e_figures(
         )
     config = (
         f"end to end: {n:,} members of 64 KiB-1 MiB (evenly spread) on localnet "
-        f"(--max-live-canisters {E2E_LIVE} --sleep-after {E2E_SLEEP}), bytes_per_second "
+        f"(--max-live-canisters {E2E_LIVE} --sleep-after {E2E_SLEEP}, "
+        f"{'journal on' if journal else 'no journal'}), bytes_per_second "
         f"{budget / MiB:g} MiB, calls/s unlimited, {IN_FLIGHT} in flight, fleet concurrency "
         f"{E2E_CONCURRENCY}"
     )
