@@ -95,7 +95,7 @@ from replicator.fleetstore import (
     SqliteFleetTable,
 )
 from replicator.integrity import DIGEST_SIZE
-from replicator.job import Job, JobState, Phase, new_state
+from replicator.job import TERMINAL_PHASES, Job, JobState, Phase, new_state
 from replicator.joblock import LOCK_TABLE, Holder, JobLocked, SqliteLockTable
 from replicator.limits import RateLeases, Spending
 from replicator.registry import (
@@ -230,8 +230,11 @@ class Store(Protocol):
         """The job's state and acknowledged chunks, read consistently."""
         ...
 
-    async def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
-        """Jobs, oldest first, optionally only those in ``phases``."""
+    async def list_jobs(
+        self, phases: Iterable[str] | None = None, *, unfinished: bool = False
+    ) -> list[JobSummary]:
+        """Jobs, oldest first, optionally only those in ``phases`` or not yet ended
+        (``unfinished``: not in a terminal phase)."""
         ...
 
     async def find_resumable(self, fingerprint: str) -> str | None:
@@ -406,16 +409,18 @@ class _SqliteFile:
             updated_at=float(row[1]),
         )
 
-    def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
+    def list_jobs(
+        self, phases: Iterable[str] | None = None, *, unfinished: bool = False
+    ) -> list[JobSummary]:
         wanted = None if phases is None else {str(p) for p in phases}
         with self._read() as db:
             rows = db.execute(
                 "SELECT j.id, j.state, j.created_at, j.updated_at,"
-                " (SELECT COUNT(*) FROM chunk_acks c WHERE c.job_id = j.id), j.fingerprint"
-                " FROM jobs j ORDER BY j.created_at, j.id"
+                " (SELECT COUNT(*) FROM chunk_acks c WHERE c.job_id = j.id), j.fingerprint,"
+                " j.phase FROM jobs j ORDER BY j.created_at, j.id"
             ).fetchall()
             locked = SqliteLockTable.live(db, self._clock())
-        return job_summaries(rows, locked, wanted, self._decode)
+        return job_summaries(rows, locked, wanted, self._decode, unfinished=unfinished)
 
     def find_resumable(self, fingerprint: str) -> str | None:
         with self._read() as db:
@@ -812,9 +817,11 @@ class SqliteStore:
     async def load(self, job_id: str) -> Checkpoint:
         return await self._run(self._file.load, job_id)
 
-    async def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
+    async def list_jobs(
+        self, phases: Iterable[str] | None = None, *, unfinished: bool = False
+    ) -> list[JobSummary]:
         wanted = None if phases is None else list(phases)
-        return await self._run(self._file.list_jobs, wanted)
+        return await self._run(self._file.list_jobs, wanted, unfinished=unfinished)
 
     async def find_resumable(self, fingerprint: str) -> str | None:
         return await self._run(self._file.find_resumable, fingerprint)
@@ -955,17 +962,26 @@ def job_summaries(
     locked: Mapping[str, Holder],
     wanted: Collection[str] | None,
     decode: Callable[[str, bytes], JobState],
+    *,
+    unfinished: bool = False,
 ) -> list[JobSummary]:
-    """``list_jobs`` from rows ``(id, state, created_at, updated_at, acked, fingerprint)``.
+    """``list_jobs`` from rows ``(id, state, created_at, updated_at, acked, fingerprint, phase)``.
 
     Rows come oldest first; the newest run of a fingerprint supersedes the older ones and
-    alone shows the lock's holder.  Shared by every store.
+    alone shows the lock's holder.  Shared by every store.  Only the wanted phases'
+    states are decoded: a fleet's backups ask for the few unfinished jobs among
+    thousands of done ones, once per member.
     """
     summaries = []
     newest: dict[str, str] = {}  # fingerprint → id of its newest job (rows are oldest first)
     for r in rows:
         newest[str(r[5])] = str(r[0])
     for r in rows:
+        phase = str(r[6])
+        if (wanted is not None and phase not in wanted) or (
+            unfinished and phase in TERMINAL_PHASES
+        ):
+            continue
         job_id, fingerprint = str(r[0]), str(r[5])
         state = decode(job_id, bytes(r[1]))
         summary = _summary(state, float(r[2]), float(r[3]), int(r[4]))
@@ -977,7 +993,7 @@ def job_summaries(
                 superseded=newest[fingerprint] != job_id,
             )
         )
-    return [s for s in summaries if wanted is None or s.phase in wanted]
+    return summaries
 
 
 def _summary(state: JobState, created_at: float, updated_at: float, acked: int) -> JobSummary:

@@ -481,18 +481,20 @@ class PostgresStore:
             updated_at=float(row[1]),
         )
 
-    async def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
+    async def list_jobs(
+        self, phases: Iterable[str] | None = None, *, unfinished: bool = False
+    ) -> list[JobSummary]:
         wanted = None if phases is None else {str(p) for p in phases}
         async with self._tx() as db:
             await db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor = await db.execute(
                 "SELECT j.id, j.state, j.created_at, j.updated_at,"
                 " (SELECT COUNT(*) FROM replicator_chunk_acks c WHERE c.job_id = j.id),"
-                " j.fingerprint FROM replicator_jobs j ORDER BY j.created_at, j.id"
+                " j.fingerprint, j.phase FROM replicator_jobs j ORDER BY j.created_at, j.id"
             )
             rows = await cursor.fetchall()
             locked = await _live_locks(db, self._clock())
-        return job_summaries(rows, locked, wanted, self._decode)
+        return job_summaries(rows, locked, wanted, self._decode, unfinished=unfinished)
 
     async def find_resumable(self, fingerprint: str) -> str | None:
         async with self._tx() as db:

@@ -267,8 +267,10 @@ class _RacingStore:
         self._race = race
         self.raced = False
 
-    async def list_jobs(self, phases: Iterable[str] | None = None) -> list[JobSummary]:
-        found = await self._store.list_jobs(phases)
+    async def list_jobs(
+        self, phases: Iterable[str] | None = None, *, unfinished: bool = False
+    ) -> list[JobSummary]:
+        found = await self._store.list_jobs(phases, unfinished=unfinished)
         if not self.raced:
             self.raced = True
             await self._race()

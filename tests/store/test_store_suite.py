@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from store_kit import StoreKit
@@ -119,6 +120,30 @@ async def test_unknown_jobs_and_bad_acks_are_errors(store: Store) -> None:
         await store.ack_chunks(job.id, [(0, b"short")])
     with pytest.raises(ValueError, match="bad chunk ack"):
         await store.ack_chunks(job.id, [(-1, _d(0))])
+
+
+async def test_list_unfinished_decodes_only_those(store: Store) -> None:
+    # A kind's own phase counts as unfinished; done, failed and cancelled do not.
+    # Supersession is still judged over every row: the older run of a
+    # fingerprint whose newer run is done stays superseded.
+    older, newer, failed, own = _job(), _job(), _job(), _job()
+    other = Job("archive-export", APP, ArchiveRef("/x.icra"), id="export-2")
+    for job in (older, newer, failed, own, other):
+        await store.create_job(job)
+    for job, phase in ((newer, Phase.DONE), (failed, Phase.FAILED), (own, "catching_up")):
+        state = (await store.load(job.id)).state
+        await store.save(replace(state, phase=phase))
+    await store.save(replace((await store.load(other.id)).state, phase=Phase.CANCELLED))
+    found = {s.id: s for s in await store.list_jobs(unfinished=True)}
+    assert {i: s.phase for i, s in found.items()} == {older.id: "pending", own.id: "catching_up"}
+    # the four backups share one fingerprint: only its newest run is not superseded
+    newest = [s for s in await store.list_jobs() if s.kind == "backup" and not s.superseded]
+    assert len(newest) == 1
+    assert {i: s.superseded for i, s in found.items()} == {i: i != newest[0].id for i in found}
+    assert [s.id for s in await store.list_jobs([Phase.PENDING], unfinished=True)] == [older.id]
+    assert {s.id for s in await store.list_jobs()} == {
+        j.id for j in (older, newer, failed, own, other)
+    }
 
 
 async def test_list_and_find_resumable(store: Store) -> None:

@@ -46,7 +46,6 @@ from replicator.checkpoints import Store
 from replicator.errors import AccessDeniedError, JobFailed, ReplicatorError
 from replicator.flow import Calls
 from replicator.flows.image.machine import Grant, grants_of
-from replicator.job import TERMINAL_PHASES
 from replicator.joblock import JobLocked
 
 log = logging.getLogger(__name__)
@@ -176,8 +175,10 @@ class Grants:
 
     async def _held_elsewhere(self, grant: Grant) -> bool:
         """Does another unfinished job of the store record ``grant``?"""
-        for summary in await self.store.list_jobs():
-            if summary.id == self.job_id or summary.phase in TERMINAL_PHASES:
+        # Only unfinished jobs are decoded: a fleet's members each ask this once,
+        # among thousands of done jobs.
+        for summary in await self.store.list_jobs(unfinished=True):
+            if summary.id == self.job_id:
                 continue
             state = (await self.store.load(summary.id)).state
             if grant in grants_of(state.detail):
