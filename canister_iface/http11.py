@@ -42,7 +42,14 @@ import httpx
 
 Body = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview]
 
-_SCRATCH_BYTES = 256 * 1024  # read size while parsing heads and chunked bodies
+# Read sizes outside a content-length body (which is read in place).  A head
+# is a few hundred bytes: its small buffer is all most connections ever
+# allocate (each of 32 connections once had 256 KiB, zeroed when it opened
+# and filled with the body's first bytes, copied twice: 8 MiB of fresh pages
+# to fault in for a relay's first backup).  Chunked and read-until-close
+# bodies get the large one, made when first needed.
+_HEAD_READ_BYTES = 16 * 1024
+_BULK_READ_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 64 * 1024 * 1024  # far above any IC response (3 MiB)
 _SIZE_LINE = -1  # chunked bodies: a chunk size line comes next
@@ -263,7 +270,8 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._transport: asyncio.Transport | None = None
-        self._scratch = bytearray(_SCRATCH_BYTES)
+        self._scratch = bytearray(_HEAD_READ_BYTES)  # heads; bulk reads once made
+        self._bulk = False  # self._scratch is the large buffer
         self._pending = bytearray()  # received, not yet parsed (head, chunked framing)
         self._waiter: asyncio.Future[Response] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -398,6 +406,8 @@ class _Connection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._mode == "length":
             return memoryview(self._body)[self._filled :]
+        if self._mode and not self._bulk:  # chunked or until close: read in large pieces
+            self._scratch, self._bulk = bytearray(_BULK_READ_BYTES), True
         return memoryview(self._scratch)
 
     def buffer_updated(self, nbytes: int) -> None:

@@ -120,6 +120,24 @@ async def test_a_body_read_until_close_and_an_interim_response() -> None:
     assert (status, body, headers["retry-after"]) == (503, b"later", "3")
 
 
+async def test_heads_and_bodies_larger_than_the_read_buffers() -> None:
+    """A head over the 16 KiB head buffer, then chunked and until-close bodies over the
+    256 KiB bulk buffer, each sent in one write (the reads cut them anywhere)."""
+    padding = b"x-padding: " + b"p" * 40_000 + b"\r\n"
+    payload = bytes(range(256)) * 2048  # 512 KiB
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(part), part) for part in (payload[:70_000], payload[70_000:])
+    )
+    raw = b"HTTP/1.1 200 OK\r\n" + padding + b"transfer-encoding: chunked\r\n\r\n" + chunks
+    status, body, headers = await _get(raw + b"0\r\n\r\n")
+    assert (status, body, len(headers["x-padding"])) == (200, payload, 40_000)
+    status, body, _ = await _get(b"HTTP/1.0 200 OK\r\n" + padding + b"\r\n" + payload, close=True)
+    assert (status, body) == (200, payload)
+    length = b"content-length: %d\r\n\r\n" % len(payload)
+    status, body, _ = await _get(b"HTTP/1.1 200 OK\r\n" + padding + length + payload)
+    assert (status, body) == (200, payload)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
