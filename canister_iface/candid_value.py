@@ -54,6 +54,7 @@ from typing import Any, TypeVar, cast
 from icp_candid import Types as _Types
 from icp_candid import decode as _decode
 from icp_candid import encode as _encode
+from icp_candid.candid import Pipe as _Pipe
 from icp_candid.candid import idl_hash
 
 from canister_iface.errors import ProtocolError
@@ -471,10 +472,87 @@ def candid_hash(name: str) -> str:
 def decode_values(data: bytes, what: str) -> list[object]:
     """All values of a Candid message, untyped; ``what`` names it in errors."""
     try:
-        decoded: Any = _decode(data)
+        types, start = _wire_types(memoryview(data))
+        if types is None:  # a function or service type in the table: icp_candid reads it
+            return [item["value"] for item in _decode(data)]
+        pipe = _Pipe(memoryview(data)[start:])
+        return [kind.decodeValue(pipe, kind) for kind in types]
     except Exception as exc:  # icp_candid raises assorted types for malformed input
         raise ProtocolError(f"{what}: the reply is not valid Candid ({exc})") from exc
-    return [item["value"] for item in decoded]
+
+
+# The header (type table and argument types) of a reply, as icp_candid's type
+# objects, by its bytes.  An ICRP result's table is dozens of entries (its
+# error variant), the same in every reply of a method: icp_candid parsing it
+# again took ~0.3 ms a reply, most of the cost of decoding it.  The objects
+# are only read while decoding, so one set serves every reply with that header.
+_HEADERS: list[tuple[bytes, list[Any] | None]] = []
+_MAX_HEADERS = 64
+_PRIMITIVES: dict[int, Any] = {
+    -1: _Types.Null,
+    -2: _Types.Bool,
+    -3: _Types.Nat,
+    -4: _Types.Int,
+    -5: _Types.Nat8,
+    -6: _Types.Nat16,
+    -7: _Types.Nat32,
+    -8: _Types.Nat64,
+    -9: _Types.Int8,
+    -10: _Types.Int16,
+    -11: _Types.Int32,
+    -12: _Types.Int64,
+    -13: _Types.Float32,
+    -14: _Types.Float64,
+    -15: _Types.Text,
+    -16: _Types.Reserved,
+    -17: _Types.Empty,
+    -24: _Types.Principal,
+}
+
+
+def _wire_types(view: memoryview) -> tuple[list[Any] | None, int]:
+    """The argument types of a message and where its values start; ``None`` for a
+    header holding a function or service type (left to icp_candid)."""
+    if bytes(view[:4]) != b"DIDL":
+        raise ValueError("not a Candid message (no DIDL prefix)")
+    for raw, types in _HEADERS:
+        end = 4 + len(raw)
+        if view[4:end] == raw:
+            return types, end
+    cursor = _Cursor(view)
+    cursor.pos = 4
+    types = _read_header(cursor)
+    if len(_HEADERS) >= _MAX_HEADERS:
+        _HEADERS.pop(0)
+    _HEADERS.append((bytes(view[4 : cursor.pos]), types))
+    return types, cursor.pos
+
+
+def _read_header(cursor: _Cursor) -> list[Any] | None:
+    """icp_candid's reading of a type table and argument types (``decode``), built with
+    its public ``Types``; ``None`` (the cursor past nothing useful) for func/service."""
+    table = [_Types.Rec() for _ in range(cursor.uleb())]
+
+    def ref(index: int) -> Any:
+        return table[index] if index >= 0 else _PRIMITIVES[index]
+
+    for slot in table:
+        code = cursor.sleb()
+        if code == _OPT:
+            kind = _Types.Opt(ref(cursor.sleb()))
+        elif code == _VEC:
+            kind = _Types.Vec(ref(cursor.sleb()))
+        elif code == _RECORD:
+            kind = _Types.Record({cursor.uleb(): ref(cursor.sleb()) for _ in range(cursor.uleb())})
+        elif code == _VARIANT:
+            fields = {str(cursor.uleb()): ref(cursor.sleb()) for _ in range(cursor.uleb())}
+            kind = _Types.Variant(fields)
+        elif code in (_FUNC, _SERVICE):
+            return None
+        else:
+            raise ValueError(f"type code {code} in a type table")
+        slot.fill(kind)
+    return [ref(cursor.sleb()) for _ in range(cursor.uleb())]
 
 
 def decode_single(data: bytes, what: str) -> object:

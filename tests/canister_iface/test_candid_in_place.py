@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import pytest
+from icp_candid import decode as icp_decode
 
 from canister_iface.candid_value import (
     Blob,
+    Bool,
+    CandidType,
+    Int,
+    Int64,
     Nat,
+    Nat8,
     Nat64,
+    Null,
+    Opt,
+    PrincipalType,
     Record,
     Text,
+    Tuple,
     Variant,
     Vec,
     as_variant,
     decode_ok,
     decode_single,
+    decode_values,
     decode_write_arg,
     encode_value,
     encode_values,
     encode_with_blob,
 )
+from canister_iface.errors import ProtocolError
+from canister_iface.principal import Principal
 
 ERR = Record({"code": Nat, "message": Text})
 BLOB_RESULT = Variant({"ok": Blob, "err": ERR})
@@ -129,3 +142,83 @@ def test_other_nat64_arguments_take_the_general_encoder() -> None:
         encode_values([(Nat64, -1)])
     assert encode_values([(Nat64, True)]) == encode_values([(Nat64, 1)])  # as icp_candid does
     assert len(encode_values([(Nat64, 1)] * 128)) == 4 + 1 + 2 + 128 + 128 * 8
+
+
+# decode_values reads a header once per distinct header bytes; its values must be
+# icp_candid's own, cached header or not.
+_RESULT = Variant(
+    {
+        "ok": Record(
+            {
+                "size": Nat64,
+                "name": Text,
+                "tags": Vec(Text),
+                "owner": Opt(PrincipalType),
+                "pair": Tuple(Int, Bool),
+                "nothing": Null,
+                "f": Int64,
+            }
+        ),
+        "err": Variant({"Busy": Null, "Other": Record({"code": Nat, "message": Text})}),
+    }
+)
+_VALUES: list[tuple[CandidType, object]] = [
+    (
+        _RESULT,
+        {
+            "ok": {
+                "size": 7,
+                "name": "a",
+                "tags": ["x", "y"],
+                "owner": [Principal.anonymous()],
+                "pair": [-3, True],
+                "nothing": None,
+                "f": -(2**63),
+            }
+        },
+    ),
+    (
+        _RESULT,
+        {
+            "ok": {
+                "size": 2**63,
+                "name": "",
+                "tags": [],
+                "owner": [],
+                "pair": [0, False],
+                "nothing": None,
+                "f": 2**63 - 1,
+            }
+        },
+    ),
+    (_RESULT, {"err": {"Other": {"code": 5, "message": "no"}}}),
+    (_RESULT, {"err": {"Busy": None}}),
+    (Vec(Opt(Vec(Nat8))), [[b"ab"], [], [b""]]),
+]
+
+
+def test_decode_values_agrees_with_icp_candid_on_first_and_repeated_headers() -> None:
+    for _ in range(2):  # the second round finds every header cached
+        for kind, value in _VALUES:
+            message = encode_values([(kind, value), (Nat, 3)])
+            expected = [item["value"] for item in icp_decode(message)]
+            assert decode_values(message, "test") == expected
+            assert decode_values(bytearray(message), "test") == expected
+
+
+def test_decode_values_of_recursive_and_function_types() -> None:
+    # type List = opt record { head : nat; tail : List }: a table entry that names itself
+    recursive = bytes.fromhex("4449444c026e016c02a0d2aca8047c90eddae70400010001010200")
+    assert decode_values(recursive, "test") == [item["value"] for item in icp_decode(recursive)]
+    # a table holding a func type: left to icp_candid
+    func = bytes.fromhex("4449444c016a0171017f01010000010103616263")
+    assert decode_values(func, "test") == [item["value"] for item in icp_decode(func)]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"", b"DIDX\x00\x00", b"DIDL\x01\x6c", b"DIDL\x00\x01\x7d", b"DIDL\x01\x4c\x00\x01\x00"],
+)
+def test_decode_values_refuses_malformed_messages(message: bytes) -> None:
+    with pytest.raises(ProtocolError, match="not valid Candid"):
+        decode_values(message, "test")
