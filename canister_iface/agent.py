@@ -237,11 +237,16 @@ class Agent:
         arg: bytes | ArgParts = EMPTY_ARGS,
         *,
         effective_canister_id: CanisterRef | None = None,
+        sent: Callable[[], None] | None = None,
     ) -> bytes:
         """Make an update call and wait for its certified outcome.
 
         ``arg`` may be :class:`~canister_iface.candid_value.ArgParts`: its parts
-        are hashed and sent without being joined (large blobs).
+        are hashed and sent without being joined (large blobs).  ``sent`` is
+        called once the node's socket has taken the whole request, so that
+        the caller may release the argument's buffers then rather than when
+        the outcome is certified (:meth:`ArgParts.release`); the call is then
+        never sent again by the agent: on a failure the caller sends it anew.
 
         For the management canister (``aaaaa-aa``) pass ``effective_canister_id``:
         the canister the call is about (for ``provisional_create_canister_with_cycles``
@@ -259,7 +264,7 @@ class Agent:
             }
         )
         path = canister_path("v4", effective.to_text(), "call")
-        answer = await self._post(path, request, call)
+        answer = await self._post(path, request, call, sent)
         if answer.status == 200:
             status = await self._sync_outcome(answer, request.request_id, effective, call)
             if status is not None and status.terminal:
@@ -369,8 +374,14 @@ class Agent:
     def _now_ns(self) -> int:
         return int(self._clock() * NS)
 
-    async def _post(self, path: str, request: SignedRequest, call: CallInfo) -> HttpAnswer:
-        return await self._transport.post(path, request.parts, call)
+    async def _post(
+        self,
+        path: str,
+        request: SignedRequest,
+        call: CallInfo,
+        sent: Callable[[], None] | None = None,
+    ) -> HttpAnswer:
+        return await self._transport.post(path, request.parts, call, sent=sent)
 
     async def _read_state(
         self, effective: Principal, paths: list[list[bytes]], call: CallInfo

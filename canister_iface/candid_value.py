@@ -47,6 +47,7 @@ in place, as a ``memoryview`` of the reply.  Any other shape makes
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -190,6 +191,15 @@ class ArgParts:
     def joined(self) -> bytes:
         """The message as one ``bytes`` (a copy), for callers that need one."""
         return b"".join(self.parts)
+
+    def release(self) -> None:
+        """Release the parts that are views (:meth:`memoryview.release`): the message
+        cannot be used afterwards, and a buffer no other view refers to is freed
+        (a relay's forwarded reply, once the write has sent it)."""
+        for part in self.parts:
+            if isinstance(part, memoryview):
+                with contextlib.suppress(BufferError):  # exported: freed once unused
+                    part.release()
 
 
 def encode_with_blob(types_and_values: Sequence[tuple[CandidType, object]]) -> ArgParts:

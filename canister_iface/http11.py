@@ -35,7 +35,7 @@ import ctypes.util
 import functools
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -168,9 +168,23 @@ class Client:
             connection.close()
 
     async def request(
-        self, method: str, path: str, body: Body = b"", *, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: Body = b"",
+        *,
+        content_type: str | None = None,
+        sent: Callable[[], None] | None = None,
     ) -> Response:
-        """One request; raises httpx's exception types for transport failures."""
+        """One request; raises httpx's exception types for transport failures.
+
+        ``sent`` is called once the kernel has taken the whole body (not when the
+        transport still holds some of it, which it may do as views of the
+        caller's buffers), so that the caller may release them.  Once it was
+        called the request is never sent again here: a kept-alive connection
+        the server had closed is then an error (``RemoteProtocolError``), not
+        a silent second attempt.
+        """
         if self._closed:
             raise RuntimeError("the HTTP client is closed: create a new agent")
         parts = _parts(body)
@@ -181,7 +195,7 @@ class Client:
         except TimeoutError:
             raise httpx.PoolTimeout("no free connection in time") from None
         try:
-            return await self._exchange(head, parts)
+            return await self._exchange(head, parts, sent)
         finally:
             self._slots.release()
 
@@ -194,26 +208,40 @@ class Client:
             lines += f"content-length: {length}\r\n"
         return (lines + "\r\n").encode("latin-1")
 
-    async def _exchange(self, head: bytes, parts: list[memoryview]) -> Response:
+    async def _exchange(
+        self, head: bytes, parts: list[memoryview], sent: Callable[[], None] | None
+    ) -> Response:
+        handed_over = False
+
+        def taken() -> None:
+            nonlocal handed_over
+            handed_over = True
+            assert sent is not None
+            sent()
+
         connection = self._reusable()
         if connection is not None:
             try:
-                return await self._send(connection, head, parts)
+                return await self._send(connection, head, parts, sent and taken)
             except _Stale:
-                pass  # the server closed it while idle: once more on a new connection
+                if handed_over:  # the caller may have released the body's buffers
+                    raise _closed_without_response() from None
+                # the server closed it while idle: once more on a new connection
         connection = await self._connect()
         try:
-            return await self._send(connection, head, parts)
+            return await self._send(connection, head, parts, sent)
         except _Stale as stale:
-            raise httpx.RemoteProtocolError(
-                "the server closed the connection without sending a response"
-            ) from stale
+            raise _closed_without_response() from stale
 
     async def _send(
-        self, connection: _Connection, head: bytes, parts: list[memoryview]
+        self,
+        connection: _Connection,
+        head: bytes,
+        parts: list[memoryview],
+        sent: Callable[[], None] | None,
     ) -> Response:
         try:
-            response = await connection.exchange(head, parts, self.timeouts)
+            response = await connection.exchange(head, parts, self.timeouts, sent)
         except BaseException:
             connection.close()  # its state is unknown (cancelled, timed out, broken)
             raise
@@ -255,9 +283,19 @@ class Client:
 
 
 def _parts(body: Body) -> list[memoryview]:
+    # A memoryview is kept as it is: a caller releasing it once sent (``sent``)
+    # then leaves no other view of its buffer here.
     if isinstance(body, bytes | bytearray | memoryview):
-        return [memoryview(body)] if len(body) else []
-    return [memoryview(p) for p in body if len(p)]
+        return [_view(body)] if len(body) else []
+    return [_view(p) for p in body if len(p)]
+
+
+def _view(data: bytes | bytearray | memoryview) -> memoryview:
+    return data if isinstance(data, memoryview) else memoryview(data)
+
+
+def _closed_without_response() -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError("the server closed the connection without sending a response")
 
 
 class _Stale(Exception):
@@ -310,7 +348,13 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -------------------------------------------------------------- a request
 
-    async def exchange(self, head: bytes, parts: list[memoryview], timeouts: Timeouts) -> Response:
+    async def exchange(
+        self,
+        head: bytes,
+        parts: list[memoryview],
+        timeouts: Timeouts,
+        sent: Callable[[], None] | None = None,
+    ) -> Response:
         if self._closed or self._transport is None:
             raise _Stale()
         reused, self._used = self._used, True
@@ -324,6 +368,8 @@ class _Connection(asyncio.BufferedProtocol):
                 transport.write(part)
             if self._paused and not waiter.done():
                 await self._drain(seconds=timeouts.write)
+            if sent is not None and not transport.get_write_buffer_size():
+                sent()  # the kernel has every byte: nothing here refers to them
             self._arm()
             return await waiter
         except (httpx.ReadError, ConnectionError) as exc:
@@ -380,6 +426,10 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        # Writing pauses while anything is left unsent and resumes once the kernel
+        # has it all: a request's body is then wholly sent when its drain ends
+        # (what the write timeout bounds, and when ``sent`` may be told).
+        transport.set_write_buffer_limits(high=0)
         self._transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -531,6 +581,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _finish(self, content: bytes | bytearray) -> None:
         self._mode = ""
+        self._body = bytearray()  # the response owns it now: the connection keeps no reply alive
         self._cancel_timer()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(Response(self._status, self._headers, content))

@@ -17,6 +17,7 @@ digest 0 ‖ chunk digest 1 ‖ …)``; an empty image has no chunks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -130,6 +131,21 @@ class WriteArg:
 
     message: ArgParts
     data: memoryview
+
+    @property
+    def released(self) -> bool:
+        try:
+            _ = self.data.nbytes  # a released view refuses every operation
+        except ValueError:
+            return True
+        return False
+
+    def release(self) -> None:
+        """Release the views of the reply (:meth:`ArgParts.release`): once no view
+        of it is left, the reply's buffer is freed."""
+        self.message.release()
+        with contextlib.suppress(BufferError):
+            self.data.release()
 
 
 class IcrpClient:
@@ -321,11 +337,18 @@ class IcrpClient:
             reply = await self.agent.update(target, "icrp_write", parts.joined())
         return self._written(reply)
 
-    async def write_arg(self, arg: WriteArg) -> int:
-        """:meth:`write` of what :meth:`read_for_write` answered, sent as it came."""
+    async def write_arg(self, arg: WriteArg, *, release: bool = False) -> int:
+        """:meth:`write` of what :meth:`read_for_write` answered, sent as it came.
+
+        ``release``: release ``arg`` (:meth:`WriteArg.release`) as soon as the
+        node has taken the write, not once it is certified: a relay's writes in
+        flight then hold no replies.  A failed write must be read again (with
+        our :class:`Agent`; other callers' arguments are copied and kept).
+        """
         target = self.canister_id.raw
         if isinstance(self.agent, Agent):
-            reply = await self.agent.update(target, "icrp_write", arg.message)
+            sent = arg.release if release else None
+            reply = await self.agent.update(target, "icrp_write", arg.message, sent=sent)
         else:
             reply = await self.agent.update(target, "icrp_write", arg.message.joined())
         return self._written(reply)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +141,8 @@ class _Parts:
         if self._small:
             self._parts.append(bytes(self._small))
             self._small.clear()
-        self._parts.append(data if isinstance(data, bytes) else memoryview(data))
+        # A view is kept as it is: its owner may release it once sent (ArgParts.release).
+        self._parts.append(data if isinstance(data, bytes | memoryview) else memoryview(data))
 
     def done(self) -> tuple[bytes | memoryview, ...]:
         if self._small:
@@ -368,11 +369,18 @@ class Transport:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def post(self, path: str, body: http11.Body, call: CallInfo) -> HttpAnswer:
+    async def post(
+        self,
+        path: str,
+        body: http11.Body,
+        call: CallInfo,
+        *,
+        sent: Callable[[], None] | None = None,
+    ) -> HttpAnswer:
         """POST a CBOR envelope (bytes, or its parts in order); 200/202 come back,
-        anything else raises an IcError."""
+        anything else raises an IcError.  ``sent``: as :meth:`http11.Client.request`."""
         with map_errors(call):
-            response = await self._client.request("POST", path, body, content_type=CBOR)
+            response = await self._client.request("POST", path, body, content_type=CBOR, sent=sent)
         return _answer(response, call)
 
     async def get(self, path: str, call: CallInfo) -> HttpAnswer:

@@ -208,3 +208,59 @@ def test_urls_must_be_http() -> None:
         _client("ftp://example.org")
     with pytest.raises(ValueError, match="at least 1"):
         Client("http://a", max_connections=0, timeout=1, keepalive_expiry=1, user_agent="t")
+
+
+async def test_sent_is_told_once_the_kernel_has_the_body_which_may_then_be_freed() -> None:
+    answer = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await _request(reader)
+        await answer.wait()  # the body is ours alone before the response comes
+        writer.write(b"HTTP/1.1 200 OK\r\nx-got: %d\r\ncontent-length: 0\r\n\r\n" % len(body))
+        await writer.drain()
+
+    buffer = bytearray(range(256)) * 4096  # 1 MiB
+    view = memoryview(buffer)
+    told: list[int] = []
+
+    def sent() -> None:
+        told.append(1)
+        view.release()  # what a caller does with a reply it forwarded
+        buffer.clear()  # BufferError if the client still held a view of it
+        answer.set()
+
+    async for url in _serve(handle):
+        client = _client(url)
+        response = await client.request("POST", "/call", [b"head", view], sent=sent)
+        await client.aclose()
+    assert (response.status, response.headers["x-got"], told) == (200, "1048580", [1])
+
+
+async def test_a_sent_body_is_not_sent_again_on_a_connection_the_server_dropped() -> None:
+    served: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        served.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await _request(reader)  # the next request on this connection: dropped unanswered
+        served.append(2)
+        writer.close()
+
+    told: list[int] = []
+
+    def sent() -> None:
+        told.append(1)
+
+    async for url in _serve(handle):
+        client = _client(url)
+        assert (await client.request("POST", "/call", b"x")).content == b"ok"
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await client.request("POST", "/call", b"y", sent=sent)
+        assert told == [1]
+        # without ``sent`` the same drop is answered by sending it once more
+        assert (await client.request("POST", "/call", b"x")).content == b"ok"
+        assert (await client.request("POST", "/call", b"z")).content == b"ok"
+        await client.aclose()
+    assert served == [1, 2, 1, 2, 1]

@@ -17,6 +17,7 @@ from canister_iface.candid_value import ArgParts, Blob, encode_values
 from canister_iface.icrp import IcrpClient, WriteArg, chunk_digest
 from canister_iface.icrp_types import ImportSpec
 from canister_iface.principal import Principal
+from replicator.settings import Transfer
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +119,45 @@ async def test_a_refused_read_for_write_is_a_reject_and_icrp_read_says_why(w: Wo
     stranger = IcrpClient(w.stranger, demo)
     with pytest.raises(ic.CanisterReject, match="NotAuthorized"):
         await stranger.read_for_write(snapshot, 1, 0, 1000)
+
+
+async def test_a_forwarded_write_releases_its_reply_once_the_node_has_it(w: World) -> None:
+    demo = await w.demo(mib=1, chunk_size=256 * 1024)
+    source, snapshot, size, digest = await _exported(w, demo)
+    backup = await w.backup_canister(demo)
+    target = IcrpClient(w.agent, backup)
+    digests = await source.chunk_digests(snapshot, 0, -(-size // (256 * 1024)))
+    spec = ImportSpec(demo, snapshot, size, 256 * 1024, digest, chunk_digests=tuple(digests))
+    import_id = await target.begin_import(spec)
+    arg = await source.read_for_write(snapshot, import_id, 0, 300_000)
+    assert not arg.released
+    assert await target.write_arg(arg, release=True) == 300_000
+    assert arg.released  # the views of the reply, and so the reply, are gone
+    with pytest.raises(ValueError, match="released"):
+        bytes(arg.data)
+
+
+async def test_a_relayed_backup_whose_writes_fail_after_sending_reads_them_again(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 429 answers a call the node has read: the write's reply was released, so
+    # a retry reads the piece again (outside the runner) before sending it.
+    reads: list[int] = []
+    read_for_write = IcrpClient.read_for_write
+
+    async def counted(self: IcrpClient, *args: int) -> WriteArg:
+        reads.append(args[2])
+        return await read_for_write(self, *args)
+
+    monkeypatch.setattr(IcrpClient, "read_for_write", counted)
+    demo = await w.demo(mib=2, chunk_size=64 * 1024)
+    backup = await w.backup_canister(demo)
+    w.net.faults.set(seed=3, http_429={"call": 0.3})
+    async with w.engine(transfer=Transfer(max_size=256 * 1024)) as engine:
+        outcome = await run_backup(engine, ref(demo), ref(backup), via="relay")
+    w.net.faults.reset()
+    assert outcome.ok, outcome.error
+    assert outcome.target_digest == outcome.digest
+    assert counter(w.metrics, "replicator_retries_total", reason="rate_limited") > 0
+    assert len(reads) > calls(w, "icrp_read_for_write")  # read again: not through the runner
+    assert calls(w, "icrp_read") == 0

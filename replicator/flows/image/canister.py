@@ -313,6 +313,16 @@ class CanisterReader:
             return None
         except ic.CanisterReject:
             return None
+        return self._whole(arg, offset, length)
+
+    async def read_again(self, import_id: int, offset: int, length: int) -> WriteArg:
+        """``icrp_read_for_write`` without the runner: a forwarded write whose read was
+        released once sent reads it again inside its own call's attempt (whose
+        limits it already holds, and whose bytes the write charges)."""
+        arg = await self.source.client.read_for_write(self.snapshot_id, import_id, offset, length)
+        return self._whole(arg, offset, length)
+
+    def _whole(self, arg: WriteArg, offset: int, length: int) -> WriteArg:
         if len(arg.data) != length:
             raise ic.ProtocolError(
                 f"{self.source.endpoint} returned {len(arg.data):,} of {length:,} bytes at "
@@ -574,9 +584,29 @@ class CanisterWriter:
             if arg is None:
                 await self.write_at(at, await reader.read_at(at, size))
                 return
-            await self._write(at, size, lambda: self.target.client.write_arg(arg))
+            await self._write(at, size, self._forwarding(reader, arg, at, size))
 
         return step
+
+    def _forwarding(
+        self, reader: CanisterReader, arg: WriteArg, at: int, size: int
+    ) -> Callable[[], Awaitable[int]]:
+        """The write of a forwarded read, releasing the reply once the node has taken
+        it: the relay's runs would otherwise hold every reply in flight until its
+        write is certified (32 runs: 64 MiB, each page of it faulted in afresh by a
+        process's first backup).  An attempt after one that sent it reads it again."""
+        unsent = [arg]
+
+        async def write() -> int:
+            taken = unsent.pop() if unsent else await reader.read_again(self.import_id, at, size)
+            try:
+                return await self.target.client.write_arg(taken, release=True)
+            except BaseException:
+                if not taken.released:  # failed before the node took it: still usable
+                    unsent.append(taken)
+                raise
+
+        return write
 
     async def _write(self, at: int, size: int, perform: Callable[[], Awaitable[int]]) -> None:
         try:
