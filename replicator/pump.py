@@ -24,7 +24,10 @@ One copy is::
   (:class:`ForwardingWriter`; ICRP ``icrp_read_for_write``), the reply is
   sent on as it came: each byte is hashed once (the reply's signature
   check and the write's request id share the SHA-256) and never
-  re-encoded; other sources are read and written as before.  Every call
+  re-encoded, and released once the node has taken the write (not when
+  it is certified: a retry reads the piece again), so the runs in flight
+  hold only the replies not yet sent; other sources are read and written
+  as before.  Every call
   goes through :class:`~replicator.calls.CallRunner`: limits, retries of
   transient errors, metrics.
 - **Adapt**: pieces are cut to the current
