@@ -145,6 +145,8 @@ class Engine:
     ) -> Engine:
         """An engine whose agents (one per network, created on first use) it owns."""
 
+        settings = EngineSettings.from_config(config, **changes)
+
         def connect(name: str) -> Agent:
             network = config.network_named(name)
             return Agent(
@@ -153,9 +155,9 @@ class Engine:
                 network=name,
                 root_key=network.root_key,
                 fetch_root_key=network.fetch_root_key,
+                max_connections=settings.limits_for(name).connections,
             )
 
-        settings = EngineSettings.from_config(config, **changes)
         return cls(settings, store, metrics, progress, agents=connect, owned_agents=True)
 
     async def __aenter__(self) -> Engine:
