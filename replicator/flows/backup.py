@@ -18,10 +18,10 @@ source (``icrp_begin_export``, continued while it is preparing), open the
 import on the backup canister with size, chunk size, digest and chunk
 digests, copy every chunk (direct by default: the source pushes to the
 backup canister), commit, and check that the backup canister now serves an
-image with the same digest. The last round trips overlap
-(:func:`~replicator.flows.image.machine.advance_overlapped`): the peer
-grants are revoked while the backup canister commits, and the source's
-export is ended while the digest is checked.
+image with the same digest (its certified commit answer names it). The last
+round trips overlap (:func:`~replicator.flows.image.machine.advance_overlapped`):
+the peer grants are revoked and the source's export is ended while the backup
+canister commits.
 """
 
 from __future__ import annotations

@@ -51,6 +51,13 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
         images[0].size
     )
     assert w.progress.phases()[-1] == Phase.DONE
+    # The commit's certified answer named the digest the backup canister now
+    # serves: no icrp_export_status after it, and the source's export was
+    # ended while the target committed (one round trip after the copy, not two).
+    assert (
+        counter(w.metrics, "replicator_calls_total", method="icrp_export_status", outcome="ok") == 0
+    )
+    assert counter(w.metrics, "replicator_calls_total", method="icrp_end_export", outcome="ok") == 1
 
 
 async def test_a_push_to_another_subnet_is_metered_as_bytes_a_block_carries(

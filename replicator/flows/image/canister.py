@@ -435,15 +435,17 @@ class CanisterTarget(_Canister):
         verifies = image.chunk_count <= MAX_SPEC_DIGESTS
         return CanisterWriter(self, import_id, self.sizer(Path.WRITE), verifies_chunks=verifies)
 
-    async def commit(self, image: ImageInfo, import_id: int | None) -> None:
+    async def commit(self, image: ImageInfo, import_id: int | None) -> bytes | None:
         if import_id is None:
-            return  # the target already held the image
+            return None  # the target already held the image
         for step in range(_MAX_STEPS):
             state = await self.call(
                 "icrp_commit_import", lambda: self.client.commit_import(import_id)
             )
             if state.committed:
-                return
+                # A backup canister names the digest of the image it now serves
+                # (an update's certified answer, as icrp_export_status's would be).
+                return state.digest
             if step == 0:
                 self.ctx.note(f"{self.endpoint} is rebuilding its state from the image")
         raise JobFailed(f"{self.endpoint} is still committing import {import_id}: no progress")
