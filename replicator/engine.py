@@ -78,6 +78,7 @@ from replicator.flow import (
     RunContext,
     consent_given,
 )
+from replicator.fresh import FreshImages
 from replicator.job import TERMINAL_PHASES, Job, JobOutcome, JobRequest, JobState, new_job_id
 from replicator.joblock import DEFAULT_LEASE, DEFAULT_RENEW, Taken, holding
 from replicator.limits import Limited, build_caller
@@ -123,6 +124,7 @@ class Engine:
         self._limited: dict[str, Limited] = {}
         self._subnets: dict[str, SubnetMap] = {}
         self._running: set[str] = set()  # ids of the jobs this engine is running now
+        self._fresh_images = FreshImages()  # from backups' planners to their jobs
         # A job's lock in the store: the lease a holder that stopped renewing keeps it, and
         # how often a run renews it (serve workers shorten both to their takeover bound).
         self.lock_lease = DEFAULT_LEASE
@@ -256,6 +258,7 @@ class Engine:
             note=note,
             subnets_for=self._subnets_if_limited,
             same_subnet=self._same_subnet,
+            fresh_images=self._fresh_images,
         )
 
     def provisioner(self, network: str, note: Callable[[str], None]) -> Provisioner:

@@ -84,6 +84,11 @@ async def test_backup_without_target_creates_registers_and_reuses_a_backup_canis
         first = await run_backup(engine, ref(demo))
         assert first.ok, first.error
         assert any("creating a backup canister" in note for note in first.notes)
+        # The image the source froze while its backup canister was created is the
+        # one the job copied: the source was asked for an image once, not twice.
+        assert any("frozen while planning" in note for note in first.notes)
+        exports = ("replicator_calls_total", "icrp_begin_export")
+        assert counter(w.metrics, exports[0], method=exports[1], outcome="ok") == 1
         assert first.job.target is not None
         backup = Principal.from_text(first.job.target.canister_id)  # type: ignore[union-attr]
         assert set(await w.agent.controllers(backup)) == {w.me.principal, operator}

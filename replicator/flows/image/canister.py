@@ -162,10 +162,28 @@ class CanisterSource(_Canister):
         elif resume is not None:
             ticket = await self._still_offered(resume.snapshot_id)
         if ticket is None:
-            ticket = await self.call("icrp_begin_export", self.client.begin_export)
-        ticket = await self._ready(ticket)
+            ticket = self._fresh()
+        ticket = await (self._export_now() if ticket is None else self._ready(ticket))
         self.ticket = ticket
         return ImageInfo(ticket.snapshot_id, ticket.size, ticket.chunk_size, ticket.digest)
+
+    async def _export_now(self) -> ExportTicket:
+        return await self._ready(await self.call("icrp_begin_export", self.client.begin_export))
+
+    def _fresh(self) -> ExportTicket | None:
+        """The image a backup's planner had this canister freeze moments ago, if any."""
+        ticket = self.ctx.fresh_images.take(self.endpoint.network, self.endpoint.canister_id)
+        if ticket is not None:
+            self.ctx.note(f"{self.endpoint}: snapshot {ticket.snapshot_id}, frozen while planning")
+        return ticket
+
+    async def freeze(self) -> ExportTicket:
+        """An image of now (never one kept earlier), ready, kept for the job that will
+        copy it (:mod:`replicator.fresh`)."""
+        await self.require("image", "export an image")
+        ticket = self.ticket = await self._export_now()
+        self.ctx.fresh_images.keep(self.endpoint.network, self.endpoint.canister_id, ticket)
+        return ticket
 
     async def _named(self, snapshot_id: int) -> ExportTicket:
         try:
