@@ -58,6 +58,8 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
         counter(w.metrics, "replicator_calls_total", method="icrp_export_status", outcome="ok") == 0
     )
     assert counter(w.metrics, "replicator_calls_total", method="icrp_end_export", outcome="ok") == 1
+    # Each side is asked icrp_info once, however many steps want it at the same time.
+    assert counter(w.metrics, "replicator_calls_total", method="icrp_info", outcome="ok") == 2
 
 
 async def test_a_push_to_another_subnet_is_metered_as_bytes_a_block_carries(

@@ -29,6 +29,7 @@ performer makes and revokes them (:mod:`replicator.flows.image.grants`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -71,6 +72,9 @@ class _Canister:
         self.client = IcrpClient(self.agent, ref.canister_id)
         self.principal = Principal.of(ref.canister_id)
         self._info: Info | None = None
+        # Concurrent first callers (the job's own check, the grants named
+        # meanwhile) share one icrp_info query.
+        self._info_lock = asyncio.Lock()
 
     async def call(
         self,
@@ -95,6 +99,10 @@ class _Canister:
 
     async def info(self) -> Info:
         """``icrp_info``, checked: ICRP version 1 and our identity trusted."""
+        async with self._info_lock:
+            return await self._read_info()
+
+    async def _read_info(self) -> Info:
         if self._info is None:
             info = await self.call("icrp_info", self.client.info, cost="query")
             ensure_version(info)

@@ -160,7 +160,9 @@ class ImagePerformer:
         ):
             return ()
         try:
-            if not await self._direct(source, target, quiet=True):
+            # The target's icrp_info (its role decides the grants) meanwhile.
+            direct, _ = await _together(self._direct(source, target, quiet=True), target.info())
+            if not direct:
                 return ()
             needed = await self._needed_grants(source, target)
             return tuple(await self.grants.to_record(needed, ()))
