@@ -342,11 +342,14 @@ def _import_state(tag: str) -> ImportStateKind:
 
 @dataclass(frozen=True)
 class CommitState:
-    """``committed`` (with the backup's new snapshot id) or still ``restoring``."""
+    """``committed`` (with the backup's new snapshot id and that image's digest) or
+    still ``restoring``. ``digest`` is None from apps and from canisters of an earlier
+    ICRP version, which leave it out."""
 
     committed: bool
     done_bytes: int | None = None
     snapshot_id: int | None = None
+    digest: bytes | None = None
 
     @classmethod
     def from_candid(cls, value: object, what: str) -> CommitState:
@@ -354,7 +357,7 @@ class CommitState:
         rec = as_rec(payload, f"{what}.{tag}")
         if tag == "restoring":
             return cls(False, done_bytes=rec.nat("done_bytes"))
-        return cls(True, snapshot_id=rec.opt_nat("snapshot_id"))
+        return cls(True, snapshot_id=rec.opt_nat("snapshot_id"), digest=rec.opt_blob("digest"))
 
 
 @dataclass(frozen=True)

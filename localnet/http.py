@@ -257,6 +257,12 @@ async def _plain_text_errors(request: web.Request, handler: Handler) -> web.Stre
         return _text(405, message, {"Allow": allowed})
     except web.HTTPException as exc:
         return _text(exc.status, exc.text or exc.reason, _retained_headers(exc))
+    except ConnectionError:
+        # The client went away while sending its request (it stopped waiting
+        # for a call it no longer needs): a replica drops it; the answer below
+        # goes nowhere (aiohttp would log the error as a server failure).
+        log.debug("localnet: %s %s: the client disconnected", request.method, request.path)
+        return _text(400, "The client disconnected.")
     except Exception as exc:  # a node bug must still produce a readable HTTP answer
         log.exception("localnet: %s %s failed", request.method, request.path)
         return _text(500, f"Internal error in localnet: {type(exc).__name__}: {exc}")

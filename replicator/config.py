@@ -36,9 +36,9 @@ Everything has a default, so no file is needed to talk to ``local`` or
                                  # 16 MiB/s for pushes inside one subnet; a size
                                  # ("2 MiB", or bytes) is one budget for every route
     byte_burst = "2 MiB"
-    in_flight = 64               # default 64
-    in_flight_per_canister = 32  # default 32 (a push takes ~3.5 s on the subnet model)
-    in_flight_reserved = 8       # of in_flight, kept for standbys' journal tails, whose
+    in_flight = 128              # default 128
+    in_flight_per_canister = 64  # default 64 (a push takes ~3 s on the subnet model)
+    in_flight_reserved = 16      # of in_flight, kept for standbys' journal tails, whose
                                  # calls also go first through the rate limits (default:
                                  # an eighth of in_flight)
     subnet_calls_per_second = 5  # shared by the canisters of one subnet (off by default;

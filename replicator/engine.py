@@ -78,6 +78,7 @@ from replicator.flow import (
     RunContext,
     consent_given,
 )
+from replicator.fresh import FreshImages
 from replicator.job import TERMINAL_PHASES, Job, JobOutcome, JobRequest, JobState, new_job_id
 from replicator.joblock import DEFAULT_LEASE, DEFAULT_RENEW, Taken, holding
 from replicator.limits import Limited, build_caller
@@ -123,6 +124,7 @@ class Engine:
         self._limited: dict[str, Limited] = {}
         self._subnets: dict[str, SubnetMap] = {}
         self._running: set[str] = set()  # ids of the jobs this engine is running now
+        self._fresh_images = FreshImages()  # from backups' planners to their jobs
         # A job's lock in the store: the lease a holder that stopped renewing keeps it, and
         # how often a run renews it (serve workers shorten both to their takeover bound).
         self.lock_lease = DEFAULT_LEASE
@@ -145,6 +147,8 @@ class Engine:
     ) -> Engine:
         """An engine whose agents (one per network, created on first use) it owns."""
 
+        settings = EngineSettings.from_config(config, **changes)
+
         def connect(name: str) -> Agent:
             network = config.network_named(name)
             return Agent(
@@ -153,9 +157,9 @@ class Engine:
                 network=name,
                 root_key=network.root_key,
                 fetch_root_key=network.fetch_root_key,
+                max_connections=settings.limits_for(name).connections,
             )
 
-        settings = EngineSettings.from_config(config, **changes)
         return cls(settings, store, metrics, progress, agents=connect, owned_agents=True)
 
     async def __aenter__(self) -> Engine:
@@ -254,6 +258,7 @@ class Engine:
             note=note,
             subnets_for=self._subnets_if_limited,
             same_subnet=self._same_subnet,
+            fresh_images=self._fresh_images,
         )
 
     def provisioner(self, network: str, note: Callable[[str], None]) -> Provisioner:

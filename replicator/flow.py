@@ -35,6 +35,7 @@ from replicator.calls import CallRunner
 from replicator.checkpoints import Store
 from replicator.chunking import Path
 from replicator.errors import UsageError
+from replicator.fresh import FreshImages
 from replicator.job import (
     ArchiveRef,
     CanisterRef,
@@ -75,6 +76,8 @@ class Calls:
     # (network, canister, canister) → both known to be on one subnet (certified
     # state); False when either cannot be told, so a push is metered as XNet.
     same_subnet: Callable[[str, str, str], Awaitable[bool]] = _not_known
+    # Images a backup's planner had frozen, for its job (one per engine).
+    fresh_images: FreshImages = field(default_factory=FreshImages)
 
 
 class Verb(enum.StrEnum):

@@ -889,6 +889,10 @@ IN_SUBNET_BYTES_PER_SECOND = 16 * MiB  # a push inside one subnet: the target's 
 ByteBudget = int | Literal["auto"] | None
 
 
+# Connections beyond in_flight (LimitSettings.connections).
+CONNECTIONS_SPARE = 8
+
+
 @dataclass(frozen=True)
 class LimitSettings:
     """The configurable limits; ``None`` switches a limit off.
@@ -904,12 +908,13 @@ class LimitSettings:
     calls_per_second: float | None = 20.0
     bytes_per_second: ByteBudget = AUTO
     byte_burst: int | None = None  # default: one second's worth
-    # A push on the subnet model takes ~3.5 s (ingress round, call, reply):
-    # 32 per canister keep ~9 MiB/s of 1 MiB pushes going (README "Limits").
-    in_flight: int = 64
-    in_flight_per_canister: int = 32
+    # A push on the subnet model takes ~3 s (ingress round, call, reply):
+    # 64 per canister keep the 16 MiB/s of 1 MiB pushes inside a subnet going,
+    # with room for slower rounds (README "Shipped limits").
+    in_flight: int = 128
+    in_flight_per_canister: int = 64
     # Slots of in_flight kept for urgent calls (standbys' journal tails);
-    # None: an eighth of in_flight (8 of the default 64).
+    # None: an eighth of in_flight (16 of the default 128).
     in_flight_reserved: int | None = None
     windows: tuple[Window, ...] = ()
     cycles_budget: int | None = None
@@ -977,6 +982,19 @@ class LimitSettings:
         if self.in_flight_reserved is not None:
             return self.in_flight_reserved
         return self.in_flight // 8
+
+    @property
+    def connections(self) -> int:
+        """HTTP connections an agent needs so that ``in_flight`` is the real bound.
+
+        A call holds one connection while the v4 endpoint waits for its
+        certificate; with fewer sockets than calls in flight the rest wait in
+        the agent's pool, unseen by the limits (a pool of 32 held the old
+        defaults' 64 in flight to 32, and a same-subnet copy to ~9.5 MiB/s).
+        A few more serve what runs outside the limits (certified reads of
+        subnets and controllers, the engine's own checks).
+        """
+        return self.in_flight + CONNECTIONS_SPARE
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from replicator.routes import Route, check_via
 from replicator.topup import TopUpPolicy
 
 T = 10**12
-# Runs in flight per job: as many as a canister's in-flight slots, so that a
-# same-subnet push (~3.5 s a round trip on the subnet model) is not held to
-# 4 MiB per 3.5 s; the byte budget bounds the routes through a block.
-RUNS_PER_JOB = 32
+# Runs in flight per job: as many as a canister's in-flight slots, so that
+# same-subnet pushes (~3 s a round trip on the subnet model, 1 MiB each) reach
+# the 16 MiB/s budget inside a subnet; the byte budget bounds the routes
+# through a block.
+RUNS_PER_JOB = 64
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ source (``icrp_begin_export``, continued while it is preparing), open the
 import on the backup canister with size, chunk size, digest and chunk
 digests, copy every chunk (direct by default: the source pushes to the
 backup canister), commit, and check that the backup canister now serves an
-image with the same digest. The last round trips overlap
-(:func:`~replicator.flows.image.machine.advance_overlapped`): the peer
-grants are revoked while the backup canister commits, and the source's
-export is ended while the digest is checked.
+image with the same digest (its certified commit answer names it). The last
+round trips overlap (:func:`~replicator.flows.image.machine.advance_overlapped`):
+the peer grants are revoked and the source's export is ended while the backup
+canister commits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 
 from canister_iface import errors as ic
-from canister_iface.icrp_types import Info
+from canister_iface.icrp_types import ExportTicket, Info
 from canister_iface.principal import Principal
 from replicator import kinds
 from replicator.errors import ReplicatorError, UsageError
@@ -88,11 +88,11 @@ async def plan_backup(ctx: PlanContext, req: JobRequest) -> Job:
 
 
 async def _copy_cost(
-    ctx: PlanContext, source: CanisterRef, frozen: asyncio.Task[None] | None
+    ctx: PlanContext, source: CanisterRef, frozen: asyncio.Task[ExportTicket | None] | None
 ) -> int:
     """What copying the source's image costs the backup canister (its last size; 0: unknown)."""
-    if frozen is not None:
-        await frozen
+    if frozen is not None and (ticket := await frozen) is not None:
+        return copy_cost(ticket.size, pushes=False)
     try:
         info = await CanisterSource(source, ctx.calls).info()
     except (ic.IcError, ReplicatorError):  # the job itself reports what stands in the way
@@ -119,7 +119,7 @@ async def backup_target(ctx: PlanContext, source: CanisterRef, *, keep: int | No
 
 async def _backup_target(
     ctx: PlanContext, source: CanisterRef, *, keep: int | None
-) -> tuple[CanisterRef, asyncio.Task[None] | None]:
+) -> tuple[CanisterRef, asyncio.Task[ExportTicket | None] | None]:
     """``backup_target``, and the source's image still freezing (a task to await)."""
     side = CanisterSource(source, ctx.calls)
     info = await side.require("image", "export an image")
@@ -157,10 +157,14 @@ def _move(source: CanisterRef, info: Info) -> Action:
     return Action(Verb.MOVE, what, nbytes=size, consent=False)
 
 
-async def _freeze_image(side: CanisterSource) -> None:
-    """Best effort: a failure here is met again, and reported, by the job itself."""
+async def _freeze_image(side: CanisterSource) -> ExportTicket | None:
+    """The source's fresh image, kept for the job (:mod:`replicator.fresh`).
+
+    Best effort: a failure here is met again, and reported, by the job itself.
+    """
     with contextlib.suppress(ic.IcError, ReplicatorError):
-        await side.prepare(None)
+        return await side.freeze()
+    return None
 
 
 BACKUP = kinds.register(

@@ -441,7 +441,7 @@ class FakeIcrpCanister:
     def icrp_commit_import(self, caller: bytes, import_id: int) -> dict[str, Any]:
         st = self._staged(caller, import_id)
         if "committed" in st.state:
-            return {"committed": {"snapshot_id": []}}
+            return {"committed": {"snapshot_id": [], "digest": []}}  # an app: no digest
         if "aborted" in st.state:
             raise Err("NotFound", f"import {import_id} was aborted")
         missing = [i for i in range(st.chunks()) if not st.chunk_done(i)]
@@ -458,7 +458,7 @@ class FakeIcrpCanister:
         self.journal, self.head = [], st.spec["journal_seq"]
         self.export = None
         st.state = {"committed": {"snapshot_id": []}}
-        return {"committed": {"snapshot_id": []}}
+        return {"committed": {"snapshot_id": [], "digest": []}}
 
     def icrp_abort_import(self, caller: bytes, import_id: int) -> None:
         st = self._staged(caller, import_id)

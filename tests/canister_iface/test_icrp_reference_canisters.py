@@ -141,7 +141,7 @@ def test_image_round_trip_restores_the_same_state(engine: WasmEngine) -> None:
     assert hashlib.sha256(b"".join(expected)).digest() == bytes(ticket["digest"][0])
     assert ticket["chunk_count"] == len(expected) > 1
 
-    assert relay(source, target)[0] == {"snapshot_id": []}
+    assert relay(source, target)[0] == {"snapshot_id": [], "digest": []}  # an app names neither
     assert stats(target)["fingerprint"] == stats(source)["fingerprint"]
     assert stats(target)["records"] == stats(source)["records"] > 0
     # The standby continues from the image's journal position.
@@ -261,8 +261,9 @@ def test_imports_are_verified_idempotent_and_resumable(engine: WasmEngine) -> No
     for offset, n in pieces(len(data), 1_900_000):
         target.ok("icrp_write", import_id, offset, data[offset : offset + n])
     assert all(target.ok("icrp_import_status", import_id)["chunks_done"])
-    assert commit(target, import_id) == {"snapshot_id": []}
-    assert commit(target, import_id) == {"snapshot_id": []}  # committing again is harmless
+    app_committed = {"snapshot_id": [], "digest": []}  # an app names neither
+    assert commit(target, import_id) == app_committed
+    assert commit(target, import_id) == app_committed  # committing again is harmless
     assert stats(target)["fingerprint"] == stats(source)["fingerprint"]
 
 
@@ -397,10 +398,15 @@ def test_backup_keeps_the_newest_images_and_restores_them(engine: WasmEngine) ->
         if round_:
             generate(app, 1, seed=10 + round_)
         fingerprints.append(stats(app)["fingerprint"])
-        committed, _ = relay(app, store)
+        committed, ticket = relay(app, store)
         assert committed["snapshot_id"] == [round_ + 1]
-    # The same image again is not stored twice.
-    assert relay(app, store)[0]["snapshot_id"] == [3]
+        # The commit names the digest of the image it now serves, as export_status does.
+        assert committed["digest"] == ticket["digest"]
+        served = store.ok("icrp_export_status", round_ + 1)
+        assert committed["digest"] == served["digest"]
+    # The same image again is not stored twice, and committing it again says so.
+    again, ticket = relay(app, store)
+    assert (again["snapshot_id"], again["digest"]) == ([3], ticket["digest"])
     images = store.ok("icrp_list_images")
     assert [i["snapshot_id"] for i in images] == [2, 3]
     assert images[0]["origin"][0]["source"].bytes == app.id

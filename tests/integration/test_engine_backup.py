@@ -51,6 +51,15 @@ async def test_backup_copies_the_image_and_the_backup_serves_it_back(w: World, v
         images[0].size
     )
     assert w.progress.phases()[-1] == Phase.DONE
+    # The commit's certified answer named the digest the backup canister now
+    # serves: no icrp_export_status after it, and the source's export was
+    # ended while the target committed (one round trip after the copy, not two).
+    assert (
+        counter(w.metrics, "replicator_calls_total", method="icrp_export_status", outcome="ok") == 0
+    )
+    assert counter(w.metrics, "replicator_calls_total", method="icrp_end_export", outcome="ok") == 1
+    # Each side is asked icrp_info once, however many steps want it at the same time.
+    assert counter(w.metrics, "replicator_calls_total", method="icrp_info", outcome="ok") == 2
 
 
 async def test_a_push_to_another_subnet_is_metered_as_bytes_a_block_carries(
@@ -77,6 +86,11 @@ async def test_backup_without_target_creates_registers_and_reuses_a_backup_canis
         first = await run_backup(engine, ref(demo))
         assert first.ok, first.error
         assert any("creating a backup canister" in note for note in first.notes)
+        # The image the source froze while its backup canister was created is the
+        # one the job copied: the source was asked for an image once, not twice.
+        assert any("frozen while planning" in note for note in first.notes)
+        exports = ("replicator_calls_total", "icrp_begin_export")
+        assert counter(w.metrics, exports[0], method=exports[1], outcome="ok") == 1
         assert first.job.target is not None
         backup = Principal.from_text(first.job.target.canister_id)  # type: ignore[union-attr]
         assert set(await w.agent.controllers(backup)) == {w.me.principal, operator}

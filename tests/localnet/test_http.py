@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -319,6 +320,27 @@ async def test_node_failure_is_500_with_the_reason(client: Client, node: FakeNod
     response = await client.query()
     assert response.status_code == 500
     assert response.text == "Internal error in localnet: RuntimeError: wasm engine exploded"
+
+
+async def test_a_client_leaving_mid_request_is_dropped_quietly(
+    server: HttpServer, client: Client, node: FakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An agent that stops waiting for a call closes its connection, maybe before
+    # the body is sent: a replica drops the request, it is not a node failure.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = (
+        f"POST /api/v4/canister/{CANISTER_TEXT}/call HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/cbor\r\nContent-Length: 1000\r\n\r\n"
+    )
+    writer.write(head.encode() + b"\x00" * 10)  # 10 of the 1,000 bytes announced
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.transport.abort()  # a reset, as a cancelled call's socket is closed
+    await asyncio.sleep(0.2)
+    del reader
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert node.submitted == []
+    assert (await client.call())[1].status_code == 200  # and the node keeps serving
 
 
 async def test_injected_429_and_503_are_seeded(client: Client, faults: Faults) -> None:

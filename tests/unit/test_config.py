@@ -282,7 +282,7 @@ def test_the_byte_budget_is_auto_by_default_and_a_size_means_every_route(tmp_pat
 
 
 def test_in_flight_slots_can_be_kept_for_standbys(tmp_path: Path) -> None:
-    assert default_config().limits_for("ic").reserved_in_flight == 8  # an eighth of 64
+    assert default_config().limits_for("ic").reserved_in_flight == 16  # an eighth of 128
     path = _files(tmp_path, "[limits]\nin_flight = 8\nin_flight_reserved = 3\n")
     assert load_config(path, kinds=kinds.names()).limits_for("ic").reserved_in_flight == 3
 

@@ -344,25 +344,44 @@ def test_grants_are_recorded_before_the_copy_makes_them_and_released_before_the_
     assert step.effects == ()
 
 
-def test_a_backup_revokes_while_committing_and_ends_the_export_while_verifying() -> None:
+def test_a_backup_revokes_and_ends_the_export_while_committing() -> None:
     held = tuple(sorted((PUSH_TO, WRITES_FROM)))
     state = new_state(_backup_job())
     for event in (Start(), SourceReady(IMAGE), TargetReady(42), GrantsNeeded(held)):
         state = advance_overlapped(state, event).state
     step = advance_overlapped(state, ChunksDone(IMAGE.digest or b""))
     assert step.state.phase == Phase.COMMITTING
-    assert step.effects == (Commit(BACKUP, IMAGE, 42, grants=held),)  # one round trip, not two
+    # One round trip, not three: every chunk is acknowledged, the source's
+    # export is not needed any more.
+    assert step.effects == (Commit(BACKUP, IMAGE, 42, grants=held, release=APP),)
     assert grants_of(step.state.detail) == held  # saved before they are revoked
-    step = advance_overlapped(step.state, Committed(released=held))
-    assert grants_of(step.state.detail) == ()
-    assert step.state.phase == Phase.VERIFYING
-    assert step.effects == (VerifyTarget(BACKUP, IMAGE, 42, release=APP),)
-    done = advance_overlapped(step.state, Verified(IMAGE.digest or b"", source_released=True))
+    committing = step.state
+    # The target's commit answer names the digest it now serves: nothing to ask.
+    done = advance_overlapped(committing, Committed(held, IMAGE.digest, source_released=True))
+    assert grants_of(done.state.detail) == ()
     assert done.state.phase == Phase.DONE
     assert done.effects == ()  # the export was ended meanwhile
-    # A target that holds another image still fails the job (the check is unchanged).
-    bad = advance_overlapped(step.state, Verified(b"\x01" * 32, source_released=True))
+    # A commit answer naming another image fails the job (the check is unchanged).
+    bad = advance_overlapped(committing, Committed(held, b"\x01" * 32, source_released=True))
     assert bad.state.phase == Phase.FAILED
+    assert bad.state.exit_code == EXIT_INTEGRITY
+    assert bad.effects == ()
+
+
+def test_a_target_that_does_not_name_its_digest_is_asked() -> None:
+    """A backup canister of an earlier ICRP version answers a commit without the digest."""
+    held = (PUSH_TO,)
+    state = new_state(_backup_job())
+    for event in (Start(), SourceReady(IMAGE), TargetReady(42), GrantsNeeded(held)):
+        state = advance_overlapped(state, event).state
+    state = advance_overlapped(state, ChunksDone(IMAGE.digest or b"")).state
+    step = advance_overlapped(state, Committed(held, source_released=True))
+    assert step.state.phase == Phase.VERIFYING
+    # The export was ended while committing: the check does not end it again.
+    assert step.effects == (VerifyTarget(BACKUP, IMAGE, 42, source_released=True),)
+    done = advance_overlapped(step.state, Verified(IMAGE.digest or b"", source_released=True))
+    assert (done.state.phase, done.effects) == (Phase.DONE, ())
+    bad = advance_overlapped(step.state, Verified(b"\x01" * 32, source_released=True))
     assert bad.state.exit_code == EXIT_INTEGRITY
 
 
@@ -391,6 +410,9 @@ def test_the_copy_kinds_keep_their_separate_round_trips() -> None:
     assert step.effects == (VerifyTarget(BACKUP, IMAGE, 42),)
     step = advance_copy(step.state, Verified(IMAGE.digest or b""))
     assert step.effects == (ReleaseSource(APP, IMAGE),)
+    # A target whose commit names its digest needs no check, in any kind.
+    done = advance_copy(state, Committed(digest=IMAGE.digest))
+    assert (done.state.phase, done.effects) == (Phase.DONE, (ReleaseSource(APP, IMAGE),))
 
 
 def test_the_backup_kind_overlaps() -> None:

@@ -622,7 +622,7 @@ async def test_reserved_slots_keep_a_place_for_urgent_calls() -> None:
 def test_reserved_slots_must_leave_one_for_everything_else() -> None:
     with pytest.raises(ValueError, match="reserved slots must be 0 to 3"):
         InFlight(Direct(), total=4, per_canister=1, reserved=4)
-    assert LimitSettings().reserved_in_flight == 8  # an eighth of the default 64
+    assert LimitSettings().reserved_in_flight == 16  # an eighth of the default 128
     assert LimitSettings(in_flight=4).reserved_in_flight == 0
     assert LimitSettings(in_flight=4, in_flight_reserved=3).reserved_in_flight == 3
     with pytest.raises(ValueError, match="in_flight_reserved"):

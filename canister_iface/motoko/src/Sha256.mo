@@ -8,9 +8,9 @@
 /// a Blob only byte by byte (~55 of them per byte: the index converted to a
 /// Nat and back, a bounds check, the load, tagging and widening); ~103 from
 /// a Blob through a scratch region (`withScratch`), which gives 8 bytes per
-/// load at the price of one System API call per word. The rounds and the
-/// message schedule, unrolled on doubled 64-bit words (a 32-bit rotation is
-/// one shift of `x * 0x1_0000_0001`), cost ~85 of each figure.
+/// load at the price of one System API call per word. The unrolled rounds
+/// (doubled 64-bit words: a rotation is one shift) cost ~85 of each figure;
+/// other reads tried, and why they lose: the README's "Costs" section.
 ///
 /// ```motoko
 /// import Sha256 "mo:icrp/Sha256";

@@ -117,7 +117,9 @@ module {
 
   public type CommitState = {
     #restoring : { done_bytes : Nat64 };
-    #committed : { snapshot_id : ?SnapshotId };
+    // `digest`: of the image the canister now serves under `snapshot_id`
+    // (backup canisters; null from apps), so no further call checks it.
+    #committed : { snapshot_id : ?SnapshotId; digest : ?Blob };
   };
 
   public type Op = {

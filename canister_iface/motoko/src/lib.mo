@@ -686,7 +686,7 @@ module {
           restoring := null;
         };
         case (#committing _) {};
-        case (#committed { snapshot_id }) return #ok(#committed { snapshot_id });
+        case (#committed { snapshot_id }) return #ok(#committed { snapshot_id; digest = null });
         case (#aborted { reason }) return #err(#NotFound("import " # Nat64.toText(id) # " was aborted: " # reason));
       };
       stepRestore(st);
@@ -739,7 +739,7 @@ module {
           state.export := null;
           building := null;
           st.state := #committed { snapshot_id = null };
-          #ok(#committed { snapshot_id = null });
+          #ok(#committed { snapshot_id = null; digest = null });
         };
       };
     };

@@ -241,7 +241,7 @@ class ArchiveTarget:
         async with self._lock:
             await asyncio.to_thread(writer.finish)
             await asyncio.to_thread(_publish, writer, self.path)
-        self.ctx.note(f"wrote {self.path}")
+        self.ctx.note(f"wrote {self.path}")  # digest() reads the file back
 
     async def digest(self, image: ImageInfo, import_id: int | None) -> bytes:
         del image, import_id

@@ -29,6 +29,8 @@ performer makes and revokes them (:mod:`replicator.flows.image.grants`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -38,6 +40,7 @@ from canister_iface import icrp_errors as ie
 from canister_iface.icrp import IcrpClient, WriteArg
 from canister_iface.icrp_types import ExportTicket, ImportSpec, ImportStatus, Info, ensure_version
 from canister_iface.principal import Principal
+from replicator.ahead import one_ahead
 from replicator.calls import CallCost, CallRunner
 from replicator.chunking import Path
 from replicator.errors import AccessDeniedError, IntegrityError, JobFailed, UsageError
@@ -69,6 +72,9 @@ class _Canister:
         self.client = IcrpClient(self.agent, ref.canister_id)
         self.principal = Principal.of(ref.canister_id)
         self._info: Info | None = None
+        # Concurrent first callers (the job's own check, the grants named
+        # meanwhile) share one icrp_info query.
+        self._info_lock = asyncio.Lock()
 
     async def call(
         self,
@@ -93,6 +99,10 @@ class _Canister:
 
     async def info(self) -> Info:
         """``icrp_info``, checked: ICRP version 1 and our identity trusted."""
+        async with self._info_lock:
+            return await self._read_info()
+
+    async def _read_info(self) -> Info:
         if self._info is None:
             info = await self.call("icrp_info", self.client.info, cost="query")
             ensure_version(info)
@@ -160,10 +170,28 @@ class CanisterSource(_Canister):
         elif resume is not None:
             ticket = await self._still_offered(resume.snapshot_id)
         if ticket is None:
-            ticket = await self.call("icrp_begin_export", self.client.begin_export)
-        ticket = await self._ready(ticket)
+            ticket = self._fresh()
+        ticket = await (self._export_now() if ticket is None else self._ready(ticket))
         self.ticket = ticket
         return ImageInfo(ticket.snapshot_id, ticket.size, ticket.chunk_size, ticket.digest)
+
+    async def _export_now(self) -> ExportTicket:
+        return await self._ready(await self.call("icrp_begin_export", self.client.begin_export))
+
+    def _fresh(self) -> ExportTicket | None:
+        """The image a backup's planner had this canister freeze moments ago, if any."""
+        ticket = self.ctx.fresh_images.take(self.endpoint.network, self.endpoint.canister_id)
+        if ticket is not None:
+            self.ctx.note(f"{self.endpoint}: snapshot {ticket.snapshot_id}, frozen while planning")
+        return ticket
+
+    async def freeze(self) -> ExportTicket:
+        """An image of now (never one kept earlier), ready, kept for the job that will
+        copy it (:mod:`replicator.fresh`)."""
+        await self.require("image", "export an image")
+        ticket = self.ticket = await self._export_now()
+        self.ctx.fresh_images.keep(self.endpoint.network, self.endpoint.canister_id, ticket)
+        return ticket
 
     async def _named(self, snapshot_id: int) -> ExportTicket:
         try:
@@ -186,17 +214,27 @@ class CanisterSource(_Canister):
         return await self.call("icrp_export_status", lambda: self.client.export_status(snapshot_id))
 
     async def _ready(self, ticket: ExportTicket) -> ExportTicket:
-        steps = 0
-        while not ticket.ready:
-            if steps == 0:
-                self.ctx.note(f"{self.endpoint} is preparing snapshot {ticket.snapshot_id}")
-            if steps >= _MAX_STEPS:
-                raise JobFailed(
-                    f"{self.endpoint} is still preparing snapshot {ticket.snapshot_id} after "
-                    f"{steps} steps ({ticket.done_bytes:,} bytes): it makes no progress"
-                )
-            ticket = await self._status(ticket.snapshot_id)
-            steps += 1
+        """Steps the export until its image is ready, one status call ahead
+        (:mod:`replicator.ahead`: the canister steps every round, not every other
+        one; a 256 MiB image took ~6 s instead of ~9.7 s on the subnet model)."""
+        if ticket.ready:
+            return self._with_digest(ticket)
+        self.ctx.note(f"{self.endpoint} is preparing snapshot {ticket.snapshot_id}")
+        snapshot_id = ticket.snapshot_id
+        async with contextlib.aclosing(one_ahead(lambda: self._status(snapshot_id))) as steps:
+            count = 0
+            async for ticket in steps:
+                count += 1
+                if ticket.ready:
+                    break
+                if count >= _MAX_STEPS:
+                    raise JobFailed(
+                        f"{self.endpoint} is still preparing snapshot {snapshot_id} after "
+                        f"{count} steps ({ticket.done_bytes:,} bytes): it makes no progress"
+                    )
+        return self._with_digest(ticket)
+
+    def _with_digest(self, ticket: ExportTicket) -> ExportTicket:
         if ticket.digest is None:
             raise ic.ProtocolError(
                 f"{self.endpoint}: snapshot {ticket.snapshot_id} is ready but has no digest"
@@ -433,15 +471,17 @@ class CanisterTarget(_Canister):
         verifies = image.chunk_count <= MAX_SPEC_DIGESTS
         return CanisterWriter(self, import_id, self.sizer(Path.WRITE), verifies_chunks=verifies)
 
-    async def commit(self, image: ImageInfo, import_id: int | None) -> None:
+    async def commit(self, image: ImageInfo, import_id: int | None) -> bytes | None:
         if import_id is None:
-            return  # the target already held the image
+            return None  # the target already held the image
         for step in range(_MAX_STEPS):
             state = await self.call(
                 "icrp_commit_import", lambda: self.client.commit_import(import_id)
             )
             if state.committed:
-                return
+                # A backup canister names the digest of the image it now serves
+                # (an update's certified answer, as icrp_export_status's would be).
+                return state.digest
             if step == 0:
                 self.ctx.note(f"{self.endpoint} is rebuilding its state from the image")
         raise JobFailed(f"{self.endpoint} is still committing import {import_id}: no progress")

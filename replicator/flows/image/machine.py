@@ -9,7 +9,9 @@ Phases of the copy kinds::
 
     pending ─Start→ preparing ─SourceReady→ preparing ─TargetReady→ copying
       copying ─ChunksDone→ committing ─Committed→ verifying ─Verified→ done
-    (TargetReady(committed=True) skips straight to verifying)
+    (TargetReady(committed=True) skips straight to verifying; a Committed
+    that names the target's digest, as a backup canister's commit answer
+    does, is checked at once: no VerifyTarget)
 
 A verify job (``verify=True``) reads every chunk of its source and checks it
 against the image digest (``CheckChunks``); with a target it then also
@@ -17,11 +19,11 @@ checks that the target holds the same image::
 
     pending ─Start→ preparing ─SourceReady→ verifying ─ChunksDone→ [─Verified→] done
 
-A backup (``advance_overlapped``) takes the same phases with three round
+A backup (``advance_overlapped``) takes the same phases with four round
 trips fewer: it names the peer grants while the source prepares, records
-them before the target's preparation makes them, revokes them while the
-target commits, and ends the source's export while the target's digest is
-checked.
+them before the target's preparation makes them, and revokes them and ends
+the source's export while the target commits; a backup canister's commit
+answer names the digest it now serves, so nothing is left to ask.
 
 Any unfinished phase accepts ``Fail`` (→ failed) and ``Cancel`` (→ cancelled).
 ``Start`` resumes a failed, cancelled or interrupted job from ``preparing``
@@ -166,9 +168,15 @@ class Committed:
     """The target made the image current (canister) or the file is complete.
 
     ``released``: the grants revoked while committing (``Commit.grants``).
+    ``digest``: of the image the target now holds, when its commit answer
+    names it (a backup canister's): then no ``VerifyTarget`` is needed.
+    ``source_released``: the source's export was ended meanwhile
+    (``Commit.release``).
     """
 
     released: tuple[Grant, ...] = ()
+    digest: bytes | None = None
+    source_released: bool = False
 
 
 @dataclass(frozen=True)
@@ -281,12 +289,16 @@ class Commit:
 
     ``grants``: revoke these meanwhile (as ``ReleaseGrants`` would), one
     round trip instead of two; ``Committed.released`` names them.
+    ``release``: end this source's export meanwhile (as ``ReleaseSource``
+    would, best effort): every chunk is acknowledged, so the copy no longer
+    needs it (a commit that fails sends the job back to a fresh image).
     """
 
     target: Endpoint
     image: ImageInfo
     import_id: int | None
     grants: tuple[Grant, ...] = ()
+    release: CanisterRef | None = None
 
 
 @dataclass(frozen=True)
@@ -302,6 +314,7 @@ class VerifyTarget:
     image: ImageInfo
     import_id: int | None
     release: CanisterRef | None = None
+    source_released: bool = False  # ended already, while committing
 
 
 @dataclass(frozen=True)
@@ -325,10 +338,11 @@ def advance_overlapped(state: JobState, event: object) -> Step:
 
     The peer grants are named while the source prepares
     (``PrepareSource.name_grants``), recorded, and made while the target
-    prepares (``PrepareTarget.grants``); they are revoked while the target
-    commits (``Commit.grants``) and the source's export is ended while the
-    target's digest is checked (``VerifyTarget.release``): the same calls,
-    three round trips fewer. Every
+    prepares (``PrepareTarget.grants``); they are revoked and the source's
+    export is ended while the target commits (``Commit.grants``,
+    ``Commit.release``), and the commit's answer names the target's digest
+    (a target that does not: ``VerifyTarget``): the same calls, fewer round
+    trips. Every
     effect still comes after the state that asks for it is saved, so a run
     killed meanwhile leaves grants recorded (the next run revokes them) or an
     ended export (the next run freezes a fresh image, which a backup
@@ -471,7 +485,11 @@ def _chunks_done(state: JobState, event: ChunksDone, verify: bool, overlap: bool
     if verify:
         return Step(nxt, (VerifyTarget(_target(state), image, detail.import_id),))
     if overlap:
-        commit = Commit(_target(state), image, detail.import_id, grants=detail.grants)
+        source = state.job.source
+        release = source if isinstance(source, CanisterRef) else None
+        commit = Commit(
+            _target(state), image, detail.import_id, grants=detail.grants, release=release
+        )
         return Step(replace(nxt, phase=Phase.COMMITTING), (commit,))
     commit = Commit(_target(state), image, detail.import_id)
     return Step(replace(nxt, phase=Phase.COMMITTING), (*_release_grants(detail), commit))
@@ -484,10 +502,22 @@ def _committed(state: JobState, event: Committed, overlap: bool) -> Step:
     if event.released:
         detail = replace(detail, grants=tuple(g for g in detail.grants if g not in event.released))
         state = _with(state, detail)
+    verifying = replace(state, phase=Phase.VERIFYING)
+    if event.digest is not None:
+        # The commit's certified answer named what the target now serves.
+        return _verified(verifying, Verified(event.digest, event.source_released))
     source = state.job.source
-    release = source if overlap and isinstance(source, CanisterRef) else None
-    verify = VerifyTarget(_target(state), image, detail.import_id, release=release)
-    return Step(replace(state, phase=Phase.VERIFYING), (verify,))
+    release = None
+    if overlap and isinstance(source, CanisterRef) and not event.source_released:
+        release = source
+    verify = VerifyTarget(
+        _target(state),
+        image,
+        detail.import_id,
+        release=release,
+        source_released=event.source_released,
+    )
+    return Step(verifying, (verify,))
 
 
 def _verified(state: JobState, event: Verified) -> Step:

@@ -129,9 +129,8 @@ class ImagePerformer:
                 return GrantsReleased(grants)
             case CheckChunks(image=image):
                 return ChunksDone(await self._check(image))
-            case Commit(image=image, import_id=import_id, grants=grants):
-                await _together(self.target.commit(image, import_id), self._revoke(grants))
-                return Committed(released=grants)
+            case Commit():
+                return await self._commit(effect)
             case VerifyTarget():
                 return await self._verify(effect)
             case ReleaseSource(image=image):
@@ -161,7 +160,9 @@ class ImagePerformer:
         ):
             return ()
         try:
-            if not await self._direct(source, target, quiet=True):
+            # The target's icrp_info (its role decides the grants) meanwhile.
+            direct, _ = await _together(self._direct(source, target, quiet=True), target.info())
+            if not direct:
                 return ()
             needed = await self._needed_grants(source, target)
             return tuple(await self.grants.to_record(needed, ()))
@@ -180,6 +181,22 @@ class ImagePerformer:
             return
         self._granted.update(grants)
 
+    async def _commit(self, effect: Commit) -> Committed:
+        """The target's commit; the grants revoked and the source's export ended meanwhile."""
+        image, release = effect.image, effect.release is not None
+        meanwhile = self._meanwhile(effect.grants, image if release else None)
+        digest, _ = await _together(self.target.commit(image, effect.import_id), meanwhile)
+        if digest is not None:
+            self.target_digest = digest
+        return Committed(effect.grants, digest, source_released=release)
+
+    async def _meanwhile(self, grants: tuple[Grant, ...], release: ImageInfo | None) -> None:
+        """What a commit overlaps: revoking the copy's grants, ending the source's export."""
+        if release is None:
+            await self._revoke(grants)
+        else:
+            await _together(self._revoke(grants), self.source.release(release))
+
     async def _verify(self, effect: VerifyTarget) -> Verified:
         """The target's digest; the source's export ended meanwhile if asked."""
         image, released = effect.image, effect.release is not None
@@ -189,7 +206,7 @@ class ImagePerformer:
         else:
             digest = await check
         self.target_digest = digest
-        return Verified(digest, source_released=released)
+        return Verified(digest, source_released=released or effect.source_released)
 
     async def _revoke(self, grants: tuple[Grant, ...]) -> None:
         if grants:

@@ -88,7 +88,11 @@ class TargetSide(Protocol):
 
     def writer(self, image: ImageInfo, import_id: int | None) -> ChunkWriter: ...
 
-    async def commit(self, image: ImageInfo, import_id: int | None) -> None: ...
+    async def commit(self, image: ImageInfo, import_id: int | None) -> bytes | None:
+        """Make the image current; returns the digest of what the target now holds
+        when its commit answer says it (a backup canister's certified answer), else
+        None and ``digest`` is asked."""
+        ...
 
     async def digest(self, image: ImageInfo, import_id: int | None) -> bytes:
         """The digest of the image the target now holds (``VerifyTarget``)."""

@@ -242,7 +242,7 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
     let st = switch (staged(caller, id)) { case (#ok st) st; case (#err e) return #err e };
     switch (st.state) {
       case (#receiving or #committing _) {};
-      case (#committed { snapshot_id }) return #ok(#committed { snapshot_id });
+      case (#committed { snapshot_id }) return #ok(committed(snapshot_id));
       case (#aborted { reason }) return #err(#NotFound("import " # Nat64.toText(id) # " was aborted: " # reason));
     };
     switch (Image.verify(st)) {
@@ -261,7 +261,21 @@ persistent actor class Backup(init : { source : Principal; keep : ?Nat; peers : 
       case null store(st);
     };
     st.state := #committed { snapshot_id = ?snapshotId };
-    #ok(#committed { snapshot_id = ?snapshotId });
+    #ok(committed(?snapshotId));
+  };
+
+  /// A commit's answer: the snapshot the image is stored as and that
+  /// image's digest (what `icrp_export_status` reports for it), so the
+  /// orchestrator checks what this canister now serves without another call.
+  func committed(snapshotId : ?Types.SnapshotId) : Types.CommitState {
+    let digest = switch snapshotId {
+      case (?id) switch (List.find<Stored>(images, func s = s.id == id)) {
+        case (?s) s.image.digest;
+        case null null; // evicted since
+      };
+      case null null;
+    };
+    #committed { snapshot_id = snapshotId; digest };
   };
 
   public shared ({ caller }) func icrp_abort_import(id : Types.ImportId) : async Result<()> {
