@@ -76,14 +76,18 @@ async def _exported(w: World, canister: Principal) -> tuple[IcrpClient, int, int
     return client, ticket.snapshot_id, ticket.size, ticket.digest
 
 
-async def test_the_reply_is_a_valid_write_argument_the_target_still_checks(w: World) -> None:
+async def _importing(w: World) -> tuple[IcrpClient, int, IcrpClient, int, list[bytes]]:
+    """A 1 MiB demo (256 KiB chunks) exported, and an import of it open on a backup canister."""
     demo = await w.demo(mib=1, chunk_size=256 * 1024)
     source, snapshot, size, digest = await _exported(w, demo)
-    backup = await w.backup_canister(demo)
-    target = IcrpClient(w.agent, backup)
+    target = IcrpClient(w.agent, await w.backup_canister(demo))
     digests = await source.chunk_digests(snapshot, 0, -(-size // (256 * 1024)))
     spec = ImportSpec(demo, snapshot, size, 256 * 1024, digest, chunk_digests=tuple(digests))
-    import_id = await target.begin_import(spec)
+    return source, snapshot, target, await target.begin_import(spec), digests
+
+
+async def test_the_reply_is_a_valid_write_argument_the_target_still_checks(w: World) -> None:
+    source, snapshot, target, import_id, digests = await _importing(w)
 
     arg = await source.read_for_write(snapshot, import_id, 0, 300_000)
     assert bytes(arg.data) == await source.read(snapshot, 0, 300_000)
@@ -122,13 +126,7 @@ async def test_a_refused_read_for_write_is_a_reject_and_icrp_read_says_why(w: Wo
 
 
 async def test_a_forwarded_write_releases_its_reply_once_the_node_has_it(w: World) -> None:
-    demo = await w.demo(mib=1, chunk_size=256 * 1024)
-    source, snapshot, size, digest = await _exported(w, demo)
-    backup = await w.backup_canister(demo)
-    target = IcrpClient(w.agent, backup)
-    digests = await source.chunk_digests(snapshot, 0, -(-size // (256 * 1024)))
-    spec = ImportSpec(demo, snapshot, size, 256 * 1024, digest, chunk_digests=tuple(digests))
-    import_id = await target.begin_import(spec)
+    source, snapshot, target, import_id, _ = await _importing(w)
     arg = await source.read_for_write(snapshot, import_id, 0, 300_000)
     assert not arg.released
     assert await target.write_arg(arg, release=True) == 300_000
