@@ -34,18 +34,12 @@ from canister_iface.errors import TransientError
 from canister_iface.identity import Ed25519Identity, Identity
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
+from canister_iface.platform import configure_arg
 from canister_iface.principal import Principal
 from localnet.process import LocalNetProcess
 
 T = 10**12
 R = TypeVar("R")
-_CONFIG = Types.Record(
-    {
-        "user_cycles": Types.Nat,
-        "fleet_controllers": Types.Vec(Types.Principal),
-        "fleet_peers": Types.Vec(Types.Principal),
-    }
-)
 _ATTEMPTS = 8
 _FIRST_PAUSE = 0.5
 
@@ -112,12 +106,8 @@ async def _platform(agent: Agent, me: Identity, n: int, wasm: bytes) -> Principa
         amount=(3 * n + 10) * T, settings=CanisterSettings(controllers=(me.principal,))
     )
     await mgmt.install_code(plat, wasm)
-    config = {
-        "user_cycles": 2 * T,
-        "fleet_controllers": [me.principal.raw],
-        "fleet_peers": [me.principal.raw],
-    }
-    await agent.update(plat, "platform_configure", encode_values([(_CONFIG, config)]))
+    arg = configure_arg(user_cycles=2 * T, controllers=[me.principal], peers=[me.principal])
+    await agent.update(plat, "platform_configure", arg)
     return plat
 
 

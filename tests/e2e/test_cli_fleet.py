@@ -13,6 +13,7 @@ from canister_iface.candid_value import as_variant, decode_single, encode_values
 from canister_iface.identity import Identity
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
+from canister_iface.platform import configure_arg
 from canister_iface.principal import Principal
 
 pytestmark = pytest.mark.e2e
@@ -20,13 +21,6 @@ pytestmark = pytest.mark.e2e
 WASM = ROOT / "canister_iface" / "wasm"
 COUNTER = ROOT / "tests" / "canisters" / "wasm" / "counter.wasm"
 T = 10**12
-_CONFIG = Types.Record(
-    {
-        "user_cycles": Types.Nat,
-        "fleet_controllers": Types.Vec(Types.Principal),
-        "fleet_peers": Types.Vec(Types.Principal),
-    }
-)
 
 
 def deploy_fleet(cli: Cli, users: int) -> tuple[Principal, Principal]:
@@ -41,8 +35,8 @@ def deploy_fleet(cli: Cli, users: int) -> tuple[Principal, Principal]:
                 amount=100 * T, settings=settings
             )
             await mgmt.install_code(plat, (WASM / "platform.wasm").read_bytes())
-            config = {"user_cycles": 2 * T, "fleet_controllers": [me.raw], "fleet_peers": [me.raw]}
-            await agent.update(plat, "platform_configure", encode_values([(_CONFIG, config)]))
+            arg = configure_arg(user_cycles=2 * T, controllers=[me], peers=[me])
+            await agent.update(plat, "platform_configure", arg)
             for _ in range(users):
                 async with Agent(
                     cli.net.url, Identity.generate_ed25519(), root_key=cli.net.root_key

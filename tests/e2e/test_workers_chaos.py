@@ -48,15 +48,16 @@ from collections import Counter
 import httpx
 import pytest
 from cli_harness import ROOT, AppWriter, Cli
-from test_cli_fleet import _CONFIG, WASM, T
+from test_cli_fleet import WASM, T
 from workers_harness import Workers, chaos, sql, takeover_table, wait_for
 
 from canister_iface.agent import Agent
-from canister_iface.candid_value import as_variant, decode_single, encode_values
+from canister_iface.candid_value import as_variant, decode_single
 from canister_iface.icrp import IcrpClient
 from canister_iface.identity import Identity
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
+from canister_iface.platform import configure_arg
 from canister_iface.principal import Principal
 from replicator.flows.fleets.timing import offset
 
@@ -85,8 +86,8 @@ def deploy_platform(cli: Cli, users: int) -> Principal:
                 amount=(users * 3 + 10) * T, settings=CanisterSettings(controllers=(me,))
             )
             await mgmt.install_code(plat, (WASM / "platform.wasm").read_bytes())
-            config = {"user_cycles": 2 * T, "fleet_controllers": [me.raw], "fleet_peers": [me.raw]}
-            await agent.update(plat, "platform_configure", encode_values([(_CONFIG, config)]))
+            arg = configure_arg(user_cycles=2 * T, controllers=[me], peers=[me])
+            await agent.update(plat, "platform_configure", arg)
             slots = asyncio.Semaphore(16)
 
             async def one() -> None:

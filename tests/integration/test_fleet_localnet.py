@@ -26,6 +26,7 @@ from canister_iface.agent import Agent
 from canister_iface.candid_value import as_principal, as_variant, decode_single, encode_values
 from canister_iface.identity import Identity
 from canister_iface.management_types import CanisterSettings
+from canister_iface.platform import configure_arg
 from canister_iface.principal import Principal
 from replicator.errors import UsageError
 from replicator.flows import fleet
@@ -36,13 +37,6 @@ from replicator.retry import RetryPolicy
 pytestmark = pytest.mark.integration
 
 PLATFORM_WASM = (ROOT / "canister_iface" / "wasm" / "platform.wasm").read_bytes()
-_CONFIG = Types.Record(
-    {
-        "user_cycles": Types.Nat,
-        "fleet_controllers": Types.Vec(Types.Principal),
-        "fleet_peers": Types.Vec(Types.Principal),
-    }
-)
 GOOD = 190
 BAD = 10
 FAULTY = 20  # a tenth of the 200: the first half stopped, the other half flaky
@@ -69,8 +63,7 @@ async def platform(w: World) -> Principal:
 def platform_config(w: World) -> bytes:
     """User canisters of 2 T cycles, controlled and trusted by the test's identity."""
     me = w.me.principal
-    config = {"user_cycles": 2 * T, "fleet_controllers": [me.raw], "fleet_peers": [me.raw]}
-    return encode_values([(_CONFIG, config)])
+    return configure_arg(user_cycles=2 * T, controllers=[me], peers=[me])
 
 
 async def user_canisters(w: World, plat: Principal, n: int) -> list[Principal]:

@@ -25,7 +25,6 @@ from canister_iface.candid_value import (
     as_variant,
     as_vec,
     decode_single,
-    encode_value,
     encode_values,
 )
 from canister_iface.conformance import check_canister
@@ -42,6 +41,7 @@ from canister_iface.icrp_types import (
 from canister_iface.identity import Identity
 from canister_iface.management import ManagementClient
 from canister_iface.management_types import CanisterSettings
+from canister_iface.platform import configure_arg
 from canister_iface.principal import Principal
 from localnet import LocalNet
 
@@ -254,20 +254,12 @@ async def test_a_split_through_the_client(env: Env) -> None:
 
 # ------------------------------------------------------------------ fleet
 
-_CONFIG = Types.Record(
-    {
-        "user_cycles": Types.Nat,
-        "fleet_controllers": Types.Vec(Types.Principal),
-        "fleet_peers": Types.Vec(Types.Principal),
-    }
-)
-
 
 async def test_the_platform_creates_user_canisters_and_lists_them(env: Env) -> None:
     plat = await env.create(PLATFORM_WASM)
     me = env.me.principal
-    config = {"user_cycles": 2 * T, "fleet_controllers": [me.raw], "fleet_peers": [me.raw]}
-    await env.ok(plat, "platform_configure", encode_value(_CONFIG, config))
+    arg = configure_arg(user_cycles=2 * T, controllers=[me], peers=[me])
+    await env.ok(plat, "platform_configure", arg)
     created = []
     for _ in range(3):
         user = Agent(env.net.url, Identity.generate_ed25519(), root_key=env.net.root_key)
